@@ -1,0 +1,1 @@
+//! napi-rs glue for the `polygear` Node.js package.

@@ -1,0 +1,1 @@
+//! magnus glue for the `polygear` Ruby gem.

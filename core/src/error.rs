@@ -1,0 +1,117 @@
+//! The one error type of the crate.
+
+use bytes::Bytes;
+
+use crate::protocol::ProtocolError;
+
+/// Everything that can go wrong talking to a Gearman server.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// Could not connect to a server (refused, unreachable, bad address).
+    #[error("could not connect to {addr}: {source}")]
+    Connect {
+        /// `host:port`.
+        addr: String,
+        /// The underlying failure.
+        #[source]
+        source: std::io::Error,
+    },
+    /// An established connection failed or was closed by the peer.
+    #[error("connection to {addr} lost: {reason}")]
+    ConnectionLost {
+        /// `host:port`.
+        addr: String,
+        /// What happened.
+        reason: String,
+    },
+    /// Every configured server is down (the last error is kept).
+    #[error("no server available ({0})")]
+    NoServer(String),
+    /// Any other I/O failure.
+    #[error("i/o error: {0}")]
+    Io(#[from] std::io::Error),
+    /// An operation ran past its deadline.
+    #[error("timed out: {0}")]
+    Timeout(String),
+    /// The peer broke the wire protocol.
+    #[error("protocol error: {0}")]
+    Protocol(#[from] ProtocolError),
+    /// The server answered with an ERROR packet (e.g. `QUEUE_ERROR`).
+    #[error("server error {code}: {text}")]
+    Server {
+        /// Error code, e.g. `QUEUE_ERROR`.
+        code: String,
+        /// Error text.
+        text: String,
+    },
+    /// The worker reported WORK_FAIL (or the server gave up on the job).
+    #[error("job {handle} failed")]
+    JobFailed {
+        /// Job handle.
+        handle: String,
+    },
+    /// The worker raised an exception (WORK_EXCEPTION); `message` is its text.
+    #[error("job {handle} raised: {message}")]
+    JobException {
+        /// Job handle.
+        handle: String,
+        /// The worker's exception text.
+        message: String,
+    },
+    /// A caller-supplied value is not acceptable (too long, empty, …).
+    #[error("invalid argument: {0}")]
+    InvalidArgument(String),
+    /// The client, worker or job was closed or stopped.
+    #[error("closed: {0}")]
+    Closed(String),
+}
+
+impl Error {
+    /// A short, stable category name used by the language bindings.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            Error::Connect { .. } | Error::ConnectionLost { .. } | Error::NoServer(_) | Error::Io(_) => {
+                ErrorKind::Connection
+            }
+            Error::Timeout(_) => ErrorKind::Timeout,
+            Error::Protocol(_) => ErrorKind::Protocol,
+            Error::Server { .. } => ErrorKind::Server,
+            Error::JobFailed { .. } => ErrorKind::JobFailed,
+            Error::JobException { .. } => ErrorKind::JobException,
+            Error::InvalidArgument(_) => ErrorKind::InvalidArgument,
+            Error::Closed(_) => ErrorKind::Closed,
+        }
+    }
+
+    /// Builds [`Error::Server`] from an ERROR packet's fields.
+    pub fn server(code: &Bytes, text: &Bytes) -> Error {
+        Error::Server {
+            code: String::from_utf8_lossy(code).into_owned(),
+            text: String::from_utf8_lossy(text).into_owned(),
+        }
+    }
+}
+
+/// Coarse error categories, mapped to exception classes by the bindings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ErrorKind {
+    /// Connection refused, lost, or no server reachable.
+    Connection,
+    /// A deadline passed.
+    Timeout,
+    /// Malformed traffic.
+    Protocol,
+    /// An ERROR packet from the server.
+    Server,
+    /// WORK_FAIL.
+    JobFailed,
+    /// WORK_EXCEPTION.
+    JobException,
+    /// Bad argument from the caller.
+    InvalidArgument,
+    /// Used after close/stop.
+    Closed,
+}
+
+/// Result alias for this crate.
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,26 @@
+//! # polygear
+//!
+//! One fast implementation of the [Gearman](http://gearman.org) job protocol:
+//! the wire codec ([`protocol`]), an async [`Client`], a [`Worker`] and an
+//! [`Admin`] client, all on tokio. Byte-compatible with gearmand and every
+//! other Gearman peer. The Python, Node.js and Ruby packages wrap this crate.
+
+#![warn(missing_docs)]
+
+pub mod admin;
+pub mod client;
+mod error;
+pub mod protocol;
+pub mod servers;
+pub mod worker;
+
+pub use admin::Admin;
+pub use bytes::Bytes;
+pub use client::{Client, ClientOptions, JobEvent, JobStatus, RunningJob, SubmitOptions};
+pub use error::{Error, ErrorKind, Result};
+pub use protocol::{Packet, PacketType, Priority};
+pub use servers::ServerAddr;
+pub use worker::{Job, Worker, WorkerOptions};
+
+/// The default Gearman port.
+pub const DEFAULT_PORT: u16 = 4730;

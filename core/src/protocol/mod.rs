@@ -1,0 +1,47 @@
+//! The Gearman wire protocol: binary packets ([`packet`]), framing of a byte
+//! stream into packets and admin text lines ([`codec`]), and the admin text
+//! protocol's typed replies ([`admin`]).
+
+pub mod admin;
+pub mod codec;
+pub mod packet;
+
+pub use codec::{Frame, PacketCodec, DEFAULT_MAX_PACKET, DEFAULT_MAX_TEXT_LINE};
+pub use packet::{atoi, Magic, Packet, PacketType, Priority, HEADER_LEN};
+
+/// A violation of the wire protocol by the peer (or an unencodable packet).
+#[allow(missing_docs)] // field names are self-explanatory
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ProtocolError {
+    /// The first four bytes were neither `\0REQ` nor `\0RES`.
+    #[error("bad magic {0:02x?} (expected \\0REQ or \\0RES)")]
+    BadMagic([u8; 4]),
+    /// The packet type code is 0 or above 42.
+    #[error("unknown packet type {0}")]
+    UnknownType(u32),
+    /// The declared payload exceeds the configured limit; nothing was allocated.
+    #[error("packet payload of {size} bytes exceeds the limit of {limit} bytes")]
+    PayloadTooLarge { size: u64, limit: u64 },
+    /// An admin text line grew beyond the configured limit without a newline.
+    #[error("admin text line longer than {limit} bytes")]
+    LineTooLong { limit: usize },
+    /// The payload lacks the NUL separators its packet type requires.
+    #[error("{packet} needs {expected} NUL separators, found {found}")]
+    MissingArguments {
+        packet: &'static str,
+        expected: usize,
+        found: usize,
+    },
+    /// A numeric field was not a number.
+    #[error("field {field} is not a valid number")]
+    BadNumber { field: &'static str },
+    /// The stream ended in the middle of a packet.
+    #[error("connection closed in the middle of a packet ({0} bytes buffered)")]
+    Truncated(usize),
+    /// A packet arrived that makes no sense at this point of the conversation.
+    #[error("unexpected {0} packet")]
+    Unexpected(&'static str),
+    /// A text reply from the admin protocol could not be parsed.
+    #[error("malformed admin reply: {0}")]
+    BadAdminReply(String),
+}

@@ -1,0 +1,1 @@
+//! polygear-server: the job server library behind `polygeard`.
