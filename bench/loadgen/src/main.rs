@@ -1,0 +1,289 @@
+//! `loadgen`: drives a Gearman server (polygeard or gearmand) with raw
+//! protocol traffic, so both servers see byte-identical load.
+//!
+//! ```text
+//! loadgen echo      --addr H:P [--conns 4] [--n 200000] [--window 1]
+//! loadgen bg-submit --addr H:P [--conns 4] [--n 100000] [--window 64] [--size 16] [--func F] [--tag T]
+//! loadgen drain     --addr H:P [--workers 2] [--n 100000] [--func F]
+//! loadgen fg        --addr H:P [--clients 4] [--workers 4] [--window 1] [--n 50000] [--size 16]
+//! ```
+//! Prints one line: `<scenario> n=<jobs> secs=<s> rate=<jobs/s>`.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures_util::{SinkExt, StreamExt};
+use polygear::protocol::{Frame, Magic, Packet, PacketCodec, Priority};
+use tokio::net::TcpStream;
+use tokio::sync::Notify;
+use tokio_util::codec::Framed;
+
+type Conn = Framed<TcpStream, PacketCodec>;
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+#[derive(Debug, Clone)]
+struct Args {
+    scenario: String,
+    addr: String,
+    conns: usize,
+    workers: usize,
+    n: u64,
+    window: usize,
+    size: usize,
+    func: String,
+    tag: String,
+    timeout: Duration,
+}
+
+fn parse_args() -> Result<Args, String> {
+    let mut it = std::env::args().skip(1);
+    let scenario = it.next().ok_or("usage: loadgen SCENARIO --addr HOST:PORT [options]")?;
+    let mut a = Args {
+        scenario,
+        addr: "127.0.0.1:4730".into(),
+        conns: 4,
+        workers: 4,
+        n: 100_000,
+        window: 1,
+        size: 16,
+        func: "bench".into(),
+        tag: format!("{}", std::process::id()),
+        timeout: Duration::from_secs(300),
+    };
+    while let Some(flag) = it.next() {
+        let mut val = || it.next().ok_or(format!("{flag} needs a value"));
+        let num = |v: String| v.parse::<u64>().map_err(|_| format!("{flag}: not a number: {v}"));
+        match flag.as_str() {
+            "--addr" => a.addr = val()?,
+            "--conns" | "--clients" => a.conns = num(val()?)? as usize,
+            "--workers" => a.workers = num(val()?)? as usize,
+            "--n" => a.n = num(val()?)?,
+            "--window" => a.window = num(val()?)?.max(1) as usize,
+            "--size" => a.size = num(val()?)? as usize,
+            "--func" => a.func = val()?,
+            "--tag" => a.tag = val()?,
+            "--timeout" => a.timeout = Duration::from_secs(num(val()?)?),
+            other => return Err(format!("unknown option {other}")),
+        }
+    }
+    Ok(a)
+}
+
+async fn connect(addr: &str) -> Result<Conn, BoxError> {
+    let s = TcpStream::connect(addr).await?;
+    s.set_nodelay(true)?;
+    Ok(Framed::new(s, PacketCodec::default()))
+}
+
+async fn recv(conn: &mut Conn) -> Result<Packet, BoxError> {
+    match conn.next().await {
+        Some(Ok(Frame::Packet(_, p))) => Ok(p),
+        Some(Ok(Frame::Text(_))) => Err("unexpected text frame".into()),
+        Some(Err(e)) => Err(e.into()),
+        None => Err("server closed the connection".into()),
+    }
+}
+
+/// Splits `n` into `parts` near-equal shares.
+fn share(n: u64, parts: usize, i: usize) -> u64 {
+    n / parts as u64 + u64::from((i as u64) < n % parts as u64)
+}
+
+/// ECHO round trips with `window` in flight per connection.
+async fn echo_conn(addr: String, n: u64, window: usize, size: usize) -> Result<(), BoxError> {
+    let mut c = connect(&addr).await?;
+    let data = Bytes::from(vec![b'e'; size]);
+    let (mut sent, mut got) = (0u64, 0u64);
+    while got < n {
+        while sent < n && sent - got < window as u64 {
+            c.feed((Magic::Req, Packet::EchoReq { data: data.clone() })).await?;
+            sent += 1;
+        }
+        SinkExt::<(Magic, Packet)>::flush(&mut c).await?;
+        match recv(&mut c).await? {
+            Packet::EchoRes { .. } => got += 1,
+            other => return Err(format!("unexpected {other:?}").into()),
+        }
+    }
+    Ok(())
+}
+
+/// Background submissions, each with a distinct unique.
+async fn bg_conn(args: Args, conn_no: usize, n: u64) -> Result<(), BoxError> {
+    let mut c = connect(&args.addr).await?;
+    let data = Bytes::from(vec![b'x'; args.size]);
+    let func = Bytes::from(args.func.clone());
+    let (mut sent, mut got) = (0u64, 0u64);
+    while got < n {
+        while sent < n && sent - got < args.window as u64 {
+            let unique = Bytes::from(format!("{}-{conn_no}-{sent}", args.tag));
+            let p = Packet::SubmitJob {
+                function: func.clone(),
+                unique,
+                data: data.clone(),
+                priority: Priority::Normal,
+                background: true,
+            };
+            c.feed((Magic::Req, p)).await?;
+            sent += 1;
+        }
+        SinkExt::<(Magic, Packet)>::flush(&mut c).await?;
+        match recv(&mut c).await? {
+            Packet::JobCreated { .. } => got += 1,
+            other => return Err(format!("unexpected {other:?}").into()),
+        }
+    }
+    Ok(())
+}
+
+/// Foreground client: keeps `window` jobs in flight until `n` completed.
+async fn fg_client(args: Args, n: u64) -> Result<(), BoxError> {
+    let mut c = connect(&args.addr).await?;
+    let data = Bytes::from(vec![b'x'; args.size]);
+    let func = Bytes::from(args.func.clone());
+    let (mut sent, mut done) = (0u64, 0u64);
+    while done < n {
+        while sent < n && sent - done < args.window as u64 {
+            let p = Packet::SubmitJob {
+                function: func.clone(),
+                unique: Bytes::new(),
+                data: data.clone(),
+                priority: Priority::Normal,
+                background: false,
+            };
+            c.feed((Magic::Req, p)).await?;
+            sent += 1;
+        }
+        SinkExt::<(Magic, Packet)>::flush(&mut c).await?;
+        match recv(&mut c).await? {
+            Packet::JobCreated { .. } => {}
+            Packet::WorkComplete { .. } => done += 1,
+            other => return Err(format!("unexpected {other:?}").into()),
+        }
+    }
+    Ok(())
+}
+
+/// Worker: GRAB_JOB_UNIQ → WORK_COMPLETE (echoing the data) until `stop`.
+async fn worker(addr: String, func: String, done: Arc<AtomicU64>, stop: Arc<Notify>) -> Result<(), BoxError> {
+    let mut c = connect(&addr).await?;
+    c.send((Magic::Req, Packet::CanDo { function: Bytes::from(func) })).await?;
+    loop {
+        c.send((Magic::Req, Packet::GrabJobUniq)).await?;
+        let reply = tokio::select! {
+            r = recv(&mut c) => r?,
+            _ = stop.notified() => return Ok(()),
+        };
+        match reply {
+            Packet::JobAssignUniq { handle, data, .. } => {
+                c.send((Magic::Req, Packet::WorkComplete { handle, data })).await?;
+                done.fetch_add(1, Ordering::Relaxed);
+            }
+            Packet::NoJob => {
+                c.send((Magic::Req, Packet::PreSleep)).await?;
+                loop {
+                    let p = tokio::select! {
+                        r = recv(&mut c) => r?,
+                        _ = stop.notified() => return Ok(()),
+                    };
+                    if p == Packet::Noop {
+                        break;
+                    }
+                }
+            }
+            Packet::Noop => {}
+            other => return Err(format!("worker got unexpected {other:?}").into()),
+        }
+    }
+}
+
+async fn run(args: Args) -> Result<(String, u64), BoxError> {
+    let mut tasks = tokio::task::JoinSet::new();
+    match args.scenario.as_str() {
+        "echo" => {
+            for i in 0..args.conns {
+                let n = share(args.n, args.conns, i);
+                tasks.spawn(echo_conn(args.addr.clone(), n, args.window, args.size));
+            }
+            join_all(tasks).await?;
+        }
+        "bg-submit" => {
+            for i in 0..args.conns {
+                let n = share(args.n, args.conns, i);
+                tasks.spawn(bg_conn(args.clone(), i, n));
+            }
+            join_all(tasks).await?;
+        }
+        "drain" => {
+            let done = Arc::new(AtomicU64::new(0));
+            let stop = Arc::new(Notify::new());
+            for _ in 0..args.workers {
+                tasks.spawn(worker(args.addr.clone(), args.func.clone(), done.clone(), stop.clone()));
+            }
+            while done.load(Ordering::Relaxed) < args.n {
+                tokio::time::sleep(Duration::from_millis(2)).await;
+                if let Some(r) = tasks.try_join_next() {
+                    r??;
+                }
+            }
+            stop.notify_waiters();
+            tasks.abort_all();
+        }
+        "fg" => {
+            let done = Arc::new(AtomicU64::new(0));
+            let stop = Arc::new(Notify::new());
+            let mut workers = tokio::task::JoinSet::new();
+            for _ in 0..args.workers {
+                workers.spawn(worker(args.addr.clone(), args.func.clone(), done.clone(), stop.clone()));
+            }
+            for i in 0..args.conns {
+                let n = share(args.n, args.conns, i);
+                tasks.spawn(fg_client(args.clone(), n));
+            }
+            join_all(tasks).await?;
+            stop.notify_waiters();
+            workers.abort_all();
+        }
+        other => return Err(format!("unknown scenario {other}").into()),
+    }
+    Ok((args.scenario.clone(), args.n))
+}
+
+async fn join_all(mut tasks: tokio::task::JoinSet<Result<(), BoxError>>) -> Result<(), BoxError> {
+    while let Some(r) = tasks.join_next().await {
+        r??;
+    }
+    Ok(())
+}
+
+fn main() {
+    let args = match parse_args() {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("loadgen: {e}");
+            std::process::exit(2);
+        }
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    let timeout = args.timeout;
+    let t0 = Instant::now();
+    let res = rt.block_on(async move { tokio::time::timeout(timeout, run(args)).await });
+    let secs = t0.elapsed().as_secs_f64();
+    match res {
+        Ok(Ok((scenario, n))) => println!("{scenario} n={n} secs={secs:.3} rate={:.0}", n as f64 / secs),
+        Ok(Err(e)) => {
+            eprintln!("loadgen: {e}");
+            std::process::exit(1);
+        }
+        Err(_) => {
+            eprintln!("loadgen: timed out after {timeout:?}");
+            std::process::exit(1);
+        }
+    }
+}
