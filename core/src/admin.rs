@@ -1,86 +1,261 @@
 //! Admin client: gearmand's text protocol (`status`, `workers`, …) as typed calls.
 //!
 //! API CONTRACT (bindings and the CLI rely on these names and signatures).
+//!
+//! One TCP connection per [`Admin`]. Every call is bounded by the timeout
+//! given to [`Admin::connect`] and fails with [`Error::Timeout`] when it runs
+//! out. Listing replies are read up to their terminating `.` line and other
+//! replies as exactly one line (no timing heuristics). `ERR` replies become
+//! [`Error::Server`] with the code and the text (`+` turned back into spaces).
+//! After a timeout or an I/O failure the connection is dropped and the next
+//! call reconnects, so a late reply can never be mistaken for the next one.
 
 use std::time::Duration;
 
-use crate::protocol::admin::{FunctionStatus, JobInfo, PriorityStatus, WorkerInfo};
+use bytes::BytesMut;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use crate::protocol::admin::{
+    is_error_line, parse_jobs, parse_priority_status, parse_reply, parse_status, parse_unique_jobs,
+    parse_workers, AdminCommand, AdminReply, FunctionStatus, JobInfo, PriorityStatus, WorkerInfo,
+};
+use crate::protocol::ProtocolError;
 use crate::servers::ServerAddr;
-use crate::Result;
+use crate::{Error, Result};
+
+/// Longest reply line accepted (a `workers` line lists every registration).
+const MAX_REPLY_LINE: usize = 16 << 20;
 
 /// One admin connection to one server.
 #[derive(Debug)]
 pub struct Admin {
-    // private fields chosen by the implementation
+    addr: ServerAddr,
+    timeout: Duration,
+    conn: Option<Conn>,
+}
+
+#[derive(Debug)]
+struct Conn {
+    stream: TcpStream,
+    buf: BytesMut,
+}
+
+impl Conn {
+    /// Reads one line including its `\n`.
+    async fn read_line(&mut self, addr: &ServerAddr) -> Result<String> {
+        let mut scanned = 0;
+        loop {
+            if let Some(p) = self.buf[scanned..].iter().position(|&b| b == b'\n') {
+                let line = self.buf.split_to(scanned + p + 1);
+                return Ok(String::from_utf8_lossy(&line).into_owned());
+            }
+            scanned = self.buf.len();
+            if scanned > MAX_REPLY_LINE {
+                return Err(ProtocolError::BadAdminReply(format!(
+                    "reply line longer than {MAX_REPLY_LINE} bytes"
+                ))
+                .into());
+            }
+            self.buf.reserve(8192);
+            if self.stream.read_buf(&mut self.buf).await? == 0 {
+                return Err(Error::ConnectionLost {
+                    addr: addr.to_string(),
+                    reason: "server closed the admin connection".into(),
+                });
+            }
+        }
+    }
+}
+
+fn bad_reply(what: &str, reply: &str) -> Error {
+    ProtocolError::BadAdminReply(format!("{what}: {reply:?}")).into()
+}
+
+/// Rejects names that would change the command's tokens.
+fn check_word(what: &str, s: &str) -> Result<()> {
+    if s.is_empty() || s.contains([' ', '\n', '\r', '\0']) {
+        return Err(Error::InvalidArgument(format!(
+            "{what} {s:?} must be non-empty, without spaces, line breaks or NUL"
+        )));
+    }
+    Ok(())
 }
 
 impl Admin {
     /// Connects; every later call fails with `Error::Timeout` after `timeout`.
     pub async fn connect(addr: &ServerAddr, timeout: Duration) -> Result<Admin> {
-        let _ = (addr, timeout);
-        todo!()
+        let stream = addr.connect(timeout).await?;
+        Ok(Admin {
+            addr: addr.clone(),
+            timeout,
+            conn: Some(Conn {
+                stream,
+                buf: BytesMut::with_capacity(8192),
+            }),
+        })
     }
+
+    /// Sends `command` and reads the reply: up to the `.` line if `listing`
+    /// (unless the server answers with an `ERR` line), else one line.
+    async fn exchange(&mut self, command: &str, listing: bool) -> Result<String> {
+        if self.conn.is_none() {
+            let stream = self.addr.connect(self.timeout).await?;
+            self.conn = Some(Conn {
+                stream,
+                buf: BytesMut::with_capacity(8192),
+            });
+        }
+        let Some(conn) = self.conn.as_mut() else {
+            return Err(Error::Closed("admin connection".into()));
+        };
+        let mut msg = Vec::with_capacity(command.len() + 2);
+        msg.extend_from_slice(command.as_bytes());
+        msg.extend_from_slice(b"\r\n");
+        conn.stream.write_all(&msg).await?;
+        let first = conn.read_line(&self.addr).await?;
+        if !listing || is_error_line(&first) {
+            return Ok(first);
+        }
+        let mut reply = first;
+        let mut last_start = 0;
+        loop {
+            let last = &reply[last_start..];
+            if last == ".\n" || last == ".\r\n" {
+                return Ok(reply);
+            }
+            last_start = reply.len();
+            let line = conn.read_line(&self.addr).await?;
+            reply.push_str(&line);
+        }
+    }
+
+    /// [`Admin::exchange`] under the per-call timeout; drops the connection
+    /// on timeout or failure.
+    async fn call(&mut self, command: &str, listing: bool) -> Result<String> {
+        if command.contains(['\n', '\r']) {
+            return Err(Error::InvalidArgument(format!(
+                "admin command {command:?} must be a single line"
+            )));
+        }
+        let timeout = self.timeout;
+        match tokio::time::timeout(timeout, self.exchange(command, listing)).await {
+            Ok(Ok(reply)) => Ok(reply),
+            Ok(Err(e)) => {
+                self.conn = None;
+                Err(e)
+            }
+            Err(_) => {
+                self.conn = None;
+                Err(Error::Timeout(format!(
+                    "admin command {command:?} to {} took longer than {timeout:?}",
+                    self.addr
+                )))
+            }
+        }
+    }
+
+    /// A command answered by `OK\r\n`.
+    async fn action(&mut self, command: &str) -> Result<()> {
+        let reply = self.call(command, false).await?;
+        match parse_reply(&reply)? {
+            AdminReply::Ok => Ok(()),
+            AdminReply::Err(e) => Err(e.into()),
+            AdminReply::Value(_) => Err(bad_reply("expected OK", &reply)),
+        }
+    }
+
+    /// A command answered by `OK <value>\n`.
+    async fn value(&mut self, command: &str) -> Result<String> {
+        let reply = self.call(command, false).await?;
+        match parse_reply(&reply)? {
+            AdminReply::Value(v) => Ok(v),
+            AdminReply::Err(e) => Err(e.into()),
+            AdminReply::Ok => Err(bad_reply("expected OK <value>", &reply)),
+        }
+    }
+
     /// `status`: per function, total/running jobs and registered workers.
     pub async fn status(&mut self) -> Result<Vec<FunctionStatus>> {
-        todo!()
+        parse_status(&self.call("status", true).await?)
     }
     /// `prioritystatus`: waiting jobs per priority.
     pub async fn priority_status(&mut self) -> Result<Vec<PriorityStatus>> {
-        todo!()
+        parse_priority_status(&self.call("prioritystatus", true).await?)
     }
     /// `workers`: one entry per connection.
     pub async fn workers(&mut self) -> Result<Vec<WorkerInfo>> {
-        todo!()
+        parse_workers(&self.call("workers", true).await?)
     }
     /// `version`.
     pub async fn version(&mut self) -> Result<String> {
-        todo!()
+        self.value("version").await
     }
     /// `getpid`.
     pub async fn getpid(&mut self) -> Result<u32> {
-        todo!()
+        let v = self.value("getpid").await?;
+        v.trim()
+            .parse()
+            .map_err(|_| bad_reply("getpid is not a process id", &v))
     }
     /// `verbose`: the server's log level name.
     pub async fn verbose(&mut self) -> Result<String> {
-        todo!()
+        self.value("verbose").await
     }
     /// `show jobs`.
     pub async fn show_jobs(&mut self) -> Result<Vec<JobInfo>> {
-        todo!()
+        parse_jobs(&self.call("show jobs", true).await?)
     }
     /// `show unique jobs`.
     pub async fn show_unique_jobs(&mut self) -> Result<Vec<String>> {
-        todo!()
+        parse_unique_jobs(&self.call("show unique jobs", true).await?)
     }
     /// `cancel job HANDLE`; `Error::Server` with code `UNKNOWN_JOB` if absent.
     pub async fn cancel_job(&mut self, handle: &str) -> Result<()> {
-        let _ = handle;
-        todo!()
+        check_word("job handle", handle)?;
+        self.action(&format!("cancel job {handle}")).await
     }
     /// `maxqueue FUNC` (None: unlimited) or `maxqueue FUNC HIGH NORMAL LOW`.
+    ///
+    /// 0 means unlimited. gearmand reads the numbers as C `int`s, so limits
+    /// above `i32::MAX` are refused with `Error::InvalidArgument`.
     pub async fn maxqueue(&mut self, function: &str, limits: Option<[u32; 3]>) -> Result<()> {
-        let _ = (function, limits);
-        todo!()
+        check_word("function name", function)?;
+        match limits {
+            None => self.action(&format!("maxqueue {function}")).await,
+            Some(l) => {
+                if l.iter().any(|&n| n > i32::MAX as u32) {
+                    return Err(Error::InvalidArgument(format!(
+                        "queue limits {l:?} must not exceed {}",
+                        i32::MAX
+                    )));
+                }
+                let [h, n, lo] = l;
+                self.action(&format!("maxqueue {function} {h} {n} {lo}"))
+                    .await
+            }
+        }
     }
     /// `create function FUNC`.
     pub async fn create_function(&mut self, function: &str) -> Result<()> {
-        let _ = function;
-        todo!()
+        check_word("function name", function)?;
+        self.action(&format!("create function {function}")).await
     }
     /// `drop function FUNC`.
     pub async fn drop_function(&mut self, function: &str) -> Result<()> {
-        let _ = function;
-        todo!()
+        check_word("function name", function)?;
+        self.action(&format!("drop function {function}")).await
     }
     /// `shutdown` / `shutdown graceful` (only servers that allow it).
     pub async fn shutdown(&mut self, graceful: bool) -> Result<()> {
-        let _ = graceful;
-        todo!()
+        let command = AdminCommand::Shutdown { graceful }.to_string();
+        self.action(&command).await
     }
     /// Sends any command line and returns the raw reply (a listing up to and
-    /// including the `.` line, otherwise the single line).
+    /// including the `.` line, otherwise the single line), byte for byte
+    /// (non-UTF-8 bytes replaced). `ERR` replies are returned, not raised.
     pub async fn raw(&mut self, command: &str) -> Result<String> {
-        let _ = command;
-        todo!()
+        let listing = AdminCommand::parse(command.as_bytes()).is_ok_and(|c| c.is_listing());
+        self.call(command, listing).await
     }
 }

@@ -70,9 +70,10 @@ impl Error {
     /// A short, stable category name used by the language bindings.
     pub fn kind(&self) -> ErrorKind {
         match self {
-            Error::Connect { .. } | Error::ConnectionLost { .. } | Error::NoServer(_) | Error::Io(_) => {
-                ErrorKind::Connection
-            }
+            Error::Connect { .. }
+            | Error::ConnectionLost { .. }
+            | Error::NoServer(_)
+            | Error::Io(_) => ErrorKind::Connection,
             Error::Timeout(_) => ErrorKind::Timeout,
             Error::Protocol(_) => ErrorKind::Protocol,
             Error::Server { .. } => ErrorKind::Server,

@@ -108,7 +108,11 @@ pub fn stable_hash(key: &[u8]) -> u64 {
 /// The order in which to try `n` servers for `key`: the hashed server first,
 /// then the following ones (wrapping), so failover is deterministic too.
 pub fn route(key: &[u8], n: usize) -> impl Iterator<Item = usize> {
-    let start = if n == 0 { 0 } else { (stable_hash(key) % n as u64) as usize };
+    let start = if n == 0 {
+        0
+    } else {
+        (stable_hash(key) % n as u64) as usize
+    };
     (0..n).map(move |i| (start + i) % n)
 }
 
@@ -118,9 +122,18 @@ mod tests {
 
     #[test]
     fn parses_addresses() {
-        assert_eq!("h".parse::<ServerAddr>().unwrap(), ServerAddr::new("h", 4730));
-        assert_eq!("h:1".parse::<ServerAddr>().unwrap(), ServerAddr::new("h", 1));
-        assert_eq!("[::1]:7".parse::<ServerAddr>().unwrap(), ServerAddr::new("::1", 7));
+        assert_eq!(
+            "h".parse::<ServerAddr>().unwrap(),
+            ServerAddr::new("h", 4730)
+        );
+        assert_eq!(
+            "h:1".parse::<ServerAddr>().unwrap(),
+            ServerAddr::new("h", 1)
+        );
+        assert_eq!(
+            "[::1]:7".parse::<ServerAddr>().unwrap(),
+            ServerAddr::new("::1", 7)
+        );
         assert_eq!(
             ServerAddr::parse_list("a:1, b").unwrap(),
             vec![ServerAddr::new("a", 1), ServerAddr::new("b", 4730)]

@@ -2,14 +2,34 @@
 //! runs up to `concurrency` of them at once, and stops gracefully.
 //!
 //! API CONTRACT (bindings and the CLI rely on these names and signatures).
+//!
+//! Design: one task per server owns that server's connection (reconnecting
+//! with exponential backoff) and runs the GRAB → NO_JOB → PRE_SLEEP → NOOP
+//! loop of the protocol. A GRAB is only sent while holding a permit of a
+//! semaphore sized `concurrency`; the permit moves into the [`Job`] and is
+//! released when the job ends (or is dropped). Outgoing packets of a
+//! connection are appended to one buffer that the connection task flushes in
+//! batches (non-blocking writes), so [`Job`] methods never block.
 
+use std::collections::VecDeque;
+use std::fmt;
 use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use bytes::Bytes;
+use bytes::{BufMut, Bytes, BytesMut};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::OwnedWriteHalf;
+use tokio::net::TcpStream;
+use tokio::sync::{watch, Notify, OwnedSemaphorePermit, Semaphore};
+use tokio::task::{JoinHandle, JoinSet};
+use tokio::time::Instant;
 
+use crate::protocol::packet::MAGIC_REQ;
+use crate::protocol::{Frame, Packet, PacketCodec, PacketType, HEADER_LEN};
 use crate::servers::ServerAddr;
-use crate::Result;
+use crate::{Error, Result};
 
 /// Worker configuration.
 #[derive(Debug, Clone)]
@@ -48,107 +68,1027 @@ impl Default for WorkerOptions {
     }
 }
 
+/// Longest function name accepted (gearmand's limit is 512 bytes).
+const MAX_FUNCTION_LEN: usize = 512;
+/// Longest client id gearmand stores.
+const MAX_CLIENT_ID_LEN: usize = 127;
+/// Write buffers grown beyond this are given back after a flush.
+const MAX_IDLE_WRITE_CAPACITY: usize = 1 << 20;
+/// A NOOP this soon after PRE_SLEEP means the server thinks a job is
+/// runnable. If the GRAB that follows keeps getting NO_JOB (a gearmand 1.1
+/// bug with future epoch jobs ahead of lower-priority ones), the worker would
+/// spin; after [`MAX_QUICK_MISSES`] such rounds it waits before grabbing,
+/// doubling from [`QUICK_MISS_DELAY`] up to `poll_interval`.
+const QUICK_WAKE: Duration = Duration::from_millis(2);
+/// See [`QUICK_WAKE`].
+const MAX_QUICK_MISSES: u32 = 8;
+/// See [`QUICK_WAKE`].
+const QUICK_MISS_DELAY: Duration = Duration::from_millis(10);
+/// How long a closing connection may take to flush its last packets.
+const CLOSE_FLUSH_TIMEOUT: Duration = Duration::from_secs(5);
+
+// ---------------------------------------------------------------------------
+// Small helpers
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// `b` if it is UTF-8, else a lossy UTF-8 copy (so `&str` accessors never fail).
+fn utf8_bytes(b: Bytes) -> Bytes {
+    if std::str::from_utf8(&b).is_ok() {
+        b
+    } else {
+        Bytes::from(String::from_utf8_lossy(&b).into_owned())
+    }
+}
+
+fn as_str(b: &Bytes) -> &str {
+    std::str::from_utf8(b).unwrap_or_default()
+}
+
+/// Appends one `\0REQ` packet made of `fields` (joined by NULs) to `dst`.
+fn encode_req(dst: &mut BytesMut, ty: PacketType, fields: &[&[u8]]) -> Result<()> {
+    let len = fields.iter().map(|f| f.len()).sum::<usize>() + fields.len().saturating_sub(1);
+    let size = u32::try_from(len).map_err(|_| {
+        Error::InvalidArgument(format!(
+            "{} payload of {len} bytes does not fit in a packet",
+            ty.name()
+        ))
+    })?;
+    dst.reserve(HEADER_LEN + len);
+    dst.put_slice(&MAGIC_REQ);
+    dst.put_u32(ty as u32);
+    dst.put_u32(size);
+    for (i, f) in fields.iter().enumerate() {
+        if i > 0 {
+            dst.put_u8(0);
+        }
+        dst.put_slice(f);
+    }
+    Ok(())
+}
+
+/// Decimal digits of `v` in a stack buffer.
+fn decimal(v: u32, buf: &mut [u8; 10]) -> &[u8] {
+    let mut i = buf.len();
+    let mut v = v;
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (v % 10) as u8;
+        v /= 10;
+        if v == 0 {
+            break;
+        }
+    }
+    &buf[i..]
+}
+
+fn check_function(function: &str) -> Result<()> {
+    if function.is_empty() {
+        return Err(Error::InvalidArgument("empty function name".into()));
+    }
+    if function.len() > MAX_FUNCTION_LEN {
+        return Err(Error::InvalidArgument(format!(
+            "function name longer than {MAX_FUNCTION_LEN} bytes"
+        )));
+    }
+    if function.contains('\0') {
+        return Err(Error::InvalidArgument(
+            "function name contains a NUL byte".into(),
+        ));
+    }
+    Ok(())
+}
+
+/// CAN_DO_TIMEOUT milliseconds: rounded up, at least 1, saturating at u32::MAX.
+fn timeout_ms(d: Duration) -> u32 {
+    let ms = d.as_nanos().div_ceil(1_000_000);
+    ms.clamp(1, u32::MAX as u128) as u32
+}
+
+// ---------------------------------------------------------------------------
+// One TCP connection's outgoing side
+
+#[derive(Debug, Clone)]
+enum CloseReason {
+    Lost(String),
+    Shutdown,
+}
+
+#[derive(Debug)]
+struct Out {
+    buf: BytesMut,
+    closed: Option<CloseReason>,
+}
+
+/// The write side of one TCP connection (one per connect; a reconnect makes a
+/// new one, so jobs of a dead connection see it closed).
+#[derive(Debug)]
+struct Session {
+    addr: Arc<str>,
+    out: Mutex<Out>,
+    wake: Notify,
+}
+
+impl Session {
+    fn new(addr: Arc<str>) -> Session {
+        Session {
+            addr,
+            out: Mutex::new(Out {
+                buf: BytesMut::with_capacity(8 * 1024),
+                closed: None,
+            }),
+            wake: Notify::new(),
+        }
+    }
+
+    fn closed_error(&self, reason: &CloseReason) -> Error {
+        match reason {
+            CloseReason::Lost(r) => Error::ConnectionLost {
+                addr: self.addr.to_string(),
+                reason: r.clone(),
+            },
+            CloseReason::Shutdown => Error::Closed("worker shut down".into()),
+        }
+    }
+
+    /// Queues one packet for the connection task to write.
+    fn send(&self, ty: PacketType, fields: &[&[u8]]) -> Result<()> {
+        let mut out = lock(&self.out);
+        if let Some(reason) = &out.closed {
+            return Err(self.closed_error(reason));
+        }
+        let was_empty = out.buf.is_empty();
+        encode_req(&mut out.buf, ty, fields)?;
+        drop(out);
+        if was_empty {
+            self.wake.notify_one();
+        }
+        Ok(())
+    }
+
+    /// Refuses further packets (what is queued may still be flushed).
+    fn close(&self, reason: CloseReason) {
+        let mut out = lock(&self.out);
+        if out.closed.is_none() {
+            out.closed = Some(reason);
+        }
+        drop(out);
+        self.wake.notify_one();
+    }
+}
+
+/// The socket side of a session, driven by the connection task: takes the
+/// whole queued buffer at once and writes it without blocking the task (a
+/// partial write waits for writability inside the task's `select!`).
+struct Writer {
+    wr: OwnedWriteHalf,
+    buf: BytesMut,
+    pos: usize,
+}
+
+impl Writer {
+    fn new(wr: OwnedWriteHalf) -> Writer {
+        Writer {
+            wr,
+            buf: BytesMut::with_capacity(8 * 1024),
+            pos: 0,
+        }
+    }
+
+    /// True while part of a taken batch is still unwritten.
+    fn busy(&self) -> bool {
+        self.pos < self.buf.len()
+    }
+
+    /// Writes queued packets until done or the socket is full.
+    fn flush(&mut self, session: &Session) -> std::io::Result<()> {
+        loop {
+            if !self.busy() {
+                self.buf.clear();
+                self.pos = 0;
+                if self.buf.capacity() > MAX_IDLE_WRITE_CAPACITY {
+                    self.buf = BytesMut::with_capacity(8 * 1024);
+                }
+                let mut out = lock(&session.out);
+                if out.buf.is_empty() {
+                    return Ok(());
+                }
+                std::mem::swap(&mut out.buf, &mut self.buf);
+            }
+            match self.wr.try_write(&self.buf[self.pos..]) {
+                Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
+                Ok(n) => self.pos += n,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Ok(()),
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Writes everything still queued, then shuts the write side down.
+    async fn finish(&mut self, session: &Session) -> std::io::Result<()> {
+        loop {
+            self.flush(session)?;
+            if !self.busy() {
+                break;
+            }
+            self.wr.writable().await?;
+        }
+        self.wr.shutdown().await
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Job
+
 /// A job assigned to this worker. Exactly one of [`Job::complete`],
 /// [`Job::fail`] or [`Job::exception`] ends it; dropping an unfinished job
 /// sends WORK_FAIL so no client waits forever.
 ///
 /// All methods are synchronous and non-blocking (packets are queued to the
 /// connection's writer), so they can be called from any thread.
-#[derive(Debug)]
 pub struct Job {
-    // private fields chosen by the implementation
+    handle: Bytes,
+    handle_text: Bytes,
+    function: Bytes,
+    unique: Bytes,
+    reducer: Bytes,
+    data: Bytes,
+    session: Arc<Session>,
+    finished: bool,
+    _slot: OwnedSemaphorePermit,
+}
+
+impl fmt::Debug for Job {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Job")
+            .field("handle", &self.handle())
+            .field("function", &self.function())
+            .field("unique", &self.unique())
+            .field("reducer", &self.reducer())
+            .field("data_len", &self.data.len())
+            .field("server", &self.session.addr)
+            .finish()
+    }
 }
 
 impl Job {
     /// The job handle given by the server.
     pub fn handle(&self) -> &str {
-        todo!()
+        as_str(&self.handle_text)
     }
     /// The function name.
     pub fn function(&self) -> &str {
-        todo!()
+        as_str(&self.function)
     }
     /// The unique key (empty if none).
     pub fn unique(&self) -> &str {
-        todo!()
+        as_str(&self.unique)
     }
     /// The reducer name from JOB_ASSIGN_ALL (empty if none).
     pub fn reducer(&self) -> &str {
-        todo!()
+        as_str(&self.reducer)
     }
     /// The workload.
     pub fn data(&self) -> &Bytes {
-        todo!()
+        &self.data
     }
     /// WORK_DATA: send a chunk of partial output to waiting clients.
     pub fn send_data(&self, data: impl Into<Bytes>) -> Result<()> {
-        let _ = data.into();
-        todo!()
+        let data = data.into();
+        self.session
+            .send(PacketType::WorkData, &[&self.handle, &data])
     }
     /// WORK_WARNING.
     pub fn send_warning(&self, data: impl Into<Bytes>) -> Result<()> {
-        let _ = data.into();
-        todo!()
+        let data = data.into();
+        self.session
+            .send(PacketType::WorkWarning, &[&self.handle, &data])
     }
     /// WORK_STATUS: progress `numerator / denominator`.
     pub fn send_status(&self, numerator: u32, denominator: u32) -> Result<()> {
-        let _ = (numerator, denominator);
-        todo!()
+        let (mut a, mut b) = ([0u8; 10], [0u8; 10]);
+        let (n, d) = (decimal(numerator, &mut a), decimal(denominator, &mut b));
+        self.session
+            .send(PacketType::WorkStatus, &[&self.handle, n, d])
     }
     /// WORK_COMPLETE with the result; ends the job.
-    pub fn complete(self, result: impl Into<Bytes>) -> Result<()> {
-        let _ = result.into();
-        todo!()
+    pub fn complete(mut self, result: impl Into<Bytes>) -> Result<()> {
+        let result = result.into();
+        self.finished = true;
+        self.session
+            .send(PacketType::WorkComplete, &[&self.handle, &result])
     }
     /// WORK_FAIL; ends the job.
-    pub fn fail(self) -> Result<()> {
-        todo!()
+    pub fn fail(mut self) -> Result<()> {
+        self.finished = true;
+        self.session.send(PacketType::WorkFail, &[&self.handle])
     }
     /// WORK_EXCEPTION with a message; ends the job (clients without the
     /// exceptions option see WORK_FAIL).
-    pub fn exception(self, message: impl Into<Bytes>) -> Result<()> {
-        let _ = message.into();
-        todo!()
+    pub fn exception(mut self, message: impl Into<Bytes>) -> Result<()> {
+        let message = message.into();
+        self.finished = true;
+        self.session
+            .send(PacketType::WorkException, &[&self.handle, &message])
+    }
+}
+
+impl Drop for Job {
+    fn drop(&mut self) {
+        if !self.finished {
+            if let Err(e) = self.session.send(PacketType::WorkFail, &[&self.handle]) {
+                tracing::debug!(handle = self.handle(), error = %e, "could not fail a dropped job");
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Shared worker state
+
+#[derive(Debug, Default)]
+struct Registry {
+    /// Registered functions in registration order, with the CAN_DO_TIMEOUT in ms.
+    functions: Vec<(Bytes, Option<u32>)>,
+    /// The live connection of each server, if any.
+    sessions: Vec<Option<Arc<Session>>>,
+}
+
+#[derive(Debug, Default)]
+struct Queue {
+    /// Assigned jobs not yet handed out by `next_job`.
+    jobs: VecDeque<Job>,
+    /// GRABs sent whose reply has not arrived yet.
+    grabs: usize,
+}
+
+#[derive(Debug, Default)]
+struct Tasks {
+    started: bool,
+    handles: Vec<JoinHandle<()>>,
+}
+
+#[derive(Debug)]
+struct Shared {
+    opts: WorkerOptions,
+    addrs: Vec<Arc<str>>,
+    client_id: Option<Bytes>,
+    slots: Arc<Semaphore>,
+    stopped: AtomicBool,
+    closing: watch::Sender<bool>,
+    registry: Mutex<Registry>,
+    queue: Mutex<Queue>,
+    job_ready: Notify,
+    tasks: Mutex<Tasks>,
+}
+
+impl Shared {
+    fn is_stopped(&self) -> bool {
+        self.stopped.load(Ordering::Acquire)
+    }
+
+    fn stop(&self) {
+        self.stopped.store(true, Ordering::Release);
+        self.job_ready.notify_waiters();
+    }
+
+    /// Closes every connection (after flushing) and ends the server tasks.
+    fn close(&self) {
+        self.stop();
+        self.closing.send_replace(true);
+    }
+
+    /// Spawns one task per server on the current runtime (once).
+    fn ensure_started(self: &Arc<Self>) -> bool {
+        let mut tasks = lock(&self.tasks);
+        if tasks.started {
+            return true;
+        }
+        if self.is_stopped() {
+            return false;
+        }
+        let Ok(rt) = tokio::runtime::Handle::try_current() else {
+            tracing::error!("polygear worker used outside a tokio runtime");
+            return false;
+        };
+        tasks.started = true;
+        for idx in 0..self.opts.servers.len() {
+            tasks.handles.push(rt.spawn(server_task(self.clone(), idx)));
+        }
+        true
+    }
+
+    /// Sends one packet to every live connection.
+    fn broadcast(reg: &Registry, ty: PacketType, fields: &[&[u8]]) {
+        for s in reg.sessions.iter().flatten() {
+            if let Err(e) = s.send(ty, fields) {
+                tracing::debug!(server = %s.addr, error = %e, "could not send {}", ty.name());
+            }
+        }
+    }
+
+    /// Drops buffered (not yet handed out) jobs matching `pred` without
+    /// sending anything: the server has requeued them already.
+    fn discard_buffered(&self, pred: impl Fn(&Job) -> bool) {
+        let mut q = lock(&self.queue);
+        let mut kept = VecDeque::with_capacity(q.jobs.len());
+        let mut dropped = Vec::new();
+        for mut job in q.jobs.drain(..) {
+            if pred(&job) {
+                job.finished = true;
+                dropped.push(job);
+            } else {
+                kept.push_back(job);
+            }
+        }
+        q.jobs = kept;
+        drop(q);
+        if !dropped.is_empty() {
+            tracing::debug!(
+                count = dropped.len(),
+                "discarded buffered jobs requeued by the server"
+            );
+            self.job_ready.notify_waiters();
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Per-server connection task
+
+enum SessionEnd {
+    /// The worker is closing; do not reconnect.
+    Closing,
+    /// The connection failed; reconnect after a backoff.
+    Lost(String),
+}
+
+async fn server_task(shared: Arc<Shared>, idx: usize) {
+    let mut closing = shared.closing.subscribe();
+    let addr = shared.opts.servers[idx].clone();
+    let mut backoff = shared.opts.min_backoff;
+    let mut use_all = true;
+    let mut failures = 0u32;
+    loop {
+        if *closing.borrow() {
+            return;
+        }
+        let connected = tokio::select! {
+            r = addr.connect(shared.opts.connect_timeout) => r,
+            _ = closing.changed() => return,
+        };
+        match connected {
+            Ok(stream) => {
+                if failures > 0 {
+                    tracing::info!(server = %addr, "worker reconnected");
+                }
+                backoff = shared.opts.min_backoff;
+                match run_session(&shared, idx, stream, &mut use_all, &mut closing).await {
+                    SessionEnd::Closing => return,
+                    SessionEnd::Lost(reason) => {
+                        failures = 1;
+                        tracing::warn!(server = %addr, %reason, "worker connection lost; reconnecting");
+                    }
+                }
+            }
+            Err(e) => {
+                if failures == 0 {
+                    tracing::warn!(server = %addr, error = %e, "worker cannot connect; retrying");
+                } else {
+                    tracing::debug!(server = %addr, error = %e, "worker cannot connect; retrying");
+                }
+                failures = failures.saturating_add(1);
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(backoff) => {}
+            _ = closing.changed() => return,
+        }
+        backoff = (backoff * 2).min(shared.opts.max_backoff);
+    }
+}
+
+/// State of one connection's grab/sleep loop.
+struct Conn<'a> {
+    shared: &'a Arc<Shared>,
+    session: Arc<Session>,
+    /// A GRAB should be sent as soon as a slot is free.
+    need_grab: bool,
+    /// The slot reserved by the GRAB in flight (at most one per connection).
+    grab: Option<OwnedSemaphorePermit>,
+    /// Whether the GRAB in flight is a GRAB_JOB_ALL.
+    grab_all: bool,
+    /// PRE_SLEEP sent; waiting for NOOP (or the poll timer).
+    sleeping: bool,
+    /// When the last PRE_SLEEP was sent.
+    slept_at: Instant,
+    /// The GRAB in flight answers a NOOP that came right after PRE_SLEEP.
+    quick_wake: bool,
+    /// Consecutive quick NOOPs that led to NO_JOB (see [`QUICK_WAKE`]).
+    misses: u32,
+}
+
+impl Conn<'_> {
+    fn send_grab(&mut self, permit: OwnedSemaphorePermit, use_all: bool) -> Result<()> {
+        let ty = if use_all {
+            PacketType::GrabJobAll
+        } else {
+            PacketType::GrabJobUniq
+        };
+        self.session.send(ty, &[])?;
+        lock(&self.shared.queue).grabs += 1;
+        self.grab = Some(permit);
+        self.grab_all = use_all;
+        self.need_grab = false;
+        self.sleeping = false;
+        Ok(())
+    }
+
+    /// The reply to the GRAB in flight arrived; returns its slot.
+    fn grab_done(&mut self) -> Option<OwnedSemaphorePermit> {
+        let permit = self.grab.take()?;
+        let mut q = lock(&self.shared.queue);
+        q.grabs -= 1;
+        let idle = q.grabs == 0;
+        drop(q);
+        if idle && self.shared.is_stopped() {
+            self.shared.job_ready.notify_waiters();
+        }
+        Some(permit)
+    }
+
+    /// After NO_JOB (or a failed grab): sleep until NOOP unless a NOOP came already.
+    fn go_to_sleep(&mut self, poll: &mut std::pin::Pin<&mut tokio::time::Sleep>) -> Result<()> {
+        if self.need_grab || self.shared.is_stopped() {
+            return Ok(());
+        }
+        self.session.send(PacketType::PreSleep, &[])?;
+        self.sleeping = true;
+        self.slept_at = Instant::now();
+        poll.as_mut()
+            .reset(self.slept_at + self.shared.opts.poll_interval);
+        Ok(())
+    }
+
+    fn handle(
+        &mut self,
+        packet: Packet,
+        use_all: &mut bool,
+        poll: &mut std::pin::Pin<&mut tokio::time::Sleep>,
+    ) -> Result<()> {
+        let stopped = self.shared.is_stopped();
+        let (handle, function, unique, reducer, data) = match packet {
+            Packet::Noop => {
+                if stopped {
+                    self.sleeping = false;
+                    return Ok(());
+                }
+                let quick = self.sleeping && self.slept_at.elapsed() < QUICK_WAKE;
+                if !quick {
+                    self.misses = 0;
+                } else if self.misses >= MAX_QUICK_MISSES {
+                    // Spurious wake-ups: stay asleep for a growing delay.
+                    let steps = (self.misses - MAX_QUICK_MISSES).min(16);
+                    let delay =
+                        (QUICK_MISS_DELAY * (1 << steps)).min(self.shared.opts.poll_interval);
+                    self.misses = self.misses.saturating_add(1);
+                    tracing::debug!(server = %self.session.addr, ?delay, "NOOP without a job again; delaying GRAB");
+                    poll.as_mut().reset(Instant::now() + delay);
+                    return Ok(());
+                }
+                self.sleeping = false;
+                self.need_grab = true;
+                self.quick_wake = quick;
+                return Ok(());
+            }
+            Packet::NoJob => {
+                if self.grab_done().is_none() {
+                    tracing::debug!(server = %self.session.addr, "ignoring NO_JOB without a GRAB");
+                    return Ok(());
+                }
+                if std::mem::take(&mut self.quick_wake) {
+                    self.misses = self.misses.saturating_add(1);
+                }
+                return self.go_to_sleep(poll);
+            }
+            Packet::Error { code, text } => {
+                if &code[..] == b"JOB_NOT_FOUND" {
+                    tracing::warn!(
+                        server = %self.session.addr,
+                        text = %String::from_utf8_lossy(&text),
+                        "server no longer knows a job (requeued after a timeout or cancelled)"
+                    );
+                    return Ok(());
+                }
+                if self.grab.is_some() && self.grab_all {
+                    tracing::debug!(
+                        server = %self.session.addr,
+                        code = %String::from_utf8_lossy(&code),
+                        "GRAB_JOB_ALL refused; using GRAB_JOB_UNIQ on this server"
+                    );
+                    *use_all = false;
+                    self.grab_done();
+                    self.need_grab = !stopped;
+                    return Ok(());
+                }
+                tracing::warn!(
+                    server = %self.session.addr,
+                    code = %String::from_utf8_lossy(&code),
+                    text = %String::from_utf8_lossy(&text),
+                    "server error"
+                );
+                if self.grab.is_some() {
+                    // Treat as a failed grab; wait for a NOOP or the poll timer.
+                    self.grab_done();
+                    return self.go_to_sleep(poll);
+                }
+                return Ok(());
+            }
+            Packet::JobAssign {
+                handle,
+                function,
+                data,
+            } => (handle, function, Bytes::new(), Bytes::new(), data),
+            Packet::JobAssignUniq {
+                handle,
+                function,
+                unique,
+                data,
+            } => (handle, function, unique, Bytes::new(), data),
+            Packet::JobAssignAll {
+                handle,
+                function,
+                unique,
+                reducer,
+                data,
+            } => (handle, function, unique, reducer, data),
+            other => {
+                tracing::debug!(
+                    server = %self.session.addr,
+                    "ignoring unexpected {} packet",
+                    other.packet_type().name()
+                );
+                return Ok(());
+            }
+        };
+        let Some(slot) = self.grab.take() else {
+            return Err(
+                crate::protocol::ProtocolError::Unexpected("JOB_ASSIGN without GRAB").into(),
+            );
+        };
+        let job = Job {
+            handle_text: utf8_bytes(handle.clone()),
+            handle,
+            function: utf8_bytes(function),
+            unique: utf8_bytes(unique),
+            reducer: utf8_bytes(reducer),
+            data,
+            session: self.session.clone(),
+            finished: false,
+            _slot: slot,
+        };
+        {
+            let mut q = lock(&self.shared.queue);
+            q.jobs.push_back(job);
+            q.grabs -= 1;
+        }
+        self.shared.job_ready.notify_one();
+        // Keep pulling while the server has work (and slots are free).
+        self.need_grab = !stopped;
+        self.quick_wake = false;
+        self.misses = 0;
+        Ok(())
+    }
+}
+
+async fn run_session(
+    shared: &Arc<Shared>,
+    idx: usize,
+    stream: TcpStream,
+    use_all: &mut bool,
+    closing: &mut watch::Receiver<bool>,
+) -> SessionEnd {
+    let (mut rd, wr) = stream.into_split();
+    let session = Arc::new(Session::new(shared.addrs[idx].clone()));
+    {
+        // Registration and publication under one lock: a concurrent
+        // register() either sees this session or is replayed here, never both.
+        let mut reg = lock(&shared.registry);
+        if *closing.borrow() {
+            return SessionEnd::Closing;
+        }
+        if let Some(id) = &shared.client_id {
+            let _ = session.send(PacketType::SetClientId, &[id]);
+        }
+        for (function, timeout) in &reg.functions {
+            let _ = match timeout {
+                None => session.send(PacketType::CanDo, &[function]),
+                Some(ms) => {
+                    let mut b = [0u8; 10];
+                    session.send(PacketType::CanDoTimeout, &[function, decimal(*ms, &mut b)])
+                }
+            };
+        }
+        reg.sessions[idx] = Some(session.clone());
+    }
+    let mut writer = Writer::new(wr);
+    let mut conn = Conn {
+        shared,
+        session: session.clone(),
+        need_grab: true,
+        grab: None,
+        grab_all: false,
+        sleeping: false,
+        slept_at: Instant::now(),
+        quick_wake: false,
+        misses: 0,
+    };
+    let end = session_loop(&mut conn, &mut rd, &mut writer, use_all, closing).await;
+
+    // Tear down: unpublish, forget the grab in flight and buffered jobs.
+    {
+        let mut reg = lock(&shared.registry);
+        if reg.sessions[idx]
+            .as_ref()
+            .is_some_and(|s| Arc::ptr_eq(s, &session))
+        {
+            reg.sessions[idx] = None;
+        }
+    }
+    conn.grab_done();
+    match &end {
+        SessionEnd::Closing => {
+            session.close(CloseReason::Shutdown);
+            let flushed = tokio::time::timeout(CLOSE_FLUSH_TIMEOUT, writer.finish(&session)).await;
+            if !matches!(flushed, Ok(Ok(()))) {
+                tracing::debug!(server = %session.addr, "could not flush the last packets");
+            }
+        }
+        SessionEnd::Lost(reason) => {
+            session.close(CloseReason::Lost(reason.clone()));
+            shared.discard_buffered(|j| Arc::ptr_eq(&j.session, &session));
+        }
+    }
+    end
+}
+
+async fn session_loop(
+    conn: &mut Conn<'_>,
+    rd: &mut tokio::net::tcp::OwnedReadHalf,
+    writer: &mut Writer,
+    use_all: &mut bool,
+    closing: &mut watch::Receiver<bool>,
+) -> SessionEnd {
+    let shared = conn.shared;
+    let mut codec = PacketCodec::new(shared.opts.max_packet);
+    let mut rbuf = BytesMut::with_capacity(16 * 1024);
+    let poll = tokio::time::sleep(shared.opts.poll_interval);
+    tokio::pin!(poll);
+    loop {
+        // Everything already read.
+        loop {
+            match codec.decode_frame(&mut rbuf) {
+                Ok(Some(Frame::Packet(_, packet))) => {
+                    if let Err(e) = conn.handle(packet, use_all, &mut poll) {
+                        return SessionEnd::Lost(e.to_string());
+                    }
+                }
+                Ok(Some(Frame::Text(_))) => {}
+                Ok(None) => break,
+                Err(e) => return SessionEnd::Lost(format!("protocol error: {e}")),
+            }
+        }
+        let want_slot = conn.grab.is_none() && conn.need_grab && !shared.is_stopped();
+        if want_slot {
+            if let Ok(permit) = shared.slots.clone().try_acquire_owned() {
+                if let Err(e) = conn.send_grab(permit, *use_all) {
+                    return SessionEnd::Lost(e.to_string());
+                }
+                continue;
+            }
+        }
+        if let Err(e) = writer.flush(&conn.session) {
+            return SessionEnd::Lost(e.to_string());
+        }
+        if rbuf.capacity() - rbuf.len() < 4096 {
+            rbuf.reserve(16 * 1024);
+        }
+        tokio::select! {
+            biased;
+            r = rd.read_buf(&mut rbuf) => match r {
+                Ok(0) => return SessionEnd::Lost("closed by the server".into()),
+                Ok(_) => {}
+                Err(e) => return SessionEnd::Lost(e.to_string()),
+            },
+            p = shared.slots.clone().acquire_owned(), if want_slot => {
+                if let Ok(permit) = p {
+                    if !shared.is_stopped() && conn.grab.is_none() {
+                        if let Err(e) = conn.send_grab(permit, *use_all) {
+                            return SessionEnd::Lost(e.to_string());
+                        }
+                    }
+                }
+            }
+            _ = &mut poll, if conn.sleeping && conn.grab.is_none() => {
+                // Safety net for lost NOOPs and delayed (epoch) jobs.
+                conn.sleeping = false;
+                conn.need_grab = !shared.is_stopped();
+            }
+            r = writer.wr.writable(), if writer.busy() => {
+                if let Err(e) = r {
+                    return SessionEnd::Lost(e.to_string());
+                }
+            }
+            _ = conn.session.wake.notified(), if !writer.busy() => {}
+            _ = closing.changed() => return SessionEnd::Closing,
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Worker
+
+/// Owned by the `Worker` handles only: when the last one goes, connections close.
+#[derive(Debug)]
+struct Handle {
+    shared: Arc<Shared>,
+}
+
+impl Drop for Handle {
+    fn drop(&mut self) {
+        self.shared.close();
     }
 }
 
 /// A cheap-to-clone handle to a worker connected to every configured server.
+///
+/// Dropping the last handle closes the connections; the server then requeues
+/// any job this worker still held.
 #[derive(Debug, Clone)]
 pub struct Worker {
-    // private fields chosen by the implementation
+    inner: Arc<Handle>,
 }
 
 impl Worker {
     /// Creates a worker; connections are opened by the first `next_job`/`run`
     /// (which must run inside a tokio runtime). Fails only on invalid options.
     pub fn new(options: WorkerOptions) -> Result<Worker> {
-        let _ = options;
-        todo!()
+        let bad = |m: &str| Err(Error::InvalidArgument(m.to_string()));
+        if options.servers.is_empty() {
+            return bad("no job server configured");
+        }
+        if options.concurrency == 0 {
+            return bad("concurrency must be at least 1");
+        }
+        if options.concurrency > Semaphore::MAX_PERMITS || options.concurrency > u32::MAX as usize {
+            return bad("concurrency is too large");
+        }
+        if options.poll_interval.is_zero() {
+            return bad("poll_interval must be greater than zero");
+        }
+        if options.min_backoff.is_zero() {
+            return bad("min_backoff must be greater than zero");
+        }
+        if options.max_packet < HEADER_LEN {
+            return bad("max_packet is too small");
+        }
+        let client_id = match &options.client_id {
+            None => None,
+            Some(id) if id.contains('\0') || id.len() > MAX_CLIENT_ID_LEN => {
+                return bad("client_id must be at most 127 bytes without NUL");
+            }
+            Some(id) => Some(Bytes::from(id.clone())),
+        };
+        let mut options = options;
+        options.max_backoff = options.max_backoff.max(options.min_backoff);
+        let n = options.servers.len();
+        let shared = Shared {
+            addrs: options
+                .servers
+                .iter()
+                .map(|a| Arc::from(a.to_string()))
+                .collect(),
+            client_id,
+            slots: Arc::new(Semaphore::new(options.concurrency)),
+            stopped: AtomicBool::new(false),
+            closing: watch::channel(false).0,
+            registry: Mutex::new(Registry {
+                functions: Vec::new(),
+                sessions: vec![None; n],
+            }),
+            queue: Mutex::new(Queue::default()),
+            job_ready: Notify::new(),
+            tasks: Mutex::new(Tasks::default()),
+            opts: options,
+        };
+        Ok(Worker {
+            inner: Arc::new(Handle {
+                shared: Arc::new(shared),
+            }),
+        })
+    }
+
+    fn shared(&self) -> &Arc<Shared> {
+        &self.inner.shared
     }
 
     /// Registers a function (CAN_DO, or CAN_DO_TIMEOUT when `timeout` is set);
     /// takes effect on every connection, now and after reconnects.
+    ///
+    /// Registering an already registered function with the same timeout does
+    /// nothing; with a different timeout it re-registers (CANT_DO first, which
+    /// makes the server requeue jobs of that function this worker holds).
     pub fn register(&self, function: &str, timeout: Option<Duration>) -> Result<()> {
-        let _ = (function, timeout);
-        todo!()
+        check_function(function)?;
+        let ms = timeout.map(timeout_ms);
+        let name = Bytes::copy_from_slice(function.as_bytes());
+        let mut reg = lock(&self.shared().registry);
+        let pos = reg.functions.iter().position(|(f, _)| *f == name);
+        if let Some(i) = pos {
+            if reg.functions[i].1 == ms {
+                return Ok(());
+            }
+            reg.functions.remove(i);
+            Shared::broadcast(&reg, PacketType::CantDo, &[&name]);
+        }
+        match ms {
+            None => Shared::broadcast(&reg, PacketType::CanDo, &[&name]),
+            Some(ms) => {
+                let mut b = [0u8; 10];
+                Shared::broadcast(
+                    &reg,
+                    PacketType::CanDoTimeout,
+                    &[&name, decimal(ms, &mut b)],
+                );
+            }
+        }
+        reg.functions.push((name, ms));
+        Ok(())
     }
 
     /// Unregisters a function (CANT_DO).
     pub fn unregister(&self, function: &str) -> Result<()> {
-        let _ = function;
-        todo!()
+        check_function(function)?;
+        let mut reg = lock(&self.shared().registry);
+        let Some(i) = reg
+            .functions
+            .iter()
+            .position(|(f, _)| &f[..] == function.as_bytes())
+        else {
+            return Ok(());
+        };
+        reg.functions.remove(i);
+        Shared::broadcast(&reg, PacketType::CantDo, &[function.as_bytes()]);
+        drop(reg);
+        self.shared()
+            .discard_buffered(|j| &j.function[..] == function.as_bytes());
+        Ok(())
     }
 
     /// Unregisters every function (RESET_ABILITIES).
     pub fn reset(&self) -> Result<()> {
-        todo!()
+        let mut reg = lock(&self.shared().registry);
+        reg.functions.clear();
+        Shared::broadcast(&reg, PacketType::ResetAbilities, &[]);
+        drop(reg);
+        self.shared().discard_buffered(|_| true);
+        Ok(())
     }
 
     /// The next job to process. Waits (without busy-polling) until a job is
     /// assigned and fewer than `concurrency` jobs are unfinished; `None` once
     /// the worker is stopped and no grabbed job is left.
     pub async fn next_job(&self) -> Option<Job> {
-        todo!()
+        let shared = self.shared();
+        if !shared.ensure_started() && lock(&shared.queue).jobs.is_empty() {
+            return None;
+        }
+        loop {
+            let notified = shared.job_ready.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            {
+                let mut q = lock(&shared.queue);
+                if let Some(job) = q.jobs.pop_front() {
+                    let more = !q.jobs.is_empty();
+                    let drained = !more && q.grabs == 0 && shared.is_stopped();
+                    drop(q);
+                    if more {
+                        shared.job_ready.notify_one();
+                    } else if drained {
+                        // Other callers may now return None.
+                        shared.job_ready.notify_waiters();
+                    }
+                    return Some(job);
+                }
+                if shared.is_stopped() && q.grabs == 0 {
+                    return None;
+                }
+            }
+            notified.await;
+        }
     }
 
     /// Runs `handler` for every job, up to `concurrency` at once, until
@@ -160,22 +1100,185 @@ impl Worker {
         F: Fn(Job) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = ()> + Send + 'static,
     {
-        let _ = handler;
-        todo!()
+        if tokio::runtime::Handle::try_current().is_err() {
+            return Err(Error::Closed("Worker::run needs a tokio runtime".into()));
+        }
+        let handler = Arc::new(handler);
+        let limit = self.shared().opts.concurrency;
+        let mut set: JoinSet<()> = JoinSet::new();
+        let report = |r: std::result::Result<(), tokio::task::JoinError>| {
+            if let Err(e) = r {
+                tracing::error!(error = %e, "job handler panicked (its job was failed)");
+            }
+        };
+        loop {
+            while let Some(r) = set.try_join_next() {
+                report(r);
+            }
+            if set.len() >= limit {
+                if let Some(r) = set.join_next().await {
+                    report(r);
+                }
+                continue;
+            }
+            tokio::select! {
+                job = self.next_job() => match job {
+                    Some(job) => {
+                        let h = handler.clone();
+                        set.spawn(async move { h(job).await });
+                    }
+                    None => break,
+                },
+                Some(r) = set.join_next(), if !set.is_empty() => report(r),
+            }
+        }
+        while let Some(r) = set.join_next().await {
+            report(r);
+        }
+        Ok(())
     }
 
     /// Graceful stop: grab no new jobs; jobs already running may finish.
     pub fn stop(&self) {
-        todo!()
+        self.shared().stop();
     }
 
     /// True once [`Worker::stop`] was called.
     pub fn is_stopped(&self) -> bool {
-        todo!()
+        self.shared().is_stopped()
     }
 
     /// Waits until every unfinished job has ended, then closes the connections.
+    ///
+    /// Jobs already grabbed but not yet taken with `next_job` count as
+    /// unfinished: keep calling `next_job` (or let `run` drain them).
     pub async fn shutdown(&self) {
-        todo!()
+        let shared = self.shared();
+        shared.stop();
+        let all = shared.opts.concurrency as u32;
+        let slots = shared.slots.acquire_many(all).await;
+        shared.close();
+        let handles = std::mem::take(&mut lock(&shared.tasks).handles);
+        for h in handles {
+            let _ = h.await;
+        }
+        drop(slots);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::Magic;
+
+    #[test]
+    fn encodes_like_the_packet_codec() {
+        let mut b = BytesMut::new();
+        encode_req(&mut b, PacketType::WorkComplete, &[b"H:x:1", b"a\0b"]).unwrap();
+        let p = Packet::WorkComplete {
+            handle: "H:x:1".into(),
+            data: Bytes::from_static(b"a\0b"),
+        };
+        assert_eq!(&b[..], &p.to_bytes(Magic::Req).unwrap()[..]);
+        b.clear();
+        encode_req(&mut b, PacketType::GrabJobAll, &[]).unwrap();
+        assert_eq!(
+            &b[..],
+            &Packet::GrabJobAll.to_bytes(Magic::Req).unwrap()[..]
+        );
+    }
+
+    #[test]
+    fn formats_numbers_and_timeouts() {
+        let mut buf = [0u8; 10];
+        assert_eq!(decimal(0, &mut buf), b"0");
+        assert_eq!(decimal(1234, &mut buf), b"1234");
+        assert_eq!(decimal(u32::MAX, &mut buf), b"4294967295");
+        assert_eq!(timeout_ms(Duration::from_millis(1500)), 1500);
+        assert_eq!(timeout_ms(Duration::from_micros(1)), 1);
+        assert_eq!(timeout_ms(Duration::ZERO), 1);
+        assert_eq!(timeout_ms(Duration::from_secs(u64::MAX)), u32::MAX);
+    }
+
+    #[test]
+    fn new_validates_options_without_a_runtime() {
+        let ok = Worker::new(WorkerOptions::default()).unwrap();
+        assert!(!ok.is_stopped());
+        let bad = |o: WorkerOptions| Worker::new(o).unwrap_err().kind();
+        let d = WorkerOptions::default;
+        use crate::ErrorKind::InvalidArgument as I;
+        assert_eq!(
+            bad(WorkerOptions {
+                servers: vec![],
+                ..d()
+            }),
+            I
+        );
+        assert_eq!(
+            bad(WorkerOptions {
+                concurrency: 0,
+                ..d()
+            }),
+            I
+        );
+        assert_eq!(
+            bad(WorkerOptions {
+                poll_interval: Duration::ZERO,
+                ..d()
+            }),
+            I
+        );
+        assert_eq!(
+            bad(WorkerOptions {
+                min_backoff: Duration::ZERO,
+                ..d()
+            }),
+            I
+        );
+        assert_eq!(
+            bad(WorkerOptions {
+                client_id: Some("a\0b".into()),
+                ..d()
+            }),
+            I
+        );
+    }
+
+    #[test]
+    fn registrations_are_deduplicated() {
+        let w = Worker::new(WorkerOptions::default()).unwrap();
+        w.register("f", None).unwrap();
+        w.register("f", None).unwrap();
+        w.register("g", Some(Duration::from_secs(2))).unwrap();
+        w.register("g", Some(Duration::from_secs(3))).unwrap();
+        let names = |w: &Worker| {
+            lock(&w.shared().registry)
+                .functions
+                .iter()
+                .map(|(f, t)| (String::from_utf8(f.to_vec()).unwrap(), *t))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            names(&w),
+            vec![("f".into(), None), ("g".into(), Some(3000))]
+        );
+        w.unregister("f").unwrap();
+        w.unregister("nope").unwrap();
+        assert_eq!(names(&w), vec![("g".into(), Some(3000))]);
+        w.reset().unwrap();
+        assert!(names(&w).is_empty());
+        assert!(w.register("", None).is_err());
+        assert!(w.register(&"x".repeat(MAX_FUNCTION_LEN + 1), None).is_err());
+    }
+
+    #[tokio::test]
+    async fn stopped_before_start_returns_none_and_shutdown_is_immediate() {
+        let w = Worker::new(WorkerOptions::default()).unwrap();
+        w.stop();
+        assert!(w.next_job().await.is_none());
+        tokio::time::timeout(Duration::from_secs(5), w.shutdown())
+            .await
+            .unwrap();
+        assert!(w.run(|_job| async {}).await.is_ok());
     }
 }

@@ -1,1 +1,417 @@
 //! polygear-server: the job server library behind `polygeard`.
+//!
+//! A gearmand-compatible Gearman job server that can run inside another
+//! program (tests, language bindings) on an ephemeral port:
+//!
+//! ```no_run
+//! use polygear_server::{BackgroundServer, ServerConfig};
+//! let server = BackgroundServer::start(ServerConfig::default()).unwrap();
+//! println!("listening on {}", server.local_addr());
+//! server.stop();
+//! ```
+#![warn(missing_docs)]
+
+mod admin;
+mod conn;
+mod outbox;
+mod persist;
+mod state;
+mod wire;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use parking_lot::Mutex;
+use tokio::net::TcpSocket;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+pub use admin::VERSION;
+
+/// Where background jobs are kept.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum QueueConfig {
+    /// In memory only (gearmand's `builtin`): lost when the server stops.
+    #[default]
+    Memory,
+    /// Durable SQLite database: every background job is fsync'd before it
+    /// is acknowledged and reloaded on start.
+    Sqlite {
+        /// Database file (created if missing).
+        path: PathBuf,
+    },
+}
+
+/// Server settings. `Default` gives an in-memory server on 127.0.0.1 with
+/// an ephemeral port.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// Address to bind (`0.0.0.0` for all interfaces).
+    pub listen: String,
+    /// TCP port; 0 picks a free one.
+    pub port: u16,
+    /// listen() backlog.
+    pub backlog: u32,
+    /// Background job storage.
+    pub queue: QueueConfig,
+    /// Total assignments a job may lose to vanished workers before it
+    /// fails (gearmand 1.1 semantics); 0 = unlimited.
+    pub job_retries: u32,
+    /// NOOPs sent per queued job to sleeping workers; 0 = all of them.
+    pub worker_wakeup: usize,
+    /// Accepted for gearmand compatibility: dispatch always rotates across a
+    /// worker's functions (gearmand 2.0 behaviour).
+    pub round_robin: bool,
+    /// Handle prefix replacing `H:<hostname>` (handles become `PREFIX:N`).
+    pub job_handle_prefix: Option<String>,
+    /// Largest accepted packet payload in bytes.
+    pub max_packet: usize,
+    /// Longest accepted admin text line in bytes.
+    pub max_line: usize,
+    /// Unsent output above which a connection is dropped (slow reader).
+    pub max_output: usize,
+    /// Enables the admin `shutdown [graceful]` command.
+    pub allow_shutdown: bool,
+    /// Every connection starts with the `exceptions` option on.
+    pub exceptions: bool,
+    /// SO_KEEPALIVE on accepted connections.
+    pub keepalive: bool,
+    /// Log level name reported by the admin `verbose` command.
+    pub verbose: String,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            listen: "127.0.0.1".into(),
+            port: 0,
+            backlog: 1024,
+            queue: QueueConfig::Memory,
+            job_retries: 0,
+            worker_wakeup: 1,
+            round_robin: false,
+            job_handle_prefix: None,
+            max_packet: polygear::protocol::DEFAULT_MAX_PACKET,
+            max_line: polygear::protocol::DEFAULT_MAX_TEXT_LINE,
+            max_output: 256 << 20,
+            allow_shutdown: false,
+            exceptions: false,
+            keepalive: false,
+            verbose: "ERROR".into(),
+        }
+    }
+}
+
+/// Errors starting or running the server.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    /// Binding or socket setup failed.
+    #[error("I/O error: {0}")]
+    Io(#[from] std::io::Error),
+    /// The persistent queue could not be opened or read.
+    #[error("persistent queue: {0}")]
+    Queue(String),
+    /// Invalid settings.
+    #[error("invalid configuration: {0}")]
+    Config(String),
+}
+
+/// State shared by all tasks of one server.
+pub(crate) struct Shared {
+    pub(crate) state: Mutex<state::State>,
+    pub(crate) cfg: Arc<ServerConfig>,
+    /// Stop everything now.
+    pub(crate) stop: CancellationToken,
+    /// Stop accepting; exit once no job is left.
+    graceful: AtomicBool,
+    graceful_notify: Notify,
+    live_conns: AtomicUsize,
+    conns_done: Notify,
+}
+
+impl Shared {
+    pub(crate) fn conn_closed(&self) {
+        if self.live_conns.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.conns_done.notify_waiters();
+        }
+    }
+
+    pub(crate) fn request_shutdown(&self, graceful: bool) {
+        if graceful {
+            self.graceful.store(true, Ordering::Release);
+            self.graceful_notify.notify_waiters();
+        } else {
+            self.stop.cancel();
+        }
+    }
+}
+
+/// Entry point: `Server::bind(config)` starts a server in the current tokio runtime.
+pub struct Server;
+
+/// A started server. Dropping it does not stop it; call [`RunningServer::shutdown`].
+pub struct RunningServer {
+    addr: SocketAddr,
+    shared: Arc<Shared>,
+    accept: Option<tokio::task::JoinHandle<()>>,
+    persist_thread: Option<std::thread::JoinHandle<()>>,
+}
+
+fn hostname() -> String {
+    let mut buf = [0u8; 256];
+    // SAFETY: gethostname writes at most buf.len() bytes into buf.
+    let rc = unsafe { libc::gethostname(buf.as_mut_ptr() as *mut libc::c_char, buf.len()) };
+    if rc != 0 {
+        return "localhost".into();
+    }
+    let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
+    String::from_utf8_lossy(&buf[..end]).into_owned()
+}
+
+impl Server {
+    /// Binds the listening socket, loads the persistent queue and starts
+    /// accepting connections. Must be called inside a tokio runtime.
+    pub async fn bind(config: ServerConfig) -> Result<RunningServer, ServerError> {
+        let prefix = match &config.job_handle_prefix {
+            Some(p) => p.clone(),
+            None => format!("H:{}", hostname()),
+        };
+        let prefix = if prefix.len() > 42 {
+            if config.job_handle_prefix.is_some() {
+                return Err(ServerError::Config(
+                    "--job-handle-prefix must be at most 42 bytes (handles are limited to 63)".into(),
+                ));
+            }
+            prefix[..42].to_string()
+        } else {
+            prefix
+        };
+        if config.max_packet == 0 || config.max_packet > u32::MAX as usize {
+            return Err(ServerError::Config("max packet size must be between 1 and 4 GiB-1".into()));
+        }
+        let addr = tokio::net::lookup_host((config.listen.as_str(), config.port))
+            .await?
+            .next()
+            .ok_or_else(|| ServerError::Config(format!("cannot resolve {}", config.listen)))?;
+        let socket = if addr.is_ipv4() {
+            TcpSocket::new_v4()?
+        } else {
+            TcpSocket::new_v6()?
+        };
+        socket.set_reuseaddr(true)?;
+        socket.bind(addr)?;
+        let listener = socket.listen(config.backlog)?;
+        let local = listener.local_addr()?;
+
+        let cfg = Arc::new(config);
+        let loaded = match &cfg.queue {
+            QueueConfig::Memory => None,
+            QueueConfig::Sqlite { path } => {
+                let path = path.clone();
+                Some(
+                    tokio::task::spawn_blocking(move || persist::load(&path))
+                        .await
+                        .map_err(|e| ServerError::Queue(e.to_string()))??,
+                )
+            }
+        };
+        let shared = Arc::new_cyclic(|weak| Shared {
+            state: Mutex::new(state::State::new(cfg.clone(), Bytes::from(prefix), weak.clone())),
+            cfg: cfg.clone(),
+            stop: CancellationToken::new(),
+            graceful: AtomicBool::new(false),
+            graceful_notify: Notify::new(),
+            live_conns: AtomicUsize::new(0),
+            conns_done: Notify::new(),
+        });
+        let mut persist_thread = None;
+        if let Some((conn, rows)) = loaded {
+            let (tx, rx) = std::sync::mpsc::channel();
+            let next_id = rows.iter().map(|r| r.id).max().unwrap_or(0) + 1;
+            let mut st = shared.state.lock();
+            st.persist = Some(persist::Persister { tx, next_id });
+            let n = st.restore(rows);
+            drop(st);
+            if n > 0 {
+                tracing::info!("restored {n} background jobs from the persistent queue");
+            }
+            persist_thread = Some(persist::start(conn, rx, Arc::downgrade(&shared)));
+        }
+        tracing::info!("listening on {local}");
+        let accept = tokio::spawn(accept_loop(shared.clone(), listener));
+        Ok(RunningServer {
+            addr: local,
+            shared,
+            accept: Some(accept),
+            persist_thread,
+        })
+    }
+}
+
+async fn accept_loop(shared: Arc<Shared>, listener: tokio::net::TcpListener) {
+    loop {
+        if shared.graceful.load(Ordering::Acquire) {
+            break;
+        }
+        tokio::select! {
+            r = listener.accept() => match r {
+                Ok((stream, _)) => {
+                    shared.live_conns.fetch_add(1, Ordering::AcqRel);
+                    tokio::spawn(conn::serve(shared.clone(), stream));
+                }
+                Err(e) => {
+                    tracing::warn!("accept failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            },
+            _ = shared.stop.cancelled() => return,
+            _ = shared.graceful_notify.notified() => {}
+        }
+    }
+    drop(listener);
+    // Graceful: keep serving existing connections until no job is left.
+    tracing::info!("graceful shutdown: waiting for the queue to empty");
+    loop {
+        if shared.state.lock().jobs.is_empty() {
+            shared.stop.cancel();
+            return;
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_millis(50)) => {}
+            _ = shared.stop.cancelled() => return,
+        }
+    }
+}
+
+impl RunningServer {
+    /// The bound address (with the real port when 0 was requested).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Stops accepting connections and exits once no job is left (SIGUSR1).
+    pub fn begin_graceful_shutdown(&self) {
+        self.shared.request_shutdown(true);
+    }
+
+    /// Resolves when the server stops by itself (admin `shutdown`, or a
+    /// graceful shutdown that completed).
+    pub async fn stopped(&self) {
+        self.shared.stop.cancelled().await
+    }
+
+    /// Stops now: closes every connection, then commits and closes the
+    /// persistent queue. In-memory jobs are lost; durable ones stay stored.
+    pub async fn shutdown(mut self) {
+        self.shared.stop.cancel();
+        if let Some(a) = self.accept.take() {
+            let _ = a.await;
+        }
+        // Wait (bounded) for connection tasks to finish.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        while self.shared.live_conns.load(Ordering::Acquire) > 0 {
+            let wait = self.shared.conns_done.notified();
+            if self.shared.live_conns.load(Ordering::Acquire) == 0 {
+                break;
+            }
+            if tokio::time::timeout_at(deadline, wait).await.is_err() {
+                break;
+            }
+        }
+        let persister = self.shared.state.lock().persist.take();
+        drop(persister);
+        if let Some(t) = self.persist_thread.take() {
+            let _ = tokio::task::spawn_blocking(move || t.join()).await;
+        }
+        tracing::info!("server stopped");
+    }
+}
+
+/// A server running on its own thread with its own tokio runtime; for tests
+/// and language bindings. Dropping it stops it.
+pub struct BackgroundServer {
+    addr: SocketAddr,
+    stop_tx: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl BackgroundServer {
+    /// Starts a server and returns once it is accepting connections.
+    pub fn start(config: ServerConfig) -> Result<BackgroundServer, ServerError> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("polygeard")
+            .enable_all()
+            .build()?;
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let thread = std::thread::Builder::new()
+            .name("polygeard-main".into())
+            .spawn(move || {
+                runtime.block_on(async move {
+                    let server = match Server::bind(config).await {
+                        Ok(s) => s,
+                        Err(e) => {
+                            let _ = ready_tx.send(Err(e));
+                            return;
+                        }
+                    };
+                    let _ = ready_tx.send(Ok(server.local_addr()));
+                    tokio::select! {
+                        _ = stop_rx => {}
+                        _ = server.stopped() => {}
+                    }
+                    server.shutdown().await;
+                });
+            })?;
+        match ready_rx.recv() {
+            Ok(Ok(addr)) => Ok(BackgroundServer {
+                addr,
+                stop_tx: Some(stop_tx),
+                thread: Some(thread),
+            }),
+            Ok(Err(e)) => {
+                let _ = thread.join();
+                Err(e)
+            }
+            Err(_) => {
+                let _ = thread.join();
+                Err(ServerError::Config("server thread exited during startup".into()))
+            }
+        }
+    }
+
+    /// The bound address.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The bound port.
+    pub fn port(&self) -> u16 {
+        self.addr.port()
+    }
+
+    /// Stops the server and waits for its thread to finish.
+    pub fn stop(mut self) {
+        self.stop_inner();
+    }
+
+    fn stop_inner(&mut self) {
+        if let Some(tx) = self.stop_tx.take() {
+            let _ = tx.send(());
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for BackgroundServer {
+    fn drop(&mut self) {
+        self.stop_inner();
+    }
+}

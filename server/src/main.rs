@@ -1,1 +1,225 @@
-fn main() {}
+//! `polygeard`: a gearmand-compatible Gearman job server.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Parser;
+use polygear_server::{QueueConfig, Server, ServerConfig};
+
+/// Command-line options (gearmand's names where they make sense).
+#[derive(Parser, Debug)]
+#[command(
+    name = "polygeard",
+    version = polygear_server::VERSION,
+    max_term_width = 100,
+    about = "polygeard: a fast, gearmand-compatible Gearman job server",
+    after_help = "Clients, workers and gearadmin written for gearmand work unchanged.\n\
+Background jobs are durable by default: each is stored in SQLite (fsync'd, group-committed)\n\
+before JOB_CREATED is sent, and reloaded on start. Use `-q builtin` for memory only.\n\
+Signals: SIGTERM/SIGINT stop at once, SIGUSR1 stops accepting and exits when no job is left."
+)]
+struct Args {
+    /// TCP port to listen on (env GEARMAND_PORT when not given)
+    #[arg(short = 'p', long, value_name = "PORT")]
+    port: Option<u16>,
+
+    /// Address to listen on
+    #[arg(short = 'L', long, value_name = "ADDR", default_value = "0.0.0.0")]
+    listen: String,
+
+    /// Number of I/O threads (0 = one per CPU)
+    #[arg(short = 't', long, value_name = "N", default_value_t = 0)]
+    threads: usize,
+
+    /// Assignments a job may lose to vanished workers before it fails (0 = unlimited)
+    #[arg(short = 'j', long, value_name = "N", default_value_t = 0)]
+    job_retries: u32,
+
+    /// Sleeping workers woken (NOOP) per queued job (0 = all of them)
+    #[arg(short = 'w', long, value_name = "N", default_value_t = 1)]
+    worker_wakeup: usize,
+
+    /// Accepted for compatibility: functions are always served round-robin
+    #[arg(short = 'R', long)]
+    round_robin: bool,
+
+    /// listen() backlog
+    #[arg(short = 'b', long, value_name = "N", default_value_t = 1024)]
+    backlog: u32,
+
+    /// Job handle prefix instead of H:<hostname> (handles become PREFIX:N)
+    #[arg(long, value_name = "PREFIX")]
+    job_handle_prefix: Option<String>,
+
+    /// Queue type: libsqlite3 (durable, default) or builtin (memory only)
+    #[arg(short = 'q', long, value_name = "TYPE", default_value = "libsqlite3")]
+    queue_type: String,
+
+    /// SQLite database file for the durable queue
+    #[arg(long = "libsqlite3-db", value_name = "PATH", default_value = "polygeard.sqlite3")]
+    libsqlite3_db: PathBuf,
+
+    /// Log destination: stderr, none, or a file path
+    #[arg(short = 'l', long, value_name = "FILE", default_value = "stderr")]
+    log_file: String,
+
+    /// Log level: FATAL, ALERT, CRITICAL, ERROR, WARNING, NOTICE, INFO, DEBUG
+    #[arg(long, value_name = "LEVEL", default_value = "ERROR")]
+    verbose: String,
+
+    /// Write the process id to this file
+    #[arg(short = 'P', long, value_name = "FILE")]
+    pid_file: Option<PathBuf>,
+
+    /// Enable SO_KEEPALIVE on client connections
+    #[arg(long)]
+    keepalive: bool,
+
+    /// Enable the exceptions option for every connection
+    #[arg(long)]
+    exceptions: bool,
+
+    /// Enable the admin commands `shutdown` and `shutdown graceful`
+    #[arg(long)]
+    allow_shutdown: bool,
+
+    /// Largest accepted packet payload in bytes
+    #[arg(long, value_name = "BYTES", default_value_t = polygear::protocol::DEFAULT_MAX_PACKET)]
+    max_packet: usize,
+}
+
+fn level_filter(name: &str) -> Option<&'static str> {
+    Some(match name.to_ascii_uppercase().as_str() {
+        "FATAL" | "ALERT" | "CRITICAL" | "ERROR" => "error",
+        "WARNING" | "WARN" => "warn",
+        "NOTICE" | "INFO" => "info",
+        "DEBUG" => "debug",
+        "TRACE" => "trace",
+        _ => return None,
+    })
+}
+
+fn init_logging(dest: &str, level: &'static str) -> Result<(), String> {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("polygear_server={level},polygeard={level}")));
+    match dest {
+        "none" => Ok(()),
+        "stderr" => {
+            tracing_subscriber::fmt()
+                .with_env_filter(filter)
+                .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+                .with_writer(std::io::stderr)
+                .init();
+            Ok(())
+        }
+        path => {
+            let file = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+                .map_err(|e| format!("cannot open log file {path}: {e}"))?;
+            tracing_subscriber::fmt()
+                .with_env_filter(filter)
+                .with_ansi(false)
+                .with_writer(std::sync::Mutex::new(file))
+                .init();
+            Ok(())
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    let Some(level) = level_filter(&args.verbose) else {
+        eprintln!("polygeard: unknown --verbose level {:?}", args.verbose);
+        return ExitCode::from(2);
+    };
+    if let Err(e) = init_logging(&args.log_file, level) {
+        eprintln!("polygeard: {e}");
+        return ExitCode::from(2);
+    }
+    let queue = match args.queue_type.to_ascii_lowercase().as_str() {
+        "builtin" | "memory" | "none" => QueueConfig::Memory,
+        "libsqlite3" | "sqlite" | "sqlite3" => QueueConfig::Sqlite {
+            path: args.libsqlite3_db.clone(),
+        },
+        other => {
+            eprintln!("polygeard: unknown queue type {other:?} (use libsqlite3 or builtin)");
+            return ExitCode::from(2);
+        }
+    };
+    let port = args.port.unwrap_or_else(|| {
+        std::env::var("GEARMAND_PORT")
+            .ok()
+            .and_then(|p| p.parse().ok())
+            .unwrap_or(4730)
+    });
+    let config = ServerConfig {
+        listen: args.listen.clone(),
+        port,
+        backlog: args.backlog,
+        queue,
+        job_retries: args.job_retries,
+        worker_wakeup: args.worker_wakeup,
+        round_robin: args.round_robin,
+        job_handle_prefix: args.job_handle_prefix.clone(),
+        max_packet: args.max_packet,
+        allow_shutdown: args.allow_shutdown,
+        exceptions: args.exceptions,
+        keepalive: args.keepalive,
+        verbose: args.verbose.to_ascii_uppercase(),
+        ..ServerConfig::default()
+    };
+    let mut rt = tokio::runtime::Builder::new_multi_thread();
+    if args.threads > 0 {
+        rt.worker_threads(args.threads);
+    }
+    let rt = match rt.enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("polygeard: cannot start runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    rt.block_on(async move {
+        let server = match Server::bind(config).await {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("polygeard: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        if let Some(p) = &args.pid_file {
+            if let Err(e) = std::fs::write(p, format!("{}\n", std::process::id())) {
+                eprintln!("polygeard: cannot write pid file {}: {e}", p.display());
+                server.shutdown().await;
+                return ExitCode::FAILURE;
+            }
+        }
+        use tokio::signal::unix::{signal, SignalKind};
+        let (Ok(mut term), Ok(mut int), Ok(mut usr1)) = (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+            signal(SignalKind::user_defined1()),
+        ) else {
+            eprintln!("polygeard: cannot install signal handlers");
+            return ExitCode::FAILURE;
+        };
+        loop {
+            tokio::select! {
+                _ = term.recv() => { tracing::info!("SIGTERM: stopping"); break; }
+                _ = int.recv() => { tracing::info!("SIGINT: stopping"); break; }
+                _ = usr1.recv() => {
+                    tracing::info!("SIGUSR1: graceful shutdown");
+                    server.begin_graceful_shutdown();
+                }
+                _ = server.stopped() => break,
+            }
+        }
+        server.shutdown().await;
+        if let Some(p) = &args.pid_file {
+            let _ = std::fs::remove_file(p);
+        }
+        ExitCode::SUCCESS
+    })
+}

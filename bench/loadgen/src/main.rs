@@ -6,7 +6,10 @@
 //! loadgen bg-submit --addr H:P [--conns 4] [--n 100000] [--window 64] [--size 16] [--func F] [--tag T]
 //! loadgen drain     --addr H:P [--workers 2] [--n 100000] [--func F]
 //! loadgen fg        --addr H:P [--clients 4] [--workers 4] [--window 1] [--n 50000] [--size 16]
+//! loadgen pair      --addr H:P [--window 1] [--n 20000] [--size 16]
 //! ```
+//! `pair` is the reference for the language bindings: one polygear `Client`
+//! and one polygear `Worker` (concurrency = window), the raw Rust pair.
 //! Prints one line: `<scenario> n=<jobs> secs=<s> rate=<jobs/s>`.
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -39,7 +42,9 @@ struct Args {
 
 fn parse_args() -> Result<Args, String> {
     let mut it = std::env::args().skip(1);
-    let scenario = it.next().ok_or("usage: loadgen SCENARIO --addr HOST:PORT [options]")?;
+    let scenario = it
+        .next()
+        .ok_or("usage: loadgen SCENARIO --addr HOST:PORT [options]")?;
     let mut a = Args {
         scenario,
         addr: "127.0.0.1:4730".into(),
@@ -54,7 +59,10 @@ fn parse_args() -> Result<Args, String> {
     };
     while let Some(flag) = it.next() {
         let mut val = || it.next().ok_or(format!("{flag} needs a value"));
-        let num = |v: String| v.parse::<u64>().map_err(|_| format!("{flag}: not a number: {v}"));
+        let num = |v: String| {
+            v.parse::<u64>()
+                .map_err(|_| format!("{flag}: not a number: {v}"))
+        };
         match flag.as_str() {
             "--addr" => a.addr = val()?,
             "--conns" | "--clients" => a.conns = num(val()?)? as usize,
@@ -98,7 +106,8 @@ async fn echo_conn(addr: String, n: u64, window: usize, size: usize) -> Result<(
     let (mut sent, mut got) = (0u64, 0u64);
     while got < n {
         while sent < n && sent - got < window as u64 {
-            c.feed((Magic::Req, Packet::EchoReq { data: data.clone() })).await?;
+            c.feed((Magic::Req, Packet::EchoReq { data: data.clone() }))
+                .await?;
             sent += 1;
         }
         SinkExt::<(Magic, Packet)>::flush(&mut c).await?;
@@ -167,9 +176,20 @@ async fn fg_client(args: Args, n: u64) -> Result<(), BoxError> {
 }
 
 /// Worker: GRAB_JOB_UNIQ → WORK_COMPLETE (echoing the data) until `stop`.
-async fn worker(addr: String, func: String, done: Arc<AtomicU64>, stop: Arc<Notify>) -> Result<(), BoxError> {
+async fn worker(
+    addr: String,
+    func: String,
+    done: Arc<AtomicU64>,
+    stop: Arc<Notify>,
+) -> Result<(), BoxError> {
     let mut c = connect(&addr).await?;
-    c.send((Magic::Req, Packet::CanDo { function: Bytes::from(func) })).await?;
+    c.send((
+        Magic::Req,
+        Packet::CanDo {
+            function: Bytes::from(func),
+        },
+    ))
+    .await?;
     loop {
         c.send((Magic::Req, Packet::GrabJobUniq)).await?;
         let reply = tokio::select! {
@@ -178,7 +198,8 @@ async fn worker(addr: String, func: String, done: Arc<AtomicU64>, stop: Arc<Noti
         };
         match reply {
             Packet::JobAssignUniq { handle, data, .. } => {
-                c.send((Magic::Req, Packet::WorkComplete { handle, data })).await?;
+                c.send((Magic::Req, Packet::WorkComplete { handle, data }))
+                    .await?;
                 done.fetch_add(1, Ordering::Relaxed);
             }
             Packet::NoJob => {
@@ -220,7 +241,12 @@ async fn run(args: Args) -> Result<(String, u64), BoxError> {
             let done = Arc::new(AtomicU64::new(0));
             let stop = Arc::new(Notify::new());
             for _ in 0..args.workers {
-                tasks.spawn(worker(args.addr.clone(), args.func.clone(), done.clone(), stop.clone()));
+                tasks.spawn(worker(
+                    args.addr.clone(),
+                    args.func.clone(),
+                    done.clone(),
+                    stop.clone(),
+                ));
             }
             while done.load(Ordering::Relaxed) < args.n {
                 tokio::time::sleep(Duration::from_millis(2)).await;
@@ -236,7 +262,12 @@ async fn run(args: Args) -> Result<(String, u64), BoxError> {
             let stop = Arc::new(Notify::new());
             let mut workers = tokio::task::JoinSet::new();
             for _ in 0..args.workers {
-                workers.spawn(worker(args.addr.clone(), args.func.clone(), done.clone(), stop.clone()));
+                workers.spawn(worker(
+                    args.addr.clone(),
+                    args.func.clone(),
+                    done.clone(),
+                    stop.clone(),
+                ));
             }
             for i in 0..args.conns {
                 let n = share(args.n, args.conns, i);
@@ -246,9 +277,52 @@ async fn run(args: Args) -> Result<(String, u64), BoxError> {
             stop.notify_waiters();
             workers.abort_all();
         }
+        "pair" => rust_pair(&args).await?,
         other => return Err(format!("unknown scenario {other}").into()),
     }
     Ok((args.scenario.clone(), args.n))
+}
+
+/// One polygear Client and one polygear Worker, `window` jobs in flight.
+async fn rust_pair(args: &Args) -> Result<(), BoxError> {
+    use polygear::{Client, ClientOptions, ServerAddr, SubmitOptions, Worker, WorkerOptions};
+    let server: ServerAddr = args.addr.parse()?;
+    let worker = Worker::new(WorkerOptions {
+        servers: vec![server.clone()],
+        concurrency: args.window,
+        ..Default::default()
+    })?;
+    worker.register(&args.func, None)?;
+    let w = worker.clone();
+    let worker_task = tokio::spawn(async move {
+        w.run(|job| async move {
+            let data = job.data().clone();
+            let _ = job.complete(data);
+        })
+        .await
+    });
+    let client = Client::new(ClientOptions {
+        servers: vec![server],
+        ..Default::default()
+    })?;
+    let data = Bytes::from(vec![b'x'; args.size]);
+    let mut inflight = tokio::task::JoinSet::new();
+    let mut sent = 0u64;
+    while sent < args.n || !inflight.is_empty() {
+        while sent < args.n && inflight.len() < args.window {
+            let (c, d, f) = (client.clone(), data.clone(), args.func.clone());
+            inflight.spawn(async move { c.submit(&f, d, SubmitOptions::default()).await });
+            sent += 1;
+        }
+        if let Some(r) = inflight.join_next().await {
+            r??;
+        }
+    }
+    worker.stop();
+    worker.shutdown().await;
+    let _ = worker_task.await;
+    client.close().await;
+    Ok(())
 }
 
 async fn join_all(mut tasks: tokio::task::JoinSet<Result<(), BoxError>>) -> Result<(), BoxError> {
@@ -276,7 +350,10 @@ fn main() {
     let res = rt.block_on(async move { tokio::time::timeout(timeout, run(args)).await });
     let secs = t0.elapsed().as_secs_f64();
     match res {
-        Ok(Ok((scenario, n))) => println!("{scenario} n={n} secs={secs:.3} rate={:.0}", n as f64 / secs),
+        Ok(Ok((scenario, n))) => println!(
+            "{scenario} n={n} secs={secs:.3} rate={:.0}",
+            n as f64 / secs
+        ),
         Ok(Err(e)) => {
             eprintln!("loadgen: {e}");
             std::process::exit(1);

@@ -12,6 +12,7 @@ pub const DEFAULT_MAX_PACKET: usize = 64 << 20;
 pub const DEFAULT_MAX_TEXT_LINE: usize = 64 << 10;
 
 /// One unit read from a connection.
+#[allow(clippy::large_enum_variant)] // text lines are rare; boxing packets would cost an allocation each
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Frame {
     /// A binary packet and the magic it carried.
@@ -23,12 +24,17 @@ pub enum Frame {
 /// tokio-util codec for Gearman connections.
 ///
 /// Decoding never allocates more than the configured limits: the declared
-/// size is checked before any payload is buffered.
+/// size is checked before any payload is buffered. The codec keeps a little
+/// per-stream state (how much of a pending text line was scanned), so use
+/// one codec per connection.
 #[derive(Debug, Clone)]
 pub struct PacketCodec {
     max_packet: usize,
     max_line: usize,
     accept_text: bool,
+    /// Bytes of a pending text line already searched for `\n`, so a line
+    /// arriving byte by byte is scanned once, not quadratically.
+    text_scanned: usize,
 }
 
 impl Default for PacketCodec {
@@ -44,6 +50,7 @@ impl PacketCodec {
             max_packet,
             max_line: DEFAULT_MAX_TEXT_LINE,
             accept_text: false,
+            text_scanned: 0,
         }
     }
 
@@ -53,6 +60,7 @@ impl PacketCodec {
             max_packet,
             max_line,
             accept_text: true,
+            text_scanned: 0,
         }
     }
 
@@ -61,8 +69,23 @@ impl PacketCodec {
         self.max_packet
     }
 
+    /// The maximum admin text line length accepted (server mode).
+    pub fn max_line(&self) -> usize {
+        self.max_line
+    }
+
+    /// Whether admin text lines are accepted (server mode).
+    pub fn accepts_text(&self) -> bool {
+        self.accept_text
+    }
+
     /// Decodes one frame from the front of `src`, or `Ok(None)` if more bytes
     /// are needed.
+    ///
+    /// The header is validated (magic, type, declared size against the
+    /// limit) as soon as its 12 bytes are present, before any payload is
+    /// buffered. A packet whose payload lacks separators is consumed whole
+    /// before the error is returned, so the stream stays in sync.
     pub fn decode_frame(&mut self, src: &mut BytesMut) -> Result<Option<Frame>, ProtocolError> {
         let Some(&first) = src.first() else {
             return Ok(None);
@@ -73,15 +96,16 @@ impl PacketCodec {
         if src.len() < HEADER_LEN {
             // Reject bad magic as early as we can see it.
             if src.len() >= 4 && Magic::from_bytes(&src[..4]).is_none() {
-                return Err(ProtocolError::BadMagic(src[..4].try_into().unwrap()));
+                return Err(ProtocolError::BadMagic([src[0], src[1], src[2], src[3]]));
             }
             return Ok(None);
         }
-        let magic_bytes: [u8; 4] = src[..4].try_into().unwrap();
+        let word = |i: usize| [src[i], src[i + 1], src[i + 2], src[i + 3]];
+        let magic_bytes = word(0);
         let magic = Magic::from_bytes(&magic_bytes).ok_or(ProtocolError::BadMagic(magic_bytes))?;
-        let code = u32::from_be_bytes(src[4..8].try_into().unwrap());
+        let code = u32::from_be_bytes(word(4));
         let kind = PacketType::from_code(code).ok_or(ProtocolError::UnknownType(code))?;
-        let size = u32::from_be_bytes(src[8..12].try_into().unwrap()) as usize;
+        let size = u32::from_be_bytes(word(8)) as usize;
         if size > self.max_packet {
             return Err(ProtocolError::PayloadTooLarge {
                 size: size as u64,
@@ -89,7 +113,10 @@ impl PacketCodec {
             });
         }
         if src.len() < HEADER_LEN + size {
-            src.reserve(HEADER_LEN + size - src.len());
+            // Grow towards the declared size, but never commit more than
+            // RESERVE_STEP ahead of the bytes actually received.
+            let missing = HEADER_LEN + size - src.len();
+            src.reserve(missing.min(RESERVE_STEP));
             return Ok(None);
         }
         src.advance(HEADER_LEN);
@@ -98,22 +125,44 @@ impl PacketCodec {
     }
 
     fn decode_text(&mut self, src: &mut BytesMut) -> Result<Option<Frame>, ProtocolError> {
-        match src.iter().position(|&b| b == b'\n') {
-            Some(pos) => {
+        let from = self.text_scanned.min(src.len());
+        // Look no further than the limit (+1 for a `\r` before the `\n`).
+        let window = src.len().min(self.max_line.saturating_add(2));
+        match src[from.min(window)..window]
+            .iter()
+            .position(|&b| b == b'\n')
+        {
+            Some(p) => {
+                let pos = from + p;
+                self.text_scanned = 0;
                 let mut line = src.split_to(pos + 1).freeze();
                 line.truncate(pos);
                 if line.last() == Some(&b'\r') {
                     line.truncate(pos - 1);
                 }
+                if line.len() > self.max_line {
+                    return Err(ProtocolError::LineTooLong {
+                        limit: self.max_line,
+                    });
+                }
                 Ok(Some(Frame::Text(line)))
             }
-            None if src.len() > self.max_line => Err(ProtocolError::LineTooLong {
-                limit: self.max_line,
-            }),
-            None => Ok(None),
+            None if src.len() > self.max_line.saturating_add(1) => {
+                self.text_scanned = 0;
+                Err(ProtocolError::LineTooLong {
+                    limit: self.max_line,
+                })
+            }
+            None => {
+                self.text_scanned = window;
+                Ok(None)
+            }
         }
     }
 }
+
+/// How far ahead of the received bytes the decoder reserves buffer space.
+const RESERVE_STEP: usize = 1 << 20;
 
 impl Decoder for PacketCodec {
     type Item = Frame;
@@ -135,7 +184,11 @@ impl Decoder for PacketCodec {
 impl Encoder<(Magic, Packet)> for PacketCodec {
     type Error = crate::Error;
 
-    fn encode(&mut self, (magic, packet): (Magic, Packet), dst: &mut BytesMut) -> Result<(), crate::Error> {
+    fn encode(
+        &mut self,
+        (magic, packet): (Magic, Packet),
+        dst: &mut BytesMut,
+    ) -> Result<(), crate::Error> {
         Ok(packet.encode(magic, dst)?)
     }
 }
@@ -143,7 +196,11 @@ impl Encoder<(Magic, Packet)> for PacketCodec {
 impl Encoder<(Magic, &Packet)> for PacketCodec {
     type Error = crate::Error;
 
-    fn encode(&mut self, (magic, packet): (Magic, &Packet), dst: &mut BytesMut) -> Result<(), crate::Error> {
+    fn encode(
+        &mut self,
+        (magic, packet): (Magic, &Packet),
+        dst: &mut BytesMut,
+    ) -> Result<(), crate::Error> {
         Ok(packet.encode(magic, dst)?)
     }
 }

@@ -6,6 +6,7 @@ pub mod admin;
 pub mod codec;
 pub mod packet;
 
+pub use admin::{AdminCommand, AdminError, AdminReply};
 pub use codec::{Frame, PacketCodec, DEFAULT_MAX_PACKET, DEFAULT_MAX_TEXT_LINE};
 pub use packet::{atoi, Magic, Packet, PacketType, Priority, HEADER_LEN};
 
@@ -32,6 +33,10 @@ pub enum ProtocolError {
         expected: usize,
         found: usize,
     },
+    /// A field other than the last contains a NUL byte, so the packet cannot
+    /// be encoded unambiguously.
+    #[error("{packet} argument {index} contains a NUL byte")]
+    NulInArgument { packet: &'static str, index: usize },
     /// A numeric field was not a number.
     #[error("field {field} is not a valid number")]
     BadNumber { field: &'static str },

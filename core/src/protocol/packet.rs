@@ -1,7 +1,7 @@
 //! Typed Gearman binary packets: the 42 packet codes, their argument layout,
 //! and conversion between a typed [`Packet`] and its payload bytes.
 
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::{Buf, BufMut, Bytes, BytesMut};
 
 use super::ProtocolError;
 
@@ -397,6 +397,52 @@ mod itoa_like {
     }
 }
 
+/// Length of fields joined by single NULs.
+fn joined_len(fields: &[&[u8]]) -> usize {
+    fields.iter().map(|f| f.len()).sum::<usize>() + fields.len().saturating_sub(1)
+}
+
+fn bool01(b: bool) -> &'static [u8] {
+    if b {
+        b"1"
+    } else {
+        b"0"
+    }
+}
+
+/// A decimal number formatted into a stack buffer.
+struct Dec {
+    buf: [u8; 20],
+    start: usize,
+}
+
+impl Dec {
+    fn new(v: i64) -> Dec {
+        let mut d = Dec {
+            buf: [0; 20],
+            start: 20,
+        };
+        let mut n = v.unsigned_abs();
+        loop {
+            d.start -= 1;
+            d.buf[d.start] = b'0' + (n % 10) as u8;
+            n /= 10;
+            if n == 0 {
+                break;
+            }
+        }
+        if v < 0 {
+            d.start -= 1;
+            d.buf[d.start] = b'-';
+        }
+        d
+    }
+
+    fn get(&self) -> &[u8] {
+        &self.buf[self.start..]
+    }
+}
+
 fn strip_nul(b: Bytes) -> Bytes {
     if b.last() == Some(&0) {
         b.slice(..b.len() - 1)
@@ -519,7 +565,12 @@ impl Packet {
                 function,
                 unique,
                 data,
-            } => vec![handle.clone(), function.clone(), unique.clone(), data.clone()],
+            } => vec![
+                handle.clone(),
+                function.clone(),
+                unique.clone(),
+                data.clone(),
+            ],
             P::SubmitJobSched {
                 function,
                 unique,
@@ -544,7 +595,12 @@ impl Packet {
                 unique,
                 when,
                 data,
-            } => vec![function.clone(), unique.clone(), decimal(*when), data.clone()],
+            } => vec![
+                function.clone(),
+                unique.clone(),
+                decimal(*when),
+                data.clone(),
+            ],
             P::SubmitReduceJob {
                 function,
                 unique,
@@ -591,41 +647,174 @@ impl Packet {
         }
     }
 
-    /// Payload length in bytes (fields joined by single NULs).
-    pub fn payload_len(&self) -> usize {
-        let f = self.fields();
-        if f.is_empty() {
-            0
-        } else {
-            f.iter().map(Bytes::len).sum::<usize>() + f.len() - 1
+    /// Calls `f` with the argument fields in wire order, borrowed, with the
+    /// numeric fields formatted on the stack (no heap allocation).
+    fn with_wire_fields<R>(&self, f: impl FnOnce(&[&[u8]]) -> R) -> R {
+        use Packet as P;
+        match self {
+            P::ResetAbilities
+            | P::PreSleep
+            | P::Unused
+            | P::Noop
+            | P::GrabJob
+            | P::NoJob
+            | P::AllYours
+            | P::GrabJobUniq
+            | P::GrabJobAll => f(&[]),
+            P::CanDo { function } | P::CantDo { function } => f(&[function]),
+            P::SubmitJob {
+                function,
+                unique,
+                data,
+                ..
+            } => f(&[function, unique, data]),
+            P::JobCreated { handle } | P::WorkFail { handle } | P::GetStatus { handle } => {
+                f(&[handle])
+            }
+            P::JobAssign {
+                handle,
+                function,
+                data,
+            } => f(&[handle, function, data]),
+            P::WorkStatus {
+                handle,
+                numerator,
+                denominator,
+            } => f(&[handle, numerator, denominator]),
+            P::WorkComplete { handle, data }
+            | P::WorkException { handle, data }
+            | P::WorkData { handle, data }
+            | P::WorkWarning { handle, data } => f(&[handle, data]),
+            P::EchoReq { data } | P::EchoRes { data } => f(&[data]),
+            P::Error { code, text } => f(&[code, text]),
+            P::StatusRes {
+                handle,
+                known,
+                running,
+                numerator,
+                denominator,
+            } => {
+                let (n, d) = (Dec::new(*numerator as i64), Dec::new(*denominator as i64));
+                f(&[handle, bool01(*known), bool01(*running), n.get(), d.get()])
+            }
+            P::SetClientId { id } => f(&[id]),
+            P::CanDoTimeout { function, timeout } => {
+                let t = Dec::new(*timeout as i64);
+                f(&[function, t.get()])
+            }
+            P::OptionReq { name } | P::OptionRes { name } => f(&[name]),
+            P::JobAssignUniq {
+                handle,
+                function,
+                unique,
+                data,
+            } => f(&[handle, function, unique, data]),
+            P::SubmitJobSched {
+                function,
+                unique,
+                minute,
+                hour,
+                day_of_month,
+                month,
+                day_of_week,
+                data,
+            } => f(&[
+                function,
+                unique,
+                minute,
+                hour,
+                day_of_month,
+                month,
+                day_of_week,
+                data,
+            ]),
+            P::SubmitJobEpoch {
+                function,
+                unique,
+                when,
+                data,
+            } => {
+                let w = Dec::new(*when);
+                f(&[function, unique, w.get(), data])
+            }
+            P::SubmitReduceJob {
+                function,
+                unique,
+                reducer,
+                aggregator,
+                data,
+                ..
+            } => f(&[function, unique, reducer, aggregator, data]),
+            P::JobAssignAll {
+                handle,
+                function,
+                unique,
+                reducer,
+                data,
+            } => f(&[handle, function, unique, reducer, data]),
+            P::GetStatusUnique { unique } => f(&[unique]),
+            P::StatusResUnique {
+                unique,
+                known,
+                running,
+                numerator,
+                denominator,
+                client_count,
+            } => {
+                let n = Dec::new(*numerator as i64);
+                let d = Dec::new(*denominator as i64);
+                let c = Dec::new(*client_count as i64);
+                f(&[
+                    unique,
+                    bool01(*known),
+                    bool01(*running),
+                    n.get(),
+                    d.get(),
+                    c.get(),
+                ])
+            }
         }
     }
 
-    /// Appends the whole packet (header and payload) to `dst`.
+    /// Payload length in bytes (fields joined by single NULs).
+    pub fn payload_len(&self) -> usize {
+        self.with_wire_fields(joined_len)
+    }
+
+    /// Appends the whole packet (header and payload) to `dst`. Allocation-free
+    /// apart from growing `dst`.
     ///
-    /// Fails only if the payload does not fit the 32-bit size field.
+    /// Fails if the payload does not fit the 32-bit size field, or if a field
+    /// other than the last contains a NUL byte (the receiver would split the
+    /// payload differently); `dst` is left unchanged then.
     pub fn encode(&self, magic: Magic, dst: &mut BytesMut) -> Result<(), ProtocolError> {
-        let fields = self.fields();
-        let len = if fields.is_empty() {
-            0
-        } else {
-            fields.iter().map(Bytes::len).sum::<usize>() + fields.len() - 1
-        };
-        let size = u32::try_from(len).map_err(|_| ProtocolError::PayloadTooLarge {
-            size: len as u64,
-            limit: u32::MAX as u64,
-        })?;
-        dst.reserve(HEADER_LEN + len);
-        dst.put_slice(&magic.bytes());
-        dst.put_u32(self.packet_type() as u32);
-        dst.put_u32(size);
-        for (i, f) in fields.iter().enumerate() {
-            if i > 0 {
-                dst.put_u8(0);
+        let kind = self.packet_type();
+        self.with_wire_fields(|fields| {
+            if let Some((_, head)) = fields.split_last() {
+                if let Some(index) = head.iter().position(|f| f.contains(&0)) {
+                    return Err(ProtocolError::NulInArgument {
+                        packet: kind.name(),
+                        index,
+                    });
+                }
             }
-            dst.put_slice(f);
-        }
-        Ok(())
+            let len = joined_len(fields);
+            let size = u32::try_from(len).map_err(|_| ProtocolError::PayloadTooLarge {
+                size: len as u64,
+                limit: u32::MAX as u64,
+            })?;
+            dst.reserve(HEADER_LEN + len);
+            dst.put_slice(&magic.bytes());
+            dst.put_u32(kind as u32);
+            dst.put_u32(size);
+            for (i, f) in fields.iter().enumerate() {
+                if i > 0 {
+                    dst.put_u8(0);
+                }
+                dst.put_slice(f);
+            }
+            Ok(())
+        })
     }
 
     /// Encodes to a fresh buffer.
@@ -643,7 +832,7 @@ impl Packet {
         let (argc, data) = kind.layout();
         let nfields = if data { argc + 1 } else { argc };
         let mut f = split_fields(kind, payload, nfields)?;
-        let mut next = || f.next().unwrap_or_default();
+        let mut next = || f.next();
         use PacketType as T;
         let p = match kind {
             T::CanDo => Packet::CanDo { function: next() },
@@ -802,36 +991,57 @@ impl Packet {
     }
 }
 
+/// The most fields any packet has (SUBMIT_JOB_SCHED).
+const MAX_FIELDS: usize = 8;
+
+/// The split fields of one payload, handed out in order (no heap allocation).
+struct Fields {
+    f: [Bytes; MAX_FIELDS],
+    next: usize,
+}
+
+impl Fields {
+    fn next(&mut self) -> Bytes {
+        let b = self
+            .f
+            .get_mut(self.next)
+            .map(std::mem::take)
+            .unwrap_or_default();
+        self.next += 1;
+        b
+    }
+}
+
 /// Splits `payload` into `nfields` fields: the first `nfields - 1` end at a
 /// NUL, the last runs to the end of the payload and may contain NULs.
-fn split_fields(
-    kind: PacketType,
-    payload: Bytes,
-    nfields: usize,
-) -> Result<std::vec::IntoIter<Bytes>, ProtocolError> {
-    let mut out = Vec::with_capacity(nfields);
+fn split_fields(kind: PacketType, payload: Bytes, nfields: usize) -> Result<Fields, ProtocolError> {
+    let mut out = Fields {
+        f: Default::default(),
+        next: 0,
+    };
     if nfields == 0 {
-        // Zero-argument packets: any payload is ignored, as gearmand does.
-        return Ok(out.into_iter());
+        // Zero-argument packets: any payload is ignored.
+        return Ok(out);
     }
+    debug_assert!(nfields <= MAX_FIELDS);
     let mut rest = payload;
-    for _ in 0..nfields - 1 {
+    for i in 0..nfields - 1 {
         match memchr0(&rest) {
             Some(pos) => {
-                out.push(rest.slice(..pos));
-                rest = rest.slice(pos + 1..);
+                out.f[i] = rest.slice(..pos);
+                rest.advance(pos + 1);
             }
             None => {
                 return Err(ProtocolError::MissingArguments {
                     packet: kind.name(),
                     expected: kind.separators(),
-                    found: out.len(),
+                    found: i,
                 })
             }
         }
     }
-    out.push(rest);
-    Ok(out.into_iter())
+    out.f[nfields - 1] = rest;
+    Ok(out)
 }
 
 fn memchr0(b: &[u8]) -> Option<usize> {

@@ -126,9 +126,18 @@ impl TestServer {
         match self.kind {
             ServerKind::Gearmand => {
                 let pid = std::env::temp_dir().join(format!("gearmand-test-{}.pid", self.port));
-                cmd.args(["-L", "127.0.0.1", "-p", &port, "-l", "stderr", "--verbose", "ERROR"])
-                    .arg("-P")
-                    .arg(pid);
+                cmd.args([
+                    "-L",
+                    "127.0.0.1",
+                    "-p",
+                    &port,
+                    "-l",
+                    "stderr",
+                    "--verbose",
+                    "ERROR",
+                ])
+                .arg("-P")
+                .arg(pid);
             }
             ServerKind::Polygeard => {
                 cmd.args(["-L", "127.0.0.1", "-p", &port, "-q", "builtin"]);
@@ -156,6 +165,11 @@ impl TestServer {
     /// The address clients and workers use.
     pub fn addr(&self) -> ServerAddr {
         ServerAddr::new("127.0.0.1", self.port)
+    }
+
+    /// The server process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(|c| c.id())
     }
 
     /// `127.0.0.1:PORT`.

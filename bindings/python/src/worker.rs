@@ -1,0 +1,247 @@
+//! The native side of `polygear.Worker` / `polygear.AsyncWorker`: job
+//! delivery to Python threads or asyncio tasks, and the `Job` object.
+
+use std::sync::{Arc, Mutex};
+
+use polygear::WorkerOptions;
+use pyo3::prelude::*;
+use pyo3::types::PyBytes;
+use tokio::sync::{mpsc, Mutex as AsyncMutex};
+
+use crate::util::{self, opt_payload, payload, rt, to_pyerr, wait};
+
+/// A job assigned to this worker.
+#[pyclass(module = "polygear", frozen)]
+pub struct Job {
+    handle: String,
+    function: String,
+    unique: String,
+    data: Py<PyBytes>,
+    inner: Mutex<Option<polygear::Job>>,
+}
+
+impl Job {
+    fn new(py: Python<'_>, job: polygear::Job) -> Job {
+        Job {
+            handle: job.handle().to_string(),
+            function: job.function().to_string(),
+            unique: job.unique().to_string(),
+            data: PyBytes::new(py, job.data()).unbind(),
+            inner: Mutex::new(Some(job)),
+        }
+    }
+
+    fn with<R>(&self, f: impl FnOnce(&polygear::Job) -> polygear::Result<R>) -> PyResult<R> {
+        let guard = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        match guard.as_ref() {
+            Some(job) => f(job).map_err(to_pyerr),
+            None => Err(to_pyerr(polygear::Error::Closed(format!(
+                "job {} already finished",
+                self.handle
+            )))),
+        }
+    }
+
+    fn take(&self) -> PyResult<polygear::Job> {
+        let mut guard = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        guard.take().ok_or_else(|| {
+            to_pyerr(polygear::Error::Closed(format!(
+                "job {} already finished",
+                self.handle
+            )))
+        })
+    }
+}
+
+#[pymethods]
+impl Job {
+    /// The workload.
+    #[getter]
+    fn data(&self, py: Python<'_>) -> Py<PyBytes> {
+        self.data.clone_ref(py)
+    }
+    /// The job handle given by the server.
+    #[getter]
+    fn handle(&self) -> &str {
+        &self.handle
+    }
+    /// The function name.
+    #[getter]
+    fn function(&self) -> &str {
+        &self.function
+    }
+    /// The unique key ('' if none).
+    #[getter]
+    fn unique(&self) -> &str {
+        &self.unique
+    }
+    /// True once the job was completed, failed or raised.
+    #[getter]
+    fn done(&self) -> bool {
+        self.inner
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_none()
+    }
+    /// WORK_DATA: sends a chunk of partial output.
+    fn send_data(&self, data: &Bound<'_, PyAny>) -> PyResult<()> {
+        let d = payload(data, "data")?;
+        self.with(|j| j.send_data(d))
+    }
+    /// WORK_WARNING.
+    fn send_warning(&self, data: &Bound<'_, PyAny>) -> PyResult<()> {
+        let d = payload(data, "data")?;
+        self.with(|j| j.send_warning(d))
+    }
+    /// WORK_STATUS: progress numerator / denominator.
+    fn send_status(&self, numerator: u32, denominator: u32) -> PyResult<()> {
+        self.with(|j| j.send_status(numerator, denominator))
+    }
+    /// WORK_COMPLETE with the result (bytes, bytearray, memoryview, str or None).
+    #[pyo3(signature = (result=None))]
+    fn complete(&self, result: Option<&Bound<'_, PyAny>>) -> PyResult<()> {
+        let r = opt_payload(result, "the function's result")?;
+        self.take()?.complete(r).map_err(to_pyerr)
+    }
+    /// WORK_FAIL.
+    fn fail(&self) -> PyResult<()> {
+        self.take()?.fail().map_err(to_pyerr)
+    }
+    /// WORK_EXCEPTION with a message (clients without the option see WORK_FAIL).
+    fn exception(&self, message: &Bound<'_, PyAny>) -> PyResult<()> {
+        let m = payload(message, "message")?;
+        self.take()?.exception(m).map_err(to_pyerr)
+    }
+
+    fn __repr__(&self) -> String {
+        format!(
+            "Job(function={:?}, handle={:?}, unique={:?})",
+            self.function, self.handle, self.unique
+        )
+    }
+}
+
+type Rx = Arc<AsyncMutex<mpsc::Receiver<polygear::Job>>>;
+
+/// The Rust worker plus a feeder task handing grabbed jobs to Python.
+#[pyclass(module = "polygear._polygear", frozen)]
+pub struct NativeWorker {
+    worker: polygear::Worker,
+    rx: Mutex<Option<Rx>>,
+}
+
+impl NativeWorker {
+    /// The job channel, starting the feeder task on first use.
+    fn receiver(&self) -> Rx {
+        let mut guard = self.rx.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(rx) = guard.as_ref() {
+            return rx.clone();
+        }
+        let (tx, rx) = mpsc::channel(1);
+        let w = self.worker.clone();
+        rt().spawn(async move {
+            while let Some(job) = w.next_job().await {
+                if let Err(mpsc::error::SendError(job)) = tx.send(job).await {
+                    let _ = job.fail();
+                    break;
+                }
+            }
+        });
+        let rx = Arc::new(AsyncMutex::new(rx));
+        *guard = Some(rx.clone());
+        rx
+    }
+}
+
+#[pymethods]
+impl NativeWorker {
+    #[new]
+    #[pyo3(signature = (servers=None, concurrency=1, client_id=None))]
+    fn new(
+        servers: Option<&Bound<'_, PyAny>>,
+        concurrency: usize,
+        client_id: Option<String>,
+    ) -> PyResult<Self> {
+        if concurrency == 0 {
+            return Err(pyo3::exceptions::PyValueError::new_err(
+                "concurrency must be at least 1",
+            ));
+        }
+        let opts = WorkerOptions {
+            servers: util::servers(servers)?,
+            concurrency,
+            client_id,
+            ..WorkerOptions::default()
+        };
+        let worker = polygear::Worker::new(opts).map_err(to_pyerr)?;
+        Ok(NativeWorker {
+            worker,
+            rx: Mutex::new(None),
+        })
+    }
+
+    /// CAN_DO (or CAN_DO_TIMEOUT).
+    #[pyo3(signature = (name, timeout=None))]
+    fn register(
+        &self,
+        name: &Bound<'_, PyAny>,
+        timeout: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<()> {
+        let name = util::text(name, "name")?;
+        let timeout = util::seconds(timeout, "timeout")?;
+        let _guard = rt().enter();
+        self.worker.register(&name, timeout).map_err(to_pyerr)
+    }
+
+    /// CANT_DO.
+    fn unregister(&self, name: &Bound<'_, PyAny>) -> PyResult<()> {
+        let name = util::text(name, "name")?;
+        let _guard = rt().enter();
+        self.worker.unregister(&name).map_err(to_pyerr)
+    }
+
+    /// Blocks (GIL released) for the next job; None once stopped and drained.
+    fn next_job(&self, py: Python<'_>) -> PyResult<Option<Job>> {
+        let rx = self.receiver();
+        let job = wait(py, async move { rx.lock().await.recv().await })?;
+        Ok(job.map(|j| Job::new(py, j)))
+    }
+
+    /// Awaitable of the next job; None once stopped and drained.
+    fn next_job_async<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        let rx = self.receiver();
+        pyo3_async_runtimes::tokio::future_into_py(py, async move {
+            let job = rx.lock().await.recv().await;
+            Ok(job.map(|j| Python::attach(|py| Job::new(py, j))))
+        })
+    }
+
+    /// Graceful stop: grab no new jobs.
+    fn stop(&self) {
+        let _guard = rt().enter();
+        self.worker.stop();
+    }
+
+    /// True once stop() was called.
+    #[getter]
+    fn stopped(&self) -> bool {
+        self.worker.is_stopped()
+    }
+
+    /// Waits (GIL released) until unfinished jobs ended, then closes the connections.
+    fn shutdown(&self, py: Python<'_>) -> PyResult<()> {
+        self.stop();
+        let w = self.worker.clone();
+        wait(py, async move { w.shutdown().await })
+    }
+
+    /// Awaitable form of shutdown().
+    fn shutdown_async<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        self.stop();
+        let w = self.worker.clone();
+        pyo3_async_runtimes::tokio::future_into_py(py, async move {
+            w.shutdown().await;
+            Ok(())
+        })
+    }
+}

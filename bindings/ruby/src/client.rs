@@ -1,0 +1,256 @@
+//! `Polygear::Native::Client` and `Polygear::Native::RunningJob`.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use magnus::{function, method, prelude::*, Error, RArray, RModule, RString, Ruby, Symbol, Value};
+use polygear::{ClientOptions, JobEvent, Priority, SubmitOptions};
+
+use crate::{gvl, map_err, opt_secs, parse_servers};
+
+/// Copies a Ruby String's bytes (binary-safe). Must run with the GVL.
+pub(crate) fn bytes_of(s: RString) -> Bytes {
+    // SAFETY: the slice is copied immediately, before any Ruby code can run.
+    Bytes::copy_from_slice(unsafe { s.as_slice() })
+}
+
+/// `:high` / `:normal` / `:low` (Symbol or String).
+fn priority(ruby: &Ruby, v: Value) -> Result<Priority, Error> {
+    let name = if let Some(sym) = Symbol::from_value(v) {
+        sym.name()?.into_owned()
+    } else if let Some(s) = RString::from_value(v) {
+        s.to_string()?
+    } else {
+        return Err(Error::new(
+            ruby.exception_type_error(),
+            format!("priority must be :high, :normal or :low, not {}", v.class().inspect()),
+        ));
+    };
+    match name.as_str() {
+        "high" => Ok(Priority::High),
+        "normal" => Ok(Priority::Normal),
+        "low" => Ok(Priority::Low),
+        _ => Err(Error::new(
+            ruby.exception_arg_error(),
+            format!("unknown priority {name:?} (use :high, :normal or :low)"),
+        )),
+    }
+}
+
+fn submit_options(
+    ruby: &Ruby,
+    unique: Option<RString>,
+    prio: Value,
+    timeout: Option<f64>,
+    epoch: Option<i64>,
+) -> Result<SubmitOptions, Error> {
+    Ok(SubmitOptions {
+        unique: unique.map(bytes_of),
+        priority: priority(ruby, prio)?,
+        timeout: opt_secs(ruby, timeout)?,
+        epoch,
+    })
+}
+
+fn status_array(ruby: &Ruby, st: polygear::JobStatus) -> RArray {
+    let a = ruby.ary_new_capa(6);
+    let _ = a.push(st.handle);
+    let _ = a.push(st.known);
+    let _ = a.push(st.running);
+    let _ = a.push(st.numerator);
+    let _ = a.push(st.denominator);
+    let _ = a.push(st.client_count);
+    a
+}
+
+/// Native client; see `Polygear::Client` for the Ruby API.
+#[magnus::wrap(class = "Polygear::Native::Client", free_immediately, size)]
+struct NativeClient {
+    inner: polygear::Client,
+}
+
+impl NativeClient {
+    fn new(
+        ruby: &Ruby,
+        servers: Vec<String>,
+        job_timeout: Option<f64>,
+        connect_timeout: Option<f64>,
+        client_id: Option<String>,
+        exceptions: bool,
+    ) -> Result<Self, Error> {
+        let mut opts = ClientOptions {
+            servers: parse_servers(ruby, servers)?,
+            job_timeout: opt_secs(ruby, job_timeout)?,
+            client_id,
+            exceptions,
+            ..ClientOptions::default()
+        };
+        if let Some(t) = opt_secs(ruby, connect_timeout)? {
+            opts.connect_timeout = t;
+        }
+        let _guard = crate::runtime(ruby)?.enter();
+        let inner = polygear::Client::new(opts).map_err(|e| map_err(ruby, e))?;
+        Ok(NativeClient { inner })
+    }
+
+    fn submit(
+        ruby: &Ruby,
+        rb_self: &Self,
+        function: String,
+        data: RString,
+        unique: Option<RString>,
+        prio: Value,
+        timeout: Option<f64>,
+    ) -> Result<RString, Error> {
+        let data = bytes_of(data);
+        let opts = submit_options(ruby, unique, prio, timeout, None)?;
+        let client = rb_self.inner.clone();
+        let r = gvl::wait(ruby, async move { client.submit(&function, data, opts).await })?;
+        match r {
+            Ok(b) => Ok(ruby.str_from_slice(&b)),
+            Err(e) => Err(map_err(ruby, e)),
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn submit_background(
+        ruby: &Ruby,
+        rb_self: &Self,
+        function: String,
+        data: RString,
+        unique: Option<RString>,
+        prio: Value,
+        epoch: Option<i64>,
+    ) -> Result<String, Error> {
+        let data = bytes_of(data);
+        let opts = submit_options(ruby, unique, prio, None, epoch)?;
+        let client = rb_self.inner.clone();
+        let r = gvl::wait(ruby, async move { client.submit_background(&function, data, opts).await })?;
+        r.map_err(|e| map_err(ruby, e))
+    }
+
+    fn submit_job(
+        ruby: &Ruby,
+        rb_self: &Self,
+        function: String,
+        data: RString,
+        unique: Option<RString>,
+        prio: Value,
+        timeout: Option<f64>,
+    ) -> Result<NativeRunningJob, Error> {
+        let data = bytes_of(data);
+        let opts = submit_options(ruby, unique, prio, timeout, None)?;
+        let client = rb_self.inner.clone();
+        let job = gvl::wait(ruby, async move { client.submit_job(&function, data, opts).await })?
+            .map_err(|e| map_err(ruby, e))?;
+        Ok(NativeRunningJob {
+            handle: job.handle().to_string(),
+            inner: Arc::new(tokio::sync::Mutex::new(Some(job))),
+        })
+    }
+
+    fn status(ruby: &Ruby, rb_self: &Self, handle: String) -> Result<RArray, Error> {
+        let client = rb_self.inner.clone();
+        let st = gvl::wait(ruby, async move { client.status(&handle).await })?.map_err(|e| map_err(ruby, e))?;
+        Ok(status_array(ruby, st))
+    }
+
+    fn status_unique(ruby: &Ruby, rb_self: &Self, unique: String) -> Result<RArray, Error> {
+        let client = rb_self.inner.clone();
+        let st =
+            gvl::wait(ruby, async move { client.status_unique(&unique).await })?.map_err(|e| map_err(ruby, e))?;
+        Ok(status_array(ruby, st))
+    }
+
+    fn echo(ruby: &Ruby, rb_self: &Self, data: RString) -> Result<RString, Error> {
+        let data = bytes_of(data);
+        let client = rb_self.inner.clone();
+        let b = gvl::wait(ruby, async move { client.echo(data).await })?.map_err(|e| map_err(ruby, e))?;
+        Ok(ruby.str_from_slice(&b))
+    }
+
+    fn close(ruby: &Ruby, rb_self: &Self) -> Result<(), Error> {
+        let client = rb_self.inner.clone();
+        gvl::wait(ruby, async move { client.close().await })
+    }
+}
+
+/// A submitted foreground job whose events are read one by one.
+#[magnus::wrap(class = "Polygear::Native::RunningJob", free_immediately, size)]
+struct NativeRunningJob {
+    handle: String,
+    inner: Arc<tokio::sync::Mutex<Option<polygear::RunningJob>>>,
+}
+
+impl NativeRunningJob {
+    fn handle(&self) -> String {
+        self.handle.clone()
+    }
+
+    /// `[:data, str]`, `[:warning, str]`, `[:status, n, d]`, `[:complete, str]`,
+    /// or nil after the final event; WORK_FAIL / WORK_EXCEPTION raise
+    /// `JobFailed` / `JobException`.
+    fn next_event(ruby: &Ruby, rb_self: &Self) -> Result<Option<RArray>, Error> {
+        let inner = rb_self.inner.clone();
+        let handle = rb_self.handle.clone();
+        let ev = gvl::wait(ruby, async move {
+            let mut guard = inner.lock().await;
+            let Some(job) = guard.as_mut() else { return None };
+            let ev = job.next_event().await;
+            if !matches!(ev, Some(Ok(ref e)) if !e.is_final()) {
+                *guard = None;
+            }
+            ev
+        })?;
+        let ev = match ev {
+            None => return Ok(None),
+            Some(Err(e)) => return Err(map_err(ruby, e)),
+            Some(Ok(ev)) => ev,
+        };
+        let a = ruby.ary_new_capa(3);
+        match ev {
+            JobEvent::Data(b) => {
+                a.push(ruby.to_symbol("data"))?;
+                a.push(ruby.str_from_slice(&b))?;
+            }
+            JobEvent::Warning(b) => {
+                a.push(ruby.to_symbol("warning"))?;
+                a.push(ruby.str_from_slice(&b))?;
+            }
+            JobEvent::Status { numerator, denominator } => {
+                a.push(ruby.to_symbol("status"))?;
+                a.push(numerator)?;
+                a.push(denominator)?;
+            }
+            JobEvent::Complete(b) => {
+                a.push(ruby.to_symbol("complete"))?;
+                a.push(ruby.str_from_slice(&b))?;
+            }
+            JobEvent::Failed => return Err(map_err(ruby, polygear::Error::JobFailed { handle })),
+            JobEvent::Exception(m) => {
+                return Err(map_err(
+                    ruby,
+                    polygear::Error::JobException { handle, message: String::from_utf8_lossy(&m).into_owned() },
+                ))
+            }
+        }
+        Ok(Some(a))
+    }
+}
+
+pub(crate) fn define(ruby: &Ruby, _polygear: RModule, native: RModule) -> Result<(), Error> {
+    let c = native.define_class("Client", ruby.class_object())?;
+    c.define_singleton_method("new", function!(NativeClient::new, 5))?;
+    c.define_method("submit", method!(NativeClient::submit, 5))?;
+    c.define_method("submit_background", method!(NativeClient::submit_background, 5))?;
+    c.define_method("submit_job", method!(NativeClient::submit_job, 5))?;
+    c.define_method("status", method!(NativeClient::status, 1))?;
+    c.define_method("status_unique", method!(NativeClient::status_unique, 1))?;
+    c.define_method("echo", method!(NativeClient::echo, 1))?;
+    c.define_method("close", method!(NativeClient::close, 0))?;
+
+    let j = native.define_class("RunningJob", ruby.class_object())?;
+    j.define_method("handle", method!(NativeRunningJob::handle, 0))?;
+    j.define_method("next_event", method!(NativeRunningJob::next_event, 0))?;
+    Ok(())
+}

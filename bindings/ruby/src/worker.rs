@@ -1,0 +1,193 @@
+//! `Polygear::Native::Worker` and `Polygear::Job`.
+
+use std::sync::Mutex;
+
+use bytes::Bytes;
+use magnus::{function, method, prelude::*, Error, RModule, RString, Ruby};
+use polygear::WorkerOptions;
+
+use crate::client::bytes_of;
+use crate::{gvl, map_err, opt_secs, parse_servers};
+
+/// Native worker; `Polygear::Worker` runs the Ruby threads around it.
+#[magnus::wrap(class = "Polygear::Native::Worker", free_immediately, size)]
+struct NativeWorker {
+    inner: polygear::Worker,
+}
+
+impl NativeWorker {
+    fn new(ruby: &Ruby, servers: Vec<String>, concurrency: usize, client_id: Option<String>) -> Result<Self, Error> {
+        if concurrency == 0 {
+            return Err(Error::new(ruby.exception_arg_error(), "concurrency must be at least 1"));
+        }
+        let opts = WorkerOptions {
+            servers: parse_servers(ruby, servers)?,
+            concurrency,
+            client_id,
+            ..WorkerOptions::default()
+        };
+        let _guard = crate::runtime(ruby)?.enter();
+        let inner = polygear::Worker::new(opts).map_err(|e| map_err(ruby, e))?;
+        Ok(NativeWorker { inner })
+    }
+
+    fn register(ruby: &Ruby, rb_self: &Self, function: String, timeout: Option<f64>) -> Result<(), Error> {
+        let timeout = opt_secs(ruby, timeout)?;
+        let _guard = crate::runtime(ruby)?.enter();
+        rb_self.inner.register(&function, timeout).map_err(|e| map_err(ruby, e))
+    }
+
+    fn unregister(ruby: &Ruby, rb_self: &Self, function: String) -> Result<(), Error> {
+        let _guard = crate::runtime(ruby)?.enter();
+        rb_self.inner.unregister(&function).map_err(|e| map_err(ruby, e))
+    }
+
+    /// The next job (GVL released while waiting); nil once stopped.
+    fn next_job(ruby: &Ruby, rb_self: &Self) -> Result<Option<RbJob>, Error> {
+        let worker = rb_self.inner.clone();
+        let job = gvl::wait(ruby, async move { worker.next_job().await })?;
+        Ok(job.map(RbJob::new))
+    }
+
+    fn stop(ruby: &Ruby, rb_self: &Self) -> Result<(), Error> {
+        let _guard = crate::runtime(ruby)?.enter();
+        rb_self.inner.stop();
+        Ok(())
+    }
+
+    fn is_stopped(&self) -> bool {
+        self.inner.is_stopped()
+    }
+
+    /// Waits (GVL released) for unfinished jobs, then closes connections.
+    fn shutdown(ruby: &Ruby, rb_self: &Self) -> Result<(), Error> {
+        let worker = rb_self.inner.clone();
+        gvl::wait(ruby, async move { worker.shutdown().await })
+    }
+}
+
+/// A job handed to a `Polygear::Worker#register` block.
+#[magnus::wrap(class = "Polygear::Job", free_immediately, size)]
+struct RbJob {
+    handle: String,
+    function: String,
+    unique: String,
+    data: Bytes,
+    inner: Mutex<Option<polygear::Job>>,
+}
+
+impl RbJob {
+    fn new(job: polygear::Job) -> Self {
+        RbJob {
+            handle: job.handle().to_string(),
+            function: job.function().to_string(),
+            unique: job.unique().to_string(),
+            data: job.data().clone(),
+            inner: Mutex::new(Some(job)),
+        }
+    }
+
+    fn handle(&self) -> String {
+        self.handle.clone()
+    }
+
+    fn function(&self) -> String {
+        self.function.clone()
+    }
+
+    fn unique(&self) -> String {
+        self.unique.clone()
+    }
+
+    fn data(ruby: &Ruby, rb_self: &Self) -> RString {
+        ruby.str_from_slice(&rb_self.data)
+    }
+
+    fn closed(ruby: &Ruby) -> Error {
+        map_err(ruby, polygear::Error::Closed("the job has already finished".into()))
+    }
+
+    /// Runs `f` on the unfinished job; ClosedError once it has ended.
+    fn with_job<T>(
+        ruby: &Ruby,
+        rb_self: &Self,
+        f: impl FnOnce(&polygear::Job) -> polygear::Result<T>,
+    ) -> Result<T, Error> {
+        let guard = rb_self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        let job = guard.as_ref().ok_or_else(|| Self::closed(ruby))?;
+        let _rt = crate::runtime(ruby)?.enter();
+        f(job).map_err(|e| map_err(ruby, e))
+    }
+
+    /// Takes the job out to end it; ClosedError if it already ended.
+    fn finish(
+        ruby: &Ruby,
+        rb_self: &Self,
+        f: impl FnOnce(polygear::Job) -> polygear::Result<()>,
+    ) -> Result<(), Error> {
+        let job = rb_self.inner.lock().unwrap_or_else(|p| p.into_inner()).take();
+        let job = job.ok_or_else(|| Self::closed(ruby))?;
+        let _rt = crate::runtime(ruby)?.enter();
+        f(job).map_err(|e| map_err(ruby, e))
+    }
+
+    fn send_data(ruby: &Ruby, rb_self: &Self, data: RString) -> Result<(), Error> {
+        let data = bytes_of(data);
+        Self::with_job(ruby, rb_self, |j| j.send_data(data))
+    }
+
+    fn send_warning(ruby: &Ruby, rb_self: &Self, data: RString) -> Result<(), Error> {
+        let data = bytes_of(data);
+        Self::with_job(ruby, rb_self, |j| j.send_warning(data))
+    }
+
+    fn send_status(ruby: &Ruby, rb_self: &Self, numerator: u32, denominator: u32) -> Result<(), Error> {
+        Self::with_job(ruby, rb_self, |j| j.send_status(numerator, denominator))
+    }
+
+    fn complete(ruby: &Ruby, rb_self: &Self, result: RString) -> Result<(), Error> {
+        let result = bytes_of(result);
+        Self::finish(ruby, rb_self, |j| j.complete(result))
+    }
+
+    fn fail(ruby: &Ruby, rb_self: &Self) -> Result<(), Error> {
+        Self::finish(ruby, rb_self, |j| j.fail())
+    }
+
+    fn exception(ruby: &Ruby, rb_self: &Self, message: RString) -> Result<(), Error> {
+        let message = bytes_of(message);
+        Self::finish(ruby, rb_self, |j| j.exception(message))
+    }
+
+    fn is_finished(&self) -> bool {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner()).is_none()
+    }
+}
+
+pub(crate) fn define(ruby: &Ruby, polygear: RModule, native: RModule) -> Result<(), Error> {
+    let w = native.define_class("Worker", ruby.class_object())?;
+    w.define_singleton_method("new", function!(NativeWorker::new, 3))?;
+    w.define_method("register", method!(NativeWorker::register, 2))?;
+    w.define_method("unregister", method!(NativeWorker::unregister, 1))?;
+    w.define_method("next_job", method!(NativeWorker::next_job, 0))?;
+    w.define_method("stop", method!(NativeWorker::stop, 0))?;
+    w.define_method("stopped?", method!(NativeWorker::is_stopped, 0))?;
+    w.define_method("shutdown", method!(NativeWorker::shutdown, 0))?;
+
+    let j = polygear.define_class("Job", ruby.class_object())?;
+    j.undef_default_alloc_func();
+    j.define_method("handle", method!(RbJob::handle, 0))?;
+    j.define_method("function", method!(RbJob::function, 0))?;
+    j.define_method("unique", method!(RbJob::unique, 0))?;
+    j.define_method("data", method!(RbJob::data, 0))?;
+    j.define_method("send_data", method!(RbJob::send_data, 1))?;
+    j.define_method("send_warning", method!(RbJob::send_warning, 1))?;
+    j.define_method("send_status", method!(RbJob::send_status, 2))?;
+    j.define_method("finished?", method!(RbJob::is_finished, 0))?;
+    // Ending a job is the worker's business (the block's return value or
+    // exception decides); these stay private to Polygear::Worker.
+    j.define_private_method("_complete", method!(RbJob::complete, 1))?;
+    j.define_private_method("_fail", method!(RbJob::fail, 0))?;
+    j.define_private_method("_exception", method!(RbJob::exception, 1))?;
+    Ok(())
+}

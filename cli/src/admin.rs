@@ -1,0 +1,265 @@
+//! `polygear admin …`: gearadmin's commands, printed like gearadmin does.
+
+use std::time::Duration;
+
+use polygear::{Admin, Error, ServerAddr};
+
+use crate::fail::{describe, CliError};
+use crate::out::{write, Stream};
+
+/// One admin command, checked and ready to send.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AdminCommand {
+    /// The text line sent to the server (without line ending).
+    pub line: String,
+    /// Whether the reply is a listing ending with a `.` line.
+    pub listing: bool,
+}
+
+/// The admin sub-commands, for `--help`.
+pub const USAGE: &str = "\
+Admin mode:   polygear admin [-h HOST] [-p PORT] [-t MS] COMMAND [ARGS]
+  -h/-p as above but they win over GEARMAN_SERVER; a list of servers runs
+  the command on each in turn. -t: deadline per server (default 10000 ms).
+
+Admin commands (gearadmin's --option names are accepted too):
+  status                      functions: total jobs, running jobs, workers
+  priority-status             waiting jobs per priority (high normal low)
+  workers                     connections: fd, ip, client id, functions
+  version                     server version
+  verbose                     server log level
+  getpid                      server process id
+  show-jobs                   every job: handle, retries, ignore, queued
+  show-unique-jobs            the unique key of every job
+  cancel-job HANDLE           remove a job from the queue
+  create-function FUNC        create an (empty) function
+  drop-function FUNC          drop a function without workers or running jobs
+  maxqueue FUNC [N | H N L]   queue limit (none: unlimited)
+  shutdown [graceful]         stop the server (if it allows it)
+Listings are printed raw, including the final '.' line; single values
+without the 'OK '. A refused command prints one line and exits 1.
+";
+
+/// Parses `COMMAND [ARGS]` into the line to send.
+pub fn command(words: &[String]) -> Result<AdminCommand, CliError> {
+    let Some((name, args)) = words.split_first() else {
+        return Err(CliError::Usage(
+            "admin: no command given (try 'polygear admin status')".into(),
+        ));
+    };
+    for a in args {
+        if a.is_empty() || a.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            return Err(CliError::Usage(format!("admin: bad argument {a:?}")));
+        }
+    }
+    let name = name.trim_start_matches("--");
+    let want = |n: usize, what: &str| {
+        if args.len() == n {
+            Ok(())
+        } else {
+            Err(CliError::Usage(format!("admin {name} takes {what}")))
+        }
+    };
+    let (line, listing) = match name {
+        "status" => (want(0, "no argument").map(|_| "status".to_string())?, true),
+        "priority-status" | "prioritystatus" => (
+            want(0, "no argument").map(|_| "prioritystatus".into())?,
+            true,
+        ),
+        "workers" => (want(0, "no argument").map(|_| "workers".into())?, true),
+        "version" | "server-version" => (want(0, "no argument").map(|_| "version".into())?, false),
+        "verbose" | "server-verbose" => (want(0, "no argument").map(|_| "verbose".into())?, false),
+        "getpid" => (want(0, "no argument").map(|_| "getpid".into())?, false),
+        "show-jobs" => (want(0, "no argument").map(|_| "show jobs".into())?, true),
+        "show-unique-jobs" => (
+            want(0, "no argument").map(|_| "show unique jobs".into())?,
+            true,
+        ),
+        "cancel-job" => (
+            want(1, "a job handle").map(|_| format!("cancel job {}", args[0]))?,
+            false,
+        ),
+        "create-function" => (
+            want(1, "a function name").map(|_| format!("create function {}", args[0]))?,
+            false,
+        ),
+        "drop-function" => (
+            want(1, "a function name").map(|_| format!("drop function {}", args[0]))?,
+            false,
+        ),
+        "maxqueue" => {
+            if !matches!(args.len(), 1 | 2 | 4) {
+                return Err(CliError::Usage(
+                    "admin maxqueue takes FUNC, FUNC N, or FUNC HIGH NORMAL LOW".into(),
+                ));
+            }
+            for n in &args[1..] {
+                if n.parse::<i64>().is_err() {
+                    return Err(CliError::Usage(format!(
+                        "admin maxqueue: {n:?} is not a number"
+                    )));
+                }
+            }
+            (format!("maxqueue {}", args.join(" ")), false)
+        }
+        "shutdown" => match args {
+            [] => ("shutdown".into(), false),
+            [g] if g == "graceful" => ("shutdown graceful".into(), false),
+            _ => {
+                return Err(CliError::Usage(
+                    "admin shutdown takes nothing or 'graceful'".into(),
+                ))
+            }
+        },
+        other => return Err(CliError::Usage(format!("admin: unknown command {other:?}"))),
+    };
+    Ok(AdminCommand { line, listing })
+}
+
+/// Sends `cmd` to every server in turn and prints the replies.
+pub async fn run(
+    servers: &[ServerAddr],
+    timeout: Duration,
+    cmd: &AdminCommand,
+) -> Result<(), CliError> {
+    for server in servers {
+        let mut admin = match Admin::connect(server, timeout).await {
+            Ok(a) => a,
+            Err(e) => {
+                let msg = describe(&e);
+                return Err(CliError::from(e).with_context(server, &msg));
+            }
+        };
+        match admin.raw(&cmd.line).await {
+            Ok(reply) => print_reply(server, &reply, cmd.listing)?,
+            Err(Error::Server { code, text }) => return Err(refused(server, &code, &text)),
+            Err(e) => {
+                let msg = describe(&e);
+                return Err(CliError::from(e).with_context(server, &msg));
+            }
+        }
+    }
+    Ok(())
+}
+
+impl CliError {
+    /// Keeps the error class, rewording the message to name the server.
+    fn with_context(self, server: &ServerAddr, msg: &str) -> CliError {
+        let m = if msg.contains(&server.to_string()) {
+            msg.to_string()
+        } else {
+            format!("{server}: {msg}")
+        };
+        match self {
+            CliError::Timeout(_) => CliError::Timeout(m),
+            CliError::Usage(_) => CliError::Usage(m),
+            CliError::Failed(_) => CliError::Failed(Some(m)),
+            CliError::Runtime(_) => CliError::Runtime(m),
+        }
+    }
+}
+
+/// The one-line error for an `ERR CODE text` reply (`+` in the text means a space).
+fn refused(server: &ServerAddr, code: &str, text: &str) -> CliError {
+    let text = text.replace('+', " ");
+    let msg = if text.is_empty() {
+        code.to_string()
+    } else {
+        format!("{code} {text}")
+    };
+    CliError::Failed(Some(format!("{server} refused: {msg}")))
+}
+
+/// Prints a reply like gearadmin: listings raw, `OK x` as `x`, `OK` as `OK`.
+fn print_reply(server: &ServerAddr, reply: &str, listing: bool) -> Result<(), CliError> {
+    let first = reply.lines().next().unwrap_or("").trim_end_matches('\r');
+    if let Some(err) = first.strip_prefix("ERR") {
+        if err.is_empty() || err.starts_with(' ') {
+            let err = err.trim_start();
+            let (code, text) = err.split_once(' ').unwrap_or((err, ""));
+            return Err(refused(server, code, text));
+        }
+    }
+    if listing {
+        let mut text = reply.replace("\r\n", "\n");
+        if !text.ends_with('\n') {
+            text.push('\n');
+        }
+        write(Stream::Out, None, text.as_bytes());
+    } else {
+        let value = if first == "OK" {
+            "OK"
+        } else {
+            first.strip_prefix("OK ").unwrap_or(first)
+        };
+        write(Stream::Out, None, format!("{value}\n").as_bytes());
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn c(words: &[&str]) -> Result<AdminCommand, CliError> {
+        command(&words.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+    }
+
+    #[test]
+    fn builds_command_lines() {
+        assert_eq!(
+            c(&["status"]).unwrap(),
+            AdminCommand {
+                line: "status".into(),
+                listing: true
+            }
+        );
+        assert_eq!(c(&["--show-unique-jobs"]).unwrap().line, "show unique jobs");
+        assert_eq!(c(&["priority-status"]).unwrap().line, "prioritystatus");
+        assert_eq!(
+            c(&["cancel-job", "H:x:1"]).unwrap().line,
+            "cancel job H:x:1"
+        );
+        assert_eq!(
+            c(&["maxqueue", "f", "1", "2", "3"]).unwrap().line,
+            "maxqueue f 1 2 3"
+        );
+        assert_eq!(
+            c(&["shutdown", "graceful"]).unwrap().line,
+            "shutdown graceful"
+        );
+        assert!(!c(&["version"]).unwrap().listing);
+        for bad in [
+            &[][..],
+            &["bogus"],
+            &["status", "x"],
+            &["cancel-job"],
+            &["maxqueue", "f", "1", "2"],
+            &["maxqueue", "f", "x"],
+            &["maxqueue", "f", "1", "2", "3", "4"],
+            &["create-function", "a b"],
+            &["shutdown", "now"],
+        ] {
+            assert!(matches!(c(bad), Err(CliError::Usage(_))), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn err_replies_become_one_line() {
+        let s = ServerAddr::new("h", 1);
+        assert_eq!(
+            print_reply(
+                &s,
+                "ERR UNKNOWN_COMMAND Unknown+server+commandshutdown\r\n",
+                false
+            ),
+            Err(CliError::Failed(Some(
+                "h:1 refused: UNKNOWN_COMMAND Unknown server commandshutdown".into()
+            )))
+        );
+        assert_eq!(
+            refused(&s, "UNKNOWN_JOB", ""),
+            CliError::Failed(Some("h:1 refused: UNKNOWN_JOB".into()))
+        );
+    }
+}

@@ -1,0 +1,306 @@
+// Type declarations for the `polygear` package (hand-kept; checked with
+// `tsc --noEmit` on examples/*.ts and against the runtime exports by
+// test/types.test.js).
+
+/// <reference types="node" />
+
+import { EventEmitter } from 'node:events';
+
+/** Payloads may be given as a Buffer, any Uint8Array, or a string (UTF-8). */
+export type Payload = Buffer | Uint8Array | string;
+
+/** Job priority. */
+export type Priority = 'high' | 'normal' | 'low';
+
+// ------------------------------------------------------------------ errors
+
+/** Stable error codes. */
+export type ErrorCode =
+  | 'ECONNREFUSED'
+  | 'ECONNRESET'
+  | 'ECONNABORTED'
+  | 'ENOTCONN'
+  | 'EPIPE'
+  | 'EHOSTUNREACH'
+  | 'ENETUNREACH'
+  | 'EADDRNOTAVAIL'
+  | 'EADDRINUSE'
+  | 'ENOTFOUND'
+  | 'ECONNERROR'
+  | 'ETIMEDOUT'
+  | 'EPROTOCOL'
+  | 'ESERVER'
+  | 'EJOBFAILED'
+  | 'EJOBEXCEPTION'
+  | 'ECLOSED'
+  | 'EINVAL'
+  | 'ABORT_ERR';
+
+/** Base class of every error raised by polygear. */
+export class GearmanError extends Error {
+  constructor(message: string, code: ErrorCode | string, options?: { cause?: unknown });
+  /** Stable machine-readable code. */
+  readonly code: ErrorCode | string;
+}
+/** Could not connect, or the connection was lost (code `ECONNREFUSED`, `ECONNRESET`, …). */
+export class ConnectionError extends GearmanError {}
+/** A deadline passed (code `ETIMEDOUT`). */
+export class TimeoutError extends GearmanError {}
+/** The peer broke the wire protocol (code `EPROTOCOL`). */
+export class ProtocolError extends GearmanError {}
+/** The server answered with an error (code `ESERVER`). */
+export class ServerError extends GearmanError {
+  constructor(message: string, serverCode?: string, options?: { cause?: unknown });
+  /** The server's own error code, e.g. `QUEUE_ERROR` or `UNKNOWN_JOB`. */
+  readonly serverCode: string | undefined;
+}
+/** The worker reported WORK_FAIL (code `EJOBFAILED`). */
+export class JobFailedError extends GearmanError {
+  constructor(message: string, handle?: string, options?: { cause?: unknown });
+  /** The job handle. */
+  readonly handle: string | undefined;
+}
+/** The worker raised (WORK_EXCEPTION); `message` is the worker's text (code `EJOBEXCEPTION`). */
+export class JobExceptionError extends GearmanError {
+  constructor(message: string, handle?: string, options?: { cause?: unknown });
+  /** The job handle. */
+  readonly handle: string | undefined;
+}
+/** Used after close()/stop() (code `ECLOSED`). */
+export class ClosedError extends GearmanError {}
+/** A value of the right type that is not acceptable, e.g. a too long unique (code `EINVAL`). */
+export class InvalidArgumentError extends GearmanError {}
+/** Aborted through an AbortSignal (code `ABORT_ERR`); `cause` is the signal's reason. */
+export class AbortError extends GearmanError {
+  constructor(message?: string, options?: { cause?: unknown });
+}
+
+// ------------------------------------------------------------------ client
+
+/** Client options; times in milliseconds. */
+export interface ClientOptions {
+  /** `host[:port]` job servers (default `['127.0.0.1:4730']`). */
+  servers?: string | string[];
+  /** Default deadline for a whole foreground job (default: none). */
+  timeout?: number;
+  /** Deadline for establishing a connection (default 5000). */
+  connectTimeout?: number;
+  /** Deadline for JOB_CREATED and status/echo replies (default 30000). */
+  submitTimeout?: number;
+  /** Sent with SET_CLIENT_ID. */
+  clientId?: string;
+}
+
+/** Options of one submission. */
+export interface SubmitOptions {
+  /** Unique key (≤ 63 bytes); jobs with the same function and unique coalesce. */
+  unique?: string;
+  /** Job priority (default `'normal'`). */
+  priority?: Priority;
+  /** Whole-job deadline in milliseconds (overrides the client's `timeout`). */
+  timeout?: number;
+  /** Rejects with AbortError when aborted (the server may still run the job). */
+  signal?: AbortSignal;
+}
+
+/** Options of a background submission. */
+export interface BackgroundOptions extends SubmitOptions {
+  /** Run at this time (SUBMIT_JOB_EPOCH): a Date or Unix seconds. */
+  epoch?: Date | number;
+}
+
+/** Result of `client.status()`. */
+export interface JobStatus {
+  /** The handle asked about. */
+  handle: string;
+  /** The server knows the job (queued or running). */
+  known: boolean;
+  /** A worker is running it. */
+  running: boolean;
+  /** Last WORK_STATUS numerator. */
+  numerator: number;
+  /** Last WORK_STATUS denominator. */
+  denominator: number;
+}
+
+/** Result of `client.statusUnique()`. */
+export interface UniqueJobStatus extends JobStatus {
+  /** Clients waiting on the job, when the server reports it. */
+  clientCount?: number | null;
+}
+
+/** An event of a running job, as yielded by its async iterator. */
+export type JobEvent =
+  | { type: 'data'; data: Buffer }
+  | { type: 'warning'; data: Buffer }
+  | { type: 'status'; numerator: number; denominator: number }
+  | { type: 'complete'; data: Buffer }
+  | { type: 'fail' }
+  | { type: 'exception'; data: Buffer; message: string };
+
+/**
+ * A running foreground job. Read its events with listeners and `result()`,
+ * or with `for await (const ev of job)`; not both.
+ */
+export class RunningJob extends EventEmitter implements AsyncIterable<JobEvent> {
+  private constructor();
+  /** The server-assigned job handle. */
+  readonly handle: string;
+  /** Resolves with the result; rejects with JobFailedError, JobExceptionError, TimeoutError, … */
+  result(): Promise<Buffer>;
+  [Symbol.asyncIterator](): AsyncIterator<JobEvent>;
+
+  on(event: 'data' | 'warning' | 'complete', listener: (data: Buffer) => void): this;
+  on(event: 'status', listener: (numerator: number, denominator: number) => void): this;
+  on(event: 'exception', listener: (message: string) => void): this;
+  on(event: 'fail', listener: () => void): this;
+  once(event: 'data' | 'warning' | 'complete', listener: (data: Buffer) => void): this;
+  once(event: 'status', listener: (numerator: number, denominator: number) => void): this;
+  once(event: 'exception', listener: (message: string) => void): this;
+  once(event: 'fail', listener: () => void): this;
+}
+
+/** A Gearman client: many jobs in flight over pipelined connections. */
+export class Client {
+  constructor(options?: ClientOptions);
+  /** Runs a foreground job and resolves with its result. */
+  submit(func: string, data: Payload, options?: SubmitOptions): Promise<Buffer>;
+  /** Submits a foreground job; resolves once created with a RunningJob to read events from. */
+  submitJob(func: string, data: Payload, options?: SubmitOptions): Promise<RunningJob>;
+  /** Submits a background job and resolves with its handle. */
+  submitBackground(func: string, data: Payload, options?: BackgroundOptions): Promise<string>;
+  /** GET_STATUS of a job handle. */
+  status(handle: string): Promise<JobStatus>;
+  /** GET_STATUS_UNIQUE of a unique key. */
+  statusUnique(unique: string): Promise<UniqueJobStatus>;
+  /** ECHO round trip. */
+  echo(data: Payload): Promise<Buffer>;
+  /** Closes every connection; jobs in flight reject with ClosedError. */
+  close(): Promise<void>;
+}
+
+// ------------------------------------------------------------------ worker
+
+/** Worker options. */
+export interface WorkerOptions {
+  /** `host[:port]` job servers (default `['127.0.0.1:4730']`). */
+  servers?: string | string[];
+  /** Jobs processed at the same time (default 1). */
+  concurrency?: number;
+  /** Sent with SET_CLIENT_ID. */
+  clientId?: string;
+  /** Deadline for establishing a connection, in milliseconds (default 5000). */
+  connectTimeout?: number;
+}
+
+/** Options of `worker.register()`. */
+export interface RegisterOptions {
+  /** Server-side job timeout in milliseconds (CAN_DO_TIMEOUT). */
+  timeout?: number;
+}
+
+/** A job given to a handler. */
+export class Job {
+  private constructor();
+  /** The job handle. */
+  readonly handle: string;
+  /** The function name. */
+  readonly function: string;
+  /** The unique key ('' if none). */
+  readonly unique: string;
+  /** The workload. */
+  readonly data: Buffer;
+  /** WORK_DATA: partial output for waiting clients. */
+  sendData(data: Payload): void;
+  /** WORK_WARNING. */
+  sendWarning(data: Payload): void;
+  /** WORK_STATUS: progress numerator / denominator. */
+  sendStatus(numerator: number, denominator: number): void;
+}
+
+/** What a handler may return (undefined/null → empty result). */
+export type HandlerResult = Payload | undefined | null | void;
+
+/** A function handler; a thrown error or rejected promise becomes WORK_EXCEPTION. */
+export type Handler = (job: Job) => HandlerResult | Promise<HandlerResult>;
+
+/** A Gearman worker. */
+export class Worker {
+  constructor(options?: WorkerOptions);
+  /** Registers a handler (CAN_DO / CAN_DO_TIMEOUT). */
+  register(name: string, handler: Handler, options?: RegisterOptions): this;
+  /** Unregisters a function (CANT_DO). */
+  unregister(name: string): this;
+  /** Processes jobs until stop(); resolves once the running handlers finished. */
+  work(): Promise<void>;
+  /** Graceful stop: no new jobs, running handlers finish, connections close. */
+  stop(): Promise<void>;
+  /** Same as stop(). */
+  close(): Promise<void>;
+}
+
+// ------------------------------------------------------------------- admin
+
+/** Admin options. */
+export interface AdminOptions {
+  /** `host[:port]` (default `'127.0.0.1:4730'`). */
+  server?: string;
+  /** Deadline of every call in milliseconds (default 5000). */
+  timeout?: number;
+}
+
+/** A `status` line. */
+export interface FunctionStatus {
+  function: string;
+  total: number;
+  running: number;
+  workers: number;
+}
+
+/** A `prioritystatus` line. */
+export interface PriorityStatus {
+  function: string;
+  high: number;
+  normal: number;
+  low: number;
+  workers: number;
+}
+
+/** A `workers` line. */
+export interface WorkerInfo {
+  fd: number;
+  ip: string;
+  clientId: string;
+  functions: string[];
+}
+
+/** A `show jobs` line. */
+export interface JobInfo {
+  handle: string;
+  retries: number;
+  ignore: boolean;
+  queued: boolean;
+}
+
+/** gearmand's text admin protocol on one server (connects on first use). */
+export class Admin {
+  constructor(options?: AdminOptions);
+  status(): Promise<FunctionStatus[]>;
+  priorityStatus(): Promise<PriorityStatus[]>;
+  workers(): Promise<WorkerInfo[]>;
+  version(): Promise<string>;
+  getpid(): Promise<number>;
+  verbose(): Promise<string>;
+  showJobs(): Promise<JobInfo[]>;
+  showUniqueJobs(): Promise<string[]>;
+  cancelJob(handle: string): Promise<void>;
+  /** No limits: unlimited; a number: the same limit for every priority. */
+  maxqueue(func: string, limits?: number | [number, number, number] | null): Promise<void>;
+  createFunction(func: string): Promise<void>;
+  dropFunction(func: string): Promise<void>;
+  shutdown(graceful?: boolean): Promise<void>;
+  /** Any command line; the raw reply. */
+  raw(command: string): Promise<string>;
+  /** Closes the connection (a later call reconnects). */
+  close(): Promise<void>;
+}

@@ -1,0 +1,699 @@
+'use strict';
+// polygear: Gearman client, worker, admin and embedded server for Node.js.
+//
+// This file is the public API. It validates arguments (wrong types throw or
+// reject with TypeError), converts payloads to Buffers, and turns the native
+// addon's encoded errors into Error subclasses with a stable `code`. All
+// networking and protocol logic runs in Rust (crate `polygear`) on a tokio
+// runtime, never on the JS thread.
+
+const { EventEmitter } = require('node:events');
+const path = require('node:path');
+
+let native;
+try {
+  native = require(path.join(__dirname, 'polygear.node'));
+} catch (err) {
+  const e = new Error(
+    'polygear: the native addon (polygear.node) is missing or cannot be loaded; ' +
+      'build it with `npm run build` (needs cargo). Cause: ' + err.message,
+  );
+  e.cause = err;
+  throw e;
+}
+
+const DEFAULT_SERVER = '127.0.0.1:4730';
+const PRIORITIES = { high: 0, normal: 1, low: 2 };
+
+// ---------------------------------------------------------------- errors
+
+/** Base class of every error raised by polygear; `code` is stable. */
+class GearmanError extends Error {
+  constructor(message, code, options) {
+    super(message, options);
+    this.name = new.target.name;
+    this.code = code;
+  }
+}
+/** Could not connect, or the connection was lost (code ECONNREFUSED, ECONNRESET, …). */
+class ConnectionError extends GearmanError {}
+/** A deadline passed (code ETIMEDOUT). */
+class TimeoutError extends GearmanError {}
+/** The peer broke the wire protocol (code EPROTOCOL). */
+class ProtocolError extends GearmanError {}
+/** The server answered with an ERROR packet or admin error (code ESERVER; `serverCode`). */
+class ServerError extends GearmanError {
+  constructor(message, serverCode, options) {
+    super(message, 'ESERVER', options);
+    this.serverCode = serverCode;
+  }
+}
+/** The worker reported WORK_FAIL (code EJOBFAILED). */
+class JobFailedError extends GearmanError {
+  constructor(message, handle, options) {
+    super(message, 'EJOBFAILED', options);
+    this.handle = handle;
+  }
+}
+/** The worker raised (WORK_EXCEPTION); `message` is the worker's text (code EJOBEXCEPTION). */
+class JobExceptionError extends GearmanError {
+  constructor(message, handle, options) {
+    super(message, 'EJOBEXCEPTION', options);
+    this.handle = handle;
+  }
+}
+/** Used after close()/stop() (code ECLOSED). */
+class ClosedError extends GearmanError {}
+/** A value of the right type but not acceptable, e.g. a too long unique (code EINVAL). */
+class InvalidArgumentError extends GearmanError {}
+/** The operation was aborted through an AbortSignal (code ABORT_ERR, like Node's). */
+class AbortError extends GearmanError {
+  constructor(message = 'The operation was aborted', options) {
+    super(message, 'ABORT_ERR', options);
+  }
+}
+
+const SEP = '\x1f';
+
+/** Turns an encoded native error (`PGERR␟kind␟code␟extra␟message`) into its subclass. */
+function translate(err, signal) {
+  if (!(err instanceof Error) || typeof err.message !== 'string' || !err.message.startsWith('PGERR' + SEP)) {
+    return err;
+  }
+  const parts = err.message.split(SEP);
+  const [, kind, code, extra] = parts;
+  const message = parts.slice(4).join(SEP);
+  switch (kind) {
+    case 'connection':
+      return new ConnectionError(message, code);
+    case 'timeout':
+      return new TimeoutError(message, code);
+    case 'protocol':
+      return new ProtocolError(message, code);
+    case 'server':
+      return new ServerError(extra ? `${extra}: ${message}` : message, extra || undefined);
+    case 'jobfailed':
+      return new JobFailedError(message, extra);
+    case 'jobexception':
+      return new JobExceptionError(message, extra);
+    case 'closed':
+      return new ClosedError(message, code);
+    case 'invalid':
+      return new InvalidArgumentError(message, code);
+    case 'aborted':
+      return abortError(signal);
+    default:
+      return new GearmanError(message, code);
+  }
+}
+
+function abortError(signal) {
+  const reason = signal ? signal.reason : undefined;
+  return new AbortError('The operation was aborted', reason === undefined ? undefined : { cause: reason });
+}
+
+/** Calls a native function returning a promise and translates its errors (sync or async). */
+async function call(fn, signal) {
+  try {
+    return await fn();
+  } catch (err) {
+    throw translate(err, signal);
+  }
+}
+
+function callSync(fn) {
+  try {
+    return fn();
+  } catch (err) {
+    throw translate(err);
+  }
+}
+
+// ------------------------------------------------------------ validation
+
+function typeError(name, expected, value) {
+  const got = value === null ? 'null' : Array.isArray(value) ? 'an array' : typeof value;
+  const e = new TypeError(`The "${name}" argument must be ${expected}. Received ${got}`);
+  e.code = 'ERR_INVALID_ARG_TYPE';
+  return e;
+}
+
+function rangeError(name, expected, value) {
+  const e = new RangeError(`The value of "${name}" is out of range. It must be ${expected}. Received ${value}`);
+  e.code = 'ERR_OUT_OF_RANGE';
+  return e;
+}
+
+function checkObject(name, value) {
+  if (value === undefined || value === null) return {};
+  if (typeof value !== 'object' || Array.isArray(value)) throw typeError(name, 'an object', value);
+  return value;
+}
+
+function checkString(name, value, { optional = false, nonEmpty = true } = {}) {
+  if (value === undefined && optional) return undefined;
+  if (typeof value !== 'string') throw typeError(name, 'a string', value);
+  if (nonEmpty && value.length === 0) throw rangeError(name, 'a non-empty string', '""');
+  return value;
+}
+
+function checkMillis(name, value) {
+  if (value === undefined || value === null) return undefined;
+  if (typeof value !== 'number' || Number.isNaN(value)) throw typeError(name, 'a number of milliseconds', value);
+  if (!Number.isFinite(value) || value < 0) throw rangeError(name, 'a finite number ≥ 0', value);
+  return value;
+}
+
+function checkUint32(name, value) {
+  if (typeof value !== 'number' || Number.isNaN(value)) throw typeError(name, 'an integer', value);
+  if (!Number.isInteger(value) || value < 0 || value > 0xffffffff) {
+    throw rangeError(name, 'an integer from 0 to 4294967295', value);
+  }
+  return value;
+}
+
+function checkServers(value) {
+  if (value === undefined || value === null) return [DEFAULT_SERVER];
+  const list = typeof value === 'string' ? [value] : value;
+  if (!Array.isArray(list)) throw typeError('servers', 'a string or an array of strings', value);
+  if (list.length === 0) throw rangeError('servers', 'a non-empty array', '[]');
+  for (const s of list) {
+    if (typeof s !== 'string') throw typeError('servers', 'an array of "host:port" strings', s);
+  }
+  return list.slice();
+}
+
+function checkSignal(signal) {
+  if (signal === undefined || signal === null) return undefined;
+  if (typeof signal !== 'object' || typeof signal.aborted !== 'boolean' || typeof signal.addEventListener !== 'function') {
+    throw typeError('options.signal', 'an AbortSignal', signal);
+  }
+  return signal;
+}
+
+/** Buffer | Uint8Array | string → Buffer (no copy for Buffers and Uint8Arrays). */
+function toBuffer(name, data) {
+  if (Buffer.isBuffer(data)) return data;
+  if (typeof data === 'string') return Buffer.from(data, 'utf8');
+  if (data instanceof Uint8Array) return Buffer.from(data.buffer, data.byteOffset, data.byteLength);
+  throw typeError(name, 'a Buffer, Uint8Array or string', data);
+}
+
+function submitArgs(options, background) {
+  const o = checkObject('options', options);
+  const args = {};
+  if (o.unique !== undefined) args.unique = checkString('options.unique', o.unique, { nonEmpty: false });
+  if (o.priority !== undefined) {
+    if (typeof o.priority !== 'string') throw typeError('options.priority', "'high', 'normal' or 'low'", o.priority);
+    if (!(o.priority in PRIORITIES)) throw rangeError('options.priority', "'high', 'normal' or 'low'", o.priority);
+    args.priority = PRIORITIES[o.priority];
+  }
+  const timeout = checkMillis('options.timeout', o.timeout);
+  if (timeout !== undefined) args.timeout = timeout;
+  if (o.epoch !== undefined) {
+    if (!background) throw typeError('options.epoch', 'undefined for foreground jobs', o.epoch);
+    if (o.epoch instanceof Date) args.epoch = Math.floor(o.epoch.getTime() / 1000);
+    else if (typeof o.epoch === 'number' && Number.isInteger(o.epoch)) args.epoch = o.epoch;
+    else throw typeError('options.epoch', 'a Date or an integer Unix time in seconds', o.epoch);
+  }
+  return { args, signal: checkSignal(o.signal) };
+}
+
+/** Runs `start(canceller)` with `signal` wired to the canceller. */
+async function withSignal(signal, start) {
+  if (!signal) return call(() => start(undefined));
+  if (signal.aborted) throw abortError(signal);
+  const canceller = new native.Canceller();
+  const onAbort = () => canceller.cancel();
+  signal.addEventListener('abort', onAbort, { once: true });
+  try {
+    return await call(() => start(canceller), signal);
+  } finally {
+    signal.removeEventListener('abort', onAbort);
+  }
+}
+
+// ---------------------------------------------------------------- client
+
+function toEvent(ev) {
+  switch (ev.kind) {
+    case 'data':
+    case 'warning':
+    case 'complete':
+      return { type: ev.kind, data: ev.data };
+    case 'status':
+      return { type: 'status', numerator: ev.numerator, denominator: ev.denominator };
+    case 'exception':
+      return { type: 'exception', data: ev.data, message: ev.data.toString('utf8') };
+    default:
+      return { type: 'fail' };
+  }
+}
+
+const JOB_EVENTS = new Set(['data', 'warning', 'status', 'complete', 'fail', 'exception']);
+
+/**
+ * A running foreground job (from `client.submitJob`). Read its events either
+ * with listeners (`job.on('data', …)`, then `await job.result()`) or with
+ * `for await (const ev of job)`; not both.
+ */
+class RunningJob extends EventEmitter {
+  constructor(nativeJob, signal, onEnd) {
+    super();
+    this._native = nativeJob;
+    this._signal = signal;
+    this._onEnd = onEnd;
+    this._mode = null;
+    this._done = null;
+    this._outcome = null;
+    /** The server-assigned job handle. */
+    this.handle = nativeJob.handle;
+    this.on('newListener', (name) => {
+      if (JOB_EVENTS.has(name) && this._mode === null) process.nextTick(() => this._push());
+    });
+  }
+
+  async _next() {
+    if (this._outcome) return null;
+    let ev;
+    try {
+      ev = await call(() => this._native.nextEvent(), this._signal);
+    } catch (err) {
+      this._finish({ error: err });
+      throw err;
+    }
+    if (ev === null) {
+      const err = new ClosedError('the job ended without a result', 'ECLOSED');
+      this._finish({ error: err });
+      throw err;
+    }
+    const event = toEvent(ev);
+    if (event.type === 'complete') this._finish({ value: event.data });
+    else if (event.type === 'fail') this._finish({ error: new JobFailedError(`job ${this.handle} failed`, this.handle) });
+    else if (event.type === 'exception') this._finish({ error: new JobExceptionError(event.message, this.handle) });
+    return event;
+  }
+
+  _finish(outcome) {
+    if (this._outcome) return;
+    this._outcome = outcome;
+    if (this._onEnd) this._onEnd();
+  }
+
+  _settled() {
+    if (this._outcome.error) throw this._outcome.error;
+    return this._outcome.value;
+  }
+
+  _push() {
+    if (this._done) return this._done;
+    if (this._mode === 'pull') {
+      throw new Error('this job is being read with an async iterator; use either listeners/result() or the iterator');
+    }
+    this._mode = 'push';
+    this._done = (async () => {
+      for (;;) {
+        const ev = await this._next();
+        if (ev === null) return this._settled();
+        switch (ev.type) {
+          case 'status':
+            this.emit('status', ev.numerator, ev.denominator);
+            break;
+          case 'exception':
+            this.emit('exception', ev.message);
+            break;
+          case 'fail':
+            this.emit('fail');
+            break;
+          default:
+            this.emit(ev.type, ev.data);
+        }
+        if (this._outcome) return this._settled();
+      }
+    })();
+    this._done.catch(() => {}); // the error is reported through result(); never unhandled
+    return this._done;
+  }
+
+  /** Resolves with the result (WORK_COMPLETE); rejects with JobFailedError, JobExceptionError, … */
+  result() {
+    if (this._mode === 'pull') {
+      if (this._outcome) return Promise.resolve().then(() => this._settled());
+      return Promise.reject(new Error('this job is being read with an async iterator; finish the iteration first'));
+    }
+    return this._push();
+  }
+
+  /** Yields `{ type, … }` events up to and including the final one. */
+  async *[Symbol.asyncIterator]() {
+    if (this._mode === 'push') {
+      throw new Error('this job is being read with listeners/result(); use either those or the iterator');
+    }
+    this._mode = 'pull';
+    for (;;) {
+      const ev = await this._next();
+      if (ev === null) return;
+      yield ev;
+      if (this._outcome) return;
+    }
+  }
+}
+
+/** A Gearman client: many jobs in flight over pipelined connections to every server. */
+class Client {
+  constructor(options) {
+    const o = checkObject('options', options);
+    const args = { servers: checkServers(o.servers) };
+    const timeout = checkMillis('options.timeout', o.timeout);
+    if (timeout !== undefined) args.timeout = timeout;
+    const connectTimeout = checkMillis('options.connectTimeout', o.connectTimeout);
+    if (connectTimeout !== undefined) args.connectTimeout = connectTimeout;
+    const submitTimeout = checkMillis('options.submitTimeout', o.submitTimeout);
+    if (submitTimeout !== undefined) args.submitTimeout = submitTimeout;
+    if (o.clientId !== undefined) args.clientId = checkString('options.clientId', o.clientId);
+    this._native = callSync(() => new native.NativeClient(args));
+    this._closed = false;
+  }
+
+  _checkOpen() {
+    if (this._closed) throw new ClosedError('the client is closed', 'ECLOSED');
+  }
+
+  /** Runs a foreground job and resolves with its result. */
+  async submit(func, data, options) {
+    checkString('func', func);
+    const buf = toBuffer('data', data);
+    const { args, signal } = submitArgs(options, false);
+    this._checkOpen();
+    return withSignal(signal, (c) => this._native.submit(func, buf, args, c));
+  }
+
+  /** Submits a foreground job and resolves (once created) with a RunningJob to read events from. */
+  async submitJob(func, data, options) {
+    checkString('func', func);
+    const buf = toBuffer('data', data);
+    const { args, signal } = submitArgs(options, false);
+    this._checkOpen();
+    if (signal && signal.aborted) throw abortError(signal);
+    const canceller = signal ? new native.Canceller() : undefined;
+    const onAbort = () => canceller.cancel();
+    if (signal) signal.addEventListener('abort', onAbort, { once: true });
+    const cleanup = () => signal && signal.removeEventListener('abort', onAbort);
+    let nativeJob;
+    try {
+      nativeJob = await call(() => this._native.submitJob(func, buf, args, canceller), signal);
+    } catch (err) {
+      cleanup();
+      throw err;
+    }
+    return new RunningJob(nativeJob, signal, cleanup);
+  }
+
+  /** Submits a background job and resolves with its handle. */
+  async submitBackground(func, data, options) {
+    checkString('func', func);
+    const buf = toBuffer('data', data);
+    const { args, signal } = submitArgs(options, true);
+    this._checkOpen();
+    return withSignal(signal, (c) => this._native.submitBackground(func, buf, args, c));
+  }
+
+  /** GET_STATUS of a job handle. */
+  async status(handle) {
+    checkString('handle', handle);
+    this._checkOpen();
+    return stripStatus(await call(() => this._native.status(handle)));
+  }
+
+  /** GET_STATUS_UNIQUE of a unique key (includes `clientCount`). */
+  async statusUnique(unique) {
+    checkString('unique', unique);
+    this._checkOpen();
+    return call(() => this._native.statusUnique(unique));
+  }
+
+  /** ECHO round trip to the first reachable server. */
+  async echo(data) {
+    const buf = toBuffer('data', data);
+    this._checkOpen();
+    return call(() => this._native.echo(buf));
+  }
+
+  /** Closes every connection; jobs still in flight reject with ClosedError. */
+  async close() {
+    if (this._closed) return;
+    this._closed = true;
+    await call(() => this._native.close());
+  }
+}
+
+function stripStatus(s) {
+  const out = { handle: s.handle, known: s.known, running: s.running, numerator: s.numerator, denominator: s.denominator };
+  return out;
+}
+
+// ---------------------------------------------------------------- worker
+
+/** A job given to a worker handler. */
+class Job {
+  constructor(nativeJob) {
+    this._native = nativeJob;
+    /** The job handle. */
+    this.handle = nativeJob.handle;
+    /** The function name. */
+    this.function = nativeJob.function;
+    /** The unique key ('' if none). */
+    this.unique = nativeJob.unique;
+    this._data = undefined;
+  }
+
+  /** The workload. */
+  get data() {
+    if (this._data === undefined) this._data = this._native.data;
+    return this._data;
+  }
+
+  /** WORK_DATA: send a chunk of partial output to waiting clients. */
+  sendData(data) {
+    const buf = toBuffer('data', data);
+    callSync(() => this._native.sendData(buf));
+  }
+
+  /** WORK_WARNING. */
+  sendWarning(data) {
+    const buf = toBuffer('data', data);
+    callSync(() => this._native.sendWarning(buf));
+  }
+
+  /** WORK_STATUS: progress numerator / denominator. */
+  sendStatus(numerator, denominator) {
+    checkUint32('numerator', numerator);
+    checkUint32('denominator', denominator);
+    callSync(() => this._native.sendStatus(numerator, denominator));
+  }
+}
+
+function resultBuffer(value) {
+  if (value === undefined || value === null) return Buffer.alloc(0);
+  if (Buffer.isBuffer(value) || value instanceof Uint8Array || typeof value === 'string') {
+    return toBuffer('result', value);
+  }
+  throw typeError('handler result', 'a Buffer, Uint8Array, string, undefined or null', value);
+}
+
+function errorText(err) {
+  if (err instanceof Error) return err.message || err.name;
+  if (typeof err === 'string') return err;
+  try {
+    return String(err);
+  } catch {
+    return 'worker handler failed';
+  }
+}
+
+/**
+ * A Gearman worker. `register()` functions, then `await worker.work()` until
+ * `await worker.stop()`. Handlers run on the JS thread and may be async.
+ */
+class Worker {
+  constructor(options) {
+    const o = checkObject('options', options);
+    const args = { servers: checkServers(o.servers) };
+    if (o.concurrency !== undefined) {
+      checkUint32('options.concurrency', o.concurrency);
+      if (o.concurrency < 1) throw rangeError('options.concurrency', '≥ 1', o.concurrency);
+      args.concurrency = o.concurrency;
+    }
+    if (o.clientId !== undefined) args.clientId = checkString('options.clientId', o.clientId);
+    const connectTimeout = checkMillis('options.connectTimeout', o.connectTimeout);
+    if (connectTimeout !== undefined) args.connectTimeout = connectTimeout;
+    this._native = callSync(() => new native.NativeWorker(args));
+    this._handlers = new Map();
+    this._working = null;
+    this._stopping = null;
+  }
+
+  /** Registers `handler` for `name` (CAN_DO, or CAN_DO_TIMEOUT with `options.timeout` ms). */
+  register(name, handler, options) {
+    checkString('name', name);
+    if (typeof handler !== 'function') throw typeError('handler', 'a function', handler);
+    const o = checkObject('options', options);
+    const timeout = checkMillis('options.timeout', o.timeout);
+    if (this._stopping) throw new ClosedError('the worker is stopped', 'ECLOSED');
+    this._handlers.set(name, handler);
+    callSync(() => this._native.register(name, timeout));
+    return this;
+  }
+
+  /** Unregisters `name` (CANT_DO). */
+  unregister(name) {
+    checkString('name', name);
+    this._handlers.delete(name);
+    callSync(() => this._native.unregister(name));
+    return this;
+  }
+
+  async _dispatch(nativeJob) {
+    const handler = this._handlers.get(nativeJob.function);
+    try {
+      if (!handler) throw new Error(`no handler registered for ${nativeJob.function}`);
+      const result = resultBuffer(await handler(new Job(nativeJob)));
+      if (!nativeJob.finished) nativeJob.complete(result);
+    } catch (err) {
+      try {
+        if (!nativeJob.finished) nativeJob.exception(errorText(err));
+      } catch {
+        // the connection is gone; the core fails the job on its own
+      }
+    }
+  }
+
+  /** Processes jobs until stop(); resolves once the running handlers finished. */
+  async work() {
+    if (this._stopping) throw new ClosedError('the worker is stopped', 'ECLOSED');
+    if (this._working) throw new Error('work() is already running');
+    this._working = call(() => this._native.work((job) => this._dispatch(job)));
+    return this._working;
+  }
+
+  /** Graceful stop: no new jobs; running handlers finish; then the connections close. */
+  async stop() {
+    if (!this._stopping) {
+      this._native.stop();
+      this._stopping = (async () => {
+        if (this._working) await this._working.catch(() => {});
+        await call(() => this._native.shutdown());
+      })();
+    }
+    return this._stopping;
+  }
+
+  /** Same as stop(). */
+  close() {
+    return this.stop();
+  }
+}
+
+// ----------------------------------------------------------------- admin
+
+/** gearmand's text admin protocol (status, workers, …) on one server. */
+class Admin {
+  constructor(options) {
+    const o = checkObject('options', options);
+    const server = o.server === undefined ? DEFAULT_SERVER : checkString('options.server', o.server);
+    const timeout = checkMillis('options.timeout', o.timeout);
+    this._native = callSync(() => new native.NativeAdmin(server, timeout));
+  }
+
+  /** `status`: per function total/running jobs and workers. */
+  status() {
+    return call(() => this._native.status());
+  }
+  /** `prioritystatus`: waiting jobs per priority. */
+  priorityStatus() {
+    return call(() => this._native.priorityStatus());
+  }
+  /** `workers`: one entry per connection. */
+  workers() {
+    return call(() => this._native.workers());
+  }
+  /** `version`. */
+  version() {
+    return call(() => this._native.version());
+  }
+  /** `getpid`. */
+  getpid() {
+    return call(() => this._native.getpid());
+  }
+  /** `verbose`: the server's log level. */
+  verbose() {
+    return call(() => this._native.verbose());
+  }
+  /** `show jobs`. */
+  showJobs() {
+    return call(() => this._native.showJobs());
+  }
+  /** `show unique jobs`. */
+  showUniqueJobs() {
+    return call(() => this._native.showUniqueJobs());
+  }
+  /** `cancel job HANDLE`. */
+  async cancelJob(handle) {
+    checkString('handle', handle);
+    return call(() => this._native.cancelJob(handle));
+  }
+  /** `maxqueue FUNC` (no limits: unlimited) or `maxqueue FUNC HIGH NORMAL LOW`. */
+  async maxqueue(func, limits) {
+    checkString('func', func);
+    if (limits !== undefined && limits !== null) {
+      if (typeof limits === 'number') limits = [limits, limits, limits];
+      if (!Array.isArray(limits) || limits.length !== 3) throw typeError('limits', 'a number or [high, normal, low]', limits);
+      limits.forEach((n, i) => checkUint32(`limits[${i}]`, n));
+    } else {
+      limits = undefined;
+    }
+    return call(() => this._native.maxqueue(func, limits));
+  }
+  /** `create function FUNC`. */
+  async createFunction(func) {
+    checkString('func', func);
+    return call(() => this._native.createFunction(func));
+  }
+  /** `drop function FUNC`. */
+  async dropFunction(func) {
+    checkString('func', func);
+    return call(() => this._native.dropFunction(func));
+  }
+  /** `shutdown` (graceful: `shutdown graceful`). */
+  async shutdown(graceful = false) {
+    if (typeof graceful !== 'boolean') throw typeError('graceful', 'a boolean', graceful);
+    return call(() => this._native.shutdown(graceful));
+  }
+  /** Any command line; resolves with the raw reply. */
+  async raw(command) {
+    checkString('command', command);
+    return call(() => this._native.raw(command));
+  }
+  /** Closes the connection (a later call reconnects). */
+  close() {
+    return call(() => this._native.close());
+  }
+}
+
+module.exports = {
+  Client,
+  RunningJob,
+  Worker,
+  Job,
+  Admin,
+  GearmanError,
+  ConnectionError,
+  TimeoutError,
+  ProtocolError,
+  ServerError,
+  JobFailedError,
+  JobExceptionError,
+  ClosedError,
+  InvalidArgumentError,
+  AbortError,
+};

@@ -1,0 +1,69 @@
+"""polygear: a fast Gearman client, worker, admin client and server on a Rust core.
+
+>>> import polygear
+>>> with polygear.Server() as server:                      # doctest: +SKIP
+...     client = polygear.Client([server.address])
+...     client.submit("reverse", b"hello")
+"""
+
+from __future__ import annotations
+
+from ._errors import (
+    ClosedError,
+    GearmanConnectionError,
+    GearmanError,
+    GearmanTimeoutError,
+    InvalidArgumentError,
+    JobException,
+    JobFailed,
+    ProtocolError,
+    ServerError,
+)
+from ._polygear import (
+    DEFAULT_PORT,
+    Admin,
+    AsyncClient,
+    AsyncRunningJob,
+    Client,
+    FunctionStatus,
+    Job,
+    JobEvent,
+    JobInfo,
+    JobStatus,
+    PriorityStatus,
+    RunningJob,
+    Server,
+    WorkerInfo,
+)
+from ._worker import AsyncWorker, Payload, Worker
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "DEFAULT_PORT",
+    "Admin",
+    "AsyncClient",
+    "AsyncRunningJob",
+    "AsyncWorker",
+    "Client",
+    "ClosedError",
+    "FunctionStatus",
+    "GearmanConnectionError",
+    "GearmanError",
+    "GearmanTimeoutError",
+    "InvalidArgumentError",
+    "Job",
+    "JobEvent",
+    "JobException",
+    "JobFailed",
+    "JobInfo",
+    "JobStatus",
+    "Payload",
+    "PriorityStatus",
+    "ProtocolError",
+    "RunningJob",
+    "Server",
+    "ServerError",
+    "Worker",
+    "WorkerInfo",
+]

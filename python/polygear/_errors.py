@@ -1,0 +1,64 @@
+"""Exception hierarchy of polygear (raised by the native module)."""
+
+from __future__ import annotations
+
+__all__ = [
+    "ClosedError",
+    "GearmanConnectionError",
+    "GearmanError",
+    "GearmanTimeoutError",
+    "InvalidArgumentError",
+    "JobException",
+    "JobFailed",
+    "ProtocolError",
+    "ServerError",
+]
+
+
+class GearmanError(Exception):
+    """Base class of every error raised by polygear."""
+
+
+class GearmanConnectionError(GearmanError, ConnectionError):
+    """A server could not be reached, or the connection was lost."""
+
+
+class GearmanTimeoutError(GearmanError, TimeoutError):
+    """An operation ran past its deadline."""
+
+
+class ProtocolError(GearmanError):
+    """The peer broke the Gearman wire protocol."""
+
+
+class ServerError(GearmanError):
+    """The server answered with an ERROR packet (e.g. ``QUEUE_ERROR``)."""
+
+    def __init__(self, message: str, code: str = "", text: str = "") -> None:
+        super().__init__(message)
+        self.code = code
+        self.text = text
+
+
+class JobFailed(GearmanError):
+    """The job failed (WORK_FAIL)."""
+
+    def __init__(self, message: str, handle: str = "") -> None:
+        super().__init__(message)
+        self.handle = handle
+
+
+class JobException(JobFailed):
+    """The worker raised an exception (WORK_EXCEPTION); ``message`` is its text."""
+
+    def __init__(self, message: str, handle: str = "", worker_message: str = "") -> None:
+        super().__init__(message, handle)
+        self.message = worker_message
+
+
+class InvalidArgumentError(GearmanError, ValueError):
+    """A value is not acceptable to the protocol (e.g. a unique key that is too long)."""
+
+
+class ClosedError(GearmanError):
+    """The client, worker or job was already closed or finished."""

@@ -1,0 +1,250 @@
+"""Python side of the workers: function registry, threads / asyncio tasks."""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+import threading
+from collections.abc import Awaitable, Iterable
+from typing import Callable, TypeVar, Union
+
+from ._polygear import Job, NativeWorker
+
+__all__ = ["AsyncWorker", "Payload", "Worker"]
+
+log = logging.getLogger("polygear")
+
+#: What a worker function may return.
+Payload = Union[bytes, bytearray, memoryview, str, None]
+
+SyncFunction = Callable[[Job], Payload]
+AsyncFunction = Callable[[Job], Union[Awaitable[Payload], Payload]]
+F = TypeVar("F", bound=Callable[..., object])
+
+
+def _message(exc: BaseException) -> str:
+    text = str(exc)
+    return text if text else type(exc).__name__
+
+
+class _Base:
+    def __init__(
+        self,
+        servers: str | Iterable[str] | None = None,
+        concurrency: int = 1,
+        *,
+        client_id: str | None = None,
+    ) -> None:
+        if not isinstance(concurrency, int) or isinstance(concurrency, bool):
+            raise TypeError(f"concurrency must be an int, not {type(concurrency).__name__}")
+        if concurrency < 1:
+            raise ValueError("concurrency must be at least 1")
+        self._native = NativeWorker(servers, concurrency, client_id)
+        self._concurrency = concurrency
+        self._functions: dict[str, Callable[[Job], object]] = {}
+
+    @property
+    def concurrency(self) -> int:
+        """Jobs processed at the same time."""
+        return self._concurrency
+
+    @property
+    def functions(self) -> list[str]:
+        """Names of the registered functions."""
+        return list(self._functions)
+
+    def _register(self, name: str, fn: Callable[[Job], object], timeout: float | None) -> None:
+        if not isinstance(name, str):
+            raise TypeError(f"function name must be str, not {type(name).__name__}")
+        if not callable(fn):
+            raise TypeError(f"fn must be callable, not {type(fn).__name__}")
+        self._native.register(name, timeout)
+        self._functions[name] = fn
+
+    def unregister(self, name: str) -> None:
+        """Stops taking jobs for ``name`` (CANT_DO)."""
+        self._native.unregister(name)
+        self._functions.pop(name, None)
+
+    def stop(self) -> None:
+        """Graceful stop: grab no new jobs; running jobs finish, then work() returns."""
+        self._native.stop()
+
+    @property
+    def stopped(self) -> bool:
+        """True once stop() was called."""
+        return self._native.stopped
+
+    def _finish(self, job: Job, result: object) -> None:
+        if job.done:
+            return
+        try:
+            job.complete(result)  # type: ignore[arg-type]
+        except TypeError as exc:
+            log.error("polygear: function %r returned a bad value: %s", job.function, exc)
+            job.exception(str(exc))
+
+    def _failed(self, job: Job, exc: BaseException) -> None:
+        log.warning("polygear: function %r raised on job %s", job.function, job.handle, exc_info=exc)
+        if not job.done:
+            job.exception(_message(exc))
+
+
+class Worker(_Base):
+    """A blocking Gearman worker; functions run on ``concurrency`` threads.
+
+    ``work()`` blocks until ``stop()`` or Ctrl-C, then lets running jobs finish.
+    """
+
+    def register(self, name: str, fn: SyncFunction, timeout: float | None = None) -> None:
+        """Registers ``fn`` for jobs of function ``name`` (CAN_DO / CAN_DO_TIMEOUT)."""
+        self._register(name, fn, timeout)
+
+    def function(self, name: str | None = None, timeout: float | None = None) -> Callable[[F], F]:
+        """Decorator registering a function; ``name`` defaults to the function's ``__name__``."""
+
+        def decorate(fn: F) -> F:
+            self._register(name if name is not None else fn.__name__, fn, timeout)
+            return fn
+
+        return decorate
+
+    def _serve(self, errors: list[BaseException]) -> None:
+        try:
+            while True:
+                job = self._native.next_job()
+                if job is None:
+                    return
+                self._run(job)
+        except BaseException as exc:  # pragma: no cover - reported by work()
+            errors.append(exc)
+            self._native.stop()
+
+    def _run(self, job: Job) -> None:
+        fn = self._functions.get(job.function)
+        if fn is None:
+            job.fail()
+            return
+        try:
+            result = fn(job)
+        except Exception as exc:
+            self._failed(job, exc)
+            return
+        except BaseException:
+            if not job.done:
+                job.fail()
+            raise
+        self._finish(job, result)
+
+    def work(self) -> None:
+        """Processes jobs until stop() or Ctrl-C; returns after running jobs finished."""
+        if not self._functions:
+            raise RuntimeError("no function registered; use register() or @worker.function()")
+        errors: list[BaseException] = []
+        threads = [
+            threading.Thread(target=self._serve, args=(errors,), name=f"polygear-worker-{i}", daemon=True)
+            for i in range(self._concurrency)
+        ]
+        for t in threads:
+            t.start()
+        try:
+            try:
+                for t in threads:
+                    while t.is_alive():
+                        t.join(0.1)
+            except KeyboardInterrupt:
+                log.info("polygear: interrupted, finishing running jobs")
+                self._native.stop()
+                for t in threads:  # a second Ctrl-C aborts this wait
+                    while t.is_alive():
+                        t.join(0.1)
+        finally:
+            self._native.shutdown()
+        if errors:
+            raise errors[0]
+
+    def close(self) -> None:
+        """Stops and closes the connections (waits for unfinished jobs)."""
+        self._native.shutdown()
+
+    def __enter__(self) -> Worker:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class AsyncWorker(_Base):
+    """An asyncio Gearman worker; ``async def`` functions run as ``concurrency`` tasks."""
+
+    def register(self, name: str, fn: AsyncFunction, timeout: float | None = None) -> None:
+        """Registers ``fn`` (async or plain) for jobs of function ``name``."""
+        self._register(name, fn, timeout)
+
+    def function(self, name: str | None = None, timeout: float | None = None) -> Callable[[F], F]:
+        """Decorator registering a function; ``name`` defaults to the function's ``__name__``."""
+
+        def decorate(fn: F) -> F:
+            self._register(name if name is not None else fn.__name__, fn, timeout)
+            return fn
+
+        return decorate
+
+    async def _run(self, job: Job) -> None:
+        fn = self._functions.get(job.function)
+        if fn is None:
+            job.fail()
+            return
+        try:
+            result = fn(job)
+            if inspect.isawaitable(result):
+                result = await result
+        except Exception as exc:
+            self._failed(job, exc)
+            return
+        except BaseException:
+            if not job.done:
+                job.fail()
+            raise
+        self._finish(job, result)
+
+    async def _serve(self) -> None:
+        while True:
+            job = await self._native.next_job_async()
+            if job is None:
+                return
+            await self._run(job)
+
+    async def work(self) -> None:
+        """Processes jobs until stop() or cancellation; running jobs finish first."""
+        if not self._functions:
+            raise RuntimeError("no function registered; use register() or @worker.function()")
+        tasks = [asyncio.ensure_future(self._serve()) for _ in range(self._concurrency)]
+        serving = asyncio.gather(*tasks)
+        try:
+            # shielded: cancelling work() must not cancel the running functions
+            await asyncio.shield(serving)
+        except asyncio.CancelledError:
+            self._native.stop()
+            # running jobs finish; tasks waiting for a job see the stop and return
+            await asyncio.gather(*tasks, return_exceptions=True)
+            raise
+        except BaseException:
+            self._native.stop()
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            raise
+        finally:
+            await self._native.shutdown_async()
+
+    async def close(self) -> None:
+        """Stops and closes the connections (waits for unfinished jobs)."""
+        await self._native.shutdown_async()
+
+    async def __aenter__(self) -> AsyncWorker:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()

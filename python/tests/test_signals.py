@@ -1,0 +1,108 @@
+"""Ctrl-C (SIGINT) while a worker runs jobs and while a client waits."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+import polygear
+
+WORKER = textwrap.dedent(
+    """
+    import sys, time, polygear
+    worker = polygear.Worker([sys.argv[1]], concurrency=2)
+
+    @worker.function(sys.argv[2])
+    def slow(job):
+        job.send_data(b"started")
+        time.sleep(1.0)
+        return b"finished " + job.data
+
+    print("ready", flush=True)
+    worker.work()
+    print("clean exit", flush=True)
+    """
+)
+
+CLIENT = textwrap.dedent(
+    """
+    import sys, polygear
+    client = polygear.Client([sys.argv[1]])
+    print("ready", flush=True)
+    try:
+        client.submit(sys.argv[2], b"never answered")
+    except KeyboardInterrupt:
+        print("interrupted", flush=True)
+        sys.exit(3)
+    """
+)
+
+
+def spawn(script: str, *args: str) -> subprocess.Popen[bytes]:
+    proc = subprocess.Popen(
+        [sys.executable, "-c", script, *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        cwd=Path(__file__).parent,  # import the installed package, not ../polygear
+    )
+    assert proc.stdout is not None
+    assert proc.stdout.readline().strip() == b"ready"
+    return proc
+
+
+def test_ctrl_c_worker_finishes_running_jobs(server: str, fname: str) -> None:
+    proc = spawn(WORKER, server, fname)
+    try:
+        with polygear.Client([server], timeout=30) as client:
+            jobs = [client.submit_job(fname, b"a"), client.submit_job(fname, b"b")]
+            for job in jobs:
+                first = job.next_event()
+                assert first is not None and first.data == b"started"
+            proc.send_signal(signal.SIGINT)  # both jobs are running now
+            assert [job.result() for job in jobs] == [b"finished a", b"finished b"]
+        out, err = proc.communicate(timeout=20)
+        assert proc.returncode == 0, err.decode()
+        assert b"clean exit" in out
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def test_ctrl_c_idle_worker_exits_quickly(server: str, fname: str) -> None:
+    proc = spawn(WORKER, server, fname)
+    try:
+        time.sleep(0.2)
+        start = time.monotonic()
+        proc.send_signal(signal.SIGINT)
+        _out, err = proc.communicate(timeout=20)
+        assert proc.returncode == 0, err.decode()
+        assert time.monotonic() - start < 5
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+@pytest.mark.skipif(os.name != "posix", reason="needs POSIX signals")
+def test_ctrl_c_interrupts_a_waiting_client(server: str, fname: str) -> None:
+    proc = spawn(CLIENT, server, fname)
+    try:
+        time.sleep(0.3)  # the client now waits for a job no worker will take
+        start = time.monotonic()
+        proc.send_signal(signal.SIGINT)
+        out, _ = proc.communicate(timeout=20)
+        assert proc.returncode == 3
+        assert b"interrupted" in out
+        assert time.monotonic() - start < 3
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()

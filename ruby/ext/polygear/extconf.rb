@@ -1,0 +1,63 @@
+# frozen_string_literal: true
+
+# Builds the native part of the polygear gem with cargo, using only the
+# standard library's mkmf (no rb_sys / rake-compiler gems needed).
+#
+# Environment:
+#   CARGO                   cargo to use (default: from PATH, then ~/.cargo/bin)
+#   CARGO_TARGET_DIR        shared build dir (kept after install; default: a
+#                           temporary dir next to this file, removed after install)
+#   POLYGEAR_CARGO_PROFILE  release (default) or dev
+require "mkmf"
+require "rbconfig"
+require "fileutils"
+
+cargo = ENV["CARGO"] || find_executable("cargo") ||
+        [File.join(Dir.home, ".cargo", "bin", "cargo")].find { |c| File.executable?(c) }
+abort "polygear: cargo not found; install Rust (https://rustup.rs) or set CARGO=/path/to/cargo" unless cargo
+
+ext_dir   = File.expand_path(__dir__)
+gem_root  = File.expand_path("../../..", ext_dir)
+crate_dir = File.join(gem_root, "bindings", "ruby")
+manifest  = File.join(crate_dir, "Cargo.toml")
+abort "polygear: #{manifest} is missing (broken gem?)" unless File.file?(manifest)
+
+# In the installed gem the crate stands alone (no workspace root above it):
+# use the repository's lockfile so the same dependency versions are built.
+root_lock = File.join(gem_root, "Cargo.lock")
+crate_lock = File.join(crate_dir, "Cargo.lock")
+if File.file?(root_lock) && !File.file?(File.join(gem_root, "Cargo.toml")) && !File.file?(crate_lock)
+  FileUtils.cp(root_lock, crate_lock)
+end
+
+profile    = ENV.fetch("POLYGEAR_CARGO_PROFILE", "release")
+abort "polygear: POLYGEAR_CARGO_PROFILE must be release or dev" unless %w[release dev].include?(profile)
+shared     = ENV["CARGO_TARGET_DIR"] && !ENV["CARGO_TARGET_DIR"].empty?
+target_dir = shared ? File.expand_path(ENV["CARGO_TARGET_DIR"]) : File.join(ext_dir, "target")
+out_dir    = File.join(target_dir, profile == "dev" ? "debug" : profile)
+libfile    = "libpolygear_rb.so"
+dest       = "polygear/polygear_ext.#{RbConfig::CONFIG['DLEXT']}"
+
+File.write("Makefile", <<~MAKE)
+  CARGO = #{cargo}
+  sitearchdir ?= #{RbConfig::CONFIG['sitearchdir']}
+  export CARGO_TARGET_DIR := #{target_dir}
+  export RUBY := #{RbConfig.ruby}
+
+  all:
+  \t$(CARGO) build --profile #{profile} --manifest-path #{manifest} --lib
+  \tmkdir -p polygear && cp #{out_dir}/#{libfile} #{dest}
+
+  install: all
+  \tmkdir -p $(DESTDIR)$(sitearchdir)/polygear
+  \tcp #{dest} $(DESTDIR)$(sitearchdir)/#{dest}
+  #{shared ? '' : "\trm -rf #{target_dir}"}
+
+  clean:
+  \trm -rf polygear
+
+  distclean: clean
+  \trm -f Makefile
+
+  .PHONY: all install clean distclean
+MAKE

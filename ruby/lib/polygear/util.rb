@@ -1,0 +1,42 @@
+# frozen_string_literal: true
+
+module Polygear
+  # The server used when none is given.
+  DEFAULT_SERVERS = ["127.0.0.1:4730"].freeze
+
+  # Argument checks shared by the wrappers (internal).
+  module Util
+    module_function
+
+    # "h1:4730,h2" or ["h1:4730", "h2"] -> ["h1:4730", "h2"].
+    def servers(value)
+      list = value.is_a?(Array) ? value : [value]
+      list.map do |s|
+        raise TypeError, "server must be a String like \"host:port\", not #{s.class}" unless s.is_a?(String)
+
+        s
+      end.tap { |l| raise ArgumentError, "at least one server is required" if l.empty? }
+    end
+
+    # nil or a non-negative number of seconds -> Float or nil.
+    def seconds(value, name = "timeout")
+      return nil if value.nil?
+      raise TypeError, "#{name} must be a number of seconds or nil, not #{value.class}" unless value.is_a?(Numeric)
+      raise ArgumentError, "#{name} must not be negative" if value.negative?
+
+      value.to_f
+    end
+
+    # Checks that +value+ is a String (no implicit conversion surprises).
+    def string(value, name)
+      raise TypeError, "#{name} must be a String, not #{value.class}" unless value.is_a?(String)
+
+      value
+    end
+
+    # nil or a String.
+    def opt_string(value, name)
+      value.nil? ? nil : string(value, name)
+    end
+  end
+end

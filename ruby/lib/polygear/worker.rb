@@ -1,0 +1,171 @@
+# frozen_string_literal: true
+
+module Polygear
+  # A job given to a Worker#register block (created by the worker).
+  #
+  #   job.data        # the workload (ASCII-8BIT String)
+  #   job.handle      # the server's job handle
+  #   job.unique      # the unique key ("" if none)
+  #   job.function    # the function name
+  #   job.send_data("partial output")      # WORK_DATA
+  #   job.send_status(3, 10)               # WORK_STATUS 3/10
+  #   job.send_warning("disk almost full") # WORK_WARNING
+  class Job
+    def inspect
+      "#<Polygear::Job #{function} #{handle} (#{data.bytesize} bytes)>"
+    end
+  end
+
+  # A Gearman worker. Register blocks, then call #work, which blocks until
+  # #stop is called (from another thread, a block, or on SIGINT/SIGTERM)
+  # and then shuts down gracefully: no new jobs are taken, running blocks
+  # finish and their results are sent.
+  #
+  #   worker = Polygear::Worker.new(servers: ["127.0.0.1:4730"], concurrency: 4)
+  #   worker.register("reverse") { |job| job.data.reverse }
+  #   worker.register("slow", timeout: 60) do |job|
+  #     10.times { |i| job.send_status(i + 1, 10); sleep 1 }
+  #     "done"
+  #   end
+  #   worker.work
+  #
+  # The block's return value is the result (a String; nil sends an empty
+  # result, other objects are sent as their #to_s). If the block raises,
+  # the client gets WORK_EXCEPTION with the exception's message (clients
+  # that did not ask for exceptions see WORK_FAIL). With +concurrency: N+,
+  # N blocks run at the same time, each on its own Ruby thread.
+  class Worker
+    # Number of jobs run at the same time.
+    attr_reader :concurrency
+
+    # servers:: "host:port" strings; the worker serves all of them.
+    # concurrency:: how many jobs run at once (Ruby threads).
+    # client_id:: sent with SET_CLIENT_ID (shown by `gearadmin --workers`).
+    def initialize(servers: DEFAULT_SERVERS, concurrency: 1, client_id: nil)
+      raise TypeError, "concurrency must be an Integer, not #{concurrency.class}" unless concurrency.is_a?(Integer)
+      raise ArgumentError, "concurrency must be at least 1" if concurrency < 1
+
+      @concurrency = concurrency
+      @native = Native::Worker.new(Util.servers(servers), concurrency, Util.opt_string(client_id, "client_id"))
+      @handlers = {}
+      @lock = Mutex.new
+      @working = false
+    end
+
+    # Registers +name+ (CAN_DO, or CAN_DO_TIMEOUT when +timeout+ seconds
+    # are given) with the block that runs its jobs. Returns self.
+    def register(name, timeout: nil, &block)
+      Util.string(name, "function name")
+      raise ArgumentError, "register needs a block" unless block
+
+      secs = Util.seconds(timeout)
+      @lock.synchronize { @handlers[name] = block }
+      @native.register(name, secs)
+      self
+    end
+
+    # Stops taking jobs for +name+ (CANT_DO).
+    def unregister(name)
+      Util.string(name, "function name")
+      @native.unregister(name)
+      @lock.synchronize { @handlers.delete(name) }
+      self
+    end
+
+    # The registered function names.
+    def functions
+      @lock.synchronize { @handlers.keys }
+    end
+
+    # Processes jobs until #stop (or SIGINT/SIGTERM when called on the main
+    # thread with +trap_signals+), then waits for running jobs and closes
+    # the connections. Returns the number of jobs processed. An exception
+    # that is not a StandardError (e.g. Interrupt) stops the worker and is
+    # re-raised after the shutdown.
+    def work(trap_signals: true)
+      raise ArgumentError, "register a function before calling work" if functions.empty?
+      raise ClosedError, "the worker was stopped; create a new one" if @native.stopped?
+
+      @lock.synchronize do
+        raise Error, "work is already running" if @working
+
+        @working = true
+      end
+      @processed = 0
+      previous = trap_signals && Thread.current == Thread.main ? install_traps : {}
+      threads = Array.new(@concurrency) { |i| Thread.new { run_loop(i) } }
+      begin
+        threads.each(&:join)
+      ensure
+        @native.stop
+        threads.each do |t|
+          t.join
+        rescue Exception # rubocop:disable Lint/RescueException
+          nil # the first error is already propagating
+        end
+        @native.shutdown
+        previous.each { |sig, handler| Signal.trap(sig, handler || "SYSTEM_DEFAULT") }
+        @lock.synchronize { @working = false }
+      end
+      @processed
+    end
+
+    # Graceful stop: take no new jobs; running blocks finish. Safe to call
+    # from any thread, from a job block, or from a signal handler.
+    def stop
+      @native.stop
+      nil
+    end
+
+    # True once #stop was called.
+    def stopped?
+      @native.stopped?
+    end
+
+    private
+
+    def install_traps
+      %w[INT TERM].to_h do |sig|
+        [sig, Signal.trap(sig) { @native.stop }]
+      end
+    end
+
+    def run_loop(_index)
+      Thread.current.name = "polygear-worker"
+      Thread.current.report_on_exception = false
+      while (job = @native.next_job)
+        handler = @lock.synchronize { @handlers[job.function] }
+        run_job(job, handler)
+      end
+    rescue Exception # rubocop:disable Lint/RescueException
+      @native.stop # one broken thread stops the whole worker
+      raise
+    end
+
+    def run_job(job, handler)
+      @lock.synchronize { @processed += 1 }
+      if handler.nil?
+        job.__send__(:_fail)
+        return
+      end
+      begin
+        result = handler.call(job)
+      rescue StandardError => e
+        job.__send__(:_exception, e.message.to_s.b) unless job.finished?
+        return
+      rescue Exception => e # rubocop:disable Lint/RescueException
+        job.__send__(:_exception, "#{e.class}: #{e.message}".b) unless job.finished?
+        raise
+      end
+      job.__send__(:_complete, result_bytes(result)) unless job.finished?
+    end
+
+    def result_bytes(result)
+      case result
+      when String then result
+      when nil then ""
+      else result.to_s
+      end
+    end
+  end
+end

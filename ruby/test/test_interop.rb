@@ -1,0 +1,104 @@
+# frozen_string_literal: true
+
+require_relative "helper"
+require "open3"
+require "rbconfig"
+
+# Ruby <-> other Gearman peers: the C `gearman` CLI, the Rust `polygear`
+# CLI, and a Ruby worker process stopped by a signal.
+class TestInterop < Minitest::Test
+  include PolygearTest::Helpers
+
+  def server = PolygearTest::Gearmand.instance
+
+  def gearman_bin
+    ENV["GEARMAN"] || PolygearTest.which("gearman") || skip("the C gearman CLI is not installed (gearman-tools)")
+  end
+
+  def polygear_cli
+    dir = ENV["POLYGEAR_BIN_DIR"]
+    path = dir && File.join(dir, "polygear")
+    return path if path && File.executable?(path)
+
+    skip("the Rust polygear CLI is not built (cargo build -p polygear-cli; set POLYGEAR_BIN_DIR to its directory)")
+  end
+
+  def spawn_quiet(*cmd)
+    Process.spawn(*cmd, in: File::NULL, out: File::NULL, err: File::NULL, pgroup: true)
+  end
+
+  def kill_wait(pid)
+    Process.kill("TERM", pid)
+    Timeout.timeout(5) { Process.wait(pid) }
+  rescue Timeout::Error
+    Process.kill("KILL", pid)
+    Process.wait(pid)
+  rescue Errno::ESRCH, Errno::ECHILD
+    nil
+  end
+
+  def test_c_gearman_client_with_ruby_worker
+    gm = gearman_bin
+    f = on(fname("crev")) { |job| job.data.reverse }
+    b = on(fname("cboom")) { |_job| raise "nope" }
+    with_worker do
+      out, status = Timeout.timeout(15) do
+        Open3.capture2(gm, "-h", "127.0.0.1", "-p", server.port.to_s, "-f", f, "hello gearman")
+      end
+      assert status.success?, "gearman client exited with #{status.exitstatus}"
+      assert_equal "namraeg olleh", out.chomp
+      # a Ruby exception reaches the C client (no exceptions option) as WORK_FAIL
+      _out, err, status = Timeout.timeout(15) do
+        Open3.capture3(gm, "-h", "127.0.0.1", "-p", server.port.to_s, "-f", b, "x")
+      end
+      refute status.success?, "the failed job should make gearman exit non-zero (stderr: #{err})"
+    end
+  end
+
+  def test_ruby_client_with_c_gearman_worker
+    gm = gearman_bin
+    f = fname("cwrk")
+    pid = spawn_quiet(gm, "-h", "127.0.0.1", "-p", server.port.to_s, "-w", "-f", f, "--", "rev")
+    begin
+      assert_equal "olleh", client.submit(f, "hello\n", timeout: 15).chomp
+    ensure
+      kill_wait(pid)
+    end
+  end
+
+  def test_ruby_client_with_rust_worker
+    cli = polygear_cli
+    [server, PolygearTest::Embedded.instance].each do |srv|
+      f = fname("rustw")
+      pid = spawn_quiet(cli, "-h", "127.0.0.1", "-p", srv.port.to_s, "-w", "-f", f, "--", "rev")
+      begin
+        c = Polygear::Client.new(servers: [srv.address], timeout: 15)
+        assert_equal "dlrow olleh", c.submit(f, "hello world\n").chomp
+        c.close
+      ensure
+        kill_wait(pid)
+      end
+    end
+  end
+
+  def test_sigterm_stops_a_ruby_worker_gracefully
+    f = fname("sig")
+    script = <<~RUBY
+      require "polygear"
+      w = Polygear::Worker.new(servers: ["#{server.address}"])
+      w.register("#{f}") { |job| $stdout.puts("started"); $stdout.flush; sleep 0.7; "graceful:" + job.data }
+      n = w.work
+      $stdout.puts("stopped after \#{n}")
+    RUBY
+    c = client
+    Open3.popen2(RbConfig.ruby, "-I", PolygearTest.lib_dir, "-e", script) do |stdin, stdout, wait|
+      stdin.close
+      submitter = Thread.new { c.submit(f, "x") }
+      assert_equal "started", Timeout.timeout(20) { stdout.gets }&.chomp
+      Process.kill("TERM", wait.pid)
+      assert_equal "graceful:x", submitter.value
+      assert_equal "stopped after 1", Timeout.timeout(10) { stdout.gets }&.chomp
+      assert Timeout.timeout(10) { wait.value }.success?
+    end
+  end
+end

@@ -1,0 +1,207 @@
+//! One task per connection: read, decode, apply under the state lock; a
+//! sibling writer task drains the connection's [`Outbox`].
+
+use std::os::fd::AsRawFd;
+use std::sync::Arc;
+
+use bytes::{Buf, BytesMut};
+use polygear::protocol::{Frame, Magic, Packet, PacketCodec, PacketType, ProtocolError, HEADER_LEN};
+use tokio::io::AsyncReadExt;
+use tokio::net::TcpStream;
+
+use crate::outbox::Outbox;
+use crate::state::Flow;
+use crate::wire::put_error;
+use crate::Shared;
+
+/// Frames applied per lock acquisition.
+const BATCH: usize = 512;
+/// Pause reading while this much of our own output is unsent.
+const HIGH_WATER: usize = 4 << 20;
+
+enum In {
+    Packet(Packet),
+    Text(bytes::Bytes),
+    /// A valid packet with `\0RES` magic.
+    ResMagic,
+    /// A valid type the server does not accept as a request.
+    NotExpected,
+    Fatal(ProtocolError),
+}
+
+/// Whether a server accepts `t` as a request.
+fn is_request(t: PacketType) -> bool {
+    use PacketType as T;
+    matches!(
+        t,
+        T::CanDo
+            | T::CantDo
+            | T::ResetAbilities
+            | T::PreSleep
+            | T::SubmitJob
+            | T::SubmitJobBg
+            | T::SubmitJobHigh
+            | T::SubmitJobHighBg
+            | T::SubmitJobLow
+            | T::SubmitJobLowBg
+            | T::GrabJob
+            | T::GrabJobUniq
+            | T::GrabJobAll
+            | T::WorkStatus
+            | T::WorkComplete
+            | T::WorkFail
+            | T::WorkException
+            | T::WorkData
+            | T::WorkWarning
+            | T::GetStatus
+            | T::GetStatusUnique
+            | T::EchoReq
+            | T::SetClientId
+            | T::CanDoTimeout
+            | T::OptionReq
+            | T::SubmitJobEpoch
+            | T::SubmitReduceJob
+            | T::SubmitReduceJobBackground
+    )
+}
+
+fn next_input(buf: &mut BytesMut, codec: &mut PacketCodec) -> Option<In> {
+    if buf.len() >= HEADER_LEN && buf[0] == 0 {
+        let magic = Magic::from_bytes(&buf[..4]);
+        let code = u32::from_be_bytes([buf[4], buf[5], buf[6], buf[7]]);
+        let size = u32::from_be_bytes([buf[8], buf[9], buf[10], buf[11]]) as usize;
+        if let (Some(magic), Some(kind)) = (magic, PacketType::from_code(code)) {
+            let skip = magic == Magic::Res || !is_request(kind);
+            if skip && size <= codec.max_packet() && buf.len() >= HEADER_LEN + size {
+                buf.advance(HEADER_LEN + size);
+                return Some(if magic == Magic::Res {
+                    In::ResMagic
+                } else {
+                    In::NotExpected
+                });
+            }
+        }
+    }
+    match codec.decode_frame(buf) {
+        Ok(Some(Frame::Packet(_, p))) => Some(In::Packet(p)),
+        Ok(Some(Frame::Text(t))) => Some(In::Text(t)),
+        Ok(None) => None,
+        Err(e) => Some(In::Fatal(e)),
+    }
+}
+
+/// Serves one accepted connection until it closes or the server stops.
+pub(crate) async fn serve(shared: Arc<Shared>, stream: TcpStream) {
+    let peer_ip = stream
+        .peer_addr()
+        .map(|a| a.ip().to_string())
+        .unwrap_or_else(|_| "-".into());
+    let fd = stream.as_raw_fd() as i64;
+    let _ = stream.set_nodelay(true);
+    if shared.cfg.keepalive {
+        let _ = socket2::SockRef::from(&stream).set_keepalive(true);
+    }
+    let (mut rd, wr) = stream.into_split();
+    let out = Arc::new(Outbox::new(shared.cfg.max_output));
+    let cid = shared.state.lock().add_conn(out.clone(), fd, peer_ip);
+    let writer = {
+        let out = out.clone();
+        tokio::spawn(async move { out.run_writer(wr).await })
+    };
+    let mut codec = PacketCodec::server(shared.cfg.max_packet, shared.cfg.max_line);
+    let mut buf = BytesMut::with_capacity(16 << 10);
+    let mut inputs: Vec<In> = Vec::with_capacity(BATCH);
+    let stop = shared.stop.clone();
+    'conn: loop {
+        // Decode and apply everything buffered, in bounded batches.
+        loop {
+            while inputs.len() < BATCH {
+                match next_input(&mut buf, &mut codec) {
+                    Some(i) => {
+                        let fatal = matches!(i, In::Fatal(_));
+                        inputs.push(i);
+                        if fatal {
+                            break;
+                        }
+                    }
+                    None => break,
+                }
+            }
+            if inputs.is_empty() {
+                break;
+            }
+            let more = inputs.len() == BATCH;
+            let flow = apply(&shared, cid, &out, &mut inputs);
+            if flow == Flow::Close {
+                break 'conn;
+            }
+            if !more {
+                break;
+            }
+        }
+        // Backpressure: a peer that does not read its replies stops being read.
+        while out.pending() > HIGH_WATER {
+            tokio::select! {
+                _ = out.drained.notified() => {}
+                _ = out.kill.cancelled() => break 'conn,
+                _ = stop.cancelled() => break 'conn,
+            }
+        }
+        if buf.capacity() - buf.len() < 4096 {
+            buf.reserve(16 << 10);
+        }
+        tokio::select! {
+            r = rd.read_buf(&mut buf) => match r {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {}
+            },
+            _ = out.kill.cancelled() => break,
+            _ = stop.cancelled() => break,
+        }
+    }
+    shared.state.lock().remove_conn(cid);
+    // Queued replies are still flushed (bounded by the shutdown timeout) so
+    // that e.g. the admin `shutdown` gets its OK.
+    out.close();
+    let _ = writer.await;
+    shared.conn_closed();
+}
+
+fn apply(shared: &Shared, cid: u64, out: &Outbox, inputs: &mut Vec<In>) -> Flow {
+    let mut st = shared.state.lock();
+    let mut flow = Flow::Continue;
+    for i in inputs.drain(..) {
+        if flow == Flow::Close {
+            continue;
+        }
+        flow = match i {
+            In::Packet(p) => st.handle_packet(cid, p),
+            In::Text(line) => st.handle_text(cid, &line),
+            In::ResMagic => {
+                out.write(|b| put_error(b, "INVALID_MAGIC", "Request magic expected"));
+                Flow::Continue
+            }
+            In::NotExpected => {
+                out.write(|b| put_error(b, "INVALID_COMMAND", "Command not expected"));
+                Flow::Continue
+            }
+            In::Fatal(e) => {
+                tracing::debug!("connection {cid}: protocol error: {e}");
+                match &e {
+                    // Like gearmand: close without a reply.
+                    ProtocolError::BadMagic(_) | ProtocolError::UnknownType(_) | ProtocolError::LineTooLong { .. } => {}
+                    ProtocolError::PayloadTooLarge { .. } => {
+                        out.write(|b| put_error(b, "ARGUMENT_TOO_LARGE", &e.to_string()))
+                    }
+                    _ => out.write(|b| put_error(b, "INVALID_PACKET", &e.to_string())),
+                }
+                Flow::Close
+            }
+        };
+    }
+    if let Some(graceful) = st.shutdown_requested.take() {
+        drop(st);
+        shared.request_shutdown(graceful);
+    }
+    flow
+}

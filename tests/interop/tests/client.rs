@@ -1,0 +1,873 @@
+//! polygear::Client against real job servers (gearmand; polygeard when
+//! selected), with the C `gearman -w` worker and raw-socket workers speaking
+//! the real protocol.
+
+use std::future::Future;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use polygear::protocol::{Frame, Magic, Packet, PacketCodec};
+use polygear::{Client, ClientOptions, Error, JobEvent, Priority, ServerAddr, SubmitOptions};
+use polygear_interop::{free_port, which, ServerKind, TestServer};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::TcpStream;
+use tokio::task::JoinSet;
+
+const T: Duration = Duration::from_secs(30);
+
+/// Runs `body` once per selected server kind, each run bounded in time.
+async fn each_server<F, Fut>(name: &str, body: F)
+where
+    F: Fn(ServerKind) -> Fut,
+    Fut: Future<Output = ()>,
+{
+    let kinds = ServerKind::selected();
+    assert!(
+        !kinds.is_empty(),
+        "no job server selected (POLYGEAR_TEST_SERVERS)"
+    );
+    for kind in kinds {
+        if tokio::time::timeout(T, body(kind)).await.is_err() {
+            panic!("{name} timed out against {}", kind.name());
+        }
+    }
+}
+
+fn client(servers: Vec<ServerAddr>) -> Client {
+    Client::new(ClientOptions {
+        servers,
+        connect_timeout: Duration::from_secs(2),
+        submit_timeout: Duration::from_secs(10),
+        min_backoff: Duration::from_millis(50),
+        max_backoff: Duration::from_millis(400),
+        ..Default::default()
+    })
+    .unwrap()
+}
+
+fn opts(unique: Option<&str>, priority: Priority) -> SubmitOptions {
+    SubmitOptions {
+        unique: unique.map(|u| Bytes::copy_from_slice(u.as_bytes())),
+        priority,
+        ..Default::default()
+    }
+}
+
+fn b(s: &str) -> Bytes {
+    Bytes::copy_from_slice(s.as_bytes())
+}
+
+/// A job as a raw worker receives it.
+#[derive(Debug)]
+struct Assigned {
+    handle: Bytes,
+    unique: Bytes,
+    data: Bytes,
+}
+
+/// A raw protocol connection (worker or client side), no polygear Client/Worker.
+struct Raw {
+    stream: TcpStream,
+    buf: BytesMut,
+    codec: PacketCodec,
+}
+
+impl Raw {
+    async fn connect(addr: &ServerAddr) -> Raw {
+        let stream = TcpStream::connect((addr.host.as_str(), addr.port))
+            .await
+            .unwrap();
+        stream.set_nodelay(true).unwrap();
+        Raw {
+            stream,
+            buf: BytesMut::new(),
+            codec: PacketCodec::new(128 << 20),
+        }
+    }
+
+    /// A worker connection that registered `function`.
+    async fn worker(addr: &ServerAddr, function: &str) -> Raw {
+        let mut w = Raw::connect(addr).await;
+        w.send(Packet::CanDo {
+            function: b(function),
+        })
+        .await;
+        w
+    }
+
+    async fn send(&mut self, p: Packet) {
+        let bytes = p.to_bytes(Magic::Req).unwrap();
+        self.stream.write_all(&bytes).await.unwrap();
+    }
+
+    async fn recv(&mut self) -> Packet {
+        loop {
+            if let Some(Frame::Packet(_, p)) = self.codec.decode_frame(&mut self.buf).unwrap() {
+                return p;
+            }
+            let n = self.stream.read_buf(&mut self.buf).await.unwrap();
+            assert!(n > 0, "server closed the raw connection");
+        }
+    }
+
+    /// GRAB_JOB_UNIQ until a job comes (PRE_SLEEP / NOOP in between).
+    async fn grab(&mut self) -> Assigned {
+        loop {
+            self.send(Packet::GrabJobUniq).await;
+            loop {
+                match self.recv().await {
+                    Packet::JobAssignUniq {
+                        handle,
+                        unique,
+                        data,
+                        ..
+                    } => {
+                        return Assigned {
+                            handle,
+                            unique,
+                            data,
+                        }
+                    }
+                    Packet::NoJob => {
+                        self.send(Packet::PreSleep).await;
+                        // Wait for the NOOP (or re-grab after a while as a safety net).
+                        let _ =
+                            tokio::time::timeout(Duration::from_secs(2), self.wait_noop()).await;
+                        break;
+                    }
+                    Packet::Noop => {}
+                    other => panic!("raw worker got {other:?}"),
+                }
+            }
+        }
+    }
+
+    async fn wait_noop(&mut self) {
+        while !matches!(self.recv().await, Packet::Noop) {}
+    }
+
+    /// One GRAB_JOB_UNIQ that must come back NO_JOB.
+    async fn expect_no_job(&mut self) {
+        self.send(Packet::GrabJobUniq).await;
+        loop {
+            match self.recv().await {
+                Packet::NoJob => return,
+                Packet::Noop => {}
+                other => panic!("expected NO_JOB, got {other:?}"),
+            }
+        }
+    }
+
+    async fn complete(&mut self, handle: &Bytes, data: Bytes) {
+        self.send(Packet::WorkComplete {
+            handle: handle.clone(),
+            data,
+        })
+        .await;
+    }
+}
+
+/// Serves `n` jobs on `function`, completing each with `f(data)`.
+fn spawn_raw_worker(
+    addr: ServerAddr,
+    function: &'static str,
+    n: usize,
+    f: fn(&Bytes) -> Bytes,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut w = Raw::worker(&addr, function).await;
+        for _ in 0..n {
+            let job = w.grab().await;
+            let out = f(&job.data);
+            w.complete(&job.handle, out).await;
+        }
+        // Make sure the last packet reached the server before closing.
+        w.send(Packet::EchoReq { data: b("bye") }).await;
+        while !matches!(w.recv().await, Packet::EchoRes { .. }) {}
+    })
+}
+
+fn reversed(d: &Bytes) -> Bytes {
+    let mut v = d.to_vec();
+    v.reverse();
+    Bytes::from(v)
+}
+
+/// Sends an admin text command and reads the reply up to a line equal to
+/// `.` (listings) or the first line (single-line replies).
+async fn admin(addr: &ServerAddr, cmd: &str, multi: bool) -> Vec<String> {
+    let stream = TcpStream::connect((addr.host.as_str(), addr.port))
+        .await
+        .unwrap();
+    let (rd, mut wr) = stream.into_split();
+    wr.write_all(format!("{cmd}\n").as_bytes()).await.unwrap();
+    let mut lines = BufReader::new(rd).lines();
+    let mut out = Vec::new();
+    while let Some(line) = lines.next_line().await.unwrap() {
+        if multi && line == "." {
+            break;
+        }
+        out.push(line);
+        if !multi {
+            break;
+        }
+    }
+    out
+}
+
+/// The C `gearman -w` worker running a command; killed on drop.
+struct CliWorker(Child);
+
+impl CliWorker {
+    fn start(server: &TestServer, function: &str, cmd: &[&str]) -> CliWorker {
+        let gearman = which("gearman").expect("the gearman CLI is installed");
+        let child = Command::new(gearman)
+            .args([
+                "-w",
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &server.port.to_string(),
+                "-f",
+                function,
+                "--",
+            ])
+            .args(cmd)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        CliWorker(child)
+    }
+}
+
+impl Drop for CliWorker {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[tokio::test]
+async fn round_trip_with_gearman_cli_worker() {
+    each_server("round_trip", |kind| async move {
+        let server = TestServer::start(kind);
+        let _w = CliWorker::start(&server, "rev", &["rev"]);
+        let c = client(vec![server.addr()]);
+        let out = c
+            .submit("rev", "hello", SubmitOptions::default())
+            .await
+            .unwrap();
+        assert_eq!(out, b("olleh"));
+        // Again on the same connection, high and low priority.
+        for p in [Priority::High, Priority::Low, Priority::Normal] {
+            let out = c.submit("rev", "abc", opts(None, p)).await.unwrap();
+            assert_eq!(out, b("cba"));
+        }
+        c.close().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn echo_and_client_id() {
+    each_server("echo", |kind| async move {
+        let server = TestServer::start(kind);
+        let c = Client::new(ClientOptions {
+            servers: vec![server.addr()],
+            client_id: Some("polygear-test-client".into()),
+            ..Default::default()
+        })
+        .unwrap();
+        let data = Bytes::from_static(b"a\0b\0\0c");
+        assert_eq!(c.echo(data.clone()).await.unwrap(), data);
+        assert_eq!(c.echo(Bytes::new()).await.unwrap(), Bytes::new());
+        let workers = admin(&server.addr(), "workers", true).await;
+        assert!(
+            workers.iter().any(|l| l.contains("polygear-test-client")),
+            "client id not listed: {workers:?}"
+        );
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn priorities_are_grabbed_in_order() {
+    each_server("priorities", |kind| async move {
+        let server = TestServer::start(kind);
+        let c = client(vec![server.addr()]);
+        // Background submissions, queued before any worker exists.
+        let order = [
+            ("low1", Priority::Low),
+            ("norm1", Priority::Normal),
+            ("high1", Priority::High),
+            ("low2", Priority::Low),
+            ("norm2", Priority::Normal),
+            ("high2", Priority::High),
+        ];
+        for (name, p) in order {
+            c.submit_background("prio_bg", name, opts(None, p))
+                .await
+                .unwrap();
+        }
+        // Foreground submissions, same order, all in flight at once.
+        let mut jobs = Vec::new();
+        for (name, p) in order {
+            jobs.push(c.submit_job("prio_fg", name, opts(None, p)).await.unwrap());
+        }
+        let expected = ["high1", "high2", "norm1", "norm2", "low1", "low2"];
+        let mut w = Raw::worker(&server.addr(), "prio_bg").await;
+        let mut got = Vec::new();
+        for _ in 0..6 {
+            let j = w.grab().await;
+            got.push(String::from_utf8(j.data.to_vec()).unwrap());
+            w.complete(&j.handle, Bytes::new()).await;
+        }
+        assert_eq!(got, expected);
+
+        let mut w = Raw::worker(&server.addr(), "prio_fg").await;
+        let mut got = Vec::new();
+        for _ in 0..6 {
+            let j = w.grab().await;
+            got.push(String::from_utf8(j.data.to_vec()).unwrap());
+            w.complete(&j.handle, reversed(&j.data)).await;
+        }
+        assert_eq!(got, expected);
+        for (job, (name, _)) in jobs.into_iter().zip(order) {
+            assert_eq!(job.result().await.unwrap(), reversed(&b(name)));
+        }
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn unique_submissions_coalesce() {
+    each_server("coalesce", |kind| async move {
+        let server = TestServer::start(kind);
+        let c1 = client(vec![server.addr()]);
+        let c2 = client(vec![server.addr()]);
+        let mut a = c1
+            .submit_job("co", "first", opts(Some("same-key"), Priority::Normal))
+            .await
+            .unwrap();
+        let mut b_ = c1
+            .submit_job("co", "second", opts(Some("same-key"), Priority::Normal))
+            .await
+            .unwrap();
+        let mut other = c2
+            .submit_job("co", "third", opts(Some("same-key"), Priority::Normal))
+            .await
+            .unwrap();
+        assert_eq!(a.handle(), b_.handle());
+        assert_eq!(a.handle(), other.handle());
+        let st = c1.status_unique("same-key").await.unwrap();
+        assert!(st.known && !st.running);
+        assert_eq!(st.handle, "same-key");
+        // c1 is attached twice (gearmand counts attachments, not connections).
+        assert_eq!(st.client_count, Some(3), "{st:?}");
+
+        let mut w = Raw::worker(&server.addr(), "co").await;
+        let j = w.grab().await;
+        assert_eq!(j.data, b("first"));
+        assert_eq!(j.unique, b("same-key"));
+        w.expect_no_job().await;
+        w.send(Packet::WorkData {
+            handle: j.handle.clone(),
+            data: b("partial"),
+        })
+        .await;
+        w.complete(&j.handle, b("result")).await;
+        for job in [&mut a, &mut b_, &mut other] {
+            assert_eq!(
+                job.next_event().await.unwrap().unwrap(),
+                JobEvent::Data(b("partial"))
+            );
+            assert_eq!(
+                job.next_event().await.unwrap().unwrap(),
+                JobEvent::Complete(b("result"))
+            );
+            assert!(job.next_event().await.is_none());
+        }
+        // The key is free again: a new job gets a new handle.
+        let again = c1
+            .submit_job("co", "fourth", opts(Some("same-key"), Priority::Normal))
+            .await
+            .unwrap();
+        assert_ne!(again.handle(), a.handle());
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn background_status_and_status_unique() {
+    each_server("background", |kind| async move {
+        let server = TestServer::start(kind);
+        let c = client(vec![server.addr()]);
+        let h = c
+            .submit_background("bg", "payload", opts(Some("bg-key"), Priority::Normal))
+            .await
+            .unwrap();
+        let st = c.status(&h).await.unwrap();
+        assert_eq!(st.handle, h);
+        assert!(st.known && !st.running);
+        assert_eq!((st.numerator, st.denominator), (0, 0));
+
+        let mut w = Raw::worker(&server.addr(), "bg").await;
+        let j = w.grab().await;
+        assert_eq!(j.handle, b(&h));
+        w.send(Packet::WorkStatus {
+            handle: j.handle.clone(),
+            numerator: b("3"),
+            denominator: b("10"),
+        })
+        .await;
+        // WORK_STATUS has no reply; wait until the server applied it.
+        let mut st = c.status(&h).await.unwrap();
+        for _ in 0..100 {
+            if st.numerator == 3 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            st = c.status(&h).await.unwrap();
+        }
+        assert!(st.known && st.running);
+        assert_eq!((st.numerator, st.denominator), (3, 10));
+        let su = c.status_unique("bg-key").await.unwrap();
+        assert!(su.known && su.running);
+        assert_eq!(
+            (su.numerator, su.denominator, su.client_count),
+            (3, 10, Some(0))
+        );
+
+        w.complete(&j.handle, Bytes::new()).await;
+        w.send(Packet::EchoReq { data: Bytes::new() }).await;
+        assert!(matches!(w.recv().await, Packet::EchoRes { .. }));
+        let st = c.status(&h).await.unwrap();
+        assert!(!st.known && !st.running);
+        let su = c.status_unique("bg-key").await.unwrap();
+        assert!(!su.known);
+
+        // Without a unique, a 36-character UUID-style unique is generated.
+        let h2 = c
+            .submit_background("bg", "x", SubmitOptions::default())
+            .await
+            .unwrap();
+        let j = w.grab().await;
+        assert_eq!(j.handle, b(&h2));
+        assert_eq!(j.unique.len(), 36, "{:?}", j.unique);
+        assert_eq!(j.unique.iter().filter(|&&c| c == b'-').count(), 4);
+        w.complete(&j.handle, Bytes::new()).await;
+
+        // Epoch job in the past runs at once.
+        let h3 = c
+            .submit_background(
+                "bg",
+                "epoch",
+                SubmitOptions {
+                    epoch: Some(1_000_000),
+                    ..Default::default()
+                },
+            )
+            .await
+            .unwrap();
+        let j = w.grab().await;
+        assert_eq!((j.handle, j.data), (b(&h3), b("epoch")));
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn events_arrive_in_order() {
+    each_server("events", |kind| async move {
+        let server = TestServer::start(kind);
+        let c = client(vec![server.addr()]);
+        let mut job = c
+            .submit_job("ev", "in", SubmitOptions::default())
+            .await
+            .unwrap();
+        let mut w = Raw::worker(&server.addr(), "ev").await;
+        let j = w.grab().await;
+        let h = j.handle.clone();
+        w.send(Packet::WorkData {
+            handle: h.clone(),
+            data: b("d1"),
+        })
+        .await;
+        w.send(Packet::WorkWarning {
+            handle: h.clone(),
+            data: b("careful"),
+        })
+        .await;
+        w.send(Packet::WorkStatus {
+            handle: h.clone(),
+            numerator: b("1"),
+            denominator: b("2"),
+        })
+        .await;
+        w.send(Packet::WorkData {
+            handle: h.clone(),
+            data: b("d\0 2"),
+        })
+        .await;
+        w.complete(&h, b("done")).await;
+        let mut got = Vec::new();
+        while let Some(ev) = job.next_event().await {
+            got.push(ev.unwrap());
+        }
+        assert_eq!(
+            got,
+            vec![
+                JobEvent::Data(b("d1")),
+                JobEvent::Warning(b("careful")),
+                JobEvent::Status {
+                    numerator: 1,
+                    denominator: 2
+                },
+                JobEvent::Data(b("d\0 2")),
+                JobEvent::Complete(b("done")),
+            ]
+        );
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn exception_and_failure() {
+    each_server("exception", |kind| async move {
+        let server = TestServer::start(kind);
+        let c = client(vec![server.addr()]);
+        let no_exc = Client::new(ClientOptions {
+            servers: vec![server.addr()],
+            exceptions: false,
+            ..Default::default()
+        })
+        .unwrap();
+        let job = c
+            .submit_job("exc", "1", SubmitOptions::default())
+            .await
+            .unwrap();
+        let job2 = no_exc
+            .submit_job("exc", "2", SubmitOptions::default())
+            .await
+            .unwrap();
+        let job3 = c
+            .submit_job("exc", "3", SubmitOptions::default())
+            .await
+            .unwrap();
+        let mut w = Raw::worker(&server.addr(), "exc").await;
+        for _ in 0..3 {
+            let j = w.grab().await;
+            match &j.data[..] {
+                b"1" | b"2" => {
+                    w.send(Packet::WorkException {
+                        handle: j.handle.clone(),
+                        data: b("boom: it broke"),
+                    })
+                    .await
+                }
+                _ => {
+                    w.send(Packet::WorkFail {
+                        handle: j.handle.clone(),
+                    })
+                    .await
+                }
+            }
+        }
+        let h = job.handle().to_string();
+        match job.result().await {
+            Err(Error::JobException { handle, message }) => {
+                assert_eq!(handle, h);
+                assert_eq!(message, "boom: it broke");
+            }
+            other => panic!("expected JobException, got {other:?}"),
+        }
+        // Without the option gearmand converts the exception to WORK_FAIL (with a trailing NUL).
+        let h2 = job2.handle().to_string();
+        match job2.result().await {
+            Err(Error::JobFailed { handle }) => assert_eq!(handle, h2),
+            other => panic!("expected JobFailed, got {other:?}"),
+        }
+        let h3 = job3.handle().to_string();
+        match job3.result().await {
+            Err(Error::JobFailed { handle }) => assert_eq!(handle, h3),
+            other => panic!("expected JobFailed, got {other:?}"),
+        }
+        // The CLI worker's failing command gives WORK_FAIL too.
+        let _cli = CliWorker::start(&server, "false", &["false"]);
+        let e = c
+            .submit("false", "x", SubmitOptions::default())
+            .await
+            .unwrap_err();
+        assert!(matches!(e, Error::JobFailed { .. }), "{e:?}");
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn binary_and_large_payloads() {
+    each_server("payloads", |kind| async move {
+        let server = TestServer::start(kind);
+        let worker = spawn_raw_worker(server.addr(), "big", 3, reversed);
+        let c = client(vec![server.addr()]);
+        let nul = Bytes::from_static(b"\0a\0\0b\0");
+        assert_eq!(
+            c.submit("big", nul.clone(), SubmitOptions::default())
+                .await
+                .unwrap(),
+            reversed(&nul)
+        );
+        assert_eq!(
+            c.submit("big", Bytes::new(), SubmitOptions::default())
+                .await
+                .unwrap(),
+            Bytes::new()
+        );
+        let big: Bytes = (0..16 << 20)
+            .map(|i: u32| (i % 251) as u8)
+            .collect::<Vec<u8>>()
+            .into();
+        let out = c
+            .submit("big", big.clone(), SubmitOptions::default())
+            .await
+            .unwrap();
+        assert_eq!(out.len(), big.len());
+        assert!(out == reversed(&big));
+        worker.await.unwrap();
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn pipelined_jobs_on_one_connection() {
+    each_server("pipelining", |kind| async move {
+        let server = TestServer::start(kind);
+        let n = 200;
+        let worker = spawn_raw_worker(server.addr(), "pipe", n, reversed);
+        let c = client(vec![server.addr()]);
+        let mut set = JoinSet::new();
+        for i in 0..n {
+            let c = c.clone();
+            set.spawn(async move {
+                let data = format!("job-{i}");
+                let out = c
+                    .submit("pipe", data.clone(), SubmitOptions::default())
+                    .await
+                    .unwrap();
+                assert_eq!(out, reversed(&b(&data)));
+            });
+        }
+        while let Some(r) = set.join_next().await {
+            r.unwrap();
+        }
+        worker.await.unwrap();
+        // Everything went over one connection.
+        let workers = admin(&server.addr(), "workers", true).await;
+        let idle = workers
+            .iter()
+            .filter(|l| l.trim_end().ends_with(':'))
+            .count();
+        assert_eq!(
+            idle, 2,
+            "one client connection plus the admin one: {workers:?}"
+        );
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn dead_server_fails_fast() {
+    let dead = ServerAddr::new("127.0.0.1", free_port());
+    let c = client(vec![dead.clone()]);
+    let t0 = std::time::Instant::now();
+    let e = c
+        .submit("f", "x", SubmitOptions::default())
+        .await
+        .unwrap_err();
+    assert!(matches!(e, Error::Connect { .. }), "{e:?}");
+    // Next call within the backoff is refused without trying.
+    let e = c
+        .submit_background("f", "x", SubmitOptions::default())
+        .await
+        .unwrap_err();
+    assert!(matches!(e, Error::Connect { .. }), "{e:?}");
+    let two = client(vec![dead, ServerAddr::new("127.0.0.1", free_port())]);
+    let e = two.echo("x").await.unwrap_err();
+    assert!(matches!(e, Error::NoServer(_)), "{e:?}");
+    assert_eq!(e.kind(), polygear::ErrorKind::Connection);
+    assert!(t0.elapsed() < Duration::from_secs(5));
+}
+
+#[tokio::test]
+async fn failover_with_one_dead_server() {
+    each_server("failover", |kind| async move {
+        let server = TestServer::start(kind);
+        let dead = ServerAddr::new("127.0.0.1", free_port());
+        let n = 12;
+        let worker = spawn_raw_worker(server.addr(), "fo", n, reversed);
+        let c = client(vec![dead.clone(), server.addr(), dead]);
+        for i in 0..n / 2 {
+            let d = format!("k{i}");
+            assert_eq!(
+                c.submit("fo", d.clone(), SubmitOptions::default())
+                    .await
+                    .unwrap(),
+                reversed(&b(&d))
+            );
+        }
+        for i in 0..n / 2 {
+            let d = format!("u{i}");
+            let out = c
+                .submit("fo", d.clone(), opts(Some(&d), Priority::Normal))
+                .await
+                .unwrap();
+            assert_eq!(out, reversed(&b(&d)));
+        }
+        worker.await.unwrap();
+        // A background handle is remembered; status asks the right server.
+        let h = c
+            .submit_background("fo_idle", "x", SubmitOptions::default())
+            .await
+            .unwrap();
+        assert!(c.status(&h).await.unwrap().known);
+        // Unknown handles: every reachable server is asked, the unknown answer returned.
+        let st = c.status("H:nowhere:1").await.unwrap();
+        assert!(!st.known);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn job_timeout() {
+    each_server("job_timeout", |kind| async move {
+        let server = TestServer::start(kind);
+        let c = client(vec![server.addr()]);
+        let t0 = std::time::Instant::now();
+        let e = c
+            .submit(
+                "nobody",
+                "x",
+                SubmitOptions {
+                    timeout: Some(Duration::from_millis(300)),
+                    ..Default::default()
+                },
+            )
+            .await
+            .unwrap_err();
+        assert!(matches!(e, Error::Timeout(_)), "{e:?}");
+        assert!(t0.elapsed() < Duration::from_secs(5));
+        // Default job timeout from the options.
+        let c2 = Client::new(ClientOptions {
+            servers: vec![server.addr()],
+            job_timeout: Some(Duration::from_millis(200)),
+            ..Default::default()
+        })
+        .unwrap();
+        let mut job = c2
+            .submit_job("nobody", "y", SubmitOptions::default())
+            .await
+            .unwrap();
+        assert!(matches!(
+            job.next_event().await,
+            Some(Err(Error::Timeout(_)))
+        ));
+        assert!(job.next_event().await.is_none());
+        // The connection is still usable.
+        assert_eq!(c.echo("ok").await.unwrap(), b("ok"));
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn queue_full_is_a_server_error() {
+    each_server("maxqueue", |kind| async move {
+        let server = TestServer::start(kind);
+        let c = client(vec![server.addr()]);
+        // The function must exist before maxqueue applies to it.
+        c.submit_background("mq", "1", SubmitOptions::default())
+            .await
+            .unwrap();
+        let reply = admin(&server.addr(), "maxqueue mq 1", false).await;
+        assert_eq!(reply, vec!["OK"]);
+        // Pipelined: the ERROR must fail exactly the submission it answers.
+        let (r1, r2, r3) = tokio::join!(
+            c.submit_background("mq", "2", SubmitOptions::default()),
+            c.echo("between"),
+            c.submit_job("mq", "3", SubmitOptions::default()),
+        );
+        match r1 {
+            Err(Error::Server { code, text }) => {
+                assert_eq!(code, "QUEUE_ERROR");
+                assert!(text.contains("full"), "{text}");
+            }
+            other => panic!("expected QUEUE_ERROR, got {other:?}"),
+        }
+        assert_eq!(r2.unwrap(), b("between"));
+        assert!(matches!(r3, Err(Error::Server { .. })), "{r3:?}");
+        assert_eq!(c.echo("still fine").await.unwrap(), b("still fine"));
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn connection_loss_and_reconnect() {
+    each_server("reconnect", |kind| async move {
+        let mut server = TestServer::start(kind);
+        let c = client(vec![server.addr()]);
+        let job = c
+            .submit_job("lost", "x", SubmitOptions::default())
+            .await
+            .unwrap();
+        server.kill();
+        let e = job.result().await.unwrap_err();
+        assert!(matches!(e, Error::ConnectionLost { .. }), "{e:?}");
+        server.restart();
+        // Within a bounded number of tries (backoff ≤ 400 ms) the client is back.
+        let mut ok = false;
+        for _ in 0..50 {
+            if c.echo("back").await.is_ok() {
+                ok = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert!(ok, "client did not reconnect");
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn close_ends_jobs_and_invalid_arguments() {
+    each_server("close", |kind| async move {
+        let server = TestServer::start(kind);
+        let c = client(vec![server.addr()]);
+        let long = "u".repeat(64);
+        let e = c
+            .submit("f", "x", opts(Some(&long), Priority::Normal))
+            .await
+            .unwrap_err();
+        assert!(matches!(e, Error::InvalidArgument(_)), "{e:?}");
+        let e = c
+            .submit_background("f\0g", "x", SubmitOptions::default())
+            .await
+            .unwrap_err();
+        assert!(matches!(e, Error::InvalidArgument(_)), "{e:?}");
+        // An empty function name is allowed.
+        c.submit_background("", "x", SubmitOptions::default())
+            .await
+            .unwrap();
+        let job = c
+            .submit_job("closing", "x", SubmitOptions::default())
+            .await
+            .unwrap();
+        let c2 = c.clone();
+        let waiter = tokio::spawn(async move { job.result().await });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        c2.close().await;
+        let e = waiter.await.unwrap().unwrap_err();
+        assert!(matches!(e, Error::Closed(_)), "{e:?}");
+        assert!(matches!(c.echo("x").await, Err(Error::Closed(_))));
+    })
+    .await;
+}

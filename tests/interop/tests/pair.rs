@@ -1,0 +1,303 @@
+//! Our Client and our Worker talking through a real job server.
+
+use std::future::Future;
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use bytes::Bytes;
+use polygear::{
+    Client, ClientOptions, Error, Job, JobEvent, ServerAddr, SubmitOptions, Worker, WorkerOptions,
+};
+use polygear_interop::{ServerKind, TestServer};
+
+const T: Duration = Duration::from_secs(40);
+/// Environment variable that turns `worker_child_process` into a worker.
+const CHILD_ENV: &str = "POLYGEAR_PAIR_CHILD_PORT";
+
+async fn each_server<F, Fut>(name: &str, body: F)
+where
+    F: Fn(ServerKind) -> Fut,
+    Fut: Future<Output = ()>,
+{
+    let kinds = ServerKind::selected();
+    assert!(
+        !kinds.is_empty(),
+        "no job server selected (POLYGEAR_TEST_SERVERS)"
+    );
+    for kind in kinds {
+        if tokio::time::timeout(T, body(kind)).await.is_err() {
+            panic!("{name} timed out against {}", kind.name());
+        }
+    }
+}
+
+fn client(addr: ServerAddr) -> Client {
+    Client::new(ClientOptions {
+        servers: vec![addr],
+        submit_timeout: Duration::from_secs(10),
+        min_backoff: Duration::from_millis(50),
+        max_backoff: Duration::from_millis(300),
+        ..Default::default()
+    })
+    .unwrap()
+}
+
+fn worker(addr: ServerAddr, concurrency: usize) -> Worker {
+    Worker::new(WorkerOptions {
+        servers: vec![addr],
+        concurrency,
+        min_backoff: Duration::from_millis(50),
+        max_backoff: Duration::from_millis(300),
+        poll_interval: Duration::from_secs(1),
+        ..Default::default()
+    })
+    .unwrap()
+}
+
+fn b(s: &str) -> Bytes {
+    Bytes::copy_from_slice(s.as_bytes())
+}
+
+fn reversed(d: &Bytes) -> Bytes {
+    let mut v = d.to_vec();
+    v.reverse();
+    Bytes::from(v)
+}
+
+/// The handler used by most tests, dispatching on the function name.
+async fn handle(job: Job) {
+    match job.function() {
+        "rev" => {
+            let out = reversed(job.data());
+            job.complete(out).unwrap();
+        }
+        "events" => {
+            job.send_data("part1").unwrap();
+            job.send_warning("watch out").unwrap();
+            job.send_status(1, 3).unwrap();
+            job.send_data("part2").unwrap();
+            job.complete("end").unwrap();
+        }
+        "raise" => {
+            let msg = format!("bad input {:?}", String::from_utf8_lossy(job.data()));
+            job.exception(msg).unwrap();
+        }
+        "fail" => job.fail().unwrap(),
+        "drop" => drop(job),
+        other => panic!("unexpected function {other}"),
+    }
+}
+
+/// Starts a worker serving every function of [`handle`] in the background.
+fn start_worker(addr: ServerAddr, concurrency: usize) -> (Worker, tokio::task::JoinHandle<()>) {
+    let w = worker(addr, concurrency);
+    for f in ["rev", "events", "raise", "fail", "drop"] {
+        w.register(f, None).unwrap();
+    }
+    let runner = w.clone();
+    let task = tokio::spawn(async move { runner.run(handle).await.unwrap() });
+    (w, task)
+}
+
+async fn stop_worker(w: Worker, task: tokio::task::JoinHandle<()>) {
+    w.stop();
+    w.shutdown().await;
+    task.await.unwrap();
+}
+
+#[tokio::test]
+async fn round_trip_and_concurrency() {
+    each_server("round_trip", |kind| async move {
+        let server = TestServer::start(kind);
+        let (w, task) = start_worker(server.addr(), 4);
+        let c = client(server.addr());
+        assert_eq!(
+            c.submit("rev", "hello", SubmitOptions::default())
+                .await
+                .unwrap(),
+            b("olleh")
+        );
+        let mut set = tokio::task::JoinSet::new();
+        for i in 0..100 {
+            let c = c.clone();
+            set.spawn(async move {
+                let d = b(&format!("payload-{i}\0end"));
+                assert_eq!(
+                    c.submit("rev", d.clone(), SubmitOptions::default())
+                        .await
+                        .unwrap(),
+                    reversed(&d)
+                );
+            });
+        }
+        while let Some(r) = set.join_next().await {
+            r.unwrap();
+        }
+        stop_worker(w, task).await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn events_exceptions_and_failures() {
+    each_server("events", |kind| async move {
+        let server = TestServer::start(kind);
+        let (w, task) = start_worker(server.addr(), 2);
+        let c = client(server.addr());
+        let mut job = c
+            .submit_job("events", "x", SubmitOptions::default())
+            .await
+            .unwrap();
+        let mut got = Vec::new();
+        while let Some(ev) = job.next_event().await {
+            got.push(ev.unwrap());
+        }
+        assert_eq!(
+            got,
+            vec![
+                JobEvent::Data(b("part1")),
+                JobEvent::Warning(b("watch out")),
+                JobEvent::Status {
+                    numerator: 1,
+                    denominator: 3
+                },
+                JobEvent::Data(b("part2")),
+                JobEvent::Complete(b("end")),
+            ]
+        );
+        match c.submit("raise", "42", SubmitOptions::default()).await {
+            Err(Error::JobException { message, .. }) => assert_eq!(message, "bad input \"42\""),
+            other => panic!("expected JobException, got {other:?}"),
+        }
+        for f in ["fail", "drop"] {
+            let r = c.submit(f, "x", SubmitOptions::default()).await;
+            assert!(matches!(r, Err(Error::JobFailed { .. })), "{f}: {r:?}");
+        }
+        stop_worker(w, task).await;
+    })
+    .await;
+}
+
+/// Not a test on its own: run by `killed_worker_job_goes_to_another_worker`
+/// in a child process, it takes one job of `hold`, reports it, and never ends it.
+#[tokio::test]
+#[ignore = "helper process for killed_worker_job_goes_to_another_worker"]
+async fn worker_child_process() {
+    let Ok(port) = std::env::var(CHILD_ENV) else {
+        return;
+    };
+    let w = worker(ServerAddr::new("127.0.0.1", port.parse().unwrap()), 1);
+    w.register("hold", None).unwrap();
+    let job = w.next_job().await.unwrap();
+    println!("GOT {}", job.handle());
+    // Hold the job until the parent kills this process.
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    drop(job);
+}
+
+struct KillOnDrop(Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[tokio::test]
+async fn killed_worker_job_goes_to_another_worker() {
+    each_server("killed_worker", |kind| async move {
+        let server = TestServer::start(kind);
+        let c = client(server.addr());
+        let job = c
+            .submit_job("hold", "precious", SubmitOptions::default())
+            .await
+            .unwrap();
+        let handle = job.handle().to_string();
+
+        let mut child = KillOnDrop(
+            Command::new(std::env::current_exe().unwrap())
+                .args([
+                    "--ignored",
+                    "--exact",
+                    "worker_child_process",
+                    "--nocapture",
+                ])
+                .env(CHILD_ENV, server.port.to_string())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap(),
+        );
+        let stdout = child.0.stdout.take().unwrap();
+        let line = tokio::task::spawn_blocking(move || {
+            let mut lines = BufReader::new(stdout).lines();
+            lines.find_map(|l| l.ok().filter(|l| l.starts_with("GOT ")))
+        })
+        .await
+        .unwrap()
+        .expect("child worker took the job");
+        assert_eq!(line, format!("GOT {handle}"));
+        let st = c.status(&handle).await.unwrap();
+        assert!(st.known && st.running);
+        drop(child); // SIGKILL mid-job
+
+        // The server requeues the job; a second worker finishes it.
+        let w = worker(server.addr(), 1);
+        w.register("hold", None).unwrap();
+        let runner = w.clone();
+        let task = tokio::spawn(async move {
+            runner
+                .run(|job: Job| async move {
+                    let out = reversed(job.data());
+                    job.complete(out).unwrap();
+                })
+                .await
+                .unwrap()
+        });
+        assert_eq!(job.result().await.unwrap(), b("suoicerp"));
+        stop_worker(w, task).await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn server_restart_under_running_worker() {
+    each_server("restart", |kind| async move {
+        let mut server = TestServer::start(kind);
+        let (w, task) = start_worker(server.addr(), 2);
+        let c = client(server.addr());
+        assert_eq!(
+            c.submit("rev", "before", SubmitOptions::default())
+                .await
+                .unwrap(),
+            b("erofeb")
+        );
+        let server = tokio::task::spawn_blocking(move || {
+            server.restart();
+            server
+        })
+        .await
+        .unwrap();
+        // The client reconnects on its next call; the job waits in the queue
+        // until the worker has reconnected and registered again.
+        let mut result = None;
+        for _ in 0..50 {
+            match c.submit("rev", "after", SubmitOptions::default()).await {
+                Ok(r) => {
+                    result = Some(r);
+                    break;
+                }
+                Err(e) => {
+                    assert_eq!(e.kind(), polygear::ErrorKind::Connection, "{e:?}");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+        }
+        assert_eq!(result, Some(b("retfa")));
+        stop_worker(w, task).await;
+        drop(server);
+    })
+    .await;
+}
