@@ -233,10 +233,19 @@ export class Worker {
   unregister(name: string): this;
   /** Processes jobs until stop(); resolves once the running handlers finished. */
   work(): Promise<void>;
-  /** Graceful stop: no new jobs, running handlers finish, connections close. */
-  stop(): Promise<void>;
+  /**
+   * Graceful stop: no new jobs, running handlers finish, connections close.
+   * With `timeout` (ms), jobs still running after that long are failed.
+   */
+  stop(options?: StopOptions): Promise<void>;
   /** Same as stop(). */
-  close(): Promise<void>;
+  close(options?: StopOptions): Promise<void>;
+}
+
+/** Options of `worker.stop()`. */
+export interface StopOptions {
+  /** Fail the jobs whose handlers are still running after this many milliseconds. */
+  timeout?: number;
 }
 
 // ------------------------------------------------------------------- admin
@@ -303,4 +312,52 @@ export class Admin {
   raw(command: string): Promise<string>;
   /** Closes the connection (a later call reconnects). */
   close(): Promise<void>;
+}
+
+// ------------------------------------------------------------------ server
+
+/** Embedded server options. */
+export interface ServerOptions {
+  /** Address to bind (default `'127.0.0.1'`). */
+  host?: string;
+  /** TCP port; 0 (default) picks a free one. */
+  port?: number;
+  /** SQLite file keeping background jobs across restarts (default: in memory). */
+  queueFile?: string;
+  /** Assignments a job may lose to vanished workers before it fails (0 = unlimited). */
+  jobRetries?: number;
+  /** Every connection starts with the `exceptions` option on. */
+  exceptions?: boolean;
+  /** Allow the admin `shutdown` command. */
+  allowShutdown?: boolean;
+  /** Job handle prefix (handles become `PREFIX:N`). */
+  handlePrefix?: string;
+}
+
+/**
+ * The polygear job server running inside this process. While it runs it
+ * keeps Node alive, unless `unref()` is called.
+ */
+export class Server {
+  constructor(options?: ServerOptions);
+  /** Creates and starts a server; resolves once it accepts connections. */
+  static start(options?: ServerOptions): Promise<Server>;
+  /** Starts listening; resolves once the server accepts connections. */
+  start(): Promise<void>;
+  /** The bound port (the real one when 0 was asked for). */
+  readonly port: number;
+  /** The bound address. */
+  readonly host: string;
+  /** `host:port`, ready for the `servers` option of Client and Worker. */
+  readonly address: string;
+  /** True while the server runs. */
+  readonly listening: boolean;
+  /** Stops the server and closes every connection. */
+  stop(): Promise<void>;
+  /** Same as stop(). */
+  close(): Promise<void>;
+  /** Lets Node exit even though the server runs. */
+  unref(): this;
+  /** Undoes unref(). */
+  ref(): this;
 }

@@ -269,7 +269,11 @@ class RunningJob extends EventEmitter {
     /** The server-assigned job handle. */
     this.handle = nativeJob.handle;
     this.on('newListener', (name) => {
-      if (JOB_EVENTS.has(name) && this._mode === null) process.nextTick(() => this._push());
+      if (JOB_EVENTS.has(name) && this._mode === null) {
+        process.nextTick(() => {
+          if (this._mode === null) this._push();
+        });
+      }
     });
   }
 
@@ -576,8 +580,14 @@ class Worker {
     return this._working;
   }
 
-  /** Graceful stop: no new jobs; running handlers finish; then the connections close. */
-  async stop() {
+  /**
+   * Graceful stop: no new jobs; running handlers finish; then the connections
+   * close. With `options.timeout` (ms), jobs whose handlers are still running
+   * after that long are failed (WORK_FAIL) and their later results ignored.
+   */
+  async stop(options) {
+    const o = checkObject('options', options);
+    const timeout = checkMillis('options.timeout', o.timeout);
     if (!this._stopping) {
       this._native.stop();
       this._stopping = (async () => {
@@ -585,12 +595,21 @@ class Worker {
         await call(() => this._native.shutdown());
       })();
     }
+    if (timeout !== undefined) {
+      let timer;
+      const expired = new Promise((resolve) => {
+        timer = setTimeout(() => resolve(true), timeout);
+      });
+      const late = await Promise.race([this._stopping.then(() => false), expired]);
+      clearTimeout(timer);
+      if (late) this._native.abandon();
+    }
     return this._stopping;
   }
 
   /** Same as stop(). */
-  close() {
-    return this.stop();
+  close(options) {
+    return this.stop(options);
   }
 }
 
@@ -680,12 +699,134 @@ class Admin {
   }
 }
 
+// ---------------------------------------------------------------- server
+
+/** Servers started in this process (kept referenced until they stop). */
+const liveServers = new Set();
+
+/**
+ * The polygear job server running inside this process (tests, small
+ * deployments). While it runs it keeps Node alive, unless `unref()` is called.
+ */
+class Server {
+  constructor(options) {
+    const o = checkObject('options', options);
+    const args = {};
+    if (o.host !== undefined) args.host = checkString('options.host', o.host);
+    if (o.port !== undefined) {
+      checkUint32('options.port', o.port);
+      if (o.port > 65535) throw rangeError('options.port', 'from 0 to 65535', o.port);
+      args.port = o.port;
+    }
+    if (o.queueFile !== undefined) args.queueFile = checkString('options.queueFile', o.queueFile);
+    if (o.jobRetries !== undefined) args.jobRetries = checkUint32('options.jobRetries', o.jobRetries);
+    for (const flag of ['exceptions', 'allowShutdown']) {
+      if (o[flag] !== undefined) {
+        if (typeof o[flag] !== 'boolean') throw typeError(`options.${flag}`, 'a boolean', o[flag]);
+        args[flag] = o[flag];
+      }
+    }
+    if (o.handlePrefix !== undefined) args.handlePrefix = checkString('options.handlePrefix', o.handlePrefix);
+    this._args = args;
+    this._native = null;
+    this._starting = null;
+    this._stopping = null;
+    this._keepAlive = null;
+    this._refed = true;
+  }
+
+  /** Creates and starts a server; resolves once it accepts connections. */
+  static async start(options) {
+    const server = new Server(options);
+    await server.start();
+    return server;
+  }
+
+  /** Starts listening; resolves once the server accepts connections. */
+  start() {
+    if (!this._starting) {
+      this._starting = (async () => {
+        this._native = await call(() => native.startServer(this._args));
+        liveServers.add(this);
+        this._keepAlive = setInterval(() => {}, 0x7fffffff);
+        if (!this._refed) this._keepAlive.unref();
+        this._native.onStopped(() => this._release());
+      })();
+    }
+    return this._starting;
+  }
+
+  _release() {
+    if (this._keepAlive) clearInterval(this._keepAlive);
+    this._keepAlive = null;
+    liveServers.delete(this);
+  }
+
+  _started() {
+    if (!this._native) throw new Error('the server is not started; await server.start() first');
+    return this._native;
+  }
+
+  /** The bound port (the real one when 0 was asked for). */
+  get port() {
+    return this._started().port;
+  }
+
+  /** The bound address. */
+  get host() {
+    return this._started().host;
+  }
+
+  /** `host:port`, ready for the `servers` option of Client and Worker. */
+  get address() {
+    const n = this._started();
+    return n.host.includes(':') ? `[${n.host}]:${n.port}` : `${n.host}:${n.port}`;
+  }
+
+  /** True while the server runs. */
+  get listening() {
+    return this._keepAlive !== null;
+  }
+
+  /** Stops the server and closes every connection; resolves once it is down. */
+  stop() {
+    if (!this._stopping) {
+      this._stopping = (async () => {
+        if (this._starting) await this._starting.catch(() => {});
+        if (this._native) await call(() => this._native.stop());
+        this._release();
+      })();
+    }
+    return this._stopping;
+  }
+
+  /** Same as stop(). */
+  close() {
+    return this.stop();
+  }
+
+  /** Lets Node exit even though the server runs. */
+  unref() {
+    this._refed = false;
+    if (this._keepAlive) this._keepAlive.unref();
+    return this;
+  }
+
+  /** Undoes unref(). */
+  ref() {
+    this._refed = true;
+    if (this._keepAlive) this._keepAlive.ref();
+    return this;
+  }
+}
+
 module.exports = {
   Client,
   RunningJob,
   Worker,
   Job,
   Admin,
+  Server,
   GearmanError,
   ConnectionError,
   TimeoutError,

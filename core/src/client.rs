@@ -9,8 +9,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use bytes::{BufMut, Bytes, BytesMut};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use tokio::io::AsyncReadExt;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
 use tokio::sync::{oneshot, Notify};
@@ -26,6 +26,10 @@ const MAX_UNIQUE: usize = 63;
 const MAX_HANDLE: usize = 63;
 /// How many background handles remember which server created them.
 const HANDLE_MEMORY: usize = 16_384;
+/// Handles whose local waiters all left are still tracked (the server keeps
+/// sending their WORK_* packets once per attachment) until their final
+/// packet, unless a connection tracks more jobs than this.
+const MAX_TRACKED_JOBS: usize = 65_536;
 /// Read buffer growth step.
 const READ_CHUNK: usize = 64 * 1024;
 /// Write buffers bigger than this are released after a flush.
@@ -281,7 +285,75 @@ impl Client {
         data: impl Into<Bytes>,
         opts: SubmitOptions,
     ) -> Result<Bytes> {
-        self.submit_job(function, data, opts).await?.result().await
+        // Same as `submit_job(..).await?.result()`, but the caller is woken
+        // once (for the final event) instead of also for JOB_CREATED.
+        let sub = self.start_job(function, data.into(), &opts, true).await?;
+        let mut guard = SubmitGuard {
+            sub: &sub,
+            key: None,
+            done: false,
+        };
+        loop {
+            let notified = sub.slot.notify.notified();
+            {
+                let mut st = lock(&sub.slot.st);
+                if guard.key.is_none() {
+                    match st.created.take() {
+                        Some(Ok(k)) => guard.key = Some(k),
+                        Some(Err(e)) => {
+                            guard.done = true;
+                            return Err(e);
+                        }
+                        None => {}
+                    }
+                }
+                if guard.key.is_some() {
+                    while let Some(ev) = st.events.pop_front() {
+                        let handle = || {
+                            String::from_utf8_lossy(guard.key.as_deref().unwrap_or(b""))
+                                .into_owned()
+                        };
+                        let r = match ev {
+                            JobEvent::Complete(data) => Ok(data),
+                            JobEvent::Failed => Err(Error::JobFailed { handle: handle() }),
+                            JobEvent::Exception(msg) => Err(Error::JobException {
+                                handle: handle(),
+                                message: String::from_utf8_lossy(&msg).into_owned(),
+                            }),
+                            _ => continue,
+                        };
+                        guard.done = true;
+                        return r;
+                    }
+                }
+                if let Some(e) = st.error.take() {
+                    guard.done = true;
+                    return Err(e);
+                }
+            }
+            let deadline = match &guard.key {
+                None => Some(sub.created_deadline),
+                Some(_) => sub.deadline,
+            };
+            match deadline {
+                None => notified.await,
+                Some(d) => {
+                    if tokio::time::timeout_at(d, notified).await.is_err() {
+                        // Re-check once: the reply may have raced the timer.
+                        if guard.key.is_none() && lock(&sub.slot.st).created.is_some() {
+                            continue;
+                        }
+                        return Err(match &guard.key {
+                            None => sub.created_timeout(function),
+                            Some(k) => Error::Timeout(format!(
+                                "job {} did not finish in time",
+                                String::from_utf8_lossy(k)
+                            )),
+                        });
+                    }
+                }
+            }
+        }
     }
 
     /// Submits a foreground job and returns once the server created it;
@@ -292,7 +364,41 @@ impl Client {
         data: impl Into<Bytes>,
         opts: SubmitOptions,
     ) -> Result<RunningJob> {
-        let data = data.into();
+        let sub = self.start_job(function, data.into(), &opts, false).await?;
+        // Abandons the submission if this future is dropped or times out.
+        let mut guard = SubmitGuard {
+            sub: &sub,
+            key: None,
+            done: false,
+        };
+        let key = match sub.slot.wait_created(sub.created_deadline).await {
+            Ok(k) => k,
+            Err(e) => {
+                guard.done = e.is_some();
+                return Err(e.unwrap_or_else(|| sub.created_timeout(function)));
+            }
+        };
+        guard.done = true;
+        drop(guard);
+        Ok(RunningJob {
+            handle: String::from_utf8_lossy(&key).into_owned(),
+            key,
+            slot: sub.slot,
+            conn: sub.conn,
+            deadline: sub.deadline,
+            done: false,
+            _client: self.inner.clone(),
+        })
+    }
+
+    /// Validates and queues a foreground SUBMIT.
+    async fn start_job(
+        &self,
+        function: &str,
+        data: Bytes,
+        opts: &SubmitOptions,
+        quiet_created: bool,
+    ) -> Result<Submission> {
         let inner = &self.inner;
         let unique: &[u8] = opts.unique.as_deref().unwrap_or(b"");
         check_submit(function, unique, data.len(), 0)?;
@@ -305,9 +411,13 @@ impl Client {
         let deadline = opts
             .timeout
             .or(inner.options.job_timeout)
-            .map(|d| start + d);
+            // A deadline beyond what Instant can hold means "no deadline".
+            .and_then(|d| start.checked_add(d));
         let kind = PacketType::submit(opts.priority, false);
         let slot = Arc::new(JobSlot::default());
+        if quiet_created {
+            lock(&slot.st).quiet_created = true;
+        }
         let (_, conn) = inner
             .send_routed(unique, |conn| {
                 conn.enqueue(
@@ -319,35 +429,16 @@ impl Client {
                 )
             })
             .await?;
-        let submit_deadline = start + inner.options.submit_timeout;
+        let submit_deadline = later(start, inner.options.submit_timeout);
         let created_deadline = match deadline {
             Some(d) if d < submit_deadline => d,
             _ => submit_deadline,
         };
-        let key = match slot.wait_created(created_deadline).await {
-            Ok(k) => k,
-            Err(e) => {
-                // Created just after the deadline: stop routing its events here.
-                let late = lock(&slot.st).created.take();
-                if let Some(Ok(k)) = late {
-                    conn.detach(&k, &slot);
-                }
-                return Err(e.unwrap_or_else(|| {
-                    Error::Timeout(format!(
-                        "no JOB_CREATED from {} for function {function:?}",
-                        conn.addr
-                    ))
-                }));
-            }
-        };
-        Ok(RunningJob {
-            handle: String::from_utf8_lossy(&key).into_owned(),
-            key,
+        Ok(Submission {
             slot,
             conn,
             deadline,
-            done: false,
-            _client: self.inner.clone(),
+            created_deadline,
         })
     }
 
@@ -468,10 +559,12 @@ impl Client {
                     continue;
                 }
             };
-            let reply = inner
-                .request_on(&conn, &packet, Expect::StatusUnique)
-                .await?;
-            return status_from(reply, &conn.addr);
+            match inner.request_on(&conn, &packet, Expect::StatusUnique).await {
+                Ok(reply) => return status_from(reply, &conn.addr),
+                // Died under us: try the next server, like a submission would.
+                Err(e @ Error::ConnectionLost { .. }) => last_err = Some(e),
+                Err(e) => return Err(e),
+            }
         }
         Err(inner.all_failed(last_err))
     }
@@ -504,6 +597,45 @@ impl Client {
     /// Closes all connections; in-flight jobs end with `Error::Closed`.
     pub async fn close(&self) {
         self.inner.close("client closed");
+    }
+}
+
+/// A queued foreground SUBMIT.
+struct Submission {
+    slot: Arc<JobSlot>,
+    conn: Arc<Conn>,
+    /// Whole-job deadline.
+    deadline: Option<Instant>,
+    /// Deadline for JOB_CREATED.
+    created_deadline: Instant,
+}
+
+impl Submission {
+    fn created_timeout(&self, function: &str) -> Error {
+        Error::Timeout(format!(
+            "no JOB_CREATED from {} for function {function:?}",
+            self.conn.addr
+        ))
+    }
+}
+
+/// Cleans up after `Client::submit` however it ends (including when its
+/// future is dropped): no per-job state outlives the call.
+struct SubmitGuard<'a> {
+    sub: &'a Submission,
+    key: Option<Bytes>,
+    done: bool,
+}
+
+impl Drop for SubmitGuard<'_> {
+    fn drop(&mut self) {
+        if self.done {
+            return;
+        }
+        match &self.key {
+            Some(k) => self.sub.conn.detach(k, &self.sub.slot),
+            None => self.sub.slot.abandon(&self.sub.conn),
+        }
     }
 }
 
@@ -687,9 +819,9 @@ impl Inner {
                 h.backoff = if h.backoff.is_zero() {
                     min
                 } else {
-                    (h.backoff * 2).min(max)
+                    h.backoff.saturating_mul(2).min(max)
                 };
-                h.retry_at = Some(Instant::now() + h.backoff);
+                h.retry_at = Some(later(Instant::now(), h.backoff));
                 h.last_error = match &e {
                     Error::Connect { source, .. } => source.to_string(),
                     other => other.to_string(),
@@ -911,6 +1043,13 @@ fn generate_unique() -> [u8; 36] {
     out
 }
 
+/// `at + d`, saturating at a far-future instant instead of panicking on
+/// huge durations (e.g. a timeout of `Duration::MAX`).
+fn later(at: Instant, d: Duration) -> Instant {
+    at.checked_add(d)
+        .unwrap_or_else(|| at + Duration::from_secs(100 * 365 * 24 * 3600))
+}
+
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
@@ -932,6 +1071,11 @@ struct JobSt {
     events: VecDeque<JobEvent>,
     /// Terminal failure (connection lost, client closed).
     error: Option<Error>,
+    /// The submitter gave up before JOB_CREATED (timeout or cancellation):
+    /// a late JOB_CREATED must not register a waiter nobody reads.
+    abandoned: bool,
+    /// Do not wake the submitter for JOB_CREATED (it waits for the result anyway).
+    quiet_created: bool,
 }
 
 impl fmt::Debug for JobSlot {
@@ -950,9 +1094,32 @@ impl JobSlot {
         self.notify.notify_one();
     }
 
-    fn set_created(&self, r: Result<Bytes>) {
-        lock(&self.st).created = Some(r);
-        self.notify.notify_one();
+    /// Records the reply to the SUBMIT; false if the submitter abandoned it.
+    fn set_created(&self, r: Result<Bytes>) -> bool {
+        let mut st = lock(&self.st);
+        if st.abandoned {
+            return false;
+        }
+        let quiet = st.quiet_created && r.is_ok();
+        st.created = Some(r);
+        drop(st);
+        if !quiet {
+            self.notify.notify_one();
+        }
+        true
+    }
+
+    /// Gives up on a submission whose JOB_CREATED has not been consumed;
+    /// detaches it if the reply arrived meanwhile.
+    fn abandon(self: &Arc<Self>, conn: &Conn) {
+        let late = {
+            let mut st = lock(&self.st);
+            st.abandoned = true;
+            st.created.take()
+        };
+        if let Some(Ok(key)) = late {
+            conn.detach(&key, self);
+        }
     }
 
     fn fail(&self, e: Error) {
@@ -1047,10 +1214,40 @@ impl Dead {
 }
 
 struct Shared {
+    /// Bytes queued but not yet accepted by the socket.
     wbuf: BytesMut,
+    /// The socket's write side; taken (and so closed) when the connection dies.
+    wr: Option<Arc<OwnedWriteHalf>>,
+    /// The socket was full: the writer task owns flushing `wbuf` until it is empty.
+    /// Otherwise requests are written directly by the caller (no task hop).
+    flushing: bool,
     pending: VecDeque<Pending>,
     jobs: HashMap<Bytes, Attached>,
     dead: bool,
+}
+
+impl Shared {
+    /// Writes as much of `wbuf` as the socket takes without blocking;
+    /// `Ok(true)` once everything is written.
+    fn try_flush(&mut self) -> std::io::Result<bool> {
+        let Some(wr) = &self.wr else {
+            return Err(std::io::ErrorKind::NotConnected.into());
+        };
+        while !self.wbuf.is_empty() {
+            match wr.try_write(&self.wbuf) {
+                Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
+                Ok(n) => self.wbuf.advance(n),
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Ok(false),
+                Err(e) => return Err(e),
+            }
+        }
+        if self.wbuf.capacity() > KEEP_WBUF {
+            self.wbuf = BytesMut::with_capacity(8 * 1024);
+        } else {
+            self.wbuf.clear();
+        }
+        Ok(true)
+    }
 }
 
 struct Conn {
@@ -1058,7 +1255,9 @@ struct Conn {
     alive: AtomicBool,
     shared: Mutex<Shared>,
     wake_writer: Notify,
-    reader: Mutex<Option<tokio::task::AbortHandle>>,
+    /// The reader and writer tasks, aborted when the connection dies (a
+    /// writer waiting on a full socket must not keep it open).
+    tasks: Mutex<Vec<tokio::task::AbortHandle>>,
 }
 
 impl fmt::Debug for Conn {
@@ -1097,17 +1296,25 @@ impl Conn {
             alive: AtomicBool::new(true),
             shared: Mutex::new(Shared {
                 wbuf,
+                wr: Some(Arc::new(wr)),
+                // The writer task sends the handshake.
+                flushing: true,
                 pending,
                 jobs: HashMap::new(),
                 dead: false,
             }),
             wake_writer: Notify::new(),
-            reader: Mutex::new(None),
+            tasks: Mutex::new(Vec::with_capacity(2)),
         });
-        tokio::spawn(write_loop(conn.clone(), wr));
+        let writer = tokio::spawn(write_loop(conn.clone()));
         let reader = tokio::spawn(read_loop(conn.clone(), rd, options.max_packet));
-        *lock(&conn.reader) = Some(reader.abort_handle());
+        {
+            let mut tasks = lock(&conn.tasks);
+            tasks.push(writer.abort_handle());
+            tasks.push(reader.abort_handle());
+        }
         if !conn.alive.load(Ordering::Acquire) {
+            writer.abort();
             reader.abort();
         }
         conn.wake_writer.notify_one();
@@ -1123,22 +1330,40 @@ impl Conn {
                 reason: "connection closed".into(),
             });
         }
-        let was_empty = sh.wbuf.is_empty();
         write(&mut sh.wbuf);
         sh.pending.push_back(pending);
-        drop(sh);
-        if was_empty {
-            self.wake_writer.notify_one();
+        if sh.flushing {
+            // The writer task is waiting for the socket; it takes these bytes too.
+            return Ok(());
         }
-        Ok(())
+        match sh.try_flush() {
+            Ok(true) => Ok(()),
+            Ok(false) => {
+                sh.flushing = true;
+                drop(sh);
+                self.wake_writer.notify_one();
+                Ok(())
+            }
+            Err(e) => {
+                // The pending entry just queued is failed with the rest.
+                drop(sh);
+                self.fail(Dead::Lost(format!("write failed: {e}")));
+                Ok(())
+            }
+        }
     }
 
     /// Stops delivering events of `key` to `slot` (job dropped or timed out).
+    ///
+    /// The entry itself stays until the job's final packet: the server still
+    /// sends each packet once per attachment of this connection, and a later
+    /// coalesced submission must skip those copies.
     fn detach(&self, key: &[u8], slot: &Arc<JobSlot>) {
         let mut sh = lock(&self.shared);
+        let many = sh.jobs.len() > MAX_TRACKED_JOBS;
         if let Some(a) = sh.jobs.get_mut(key) {
             a.waiters.retain(|w| !Arc::ptr_eq(w, slot));
-            if a.waiters.is_empty() {
+            if a.waiters.is_empty() && many {
                 sh.jobs.remove(key);
             }
         }
@@ -1154,6 +1379,7 @@ impl Conn {
             sh.dead = true;
             self.alive.store(false, Ordering::Release);
             sh.wbuf = BytesMut::new();
+            sh.wr = None;
             (
                 std::mem::take(&mut sh.pending),
                 std::mem::take(&mut sh.jobs),
@@ -1171,7 +1397,7 @@ impl Conn {
             }
         }
         self.wake_writer.notify_one();
-        if let Some(h) = lock(&self.reader).take() {
+        for h in std::mem::take(&mut *lock(&self.tasks)) {
             h.abort();
         }
     }
@@ -1214,28 +1440,29 @@ impl Conn {
                     Waiter::Job(slot) => {
                         // Copy: the handle outlives the read buffer it was sliced from.
                         let key = Bytes::copy_from_slice(&handle);
-                        let listening = Arc::strong_count(&slot) > 1;
+                        // Decided under the slot's lock, so a submitter that
+                        // gives up concurrently either sees the handle (and
+                        // detaches) or is never registered.
+                        let listening = slot.set_created(Ok(key.clone()));
+                        let room = sh.jobs.len() < MAX_TRACKED_JOBS;
                         match sh.jobs.get_mut(&key[..]) {
                             Some(a) => {
                                 a.attached += 1;
                                 if listening {
-                                    a.waiters.push(slot.clone());
+                                    a.waiters.push(slot);
                                 }
                             }
-                            None if listening => {
+                            None if listening || room => {
                                 sh.jobs.insert(
-                                    key.clone(),
+                                    key,
                                     Attached {
-                                        waiters: vec![slot.clone()],
+                                        waiters: if listening { vec![slot] } else { Vec::new() },
                                         attached: 1,
                                         skip: 0,
                                     },
                                 );
                             }
                             None => {}
-                        }
-                        if listening {
-                            slot.set_created(Ok(key));
                         }
                     }
                     Waiter::Reply(tx) => {
@@ -1248,7 +1475,9 @@ impl Conn {
                 Some(pd) => {
                     let err = Error::server(&code, &text);
                     match pd.waiter {
-                        Waiter::Job(slot) => slot.set_created(Err(err)),
+                        Waiter::Job(slot) => {
+                            slot.set_created(Err(err));
+                        }
                         w => w.fail(err),
                     }
                 }
@@ -1336,29 +1565,37 @@ impl Drop for DeadOnDrop {
     }
 }
 
-async fn write_loop(conn: Arc<Conn>, mut wr: OwnedWriteHalf) {
+/// Flushes the write buffer whenever a direct write found the socket full.
+async fn write_loop(conn: Arc<Conn>) {
     let _guard = DeadOnDrop(conn.clone());
-    let mut buf = BytesMut::with_capacity(8 * 1024);
     loop {
         conn.wake_writer.notified().await;
         loop {
-            {
+            let wr = {
                 let mut sh = lock(&conn.shared);
                 if sh.dead {
                     return;
                 }
-                std::mem::swap(&mut buf, &mut sh.wbuf);
-            }
-            if buf.is_empty() {
-                break;
-            }
-            if let Err(e) = wr.write_all(&buf).await {
+                if !sh.flushing {
+                    break;
+                }
+                match sh.try_flush() {
+                    Ok(true) => {
+                        sh.flushing = false;
+                        break;
+                    }
+                    Ok(false) => sh.wr.clone(),
+                    Err(e) => {
+                        drop(sh);
+                        conn.fail(Dead::Lost(format!("write failed: {e}")));
+                        return;
+                    }
+                }
+            };
+            let Some(wr) = wr else { return };
+            if let Err(e) = wr.writable().await {
                 conn.fail(Dead::Lost(format!("write failed: {e}")));
                 return;
-            }
-            buf.clear();
-            if buf.capacity() > KEEP_WBUF {
-                buf = BytesMut::with_capacity(8 * 1024);
             }
         }
     }

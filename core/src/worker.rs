@@ -78,17 +78,28 @@ const MAX_IDLE_WRITE_CAPACITY: usize = 1 << 20;
 /// runnable. If the GRAB that follows keeps getting NO_JOB (a gearmand 1.1
 /// bug with future epoch jobs ahead of lower-priority ones), the worker would
 /// spin; after [`MAX_QUICK_MISSES`] such rounds it waits before grabbing,
-/// doubling from [`QUICK_MISS_DELAY`] up to `poll_interval`.
+/// doubling from [`QUICK_MISS_DELAY`] up to [`MAX_QUICK_MISS_DELAY`].
 const QUICK_WAKE: Duration = Duration::from_millis(2);
 /// See [`QUICK_WAKE`].
 const MAX_QUICK_MISSES: u32 = 8;
 /// See [`QUICK_WAKE`].
 const QUICK_MISS_DELAY: Duration = Duration::from_millis(10);
+/// Longest such delay. Kept short: with several workers on one server the
+/// losers of NOOP races look the same, and while a worker waits here the
+/// server sends it no further NOOP, so queued jobs would wait on it.
+const MAX_QUICK_MISS_DELAY: Duration = Duration::from_millis(250);
 /// How long a closing connection may take to flush its last packets.
 const CLOSE_FLUSH_TIMEOUT: Duration = Duration::from_secs(5);
 
 // ---------------------------------------------------------------------------
 // Small helpers
+
+/// `at + d`, saturating at a far-future instant instead of panicking on
+/// huge durations (e.g. a `poll_interval` of `Duration::MAX`).
+fn later(at: Instant, d: Duration) -> Instant {
+    at.checked_add(d)
+        .unwrap_or_else(|| at + Duration::from_secs(100 * 365 * 24 * 3600))
+}
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
@@ -189,6 +200,9 @@ struct Session {
     addr: Arc<str>,
     out: Mutex<Out>,
     wake: Notify,
+    /// A function was registered: grab again even if asleep (the server
+    /// sends no NOOP for jobs queued before the CAN_DO).
+    regrab: AtomicBool,
 }
 
 impl Session {
@@ -200,6 +214,7 @@ impl Session {
                 closed: None,
             }),
             wake: Notify::new(),
+            regrab: AtomicBool::new(false),
         }
     }
 
@@ -317,7 +332,16 @@ pub struct Job {
     data: Bytes,
     session: Arc<Session>,
     finished: bool,
+    /// Set once `next_job` handed the job out (then `shutdown` waits for it).
+    running: Option<Arc<Running>>,
     _slot: OwnedSemaphorePermit,
+}
+
+/// Jobs handed out by `next_job` and not yet ended.
+#[derive(Debug, Default)]
+struct Running {
+    count: std::sync::atomic::AtomicUsize,
+    idle: Notify,
 }
 
 impl fmt::Debug for Job {
@@ -402,6 +426,11 @@ impl Drop for Job {
                 tracing::debug!(handle = self.handle(), error = %e, "could not fail a dropped job");
             }
         }
+        if let Some(r) = self.running.take() {
+            if r.count.fetch_sub(1, Ordering::AcqRel) == 1 {
+                r.idle.notify_waiters();
+            }
+        }
     }
 }
 
@@ -437,6 +466,10 @@ struct Shared {
     client_id: Option<Bytes>,
     slots: Arc<Semaphore>,
     stopped: AtomicBool,
+    /// `shutdown` started: grabbed jobs are no longer handed out (the server
+    /// requeues them when the connection closes).
+    draining: AtomicBool,
+    running: Arc<Running>,
     closing: watch::Sender<bool>,
     registry: Mutex<Registry>,
     queue: Mutex<Queue>,
@@ -464,7 +497,20 @@ impl Shared {
     fn ensure_started(self: &Arc<Self>) -> bool {
         let mut tasks = lock(&self.tasks);
         if tasks.started {
-            return true;
+            // Server tasks only end on close. If they all ended anyway, the
+            // runtime that ran them was shut down: restart them on this one.
+            let orphaned = !tasks.handles.is_empty()
+                && tasks.handles.iter().all(|h| h.is_finished())
+                && !*self.closing.borrow();
+            if !orphaned {
+                return true;
+            }
+            if tokio::runtime::Handle::try_current().is_err() {
+                return false;
+            }
+            tracing::warn!("polygear worker tasks were stopped with their runtime; restarting");
+            tasks.handles.clear();
+            tasks.started = false;
         }
         if self.is_stopped() {
             return false;
@@ -566,7 +612,7 @@ async fn server_task(shared: Arc<Shared>, idx: usize) {
             _ = tokio::time::sleep(backoff) => {}
             _ = closing.changed() => return,
         }
-        backoff = (backoff * 2).min(shared.opts.max_backoff);
+        backoff = backoff.saturating_mul(2).min(shared.opts.max_backoff);
     }
 }
 
@@ -628,7 +674,7 @@ impl Conn<'_> {
         self.sleeping = true;
         self.slept_at = Instant::now();
         poll.as_mut()
-            .reset(self.slept_at + self.shared.opts.poll_interval);
+            .reset(later(self.slept_at, self.shared.opts.poll_interval));
         Ok(())
     }
 
@@ -651,11 +697,12 @@ impl Conn<'_> {
                 } else if self.misses >= MAX_QUICK_MISSES {
                     // Spurious wake-ups: stay asleep for a growing delay.
                     let steps = (self.misses - MAX_QUICK_MISSES).min(16);
-                    let delay =
-                        (QUICK_MISS_DELAY * (1 << steps)).min(self.shared.opts.poll_interval);
+                    let delay = (QUICK_MISS_DELAY * (1 << steps))
+                        .min(MAX_QUICK_MISS_DELAY)
+                        .min(self.shared.opts.poll_interval);
                     self.misses = self.misses.saturating_add(1);
                     tracing::debug!(server = %self.session.addr, ?delay, "NOOP without a job again; delaying GRAB");
-                    poll.as_mut().reset(Instant::now() + delay);
+                    poll.as_mut().reset(later(Instant::now(), delay));
                     return Ok(());
                 }
                 self.sleeping = false;
@@ -747,12 +794,24 @@ impl Conn<'_> {
             data,
             session: self.session.clone(),
             finished: false,
+            running: None,
             _slot: slot,
         };
         {
             let mut q = lock(&self.shared.queue);
-            q.jobs.push_back(job);
             q.grabs -= 1;
+            if self.shared.draining.load(Ordering::Acquire) {
+                // Shutting down: leave the job to the server, which requeues
+                // it when this connection closes.
+                let mut job = job;
+                job.finished = true;
+                drop(q);
+                drop(job);
+                self.shared.job_ready.notify_waiters();
+                self.need_grab = false;
+                return Ok(());
+            }
+            q.jobs.push_back(job);
         }
         self.shared.job_ready.notify_one();
         // Keep pulling while the server has work (and slots are free).
@@ -805,18 +864,16 @@ async fn run_session(
         quick_wake: false,
         misses: 0,
     };
+    // Also runs if this future is dropped (its runtime shut down).
+    let _cleanup = SessionCleanup {
+        shared,
+        idx,
+        session: session.clone(),
+    };
     let end = session_loop(&mut conn, &mut rd, &mut writer, use_all, closing).await;
 
     // Tear down: unpublish, forget the grab in flight and buffered jobs.
-    {
-        let mut reg = lock(&shared.registry);
-        if reg.sessions[idx]
-            .as_ref()
-            .is_some_and(|s| Arc::ptr_eq(s, &session))
-        {
-            reg.sessions[idx] = None;
-        }
-    }
+    unpublish(shared, idx, &session);
     conn.grab_done();
     match &end {
         SessionEnd::Closing => {
@@ -832,6 +889,41 @@ async fn run_session(
         }
     }
     end
+}
+
+fn unpublish(shared: &Shared, idx: usize, session: &Arc<Session>) {
+    let mut reg = lock(&shared.registry);
+    if reg.sessions[idx]
+        .as_ref()
+        .is_some_and(|s| Arc::ptr_eq(s, session))
+    {
+        reg.sessions[idx] = None;
+    }
+}
+
+/// Leaves no trace of a session however its task ends: unpublished,
+/// closed (so its jobs report the loss), its buffered jobs dropped.
+struct SessionCleanup<'a> {
+    shared: &'a Arc<Shared>,
+    idx: usize,
+    session: Arc<Session>,
+}
+
+impl Drop for SessionCleanup<'_> {
+    fn drop(&mut self) {
+        unpublish(self.shared, self.idx, &self.session);
+        self.session
+            .close(CloseReason::Lost("connection task stopped".into()));
+        self.shared
+            .discard_buffered(|j| Arc::ptr_eq(&j.session, &self.session));
+    }
+}
+
+impl Drop for Conn<'_> {
+    fn drop(&mut self) {
+        // A GRAB in flight when the task was dropped: fix the count.
+        self.grab_done();
+    }
 }
 
 async fn session_loop(
@@ -859,6 +951,10 @@ async fn session_loop(
                 Ok(None) => break,
                 Err(e) => return SessionEnd::Lost(format!("protocol error: {e}")),
             }
+        }
+        if conn.session.regrab.swap(false, Ordering::AcqRel) && !shared.is_stopped() {
+            conn.sleeping = false;
+            conn.need_grab = true;
         }
         let want_slot = conn.grab.is_none() && conn.need_grab && !shared.is_stopped();
         if want_slot {
@@ -973,6 +1069,8 @@ impl Worker {
             client_id,
             slots: Arc::new(Semaphore::new(options.concurrency)),
             stopped: AtomicBool::new(false),
+            draining: AtomicBool::new(false),
+            running: Arc::new(Running::default()),
             closing: watch::channel(false).0,
             registry: Mutex::new(Registry {
                 functions: Vec::new(),
@@ -1025,6 +1123,10 @@ impl Worker {
             }
         }
         reg.functions.push((name, ms));
+        for s in reg.sessions.iter().flatten() {
+            s.regrab.store(true, Ordering::Release);
+            s.wake.notify_one();
+        }
         Ok(())
     }
 
@@ -1062,7 +1164,9 @@ impl Worker {
     /// the worker is stopped and no grabbed job is left.
     pub async fn next_job(&self) -> Option<Job> {
         let shared = self.shared();
-        if !shared.ensure_started() && lock(&shared.queue).jobs.is_empty() {
+        if !shared.ensure_started()
+            && (lock(&shared.queue).jobs.is_empty() || shared.draining.load(Ordering::Acquire))
+        {
             return None;
         }
         loop {
@@ -1071,7 +1175,12 @@ impl Worker {
             notified.as_mut().enable();
             {
                 let mut q = lock(&shared.queue);
-                if let Some(job) = q.jobs.pop_front() {
+                if shared.draining.load(Ordering::Acquire) {
+                    return None;
+                }
+                if let Some(mut job) = q.jobs.pop_front() {
+                    shared.running.count.fetch_add(1, Ordering::AcqRel);
+                    job.running = Some(shared.running.clone());
                     let more = !q.jobs.is_empty();
                     let drained = !more && q.grabs == 0 && shared.is_stopped();
                     drop(q);
@@ -1148,21 +1257,36 @@ impl Worker {
         self.shared().is_stopped()
     }
 
-    /// Waits until every unfinished job has ended, then closes the connections.
+    /// Graceful shutdown: stops taking jobs, waits until every job handed
+    /// out by `next_job`/`run` has ended, then closes the connections.
     ///
-    /// Jobs already grabbed but not yet taken with `next_job` count as
-    /// unfinished: keep calling `next_job` (or let `run` drain them).
+    /// Jobs grabbed but not yet handed out are not run: they are left to the
+    /// server, which requeues them when the connection closes. A GRAB still
+    /// unanswered is not waited for either, so this finishes as soon as the
+    /// running jobs end (plus at most a few seconds to flush their results).
+    /// After it returns, `next_job` returns `None`.
     pub async fn shutdown(&self) {
         let shared = self.shared();
         shared.stop();
-        let all = shared.opts.concurrency as u32;
-        let slots = shared.slots.acquire_many(all).await;
+        shared.draining.store(true, Ordering::Release);
+        shared.job_ready.notify_waiters();
+        shared.discard_buffered(|_| true);
+        loop {
+            let idle = shared.running.idle.notified();
+            tokio::pin!(idle);
+            idle.as_mut().enable();
+            if shared.running.count.load(Ordering::Acquire) == 0 {
+                break;
+            }
+            idle.await;
+        }
         shared.close();
         let handles = std::mem::take(&mut lock(&shared.tasks).handles);
         for h in handles {
             let _ = h.await;
         }
-        drop(slots);
+        // Assigned while closing; the server has requeued them.
+        shared.discard_buffered(|_| true);
     }
 }
 

@@ -53,6 +53,7 @@ async function startGearmand() {
     const port = await freePort();
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'pg-gearmand-'));
     const child = spawn(GEARMAND, ['--port', String(port), '--listen', '127.0.0.1', '--log-file', path.join(dir, 'log'),
+      '--pid-file', path.join(dir, 'pid'),
       '--threads', '2', '--verbose', 'ERROR'], { stdio: 'ignore' });
     let exited = false;
     child.once('exit', () => {

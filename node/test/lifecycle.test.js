@@ -44,6 +44,32 @@ for (const kind of SERVER_KINDS) {
         await server.stop();
       }
     });
+
+    it('stop({ timeout }) fails jobs whose handlers never finish', async () => {
+      const server = await kind.start();
+      const f = fname('stuck');
+      let started = false;
+      const worker = new pg.Worker({ servers: server.addr });
+      worker.register(f, () => {
+        started = true;
+        return new Promise(() => {}); // never settles
+      });
+      const working = worker.work();
+      const client = new pg.Client({ servers: server.addr, timeout: 15000 });
+      try {
+        const job = client.submit(f, 'x');
+        job.catch(() => {});
+        await eventually(() => started, 10000, 'the job to start');
+        const t0 = Date.now();
+        await worker.stop({ timeout: 300 });
+        await working;
+        assert.ok(Date.now() - t0 < 3000, `stop took ${Date.now() - t0} ms`);
+        await assert.rejects(job, { name: 'JobFailedError', code: 'EJOBFAILED' });
+      } finally {
+        await client.close();
+        await server.stop();
+      }
+    });
   });
 }
 

@@ -1,6 +1,6 @@
 """Type stubs for the native module ``polygear._polygear``."""
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from types import TracebackType
 from typing import Any, Literal
 
@@ -83,6 +83,9 @@ class Client:
         unique: str | bytes | None = None,
         priority: _Priority = "normal",
         timeout: float | None = None,
+        on_data: Callable[[bytes], object] | None = None,
+        on_warning: Callable[[bytes], object] | None = None,
+        on_status: Callable[[int, int], object] | None = None,
     ) -> bytes: ...
     def submit_job(
         self,
@@ -143,6 +146,9 @@ class AsyncClient:
         unique: str | bytes | None = None,
         priority: _Priority = "normal",
         timeout: float | None = None,
+        on_data: Callable[[bytes], object] | None = None,
+        on_warning: Callable[[bytes], object] | None = None,
+        on_status: Callable[[int, int], object] | None = None,
     ) -> bytes: ...
     async def submit_job(
         self,

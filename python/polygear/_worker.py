@@ -20,12 +20,20 @@ Payload = Union[bytes, bytearray, memoryview, str, None]
 
 SyncFunction = Callable[[Job], Payload]
 AsyncFunction = Callable[[Job], Union[Awaitable[Payload], Payload]]
-F = TypeVar("F", bound=Callable[..., object])
+SF = TypeVar("SF", bound=SyncFunction)
+AF = TypeVar("AF", bound=AsyncFunction)
 
 
 def _message(exc: BaseException) -> str:
     text = str(exc)
     return text if text else type(exc).__name__
+
+
+def _join(threads: list[threading.Thread]) -> None:
+    """Joins threads while staying responsive to Ctrl-C."""
+    for t in threads:
+        while t.is_alive():
+            t.join(0.1)
 
 
 class _Base:
@@ -101,10 +109,10 @@ class Worker(_Base):
         """Registers ``fn`` for jobs of function ``name`` (CAN_DO / CAN_DO_TIMEOUT)."""
         self._register(name, fn, timeout)
 
-    def function(self, name: str | None = None, timeout: float | None = None) -> Callable[[F], F]:
+    def function(self, name: str | None = None, timeout: float | None = None) -> Callable[[SF], SF]:
         """Decorator registering a function; ``name`` defaults to the function's ``__name__``."""
 
-        def decorate(fn: F) -> F:
+        def decorate(fn: SF) -> SF:
             self._register(name if name is not None else fn.__name__, fn, timeout)
             return fn
 
@@ -149,18 +157,12 @@ class Worker(_Base):
         for t in threads:
             t.start()
         try:
-            try:
-                for t in threads:
-                    while t.is_alive():
-                        t.join(0.1)
-            except KeyboardInterrupt:
-                log.info("polygear: interrupted, finishing running jobs")
-                self._native.stop()
-                for t in threads:  # a second Ctrl-C aborts this wait
-                    while t.is_alive():
-                        t.join(0.1)
-        finally:
-            self._native.shutdown()
+            _join(threads)
+        except KeyboardInterrupt:
+            log.info("polygear: interrupted, finishing running jobs (Ctrl-C again to abort)")
+            self._native.stop()
+            _join(threads)  # a second Ctrl-C propagates from here, skipping the graceful shutdown
+        self._native.shutdown()
         if errors:
             raise errors[0]
 
@@ -182,10 +184,10 @@ class AsyncWorker(_Base):
         """Registers ``fn`` (async or plain) for jobs of function ``name``."""
         self._register(name, fn, timeout)
 
-    def function(self, name: str | None = None, timeout: float | None = None) -> Callable[[F], F]:
+    def function(self, name: str | None = None, timeout: float | None = None) -> Callable[[AF], AF]:
         """Decorator registering a function; ``name`` defaults to the function's ``__name__``."""
 
-        def decorate(fn: F) -> F:
+        def decorate(fn: AF) -> AF:
             self._register(name if name is not None else fn.__name__, fn, timeout)
             return fn
 

@@ -105,6 +105,16 @@ def test_async_events_and_errors(server: str, fname: str) -> None:
                     ("complete", b"end", 0, 0),
                 ]
                 assert await job.result() == b"end"
+                seen: list[object] = []
+                result = await client.submit(
+                    fname,
+                    b"",
+                    on_data=lambda d: seen.append(("data", d)),
+                    on_status=lambda n, d: seen.append(("status", n, d)),
+                    on_warning=lambda w: seen.append(("warning", w)),
+                )
+                assert result == b"end"
+                assert seen == [("data", b"d1"), ("status", 3, 4), ("warning", b"w")]
                 with pytest.raises(polygear.JobException) as info:
                     await client.submit(fname + "_bad", b"")
                 assert info.value.message == "not here"

@@ -120,6 +120,33 @@ def test_events_iterator(server: str, fname: str) -> None:
         assert client.submit_job(fname, b"again").result() == b"done"
 
 
+def test_event_callbacks(server: str, fname: str) -> None:
+    def chatty(job: polygear.Job) -> bytes:
+        job.send_data(b"a")
+        job.send_status(1, 3)
+        job.send_warning(b"w")
+        job.send_data(b"b")
+        return b"result"
+
+    seen: list[object] = []
+    with running_worker(server, {fname: chatty}), polygear.Client([server], timeout=20) as client:
+        out = client.submit(
+            fname,
+            b"",
+            on_data=lambda d: seen.append(("data", d)),
+            on_warning=lambda w: seen.append(("warning", w)),
+            on_status=lambda n, d: seen.append(("status", n, d)),
+        )
+        assert out == b"result"
+        assert seen == [("data", b"a"), ("status", 1, 3), ("warning", b"w"), ("data", b"b")]
+        # only some callbacks
+        data: list[bytes] = []
+        assert client.submit(fname, b"", on_data=data.append) == b"result"
+        assert data == [b"a", b"b"]
+        with pytest.raises(TypeError, match="on_status must be callable or None, not int"):
+            client.submit(fname, b"", on_status=5)  # type: ignore[arg-type]
+
+
 def test_failed_job_events(server: str, fname: str) -> None:
     def boom(job: polygear.Job) -> None:
         job.send_data(b"before")
@@ -187,6 +214,21 @@ def test_background_and_status(server: str, fname: str) -> None:
             assert not client.status(handle).known
         unknown = client.status("H:nowhere:1")
         assert not unknown.known and not unknown.running
+
+
+def test_status_unique(server: str, fname: str) -> None:
+    with polygear.Client([server], timeout=20) as client:
+        unique = f"u-{fname}"
+        client.submit_background(fname, b"bg", unique=unique)
+        st = client.status_unique(unique)
+        assert st.known and not st.running
+        assert not client.status_unique(f"missing-{fname}").known
+        got: list[bytes] = []
+        with running_worker(server, {fname: lambda job: got.append(job.data)}):
+            deadline = time.monotonic() + 10
+            while not got and time.monotonic() < deadline:
+                time.sleep(0.05)
+        assert got == [b"bg"]
 
 
 def test_echo(server: str) -> None:

@@ -76,6 +76,49 @@ def test_ctrl_c_worker_finishes_running_jobs(server: str, fname: str) -> None:
             proc.wait()
 
 
+STUCK_WORKER = textwrap.dedent(
+    """
+    import sys, time, polygear
+    worker = polygear.Worker([sys.argv[1]])
+
+    @worker.function(sys.argv[2])
+    def stuck(job):
+        job.send_data(b"started")
+        time.sleep(60)
+        return b"too late"
+
+    print("ready", flush=True)
+    try:
+        worker.work()
+    except KeyboardInterrupt:
+        print("aborted", flush=True)
+        sys.exit(4)
+    """
+)
+
+
+def test_second_ctrl_c_aborts_the_graceful_wait(server: str, fname: str) -> None:
+    proc = spawn(STUCK_WORKER, server, fname)
+    try:
+        with polygear.Client([server], timeout=30) as client:
+            job = client.submit_job(fname, b"")
+            first = job.next_event()
+            assert first is not None and first.data == b"started"
+            proc.send_signal(signal.SIGINT)
+            time.sleep(0.5)
+            assert proc.poll() is None  # still waiting for the stuck job
+            start = time.monotonic()
+            proc.send_signal(signal.SIGINT)
+            out, err = proc.communicate(timeout=20)
+            assert proc.returncode == 4, err.decode()
+            assert b"aborted" in out
+            assert time.monotonic() - start < 5
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
 def test_ctrl_c_idle_worker_exits_quickly(server: str, fname: str) -> None:
     proc = spawn(WORKER, server, fname)
     try:

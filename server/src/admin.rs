@@ -24,7 +24,6 @@ impl State {
     }
 }
 
-
 impl State {
     fn admin_command(&mut self, cmd: AdminCommand, line: &[u8], b: &mut BytesMut) {
         match cmd {
@@ -42,7 +41,12 @@ impl State {
             AdminCommand::PriorityStatus => {
                 for f in self.funcs.iter().filter(|f| f.alive) {
                     put_name(b, &f.name);
-                    for v in [f.waiting[0], f.waiting[1], f.waiting[2], f.workers.len() as u64] {
+                    for v in [
+                        f.waiting[0],
+                        f.waiting[1],
+                        f.waiting[2],
+                        f.workers.len() as u64,
+                    ] {
                         b.put_u8(b'\t');
                         put_dec(b, v);
                     }
@@ -92,7 +96,11 @@ impl State {
                     b.put_u8(b'\t');
                     put_dec(b, j.retries as u64);
                     b.put_slice(if j.ignore { b"\t1" } else { b"\t0" });
-                    b.put_slice(if j.background && !j.ignore { b"\t1\n" } else { b"\t0\n" });
+                    b.put_slice(if j.background && !j.ignore {
+                        b"\t1\n"
+                    } else {
+                        b"\t0\n"
+                    });
                 }
                 b.put_slice(b".\n");
             }
@@ -100,13 +108,14 @@ impl State {
                 let mut hs: Vec<_> = self.jobs.keys().copied().collect();
                 hs.sort_unstable();
                 for h in hs {
-                    put_name(b, &self.jobs[&h].unique);
+                    put_name(b, self.jobs[&h].unique());
                     b.put_u8(b'\n');
                 }
                 b.put_slice(b".\n");
             }
             AdminCommand::CancelJob(handle) => {
-                let ok = parse_handle(&self.prefix, handle.as_bytes()).is_some_and(|h| self.cancel_job(h));
+                let ok = parse_handle(&self.prefix, handle.as_bytes())
+                    .is_some_and(|h| self.cancel_job(h));
                 if ok {
                     b.put_slice(b"OK\r\n");
                 } else {

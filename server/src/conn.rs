@@ -5,11 +5,13 @@ use std::os::fd::AsRawFd;
 use std::sync::Arc;
 
 use bytes::{Buf, BytesMut};
-use polygear::protocol::{Frame, Magic, Packet, PacketCodec, PacketType, ProtocolError, HEADER_LEN};
+use polygear::protocol::{
+    Frame, Magic, Packet, PacketCodec, PacketType, ProtocolError, HEADER_LEN,
+};
 use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
 
-use crate::outbox::Outbox;
+use crate::outbox::{flush_dirty, Outbox};
 use crate::state::Flow;
 use crate::wire::put_error;
 use crate::Shared;
@@ -19,6 +21,7 @@ const BATCH: usize = 512;
 /// Pause reading while this much of our own output is unsent.
 const HIGH_WATER: usize = 4 << 20;
 
+#[allow(clippy::large_enum_variant)] // short-lived, never stored
 enum In {
     Packet(Packet),
     Text(bytes::Bytes),
@@ -71,6 +74,11 @@ fn next_input(buf: &mut BytesMut, codec: &mut PacketCodec) -> Option<In> {
         let code = u32::from_be_bytes([buf[4], buf[5], buf[6], buf[7]]);
         let size = u32::from_be_bytes([buf[8], buf[9], buf[10], buf[11]]) as usize;
         if let (Some(magic), Some(kind)) = (magic, PacketType::from_code(code)) {
+            if size <= codec.max_packet() && buf.len() < HEADER_LEN + size {
+                // Incomplete: let the buffer grow with the bytes that actually
+                // arrive instead of reserving the declared size up front.
+                return None;
+            }
             let skip = magic == Magic::Res || !is_request(kind);
             if skip && size <= codec.max_packet() && buf.len() >= HEADER_LEN + size {
                 buf.advance(HEADER_LEN + size);
@@ -102,36 +110,19 @@ pub(crate) async fn serve(shared: Arc<Shared>, stream: TcpStream) {
         let _ = socket2::SockRef::from(&stream).set_keepalive(true);
     }
     let (mut rd, wr) = stream.into_split();
-    let out = Arc::new(Outbox::new(shared.cfg.max_output));
+    let out = Arc::new(Outbox::new(wr, shared.cfg.max_output));
     let cid = shared.state.lock().add_conn(out.clone(), fd, peer_ip);
     let writer = {
         let out = out.clone();
-        tokio::spawn(async move { out.run_writer(wr).await })
+        tokio::spawn(async move { out.run_writer().await })
     };
     let mut codec = PacketCodec::server(shared.cfg.max_packet, shared.cfg.max_line);
-    let mut buf = BytesMut::with_capacity(16 << 10);
-    let mut inputs: Vec<In> = Vec::with_capacity(BATCH);
+    let mut buf = BytesMut::with_capacity(8 << 10);
     let stop = shared.stop.clone();
     'conn: loop {
         // Decode and apply everything buffered, in bounded batches.
         loop {
-            while inputs.len() < BATCH {
-                match next_input(&mut buf, &mut codec) {
-                    Some(i) => {
-                        let fatal = matches!(i, In::Fatal(_));
-                        inputs.push(i);
-                        if fatal {
-                            break;
-                        }
-                    }
-                    None => break,
-                }
-            }
-            if inputs.is_empty() {
-                break;
-            }
-            let more = inputs.len() == BATCH;
-            let flow = apply(&shared, cid, &out, &mut inputs);
+            let (flow, more) = apply(&shared, cid, &out, &mut buf, &mut codec);
             if flow == Flow::Close {
                 break 'conn;
             }
@@ -147,8 +138,14 @@ pub(crate) async fn serve(shared: Arc<Shared>, stream: TcpStream) {
                 _ = stop.cancelled() => break 'conn,
             }
         }
+        if buf.is_empty() && buf.capacity() > (1 << 20) {
+            // Give back the space of a large packet once it is consumed.
+            buf = BytesMut::with_capacity(8 << 10);
+        }
         if buf.capacity() - buf.len() < 4096 {
-            buf.reserve(16 << 10);
+            // Grows geometrically for large packets, in step with the data received.
+            let want = (buf.len() / 2).clamp(16 << 10, 4 << 20);
+            buf.reserve(want);
         }
         tokio::select! {
             r = rd.read_buf(&mut buf) => match r {
@@ -160,6 +157,7 @@ pub(crate) async fn serve(shared: Arc<Shared>, stream: TcpStream) {
         }
     }
     shared.state.lock().remove_conn(cid);
+    flush_dirty();
     // Queued replies are still flushed (bounded by the shutdown timeout) so
     // that e.g. the admin `shutdown` gets its OK.
     out.close();
@@ -167,13 +165,24 @@ pub(crate) async fn serve(shared: Arc<Shared>, stream: TcpStream) {
     shared.conn_closed();
 }
 
-fn apply(shared: &Shared, cid: u64, out: &Outbox, inputs: &mut Vec<In>) -> Flow {
+/// Decodes and applies up to [`BATCH`] requests under one lock; returns the
+/// flow and whether more complete requests may be buffered.
+fn apply(
+    shared: &Shared,
+    cid: u64,
+    out: &Arc<Outbox>,
+    buf: &mut BytesMut,
+    codec: &mut PacketCodec,
+) -> (Flow, bool) {
+    let Some(first) = next_input(buf, codec) else {
+        return (Flow::Continue, false);
+    };
     let mut st = shared.state.lock();
     let mut flow = Flow::Continue;
-    for i in inputs.drain(..) {
-        if flow == Flow::Close {
-            continue;
-        }
+    let mut next = Some(first);
+    let mut n = 0;
+    while let Some(i) = next.take() {
+        n += 1;
         flow = match i {
             In::Packet(p) => st.handle_packet(cid, p),
             In::Text(line) => st.handle_text(cid, &line),
@@ -189,7 +198,9 @@ fn apply(shared: &Shared, cid: u64, out: &Outbox, inputs: &mut Vec<In>) -> Flow 
                 tracing::debug!("connection {cid}: protocol error: {e}");
                 match &e {
                     // Like gearmand: close without a reply.
-                    ProtocolError::BadMagic(_) | ProtocolError::UnknownType(_) | ProtocolError::LineTooLong { .. } => {}
+                    ProtocolError::BadMagic(_)
+                    | ProtocolError::UnknownType(_)
+                    | ProtocolError::LineTooLong { .. } => {}
                     ProtocolError::PayloadTooLarge { .. } => {
                         out.write(|b| put_error(b, "ARGUMENT_TOO_LARGE", &e.to_string()))
                     }
@@ -198,10 +209,24 @@ fn apply(shared: &Shared, cid: u64, out: &Outbox, inputs: &mut Vec<In>) -> Flow 
                 Flow::Close
             }
         };
+        if flow == Flow::Close || n == BATCH {
+            break;
+        }
+        next = next_input(buf, codec);
     }
-    if let Some(graceful) = st.shutdown_requested.take() {
-        drop(st);
+    let more = n == BATCH;
+    let shutdown = st.shutdown_requested.take();
+    let trim = std::mem::take(&mut st.trim_requested);
+    drop(st);
+    flush_dirty();
+    if trim {
+        // SAFETY: malloc_trim only releases free heap memory back to the OS.
+        unsafe {
+            libc::malloc_trim(0);
+        }
+    }
+    if let Some(graceful) = shutdown {
         shared.request_shutdown(graceful);
     }
-    flow
+    (flow, more)
 }

@@ -13,6 +13,7 @@
 
 mod admin;
 mod conn;
+mod index;
 mod outbox;
 mod persist;
 mod state;
@@ -82,6 +83,9 @@ pub struct ServerConfig {
     pub keepalive: bool,
     /// Log level name reported by the admin `verbose` command.
     pub verbose: String,
+    /// On a CAN_DO_TIMEOUT expiry, requeue the job (gearmand, counted by
+    /// `job_retries`) instead of failing it back to its clients (default).
+    pub timeout_requeue: bool,
 }
 
 impl Default for ServerConfig {
@@ -97,11 +101,12 @@ impl Default for ServerConfig {
             job_handle_prefix: None,
             max_packet: polygear::protocol::DEFAULT_MAX_PACKET,
             max_line: polygear::protocol::DEFAULT_MAX_TEXT_LINE,
-            max_output: 256 << 20,
+            max_output: 128 << 20,
             allow_shutdown: false,
             exceptions: false,
             keepalive: false,
             verbose: "ERROR".into(),
+            timeout_requeue: false,
         }
     }
 }
@@ -183,7 +188,8 @@ impl Server {
         let prefix = if prefix.len() > 42 {
             if config.job_handle_prefix.is_some() {
                 return Err(ServerError::Config(
-                    "--job-handle-prefix must be at most 42 bytes (handles are limited to 63)".into(),
+                    "--job-handle-prefix must be at most 42 bytes (handles are limited to 63)"
+                        .into(),
                 ));
             }
             prefix[..42].to_string()
@@ -191,7 +197,9 @@ impl Server {
             prefix
         };
         if config.max_packet == 0 || config.max_packet > u32::MAX as usize {
-            return Err(ServerError::Config("max packet size must be between 1 and 4 GiB-1".into()));
+            return Err(ServerError::Config(
+                "max packet size must be between 1 and 4 GiB-1".into(),
+            ));
         }
         let addr = tokio::net::lookup_host((config.listen.as_str(), config.port))
             .await?
@@ -220,7 +228,11 @@ impl Server {
             }
         };
         let shared = Arc::new_cyclic(|weak| Shared {
-            state: Mutex::new(state::State::new(cfg.clone(), Bytes::from(prefix), weak.clone())),
+            state: Mutex::new(state::State::new(
+                cfg.clone(),
+                Bytes::from(prefix),
+                weak.clone(),
+            )),
             cfg: cfg.clone(),
             stop: CancellationToken::new(),
             graceful: AtomicBool::new(false),
@@ -380,7 +392,9 @@ impl BackgroundServer {
             }
             Err(_) => {
                 let _ = thread.join();
-                Err(ServerError::Config("server thread exited during startup".into()))
+                Err(ServerError::Config(
+                    "server thread exited during startup".into(),
+                ))
             }
         }
     }

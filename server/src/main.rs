@@ -56,7 +56,11 @@ struct Args {
     queue_type: String,
 
     /// SQLite database file for the durable queue
-    #[arg(long = "libsqlite3-db", value_name = "PATH", default_value = "polygeard.sqlite3")]
+    #[arg(
+        long = "libsqlite3-db",
+        value_name = "PATH",
+        default_value = "polygeard.sqlite3"
+    )]
     libsqlite3_db: PathBuf,
 
     /// Log destination: stderr, none, or a file path
@@ -83,6 +87,10 @@ struct Args {
     #[arg(long)]
     allow_shutdown: bool,
 
+    /// On a CAN_DO_TIMEOUT expiry requeue the job like gearmand (default: fail it to its clients)
+    #[arg(long)]
+    timeout_requeue: bool,
+
     /// Largest accepted packet payload in bytes
     #[arg(long, value_name = "BYTES", default_value_t = polygear::protocol::DEFAULT_MAX_PACKET)]
     max_packet: usize,
@@ -100,8 +108,9 @@ fn level_filter(name: &str) -> Option<&'static str> {
 }
 
 fn init_logging(dest: &str, level: &'static str) -> Result<(), String> {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("polygear_server={level},polygeard={level}")));
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new(format!("polygear_server={level},polygeard={level}"))
+    });
     match dest {
         "none" => Ok(()),
         "stderr" => {
@@ -168,6 +177,7 @@ fn main() -> ExitCode {
         exceptions: args.exceptions,
         keepalive: args.keepalive,
         verbose: args.verbose.to_ascii_uppercase(),
+        timeout_requeue: args.timeout_requeue,
         ..ServerConfig::default()
     };
     let mut rt = tokio::runtime::Builder::new_multi_thread();
@@ -182,25 +192,29 @@ fn main() -> ExitCode {
         }
     };
     rt.block_on(async move {
+        // The pid file exists before the port accepts connections.
+        if let Some(p) = &args.pid_file {
+            if let Err(e) = std::fs::write(p, format!("{}\n", std::process::id())) {
+                eprintln!("polygeard: cannot write pid file {}: {e}", p.display());
+                return ExitCode::FAILURE;
+            }
+        }
         let server = match Server::bind(config).await {
             Ok(s) => s,
             Err(e) => {
                 eprintln!("polygeard: {e}");
+                if let Some(p) = &args.pid_file {
+                    let _ = std::fs::remove_file(p);
+                }
                 return ExitCode::FAILURE;
             }
         };
-        if let Some(p) = &args.pid_file {
-            if let Err(e) = std::fs::write(p, format!("{}\n", std::process::id())) {
-                eprintln!("polygeard: cannot write pid file {}: {e}", p.display());
-                server.shutdown().await;
-                return ExitCode::FAILURE;
-            }
-        }
         use tokio::signal::unix::{signal, SignalKind};
-        let (Ok(mut term), Ok(mut int), Ok(mut usr1)) = (
+        let (Ok(mut term), Ok(mut int), Ok(mut usr1), Ok(mut hup)) = (
             signal(SignalKind::terminate()),
             signal(SignalKind::interrupt()),
             signal(SignalKind::user_defined1()),
+            signal(SignalKind::hangup()),
         ) else {
             eprintln!("polygeard: cannot install signal handlers");
             return ExitCode::FAILURE;
@@ -212,6 +226,11 @@ fn main() -> ExitCode {
                 _ = usr1.recv() => {
                     tracing::info!("SIGUSR1: graceful shutdown");
                     server.begin_graceful_shutdown();
+                }
+                _ = hup.recv() => {
+                    // gearmand reopens its log here; our log file is opened in
+                    // append mode once, so SIGHUP must simply not kill us.
+                    tracing::info!("SIGHUP ignored");
                 }
                 _ = server.stopped() => break,
             }

@@ -20,10 +20,7 @@ const MAX_BATCH: usize = 100_000;
 
 /// One change to the durable queue.
 pub(crate) enum Op {
-    Insert {
-        row: StoredJob,
-        ack: Option<Ack>,
-    },
+    Insert { row: StoredJob, ack: Option<Ack> },
     Delete(i64),
 }
 
@@ -53,6 +50,8 @@ pub(crate) struct Persister {
 
 fn open(path: &Path) -> Result<Connection, rusqlite::Error> {
     let conn = Connection::open(path)?;
+    // One server per database: a second one would replay the same jobs.
+    conn.pragma_update(None, "locking_mode", "EXCLUSIVE")?;
     conn.pragma_update(None, "journal_mode", "WAL")?;
     conn.pragma_update(None, "synchronous", "FULL")?;
     conn.execute_batch(

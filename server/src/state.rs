@@ -8,6 +8,7 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use polygear::protocol::{atoi, Packet, PacketType, Priority};
 
+use crate::index::{shrink, IntMap, UniqueIndex};
 use crate::outbox::Outbox;
 use crate::persist::{Ack, Op, Persister, StoredJob};
 use crate::wire::{parse_handle, put_error, put_pkt, HandleBuf};
@@ -21,6 +22,9 @@ const MAX_UNIQUE: usize = 64;
 const MAX_CLIENT_ID: usize = 127;
 
 pub(crate) struct Job {
+    /// The unique id followed by the workload (one allocation).
+    pub payload: Box<[u8]>,
+    pub ulen: u32,
     pub func: u32,
     pub prio: u8,
     pub ignore: bool,
@@ -31,13 +35,38 @@ pub(crate) struct Job {
     pub num: u32,
     pub den: u32,
     pub assign_gen: u32,
-    pub worker: Option<ConnId>,
-    pub unique: Bytes,
-    pub data: Bytes,
-    pub reducer: Option<Bytes>,
+    /// Connection holding the job, 0 while it waits.
+    pub worker: ConnId,
     /// Row id in the persistent queue, 0 if not stored.
     pub durable: i64,
     pub clients: Vec<ConnId>,
+}
+
+impl Job {
+    pub(crate) fn unique(&self) -> &[u8] {
+        &self.payload[..self.ulen as usize]
+    }
+
+    pub(crate) fn data(&self) -> &[u8] {
+        &self.payload[self.ulen as usize..]
+    }
+
+    /// The coalescing key: the unique, or the data for unique `-`; `None` if empty.
+    pub(crate) fn key(&self) -> Option<&[u8]> {
+        let u = self.unique();
+        let k = if u == b"-" { self.data() } else { u };
+        (!k.is_empty()).then_some(k)
+    }
+
+    pub(crate) fn running(&self) -> bool {
+        self.worker != 0
+    }
+}
+
+/// The coalescing key of a submission (see [`Job::key`]).
+fn submission_key<'a>(unique: &'a [u8], data: &'a [u8]) -> Option<&'a [u8]> {
+    let k = if unique == b"-" { data } else { unique };
+    (!k.is_empty()).then_some(k)
 }
 
 pub(crate) struct Function {
@@ -70,7 +99,7 @@ pub(crate) struct Conn {
     pub sleeping: bool,
     pub noop_sent: bool,
     pub holding: Vec<u64>,
-    pub attached: HashMap<u64, u32>,
+    pub attached: IntMap<u64, u32>,
     pub rr: usize,
     pub next_ticket: u64,
 }
@@ -87,11 +116,17 @@ pub(crate) struct State {
     pub prefix: Bytes,
     pub shared: Weak<Shared>,
     next_handle: u64,
-    pub jobs: HashMap<u64, Job>,
-    uniques: HashMap<(u32, Bytes), u64>,
+    /// Boxed so the (often half-empty) hash table holds only pointers.
+    pub jobs: IntMap<u64, Box<Job>>,
+    uniques: UniqueIndex,
+    /// Reducer names of reduce jobs (rare, kept out of `Job`).
+    reducers: IntMap<u64, Bytes>,
+    peak_jobs: usize,
+    /// Ask the caller to return freed memory to the OS (after a large drain).
+    pub trim_requested: bool,
     pub funcs: Vec<Function>,
     func_ids: HashMap<Bytes, u32>,
-    pub conns: HashMap<ConnId, Conn>,
+    pub conns: IntMap<ConnId, Conn>,
     next_conn: ConnId,
     pub persist: Option<Persister>,
     pub shutdown_requested: Option<bool>,
@@ -111,11 +146,14 @@ impl State {
             prefix,
             shared,
             next_handle: 1,
-            jobs: HashMap::new(),
-            uniques: HashMap::new(),
+            jobs: IntMap::default(),
+            uniques: UniqueIndex::new(),
+            reducers: IntMap::default(),
+            peak_jobs: 0,
+            trim_requested: false,
             funcs: Vec::new(),
             func_ids: HashMap::new(),
-            conns: HashMap::new(),
+            conns: IntMap::default(),
             next_conn: 1,
             persist: None,
             shutdown_requested: None,
@@ -176,7 +214,7 @@ impl State {
                 sleeping: false,
                 noop_sent: false,
                 holding: Vec::new(),
-                attached: HashMap::new(),
+                attached: IntMap::default(),
                 rr: 0,
                 next_ticket: 1,
             },
@@ -206,7 +244,7 @@ impl State {
                 job.clients.retain(|&c| c != cid);
                 if job.clients.is_empty() && !job.background {
                     job.ignore = true;
-                    if job.worker.is_none() {
+                    if !job.running() {
                         // Nobody will ever see the result: drop the unique key now so a
                         // new submission creates a fresh job.
                         self.release_unique(h);
@@ -227,7 +265,9 @@ impl State {
 
     fn release_unique(&mut self, h: u64) {
         if let Some(job) = self.jobs.get(&h) {
-            remove_unique(&mut self.uniques, job, h);
+            if let Some(k) = job.key() {
+                self.uniques.remove(job.func, k, h);
+            }
         }
     }
 
@@ -288,7 +328,16 @@ impl State {
                 unique,
                 when,
                 data,
-            } => self.submit(cid, &function, unique, data, Priority::Normal, true, None, when),
+            } => self.submit(
+                cid,
+                &function,
+                unique,
+                data,
+                Priority::Normal,
+                true,
+                None,
+                when,
+            ),
             Packet::GrabJob => self.grab(cid, PacketType::JobAssign),
             Packet::GrabJobUniq => self.grab(cid, PacketType::JobAssignUniq),
             Packet::GrabJobAll => self.grab(cid, PacketType::JobAssignAll),
@@ -303,7 +352,8 @@ impl State {
             Packet::SetClientId { id } => {
                 if let Some(c) = self.conns.get_mut(&cid) {
                     let n = id.len().min(MAX_CLIENT_ID);
-                    c.client_id = id.slice(..n);
+                    // Copied: a slice would pin the whole read buffer.
+                    c.client_id = Bytes::copy_from_slice(&id[..n]);
                 }
             }
             Packet::OptionReq { name } => {
@@ -313,31 +363,62 @@ impl State {
                     }
                     self.reply(cid, |b| put_pkt(b, PacketType::OptionRes, &[&name]));
                 } else {
-                    self.reply_error(cid, "UNKNOWN_OPTION", "Server does not recognize given option");
+                    self.reply_error(
+                        cid,
+                        "UNKNOWN_OPTION",
+                        "Server does not recognize given option",
+                    );
                 }
             }
             Packet::GetStatus { handle } => {
                 let job = parse_handle(&self.prefix, &handle).and_then(|n| self.jobs.get(&n));
                 let (known, running, num, den) = match job {
-                    Some(j) => (true, j.worker.is_some(), j.num, j.den),
+                    Some(j) => (true, j.running(), j.num, j.den),
                     None => (false, false, 0, 0),
                 };
-                self.reply(cid, |b| put_status(b, PacketType::StatusRes, &handle, known, running, num, den, None));
+                self.reply(cid, |b| {
+                    put_status(
+                        b,
+                        PacketType::StatusRes,
+                        &handle,
+                        known,
+                        running,
+                        num,
+                        den,
+                        None,
+                    )
+                });
             }
             Packet::GetStatusUnique { unique } => {
+                let jobs = &self.jobs;
                 let job = self
                     .funcs
                     .iter()
                     .enumerate()
                     .filter(|(_, f)| f.alive)
-                    .find_map(|(i, _)| self.uniques.get(&(i as u32, unique.clone())))
-                    .and_then(|h| self.jobs.get(h));
+                    .find_map(|(i, _)| {
+                        let fid = i as u32;
+                        self.uniques.get(fid, &unique, |h| {
+                            jobs.get(&h)
+                                .is_some_and(|j| j.func == fid && j.key() == Some(&unique[..]))
+                        })
+                    })
+                    .and_then(|h| self.jobs.get(&h));
                 let (known, running, num, den, clients) = match job {
-                    Some(j) => (true, j.worker.is_some(), j.num, j.den, j.clients.len() as u64),
+                    Some(j) => (true, j.running(), j.num, j.den, j.clients.len() as u64),
                     None => (false, false, 0, 0, 0),
                 };
                 self.reply(cid, |b| {
-                    put_status(b, PacketType::StatusResUnique, &unique, known, running, num, den, Some(clients))
+                    put_status(
+                        b,
+                        PacketType::StatusResUnique,
+                        &unique,
+                        known,
+                        running,
+                        num,
+                        den,
+                        Some(clients),
+                    )
                 });
             }
             Packet::WorkStatus {
@@ -354,7 +435,11 @@ impl State {
                     job.den = atoi(&denominator).clamp(0, u32::MAX as i64) as u32;
                 }
                 self.forward(n, |b, _| {
-                    put_pkt(b, PacketType::WorkStatus, &[&handle, &numerator, &denominator])
+                    put_pkt(
+                        b,
+                        PacketType::WorkStatus,
+                        &[&handle, &numerator, &denominator],
+                    )
                 });
             }
             Packet::WorkData { handle, data } => {
@@ -368,7 +453,9 @@ impl State {
                     self.reply_error(cid, "JOB_NOT_FOUND", "Job given in work result not found");
                     return Flow::Continue;
                 };
-                self.forward(n, |b, _| put_pkt(b, PacketType::WorkComplete, &[&handle, &data]));
+                self.forward(n, |b, _| {
+                    put_pkt(b, PacketType::WorkComplete, &[&handle, &data])
+                });
                 self.finish(n);
             }
             Packet::WorkFail { handle } => {
@@ -425,7 +512,7 @@ impl State {
     fn held_job(&self, cid: ConnId, handle: &[u8]) -> Option<u64> {
         let n = parse_handle(&self.prefix, handle)?;
         let job = self.jobs.get(&n)?;
-        (job.worker == Some(cid)).then_some(n)
+        (job.worker == cid).then_some(n)
     }
 
     /// Sends a packet to every client attached to job `n`, most recent first.
@@ -456,22 +543,18 @@ impl State {
             return;
         }
         let fid = self.func_id(function);
-        let key: Bytes = if &unique[..] == b"-" { data.clone() } else { unique.clone() };
-        if !key.is_empty() {
-            let lookup = (fid, key.clone());
-            if let Some(&h) = self.uniques.get(&lookup) {
+        if let Some(key) = submission_key(&unique, &data) {
+            if let Some(h) = self.lookup_unique(fid, key) {
                 if let Some(job) = self.jobs.get_mut(&h) {
-                    if !job.ignore {
-                        if !background {
-                            job.clients.push(cid);
-                            if let Some(c) = self.conns.get_mut(&cid) {
-                                *c.attached.entry(h).or_insert(0) += 1;
-                            }
+                    if !background {
+                        job.clients.push(cid);
+                        if let Some(c) = self.conns.get_mut(&cid) {
+                            *c.attached.entry(h).or_insert(0) += 1;
                         }
-                        let hb = self.handle(h);
-                        self.reply(cid, |b| put_pkt(b, PacketType::JobCreated, &[&hb]));
-                        return;
                     }
+                    let hb = self.handle(h);
+                    self.reply(cid, |b| put_pkt(b, PacketType::JobCreated, &[&hb]));
+                    return;
                 }
             }
         }
@@ -482,36 +565,32 @@ impl State {
             self.reply_error(cid, "QUEUE_ERROR", "Job queue is full");
             return;
         }
-        // One allocation for unique and data together.
-        let mut buf = Vec::with_capacity(unique.len() + data.len());
-        buf.extend_from_slice(&unique);
-        buf.extend_from_slice(&data);
-        let all = Bytes::from(buf);
-        let stored_unique = all.slice(..unique.len());
-        let stored_data = all.slice(unique.len()..);
-        let key_bytes = if key.is_empty() {
-            None
-        } else if &unique[..] == b"-" {
-            Some(stored_data.clone())
-        } else {
-            Some(stored_unique.clone())
-        };
-        let durable = background && self.persist.is_some();
+        let reducer = reducer
+            .filter(|r| !r.is_empty())
+            .map(Bytes::copy_from_slice);
         let h = self.create_job(
             fid,
             prio as u8,
-            stored_unique,
-            stored_data,
-            key_bytes,
-            reducer.filter(|r| !r.is_empty()).map(Bytes::copy_from_slice),
+            &unique,
+            &data,
+            reducer,
             when,
             background,
             if background { None } else { Some(cid) },
         );
         let hb = self.handle(h);
-        if durable {
-            let State { persist, jobs, conns, funcs, .. } = self;
-            let (Some(p), Some(job), Some(conn)) = (persist.as_mut(), jobs.get_mut(&h), conns.get_mut(&cid)) else {
+        if background && self.persist.is_some() {
+            let State {
+                persist,
+                jobs,
+                conns,
+                funcs,
+                reducers,
+                ..
+            } = self;
+            let (Some(p), Some(job), Some(conn)) =
+                (persist.as_mut(), jobs.get_mut(&h), conns.get_mut(&cid))
+            else {
                 return;
             };
             let id = p.next_id;
@@ -519,27 +598,44 @@ impl State {
             job.durable = id;
             let ticket = conn.next_ticket;
             conn.next_ticket += 1;
-            conn.out.gate(ticket, |b| put_pkt(b, PacketType::JobCreated, &[&hb]));
+            conn.out
+                .gate(ticket, |b| put_pkt(b, PacketType::JobCreated, &[&hb]));
             let row = StoredJob {
                 id,
                 function: funcs[fid as usize].name.clone(),
-                unique: job.unique.clone(),
+                unique,
                 priority: prio as u8,
                 when,
-                reducer: job.reducer.clone().unwrap_or_default(),
-                data: job.data.clone(),
+                reducer: reducers.get(&h).cloned().unwrap_or_default(),
+                data,
             };
             let ack = Ack {
                 out: conn.out.clone(),
                 ticket,
                 handle: h,
             };
-            if p.tx.send(Op::Insert { row, ack: Some(ack) }).is_err() {
+            if p.tx
+                .send(Op::Insert {
+                    row,
+                    ack: Some(ack),
+                })
+                .is_err()
+            {
                 conn.out.kill();
             }
         } else {
             self.reply(cid, |b| put_pkt(b, PacketType::JobCreated, &[&hb]));
         }
+    }
+
+    /// The live (not abandoned/cancelled) job with this function and key.
+    fn lookup_unique(&self, fid: u32, key: &[u8]) -> Option<u64> {
+        let jobs = &self.jobs;
+        let h = self.uniques.get(fid, key, |h| {
+            jobs.get(&h)
+                .is_some_and(|j| j.func == fid && j.key() == Some(key))
+        })?;
+        jobs.get(&h).filter(|j| !j.ignore).map(|_| h)
     }
 
     /// Creates a job and queues it (or schedules it, for a future epoch time).
@@ -548,9 +644,8 @@ impl State {
         &mut self,
         fid: u32,
         prio: u8,
-        unique: Bytes,
-        data: Bytes,
-        key: Option<Bytes>,
+        unique: &[u8],
+        data: &[u8],
         reducer: Option<Bytes>,
         when: i64,
         background: bool,
@@ -566,28 +661,38 @@ impl State {
                 *conn.attached.entry(h).or_insert(0) += 1;
             }
         }
-        self.jobs.insert(
-            h,
-            Job {
-                func: fid,
-                prio,
-                ignore: false,
-                background,
-                delayed,
-                retries: 0,
-                num: 0,
-                den: 0,
-                assign_gen: 0,
-                worker: None,
-                unique,
-                data,
-                reducer,
-                durable: 0,
-                clients,
-            },
-        );
-        if let Some(k) = key {
-            self.uniques.insert((fid, k), h);
+        let mut payload = Vec::with_capacity(unique.len() + data.len());
+        payload.extend_from_slice(unique);
+        payload.extend_from_slice(data);
+        let job = Job {
+            payload: payload.into_boxed_slice(),
+            ulen: unique.len() as u32,
+            func: fid,
+            prio,
+            ignore: false,
+            background,
+            delayed,
+            retries: 0,
+            num: 0,
+            den: 0,
+            assign_gen: 0,
+            worker: 0,
+            durable: 0,
+            clients,
+        };
+        if let Some(k) = job.key() {
+            let jobs = &self.jobs;
+            self.uniques.insert(fid, k, h, |old| {
+                jobs.get(&old)
+                    .is_some_and(|j| j.func == fid && j.key() == Some(k))
+            });
+        }
+        self.jobs.insert(h, Box::new(job));
+        if self.jobs.len() > self.peak_jobs {
+            self.peak_jobs = self.jobs.len();
+        }
+        if let Some(r) = reducer {
+            self.reducers.insert(h, r);
         }
         let f = &mut self.funcs[fid as usize];
         f.total += 1;
@@ -608,12 +713,15 @@ impl State {
             tokio::time::sleep(delay).await;
             if let Some(s) = shared.upgrade() {
                 s.state.lock().epoch_due(h);
+                crate::outbox::flush_dirty();
             }
         });
     }
 
     fn epoch_due(&mut self, h: u64) {
-        let Some(job) = self.jobs.get_mut(&h) else { return };
+        let Some(job) = self.jobs.get_mut(&h) else {
+            return;
+        };
         if !job.delayed {
             return;
         }
@@ -668,7 +776,10 @@ impl State {
     fn can_do(&mut self, cid: ConnId, function: &[u8], timeout_ms: u32) {
         let fid = self.func_id(function);
         if let Some(c) = self.conns.get_mut(&cid) {
-            c.abilities.push(Ability { func: fid, timeout_ms });
+            c.abilities.push(Ability {
+                func: fid,
+                timeout_ms,
+            });
             self.funcs[fid as usize].workers.push(cid);
         }
     }
@@ -683,7 +794,9 @@ impl State {
             },
             None => None,
         };
-        let Some(c) = self.conns.get_mut(&cid) else { return };
+        let Some(c) = self.conns.get_mut(&cid) else {
+            return;
+        };
         let mut removed = Vec::new();
         c.abilities.retain(|a| {
             let hit = fid.is_none_or(|f| a.func == f);
@@ -700,7 +813,10 @@ impl State {
             }
         }
         for h in held {
-            let matches = self.jobs.get(&h).is_some_and(|j| fid.is_none_or(|f| j.func == f));
+            let matches = self
+                .jobs
+                .get(&h)
+                .is_some_and(|j| fid.is_none_or(|f| j.func == f));
             if matches {
                 if let Some(c) = self.conns.get_mut(&cid) {
                     c.holding.retain(|&x| x != h);
@@ -712,8 +828,17 @@ impl State {
 
     fn grab(&mut self, cid: ConnId, kind: PacketType) {
         let found = self.take_job(cid);
-        let State { jobs, conns, funcs, prefix, .. } = self;
-        let Some(conn) = conns.get_mut(&cid) else { return };
+        let State {
+            jobs,
+            conns,
+            funcs,
+            prefix,
+            reducers,
+            ..
+        } = self;
+        let Some(conn) = conns.get_mut(&cid) else {
+            return;
+        };
         conn.sleeping = false;
         conn.noop_sent = false;
         let Some((h, timeout_ms)) = found else {
@@ -721,20 +846,29 @@ impl State {
             return;
         };
         let Some(job) = jobs.get_mut(&h) else { return };
-        job.worker = Some(cid);
+        job.worker = cid;
         job.assign_gen = job.assign_gen.wrapping_add(1);
         let f = &mut funcs[job.func as usize];
-        f.waiting[job.prio as usize] -= 1;
+        f.waiting[job.prio as usize] = f.waiting[job.prio as usize].saturating_sub(1);
         f.running += 1;
         conn.holding.push(h);
         let hb = HandleBuf::new(prefix, h);
         let fname = &f.name;
-        conn.out.write(|b| match (kind, &job.reducer) {
-            (PacketType::JobAssign, _) => put_pkt(b, kind, &[&hb, fname, &job.data]),
+        let reducer = if kind == PacketType::JobAssignAll {
+            reducers.get(&h)
+        } else {
+            None
+        };
+        conn.out.write(|b| match (kind, reducer) {
+            (PacketType::JobAssign, _) => put_pkt(b, kind, &[&hb, fname, job.data()]),
             (PacketType::JobAssignAll, Some(r)) => {
-                put_pkt(b, kind, &[&hb, fname, &job.unique, r, &job.data])
+                put_pkt(b, kind, &[&hb, fname, job.unique(), r, job.data()])
             }
-            _ => put_pkt(b, PacketType::JobAssignUniq, &[&hb, fname, &job.unique, &job.data]),
+            _ => put_pkt(
+                b,
+                PacketType::JobAssignUniq,
+                &[&hb, fname, job.unique(), job.data()],
+            ),
         });
         if timeout_ms > 0 {
             let gen = job.assign_gen;
@@ -743,6 +877,7 @@ impl State {
                 tokio::time::sleep(Duration::from_millis(timeout_ms as u64)).await;
                 if let Some(s) = shared.upgrade() {
                     s.state.lock().job_timed_out(h, cid, gen);
+                    crate::outbox::flush_dirty();
                 }
             });
         }
@@ -751,51 +886,53 @@ impl State {
     /// Pops the best job for this worker: HIGH before NORMAL before LOW across
     /// all its functions, FIFO within a priority, functions rotated round-robin.
     fn take_job(&mut self, cid: ConnId) -> Option<(u64, u32)> {
-        let State {
-            conns,
-            funcs,
-            jobs,
-            uniques,
-            persist,
-            ..
-        } = self;
-        let conn = conns.get_mut(&cid)?;
-        let n = conn.abilities.len();
-        if n == 0 {
-            return None;
-        }
-        for prio in 0..3 {
-            for i in 0..n {
-                let idx = (conn.rr + i) % n;
-                let ab = &conn.abilities[idx];
-                let f = &mut funcs[ab.func as usize];
-                while let Some(h) = f.queues[prio].pop_front() {
-                    let Some(job) = jobs.get(&h) else { continue };
-                    if job.ignore {
-                        // Abandoned or cancelled while waiting: reap it.
-                        f.total -= 1;
-                        f.waiting[prio] -= 1;
-                        if let Some(job) = jobs.remove(&h) {
-                            remove_unique(uniques, &job, h);
-                            if job.durable != 0 {
-                                if let Some(p) = persist.as_ref() {
-                                    let _ = p.tx.send(Op::Delete(job.durable));
-                                }
-                            }
+        let mut reaped = Vec::new();
+        let mut found = None;
+        {
+            let State {
+                conns, funcs, jobs, ..
+            } = self;
+            let conn = conns.get_mut(&cid)?;
+            let n = conn.abilities.len();
+            'search: for prio in 0..3 {
+                for i in 0..n {
+                    let idx = (conn.rr + i) % n;
+                    let ab = &conn.abilities[idx];
+                    let f = &mut funcs[ab.func as usize];
+                    while let Some(h) = f.queues[prio].pop_front() {
+                        let Some(job) = jobs.get(&h) else { continue };
+                        if job.ignore {
+                            // Abandoned or cancelled while waiting: reap it.
+                            reaped.push(h);
+                            continue;
                         }
-                        continue;
+                        conn.rr = idx + 1;
+                        found = Some((h, ab.timeout_ms));
+                        break 'search;
                     }
-                    conn.rr = idx + 1;
-                    return Some((h, ab.timeout_ms));
                 }
             }
         }
-        None
+        for h in reaped {
+            self.discard(h);
+        }
+        found
     }
 
     fn job_timed_out(&mut self, h: u64, cid: ConnId, gen: u32) {
         let Some(job) = self.jobs.get(&h) else { return };
-        if job.worker != Some(cid) || job.assign_gen != gen {
+        if job.worker != cid || job.assign_gen != gen {
+            return;
+        }
+        if self.cfg.timeout_requeue {
+            tracing::info!(
+                "worker timeout reached on job {}, requeueing it",
+                String::from_utf8_lossy(&self.handle(h))
+            );
+            if let Some(c) = self.conns.get_mut(&cid) {
+                c.holding.retain(|&x| x != h);
+            }
+            self.requeue_lost(h, cid);
             return;
         }
         tracing::info!(
@@ -810,13 +947,12 @@ impl State {
     /// A worker lost job `h` (disconnect, CANT_DO, RESET_ABILITIES): back to
     /// the head of its queue, or failed once `--job-retries` assignments were used.
     fn requeue_lost(&mut self, h: u64, cid: ConnId) {
-        let Some(job) = self.jobs.get_mut(&h) else { return };
-        if job.worker != Some(cid) {
+        let Some(job) = self.jobs.get_mut(&h) else {
+            return;
+        };
+        if job.worker != cid {
             return;
         }
-        job.worker = None;
-        job.num = 0;
-        job.den = 0;
         job.retries += 1;
         let (fid, prio) = (job.func, job.prio as usize);
         let retries = self.cfg.job_retries;
@@ -829,40 +965,53 @@ impl State {
                 let hb = self.handle(h);
                 self.forward(h, |b, _| put_pkt(b, PacketType::WorkFail, &[&hb]));
             }
-            // `finish` expects a running job.
-            if let Some(j) = self.jobs.get_mut(&h) {
-                j.worker = Some(cid);
-            }
             self.finish(h);
             return;
         }
+        job.worker = 0;
+        job.num = 0;
+        job.den = 0;
         let f = &mut self.funcs[fid as usize];
-        f.running -= 1;
+        f.running = f.running.saturating_sub(1);
         f.waiting[prio] += 1;
         f.queues[prio].push_front(h);
         self.wake(fid);
     }
 
-    /// Removes a running job that ended (completed, failed, dropped).
+    /// Removes a job that ended (completed, failed, dropped) or was reaped.
     fn finish(&mut self, h: u64) {
-        let Some(job) = self.jobs.remove(&h) else { return };
-        remove_unique(&mut self.uniques, &job, h);
+        self.discard(h);
+    }
+
+    /// Removes job `h` and everything that refers to it.
+    fn discard(&mut self, h: u64) {
+        let Some(job) = self.jobs.remove(&h) else {
+            return;
+        };
+        if let Some(k) = job.key() {
+            self.uniques.remove(job.func, k, h);
+        }
+        if !self.reducers.is_empty() {
+            self.reducers.remove(&h);
+        }
         let f = &mut self.funcs[job.func as usize];
-        f.total -= 1;
-        if let Some(w) = job.worker {
-            f.running -= 1;
-            if let Some(c) = self.conns.get_mut(&w) {
+        f.total = f.total.saturating_sub(1);
+        if job.running() {
+            f.running = f.running.saturating_sub(1);
+            if let Some(c) = self.conns.get_mut(&job.worker) {
                 if let Some(p) = c.holding.iter().position(|&x| x == h) {
                     c.holding.swap_remove(p);
                 }
             }
         } else {
-            f.waiting[job.prio as usize] -= 1;
+            f.waiting[job.prio as usize] = f.waiting[job.prio as usize].saturating_sub(1);
         }
+        shrink_queue(&mut f.queues[job.prio as usize]);
         for c in &job.clients {
             if let Some(conn) = self.conns.get_mut(c) {
                 if let std::collections::hash_map::Entry::Occupied(mut e) = conn.attached.entry(h) {
-                    *e.get_mut() -= 1;
+                    let c = e.get_mut();
+                    *c = c.saturating_sub(1);
                     if *e.get() == 0 {
                         e.remove();
                     }
@@ -874,6 +1023,12 @@ impl State {
                 let _ = p.tx.send(Op::Delete(job.durable));
             }
         }
+        shrink(&mut self.jobs);
+        if self.peak_jobs > 65536 && self.jobs.len() * 4 < self.peak_jobs {
+            // Most of a large queue drained: give the memory back to the OS.
+            self.peak_jobs = self.jobs.len();
+            self.trim_requested = true;
+        }
     }
 
     /// Admin `cancel job`: clients get WORK_FAIL, the stored copy is deleted,
@@ -884,13 +1039,15 @@ impl State {
         }
         let hb = self.handle(h);
         self.forward(h, |b, _| put_pkt(b, PacketType::WorkFail, &[&hb]));
-        let Some(job) = self.jobs.get_mut(&h) else { return false };
+        self.release_unique(h);
+        let Some(job) = self.jobs.get_mut(&h) else {
+            return false;
+        };
         let clients = std::mem::take(&mut job.clients);
         job.ignore = true;
         job.background = false;
         let durable = std::mem::replace(&mut job.durable, 0);
         let delayed = job.delayed;
-        let waiting = job.worker.is_none();
         for c in clients {
             if let Some(conn) = self.conns.get_mut(&c) {
                 conn.attached.remove(&h);
@@ -901,16 +1058,10 @@ impl State {
                 let _ = p.tx.send(Op::Delete(durable));
             }
         }
-        self.release_unique(h);
         if delayed {
-            // Never reaches a queue: remove it now.
-            if let Some(job) = self.jobs.remove(&h) {
-                let f = &mut self.funcs[job.func as usize];
-                f.total -= 1;
-                f.waiting[job.prio as usize] -= 1;
-            }
-        } else if waiting {
-            // Reaped lazily by the next grab that reaches it.
+            // Never reaches a queue: remove it now. (A waiting job is reaped
+            // by the next grab that reaches it; a running one finishes unseen.)
+            self.discard(h);
         }
         true
     }
@@ -934,21 +1085,23 @@ impl State {
         let mut n = 0;
         for row in rows {
             let fid = self.func_id(&row.function);
-            let key = if row.unique.is_empty() {
-                None
-            } else if &row.unique[..] == b"-" {
-                (!row.data.is_empty()).then(|| row.data.clone())
-            } else {
-                Some(row.unique.clone())
-            };
-            if let Some(k) = &key {
-                if self.uniques.contains_key(&(fid, k.clone())) {
+            if let Some(k) = submission_key(&row.unique, &row.data) {
+                if self.lookup_unique(fid, k).is_some() {
                     dups.push(row.id);
                     continue;
                 }
             }
             let reducer = (!row.reducer.is_empty()).then_some(row.reducer);
-            let h = self.create_job(fid, row.priority.min(2), row.unique, row.data, key, reducer, row.when, true, None);
+            let h = self.create_job(
+                fid,
+                row.priority.min(2),
+                &row.unique,
+                &row.data,
+                reducer,
+                row.when,
+                true,
+                None,
+            );
             if let Some(j) = self.jobs.get_mut(&h) {
                 j.durable = row.id;
             }
@@ -963,21 +1116,11 @@ impl State {
     }
 }
 
-fn remove_unique(uniques: &mut HashMap<(u32, Bytes), u64>, job: &Job, h: u64) {
-    if job.unique.is_empty() {
-        return;
-    }
-    let key: Bytes = if &job.unique[..] == b"-" {
-        if job.data.is_empty() {
-            return;
-        }
-        job.data.clone()
-    } else {
-        job.unique.clone()
-    };
-    let k = (job.func, key);
-    if uniques.get(&k) == Some(&h) {
-        uniques.remove(&k);
+/// Gives a queue's memory back once it is mostly empty.
+fn shrink_queue(q: &mut VecDeque<u64>) {
+    let cap = q.capacity();
+    if cap > 4096 && q.len() * 8 < cap {
+        q.shrink_to(q.len() * 2);
     }
 }
 

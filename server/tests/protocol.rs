@@ -26,8 +26,13 @@ fn b(s: &str) -> bytes::Bytes {
 fn echo_vectors() {
     let s = server(|_| {});
     let mut c = Raw::connect(s.port());
-    c.send_raw(&hex("00 52 45 51 00 00 00 10 00 00 00 0b 68 65 6c 6c 6f 00 77 6f 72 6c 64"));
-    assert_eq!(c.recv_wire(), hex("00 52 45 53 00 00 00 11 00 00 00 0b 68 65 6c 6c 6f 00 77 6f 72 6c 64"));
+    c.send_raw(&hex(
+        "00 52 45 51 00 00 00 10 00 00 00 0b 68 65 6c 6c 6f 00 77 6f 72 6c 64",
+    ));
+    assert_eq!(
+        c.recv_wire(),
+        hex("00 52 45 53 00 00 00 11 00 00 00 0b 68 65 6c 6c 6f 00 77 6f 72 6c 64")
+    );
     c.send_raw(&hex("00 52 45 51 00 00 00 10 00 00 00 00"));
     assert_eq!(c.recv_wire(), hex("00 52 45 53 00 00 00 11 00 00 00 00"));
 }
@@ -36,17 +41,29 @@ fn echo_vectors() {
 fn background_submit_and_status_vectors() {
     let s = server(|_| {});
     let mut c = Raw::connect(s.port());
-    c.send_raw(&hex("00 52 45 51 00 00 00 12 00 00 00 0f 72 65 76 65 72 73 65 00 75 31 00 74 65 73 74"));
-    assert_eq!(c.recv_wire(), hex("00 52 45 53 00 00 00 08 00 00 00 06 48 3a 76 6d 3a 31"));
+    c.send_raw(&hex(
+        "00 52 45 51 00 00 00 12 00 00 00 0f 72 65 76 65 72 73 65 00 75 31 00 74 65 73 74",
+    ));
+    assert_eq!(
+        c.recv_wire(),
+        hex("00 52 45 53 00 00 00 08 00 00 00 06 48 3a 76 6d 3a 31")
+    );
     c.send(&submit("reverse", "u1", "other", true));
     assert_eq!(created(c.recv()), "H:vm:1");
     c.send(&submit("reverse", "", "x", true));
     assert_eq!(created(c.recv()), "H:vm:2");
     c.send(&submit("reverse", "", "x", true));
     assert_eq!(created(c.recv()), "H:vm:3");
-    c.send_raw(&hex("00 52 45 51 00 00 00 0f 00 00 00 06 48 3a 76 6d 3a 31"));
-    assert_eq!(c.recv_wire(), hex("00 52 45 53 00 00 00 14 00 00 00 0e 48 3a 76 6d 3a 31 00 31 00 30 00 30 00 30"));
-    c.send_raw(&hex("00 52 45 51 00 00 00 0f 00 00 00 08 48 3a 76 6d 3a 39 39 39"));
+    c.send_raw(&hex(
+        "00 52 45 51 00 00 00 0f 00 00 00 06 48 3a 76 6d 3a 31",
+    ));
+    assert_eq!(
+        c.recv_wire(),
+        hex("00 52 45 53 00 00 00 14 00 00 00 0e 48 3a 76 6d 3a 31 00 31 00 30 00 30 00 30")
+    );
+    c.send_raw(&hex(
+        "00 52 45 51 00 00 00 0f 00 00 00 08 48 3a 76 6d 3a 39 39 39",
+    ));
     assert_eq!(
         c.recv_wire(),
         hex("00 52 45 53 00 00 00 14 00 00 00 10 48 3a 76 6d 3a 39 39 39 00 30 00 30 00 30 00 30")
@@ -72,11 +89,20 @@ fn background_submit_and_status_vectors() {
         }
         p => panic!("{p:?}"),
     }
-    w.send(&Packet::WorkStatus { handle: b("H:vm:1"), numerator: b("1"), denominator: b("4") });
+    w.send(&Packet::WorkStatus {
+        handle: b("H:vm:1"),
+        numerator: b("1"),
+        denominator: b("4"),
+    });
     w.send(&Packet::EchoReq { data: b("sync") });
     assert!(matches!(w.recv(), Packet::EchoRes { .. }));
-    c.send(&Packet::GetStatus { handle: b("H:vm:1") });
-    assert_eq!(c.recv_wire(), hex("00 52 45 53 00 00 00 14 00 00 00 0e 48 3a 76 6d 3a 31 00 31 00 31 00 31 00 34"));
+    c.send(&Packet::GetStatus {
+        handle: b("H:vm:1"),
+    });
+    assert_eq!(
+        c.recv_wire(),
+        hex("00 52 45 53 00 00 00 14 00 00 00 0e 48 3a 76 6d 3a 31 00 31 00 31 00 31 00 34")
+    );
 }
 
 #[test]
@@ -111,8 +137,10 @@ fn invalid_input_closes_or_errors_like_gearmand() {
     c.send_raw(&hex("00 52 45 53 00 00 00 10 00 00 00 04 70 69 6e 67"));
     assert_eq!(
         c.recv_wire(),
-        hex("00 52 45 53 00 00 00 13 00 00 00 24 49 4e 56 41 4c 49 44 5f 4d 41 47 49 43 00 \
-             52 65 71 75 65 73 74 20 6d 61 67 69 63 20 65 78 70 65 63 74 65 64")
+        hex(
+            "00 52 45 53 00 00 00 13 00 00 00 24 49 4e 56 41 4c 49 44 5f 4d 41 47 49 43 00 \
+             52 65 71 75 65 73 74 20 6d 61 67 69 63 20 65 78 70 65 63 74 65 64"
+        )
     );
     let long = "x".repeat(65);
     c.send(&submit("f", &long, "d", false));
@@ -120,13 +148,34 @@ fn invalid_input_closes_or_errors_like_gearmand() {
     assert_eq!((t, p.len()), (19, 0x29));
     assert_eq!(p, b"ARGUMENT_TOO_LARGE\0Unique value too large");
     c.send(&Packet::OptionReq { name: b("foo") });
-    assert_eq!(c.recv_raw().1, b"UNKNOWN_OPTION\0Server does not recognize given option");
-    c.send(&Packet::WorkComplete { handle: b("H:vm:77"), data: b("x") });
-    assert_eq!(c.recv_raw().1, b"JOB_NOT_FOUND\0Job given in work result not found");
-    c.send(&Packet::WorkData { handle: b("H:vm:77"), data: b("x") });
-    assert_eq!(c.recv_raw().1, b"JOB_NOT_FOUND\0Job does not exist on server");
-    c.send(&Packet::WorkException { handle: b("H:vm:77"), data: b("x") });
-    assert_eq!(c.recv_raw().1, b"JOB_NOT_FOUND\0An exception was received for a job that does not exist");
+    assert_eq!(
+        c.recv_raw().1,
+        b"UNKNOWN_OPTION\0Server does not recognize given option"
+    );
+    c.send(&Packet::WorkComplete {
+        handle: b("H:vm:77"),
+        data: b("x"),
+    });
+    assert_eq!(
+        c.recv_raw().1,
+        b"JOB_NOT_FOUND\0Job given in work result not found"
+    );
+    c.send(&Packet::WorkData {
+        handle: b("H:vm:77"),
+        data: b("x"),
+    });
+    assert_eq!(
+        c.recv_raw().1,
+        b"JOB_NOT_FOUND\0Job does not exist on server"
+    );
+    c.send(&Packet::WorkException {
+        handle: b("H:vm:77"),
+        data: b("x"),
+    });
+    assert_eq!(
+        c.recv_raw().1,
+        b"JOB_NOT_FOUND\0An exception was received for a job that does not exist"
+    );
     // Still usable.
     c.send(&Packet::EchoReq { data: b("ok") });
     assert!(matches!(c.recv(), Packet::EchoRes { .. }));
@@ -145,7 +194,11 @@ fn malformed_packet_gets_error_and_close_without_touching_others() {
     c.send_raw(&bytes);
     let (t, p) = c.recv_raw();
     assert_eq!(t, 19);
-    assert!(p.starts_with(b"INVALID_PACKET\0"), "{:?}", String::from_utf8_lossy(&p));
+    assert!(
+        p.starts_with(b"INVALID_PACKET\0"),
+        "{:?}",
+        String::from_utf8_lossy(&p)
+    );
     c.expect_closed();
     // Declared size above the limit: refused before anything is allocated.
     let mut c = Raw::connect(s.port());
@@ -160,7 +213,9 @@ fn malformed_packet_gets_error_and_close_without_touching_others() {
     assert_eq!(c.recv_raw().0, 19);
     c.expect_closed();
     // The other connection's job is intact.
-    other.send(&Packet::GetStatus { handle: h.clone().into() });
+    other.send(&Packet::GetStatus {
+        handle: h.clone().into(),
+    });
     match other.recv() {
         Packet::StatusRes { known, .. } => assert!(known),
         p => panic!("{p:?}"),
@@ -171,16 +226,25 @@ fn malformed_packet_gets_error_and_close_without_touching_others() {
 fn worker_flow_with_coalescing_vectors() {
     let s = server(|_| {});
     let mut w = Raw::connect(s.port());
-    w.send_raw(&hex("00 52 45 51 00 00 00 16 00 00 00 08 77 6f 72 6b 65 72 2d 41"));
+    w.send_raw(&hex(
+        "00 52 45 51 00 00 00 16 00 00 00 08 77 6f 72 6b 65 72 2d 41",
+    ));
     w.send_raw(&hex("00 52 45 51 00 00 00 01 00 00 00 03 72 65 76"));
-    w.send_raw(&hex("00 52 45 51 00 00 00 17 00 00 00 09 72 65 76 74 00 35 30 30 30"));
+    w.send_raw(&hex(
+        "00 52 45 51 00 00 00 17 00 00 00 09 72 65 76 74 00 35 30 30 30",
+    ));
     w.send_raw(&hex("00 52 45 51 00 00 00 09 00 00 00 00"));
     assert_eq!(w.recv_wire(), hex("00 52 45 53 00 00 00 0a 00 00 00 00"));
     w.send_raw(&hex("00 52 45 51 00 00 00 04 00 00 00 00"));
     w.expect_silence(100);
     let mut c1 = Raw::connect(s.port());
-    c1.send_raw(&hex("00 52 45 51 00 00 00 07 00 00 00 0c 72 65 76 00 73 61 6d 65 00 61 62 63"));
-    assert_eq!(c1.recv_wire(), hex("00 52 45 53 00 00 00 08 00 00 00 06 48 3a 76 6d 3a 31"));
+    c1.send_raw(&hex(
+        "00 52 45 51 00 00 00 07 00 00 00 0c 72 65 76 00 73 61 6d 65 00 61 62 63",
+    ));
+    assert_eq!(
+        c1.recv_wire(),
+        hex("00 52 45 53 00 00 00 08 00 00 00 06 48 3a 76 6d 3a 31")
+    );
     assert_eq!(w.recv_wire(), hex("00 52 45 53 00 00 00 06 00 00 00 00"));
     let mut c2 = Raw::connect(s.port());
     c2.send(&submit("rev", "same", "DIFFERENT", false));
@@ -199,13 +263,33 @@ fn worker_flow_with_coalescing_vectors() {
     let fwd = hex("00 52 45 53 00 00 00 0c 00 00 00 0a 48 3a 76 6d 3a 31 00 31 00 34");
     assert_eq!(c1.recv_wire(), fwd);
     assert_eq!(c2.recv_wire(), fwd);
-    w.send(&Packet::WorkData { handle: b("H:vm:1"), data: b("part1") });
-    w.send(&Packet::WorkWarning { handle: b("H:vm:1"), data: b("warn1") });
+    w.send(&Packet::WorkData {
+        handle: b("H:vm:1"),
+        data: b("part1"),
+    });
+    w.send(&Packet::WorkWarning {
+        handle: b("H:vm:1"),
+        data: b("warn1"),
+    });
     for c in [&mut c1, &mut c2] {
-        assert_eq!(c.recv(), Packet::WorkData { handle: b("H:vm:1"), data: b("part1") });
-        assert_eq!(c.recv(), Packet::WorkWarning { handle: b("H:vm:1"), data: b("warn1") });
+        assert_eq!(
+            c.recv(),
+            Packet::WorkData {
+                handle: b("H:vm:1"),
+                data: b("part1")
+            }
+        );
+        assert_eq!(
+            c.recv(),
+            Packet::WorkWarning {
+                handle: b("H:vm:1"),
+                data: b("warn1")
+            }
+        );
     }
-    w.send_raw(&hex("00 52 45 51 00 00 00 0d 00 00 00 0a 48 3a 76 6d 3a 31 00 63 62 61"));
+    w.send_raw(&hex(
+        "00 52 45 51 00 00 00 0d 00 00 00 0a 48 3a 76 6d 3a 31 00 63 62 61",
+    ));
     let done = hex("00 52 45 53 00 00 00 0d 00 00 00 0a 48 3a 76 6d 3a 31 00 63 62 61");
     assert_eq!(c1.recv_wire(), done);
     assert_eq!(c2.recv_wire(), done);
@@ -215,15 +299,25 @@ fn worker_flow_with_coalescing_vectors() {
     // Admin view of the worker connection.
     let mut a = Raw::connect(s.port());
     let workers = a.admin("workers");
-    assert!(workers.lines().any(|l| l.ends_with(" 127.0.0.1 worker-A : revt rev")), "{workers}");
+    assert!(
+        workers
+            .lines()
+            .any(|l| l.ends_with(" 127.0.0.1 worker-A : revt rev")),
+        "{workers}"
+    );
 }
 
 #[test]
 fn exceptions_option_and_conversion() {
     let s = server(|_| {});
     let mut with = Raw::connect(s.port());
-    with.send_raw(&hex("00 52 45 51 00 00 00 1a 00 00 00 0a 65 78 63 65 70 74 69 6f 6e 73"));
-    assert_eq!(with.recv_wire(), hex("00 52 45 53 00 00 00 1b 00 00 00 0a 65 78 63 65 70 74 69 6f 6e 73"));
+    with.send_raw(&hex(
+        "00 52 45 51 00 00 00 1a 00 00 00 0a 65 78 63 65 70 74 69 6f 6e 73",
+    ));
+    assert_eq!(
+        with.recv_wire(),
+        hex("00 52 45 53 00 00 00 1b 00 00 00 0a 65 78 63 65 70 74 69 6f 6e 73")
+    );
     let mut without = Raw::connect(s.port());
     with.send(&submit("exc", "k", "x", false));
     let h = created(with.recv());
@@ -233,8 +327,17 @@ fn exceptions_option_and_conversion() {
     w.send(&can_do("exc"));
     w.send(&Packet::GrabJob);
     assert!(matches!(w.recv(), Packet::JobAssign { .. }));
-    w.send(&Packet::WorkException { handle: h.clone().into(), data: b("boom") });
-    assert_eq!(with.recv(), Packet::WorkException { handle: h.clone().into(), data: b("boom") });
+    w.send(&Packet::WorkException {
+        handle: h.clone().into(),
+        data: b("boom"),
+    });
+    assert_eq!(
+        with.recv(),
+        Packet::WorkException {
+            handle: h.clone().into(),
+            data: b("boom")
+        }
+    );
     let (t, p) = without.recv_raw();
     assert_eq!(t, PacketType::WorkFail as u32);
     let mut expect = h.clone().into_bytes();
@@ -245,13 +348,18 @@ fn exceptions_option_and_conversion() {
     let h2 = created(with.recv());
     w.send(&Packet::GrabJob);
     assert!(matches!(w.recv(), Packet::JobAssign { .. }));
-    w.send(&Packet::WorkFail { handle: h2.clone().into() });
+    w.send(&Packet::WorkFail {
+        handle: h2.clone().into(),
+    });
     assert_eq!(with.recv_raw().1, h2.as_bytes());
     with.send(&submit("exc", "", "z", false));
     let h3 = created(with.recv());
     w.send(&Packet::GrabJob);
     assert!(matches!(w.recv(), Packet::JobAssign { .. }));
-    w.send(&Packet::WorkComplete { handle: h3.clone().into(), data: b("") });
+    w.send(&Packet::WorkComplete {
+        handle: h3.clone().into(),
+        data: b(""),
+    });
     let mut expect = h3.into_bytes();
     expect.push(0);
     assert_eq!(with.recv_raw(), (PacketType::WorkComplete as u32, expect));
@@ -277,7 +385,12 @@ fn reduce_jobs_and_grab_all() {
     w.send(&Packet::GrabJobAll);
     assert_eq!(
         w.recv(),
-        Packet::JobAssignUniq { handle: b("H:vm:2"), function: b("exc"), unique: b("ga"), data: b("zz") }
+        Packet::JobAssignUniq {
+            handle: b("H:vm:2"),
+            function: b("exc"),
+            unique: b("ga"),
+            data: b("zz")
+        }
     );
 }
 
@@ -320,15 +433,28 @@ fn priorities_fifo_and_global_across_functions() {
         match w.recv() {
             Packet::JobAssign { handle, data, .. } => {
                 got.push(String::from_utf8(data.to_vec()).unwrap());
-                w.send(&Packet::WorkComplete { handle, data: b("") });
+                w.send(&Packet::WorkComplete {
+                    handle,
+                    data: b(""),
+                });
             }
             p => panic!("{p:?}"),
         }
     }
     let highs: Vec<_> = got[..3].to_vec();
-    assert!(highs.contains(&"qhigh".to_string()) && highs.contains(&"high1".to_string()), "{got:?}");
-    let p_order: Vec<_> = got.iter().filter(|d| !d.starts_with('q')).cloned().collect();
-    assert_eq!(p_order, ["high1", "high2", "norm1", "norm2", "low1", "low2"]);
+    assert!(
+        highs.contains(&"qhigh".to_string()) && highs.contains(&"high1".to_string()),
+        "{got:?}"
+    );
+    let p_order: Vec<_> = got
+        .iter()
+        .filter(|d| !d.starts_with('q'))
+        .cloned()
+        .collect();
+    assert_eq!(
+        p_order,
+        ["high1", "high2", "norm1", "norm2", "low1", "low2"]
+    );
     let low_pos = got.iter().position(|d| d == "qlow").unwrap();
     assert!(low_pos >= 5, "{got:?}");
 }
@@ -361,11 +487,20 @@ fn lost_worker_requeues_at_head_and_wakes_sleeper() {
         Packet::JobAssign { handle, data, .. } => {
             assert_eq!(&handle[..], h.as_bytes());
             assert_eq!(&data[..], b"first");
-            w2.send(&Packet::WorkComplete { handle, data: b("done") });
+            w2.send(&Packet::WorkComplete {
+                handle,
+                data: b("done"),
+            });
         }
         p => panic!("{p:?}"),
     }
-    assert_eq!(c.recv(), Packet::WorkComplete { handle: h.into(), data: b("done") });
+    assert_eq!(
+        c.recv(),
+        Packet::WorkComplete {
+            handle: h.into(),
+            data: b("done")
+        }
+    );
 }
 
 #[test]
@@ -383,13 +518,18 @@ fn job_retries_limit_fails_job() {
             w.send(&Packet::GrabJob);
             match w.recv() {
                 Packet::JobAssign { .. } => break,
-                Packet::NoJob if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(20)),
+                Packet::NoJob if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(20))
+                }
                 p => panic!("round {round}: {p:?}"),
             }
         }
         drop(w);
     }
-    assert_eq!(c.recv_raw(), (PacketType::WorkFail as u32, h.clone().into_bytes()));
+    assert_eq!(
+        c.recv_raw(),
+        (PacketType::WorkFail as u32, h.clone().into_bytes())
+    );
     let mut a = Raw::connect(s.port());
     assert_eq!(a.admin("status"), "r\t0\t0\t0\n.\n");
 }
@@ -399,24 +539,48 @@ fn can_do_timeout_fails_job_back_to_clients() {
     let s = server(|_| {});
     let mut c = Raw::connect(s.port());
     let mut w = Raw::connect(s.port());
-    w.send(&Packet::CanDoTimeout { function: b("tt"), timeout: 10 }); // raised to 1000 ms
+    w.send(&Packet::CanDoTimeout {
+        function: b("tt"),
+        timeout: 10,
+    }); // raised to 1000 ms
     c.send(&submit("tt", "", "x", false));
     let h = created(c.recv());
     let start = Instant::now();
     w.send(&Packet::GrabJob);
     assert!(matches!(w.recv(), Packet::JobAssign { .. }));
-    assert_eq!(c.recv_raw(), (PacketType::WorkFail as u32, h.clone().into_bytes()));
+    assert_eq!(
+        c.recv_raw(),
+        (PacketType::WorkFail as u32, h.clone().into_bytes())
+    );
     let waited = start.elapsed();
-    assert!(waited >= Duration::from_millis(900) && waited < Duration::from_secs(4), "{waited:?}");
-    w.send(&Packet::WorkComplete { handle: h.into(), data: b("late") });
-    assert_eq!(w.recv_raw().1, b"JOB_NOT_FOUND\0Job given in work result not found");
+    assert!(
+        waited >= Duration::from_millis(900) && waited < Duration::from_secs(4),
+        "{waited:?}"
+    );
+    w.send(&Packet::WorkComplete {
+        handle: h.into(),
+        data: b("late"),
+    });
+    assert_eq!(
+        w.recv_raw().1,
+        b"JOB_NOT_FOUND\0Job given in work result not found"
+    );
     // A job finished in time is not failed later.
     c.send(&submit("tt", "", "y", false));
     let h2 = created(c.recv());
     w.send(&Packet::GrabJob);
     assert!(matches!(w.recv(), Packet::JobAssign { .. }));
-    w.send(&Packet::WorkComplete { handle: h2.clone().into(), data: b("ok") });
-    assert_eq!(c.recv(), Packet::WorkComplete { handle: h2.into(), data: b("ok") });
+    w.send(&Packet::WorkComplete {
+        handle: h2.clone().into(),
+        data: b("ok"),
+    });
+    assert_eq!(
+        c.recv(),
+        Packet::WorkComplete {
+            handle: h2.into(),
+            data: b("ok")
+        }
+    );
     c.expect_silence(1300);
 }
 
@@ -435,8 +599,14 @@ fn cant_do_requeues_held_job() {
     assert!(matches!(w.recv(), Packet::EchoRes { .. }));
     let mut a = Raw::connect(s.port());
     assert_eq!(a.admin("status"), "cd\t1\t0\t0\n.\n");
-    w.send(&Packet::WorkComplete { handle: h.into(), data: b("") });
-    assert_eq!(w.recv_raw().1, b"JOB_NOT_FOUND\0Job given in work result not found");
+    w.send(&Packet::WorkComplete {
+        handle: h.into(),
+        data: b(""),
+    });
+    assert_eq!(
+        w.recv_raw().1,
+        b"JOB_NOT_FOUND\0Job given in work result not found"
+    );
 }
 
 #[test]
@@ -485,10 +655,19 @@ fn client_disconnect_semantics() {
     assert!(matches!(w.recv(), Packet::JobAssign { .. }));
     drop(c2);
     std::thread::sleep(Duration::from_millis(50));
-    w.send(&Packet::WorkComplete { handle: h2.into(), data: b("x") });
-    w.send(&Packet::WorkComplete { handle: hb.into(), data: b("x") });
+    w.send(&Packet::WorkComplete {
+        handle: h2.into(),
+        data: b("x"),
+    });
+    w.send(&Packet::WorkComplete {
+        handle: hb.into(),
+        data: b("x"),
+    });
     w.send(&Packet::EchoReq { data: b("") });
-    assert!(matches!(w.recv(), Packet::EchoRes { .. }), "no error for a job whose client left");
+    assert!(
+        matches!(w.recv(), Packet::EchoRes { .. }),
+        "no error for a job whose client left"
+    );
     assert_eq!(a.admin("status"), "cl\t0\t0\t1\n.\n");
 }
 
@@ -525,7 +704,12 @@ fn epoch_job_is_woken_by_timer() {
         .as_secs() as i64
         + 2;
     let mut c = Raw::connect(s.port());
-    c.send(&Packet::SubmitJobEpoch { function: b("ep"), unique: b("ep1"), when, data: b("epochdata") });
+    c.send(&Packet::SubmitJobEpoch {
+        function: b("ep"),
+        unique: b("ep1"),
+        when,
+        data: b("epochdata"),
+    });
     let h = created(c.recv());
     w.send(&Packet::GrabJob);
     assert_eq!(w.recv(), Packet::NoJob);
@@ -533,7 +717,14 @@ fn epoch_job_is_woken_by_timer() {
     w.s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
     assert_eq!(w.recv(), Packet::Noop);
     w.send(&Packet::GrabJob);
-    assert_eq!(w.recv(), Packet::JobAssign { handle: h.into(), function: b("ep"), data: b("epochdata") });
+    assert_eq!(
+        w.recv(),
+        Packet::JobAssign {
+            handle: h.into(),
+            function: b("ep"),
+            data: b("epochdata")
+        }
+    );
 }
 
 #[test]
@@ -550,11 +741,19 @@ fn maxqueue_rejects_new_jobs() {
     c.send(&submit("mq", "", "x", true));
     assert_eq!(
         c.recv_wire(),
-        hex("00 52 45 53 00 00 00 13 00 00 00 1d 51 55 45 55 45 5f 45 52 52 4f 52 00 \
-             4a 6f 62 20 71 75 65 75 65 20 69 73 20 66 75 6c 6c")
+        hex(
+            "00 52 45 53 00 00 00 13 00 00 00 1d 51 55 45 55 45 5f 45 52 52 4f 52 00 \
+             4a 6f 62 20 71 75 65 75 65 20 69 73 20 66 75 6c 6c"
+        )
     );
     assert_eq!(a.admin("maxqueue mq 0 1 5"), "OK\r\n");
-    c.send(&Packet::SubmitJob { function: b("mq"), unique: b(""), data: b("h"), priority: Priority::High, background: true });
+    c.send(&Packet::SubmitJob {
+        function: b("mq"),
+        unique: b(""),
+        data: b("h"),
+        priority: Priority::High,
+        background: true,
+    });
     created(c.recv());
     c.send(&submit("mq", "", "n", true));
     assert_eq!(c.recv_raw().1, b"QUEUE_ERROR\0Job queue is full");
@@ -565,16 +764,28 @@ fn admin_commands() {
     let s = server(|_| {});
     let mut a = Raw::connect(s.port());
     assert_eq!(a.admin("status"), ".\n");
-    assert_eq!(a.admin("version"), format!("OK {}\n", polygear_server::VERSION));
+    assert_eq!(
+        a.admin("version"),
+        format!("OK {}\n", polygear_server::VERSION)
+    );
     assert_eq!(a.admin("getpid"), format!("OK {}\n", std::process::id()));
     assert_eq!(a.admin("verbose"), "OK ERROR\n");
     assert_eq!(a.admin("show jobs"), ".\n");
     assert_eq!(a.admin("show unique jobs"), ".\n");
-    assert_eq!(a.admin("bogus"), "ERR UNKNOWN_COMMAND Unknown+server+commandbogus\r\n");
+    assert_eq!(
+        a.admin("bogus"),
+        "ERR UNKNOWN_COMMAND Unknown+server+commandbogus\r\n"
+    );
     assert_eq!(a.admin("show foo"), "ERR UNKNOWN_SHOW_ARGUMENTS\r\n");
-    assert_eq!(a.admin("shutdown"), "ERR UNKNOWN_COMMAND Unknown+server+commandshutdown\r\n");
+    assert_eq!(
+        a.admin("shutdown"),
+        "ERR UNKNOWN_COMMAND Unknown+server+commandshutdown\r\n"
+    );
     assert_eq!(a.admin("cancel job H:nothing:1"), "ERR UNKNOWN_JOB\r\n");
-    assert_eq!(a.admin("drop function nosuch"), "ERR function not found\r\n");
+    assert_eq!(
+        a.admin("drop function nosuch"),
+        "ERR function not found\r\n"
+    );
     assert_eq!(
         a.admin("maxqueue"),
         "ERR INVALID_ARGUMENTS An+incomplete+set+of+arguments+was+sent+to+this+command+maxqueue\r\n"
@@ -584,7 +795,10 @@ fn admin_commands() {
     c.send(&submit("cx", "", "x", false));
     let h = created(c.recv());
     assert_eq!(a.admin(&format!("cancel job {h}")), "OK\r\n");
-    assert_eq!(c.recv_raw(), (PacketType::WorkFail as u32, h.clone().into_bytes()));
+    assert_eq!(
+        c.recv_raw(),
+        (PacketType::WorkFail as u32, h.clone().into_bytes())
+    );
     let mut w = Raw::connect(s.port());
     w.send(&can_do("cx"));
     w.send(&Packet::GrabJob);
@@ -614,12 +828,18 @@ fn slow_reader_is_bounded() {
     let s = server(|c| c.max_output = 2 << 20);
     let mut c = Raw::connect(s.port());
     let payload = vec![b'x'; 64 << 10];
-    let mut echo = polygear::protocol::Packet::EchoReq { data: payload.into() }.to_bytes(polygear::protocol::Magic::Req).unwrap().to_vec();
+    let mut echo = polygear::protocol::Packet::EchoReq {
+        data: payload.into(),
+    }
+    .to_bytes(polygear::protocol::Magic::Req)
+    .unwrap()
+    .to_vec();
     let one = echo.clone();
     for _ in 0..7 {
         echo.extend_from_slice(&one);
     }
-    c.s.set_write_timeout(Some(Duration::from_millis(200))).unwrap();
+    c.s.set_write_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
     // Write until the server stops reading (backpressure) or drops us.
     let start = Instant::now();
     while start.elapsed() < Duration::from_secs(3) {
@@ -631,4 +851,147 @@ fn slow_reader_is_bounded() {
     let mut d = Raw::connect(s.port());
     d.send(&Packet::EchoReq { data: b("alive") });
     assert_eq!(d.recv(), Packet::EchoRes { data: b("alive") });
+}
+
+#[test]
+fn replies_survive_peer_half_close() {
+    let s = server(|_| {});
+    let mut c = Raw::connect(s.port());
+    c.send_raw(b"version\n");
+    c.send(&Packet::EchoReq { data: b("hi") });
+    c.s.shutdown(std::net::Shutdown::Write).unwrap();
+    let mut all = Vec::new();
+    std::io::Read::read_to_end(&mut c.s, &mut all).unwrap();
+    let mut want = format!("OK {}\n", polygear_server::VERSION).into_bytes();
+    want.extend(hex("00 52 45 53 00 00 00 11 00 00 00 02 68 69"));
+    assert_eq!(all, want);
+}
+
+#[test]
+fn random_garbage_never_takes_the_server_down() {
+    let s = server(|c| c.max_packet = 1 << 16);
+    let mut seed: u64 = 0x1234_5678_9abc_def0;
+    let mut rnd = move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
+    for round in 0..200 {
+        let mut c = Raw::connect(s.port());
+        let mut bytes = Vec::new();
+        // Mostly well-formed headers with random types and payloads, some pure noise.
+        for _ in 0..8 {
+            if round % 4 == 0 {
+                bytes.extend((0..32).map(|_| rnd() as u8));
+            } else {
+                let t = (rnd() % 45) as u32;
+                let len = (rnd() % 40) as u32;
+                bytes.extend_from_slice(b"\0REQ");
+                bytes.extend_from_slice(&t.to_be_bytes());
+                bytes.extend_from_slice(&len.to_be_bytes());
+                bytes.extend((0..len).map(|_| {
+                    if rnd() % 4 == 0 {
+                        0
+                    } else {
+                        b'a' + (rnd() % 26) as u8
+                    }
+                }));
+            }
+        }
+        let _ = std::io::Write::write_all(&mut c.s, &bytes);
+    }
+    let mut c = Raw::connect(s.port());
+    c.send(&Packet::EchoReq { data: b("alive") });
+    assert_eq!(c.recv(), Packet::EchoRes { data: b("alive") });
+    let mut a = Raw::connect(s.port());
+    assert!(a.admin("status").ends_with(".\n"));
+}
+
+#[test]
+fn extreme_epoch_times() {
+    let s = server(|_| {});
+    let mut c = Raw::connect(s.port());
+    for (u, when) in [("far", i64::MAX), ("past", -5), ("zero", 0)] {
+        c.send(&Packet::SubmitJobEpoch {
+            function: b("ex"),
+            unique: b(u),
+            when,
+            data: b(u),
+        });
+        created(c.recv());
+    }
+    let mut w = Raw::connect(s.port());
+    w.send(&can_do("ex"));
+    let mut got = Vec::new();
+    for _ in 0..3 {
+        w.send(&Packet::GrabJobUniq);
+        match w.recv() {
+            Packet::JobAssignUniq { unique, .. } => {
+                got.push(String::from_utf8(unique.to_vec()).unwrap())
+            }
+            Packet::NoJob => got.push("none".into()),
+            p => panic!("{p:?}"),
+        }
+    }
+    assert_eq!(got, ["past", "zero", "none"]);
+    // An epoch time that is not a number is refused with an ERROR, not dropped silently.
+    let mut payload = b"ex\0u\0".to_vec();
+    payload.extend_from_slice(&[b'9'; 23]);
+    payload.extend_from_slice(b"\0d");
+    let mut pkt = hex("00 52 45 51 00 00 00 24");
+    pkt.extend_from_slice(&(payload.len() as u32).to_be_bytes());
+    pkt.extend_from_slice(&payload);
+    c.send_raw(&pkt);
+    let (t, p) = c.recv_raw();
+    assert_eq!(t, 19);
+    assert!(
+        p.starts_with(b"INVALID_PACKET\0"),
+        "{}",
+        String::from_utf8_lossy(&p)
+    );
+}
+
+#[test]
+fn can_do_timeout_can_requeue_like_gearmand() {
+    let s = server(|c| c.timeout_requeue = true);
+    let mut c = Raw::connect(s.port());
+    let mut w = Raw::connect(s.port());
+    w.send(&Packet::CanDoTimeout {
+        function: b("tq"),
+        timeout: 1000,
+    });
+    c.send(&submit("tq", "", "x", false));
+    let h = created(c.recv());
+    w.send(&Packet::GrabJob);
+    assert!(matches!(w.recv(), Packet::JobAssign { .. }));
+    // After the timeout the job waits again (retry counted) and nobody is told.
+    let mut a = Raw::connect(s.port());
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !a.admin("show jobs").contains(&format!("{h}\t1\t0\t0\n")) {
+        assert!(Instant::now() < deadline, "not requeued");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(a.admin("status"), "tq\t1\t0\t1\n.\n");
+    w.send(&Packet::WorkComplete {
+        handle: h.clone().into(),
+        data: b("late"),
+    });
+    assert_eq!(
+        w.recv_raw().1,
+        b"JOB_NOT_FOUND\0Job given in work result not found"
+    );
+    w.send(&Packet::GrabJob);
+    assert!(matches!(w.recv(), Packet::JobAssign { .. }));
+    w.send(&Packet::WorkComplete {
+        handle: h.clone().into(),
+        data: b("ok"),
+    });
+    assert_eq!(
+        c.recv(),
+        Packet::WorkComplete {
+            handle: h.into(),
+            data: b("ok")
+        }
+    );
 }

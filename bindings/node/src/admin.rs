@@ -165,7 +165,9 @@ impl NativeAdmin {
     /// `server` is `host[:port]`; `timeout` (ms) bounds every call.
     #[napi(constructor)]
     pub fn new(server: String, timeout: Option<f64>) -> Result<Self> {
-        let addr: ServerAddr = server.parse().map_err(|e: polygear::Error| invalid(e.to_string()))?;
+        let addr: ServerAddr = server
+            .parse()
+            .map_err(|e: polygear::Error| invalid(e.to_string()))?;
         let timeout = match timeout {
             Some(t) => millis("timeout", t)?,
             None => Duration::from_secs(5),
@@ -180,19 +182,34 @@ impl NativeAdmin {
     /// `status`.
     #[napi(ts_return_type = "Promise<Array<JsFunctionStatus>>")]
     pub fn status(&self, env: Env) -> Result<AsyncBlock<Vec<JsFunctionStatus>>> {
-        admin_call!(self, env, |a| Ok(a.status().await?.into_iter().map(Into::into).collect()))
+        admin_call!(self, env, |a| Ok(a
+            .status()
+            .await?
+            .into_iter()
+            .map(Into::into)
+            .collect()))
     }
 
     /// `prioritystatus`.
     #[napi(ts_return_type = "Promise<Array<JsPriorityStatus>>")]
     pub fn priority_status(&self, env: Env) -> Result<AsyncBlock<Vec<JsPriorityStatus>>> {
-        admin_call!(self, env, |a| Ok(a.priority_status().await?.into_iter().map(Into::into).collect()))
+        admin_call!(self, env, |a| Ok(a
+            .priority_status()
+            .await?
+            .into_iter()
+            .map(Into::into)
+            .collect()))
     }
 
     /// `workers`.
     #[napi(ts_return_type = "Promise<Array<JsWorkerInfo>>")]
     pub fn workers(&self, env: Env) -> Result<AsyncBlock<Vec<JsWorkerInfo>>> {
-        admin_call!(self, env, |a| Ok(a.workers().await?.into_iter().map(Into::into).collect()))
+        admin_call!(self, env, |a| Ok(a
+            .workers()
+            .await?
+            .into_iter()
+            .map(Into::into)
+            .collect()))
     }
 
     /// `version`.
@@ -216,7 +233,12 @@ impl NativeAdmin {
     /// `show jobs`.
     #[napi(ts_return_type = "Promise<Array<JsJobInfo>>")]
     pub fn show_jobs(&self, env: Env) -> Result<AsyncBlock<Vec<JsJobInfo>>> {
-        admin_call!(self, env, |a| Ok(a.show_jobs().await?.into_iter().map(Into::into).collect()))
+        admin_call!(self, env, |a| Ok(a
+            .show_jobs()
+            .await?
+            .into_iter()
+            .map(Into::into)
+            .collect()))
     }
 
     /// `show unique jobs`.
@@ -233,7 +255,12 @@ impl NativeAdmin {
 
     /// `maxqueue FUNC [HIGH NORMAL LOW]`.
     #[napi(ts_return_type = "Promise<void>")]
-    pub fn maxqueue(&self, env: Env, function: String, limits: Option<Vec<u32>>) -> Result<AsyncBlock<()>> {
+    pub fn maxqueue(
+        &self,
+        env: Env,
+        function: String,
+        limits: Option<Vec<u32>>,
+    ) -> Result<AsyncBlock<()>> {
         let limits = match limits {
             None => None,
             Some(v) if v.len() == 3 => Some([v[0], v[1], v[2]]),

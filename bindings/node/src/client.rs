@@ -86,7 +86,10 @@ impl From<JobEvent> for JsJobEvent {
         let (kind, data, num) = match ev {
             JobEvent::Data(d) => ("data", Some(d), None),
             JobEvent::Warning(d) => ("warning", Some(d), None),
-            JobEvent::Status { numerator, denominator } => ("status", None, Some((numerator, denominator))),
+            JobEvent::Status {
+                numerator,
+                denominator,
+            } => ("status", None, Some((numerator, denominator))),
             JobEvent::Complete(d) => ("complete", Some(d), None),
             JobEvent::Failed => ("fail", None, None),
             JobEvent::Exception(d) => ("exception", Some(d), None),
@@ -105,7 +108,8 @@ fn submit_options(args: Option<SubmitArgs>) -> Result<SubmitOptions> {
     if let Some(a) = args {
         opts.unique = a.unique.map(Bytes::from);
         if let Some(p) = a.priority {
-            opts.priority = Priority::from_index(p as i64).ok_or_else(|| invalid("priority must be 0, 1 or 2"))?;
+            opts.priority = Priority::from_index(p as i64)
+                .ok_or_else(|| invalid("priority must be 0, 1 or 2"))?;
         }
         if let Some(t) = a.timeout {
             opts.timeout = Some(millis("timeout", t)?);
@@ -116,11 +120,16 @@ fn submit_options(args: Option<SubmitArgs>) -> Result<SubmitOptions> {
 }
 
 fn watch_of(cancel: Option<&Canceller>) -> CancelWatch {
-    cancel.map(Canceller::watch).unwrap_or_else(CancelWatch::never)
+    cancel
+        .map(Canceller::watch)
+        .unwrap_or_else(CancelWatch::never)
 }
 
 /// Runs `fut` unless `cancel` fires first.
-async fn cancellable<T>(mut cancel: CancelWatch, fut: impl std::future::Future<Output = Result<T>>) -> Result<T> {
+async fn cancellable<T>(
+    mut cancel: CancelWatch,
+    fut: impl std::future::Future<Output = Result<T>>,
+) -> Result<T> {
     tokio::select! {
         r = fut => r,
         _ = cancel.cancelled() => Err(aborted()),
@@ -152,7 +161,8 @@ impl NativeClient {
             o.submit_timeout = millis("submitTimeout", t)?;
         }
         o.client_id = args.client_id;
-        let inner = napi::bindgen_prelude::within_runtime_if_available(|| Client::new(o)).map_err(to_napi)?;
+        let inner = napi::bindgen_prelude::within_runtime_if_available(|| Client::new(o))
+            .map_err(to_napi)?;
         Ok(NativeClient { inner })
     }
 
@@ -171,7 +181,10 @@ impl NativeClient {
         let client = self.inner.clone();
         let watch = watch_of(cancel);
         AsyncBlockBuilder::new(cancellable(watch, async move {
-            let r = client.submit(&function, data, opts).await.map_err(to_napi)?;
+            let r = client
+                .submit(&function, data, opts)
+                .await
+                .map_err(to_napi)?;
             Ok(Buffer::from(r.to_vec()))
         }))
         .build(&env)
@@ -193,7 +206,10 @@ impl NativeClient {
         let watch = watch_of(cancel);
         let job_watch = watch.clone();
         AsyncBlockBuilder::new(cancellable(watch, async move {
-            let job = client.submit_job(&function, data, opts).await.map_err(to_napi)?;
+            let job = client
+                .submit_job(&function, data, opts)
+                .await
+                .map_err(to_napi)?;
             Ok(NativeRunningJob {
                 handle: job.handle().to_string(),
                 job: Arc::new(Mutex::new(Some(job))),
@@ -217,7 +233,10 @@ impl NativeClient {
         let data = Bytes::from(data.to_vec());
         let client = self.inner.clone();
         AsyncBlockBuilder::new(cancellable(watch_of(cancel), async move {
-            client.submit_background(&function, data, opts).await.map_err(to_napi)
+            client
+                .submit_background(&function, data, opts)
+                .await
+                .map_err(to_napi)
         }))
         .build(&env)
     }
@@ -226,15 +245,28 @@ impl NativeClient {
     #[napi(ts_return_type = "Promise<JsJobStatus>")]
     pub fn status(&self, env: Env, handle: String) -> Result<AsyncBlock<JsJobStatus>> {
         let client = self.inner.clone();
-        AsyncBlockBuilder::new(async move { client.status(&handle).await.map(Into::into).map_err(to_napi) }).build(&env)
+        AsyncBlockBuilder::new(async move {
+            client
+                .status(&handle)
+                .await
+                .map(Into::into)
+                .map_err(to_napi)
+        })
+        .build(&env)
     }
 
     /// GET_STATUS_UNIQUE of a unique key.
     #[napi(ts_return_type = "Promise<JsJobStatus>")]
     pub fn status_unique(&self, env: Env, unique: String) -> Result<AsyncBlock<JsJobStatus>> {
         let client = self.inner.clone();
-        AsyncBlockBuilder::new(async move { client.status_unique(&unique).await.map(Into::into).map_err(to_napi) })
-            .build(&env)
+        AsyncBlockBuilder::new(async move {
+            client
+                .status_unique(&unique)
+                .await
+                .map(Into::into)
+                .map_err(to_napi)
+        })
+        .build(&env)
     }
 
     /// ECHO round trip.

@@ -56,7 +56,11 @@ fn code_from_text(text: &str) -> &'static str {
         "ECONNREFUSED"
     } else if t.contains("timed out") {
         "ETIMEDOUT"
-    } else if t.contains("reset") || t.contains("lost") || t.contains("closed") || t.contains("broken pipe") {
+    } else if t.contains("reset")
+        || t.contains("lost")
+        || t.contains("closed")
+        || t.contains("broken pipe")
+    {
         "ECONNRESET"
     } else if t.contains("unreachable") {
         "EHOSTUNREACH"
@@ -84,9 +88,13 @@ pub fn to_napi(err: Error) -> napi::Error {
         (Error::NoServer(inner), _) => encoded("connection", code_from_text(inner), "", &message),
         (Error::Server { code, text }, _) => encoded("server", "ESERVER", code, text),
         (Error::JobFailed { handle }, _) => encoded("jobfailed", "EJOBFAILED", handle, &message),
-        (Error::JobException { handle, message: text }, _) => {
-            encoded("jobexception", "EJOBEXCEPTION", handle, text)
-        }
+        (
+            Error::JobException {
+                handle,
+                message: text,
+            },
+            _,
+        ) => encoded("jobexception", "EJOBEXCEPTION", handle, text),
         (_, ErrorKind::Timeout) => encoded("timeout", "ETIMEDOUT", "", &message),
         (_, ErrorKind::Protocol) => encoded("protocol", "EPROTOCOL", "", &message),
         (_, ErrorKind::InvalidArgument) => encoded("invalid", "EINVAL", "", &message),

@@ -10,12 +10,32 @@
 mod admin;
 mod client;
 mod error;
-// mod server;
+mod server;
 mod util;
 mod worker;
 
 pub use admin::*;
 pub use client::*;
-// pub use server::*;
+pub use server::*;
 pub use util::Canceller;
 pub use worker::*;
+
+/// One tokio worker thread by default: Gearman traffic is I/O-bound, and a
+/// single thread saves cross-thread wake-ups between the connection tasks and
+/// the submissions (`POLYGEAR_THREADS=n` overrides).
+#[napi_derive::module_init]
+fn init() {
+    let threads = std::env::var("POLYGEAR_THREADS")
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok())
+        .filter(|n| *n > 0)
+        .unwrap_or(1);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(threads)
+        .thread_name("polygear")
+        .enable_all()
+        .build();
+    if let Ok(rt) = rt {
+        napi::bindgen_prelude::create_custom_tokio_runtime(rt);
+    }
+}

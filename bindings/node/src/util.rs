@@ -23,7 +23,9 @@ pub fn parse_servers(list: &[String]) -> napi::Result<Vec<ServerAddr>> {
 /// Milliseconds (finite, ≥ 0) to a `Duration`.
 pub fn millis(name: &str, ms: f64) -> napi::Result<Duration> {
     if !ms.is_finite() || !(0.0..=1e15).contains(&ms) {
-        return Err(invalid(format!("{name} must be a finite number of milliseconds ≥ 0")));
+        return Err(invalid(format!(
+            "{name} must be a finite number of milliseconds ≥ 0"
+        )));
     }
     Ok(Duration::from_secs_f64(ms / 1000.0))
 }

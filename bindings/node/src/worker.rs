@@ -4,9 +4,10 @@
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use napi::bindgen_prelude::*;
-use napi::threadsafe_function::ThreadsafeFunction;
+use napi::threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode};
 use napi_derive::napi;
 use polygear::{Bytes, Job, Worker, WorkerOptions};
+use tokio::sync::{watch, Notify};
 
 use crate::error::{invalid, to_napi};
 use crate::util::{millis, parse_servers};
@@ -24,19 +25,25 @@ pub struct WorkerArgs {
     pub connect_timeout: Option<f64>,
 }
 
-/// The JS dispatcher: called with each job, returns a Promise that settles
-/// once the job has been ended (index.js always resolves it).
-type Dispatch = ThreadsafeFunction<NativeJob, Promise<()>, NativeJob, Status, false, true>;
+/// The JS dispatcher, called (fire-and-forget, weak: it does not keep Node
+/// alive) with each job; index.js always ends the job it is given.
+type Dispatch = ThreadsafeFunction<NativeJob, (), NativeJob, Status, false, true>;
 
-/// A job handed to JS. The core `Job` is shared with the Rust side, which
-/// fails it if JS never ended it.
+/// The core `Job` shared between JS and the Rust handler, which waits for
+/// JS to end it (or fails it when the worker gives up on JS).
+struct JobSlot {
+    job: Mutex<Option<Job>>,
+    done: Notify,
+}
+
+/// A job handed to JS.
 #[napi]
 pub struct NativeJob {
     handle: String,
     function: String,
     unique: String,
     data: Bytes,
-    job: Arc<Mutex<Option<Job>>>,
+    slot: Arc<JobSlot>,
 }
 
 fn lock(job: &Mutex<Option<Job>>) -> MutexGuard<'_, Option<Job>> {
@@ -72,19 +79,24 @@ impl NativeJob {
     /// True once the job was completed, failed or raised.
     #[napi(getter)]
     pub fn finished(&self) -> bool {
-        lock(&self.job).is_none()
+        lock(&self.slot.job).is_none()
     }
 
     fn with_job(&self, f: impl FnOnce(&Job) -> polygear::Result<()>) -> Result<()> {
-        match lock(&self.job).as_ref() {
+        match lock(&self.slot.job).as_ref() {
             Some(job) => f(job).map_err(to_napi),
             None => Err(invalid("the job has already finished")),
         }
     }
 
     fn finish(&self, f: impl FnOnce(Job) -> polygear::Result<()>) -> Result<()> {
-        match lock(&self.job).take() {
-            Some(job) => f(job).map_err(to_napi),
+        let job = lock(&self.slot.job).take();
+        match job {
+            Some(job) => {
+                let sent = f(job).map_err(to_napi);
+                self.slot.done.notify_one(); // frees the worker slot right away
+                sent
+            }
             None => Err(invalid("the job has already finished")),
         }
     }
@@ -129,10 +141,19 @@ impl NativeJob {
     }
 }
 
+/// Resolves when `rx` turns true; never if its sender is gone unfired.
+async fn fired(rx: &mut watch::Receiver<bool>) {
+    if rx.wait_for(|a| *a).await.is_err() {
+        std::future::pending::<()>().await
+    }
+}
+
 /// A Gearman worker (wrapped by `Worker` in index.js).
 #[napi]
 pub struct NativeWorker {
     inner: Worker,
+    /// Fired by `abandon()`: handlers stop waiting for JS and fail their jobs.
+    abandon: watch::Sender<bool>,
 }
 
 #[napi]
@@ -154,55 +175,71 @@ impl NativeWorker {
             o.connect_timeout = millis("connectTimeout", t)?;
         }
         o.client_id = args.client_id;
-        let inner = napi::bindgen_prelude::within_runtime_if_available(|| Worker::new(o)).map_err(to_napi)?;
-        Ok(NativeWorker { inner })
+        let inner = napi::bindgen_prelude::within_runtime_if_available(|| Worker::new(o))
+            .map_err(to_napi)?;
+        Ok(NativeWorker {
+            inner,
+            abandon: watch::channel(false).0,
+        })
     }
 
     /// CAN_DO (or CAN_DO_TIMEOUT with `timeout` ms).
     #[napi]
     pub fn register(&self, function: String, timeout: Option<f64>) -> Result<()> {
         let timeout = timeout.map(|t| millis("timeout", t)).transpose()?;
-        napi::bindgen_prelude::within_runtime_if_available(|| self.inner.register(&function, timeout)).map_err(to_napi)
+        napi::bindgen_prelude::within_runtime_if_available(|| {
+            self.inner.register(&function, timeout)
+        })
+        .map_err(to_napi)
     }
 
     /// CANT_DO.
     #[napi]
     pub fn unregister(&self, function: String) -> Result<()> {
-        napi::bindgen_prelude::within_runtime_if_available(|| self.inner.unregister(&function)).map_err(to_napi)
+        napi::bindgen_prelude::within_runtime_if_available(|| self.inner.unregister(&function))
+            .map_err(to_napi)
     }
 
     /// Runs `dispatch` for every job until `stop`; resolves after the running
     /// handlers finished.
-    #[napi(ts_args_type = "dispatch: (job: NativeJob) => Promise<void>", ts_return_type = "Promise<void>")]
+    #[napi(
+        ts_args_type = "dispatch: (job: NativeJob) => void",
+        ts_return_type = "Promise<void>"
+    )]
     pub fn work(&self, env: Env, dispatch: Dispatch) -> Result<AsyncBlock<()>> {
         let worker = self.inner.clone();
         let dispatch = Arc::new(dispatch);
+        let abandon = self.abandon.subscribe();
         AsyncBlockBuilder::new(async move {
             worker
                 .run(move |job: Job| {
                     let dispatch = dispatch.clone();
+                    let mut abandon = abandon.clone();
                     async move {
-                        let shared = Arc::new(Mutex::new(None));
+                        let slot = Arc::new(JobSlot {
+                            job: Mutex::new(None),
+                            done: Notify::new(),
+                        });
                         let native = NativeJob {
                             handle: job.handle().to_string(),
                             function: job.function().to_string(),
                             unique: job.unique().to_string(),
                             data: job.data().clone(),
-                            job: shared.clone(),
+                            slot: slot.clone(),
                         };
-                        *lock(&shared) = Some(job);
-                        let outcome = match dispatch.call_async_catch(native).await {
-                            Ok(promise) => promise.await.err(),
-                            Err(e) => Some(e),
-                        };
-                        // index.js always ends the job; this covers a dispatcher that
-                        // could not run (e.g. the JS environment is shutting down).
-                        let leftover = lock(&shared).take();
+                        *lock(&slot.job) = Some(job);
+                        if dispatch.call(native, ThreadsafeFunctionCallMode::NonBlocking)
+                            == Status::Ok
+                        {
+                            tokio::select! {
+                                _ = slot.done.notified() => {}
+                                _ = fired(&mut abandon) => {} // stop() timed out: fail the job
+                            }
+                        }
+                        // JS ended the job, or could not run / was given up on: fail it.
+                        let leftover = lock(&slot.job).take();
                         if let Some(job) = leftover {
-                            let _ = match outcome {
-                                Some(e) => job.exception(e.reason.clone()),
-                                None => job.fail(),
-                            };
+                            let _ = job.fail();
                         }
                     }
                 })
@@ -216,6 +253,13 @@ impl NativeWorker {
     #[napi]
     pub fn stop(&self) {
         self.inner.stop();
+    }
+
+    /// Stops waiting for running JS handlers: their jobs are failed now
+    /// (their later results are ignored), so `work` and `shutdown` can end.
+    #[napi]
+    pub fn abandon(&self) {
+        self.abandon.send_replace(true);
     }
 
     /// True once `stop` was called.

@@ -150,8 +150,8 @@ impl JobInner {
                 handle,
                 message: String::from_utf8_lossy(&m).into_owned(),
             }),
-            Some(CoreEvent::Failed) | None => Err(polygear::Error::JobFailed { handle }),
-            Some(_) => unreachable!("only final events are stored"),
+            // WORK_FAIL, or the event stream ended without a final event
+            _ => Err(polygear::Error::JobFailed { handle }),
         }
     }
 }
@@ -259,6 +259,62 @@ fn running(job: polygear::RunningJob) -> (String, Arc<AsyncMutex<JobInner>>) {
         handle,
         Arc::new(AsyncMutex::new(JobInner { job, last: None })),
     )
+}
+
+/// Optional per-event callbacks of `submit`.
+struct Callbacks {
+    on_data: Option<Py<PyAny>>,
+    on_warning: Option<Py<PyAny>>,
+    on_status: Option<Py<PyAny>>,
+}
+
+impl Callbacks {
+    fn new(
+        on_data: Option<&Bound<'_, PyAny>>,
+        on_warning: Option<&Bound<'_, PyAny>>,
+        on_status: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<Option<Callbacks>> {
+        let check = |name: &str, cb: Option<&Bound<'_, PyAny>>| -> PyResult<Option<Py<PyAny>>> {
+            match cb {
+                None => Ok(None),
+                Some(c) if c.is_none() => Ok(None),
+                Some(c) if c.is_callable() => Ok(Some(c.clone().unbind())),
+                Some(c) => Err(PyTypeError::new_err(format!(
+                    "{name} must be callable or None, not {}",
+                    util::type_name(c)
+                ))),
+            }
+        };
+        let cbs = Callbacks {
+            on_data: check("on_data", on_data)?,
+            on_warning: check("on_warning", on_warning)?,
+            on_status: check("on_status", on_status)?,
+        };
+        let any = cbs.on_data.is_some() || cbs.on_warning.is_some() || cbs.on_status.is_some();
+        Ok(any.then_some(cbs))
+    }
+
+    /// The callback for an intermediate event and its arguments.
+    fn pick<'py>(
+        &self,
+        py: Python<'py>,
+        ev: &CoreEvent,
+    ) -> PyResult<Option<(Bound<'py, PyAny>, Bound<'py, pyo3::types::PyTuple>)>> {
+        use pyo3::types::PyTuple;
+        let (cb, args) = match ev {
+            CoreEvent::Data(b) => (&self.on_data, PyTuple::new(py, [PyBytes::new(py, b)])?),
+            CoreEvent::Warning(b) => (&self.on_warning, PyTuple::new(py, [PyBytes::new(py, b)])?),
+            CoreEvent::Status {
+                numerator,
+                denominator,
+            } => (
+                &self.on_status,
+                PyTuple::new(py, [*numerator, *denominator])?,
+            ),
+            _ => return Ok(None),
+        };
+        Ok(cb.as_ref().map(|c| (c.bind(py).clone(), args)))
+    }
 }
 
 /// Arguments of one submission, converted while holding the GIL.
@@ -408,8 +464,10 @@ impl Client {
         })
     }
 
-    /// Runs a foreground job and returns its result.
-    #[pyo3(signature = (func, data, *, unique=None, priority=None, timeout=None))]
+    /// Runs a foreground job and returns its result; the optional callbacks
+    /// receive its WORK_DATA, WORK_WARNING and WORK_STATUS events.
+    #[pyo3(signature = (func, data, *, unique=None, priority=None, timeout=None, on_data=None, on_warning=None, on_status=None))]
+    #[allow(clippy::too_many_arguments)]
     fn submit(
         &self,
         py: Python<'_>,
@@ -418,6 +476,9 @@ impl Client {
         unique: Option<&Bound<'_, PyAny>>,
         priority: Option<&Bound<'_, PyAny>>,
         timeout: Option<&Bound<'_, PyAny>>,
+        on_data: Option<&Bound<'_, PyAny>>,
+        on_warning: Option<&Bound<'_, PyAny>>,
+        on_status: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<Py<PyBytes>> {
         let normal = pyo3::types::PyString::new(py, "normal");
         let s = submission(
@@ -428,11 +489,32 @@ impl Client {
             timeout,
         )?;
         let c = self.inner.clone();
-        let r = wait(
-            py,
-            async move { c.submit(&s.function, s.data, s.opts).await },
-        )?
+        let Some(cbs) = Callbacks::new(on_data, on_warning, on_status)? else {
+            let r = wait(
+                py,
+                async move { c.submit(&s.function, s.data, s.opts).await },
+            )?
+            .map_err(to_pyerr)?;
+            return Ok(to_bytes(py, &r));
+        };
+        let job = wait(py, async move {
+            c.submit_job(&s.function, s.data, s.opts).await
+        })?
         .map_err(to_pyerr)?;
+        let (_, inner) = running(job);
+        loop {
+            let i = inner.clone();
+            let ev = wait(py, async move { i.lock().await.next().await })?.map_err(to_pyerr)?;
+            match ev {
+                Some(e) if !e.is_final() => {
+                    if let Some((cb, args)) = cbs.pick(py, &e)? {
+                        cb.call1(args)?;
+                    }
+                }
+                _ => break,
+            }
+        }
+        let r = wait(py, async move { inner.lock().await.result().await })?.map_err(to_pyerr)?;
         Ok(to_bytes(py, &r))
     }
 
@@ -575,8 +657,10 @@ impl AsyncClient {
         })
     }
 
-    /// Runs a foreground job; awaitable of its result.
-    #[pyo3(signature = (func, data, *, unique=None, priority=None, timeout=None))]
+    /// Runs a foreground job; awaitable of its result. The optional callbacks
+    /// run on the event loop for its WORK_DATA, WORK_WARNING and WORK_STATUS events.
+    #[pyo3(signature = (func, data, *, unique=None, priority=None, timeout=None, on_data=None, on_warning=None, on_status=None))]
+    #[allow(clippy::too_many_arguments)]
     fn submit<'py>(
         &self,
         py: Python<'py>,
@@ -585,6 +669,9 @@ impl AsyncClient {
         unique: Option<&Bound<'py, PyAny>>,
         priority: Option<&Bound<'py, PyAny>>,
         timeout: Option<&Bound<'py, PyAny>>,
+        on_data: Option<&Bound<'py, PyAny>>,
+        on_warning: Option<&Bound<'py, PyAny>>,
+        on_status: Option<&Bound<'py, PyAny>>,
     ) -> PyResult<Bound<'py, PyAny>> {
         let normal = pyo3::types::PyString::new(py, "normal");
         let s = submission(
@@ -595,11 +682,43 @@ impl AsyncClient {
             timeout,
         )?;
         let c = self.inner.clone();
+        let Some(cbs) = Callbacks::new(on_data, on_warning, on_status)? else {
+            return pyo3_async_runtimes::tokio::future_into_py(py, async move {
+                let r = c
+                    .submit(&s.function, s.data, s.opts)
+                    .await
+                    .map_err(to_pyerr)?;
+                Ok(Python::attach(|py| to_bytes(py, &r)))
+            });
+        };
+        // callbacks run on the event loop's thread, in order, before the result
+        let event_loop = pyo3_async_runtimes::tokio::get_current_locals(py)?
+            .event_loop(py)
+            .unbind();
         pyo3_async_runtimes::tokio::future_into_py(py, async move {
-            let r = c
-                .submit(&s.function, s.data, s.opts)
+            let job = c
+                .submit_job(&s.function, s.data, s.opts)
                 .await
                 .map_err(to_pyerr)?;
+            let (_, inner) = running(job);
+            let mut guard = inner.lock().await;
+            while let Some(e) = guard.next().await.map_err(to_pyerr)? {
+                if e.is_final() {
+                    break;
+                }
+                Python::attach(|py| -> PyResult<()> {
+                    if let Some((cb, args)) = cbs.pick(py, &e)? {
+                        let mut call = vec![cb];
+                        call.extend(args.iter());
+                        event_loop.bind(py).call_method1(
+                            "call_soon_threadsafe",
+                            pyo3::types::PyTuple::new(py, call)?,
+                        )?;
+                    }
+                    Ok(())
+                })?;
+            }
+            let r = guard.result().await.map_err(to_pyerr)?;
             Ok(Python::attach(|py| to_bytes(py, &r)))
         })
     }

@@ -1,12 +1,11 @@
 //! The native side of `polygear.Worker` / `polygear.AsyncWorker`: job
 //! delivery to Python threads or asyncio tasks, and the `Job` object.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 
 use polygear::WorkerOptions;
 use pyo3::prelude::*;
 use pyo3::types::PyBytes;
-use tokio::sync::{mpsc, Mutex as AsyncMutex};
 
 use crate::util::{self, opt_payload, payload, rt, to_pyerr, wait};
 
@@ -121,36 +120,10 @@ impl Job {
     }
 }
 
-type Rx = Arc<AsyncMutex<mpsc::Receiver<polygear::Job>>>;
-
-/// The Rust worker plus a feeder task handing grabbed jobs to Python.
+/// The Rust worker; Python threads / asyncio tasks pull jobs from it.
 #[pyclass(module = "polygear._polygear", frozen)]
 pub struct NativeWorker {
     worker: polygear::Worker,
-    rx: Mutex<Option<Rx>>,
-}
-
-impl NativeWorker {
-    /// The job channel, starting the feeder task on first use.
-    fn receiver(&self) -> Rx {
-        let mut guard = self.rx.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(rx) = guard.as_ref() {
-            return rx.clone();
-        }
-        let (tx, rx) = mpsc::channel(1);
-        let w = self.worker.clone();
-        rt().spawn(async move {
-            while let Some(job) = w.next_job().await {
-                if let Err(mpsc::error::SendError(job)) = tx.send(job).await {
-                    let _ = job.fail();
-                    break;
-                }
-            }
-        });
-        let rx = Arc::new(AsyncMutex::new(rx));
-        *guard = Some(rx.clone());
-        rx
-    }
 }
 
 #[pymethods]
@@ -174,10 +147,7 @@ impl NativeWorker {
             ..WorkerOptions::default()
         };
         let worker = polygear::Worker::new(opts).map_err(to_pyerr)?;
-        Ok(NativeWorker {
-            worker,
-            rx: Mutex::new(None),
-        })
+        Ok(NativeWorker { worker })
     }
 
     /// CAN_DO (or CAN_DO_TIMEOUT).
@@ -202,16 +172,17 @@ impl NativeWorker {
 
     /// Blocks (GIL released) for the next job; None once stopped and drained.
     fn next_job(&self, py: Python<'_>) -> PyResult<Option<Job>> {
-        let rx = self.receiver();
-        let job = wait(py, async move { rx.lock().await.recv().await })?;
+        // `Worker::next_job` is cancel-safe: an interrupted wait loses no job.
+        let w = self.worker.clone();
+        let job = wait(py, async move { w.next_job().await })?;
         Ok(job.map(|j| Job::new(py, j)))
     }
 
     /// Awaitable of the next job; None once stopped and drained.
     fn next_job_async<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
-        let rx = self.receiver();
+        let w = self.worker.clone();
         pyo3_async_runtimes::tokio::future_into_py(py, async move {
-            let job = rx.lock().await.recv().await;
+            let job = w.next_job().await;
             Ok(job.map(|j| Python::attach(|py| Job::new(py, j))))
         })
     }

@@ -19,9 +19,13 @@ impl NativeAdmin {
     fn connect(ruby: &Ruby, server: String, timeout: Option<f64>) -> Result<Self, Error> {
         let addr: polygear::ServerAddr = server.parse().map_err(|e| map_err(ruby, e))?;
         let timeout = opt_secs(ruby, timeout)?.unwrap_or(Duration::from_secs(5));
-        let admin = gvl::wait(ruby, async move { polygear::Admin::connect(&addr, timeout).await })?
-            .map_err(|e| map_err(ruby, e))?;
-        Ok(NativeAdmin { inner: Arc::new(Mutex::new(Some(admin))) })
+        let admin = gvl::wait(ruby, async move {
+            polygear::Admin::connect(&addr, timeout).await
+        })?
+        .map_err(|e| map_err(ruby, e))?;
+        Ok(NativeAdmin {
+            inner: Arc::new(Mutex::new(Some(admin))),
+        })
     }
 
     /// Runs one admin call with the GVL released (calls are serialized).
@@ -127,7 +131,12 @@ impl NativeAdmin {
         })
     }
 
-    fn maxqueue(ruby: &Ruby, rb_self: &Self, function: String, limits: Option<Vec<u32>>) -> Result<(), Error> {
+    fn maxqueue(
+        ruby: &Ruby,
+        rb_self: &Self,
+        function: String,
+        limits: Option<Vec<u32>>,
+    ) -> Result<(), Error> {
         let limits = match limits {
             None => None,
             Some(v) if v.len() == 1 => Some([v[0]; 3]),
@@ -189,7 +198,10 @@ pub(crate) fn define(ruby: &Ruby, native: RModule) -> Result<(), Error> {
     c.define_method("priority_status", method!(NativeAdmin::priority_status, 0))?;
     c.define_method("workers", method!(NativeAdmin::workers, 0))?;
     c.define_method("show_jobs", method!(NativeAdmin::show_jobs, 0))?;
-    c.define_method("show_unique_jobs", method!(NativeAdmin::show_unique_jobs, 0))?;
+    c.define_method(
+        "show_unique_jobs",
+        method!(NativeAdmin::show_unique_jobs, 0),
+    )?;
     c.define_method("version", method!(NativeAdmin::version, 0))?;
     c.define_method("getpid", method!(NativeAdmin::getpid, 0))?;
     c.define_method("verbose", method!(NativeAdmin::verbose, 0))?;

@@ -23,7 +23,10 @@ fn priority(ruby: &Ruby, v: Value) -> Result<Priority, Error> {
     } else {
         return Err(Error::new(
             ruby.exception_type_error(),
-            format!("priority must be :high, :normal or :low, not {}", v.class().inspect()),
+            format!(
+                "priority must be :high, :normal or :low, not {}",
+                v.class().inspect()
+            ),
         ));
     };
     match name.as_str() {
@@ -105,7 +108,10 @@ impl NativeClient {
         let data = bytes_of(data);
         let opts = submit_options(ruby, unique, prio, timeout, None)?;
         let client = rb_self.inner.clone();
-        let r = gvl::wait(ruby, async move { client.submit(&function, data, opts).await })?;
+        let r = gvl::wait(
+            ruby,
+            async move { client.submit(&function, data, opts).await },
+        )?;
         match r {
             Ok(b) => Ok(ruby.str_from_slice(&b)),
             Err(e) => Err(map_err(ruby, e)),
@@ -125,7 +131,9 @@ impl NativeClient {
         let data = bytes_of(data);
         let opts = submit_options(ruby, unique, prio, None, epoch)?;
         let client = rb_self.inner.clone();
-        let r = gvl::wait(ruby, async move { client.submit_background(&function, data, opts).await })?;
+        let r = gvl::wait(ruby, async move {
+            client.submit_background(&function, data, opts).await
+        })?;
         r.map_err(|e| map_err(ruby, e))
     }
 
@@ -141,8 +149,10 @@ impl NativeClient {
         let data = bytes_of(data);
         let opts = submit_options(ruby, unique, prio, timeout, None)?;
         let client = rb_self.inner.clone();
-        let job = gvl::wait(ruby, async move { client.submit_job(&function, data, opts).await })?
-            .map_err(|e| map_err(ruby, e))?;
+        let job = gvl::wait(ruby, async move {
+            client.submit_job(&function, data, opts).await
+        })?
+        .map_err(|e| map_err(ruby, e))?;
         Ok(NativeRunningJob {
             handle: job.handle().to_string(),
             inner: Arc::new(tokio::sync::Mutex::new(Some(job))),
@@ -151,21 +161,23 @@ impl NativeClient {
 
     fn status(ruby: &Ruby, rb_self: &Self, handle: String) -> Result<RArray, Error> {
         let client = rb_self.inner.clone();
-        let st = gvl::wait(ruby, async move { client.status(&handle).await })?.map_err(|e| map_err(ruby, e))?;
+        let st = gvl::wait(ruby, async move { client.status(&handle).await })?
+            .map_err(|e| map_err(ruby, e))?;
         Ok(status_array(ruby, st))
     }
 
     fn status_unique(ruby: &Ruby, rb_self: &Self, unique: String) -> Result<RArray, Error> {
         let client = rb_self.inner.clone();
-        let st =
-            gvl::wait(ruby, async move { client.status_unique(&unique).await })?.map_err(|e| map_err(ruby, e))?;
+        let st = gvl::wait(ruby, async move { client.status_unique(&unique).await })?
+            .map_err(|e| map_err(ruby, e))?;
         Ok(status_array(ruby, st))
     }
 
     fn echo(ruby: &Ruby, rb_self: &Self, data: RString) -> Result<RString, Error> {
         let data = bytes_of(data);
         let client = rb_self.inner.clone();
-        let b = gvl::wait(ruby, async move { client.echo(data).await })?.map_err(|e| map_err(ruby, e))?;
+        let b = gvl::wait(ruby, async move { client.echo(data).await })?
+            .map_err(|e| map_err(ruby, e))?;
         Ok(ruby.str_from_slice(&b))
     }
 
@@ -195,7 +207,7 @@ impl NativeRunningJob {
         let handle = rb_self.handle.clone();
         let ev = gvl::wait(ruby, async move {
             let mut guard = inner.lock().await;
-            let Some(job) = guard.as_mut() else { return None };
+            let job = guard.as_mut()?;
             let ev = job.next_event().await;
             if !matches!(ev, Some(Ok(ref e)) if !e.is_final()) {
                 *guard = None;
@@ -217,7 +229,10 @@ impl NativeRunningJob {
                 a.push(ruby.to_symbol("warning"))?;
                 a.push(ruby.str_from_slice(&b))?;
             }
-            JobEvent::Status { numerator, denominator } => {
+            JobEvent::Status {
+                numerator,
+                denominator,
+            } => {
                 a.push(ruby.to_symbol("status"))?;
                 a.push(numerator)?;
                 a.push(denominator)?;
@@ -230,7 +245,10 @@ impl NativeRunningJob {
             JobEvent::Exception(m) => {
                 return Err(map_err(
                     ruby,
-                    polygear::Error::JobException { handle, message: String::from_utf8_lossy(&m).into_owned() },
+                    polygear::Error::JobException {
+                        handle,
+                        message: String::from_utf8_lossy(&m).into_owned(),
+                    },
                 ))
             }
         }
@@ -242,7 +260,10 @@ pub(crate) fn define(ruby: &Ruby, _polygear: RModule, native: RModule) -> Result
     let c = native.define_class("Client", ruby.class_object())?;
     c.define_singleton_method("new", function!(NativeClient::new, 5))?;
     c.define_method("submit", method!(NativeClient::submit, 5))?;
-    c.define_method("submit_background", method!(NativeClient::submit_background, 5))?;
+    c.define_method(
+        "submit_background",
+        method!(NativeClient::submit_background, 5),
+    )?;
     c.define_method("submit_job", method!(NativeClient::submit_job, 5))?;
     c.define_method("status", method!(NativeClient::status, 1))?;
     c.define_method("status_unique", method!(NativeClient::status_unique, 1))?;

@@ -33,7 +33,10 @@ unsafe extern "C" fn ubf(data: *mut c_void) {
 /// Runs `f` without the GVL. `None` if Ruby had an interrupt pending and
 /// did not run `f` at all; `Some(Err(_))` if `f` panicked.
 fn without_gvl<F: FnOnce() -> R, R>(f: F, cancel: &Arc<Notify>) -> Option<std::thread::Result<R>> {
-    let mut call: Call<F, R> = Call { f: Some(f), r: None };
+    let mut call: Call<F, R> = Call {
+        f: Some(f),
+        r: None,
+    };
     // SAFETY: the trampoline only touches `call`; the ubf only touches the Notify,
     // which outlives the call. rb_thread_call_without_gvl2 (unlike the non-2
     // variant) never longjmps, so Rust frames are not skipped.
@@ -87,7 +90,10 @@ where
             }
             Some(Err(_)) => {
                 handle.abort();
-                return Err(Error::new(ruby.exception_runtime_error(), "panic in polygear native code"));
+                return Err(Error::new(
+                    ruby.exception_runtime_error(),
+                    "panic in polygear native code",
+                ));
             }
             // Interrupted (or not started because an interrupt was pending).
             Some(Ok(None)) | None => {

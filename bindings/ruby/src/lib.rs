@@ -18,7 +18,7 @@ use magnus::{prelude::*, value::Opaque, Error, ExceptionClass, RModule, Ruby, Va
 mod admin;
 mod client;
 mod gvl;
-// TEMP mod server;
+mod server;
 mod worker;
 
 /// The one tokio runtime of the process, created on first use.
@@ -84,14 +84,17 @@ pub(crate) fn map_err(ruby: &Ruby, e: polygear::Error) -> Error {
     };
     let msg = e.to_string();
     let (class, ivars): (Opaque<ExceptionClass>, Vec<(&str, String)>) = match e {
-        E::Connect { .. } | E::ConnectionLost { .. } | E::NoServer(_) | E::Io(_) => (c.connection, vec![]),
+        E::Connect { .. } | E::ConnectionLost { .. } | E::NoServer(_) | E::Io(_) => {
+            (c.connection, vec![])
+        }
         E::Timeout(_) => (c.timeout, vec![]),
         E::Protocol(_) => (c.protocol, vec![]),
         E::Server { code, .. } => (c.server, vec![("@code", code)]),
         E::JobFailed { handle } => (c.job_failed, vec![("@handle", handle)]),
-        E::JobException { handle, message } => {
-            (c.job_exception, vec![("@handle", handle), ("@worker_message", message)])
-        }
+        E::JobException { handle, message } => (
+            c.job_exception,
+            vec![("@handle", handle), ("@worker_message", message)],
+        ),
         E::InvalidArgument(_) => return Error::new(ruby.exception_arg_error(), msg),
         E::Closed(_) => (c.closed, vec![]),
         #[allow(unreachable_patterns)]
@@ -104,7 +107,8 @@ pub(crate) fn map_err(ruby: &Ruby, e: polygear::Error) -> Error {
     match class.new_instance((msg.as_str(),)) {
         Ok(exc) => {
             for (name, value) in ivars {
-                if let Err(err) = exc.funcall::<_, _, Value>("instance_variable_set", (name, value)) {
+                if let Err(err) = exc.funcall::<_, _, Value>("instance_variable_set", (name, value))
+                {
                     return err;
                 }
             }
@@ -119,19 +123,28 @@ pub(crate) fn map_err(ruby: &Ruby, e: polygear::Error) -> Error {
 pub(crate) fn opt_secs(ruby: &Ruby, secs: Option<f64>) -> Result<Option<Duration>, Error> {
     match secs {
         None => Ok(None),
-        Some(s) if s.is_finite() && s >= 0.0 && s < 1e10 => Ok(Some(Duration::from_secs_f64(s))),
-        Some(s) => Err(Error::new(ruby.exception_arg_error(), format!("invalid timeout: {s}"))),
+        Some(s) if (0.0..1e10).contains(&s) => Ok(Some(Duration::from_secs_f64(s))),
+        Some(s) => Err(Error::new(
+            ruby.exception_arg_error(),
+            format!("invalid timeout: {s}"),
+        )),
     }
 }
 
 /// Parses `["host:port", "h2,h3:4731"]` into server addresses.
-pub(crate) fn parse_servers(ruby: &Ruby, list: Vec<String>) -> Result<Vec<polygear::ServerAddr>, Error> {
+pub(crate) fn parse_servers(
+    ruby: &Ruby,
+    list: Vec<String>,
+) -> Result<Vec<polygear::ServerAddr>, Error> {
     let mut out = Vec::new();
     for s in &list {
         out.extend(polygear::ServerAddr::parse_list(s).map_err(|e| map_err(ruby, e))?);
     }
     if out.is_empty() {
-        return Err(Error::new(ruby.exception_arg_error(), "at least one server is required"));
+        return Err(Error::new(
+            ruby.exception_arg_error(),
+            "at least one server is required",
+        ));
     }
     Ok(out)
 }
@@ -144,6 +157,6 @@ fn init(ruby: &Ruby) -> Result<(), Error> {
     client::define(ruby, m, native)?;
     worker::define(ruby, m, native)?;
     admin::define(ruby, native)?;
-    // TEMP server::define(ruby, native)?;
+    server::define(ruby, native)?;
     Ok(())
 }

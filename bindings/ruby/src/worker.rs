@@ -16,9 +16,17 @@ struct NativeWorker {
 }
 
 impl NativeWorker {
-    fn new(ruby: &Ruby, servers: Vec<String>, concurrency: usize, client_id: Option<String>) -> Result<Self, Error> {
+    fn new(
+        ruby: &Ruby,
+        servers: Vec<String>,
+        concurrency: usize,
+        client_id: Option<String>,
+    ) -> Result<Self, Error> {
         if concurrency == 0 {
-            return Err(Error::new(ruby.exception_arg_error(), "concurrency must be at least 1"));
+            return Err(Error::new(
+                ruby.exception_arg_error(),
+                "concurrency must be at least 1",
+            ));
         }
         let opts = WorkerOptions {
             servers: parse_servers(ruby, servers)?,
@@ -31,15 +39,26 @@ impl NativeWorker {
         Ok(NativeWorker { inner })
     }
 
-    fn register(ruby: &Ruby, rb_self: &Self, function: String, timeout: Option<f64>) -> Result<(), Error> {
+    fn register(
+        ruby: &Ruby,
+        rb_self: &Self,
+        function: String,
+        timeout: Option<f64>,
+    ) -> Result<(), Error> {
         let timeout = opt_secs(ruby, timeout)?;
         let _guard = crate::runtime(ruby)?.enter();
-        rb_self.inner.register(&function, timeout).map_err(|e| map_err(ruby, e))
+        rb_self
+            .inner
+            .register(&function, timeout)
+            .map_err(|e| map_err(ruby, e))
     }
 
     fn unregister(ruby: &Ruby, rb_self: &Self, function: String) -> Result<(), Error> {
         let _guard = crate::runtime(ruby)?.enter();
-        rb_self.inner.unregister(&function).map_err(|e| map_err(ruby, e))
+        rb_self
+            .inner
+            .unregister(&function)
+            .map_err(|e| map_err(ruby, e))
     }
 
     /// The next job (GVL released while waiting); nil once stopped.
@@ -104,7 +123,10 @@ impl RbJob {
     }
 
     fn closed(ruby: &Ruby) -> Error {
-        map_err(ruby, polygear::Error::Closed("the job has already finished".into()))
+        map_err(
+            ruby,
+            polygear::Error::Closed("the job has already finished".into()),
+        )
     }
 
     /// Runs `f` on the unfinished job; ClosedError once it has ended.
@@ -125,7 +147,11 @@ impl RbJob {
         rb_self: &Self,
         f: impl FnOnce(polygear::Job) -> polygear::Result<()>,
     ) -> Result<(), Error> {
-        let job = rb_self.inner.lock().unwrap_or_else(|p| p.into_inner()).take();
+        let job = rb_self
+            .inner
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
         let job = job.ok_or_else(|| Self::closed(ruby))?;
         let _rt = crate::runtime(ruby)?.enter();
         f(job).map_err(|e| map_err(ruby, e))
@@ -141,7 +167,12 @@ impl RbJob {
         Self::with_job(ruby, rb_self, |j| j.send_warning(data))
     }
 
-    fn send_status(ruby: &Ruby, rb_self: &Self, numerator: u32, denominator: u32) -> Result<(), Error> {
+    fn send_status(
+        ruby: &Ruby,
+        rb_self: &Self,
+        numerator: u32,
+        denominator: u32,
+    ) -> Result<(), Error> {
         Self::with_job(ruby, rb_self, |j| j.send_status(numerator, denominator))
     }
 
@@ -160,7 +191,10 @@ impl RbJob {
     }
 
     fn is_finished(&self) -> bool {
-        self.inner.lock().unwrap_or_else(|p| p.into_inner()).is_none()
+        self.inner
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_none()
     }
 }
 

@@ -12,7 +12,11 @@ use polygear::protocol::{Magic, Packet, PacketType};
 
 /// A free TCP port on 127.0.0.1 (bound and released).
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// A job server child process, killed on drop.
@@ -44,37 +48,73 @@ impl Daemon {
     }
 
     fn spawn(program: &str, port: u16, extra: &[&str], ours: bool) -> Daemon {
-        let mut args: Vec<String> = vec!["-L".into(), "127.0.0.1".into(), "-p".into(), port.to_string()];
-        if ours {
-            args.extend(["-l".into(), "none".into()]);
-        } else {
-            args.extend(["--log-file".into(), "none".into(), "-P".into(), format!("/tmp/gearmand-test-{port}.pid")]);
+        let mut port = port;
+        for attempt in 0.. {
+            let mut args: Vec<String> = vec![
+                "-L".into(),
+                "127.0.0.1".into(),
+                "-p".into(),
+                port.to_string(),
+            ];
+            if ours {
+                args.extend(["-l".into(), "none".into()]);
+            } else {
+                args.extend([
+                    "--log-file".into(),
+                    "none".into(),
+                    "-P".into(),
+                    format!("/tmp/gearmand-test-{port}.pid"),
+                ]);
+            }
+            args.extend(extra.iter().map(|s| s.to_string()));
+            let mut d = Daemon {
+                child: Command::new(program)
+                    .args(&args)
+                    .stdin(Stdio::null())
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::inherit())
+                    .spawn()
+                    .expect("spawn server"),
+                port,
+                program: program.into(),
+                args,
+            };
+            if d.wait_ready() {
+                return d;
+            }
+            // Another process took the port between free_port() and bind: retry.
+            assert!(attempt < 5, "could not start {program} on a free port");
+            d.kill9();
+            port = free_port();
         }
-        args.extend(extra.iter().map(|s| s.to_string()));
-        let mut d = Daemon {
-            child: Command::new(program)
-                .args(&args)
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::inherit())
-                .spawn()
-                .expect("spawn server"),
-            port,
-            program: program.into(),
-            args,
-        };
-        d.wait_ready();
-        d
+        unreachable!()
     }
 
-    fn wait_ready(&mut self) {
+    /// Waits until *this* child answers on the port (checked with the admin
+    /// `getpid`, so another server or a self-connect is not mistaken for it).
+    /// `false` if the port belongs to someone else.
+    fn wait_ready(&mut self) -> bool {
         let deadline = Instant::now() + Duration::from_secs(10);
         while Instant::now() < deadline {
-            if TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
-                return;
-            }
             if let Ok(Some(st)) = self.child.try_wait() {
-                panic!("server exited during startup: {st}");
+                eprintln!("server exited during startup: {st}");
+                return false;
+            }
+            if let Ok(mut s) = TcpStream::connect(("127.0.0.1", self.port)) {
+                if s.local_addr().ok() != s.peer_addr().ok() {
+                    s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+                    let _ = s.write_all(b"getpid\n");
+                    let mut line = Vec::new();
+                    let mut b = [0u8; 1];
+                    while s.read(&mut b).map(|n| n == 1).unwrap_or(false) && b[0] != b'\n' {
+                        line.push(b[0]);
+                    }
+                    let want = format!("OK {}", self.child.id());
+                    if String::from_utf8_lossy(&line).trim_end() == want {
+                        return true;
+                    }
+                    return false;
+                }
             }
             std::thread::sleep(Duration::from_millis(20));
         }
@@ -97,7 +137,11 @@ impl Daemon {
             .stderr(Stdio::inherit())
             .spawn()
             .expect("respawn server");
-        self.wait_ready();
+        assert!(
+            self.wait_ready(),
+            "restarted server is not serving port {}",
+            self.port
+        );
     }
 
     pub fn addr(&self) -> String {
@@ -163,17 +207,24 @@ impl Raw {
 
     /// Asserts nothing arrives within `ms` milliseconds.
     pub fn expect_silence(&mut self, ms: u64) {
-        self.s.set_read_timeout(Some(Duration::from_millis(ms))).unwrap();
+        self.s
+            .set_read_timeout(Some(Duration::from_millis(ms)))
+            .unwrap();
         let mut b = [0u8; 1];
         match self.s.read(&mut b) {
             Ok(0) => panic!("connection closed unexpectedly"),
             Ok(_) => panic!("unexpected data: {:02x}", b[0]),
             Err(e) => assert!(
-                matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut),
+                matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ),
                 "{e}"
             ),
         }
-        self.s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        self.s
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
     }
 
     /// Asserts the server closes the connection without sending anything more.
@@ -208,7 +259,9 @@ impl Raw {
 
 /// Builds a packet's bytes from hex text like "00 52 45 51 ...".
 pub fn hex(s: &str) -> Vec<u8> {
-    s.split_whitespace().map(|b| u8::from_str_radix(b, 16).unwrap()).collect()
+    s.split_whitespace()
+        .map(|b| u8::from_str_radix(b, 16).unwrap())
+        .collect()
 }
 
 pub fn submit(function: &str, unique: &str, data: &str, bg: bool) -> Packet {

@@ -871,3 +871,72 @@ async fn close_ends_jobs_and_invalid_arguments() {
     })
     .await;
 }
+
+/// Connections from this process to `port` in state ESTABLISHED
+/// (from /proc/net/tcp; our side has `port` as its remote port).
+fn established_to(port: u16) -> usize {
+    let table = std::fs::read_to_string("/proc/net/tcp").unwrap_or_default();
+    let want = format!(":{port:04X}");
+    table
+        .lines()
+        .skip(1)
+        .filter(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            f.len() > 3 && f[2].ends_with(&want) && f[3] == "01"
+        })
+        .count()
+}
+
+/// Regression: a request stuck behind a full socket (the server stopped
+/// reading) must not keep the connection open after `close()`, and its
+/// caller gets an error instead of waiting forever.
+#[tokio::test]
+async fn close_releases_a_connection_stuck_on_a_full_socket() {
+    each_server("stuck_writer", |kind| async move {
+        let server = TestServer::start(kind);
+        let pid = server.pid().unwrap().to_string();
+        let c = client(vec![server.addr()]);
+        c.echo("up").await.unwrap();
+        assert_eq!(established_to(server.port), 1);
+        /// Freezes the server; thaws it when dropped (also on panic).
+        struct Frozen(String);
+        impl Drop for Frozen {
+            fn drop(&mut self) {
+                let _ = Command::new("kill").args(["-CONT", &self.0]).status();
+            }
+        }
+        let stopped = Command::new("kill")
+            .args(["-STOP", &pid])
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false);
+        assert!(stopped, "kill -STOP failed");
+        let _frozen = Frozen(pid);
+        // 48 MiB cannot fit in the socket buffers of a frozen peer.
+        let c2 = c.clone();
+        let big = tokio::spawn(async move {
+            c2.submit_background("big", vec![b'x'; 48 << 20], SubmitOptions::default())
+                .await
+        });
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(!big.is_finished());
+        c.close().await;
+        let r = tokio::time::timeout(Duration::from_secs(5), big)
+            .await
+            .expect("submit stuck after close")
+            .unwrap();
+        assert!(matches!(r, Err(Error::Closed(_))), "{r:?}");
+        // Checked while the server is still frozen: nothing but our close
+        // can take the connection out of ESTABLISHED.
+        let mut closed = false;
+        for _ in 0..100 {
+            if established_to(server.port) == 0 {
+                closed = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert!(closed, "the socket stayed open after close()");
+    })
+    .await;
+}

@@ -301,3 +301,288 @@ async fn server_restart_under_running_worker() {
     })
     .await;
 }
+
+/// Regression: a submission that times out before its JOB_CREATED arrives
+/// must not shift the FIFO matching of later replies on the same connection,
+/// and its late events must not reach anyone.
+#[tokio::test]
+async fn late_job_created_does_not_shift_the_fifo() {
+    each_server("late_created", |kind| async move {
+        let server = TestServer::start(kind);
+        let c = client(server.addr());
+        // Connect first, so the timeouts below apply to JOB_CREATED only.
+        c.echo("warm").await.unwrap();
+        for i in 0..20 {
+            // A deadline already past: gives up before JOB_CREATED can arrive.
+            let e = c
+                .submit(
+                    "rev",
+                    b(&format!("abandoned-{i}")),
+                    SubmitOptions {
+                        timeout: Some(Duration::from_nanos(1)),
+                        ..Default::default()
+                    },
+                )
+                .await
+                .unwrap_err();
+            assert!(matches!(e, Error::Timeout(_)), "{e:?}");
+            // JOB_CREATED may win the race here; then the job is dropped.
+            match c
+                .submit_job(
+                    "rev",
+                    b(&format!("abandoned-job-{i}")),
+                    SubmitOptions {
+                        timeout: Some(Duration::from_nanos(1)),
+                        ..Default::default()
+                    },
+                )
+                .await
+            {
+                Ok(job) => drop(job),
+                Err(e) => assert!(matches!(e, Error::Timeout(_)), "{e:?}"),
+            }
+        }
+        let (w, task) = start_worker(server.addr(), 4);
+        for i in 0..20 {
+            let d = b(&format!("kept-{i}"));
+            let got = c
+                .submit("rev", d.clone(), SubmitOptions::default())
+                .await
+                .unwrap();
+            assert_eq!(got, reversed(&d));
+            let job = c
+                .submit_job("events", "", SubmitOptions::default())
+                .await
+                .unwrap();
+            assert_eq!(job.result().await.unwrap(), b("end"));
+        }
+        stop_worker(w, task).await;
+    })
+    .await;
+}
+
+/// Regression: foreground jobs in flight when the server dies end with
+/// ConnectionLost (both `submit` and `submit_job`), and the client recovers.
+#[tokio::test]
+async fn server_death_fails_in_flight_jobs() {
+    each_server("server_death", |kind| async move {
+        let mut server = TestServer::start(kind);
+        let c = client(server.addr());
+        let mut set = tokio::task::JoinSet::new();
+        for i in 0..8 {
+            let c = c.clone();
+            set.spawn(async move {
+                c.submit(
+                    "nobody-serves-this",
+                    b(&format!("{i}")),
+                    SubmitOptions::default(),
+                )
+                .await
+            });
+        }
+        let job = c
+            .submit_job("nobody-serves-this", "x", SubmitOptions::default())
+            .await
+            .unwrap();
+        // Let the plain submissions be created too.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        server.kill();
+        let e = tokio::time::timeout(Duration::from_secs(10), job.result())
+            .await
+            .expect("submit_job result hangs after server death")
+            .unwrap_err();
+        assert!(matches!(e, Error::ConnectionLost { .. }), "{e:?}");
+        while let Some(r) = tokio::time::timeout(Duration::from_secs(10), set.join_next())
+            .await
+            .expect("submit hangs after server death")
+        {
+            let e = r.unwrap().unwrap_err();
+            assert!(matches!(e, Error::ConnectionLost { .. }), "{e:?}");
+        }
+        server.restart();
+        let (w, task) = start_worker(server.addr(), 1);
+        let mut ok = false;
+        for _ in 0..50 {
+            if let Ok(r) = c.submit("rev", "abc", SubmitOptions::default()).await {
+                assert_eq!(r, b("cba"));
+                ok = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert!(ok, "client did not recover");
+        stop_worker(w, task).await;
+    })
+    .await;
+}
+
+/// Regression: a Client and a Worker whose connection tasks ran on a runtime
+/// that was shut down keep working from another runtime (bindings may call
+/// from several runtimes).
+#[test]
+fn client_and_worker_survive_the_runtime_that_started_them() {
+    for kind in ServerKind::selected() {
+        let server = TestServer::start(kind);
+        let c = client(server.addr());
+        let w = worker(server.addr(), 2);
+        w.register("rev", None).unwrap();
+        {
+            let first = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(1)
+                .enable_all()
+                .build()
+                .unwrap();
+            let (c, w) = (c.clone(), w.clone());
+            first.block_on(async move {
+                assert_eq!(c.echo("one").await.unwrap(), b("one"));
+                // Starts the worker's connection tasks on this runtime.
+                let none = tokio::time::timeout(Duration::from_millis(200), w.next_job()).await;
+                assert!(none.is_err(), "no job was submitted yet");
+            });
+            first.shutdown_timeout(Duration::from_secs(5));
+        }
+        let second = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        second.block_on(async move {
+            tokio::time::timeout(T, async {
+                let runner = w.clone();
+                let task = tokio::spawn(async move { runner.run(handle).await.unwrap() });
+                // The first call may report the connection of the dead runtime as lost.
+                let mut got = None;
+                for _ in 0..50 {
+                    match c.submit("rev", "two", SubmitOptions::default()).await {
+                        Ok(r) => {
+                            got = Some(r);
+                            break;
+                        }
+                        Err(e) => {
+                            assert!(matches!(e, Error::ConnectionLost { .. }), "{e:?}");
+                            tokio::time::sleep(Duration::from_millis(50)).await;
+                        }
+                    }
+                }
+                assert_eq!(got, Some(b("owt")));
+                stop_worker(w, task).await;
+            })
+            .await
+            .expect("timed out on the second runtime");
+        });
+    }
+}
+
+/// Regression: the server sends every WORK_* packet once per attachment of
+/// a connection. After two coalesced submissions were dropped, a third one
+/// on the same connection must still see each event exactly once.
+#[tokio::test]
+async fn coalesced_events_arrive_once_after_other_waiters_left() {
+    each_server("coalesced_once", |kind| async move {
+        let server = TestServer::start(kind);
+        let c = client(server.addr());
+        let keyed = || SubmitOptions {
+            unique: Some(b("same-key")),
+            ..Default::default()
+        };
+        let a = c.submit_job("events", "x", keyed()).await.unwrap();
+        let b2 = c.submit_job("events", "x", keyed()).await.unwrap();
+        assert_eq!(a.handle(), b2.handle());
+        drop(a);
+        drop(b2);
+        // A submission that gives up before JOB_CREATED attaches too.
+        let _ = c
+            .submit(
+                "events",
+                "x",
+                SubmitOptions {
+                    timeout: Some(Duration::from_nanos(1)),
+                    ..keyed()
+                },
+            )
+            .await;
+        let mut job = c.submit_job("events", "x", keyed()).await.unwrap();
+        let (w, task) = start_worker(server.addr(), 1);
+        let mut events = Vec::new();
+        while let Some(ev) = job.next_event().await {
+            events.push(ev.unwrap());
+        }
+        assert_eq!(
+            events,
+            vec![
+                JobEvent::Data(b("part1")),
+                JobEvent::Warning(b("watch out")),
+                JobEvent::Status {
+                    numerator: 1,
+                    denominator: 3
+                },
+                JobEvent::Data(b("part2")),
+                JobEvent::Complete(b("end")),
+            ]
+        );
+        // Nothing left over for the next job on this connection.
+        assert_eq!(
+            c.submit("rev", "ab", SubmitOptions::default())
+                .await
+                .unwrap(),
+            b("ba")
+        );
+        stop_worker(w, task).await;
+    })
+    .await;
+}
+
+/// Regression: huge durations in the options (e.g. `Duration::MAX` meaning
+/// "no limit") must not panic on `Instant` overflow.
+#[tokio::test]
+async fn huge_durations_do_not_panic() {
+    each_server("huge_durations", |kind| async move {
+        let server = TestServer::start(kind);
+        let w = Worker::new(WorkerOptions {
+            servers: vec![server.addr()],
+            poll_interval: Duration::MAX,
+            max_backoff: Duration::MAX,
+            ..Default::default()
+        })
+        .unwrap();
+        w.register("rev", None).unwrap();
+        let runner = w.clone();
+        let task = tokio::spawn(async move { runner.run(handle).await.unwrap() });
+        let c = Client::new(ClientOptions {
+            servers: vec![server.addr()],
+            submit_timeout: Duration::MAX,
+            job_timeout: Some(Duration::MAX),
+            max_backoff: Duration::MAX,
+            ..Default::default()
+        })
+        .unwrap();
+        // Let the worker go to sleep (PRE_SLEEP arms the poll timer) first.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        for opts in [
+            SubmitOptions::default(),
+            SubmitOptions {
+                timeout: Some(Duration::MAX),
+                ..Default::default()
+            },
+        ] {
+            assert_eq!(
+                c.submit("rev", "abc", opts.clone()).await.unwrap(),
+                b("cba")
+            );
+            let job = c.submit_job("rev", "xyz", opts).await.unwrap();
+            assert_eq!(job.result().await.unwrap(), b("zyx"));
+        }
+        stop_worker(w, task).await;
+        // A refused connection arms the (huge) backoff without panicking.
+        let dead = Client::new(ClientOptions {
+            servers: vec![ServerAddr::new("127.0.0.1", polygear_interop::free_port())],
+            min_backoff: Duration::MAX,
+            max_backoff: Duration::MAX,
+            ..Default::default()
+        })
+        .unwrap();
+        assert!(dead.echo("x").await.is_err());
+        assert!(dead.echo("x").await.is_err());
+    })
+    .await;
+}

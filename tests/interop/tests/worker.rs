@@ -900,3 +900,165 @@ async fn worker_handles_unreachable_servers_and_bad_options() {
     assert!(timeout(STEP, waiting).await.unwrap().unwrap());
     timeout(STEP, worker.shutdown()).await.unwrap();
 }
+
+/// Regression: `shutdown()` must not wait for jobs that were grabbed but
+/// never handed out (nobody calls `next_job` any more); it waits only for the
+/// running ones, and the server requeues the others.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_waits_for_running_jobs_only() {
+    for kind in kinds() {
+        timeout(TEST_LIMIT, async {
+            let server = TestServer::start(kind);
+            let mut o = opts(vec![server.addr()]);
+            o.concurrency = 3;
+            let worker = Worker::new(o).unwrap();
+            worker.register("sd", None).unwrap();
+            let mut client = Raw::connect(server.port).await;
+            for i in 0..3 {
+                client
+                    .submit("sd", &format!("s{i}"), format!("{i}"), true)
+                    .await;
+            }
+            let running = timeout(STEP, worker.next_job()).await.unwrap().unwrap();
+            // All three are assigned to this worker; two sit in its buffer.
+            wait_status(server.port, "sd", |(t, r, _)| t == 3 && r == 3).await;
+            worker.stop();
+            let w = worker.clone();
+            let shutdown = tokio::spawn(async move { w.shutdown().await });
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            assert!(
+                !shutdown.is_finished(),
+                "shutdown must wait for the running job"
+            );
+            running.complete("done").unwrap();
+            timeout(STEP, shutdown)
+                .await
+                .expect("shutdown hangs on buffered jobs")
+                .unwrap();
+            // The buffered jobs went back to the queue, untouched.
+            wait_status(server.port, "sd", |(t, r, _)| t == 2 && r == 0).await;
+            assert!(worker.next_job().await.is_none());
+            // Another worker gets them.
+            let other = Worker::new(opts(vec![server.addr()])).unwrap();
+            other.register("sd", None).unwrap();
+            for _ in 0..2 {
+                let j = timeout(STEP, other.next_job()).await.unwrap().unwrap();
+                j.complete("").unwrap();
+            }
+            wait_status(server.port, "sd", |(t, _, _)| t == 0).await;
+            timeout(STEP, other.shutdown()).await.unwrap();
+        })
+        .await
+        .expect("test timed out");
+    }
+}
+
+/// Regression: a worker with concurrency N keeps N jobs in flight when jobs
+/// arrive in bursts, and `stop()` + `shutdown()` with N jobs running ends
+/// once they end.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bursts_keep_concurrency_full_and_stop_shutdown_is_bounded() {
+    for kind in kinds() {
+        timeout(TEST_LIMIT, async {
+            let server = TestServer::start(kind);
+            let mut o = opts(vec![server.addr()]);
+            o.concurrency = 4;
+            let worker = Worker::new(o).unwrap();
+            worker.register("burst", None).unwrap();
+            let active = Arc::new(AtomicUsize::new(0));
+            let peak = Arc::new(AtomicUsize::new(0));
+            let done = Arc::new(AtomicUsize::new(0));
+            let (a, p, d) = (active.clone(), peak.clone(), done.clone());
+            let w = worker.clone();
+            let run = tokio::spawn(async move {
+                w.run(move |job: Job| {
+                    let (a, p, d) = (a.clone(), p.clone(), d.clone());
+                    async move {
+                        let now = a.fetch_add(1, Ordering::SeqCst) + 1;
+                        p.fetch_max(now, Ordering::SeqCst);
+                        tokio::time::sleep(Duration::from_millis(30)).await;
+                        a.fetch_sub(1, Ordering::SeqCst);
+                        job.complete("").unwrap();
+                        d.fetch_add(1, Ordering::SeqCst);
+                    }
+                })
+                .await
+            });
+            let mut client = Raw::connect(server.port).await;
+            for burst in 0..3 {
+                for i in 0..12 {
+                    client
+                        .submit("burst", &format!("b{burst}-{i}"), "x", true)
+                        .await;
+                }
+                // Each burst of 12 needs 3 rounds of 4; wait for it to drain.
+                timeout(STEP, async {
+                    while done.load(Ordering::SeqCst) < 12 * (burst + 1) {
+                        tokio::time::sleep(Duration::from_millis(5)).await;
+                    }
+                })
+                .await
+                .expect("burst not processed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            assert_eq!(peak.load(Ordering::SeqCst), 4, "concurrency not used fully");
+            // Now stop + shutdown while 4 jobs run.
+            for i in 0..4 {
+                client
+                    .submit("burst", &format!("last-{i}"), "x", true)
+                    .await;
+            }
+            timeout(STEP, async {
+                while active.load(Ordering::SeqCst) == 0 {
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                }
+            })
+            .await
+            .unwrap();
+            worker.stop();
+            timeout(STEP, worker.shutdown())
+                .await
+                .expect("stop + shutdown with running jobs hangs");
+            timeout(STEP, run).await.unwrap().unwrap().unwrap();
+            assert_eq!(active.load(Ordering::SeqCst), 0);
+        })
+        .await
+        .expect("test timed out");
+    }
+}
+
+/// Regression: registering a function while the worker sleeps (PRE_SLEEP
+/// sent) must make it grab at once: the server sends no NOOP for jobs that
+/// were queued before the CAN_DO, and the poll timer is far away.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn registering_while_asleep_grabs_queued_jobs() {
+    for kind in kinds() {
+        timeout(TEST_LIMIT, async {
+            let server = TestServer::start(kind);
+            let mut o = opts(vec![server.addr()]);
+            o.poll_interval = Duration::from_secs(60);
+            let worker = Worker::new(o).unwrap();
+            worker.register("first", None).unwrap();
+            let w = worker.clone();
+            let next = tokio::spawn(async move { w.next_job().await });
+            // Connected, nothing to do: the worker is asleep.
+            wait_status(server.port, "first", |(_, _, workers)| workers == 1).await;
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            let mut client = Raw::connect(server.port).await;
+            client.submit("later", "", "queued", true).await;
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            worker.register("later", None).unwrap();
+            let job = timeout(Duration::from_secs(5), next)
+                .await
+                .expect("worker did not grab after registering")
+                .unwrap()
+                .unwrap();
+            assert_eq!(job.function(), "later");
+            assert_eq!(&job.data()[..], b"queued");
+            job.complete("").unwrap();
+            timeout(STEP, worker.shutdown()).await.unwrap();
+        })
+        .await
+        .expect("test timed out");
+    }
+}

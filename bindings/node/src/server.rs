@@ -1,0 +1,159 @@
+//! `startServer` / `NativeServer`: the polygear job server running inside
+//! this process, on napi-rs' tokio runtime.
+
+use std::path::PathBuf;
+
+use napi::bindgen_prelude::*;
+use napi::threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode};
+use napi_derive::napi;
+use polygear_server::{QueueConfig, RunningServer, Server, ServerConfig, ServerError};
+use std::sync::Mutex;
+
+use tokio::sync::{oneshot, watch};
+
+use crate::error::{encoded, invalid};
+
+/// Embedded server options.
+#[napi(object)]
+pub struct ServerArgs {
+    /// Address to bind (default 127.0.0.1).
+    pub host: Option<String>,
+    /// TCP port; 0 (default) picks a free one.
+    pub port: Option<u32>,
+    /// SQLite file for durable background jobs (default: in memory).
+    pub queue_file: Option<String>,
+    /// Assignments a job may lose to vanished workers before it fails (0 = unlimited).
+    pub job_retries: Option<u32>,
+    /// Every connection starts with the `exceptions` option on.
+    pub exceptions: Option<bool>,
+    /// Allow the admin `shutdown` command.
+    pub allow_shutdown: Option<bool>,
+    /// Job handle prefix (handles become `PREFIX:N`).
+    pub handle_prefix: Option<String>,
+}
+
+fn server_err(e: ServerError) -> napi::Error {
+    match e {
+        ServerError::Io(io) => {
+            let code = match io.kind() {
+                std::io::ErrorKind::AddrInUse => "EADDRINUSE",
+                std::io::ErrorKind::AddrNotAvailable => "EADDRNOTAVAIL",
+                std::io::ErrorKind::PermissionDenied => "EACCES",
+                _ => "ECONNERROR",
+            };
+            encoded(
+                "connection",
+                code,
+                "",
+                &format!("cannot start the server: {io}"),
+            )
+        }
+        ServerError::Config(msg) => invalid(msg),
+        other => encoded("server", "ESERVER", "", &other.to_string()),
+    }
+}
+
+/// A server started by [`start_server`]; stops on `stop()`, on admin
+/// `shutdown`, or when this object is garbage-collected.
+#[napi]
+pub struct NativeServer {
+    host: String,
+    port: u32,
+    stop_tx: Mutex<Option<oneshot::Sender<()>>>,
+    done: watch::Receiver<bool>,
+}
+
+/// Starts a server; resolves once it accepts connections.
+#[napi(ts_return_type = "Promise<NativeServer>")]
+pub fn start_server(env: Env, args: Option<ServerArgs>) -> Result<AsyncBlock<NativeServer>> {
+    let mut cfg = ServerConfig::default();
+    if let Some(a) = args {
+        if let Some(h) = a.host {
+            cfg.listen = h;
+        }
+        if let Some(p) = a.port {
+            cfg.port = u16::try_from(p).map_err(|_| invalid("port must be 0..65535"))?;
+        }
+        if let Some(f) = a.queue_file {
+            cfg.queue = QueueConfig::Sqlite {
+                path: PathBuf::from(f),
+            };
+        }
+        if let Some(r) = a.job_retries {
+            cfg.job_retries = r;
+        }
+        if let Some(e) = a.exceptions {
+            cfg.exceptions = e;
+        }
+        if let Some(s) = a.allow_shutdown {
+            cfg.allow_shutdown = s;
+        }
+        cfg.job_handle_prefix = a.handle_prefix;
+    }
+    AsyncBlockBuilder::new(async move {
+        let running: RunningServer = Server::bind(cfg).await.map_err(server_err)?;
+        let addr = running.local_addr();
+        let (stop_tx, stop_rx) = oneshot::channel::<()>();
+        let (done_tx, done) = watch::channel(false);
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = running.stopped() => {}
+                _ = stop_rx => {} // stop() or the JS object was collected
+            }
+            running.shutdown().await;
+            done_tx.send_replace(true);
+        });
+        Ok(NativeServer {
+            host: addr.ip().to_string(),
+            port: addr.port() as u32,
+            stop_tx: Mutex::new(Some(stop_tx)),
+            done,
+        })
+    })
+    .build(&env)
+}
+
+#[napi]
+impl NativeServer {
+    /// The bound address.
+    #[napi(getter)]
+    pub fn host(&self) -> String {
+        self.host.clone()
+    }
+
+    /// The bound port.
+    #[napi(getter)]
+    pub fn port(&self) -> u32 {
+        self.port
+    }
+
+    /// Stops the server (closing every connection); resolves once it is down.
+    #[napi(ts_return_type = "Promise<void>")]
+    pub fn stop(&self, env: Env) -> Result<AsyncBlock<()>> {
+        let tx = self
+            .stop_tx
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        if let Some(tx) = tx {
+            let _ = tx.send(());
+        }
+        let mut done = self.done.clone();
+        AsyncBlockBuilder::new(async move {
+            let _ = done.wait_for(|d| *d).await;
+            Ok(())
+        })
+        .build(&env)
+    }
+
+    /// Calls `callback` once the server has stopped (by `stop()` or admin
+    /// `shutdown`). Unlike a pending Promise, this does not keep Node alive.
+    #[napi(ts_args_type = "callback: () => void")]
+    pub fn on_stopped(&self, callback: ThreadsafeFunction<(), (), (), Status, false, true>) {
+        let mut done = self.done.clone();
+        napi::bindgen_prelude::spawn(async move {
+            let _ = done.wait_for(|d| *d).await;
+            callback.call((), ThreadsafeFunctionCallMode::NonBlocking);
+        });
+    }
+}

@@ -1,0 +1,255 @@
+//! The C `gearman`/`gearadmin` tools and Perl's Gearman::Client /
+//! Gearman::Worker against a polygeard process.
+
+mod common;
+
+use std::io::Write;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use common::Daemon;
+
+fn have(prog: &str) -> bool {
+    Command::new("sh")
+        .args(["-c", &format!("command -v {prog}")])
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false)
+}
+
+/// Runs a command with stdin, killing it after `secs`.
+fn run(cmd: &mut Command, stdin: &[u8], secs: u64) -> Output {
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    child.stdin.take().unwrap().write_all(stdin).unwrap();
+    wait_output(child, secs)
+}
+
+fn wait_output(mut child: Child, secs: u64) -> Output {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        if child.try_wait().unwrap().is_some() {
+            return child.wait_with_output().unwrap();
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let out = child.wait_with_output().unwrap();
+            panic!(
+                "command timed out; stdout {:?} stderr {:?}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+struct Kill(Child);
+impl Drop for Kill {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn gearadmin(port: u16, args: &[&str]) -> String {
+    let out = run(
+        Command::new("gearadmin")
+            .args(["-h", "127.0.0.1", "-p", &port.to_string()])
+            .args(args),
+        b"",
+        10,
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn gearman_cli_client_and_worker() {
+    if !have("gearman") {
+        eprintln!("gearman CLI not installed; skipping");
+        return;
+    }
+    let d = Daemon::polygeard(&["-q", "builtin"]);
+    let port = d.port.to_string();
+    let _worker = Kill(
+        Command::new("gearman")
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &port,
+                "-w",
+                "-f",
+                "rev",
+                "--",
+                "rev",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    for word in ["hello", "polygear"] {
+        let out = run(
+            Command::new("gearman").args(["-h", "127.0.0.1", "-p", &port, "-f", "rev"]),
+            word.as_bytes(),
+            10,
+        );
+        assert!(out.status.success());
+        let want: String = word.chars().rev().collect();
+        assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), want);
+    }
+    // Background submission with a unique shows up in the admin listings.
+    let out = run(
+        Command::new("gearman").args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &port,
+            "-b",
+            "-f",
+            "nobody",
+            "-u",
+            "bguniq",
+            "--",
+            "data",
+        ]),
+        b"",
+        10,
+    );
+    assert!(out.status.success());
+    let status = gearadmin(d.port, &["--status"]);
+    assert!(status.contains("nobody\t1\t0\t0\n"), "{status}");
+    assert!(status.contains("rev\t0\t0\t1\n"), "{status}");
+    assert!(gearadmin(d.port, &["--show-unique-jobs"]).contains("bguniq\n"));
+    let jobs = gearadmin(d.port, &["--show-jobs"]);
+    let handle = jobs
+        .lines()
+        .next()
+        .unwrap()
+        .split('\t')
+        .next()
+        .unwrap()
+        .to_string();
+    assert!(jobs.contains("\t0\t0\t1\n"), "{jobs}");
+    assert!(gearadmin(d.port, &["--workers"])
+        .lines()
+        .any(|l| l.ends_with(": rev")));
+    assert!(gearadmin(d.port, &["--priority-status"]).contains("nobody\t0\t1\t0\t0\n"));
+    assert_eq!(
+        gearadmin(d.port, &["--server-version"]).trim(),
+        polygear_server::VERSION
+    );
+    assert!(gearadmin(d.port, &["--getpid"])
+        .trim()
+        .parse::<u32>()
+        .is_ok());
+    assert_eq!(gearadmin(d.port, &["--cancel-job", &handle]).trim(), "OK");
+    assert_eq!(gearadmin(d.port, &["--server-verbose"]).trim(), "ERROR");
+    let status = gearadmin(d.port, &["--show-jobs"]);
+    assert!(
+        status.contains(&format!("{handle}\t0\t1\t0")),
+        "cancelled job is flagged: {status}"
+    );
+    let out = gearadmin(d.port, &["--create-function", "made"]);
+    assert!(!out.contains("Error"), "{out}");
+    assert!(gearadmin(d.port, &["--status"]).contains("made\t0\t0\t0\n"));
+    gearadmin(d.port, &["--drop-function", "made"]);
+    assert!(!gearadmin(d.port, &["--status"]).contains("made\t"));
+}
+
+#[test]
+fn gearman_cli_exception_reported_as_failure() {
+    if !have("gearman") {
+        return;
+    }
+    let d = Daemon::polygeard(&["-q", "builtin"]);
+    let port = d.port.to_string();
+    // A worker command that exits non-zero makes the CLI worker send WORK_FAIL.
+    let _worker = Kill(
+        Command::new("gearman")
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &port,
+                "-w",
+                "-f",
+                "boom",
+                "--",
+                "false",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let out = run(
+        Command::new("gearman").args(["-h", "127.0.0.1", "-p", &port, "-f", "boom"]),
+        b"x",
+        10,
+    );
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.to_lowercase().contains("fail"), "{text}");
+}
+
+#[test]
+fn perl_client_and_worker() {
+    let ok = Command::new("perl")
+        .args(["-MGearman::Client", "-MGearman::Worker", "-e", "1"])
+        .output();
+    if !ok.map(|o| o.status.success()).unwrap_or(false) {
+        eprintln!("Perl Gearman modules not installed; skipping");
+        return;
+    }
+    let d = Daemon::polygeard(&["-q", "builtin"]);
+    let server = d.addr();
+    let worker_src = format!(
+        r#"use Gearman::Worker;
+my $w = Gearman::Worker->new(job_servers => ['{server}']);
+$w->register_function(upper => sub {{ my $a = $_[0]->arg; return uc $a; }});
+$w->register_function(status => sub {{ $_[0]->set_status(1, 2); return "s:" . $_[0]->arg; }});
+$w->work while 1;"#
+    );
+    let _worker = Kill(
+        Command::new("perl")
+            .args(["-e", &worker_src])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let client_src = format!(
+        r#"use Gearman::Client; use Gearman::Task;
+my $c = Gearman::Client->new(job_servers => ['{server}']);
+my $r = $c->do_task(upper => "hello perl", {{ timeout => 8 }});
+print "upper=", ($r ? $$r : "undef"), "\n";
+my $s = $c->do_task(status => "x", {{ timeout => 8 }});
+print "status=", ($s ? $$s : "undef"), "\n";
+my $ts = $c->new_task_set;
+my @res;
+for my $i (1..5) {{ $ts->add_task(upper => "t$i", {{ on_complete => sub {{ push @res, ${{$_[0]}} }} }}); }}
+$ts->wait(timeout => 8);
+print "set=", join(",", sort @res), "\n";
+my $h = $c->dispatch_background(upper => "bg");
+print "bg=", ($h ? "yes" : "no"), "\n";"#
+    );
+    let out = run(Command::new("perl").args(["-e", &client_src]), b"", 30);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("upper=HELLO PERL\n"),
+        "{text} / {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("status=s:x\n"), "{text}");
+    assert!(text.contains("set=T1,T2,T3,T4,T5\n"), "{text}");
+    assert!(text.contains("bg=yes\n"), "{text}");
+}
