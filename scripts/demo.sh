@@ -28,8 +28,7 @@ fi
 
 if [ ! -f node/polygear.node ] || [ -n "$(find core bindings/node -newer node/polygear.node | head -1)" ]; then
   log "building the Node package (npm install in node/)"
-  (cd node && POLYGEAR_BUILD_PROFILE=release npm install --no-audit --no-fund --omit=dev 2>&1 |
-    grep -v 'Unknown user config' || true)
+  (cd node && POLYGEAR_BUILD_PROFILE=release node scripts/build.js)
 fi
 
 gem_dir=$(gem contents polygear 2>/dev/null | head -1 || true)

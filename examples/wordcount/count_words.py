@@ -26,9 +26,10 @@ def count_words(job: polygear.Job) -> str:
     for i, line in enumerate(lines, 1):
         counts.update(WORD.findall(line.lower()))
         job.send_status(i, len(lines))
-        time.sleep(0.05)  # pretend each line is hard work, so progress is visible
+        time.sleep(0.15)  # pretend each line is hard work, so progress is visible
     total = sum(counts.values())
-    print(f"  [python] counted a piece of {total} words", flush=True)
+    sys.stdout.write(f"  [python] counted a piece of {total} words\n")  # one write: 2 threads
+    sys.stdout.flush()
     body = "".join(f"{n} {w}\n" for w, n in counts.items())
     return f"# counted by python (pid {os.getpid()}): {total} words\n{body}"
 

@@ -14,7 +14,7 @@ worker.register("count_words") do |job|
   lines.each_with_index do |line, i|
     line.downcase.scan(/[a-z']+/) { |w| counts[w] += 1 }
     job.send_status(i + 1, lines.size)
-    sleep 0.05 # pretend each line is hard work, so progress is visible
+    sleep 0.15 # pretend each line is hard work, so progress is visible
   end
   total = counts.values.sum
   puts "  [ruby]   counted a piece of #{total} words"

@@ -21,7 +21,8 @@ cleanup() {
 }
 trap cleanup EXIT
 
-say() { printf '\n\033[1m%s\033[0m\n' "$*"; }
+if [ -t 1 ]; then bold=$'\033[1m' plain=$'\033[0m'; else bold="" plain=""; fi
+say() { printf '\n%s%s%s\n' "$bold" "$*" "$plain"; }
 t0=$SECONDS
 port=$("$python" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 addr=127.0.0.1:$port
@@ -30,6 +31,7 @@ db=$tmp/queue.sqlite3
 start_server() {
   "$bin/polygeard" -L 127.0.0.1 -p "$port" --libsqlite3-db "$db" -l none &
   server_pid=$!
+  disown "$server_pid" # no job-control chatter when the demo kills it
   for _ in $(seq 100); do
     "$bin/polygear" admin -h 127.0.0.1 -p "$port" version >/dev/null 2>&1 && return
     sleep 0.05
@@ -41,14 +43,14 @@ admin() { "$bin/polygear" admin -h 127.0.0.1 -p "$port" "$@"; }
 # prints the TOTAL column of `status` for a function (0 if absent)
 queued() { admin status | awk -v f="$1" '$1 == f { print $2; found = 1 } END { if (!found) print 0 }'; }
 workers_of() { admin status | awk -v f="$1" '$1 == f { print $4; found = 1 } END { if (!found) print 0 }'; }
-wait_for() { # wait_for DESCRIPTION COMMAND...: poll for up to 30 s
-  local what=$1; shift
-  for _ in $(seq 300); do "$@" && return; sleep 0.1; done
+wait_for() { # wait_for DESCRIPTION SHELL-CONDITION: poll for up to 30 s
+  local what=$1 cond=$2
+  for _ in $(seq 300); do eval "$cond" && return; sleep 0.1; done
   echo "timed out waiting for $what" >&2
   exit 1
 }
 
-printf '\033[1mpolygear demo: one job server, four languages\033[0m\n'
+printf '%spolygear demo: one job server, four languages%s\n' "$bold" "$plain"
 printf '==============================================\n'
 
 say "1. polygeard starts on $addr, with its SQLite queue"
@@ -59,8 +61,8 @@ say "2. Workers join: Python and Ruby count words, the polygear CLI merges"
 "$python" "$here/count_words.py" "$addr" & pids+=($!)
 "$ruby" "$here/count_words.rb" "$addr" & pids+=($!)
 "$bin/polygear" -w -h 127.0.0.1 -p "$port" -f merge -- sh "$here/merge.sh" & pids+=($!)
-wait_for "2 count_words workers" test "$(workers_of count_words)" -ge 2
-wait_for "the merge worker" test "$(workers_of merge)" -ge 1
+wait_for "2 count_words workers" '[ "$(workers_of count_words)" -ge 2 ]'
+wait_for "the merge worker" '[ "$(workers_of merge)" -ge 1 ]'
 echo "   polygear admin status (function, jobs, running, workers):"
 admin status | sed 's/^/     /'
 
@@ -71,13 +73,13 @@ say "4. Background jobs survive a crash"
 "$node" "$here/client.js" digests "$addr" "$digests"
 echo "   No send_digest worker is running yet: the $(queued send_digest) jobs wait in the queue."
 kill -9 "$server_pid"
-wait "$server_pid" 2>/dev/null || true
+while kill -0 "$server_pid" 2>/dev/null; do sleep 0.05; done
 echo "   kill -9 polygeard (pid $server_pid): the server is gone without a goodbye."
 start_server
 left=$(queued send_digest)
 echo "   polygeard restarted on the same database: $left send_digest jobs are still queued."
 "$python" "$here/send_digest.py" "$addr" & pids+=($!)
-wait_for "the queue to drain" test "$(queued send_digest)" -eq 0
+wait_for "the queue to drain" '[ "$(queued send_digest)" -eq 0 ]'
 echo "   A Python worker drained the queue: $left of $digests digests sent, $((digests - left)) lost."
 
 say "Done in $((SECONDS - t0)) s. Everything above ran on one polygeard; clients and workers never knew each other's language."

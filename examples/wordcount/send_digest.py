@@ -14,7 +14,9 @@ import polygear
 
 def send_digest(job: polygear.Job) -> str:
     note = json.loads(job.data)
-    print(f"  [python] mailed the digest to {note['user']:<8} ({note['items']} items)", flush=True)
+    line = f"  [python] mailed the digest to {note['user']:<8} ({note['items']} items)\n"
+    sys.stdout.write(line)  # one write per line: the worker runs 4 jobs at once
+    sys.stdout.flush()
     return "sent"
 
 

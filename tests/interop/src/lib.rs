@@ -88,6 +88,18 @@ pub fn free_port() -> u16 {
         .port()
 }
 
+/// Sends the admin `getpid` command and returns the reply line.
+fn ask_getpid(port: u16) -> Option<String> {
+    use std::io::{BufRead, BufReader, Write};
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(500)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    s.write_all(b"getpid\n").ok()?;
+    let mut line = String::new();
+    BufReader::new(s).read_line(&mut line).ok()?;
+    Some(line.trim_end().to_string())
+}
+
 /// A job server child process on a loopback port; killed on drop.
 pub struct TestServer {
     /// Which implementation runs.
@@ -116,7 +128,29 @@ impl TestServer {
         s
     }
 
+    /// Starts the server; if it cannot take the port (a parallel test got it
+    /// first) a fresh run picks a new port, unless `keep_port` (restarts).
     fn spawn(&mut self) {
+        self.spawn_inner(false)
+    }
+
+    fn spawn_inner(&mut self, keep_port: bool) {
+        for _ in 0..5 {
+            let child = self.command().spawn().expect("spawn job server");
+            self.child = Some(child);
+            if self.wait_ready() {
+                return;
+            }
+            self.kill();
+            if !keep_port {
+                self.port = free_port();
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!("{} did not start on port {}", self.kind.name(), self.port);
+    }
+
+    fn command(&self) -> Command {
         let bin = self
             .kind
             .binary()
@@ -147,19 +181,28 @@ impl TestServer {
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::inherit());
-        self.child = Some(cmd.spawn().expect("spawn job server"));
-        self.wait_ready();
+        cmd
     }
 
-    fn wait_ready(&self) {
+    /// Waits until OUR child answers `getpid` on the port (a plain connect can
+    /// be fooled by another process on the port, or by a TCP self-connect).
+    /// False if the child exited (e.g. the port was taken).
+    fn wait_ready(&mut self) -> bool {
         let deadline = Instant::now() + Duration::from_secs(15);
+        let Some(child) = self.child.as_mut() else {
+            return false;
+        };
+        let want = format!("OK {}", child.id());
         while Instant::now() < deadline {
-            if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
-                return;
+            if let Ok(Some(_)) = child.try_wait() {
+                return false;
+            }
+            if ask_getpid(self.port).as_deref() == Some(want.as_str()) {
+                return true;
             }
             std::thread::sleep(Duration::from_millis(20));
         }
-        panic!("{} did not start on port {}", self.kind.name(), self.port);
+        false
     }
 
     /// The address clients and workers use.
@@ -188,7 +231,7 @@ impl TestServer {
     /// Kills and starts again on the same port with the same flags.
     pub fn restart(&mut self) {
         self.kill();
-        self.spawn();
+        self.spawn_inner(true);
     }
 }
 

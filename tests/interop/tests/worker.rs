@@ -507,7 +507,13 @@ async fn registrations_with_timeout_are_visible_and_not_duplicated() {
 async fn can_do_timeout_requeues_and_late_completion_is_tolerated() {
     for kind in kinds() {
         timeout(TEST_LIMIT, async {
-            let server = TestServer::start(kind);
+            // polygeard fails an overrunning job back to its clients by default;
+            // --timeout-requeue gives gearmand's requeue, which this test needs.
+            let extra: &[&str] = match kind {
+                ServerKind::Polygeard => &["--timeout-requeue"],
+                ServerKind::Gearmand => &[],
+            };
+            let server = TestServer::start_with(kind, extra);
             // Worker A registers with a 1 s server-side timeout and overruns it.
             // (gearmand's timer is per connection and PRE_SLEEP cancels it, so
             // A runs one job at a time and does not grab/sleep meanwhile.)
@@ -542,7 +548,10 @@ async fn can_do_timeout_requeues_and_late_completion_is_tolerated() {
             b.register("slow", None).unwrap();
             let run_b = spawn_echo(&b);
             let got = client.until_final().await;
-            assert_eq!(result_of(&got).unwrap(), "x");
+            // Usually B runs it; on a loaded machine A may finish its late job
+            // and grab the requeued one first. Either way it was requeued.
+            let r = result_of(&got).unwrap();
+            assert!(&r[..] == b"x" || &r[..] == b"a-again", "unexpected {r:?}");
             b.stop();
             timeout(STEP, run_b).await.unwrap().unwrap().unwrap();
             timeout(STEP, b.shutdown()).await.unwrap();
