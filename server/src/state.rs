@@ -487,7 +487,10 @@ impl State {
                     if exceptions {
                         put_pkt(b, PacketType::WorkException, &[&handle, &data])
                     } else {
-                        put_pkt(b, PacketType::WorkFail, &[&handle, b""])
+                        // gearmand appends a NUL here (`handle\0`); libgearman
+                        // clients such as the C `gearman` tool then never match
+                        // the handle and hang. The plain form works everywhere.
+                        put_pkt(b, PacketType::WorkFail, &[&handle])
                     }
                 });
                 self.finish(n);
