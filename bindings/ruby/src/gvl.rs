@@ -51,29 +51,30 @@ fn without_gvl<F: FnOnce() -> R, R>(f: F, cancel: &Arc<Notify>) -> Option<std::t
     call.r
 }
 
-/// Runs `fut` on the runtime and waits for it with the GVL released.
+/// Drives `fut` to completion on the calling Ruby thread (inside the
+/// runtime's context) with the GVL released.
 ///
 /// When Ruby interrupts the wait (Thread#raise/kill, Timeout, a signal),
 /// pending interrupts are processed with the GVL held: if they raise, the
-/// task is aborted and the exception propagates; otherwise (e.g. a signal
-/// handler that just ran) the wait resumes, so the operation is not lost.
+/// future is dropped (cancelling the operation) and the exception
+/// propagates; otherwise (e.g. a signal handler that just ran) the wait
+/// resumes with the same future, so the operation is not lost.
 pub(crate) fn wait<T, Fut>(ruby: &Ruby, fut: Fut) -> Result<T, Error>
 where
-    T: Send + 'static,
-    Fut: Future<Output = T> + Send + 'static,
+    Fut: Future<Output = T>,
 {
     let rt = crate::runtime(ruby)?;
-    let mut handle = rt.spawn(fut);
+    let mut fut = std::pin::pin!(fut);
     loop {
         let cancel = Arc::new(Notify::new());
         let wake = cancel.clone();
-        let h = &mut handle;
+        let f = fut.as_mut();
         let outcome = without_gvl(
             move || {
                 rt.block_on(async move {
                     tokio::select! {
                         biased;
-                        r = h => Some(r),
+                        r = f => Some(r),
                         _ = wake.notified() => None,
                     }
                 })
@@ -81,27 +82,12 @@ where
             &cancel,
         );
         match outcome {
-            Some(Ok(Some(Ok(v)))) => return Ok(v),
-            Some(Ok(Some(Err(join_err)))) => {
-                return Err(Error::new(
-                    ruby.exception_runtime_error(),
-                    format!("polygear task failed: {join_err}"),
-                ))
-            }
+            Some(Ok(Some(v))) => return Ok(v),
             Some(Err(_)) => {
-                handle.abort();
-                return Err(Error::new(
-                    ruby.exception_runtime_error(),
-                    "panic in polygear native code",
-                ));
+                return Err(Error::new(ruby.exception_runtime_error(), "panic in polygear native code"));
             }
             // Interrupted (or not started because an interrupt was pending).
-            Some(Ok(None)) | None => {
-                if let Err(e) = ruby.thread_check_ints() {
-                    handle.abort();
-                    return Err(e);
-                }
-            }
+            Some(Ok(None)) | None => ruby.thread_check_ints()?,
         }
     }
 }
