@@ -8,6 +8,9 @@
 # Environment:
 #   CARGO_TARGET_DIR        cargo build dir shared with the workspace (default: <repo>/target)
 #   POLYGEAR_CARGO_PROFILE  release (default) or dev, for the gem's extension
+#   POLYGEAR_TEST_GEM_HOME  where the gem is installed (default /var/tmp/polygear-ruby-test/gems;
+#                           a private dir outside the repo so concurrent installs of the gem
+#                           by other scripts can't interfere, and rebuilds stay incremental)
 #   TESTOPTS                extra minitest options, e.g. "-v" or "-n /Gearmand/"
 set -euo pipefail
 
@@ -37,8 +40,12 @@ if ! command -v cargo >/dev/null; then
 fi
 
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
-SUDO=""
-[ "$(id -u)" -eq 0 ] || SUDO="sudo -E"
+GEM_DIR="${POLYGEAR_TEST_GEM_HOME:-/var/tmp/polygear-ruby-test/gems}"
+case "$GEM_DIR" in "$ROOT"/*)
+  echo "test-ruby: POLYGEAR_TEST_GEM_HOME must be outside the repo (cargo would see the workspace)" >&2
+  exit 1;;
+esac
+mkdir -p "$GEM_DIR"
 
 # --- the Rust CLI, for the Ruby-client/Rust-worker interop test -------------
 if cargo build -q -p polygear-cli; then
@@ -53,13 +60,16 @@ gem build polygear.gemspec
 GEM_FILE="$(ls polygear-*.gem)"
 echo "test-ruby: installing $GEM_FILE (cargo build, profile ${POLYGEAR_CARGO_PROFILE:-release})"
 start=$(date +%s)
-$SUDO gem install --local --no-document "./$GEM_FILE"
+gem install --local --no-document --install-dir "$GEM_DIR" "./$GEM_FILE"
 echo "test-ruby: installed in $(($(date +%s) - start))s"
 rm -f "$GEM_FILE"
 
 # --- tests against the installed gem (no -I: the load path is the gem's) ---
 cd /tmp
 unset RUBYLIB RUBYOPT
+GEM_HOME="$GEM_DIR"
+GEM_PATH="$GEM_DIR:$(ruby -e 'print Gem.default_path.join(":")')"
+export GEM_HOME GEM_PATH
 # shellcheck disable=SC2086
 POLYGEAR_TEST_INSTALLED=1 timeout 900 ruby -e '
   Dir[File.join(ARGV.shift, "test_*.rb")].sort.each { |f| require f }

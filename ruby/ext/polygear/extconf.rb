@@ -48,7 +48,10 @@ File.write("Makefile", <<~MAKE)
   \t$(CARGO) build --profile #{profile} --manifest-path #{manifest} --lib
   \tmkdir -p polygear && cp #{out_dir}/#{libfile} #{dest}
 
-  install: all
+  # RubyGems runs `make` then `make install`: don't run cargo twice (its
+  # environment differs, which would rebuild C dependencies).
+  install:
+  \ttest -f #{dest} || $(MAKE) all
   \tmkdir -p $(DESTDIR)$(sitearchdir)/polygear
   \tcp #{dest} $(DESTDIR)$(sitearchdir)/#{dest}
   #{shared ? '' : "\trm -rf #{target_dir}"}
