@@ -341,7 +341,11 @@ fn exceptions_option_and_conversion() {
     let (t, p) = without.recv_raw();
     assert_eq!(t, PacketType::WorkFail as u32);
     // Unlike gearmand (`handle\0`), no trailing NUL: libgearman clients hang on it.
-    assert_eq!(p, h.clone().into_bytes(), "converted exception is a plain WORK_FAIL");
+    assert_eq!(
+        p,
+        h.clone().into_bytes(),
+        "converted exception is a plain WORK_FAIL"
+    );
     // WORK_FAIL and empty WORK_COMPLETE.
     with.send(&submit("exc", "", "y", false));
     let h2 = created(with.recv());
