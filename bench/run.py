@@ -169,8 +169,17 @@ def main() -> int:
     if a.out:
         lines = ["| scenario | gearmand (best of -t 1/-t 2) | polygeard | ratio |", "|---|---|---|---|"]
         for label, g, p, unit in rows:
-            ratio = f"{p / g:.2f}x" if unit == "jobs/s" and g else ""
-            lines.append(f"| {label} | {g:.0f} | {p:.0f} | {ratio} |")
+            if unit == "jobs/s" and not label.startswith("polygeard submit rate"):
+                lines.append(f"| {label} | {g:.0f} | {p:.0f} | {p / g:.2f}x |")
+        lines += ["", "| server | bytes per queued 16-byte job | share still held after the drain |",
+                  "|---|---|---|"]
+        for label, per_job, kept, unit in rows:
+            if unit.startswith("B"):
+                lines.append(f"| {label.replace(' bytes/queued job', '')} | {per_job:.0f} | {kept:.0f} % |")
+        for label, small, large, unit in rows:
+            if label.startswith("polygeard submit rate"):
+                lines += ["", f"polygeard background submit rate with ~1,000 jobs queued: {small:.0f}/s; "
+                              f"with ~{mem_n:,} queued: {large:.0f}/s ({100 * large / small:.0f} %)."]
         Path(a.out).write_text("\n".join(lines) + "\n")
     return 0
 

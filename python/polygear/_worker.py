@@ -22,6 +22,7 @@ SyncFunction = Callable[[Job], Payload]
 AsyncFunction = Callable[[Job], Union[Awaitable[Payload], Payload]]
 SF = TypeVar("SF", bound=SyncFunction)
 AF = TypeVar("AF", bound=AsyncFunction)
+F = TypeVar("F", bound=Callable[[Job], object])
 
 
 def _message(exc: BaseException) -> str:
@@ -70,6 +71,15 @@ class _Base:
         self._native.register(name, timeout)
         self._functions[name] = fn
 
+    def _decorator(self, name: str | None, timeout: float | None) -> Callable[[F], F]:
+        """The decorator behind ``function()`` of both worker kinds."""
+
+        def decorate(fn: F) -> F:
+            self._register(name if name is not None else fn.__name__, fn, timeout)
+            return fn
+
+        return decorate
+
     def unregister(self, name: str) -> None:
         """Stops taking jobs for ``name`` (CANT_DO)."""
         self._native.unregister(name)
@@ -111,12 +121,7 @@ class Worker(_Base):
 
     def function(self, name: str | None = None, timeout: float | None = None) -> Callable[[SF], SF]:
         """Decorator registering a function; ``name`` defaults to the function's ``__name__``."""
-
-        def decorate(fn: SF) -> SF:
-            self._register(name if name is not None else fn.__name__, fn, timeout)
-            return fn
-
-        return decorate
+        return self._decorator(name, timeout)
 
     def _serve(self, errors: list[BaseException]) -> None:
         try:
@@ -186,12 +191,7 @@ class AsyncWorker(_Base):
 
     def function(self, name: str | None = None, timeout: float | None = None) -> Callable[[AF], AF]:
         """Decorator registering a function; ``name`` defaults to the function's ``__name__``."""
-
-        def decorate(fn: AF) -> AF:
-            self._register(name if name is not None else fn.__name__, fn, timeout)
-            return fn
-
-        return decorate
+        return self._decorator(name, timeout)
 
     async def _run(self, job: Job) -> None:
         fn = self._functions.get(job.function)

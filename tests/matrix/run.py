@@ -11,6 +11,7 @@ and prints the client x worker matrix. Exit status 1 on any failure.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import re
 import shutil
@@ -22,8 +23,9 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
@@ -37,31 +39,79 @@ MIB16 = 16 * 1024 * 1024
 # Checks a peer cannot take part in, with the reason. Keys: (client, worker, check, server);
 # None matches anything.
 NA_RULES: list[tuple[str | None, str | None, str, str | None, str]] = [
-    (None, "c", "exception", None,
-     "`gearman -w` cannot raise: a failing command only sends WORK_FAIL"),
-    ("c", None, "background", None,
-     "the `gearman` CLI cannot ask GET_STATUS for a handle (no status command)"),
-    ("c", None, "exception", "gearmand",
-     "gearmand 1.1.20 turns WORK_EXCEPTION into WORK_FAIL with a trailing NUL for clients "
-     "without the exceptions option (protocol.md 3.10); libgearman does not match that "
-     "handle and the `gearman` CLI waits forever"),
+    (
+        "c",
+        None,
+        "big",
+        None,
+        (
+            "the `gearman` CLI (libgearman 1.1.20) buffers payloads quadratically: 1 MiB takes 0.5 s, "
+            "4 MiB 6.4 s, 16 MiB more than 60 s"
+        ),
+    ),
+    (
+        None,
+        "c",
+        "big",
+        None,
+        (
+            "`gearman -w` (libgearman 1.1.20) buffers the command's input/output quadratically: "
+            "1 MiB takes 0.35 s, 16 MiB more than 40 s"
+        ),
+    ),
+    (
+        None,
+        "c",
+        "exception",
+        None,
+        "`gearman -w` cannot raise: a failing command only sends WORK_FAIL",
+    ),
+    (
+        "c",
+        None,
+        "background",
+        None,
+        "the `gearman` CLI cannot ask GET_STATUS for a handle (no status command)",
+    ),
+    (
+        "c",
+        None,
+        "exception",
+        "gearmand",
+        (
+            "gearmand 1.1.20 turns WORK_EXCEPTION into WORK_FAIL with a trailing NUL for clients "
+            "without the exceptions option (protocol.md 3.10); libgearman does not match that "
+            "handle and the `gearman` CLI waits forever"
+        ),
+    ),
 ]
 
 NOTES = [
-    "C worker stream: `gearman -w -N` sends each output line as WORK_DATA holding all "
-    "output so far (libgearman quirk, protocol.md) and no WORK_STATUS; checked as such.",
+    (
+        "C worker stream: `gearman -w -N` sends each output line as WORK_DATA holding all "
+        "output so far (libgearman quirk, protocol.md) and no WORK_STATUS; checked as such."
+    ),
     "C worker background: no WORK_STATUS, so only queued -> running -> finished is checked.",
-    "C CLI client exception: the CLI never asks for exceptions, so the typed error is "
-    "'Job failed' + exit status 1 (the message cannot reach it).",
-    "C CLI client stream: the CLI prints WORK_DATA raw and WORK_STATUS as 'N% Complete' "
-    "lines through separate buffers, so both sequences are checked in order but not "
-    "their interleaving.",
+    (
+        "C CLI client exception (polygeard): the CLI never asks for exceptions, so the typed "
+        "error is 'Job failed' + exit status 1 (the message cannot reach it)."
+    ),
+    (
+        "C CLI client stream: the CLI prints WORK_DATA raw and WORK_STATUS as 'N% Complete' "
+        "lines through separate buffers, so both sequences are checked in order but not "
+        "their interleaving."
+    ),
 ]
 
 
 def na_reason(client: str, worker: str, check: str, server: str) -> str | None:
     for c, w, k, s, reason in NA_RULES:
-        if k == check and c in (None, client) and w in (None, worker) and s in (None, server):
+        if (
+            k == check
+            and c in (None, client)
+            and w in (None, worker)
+            and s in (None, server)
+        ):
             return reason
     return None
 
@@ -78,7 +128,9 @@ class Run:
     results: dict[tuple[str, str, str], Outcome] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
-    def put(self, client: str, worker: str, check: str, status: str, detail: str = "") -> None:
+    def put(
+        self, client: str, worker: str, check: str, status: str, detail: str = ""
+    ) -> None:
         with self.lock:
             self.results[(client, worker, check)] = Outcome(status, detail)
 
@@ -119,7 +171,9 @@ def admin(port: int, command: str, timeout: float = 5) -> str:
     return buf.decode("utf-8", "replace")
 
 
-def status_unique_counts(port: int, uniques: list[str], timeout: float = 5) -> dict[str, int]:
+def status_unique_counts(
+    port: int, uniques: list[str], timeout: float = 5
+) -> dict[str, int]:
     """GET_STATUS_UNIQUE for each unique over one connection: unique -> attached clients."""
     out: dict[str, int] = {}
     with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
@@ -143,33 +197,57 @@ class Procs:
 
     def __init__(self) -> None:
         self.procs: list[tuple[str, subprocess.Popen[bytes]]] = []
+        self.lock = threading.Lock()
+        self.closed = False
 
-    def start(self, name: str, argv: list[str], log_path: str, **kw: object) -> subprocess.Popen[bytes]:
-        out = open(log_path, "ab")
-        p = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                             start_new_session=True, **kw)  # type: ignore[call-overload]
-        out.close()
-        self.procs.append((name, p))
+    def spawn(self, name: str, argv: list[str], **kw: Any) -> subprocess.Popen[bytes]:
+        """Popen in a new session, recorded before a SIGTERM/SIGINT can interrupt us."""
+        with signals_blocked(), self.lock:
+            if self.closed:
+                raise RuntimeError("stopping: no new processes")
+            p = subprocess.Popen(
+                argv, stdin=subprocess.DEVNULL, start_new_session=True, **kw
+            )
+            self.procs.append((name, p))
         return p
 
+    def start(
+        self, name: str, argv: list[str], log_path: str, **kw: Any
+    ) -> subprocess.Popen[bytes]:
+        with open(log_path, "ab") as out:
+            return self.spawn(name, argv, stdout=out, stderr=subprocess.STDOUT, **kw)
+
     def stop_all(self) -> None:
-        for _, p in self.procs:
-            if p.poll() is None:
+        with signals_blocked():
+            with self.lock:
+                self.closed = True
+                procs = list(self.procs)
+            for _, p in procs:
+                if p.poll() is None:
+                    try:
+                        os.killpg(p.pid, signal.SIGTERM)
+                    except ProcessLookupError:
+                        pass
+            deadline = time.monotonic() + 5
+            for _, p in procs:
                 try:
-                    os.killpg(p.pid, signal.SIGTERM)
-                except ProcessLookupError:
-                    pass
-        deadline = time.monotonic() + 5
-        for _, p in self.procs:
-            try:
-                p.wait(timeout=max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                try:
-                    os.killpg(p.pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
-                p.wait()
-        self.procs.clear()
+                    p.wait(timeout=max(0.1, deadline - time.monotonic()))
+                except subprocess.TimeoutExpired:
+                    try:
+                        os.killpg(p.pid, signal.SIGKILL)
+                    except ProcessLookupError:
+                        pass
+                    p.wait()
+
+
+@contextlib.contextmanager
+def signals_blocked() -> Iterator[None]:
+    """Defers SIGTERM/SIGINT (and the KeyboardInterrupt they raise) until the block ends."""
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM, signal.SIGINT})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
 
 
 @dataclass
@@ -200,20 +278,38 @@ def lang_cmd(env: Env, lang: str) -> list[str]:
 
 def c_worker_cmds(gate: str) -> dict[str, list[str]]:
     """The C `gearman -w` worker: one shell command per function (run with GATE set)."""
-    wait = ('i=0; while [ ! -e "$GATE/$t" ]; do i=$((i+1)); [ $i -gt 1500 ] && exit 1; '
-            'sleep 0.02; done')
+    wait = (
+        'i=0; while [ ! -e "$GATE/$t" ]; do i=$((i+1)); [ $i -gt 1500 ] && exit 1; '
+        "sleep 0.02; done"
+    )
     return {
         "echo": ["cat"],
         "text": ["env", "LC_ALL=C.UTF-8", "rev"],
-        "stream": ["sh", "-c", 'n=$(cat); i=0; while [ $i -lt "$n" ]; do echo chunk-$i; i=$((i+1)); done'],
-        "bg": ["sh", "-c", 't=$(cat); case "$t" in ""|*[!A-Za-z0-9_-]*) exit 1;; esac; '
-               + wait + "; printf bg-done"],
-        "slow": ["sh", "-c", 'd=$(cat); t=release; ' + wait
-                 + '; printf "%s|c-%s-%s" "$d" "$$" "$(date +%s%N)"'],
+        "stream": [
+            "sh",
+            "-c",
+            'n=$(cat); i=0; while [ $i -lt "$n" ]; do echo chunk-$i; i=$((i+1)); done',
+        ],
+        "bg": [
+            "sh",
+            "-c",
+            't=$(cat); case "$t" in ""|*[!A-Za-z0-9_-]*) exit 1;; esac; '
+            + wait
+            + "; printf bg-done",
+        ],
+        "slow": [
+            "sh",
+            "-c",
+            "d=$(cat); t=release; "
+            + wait
+            + '; printf "%s|c-%s-%s" "$d" "$$" "$(date +%s%N)"',
+        ],
     }
 
 
-def start_workers(env: Env, procs: Procs, port: int, gate: str, langs: list[str], logdir: str) -> list[str]:
+def start_workers(
+    env: Env, procs: Procs, port: int, gate: str, langs: list[str], logdir: str
+) -> list[str]:
     """Starts the workers; returns the function names they must register."""
     server = f"127.0.0.1:{port}"
     expected = []
@@ -223,15 +319,32 @@ def start_workers(env: Env, procs: Procs, port: int, gate: str, langs: list[str]
                 copies = 2 if fn == "echo" else 1
                 flags = ["-N"] if fn == "stream" else []
                 for k in range(copies):
-                    procs.start(f"c.{fn}#{k}", ["gearman", "-w", *flags, "-h", "127.0.0.1", "-p", str(port),
-                                                "-f", f"c.{fn}", "--", *cmd],
-                                os.path.join(logdir, f"worker-c-{fn}-{k}.log"),
-                                env={**os.environ, "GATE": gate})
+                    procs.start(
+                        f"c.{fn}#{k}",
+                        [
+                            "gearman",
+                            "-w",
+                            *flags,
+                            "-h",
+                            "127.0.0.1",
+                            "-p",
+                            str(port),
+                            "-f",
+                            f"c.{fn}",
+                            "--",
+                            *cmd,
+                        ],
+                        os.path.join(logdir, f"worker-c-{fn}-{k}.log"),
+                        env={**os.environ, "GATE": gate},
+                    )
                 expected.append(f"c.{fn}")
         else:
-            procs.start(f"{lang} worker", [*lang_cmd(env, lang), "worker", server, gate, lang],
-                        os.path.join(logdir, f"worker-{lang}.log"),
-                        env={**os.environ, "POLYGEAR_NODE": env.node_module})
+            procs.start(
+                f"{lang} worker",
+                [*lang_cmd(env, lang), "worker", server, gate, lang],
+                os.path.join(logdir, f"worker-{lang}.log"),
+                env={**os.environ, "POLYGEAR_NODE": env.node_module},
+            )
             expected += [f"{lang}.{f}" for f in FUNCS]
     return expected
 
@@ -253,20 +366,26 @@ def wait_registered(port: int, expected: list[str], timeout: float = 60) -> list
     return missing
 
 
-def run_client(env: Env, lang: str, args: list[str], timeout: float, log_path: str,
-               procs: Procs) -> tuple[str, str]:
+def run_client(
+    env: Env, lang: str, args: list[str], timeout: float, log_path: str, procs: Procs
+) -> tuple[str, str]:
     """Runs one client process to completion; returns (stdout, error text)."""
     with open(log_path, "ab") as err:
-        p = subprocess.Popen([*lang_cmd(env, lang), "client", *args], stdout=subprocess.PIPE, stderr=err,
-                             stdin=subprocess.DEVNULL, start_new_session=True,
-                             env={**os.environ, "POLYGEAR_NODE": env.node_module})
-        procs.procs.append((f"{lang} client", p))
+        p = procs.spawn(
+            f"{lang} client",
+            [*lang_cmd(env, lang), "client", *args],
+            stdout=subprocess.PIPE,
+            stderr=err,
+            env={**os.environ, "POLYGEAR_NODE": env.node_module},
+        )
         try:
             out, _ = p.communicate(timeout=timeout)
         except subprocess.TimeoutExpired:
             os.killpg(p.pid, signal.SIGKILL)
             out, _ = p.communicate()
-            return out.decode("utf-8", "replace"), f"client timed out after {timeout:.0f}s"
+            return out.decode(
+                "utf-8", "replace"
+            ), f"client timed out after {timeout:.0f}s"
     problem = "" if p.returncode == 0 else f"client exited with {p.returncode}"
     return out.decode("utf-8", "replace"), problem
 
@@ -282,14 +401,25 @@ def tail(path: str, n: int = 400) -> str:
 
 # ------------------------------------------------------------------ C CLI client
 
-def gearman_cli(port: int, args: list[str], stdin: bytes | None, timeout: float) -> subprocess.CompletedProcess[bytes]:
-    return subprocess.run(["gearman", "-h", "127.0.0.1", "-p", str(port), *args],
-                          input=stdin if stdin is not None else b"",
-                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=timeout)
+
+def gearman_cli(
+    port: int, args: list[str], stdin: bytes | None, timeout: float
+) -> subprocess.CompletedProcess[bytes]:
+    return subprocess.run(
+        ["gearman", "-h", "127.0.0.1", "-p", str(port), *args],
+        input=stdin if stdin is not None else b"",
+        capture_output=True,
+        timeout=timeout,
+        check=False,
+    )
 
 
 def c_client_checks(run: Run, port: int, workers: list[str]) -> None:
-    binary = bytes(range(256)) + b"\x00\x00mid\x00" + b"\xff\xfe\xc3\x28\xa0\xa1\xe2\x28\xa1\x00"
+    binary = (
+        bytes(range(256))
+        + b"\x00\x00mid\x00"
+        + b"\xff\xfe\xc3\x28\xa0\xa1\xe2\x28\xa1\x00"
+    )
     big = (bytes(range(251)) * (MIB16 // 251 + 1))[:MIB16]
 
     def attempt(w: str, check: str, fn: Callable[[], str | None]) -> None:
@@ -314,7 +444,11 @@ def c_client_checks(run: Run, port: int, workers: list[str]) -> None:
     def unicode(w: str) -> str | None:
         r = gearman_cli(port, ["-f", f"{w}.text"], TEXT.encode(), 30)
         got = r.stdout.decode("utf-8", "replace")
-        return None if r.returncode == 0 and got == TEXT[::-1] else f"rc {r.returncode}, got {got!r}"
+        return (
+            None
+            if r.returncode == 0 and got == TEXT[::-1]
+            else f"rc {r.returncode}, got {got!r}"
+        )
 
     def stream(w: str) -> str | None:
         n = 4
@@ -323,7 +457,9 @@ def c_client_checks(run: Run, port: int, workers: list[str]) -> None:
         percents = [int(x) for x in re.findall(r"(\d+)% Complete\n", out)]
         data = re.sub(r"\d+% Complete\n", "", out)
         if w == "c":
-            want_data = "".join("\n".join(f"chunk-{j}" for j in range(i + 1)) for i in range(n))
+            want_data = "".join(
+                "\n".join(f"chunk-{j}" for j in range(i + 1)) for i in range(n)
+            )
             want_pct: list[int] = []
         else:
             want_data = "".join(f"chunk-{i}" for i in range(n)) + "done"
@@ -337,20 +473,25 @@ def c_client_checks(run: Run, port: int, workers: list[str]) -> None:
         r = gearman_cli(port, ["-f", f"{w}.raise", msg], None, 20)
         if r.returncode == 1 and b"Job failed" in r.stderr:
             return None
-        return f"rc {r.returncode}, stdout {r.stdout[:100]!r}, stderr {r.stderr[:200]!r}"
+        return (
+            f"rc {r.returncode}, stdout {r.stdout[:100]!r}, stderr {r.stderr[:200]!r}"
+        )
 
     for w in workers:
-        attempt(w, "binary", lambda: echo(w, binary))
-        attempt(w, "big", lambda: echo(w, big))
-        attempt(w, "unicode", lambda: unicode(w))
-        attempt(w, "stream", lambda: stream(w))
-        attempt(w, "exception", lambda: exception(w))
-        attempt(w, "background", lambda: "unreachable")
+        attempt(w, "binary", lambda w=w: echo(w, binary))
+        attempt(w, "big", lambda w=w: echo(w, big))
+        attempt(w, "unicode", lambda w=w: unicode(w))
+        attempt(w, "stream", lambda w=w: stream(w))
+        attempt(w, "exception", lambda w=w: exception(w))
+        attempt(w, "background", lambda: "no GET_STATUS in the gearman CLI")
 
 
 # ------------------------------------------------------------------ phases
 
-def parse_results(run: Run, lang: str, out: str, workers: list[str], problem: str, log_path: str) -> None:
+
+def parse_results(
+    run: Run, lang: str, out: str, workers: list[str], problem: str, log_path: str
+) -> None:
     seen = set()
     for line in out.splitlines():
         parts = line.split("\t")
@@ -368,12 +509,25 @@ def parse_results(run: Run, lang: str, out: str, workers: list[str], problem: st
             if reason:
                 run.put(lang, w, check, "na", reason)
             else:
-                run.put(lang, w, check, "fail",
-                        f"no result from the {NAMES[lang]} client ({problem or 'missing line'}): {tail(log_path)}")
+                run.put(
+                    lang,
+                    w,
+                    check,
+                    "fail",
+                    f"no result from the {NAMES[lang]} client ({problem or 'missing line'}): {tail(log_path)}",
+                )
 
 
-def coalesce_phase(env: Env, run: Run, procs: Procs, port: int, gate: str, clients: list[str],
-                   workers: list[str], logdir: str) -> None:
+def coalesce_phase(
+    env: Env,
+    run: Run,
+    procs: Procs,
+    port: int,
+    gate: str,
+    clients: list[str],
+    workers: list[str],
+    logdir: str,
+) -> None:
     """Two clients in different languages submit one unique job per cell; it must run once."""
     server = f"127.0.0.1:{port}"
     partner = {c: clients[(i + 1) % len(clients)] for i, c in enumerate(clients)}
@@ -395,8 +549,14 @@ def coalesce_phase(env: Env, run: Run, procs: Procs, port: int, gate: str, clien
 
     def lang_client(lang: str) -> None:
         items = ",".join(f"{u}:{w}" for u, w in duties[lang])
-        out, problem = run_client(env, lang, [server, gate, lang, "coal", items], 90,
-                                  os.path.join(logdir, f"client-{lang}-coal.log"), procs)
+        out, problem = run_client(
+            env,
+            lang,
+            [server, gate, lang, "coal", items],
+            90,
+            os.path.join(logdir, f"client-{lang}-coal.log"),
+            procs,
+        )
         with rlock:
             for line in out.splitlines():
                 parts = line.split("\t")
@@ -408,7 +568,11 @@ def coalesce_phase(env: Env, run: Run, procs: Procs, port: int, gate: str, clien
     def cli_job(u: str, w: str) -> None:
         try:
             r = gearman_cli(port, ["-f", f"{w}.slow", "-u", u, "coal"], None, 60)
-            res = ("ok", r.stdout.hex()) if r.returncode == 0 else ("err", f"rc {r.returncode} {r.stderr[:200]!r}")
+            res = (
+                ("ok", r.stdout.hex())
+                if r.returncode == 0
+                else ("err", f"rc {r.returncode} {r.stderr[:200]!r}")
+            )
         except subprocess.TimeoutExpired:
             res = ("err", "gearman CLI timed out")
         with rlock:
@@ -422,8 +586,9 @@ def coalesce_phase(env: Env, run: Run, procs: Procs, port: int, gate: str, clien
             threads.append(threading.Thread(target=lang_client, args=(lang,)))
     for t in threads:
         t.start()
-    # Release the gated jobs once every unique has both of its clients attached.
-    deadline = time.monotonic() + 45
+    # Release the gated jobs once every unique has both of its clients attached (well
+    # before the workers give up waiting for the release file, after 30 s).
+    deadline = time.monotonic() + 20
     counts: dict[str, int] = {}
     while time.monotonic() < deadline:
         try:
@@ -435,7 +600,9 @@ def coalesce_phase(env: Env, run: Run, procs: Procs, port: int, gate: str, clien
         time.sleep(0.1)
     else:
         short = sorted(u for u in cells if counts.get(u, 0) < 2)
-        log(f"gate: {len(short)} unique job(s) never had two clients attached; releasing anyway")
+        log(
+            f"gate: {len(short)} unique job(s) never had two clients attached; releasing anyway"
+        )
     open(os.path.join(gate, "release"), "wb").close()
     for t in threads:
         t.join(timeout=120)
@@ -448,7 +615,9 @@ def coalesce_phase(env: Env, run: Run, procs: Procs, port: int, gate: str, clien
             continue
         ra, rb = bytes.fromhex(a[1]), bytes.fromhex(b[1])
         if ra != rb:
-            run.put(c, w, "coalesce", "fail", f"{who}: two executions: {ra!r} vs {rb!r}")
+            run.put(
+                c, w, "coalesce", "fail", f"{who}: two executions: {ra!r} vs {rb!r}"
+            )
         elif not ra.startswith(b"coal|" + w.encode() + b"-"):
             run.put(c, w, "coalesce", "fail", f"{who}: unexpected result {ra!r}")
         else:
@@ -464,10 +633,31 @@ def run_server(env: Env, kind: str, clients: list[str], workers: list[str]) -> R
     port = free_port()
     try:
         if kind == "polygeard":
-            argv = [env.polygeard, "-p", str(port), "-L", "127.0.0.1", "-q", "builtin", "-l", "none"]
+            argv = [
+                env.polygeard,
+                "-p",
+                str(port),
+                "-L",
+                "127.0.0.1",
+                "-q",
+                "builtin",
+                "-l",
+                "none",
+            ]
         else:
-            argv = [env.gearmand, "-p", str(port), "-L", "127.0.0.1", "-l", "none", "--verbose", "ERROR",
-                    "-t", "2"]
+            argv = [
+                env.gearmand,
+                "-p",
+                str(port),
+                "-L",
+                "127.0.0.1",
+                "-l",
+                "none",
+                "--verbose",
+                "ERROR",
+                "-t",
+                "2",
+            ]
         srv = procs.start(kind, argv, os.path.join(logdir, "server.log"))
         wait_port(port, srv)
         log(f"{kind} on 127.0.0.1:{port}; starting workers {', '.join(workers)}")
@@ -483,13 +673,21 @@ def run_server(env: Env, kind: str, clients: list[str], workers: list[str]) -> R
 
         def lang_main(lang: str) -> None:
             log_path = os.path.join(logdir, f"client-{lang}-main.log")
-            out, problem = run_client(env, lang, [server, gate, lang, "main", ",".join(workers)], 300,
-                                      log_path, procs)
+            out, problem = run_client(
+                env,
+                lang,
+                [server, gate, lang, "main", ",".join(workers)],
+                300,
+                log_path,
+                procs,
+            )
             parse_results(run, lang, out, workers, problem, log_path)
 
         for lang in clients:
             if lang == "c":
-                threads.append(threading.Thread(target=c_client_checks, args=(run, port, workers)))
+                threads.append(
+                    threading.Thread(target=c_client_checks, args=(run, port, workers))
+                )
             else:
                 threads.append(threading.Thread(target=lang_main, args=(lang,)))
         for t in threads:
@@ -510,12 +708,20 @@ def run_server(env: Env, kind: str, clients: list[str], workers: list[str]) -> R
 
 # ------------------------------------------------------------------ report
 
-def print_matrix(run: Run, clients: list[str], workers: list[str], missing_lang: dict[str, str]) -> None:
-    width = 16
+
+def print_matrix(
+    run: Run, clients: list[str], workers: list[str], missing_lang: dict[str, str]
+) -> None:
+    width = 22
     print()
-    print(f"== {run.server}: client (rows) x worker (columns); "
-          f"cell = checks passed/run, failed checks named, N/A counted apart ==")
-    print("client \\ worker".ljust(width) + "".join(NAMES[w].ljust(width) for w in workers))
+    print(
+        f"== {run.server}: client (rows) x worker (columns); "
+        f"cell = checks passed/run, failed checks named, N/A counted apart =="
+    )
+    print(
+        "client \\ worker".ljust(width)
+        + "".join(NAMES[w].ljust(width) for w in workers)
+    )
     for c in clients:
         row = NAMES[c].ljust(width)
         for w in workers:
@@ -524,26 +730,40 @@ def print_matrix(run: Run, clients: list[str], workers: list[str], missing_lang:
                 continue
             outs = [run.results.get((c, w, k)) for k in CHECKS]
             passed = sum(1 for o in outs if o and o.status == "pass")
-            failed = [k for k, o in zip(CHECKS, outs) if o is None or o.status == "fail"]
+            failed = [
+                k for k, o in zip(CHECKS, outs) if o is None or o.status == "fail"
+            ]
             na = sum(1 for o in outs if o and o.status == "na")
-            cell = f"PASS {passed}/{passed + len(failed)}" if not failed else "FAIL " + ",".join(f[:4] for f in failed)
+            cell = (
+                f"PASS {passed}/{passed + len(failed)}"
+                if not failed
+                else "FAIL " + ",".join(f[:4] for f in failed)
+            )
             if na:
                 cell += f" na{na}"
             row += cell.ljust(width)
         print(row)
     print()
-    print(f"   per check ({run.server}):  " + "  ".join(
-        f"{k}: {sum(1 for (c, w, kk), o in run.results.items() if kk == k and o.status == 'pass')}P/"
-        f"{sum(1 for (c, w, kk), o in run.results.items() if kk == k and o.status == 'fail')}F/"
-        f"{sum(1 for (c, w, kk), o in run.results.items() if kk == k and o.status == 'na')}NA"
-        for k in CHECKS))
+    print(
+        f"   per check ({run.server}):  "
+        + "  ".join(
+            f"{k}: {sum(1 for (c, w, kk), o in run.results.items() if kk == k and o.status == 'pass')}P/"
+            f"{sum(1 for (c, w, kk), o in run.results.items() if kk == k and o.status == 'fail')}F/"
+            f"{sum(1 for (c, w, kk), o in run.results.items() if kk == k and o.status == 'na')}NA"
+            for k in CHECKS
+        )
+    )
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--polygeard", default=os.path.join(ROOT, "target", "debug", "polygeard"))
+    ap.add_argument(
+        "--polygeard", default=os.path.join(ROOT, "target", "debug", "polygeard")
+    )
     ap.add_argument("--gearmand", default="/usr/sbin/gearmand")
-    ap.add_argument("--rust-bin", default=os.path.join(ROOT, "target", "debug", "polygear-matrix"))
+    ap.add_argument(
+        "--rust-bin", default=os.path.join(ROOT, "target", "debug", "polygear-matrix")
+    )
     ap.add_argument("--python", default=os.path.join(ROOT, ".venv", "bin", "python"))
     ap.add_argument("--node", default=shutil.which("node") or "node")
     ap.add_argument("--node-module", default=os.path.join(ROOT, "node"))
@@ -553,6 +773,10 @@ def main() -> int:
     ap.add_argument("--keep-logs", action="store_true")
     a = ap.parse_args()
 
+    def on_signal(signum: int, _frame: object) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    signal.signal(signal.SIGTERM, on_signal)
     started = time.monotonic()
     workdir = tempfile.mkdtemp(prefix="polygear-matrix-")
     missing_lang: dict[str, str] = {}
@@ -560,13 +784,33 @@ def main() -> int:
     ruby: str | None = a.ruby or None
     ruby_reason = ""
     if "rb" in langs:
-        probe = subprocess.run([a.ruby or "ruby", "-e", 'require "polygear"'], capture_output=True, timeout=60) \
-            if a.ruby else None
+        probe = (
+            subprocess.run(
+                [a.ruby or "ruby", "-e", 'require "polygear"'],
+                capture_output=True,
+                timeout=60,
+                check=False,
+            )
+            if a.ruby
+            else None
+        )
         if probe is None or probe.returncode != 0:
-            ruby_reason = "ruby gem not installed (`ruby -e 'require \"polygear\"'` failed)"
+            ruby_reason = (
+                "ruby gem not installed (`ruby -e 'require \"polygear\"'` failed)"
+            )
             missing_lang["rb"] = ruby_reason
             ruby = None
-    env = Env(a.polygeard, a.gearmand, a.rust_bin, a.python, a.node, ruby, ruby_reason, a.node_module, workdir)
+    env = Env(
+        a.polygeard,
+        a.gearmand,
+        a.rust_bin,
+        a.python,
+        a.node,
+        ruby,
+        ruby_reason,
+        a.node_module,
+        workdir,
+    )
     active = [x for x in langs if x not in missing_lang]
     runs = []
     for kind in [s for s in a.servers.split(",") if s]:
@@ -594,15 +838,25 @@ def main() -> int:
     print("Notes:")
     for n in NOTES:
         print(f"  - {n}")
-    fails = [(run.server, key, o) for run in runs for key, o in sorted(run.results.items()) if o.status == "fail"]
+    fails = [
+        (run.server, key, o)
+        for run in runs
+        for key, o in sorted(run.results.items())
+        if o.status == "fail"
+    ]
     if fails:
         print("Failures:")
         for server, (c, w, k), o in fails:
-            print(f"  - [{server}] {NAMES[c]} client x {NAMES[w]} worker, {k}: {o.detail}")
+            print(
+                f"  - [{server}] {NAMES[c]} client x {NAMES[w]} worker, {k}: {o.detail}"
+            )
     if missing_lang:
         failed_langs = ", ".join(NAMES[x] for x in missing_lang)
         print(f"NOT RUN: {failed_langs} cells ({'; '.join(missing_lang.values())})")
-    print(f"matrix logs: {workdir}" if (fails or a.keep_logs) else "", end="\n" if (fails or a.keep_logs) else "")
+    print(
+        f"matrix logs: {workdir}" if (fails or a.keep_logs) else "",
+        end="\n" if (fails or a.keep_logs) else "",
+    )
     if not fails and not a.keep_logs:
         shutil.rmtree(workdir, ignore_errors=True)
     print(f"total {time.monotonic() - started:.1f}s, {na} N/A")

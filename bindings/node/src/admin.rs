@@ -147,6 +147,11 @@ impl NativeAdmin {
     }
 }
 
+/// A listing converted to its JavaScript records.
+fn js_list<A, B: From<A>>(items: Vec<A>) -> Vec<B> {
+    items.into_iter().map(Into::into).collect()
+}
+
 macro_rules! admin_call {
     ($self:ident, $env:ident, |$a:ident| $body:expr) => {
         $self.call(&$env, move |mut admin: Admin| async move {
@@ -182,34 +187,19 @@ impl NativeAdmin {
     /// `status`.
     #[napi(ts_return_type = "Promise<Array<JsFunctionStatus>>")]
     pub fn status(&self, env: Env) -> Result<AsyncBlock<Vec<JsFunctionStatus>>> {
-        admin_call!(self, env, |a| Ok(a
-            .status()
-            .await?
-            .into_iter()
-            .map(Into::into)
-            .collect()))
+        admin_call!(self, env, |a| a.status().await.map(js_list))
     }
 
     /// `prioritystatus`.
     #[napi(ts_return_type = "Promise<Array<JsPriorityStatus>>")]
     pub fn priority_status(&self, env: Env) -> Result<AsyncBlock<Vec<JsPriorityStatus>>> {
-        admin_call!(self, env, |a| Ok(a
-            .priority_status()
-            .await?
-            .into_iter()
-            .map(Into::into)
-            .collect()))
+        admin_call!(self, env, |a| a.priority_status().await.map(js_list))
     }
 
     /// `workers`.
     #[napi(ts_return_type = "Promise<Array<JsWorkerInfo>>")]
     pub fn workers(&self, env: Env) -> Result<AsyncBlock<Vec<JsWorkerInfo>>> {
-        admin_call!(self, env, |a| Ok(a
-            .workers()
-            .await?
-            .into_iter()
-            .map(Into::into)
-            .collect()))
+        admin_call!(self, env, |a| a.workers().await.map(js_list))
     }
 
     /// `version`.
@@ -233,12 +223,7 @@ impl NativeAdmin {
     /// `show jobs`.
     #[napi(ts_return_type = "Promise<Array<JsJobInfo>>")]
     pub fn show_jobs(&self, env: Env) -> Result<AsyncBlock<Vec<JsJobInfo>>> {
-        admin_call!(self, env, |a| Ok(a
-            .show_jobs()
-            .await?
-            .into_iter()
-            .map(Into::into)
-            .collect()))
+        admin_call!(self, env, |a| a.show_jobs().await.map(js_list))
     }
 
     /// `show unique jobs`.

@@ -142,6 +142,37 @@ pub struct NativeClient {
     inner: Client,
 }
 
+impl NativeClient {
+    /// The client, payload and options of one submission.
+    fn prepare(
+        &self,
+        data: Buffer,
+        opts: Option<SubmitArgs>,
+    ) -> Result<(Client, Bytes, SubmitOptions)> {
+        let opts = submit_options(opts)?;
+        Ok((self.inner.clone(), Bytes::from(data.to_vec()), opts))
+    }
+
+    /// GET_STATUS of a handle, or GET_STATUS_UNIQUE of a unique key.
+    fn status_of(
+        &self,
+        env: &Env,
+        key: String,
+        by_unique: bool,
+    ) -> Result<AsyncBlock<JsJobStatus>> {
+        let client = self.inner.clone();
+        AsyncBlockBuilder::new(async move {
+            let r = if by_unique {
+                client.status_unique(&key).await
+            } else {
+                client.status(&key).await
+            };
+            r.map(Into::into).map_err(to_napi)
+        })
+        .build(env)
+    }
+}
+
 #[napi]
 impl NativeClient {
     /// Creates the client; no I/O happens until the first call.
@@ -176,9 +207,7 @@ impl NativeClient {
         opts: Option<SubmitArgs>,
         cancel: Option<&Canceller>,
     ) -> Result<AsyncBlock<Buffer>> {
-        let opts = submit_options(opts)?;
-        let data = Bytes::from(data.to_vec());
-        let client = self.inner.clone();
+        let (client, data, opts) = self.prepare(data, opts)?;
         let watch = watch_of(cancel);
         AsyncBlockBuilder::new(cancellable(watch, async move {
             let r = client
@@ -200,9 +229,7 @@ impl NativeClient {
         opts: Option<SubmitArgs>,
         cancel: Option<&Canceller>,
     ) -> Result<AsyncBlock<NativeRunningJob>> {
-        let opts = submit_options(opts)?;
-        let data = Bytes::from(data.to_vec());
-        let client = self.inner.clone();
+        let (client, data, opts) = self.prepare(data, opts)?;
         let watch = watch_of(cancel);
         let job_watch = watch.clone();
         AsyncBlockBuilder::new(cancellable(watch, async move {
@@ -229,9 +256,7 @@ impl NativeClient {
         opts: Option<SubmitArgs>,
         cancel: Option<&Canceller>,
     ) -> Result<AsyncBlock<String>> {
-        let opts = submit_options(opts)?;
-        let data = Bytes::from(data.to_vec());
-        let client = self.inner.clone();
+        let (client, data, opts) = self.prepare(data, opts)?;
         AsyncBlockBuilder::new(cancellable(watch_of(cancel), async move {
             client
                 .submit_background(&function, data, opts)
@@ -244,29 +269,13 @@ impl NativeClient {
     /// GET_STATUS of a job handle.
     #[napi(ts_return_type = "Promise<JsJobStatus>")]
     pub fn status(&self, env: Env, handle: String) -> Result<AsyncBlock<JsJobStatus>> {
-        let client = self.inner.clone();
-        AsyncBlockBuilder::new(async move {
-            client
-                .status(&handle)
-                .await
-                .map(Into::into)
-                .map_err(to_napi)
-        })
-        .build(&env)
+        self.status_of(&env, handle, false)
     }
 
     /// GET_STATUS_UNIQUE of a unique key.
     #[napi(ts_return_type = "Promise<JsJobStatus>")]
     pub fn status_unique(&self, env: Env, unique: String) -> Result<AsyncBlock<JsJobStatus>> {
-        let client = self.inner.clone();
-        AsyncBlockBuilder::new(async move {
-            client
-                .status_unique(&unique)
-                .await
-                .map(Into::into)
-                .map_err(to_napi)
-        })
-        .build(&env)
+        self.status_of(&env, unique, true)
     }
 
     /// ECHO round trip.

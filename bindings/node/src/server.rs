@@ -12,6 +12,7 @@ use std::sync::Mutex;
 use tokio::sync::{oneshot, watch};
 
 use crate::error::{encoded, invalid};
+use crate::util::lock;
 
 /// Embedded server options.
 #[napi(object)]
@@ -130,11 +131,7 @@ impl NativeServer {
     /// Stops the server (closing every connection); resolves once it is down.
     #[napi(ts_return_type = "Promise<void>")]
     pub fn stop(&self, env: Env) -> Result<AsyncBlock<()>> {
-        let tx = self
-            .stop_tx
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .take();
+        let tx = lock(&self.stop_tx).take();
         if let Some(tx) = tx {
             let _ = tx.send(());
         }

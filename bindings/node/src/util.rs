@@ -1,5 +1,6 @@
 //! Small shared helpers: argument conversion and cancellation.
 
+use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
 use napi_derive::napi;
@@ -7,6 +8,12 @@ use polygear::ServerAddr;
 use tokio::sync::watch;
 
 use crate::error::invalid;
+
+/// Locks `m`, going on with the data of a poisoned lock (a panicking
+/// thread cannot leave these values half-updated).
+pub fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
 
 /// Parses `host[:port]` strings (each may also be a comma-separated list).
 pub fn parse_servers(list: &[String]) -> napi::Result<Vec<ServerAddr>> {

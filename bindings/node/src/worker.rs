@@ -1,7 +1,7 @@
 //! `NativeWorker` and `NativeJob`: JS handlers run on the JS thread through a
 //! thread-safe function; the core worker does the networking.
 
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 
 use napi::bindgen_prelude::*;
 use napi::threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode};
@@ -10,7 +10,7 @@ use polygear::{Bytes, Job, Worker, WorkerOptions};
 use tokio::sync::{watch, Notify};
 
 use crate::error::{invalid, to_napi};
-use crate::util::{millis, parse_servers};
+use crate::util::{lock, millis, parse_servers};
 
 /// Worker construction options (times in milliseconds).
 #[napi(object)]
@@ -44,10 +44,6 @@ pub struct NativeJob {
     unique: String,
     data: Bytes,
     slot: Arc<JobSlot>,
-}
-
-fn lock(job: &Mutex<Option<Job>>) -> MutexGuard<'_, Option<Job>> {
-    job.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 #[napi]

@@ -9,7 +9,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyList};
 use tokio::sync::Mutex as AsyncMutex;
 
-use crate::util::{self, payload, rt, to_bytes, to_pyerr, wait};
+use crate::util::{self, payload, py_bool, rt, to_bytes, to_pyerr, wait};
 
 /// Progress of a job as reported by GET_STATUS.
 #[pyclass(module = "polygear", frozen, get_all)]
@@ -33,14 +33,6 @@ impl JobStatus {
             self.numerator,
             self.denominator
         )
-    }
-}
-
-fn py_bool(b: bool) -> &'static str {
-    if b {
-        "True"
-    } else {
-        "False"
     }
 }
 
@@ -324,23 +316,62 @@ struct Submission {
     opts: SubmitOptions,
 }
 
-fn submission(
-    func: &Bound<'_, PyAny>,
-    data: &Bound<'_, PyAny>,
-    unique: Option<&Bound<'_, PyAny>>,
-    priority: &Bound<'_, PyAny>,
-    timeout: Option<&Bound<'_, PyAny>>,
-) -> PyResult<Submission> {
-    Ok(Submission {
-        function: util::text(func, "func")?,
-        data: payload(data, "data")?,
-        opts: SubmitOptions {
-            unique: util::unique(unique)?,
-            priority: util::priority(priority)?,
-            timeout: util::seconds(timeout, "timeout")?,
-            epoch: None,
-        },
-    })
+impl Submission {
+    /// A foreground job (`priority` None means normal).
+    fn foreground(
+        func: &Bound<'_, PyAny>,
+        data: &Bound<'_, PyAny>,
+        unique: Option<&Bound<'_, PyAny>>,
+        priority: Option<&Bound<'_, PyAny>>,
+        timeout: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<Submission> {
+        Ok(Submission {
+            function: util::text(func, "func")?,
+            data: payload(data, "data")?,
+            opts: SubmitOptions {
+                unique: util::unique(unique)?,
+                priority: util::opt_priority(priority)?,
+                timeout: util::seconds(timeout, "timeout")?,
+                epoch: None,
+            },
+        })
+    }
+
+    /// A background job (`priority` None means normal).
+    fn background(
+        func: &Bound<'_, PyAny>,
+        data: &Bound<'_, PyAny>,
+        unique: Option<&Bound<'_, PyAny>>,
+        priority: Option<&Bound<'_, PyAny>>,
+        epoch: Option<i64>,
+    ) -> PyResult<Submission> {
+        Ok(Submission {
+            function: util::text(func, "func")?,
+            data: payload(data, "data")?,
+            opts: SubmitOptions {
+                unique: util::unique(unique)?,
+                priority: util::opt_priority(priority)?,
+                timeout: None,
+                epoch,
+            },
+        })
+    }
+
+    /// Runs the job to its result.
+    async fn result(self, c: polygear::Client) -> polygear::Result<Bytes> {
+        c.submit(&self.function, self.data, self.opts).await
+    }
+
+    /// Submits the job and returns it running.
+    async fn job(self, c: polygear::Client) -> polygear::Result<polygear::RunningJob> {
+        c.submit_job(&self.function, self.data, self.opts).await
+    }
+
+    /// Queues the job in the background and returns its handle.
+    async fn queue(self, c: polygear::Client) -> polygear::Result<String> {
+        c.submit_background(&self.function, self.data, self.opts)
+            .await
+    }
 }
 
 fn options(
@@ -429,17 +460,22 @@ fn items(iterable: &Bound<'_, PyAny>) -> PyResult<Vec<Bytes>> {
     iter.map(|item| payload(&item?, "each item")).collect()
 }
 
-fn background_opts(
-    unique: Option<&Bound<'_, PyAny>>,
-    priority: &Bound<'_, PyAny>,
-    epoch: Option<i64>,
-) -> PyResult<SubmitOptions> {
-    Ok(SubmitOptions {
-        unique: util::unique(unique)?,
-        priority: util::priority(priority)?,
-        timeout: None,
-        epoch,
-    })
+/// Starts one job per payload of `iterable` (`submit_many`).
+fn many(
+    client: &polygear::Client,
+    func: &Bound<'_, PyAny>,
+    iterable: &Bound<'_, PyAny>,
+    priority: Option<&Bound<'_, PyAny>>,
+    timeout: Option<&Bound<'_, PyAny>>,
+) -> PyResult<AbortOnDrop> {
+    let function = util::text(func, "func")?;
+    let data = items(iterable)?;
+    let opts = SubmitOptions {
+        priority: util::opt_priority(priority)?,
+        timeout: util::seconds(timeout, "timeout")?,
+        ..SubmitOptions::default()
+    };
+    Ok(batch(client, &function, data, &opts))
 }
 
 /// A blocking Gearman client (thread-safe; the GIL is released while waiting).
@@ -480,27 +516,13 @@ impl Client {
         on_warning: Option<&Bound<'_, PyAny>>,
         on_status: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<Py<PyBytes>> {
-        let normal = pyo3::types::PyString::new(py, "normal");
-        let s = submission(
-            func,
-            data,
-            unique,
-            priority.unwrap_or(normal.as_any()),
-            timeout,
-        )?;
+        let s = Submission::foreground(func, data, unique, priority, timeout)?;
         let c = self.inner.clone();
         let Some(cbs) = Callbacks::new(on_data, on_warning, on_status)? else {
-            let r = wait(
-                py,
-                async move { c.submit(&s.function, s.data, s.opts).await },
-            )?
-            .map_err(to_pyerr)?;
+            let r = wait(py, s.result(c))?.map_err(to_pyerr)?;
             return Ok(to_bytes(py, &r));
         };
-        let job = wait(py, async move {
-            c.submit_job(&s.function, s.data, s.opts).await
-        })?
-        .map_err(to_pyerr)?;
+        let job = wait(py, s.job(c))?.map_err(to_pyerr)?;
         let (_, inner) = running(job);
         loop {
             let i = inner.clone();
@@ -529,19 +551,9 @@ impl Client {
         priority: Option<&Bound<'_, PyAny>>,
         timeout: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<RunningJob> {
-        let normal = pyo3::types::PyString::new(py, "normal");
-        let s = submission(
-            func,
-            data,
-            unique,
-            priority.unwrap_or(normal.as_any()),
-            timeout,
-        )?;
+        let s = Submission::foreground(func, data, unique, priority, timeout)?;
         let c = self.inner.clone();
-        let job = wait(py, async move {
-            c.submit_job(&s.function, s.data, s.opts).await
-        })?
-        .map_err(to_pyerr)?;
+        let job = wait(py, s.job(c))?.map_err(to_pyerr)?;
         let (handle, inner) = running(job);
         Ok(RunningJob { handle, inner })
     }
@@ -557,15 +569,9 @@ impl Client {
         priority: Option<&Bound<'_, PyAny>>,
         epoch: Option<i64>,
     ) -> PyResult<String> {
-        let normal = pyo3::types::PyString::new(py, "normal");
-        let function = util::text(func, "func")?;
-        let data = payload(data, "data")?;
-        let opts = background_opts(unique, priority.unwrap_or(normal.as_any()), epoch)?;
+        let s = Submission::background(func, data, unique, priority, epoch)?;
         let c = self.inner.clone();
-        wait(py, async move {
-            c.submit_background(&function, data, opts).await
-        })?
-        .map_err(to_pyerr)
+        wait(py, s.queue(c))?.map_err(to_pyerr)
     }
 
     /// Submits every payload at once (pipelined) and returns the results in order.
@@ -579,15 +585,7 @@ impl Client {
         timeout: Option<&Bound<'_, PyAny>>,
         return_exceptions: bool,
     ) -> PyResult<Py<PyList>> {
-        let normal = pyo3::types::PyString::new(py, "normal");
-        let function = util::text(func, "func")?;
-        let data = items(iterable)?;
-        let opts = SubmitOptions {
-            priority: util::priority(priority.unwrap_or(normal.as_any()))?,
-            timeout: util::seconds(timeout, "timeout")?,
-            ..SubmitOptions::default()
-        };
-        let tasks = batch(&self.inner, &function, data, &opts);
+        let tasks = many(&self.inner, func, iterable, priority, timeout)?;
         let results = wait(py, gather(tasks))?;
         collect(py, results, return_exceptions)
     }
@@ -673,21 +671,11 @@ impl AsyncClient {
         on_warning: Option<&Bound<'py, PyAny>>,
         on_status: Option<&Bound<'py, PyAny>>,
     ) -> PyResult<Bound<'py, PyAny>> {
-        let normal = pyo3::types::PyString::new(py, "normal");
-        let s = submission(
-            func,
-            data,
-            unique,
-            priority.unwrap_or(normal.as_any()),
-            timeout,
-        )?;
+        let s = Submission::foreground(func, data, unique, priority, timeout)?;
         let c = self.inner.clone();
         let Some(cbs) = Callbacks::new(on_data, on_warning, on_status)? else {
             return pyo3_async_runtimes::tokio::future_into_py(py, async move {
-                let r = c
-                    .submit(&s.function, s.data, s.opts)
-                    .await
-                    .map_err(to_pyerr)?;
+                let r = s.result(c).await.map_err(to_pyerr)?;
                 Ok(Python::attach(|py| to_bytes(py, &r)))
             });
         };
@@ -696,10 +684,7 @@ impl AsyncClient {
             .event_loop(py)
             .unbind();
         pyo3_async_runtimes::tokio::future_into_py(py, async move {
-            let job = c
-                .submit_job(&s.function, s.data, s.opts)
-                .await
-                .map_err(to_pyerr)?;
+            let job = s.job(c).await.map_err(to_pyerr)?;
             let (_, inner) = running(job);
             let mut guard = inner.lock().await;
             while let Some(e) = guard.next().await.map_err(to_pyerr)? {
@@ -734,20 +719,10 @@ impl AsyncClient {
         priority: Option<&Bound<'py, PyAny>>,
         timeout: Option<&Bound<'py, PyAny>>,
     ) -> PyResult<Bound<'py, PyAny>> {
-        let normal = pyo3::types::PyString::new(py, "normal");
-        let s = submission(
-            func,
-            data,
-            unique,
-            priority.unwrap_or(normal.as_any()),
-            timeout,
-        )?;
+        let s = Submission::foreground(func, data, unique, priority, timeout)?;
         let c = self.inner.clone();
         pyo3_async_runtimes::tokio::future_into_py(py, async move {
-            let job = c
-                .submit_job(&s.function, s.data, s.opts)
-                .await
-                .map_err(to_pyerr)?;
+            let job = s.job(c).await.map_err(to_pyerr)?;
             let (handle, inner) = running(job);
             Ok(AsyncRunningJob { handle, inner })
         })
@@ -764,16 +739,12 @@ impl AsyncClient {
         priority: Option<&Bound<'py, PyAny>>,
         epoch: Option<i64>,
     ) -> PyResult<Bound<'py, PyAny>> {
-        let normal = pyo3::types::PyString::new(py, "normal");
-        let function = util::text(func, "func")?;
-        let data = payload(data, "data")?;
-        let opts = background_opts(unique, priority.unwrap_or(normal.as_any()), epoch)?;
+        let s = Submission::background(func, data, unique, priority, epoch)?;
         let c = self.inner.clone();
-        pyo3_async_runtimes::tokio::future_into_py(py, async move {
-            c.submit_background(&function, data, opts)
-                .await
-                .map_err(to_pyerr)
-        })
+        pyo3_async_runtimes::tokio::future_into_py(
+            py,
+            async move { s.queue(c).await.map_err(to_pyerr) },
+        )
     }
 
     /// Submits every payload at once; awaitable of the results in order.
@@ -787,15 +758,7 @@ impl AsyncClient {
         timeout: Option<&Bound<'py, PyAny>>,
         return_exceptions: bool,
     ) -> PyResult<Bound<'py, PyAny>> {
-        let normal = pyo3::types::PyString::new(py, "normal");
-        let function = util::text(func, "func")?;
-        let data = items(iterable)?;
-        let opts = SubmitOptions {
-            priority: util::priority(priority.unwrap_or(normal.as_any()))?,
-            timeout: util::seconds(timeout, "timeout")?,
-            ..SubmitOptions::default()
-        };
-        let tasks = batch(&self.inner, &function, data, &opts);
+        let tasks = many(&self.inner, func, iterable, priority, timeout)?;
         pyo3_async_runtimes::tokio::future_into_py(py, async move {
             let results = gather(tasks).await;
             Python::attach(|py| collect(py, results, return_exceptions))

@@ -6,6 +6,8 @@ use polygear_server::{BackgroundServer, ServerConfig};
 use pyo3::exceptions::PyRuntimeError;
 use pyo3::prelude::*;
 
+use crate::util::{lock, py_bool};
+
 /// An in-process polygear job server on a loopback port (0 = pick a free one).
 #[pyclass(module = "polygear", frozen)]
 pub struct Server {
@@ -28,7 +30,7 @@ impl Server {
 
     /// Starts the server (no-op if it already runs).
     fn start(&self, py: Python<'_>) -> PyResult<()> {
-        let mut guard = self.running.lock().unwrap_or_else(|p| p.into_inner());
+        let mut guard = lock(&self.running);
         if guard.is_some() {
             return Ok(());
         }
@@ -48,11 +50,7 @@ impl Server {
 
     /// Stops the server (no-op if it is not running).
     fn stop(&self, py: Python<'_>) -> PyResult<()> {
-        let server = self
-            .running
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .take();
+        let server = lock(&self.running).take();
         if let Some(s) = server {
             py.detach(move || s.stop());
         }
@@ -62,12 +60,7 @@ impl Server {
     /// The port it listens on (the chosen one once started).
     #[getter]
     fn port(&self) -> u16 {
-        match self
-            .running
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .as_ref()
-        {
+        match lock(&self.running).as_ref() {
             Some(s) => s.port(),
             None => self.port,
         }
@@ -88,10 +81,7 @@ impl Server {
     /// True while the server runs.
     #[getter]
     fn running(&self) -> bool {
-        self.running
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .is_some()
+        lock(&self.running).is_some()
     }
 
     fn __enter__(slf: Bound<'_, Self>) -> PyResult<Bound<'_, Self>> {
@@ -109,7 +99,7 @@ impl Server {
         format!(
             "Server(address={:?}, running={})",
             self.address(),
-            if self.running() { "True" } else { "False" }
+            py_bool(self.running())
         )
     }
 }

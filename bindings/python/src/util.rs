@@ -2,6 +2,7 @@
 //! conversion and the mapping of `polygear::Error` onto Python exceptions.
 
 use std::future::Future;
+use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -36,6 +37,12 @@ where
             Err(_) => py.check_signals()?,
         }
     }
+}
+
+/// Locks `m`, going on with the data of a poisoned lock (a panicking
+/// thread cannot leave these values half-updated).
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// A short name of an object's type, for error messages.
@@ -120,6 +127,20 @@ pub(crate) fn priority(obj: &Bound<'_, PyAny>) -> PyResult<Priority> {
         other => Err(PyValueError::new_err(format!(
             "priority must be 'high', 'normal' or 'low', not {other:?}"
         ))),
+    }
+}
+
+/// Like [`priority`], with a missing argument meaning normal.
+pub(crate) fn opt_priority(obj: Option<&Bound<'_, PyAny>>) -> PyResult<Priority> {
+    obj.map_or(Ok(Priority::Normal), priority)
+}
+
+/// Python's spelling of a bool, for `__repr__`.
+pub(crate) fn py_bool(b: bool) -> &'static str {
+    if b {
+        "True"
+    } else {
+        "False"
     }
 }
 

@@ -7,7 +7,7 @@ use polygear::WorkerOptions;
 use pyo3::prelude::*;
 use pyo3::types::PyBytes;
 
-use crate::util::{self, opt_payload, payload, rt, to_pyerr, wait};
+use crate::util::{self, lock, opt_payload, payload, rt, to_pyerr, wait};
 
 /// A job assigned to this worker.
 #[pyclass(module = "polygear", frozen)]
@@ -30,25 +30,22 @@ impl Job {
         }
     }
 
+    fn finished(&self) -> PyErr {
+        to_pyerr(polygear::Error::Closed(format!(
+            "job {} already finished",
+            self.handle
+        )))
+    }
+
     fn with<R>(&self, f: impl FnOnce(&polygear::Job) -> polygear::Result<R>) -> PyResult<R> {
-        let guard = self.inner.lock().unwrap_or_else(|p| p.into_inner());
-        match guard.as_ref() {
+        match lock(&self.inner).as_ref() {
             Some(job) => f(job).map_err(to_pyerr),
-            None => Err(to_pyerr(polygear::Error::Closed(format!(
-                "job {} already finished",
-                self.handle
-            )))),
+            None => Err(self.finished()),
         }
     }
 
     fn take(&self) -> PyResult<polygear::Job> {
-        let mut guard = self.inner.lock().unwrap_or_else(|p| p.into_inner());
-        guard.take().ok_or_else(|| {
-            to_pyerr(polygear::Error::Closed(format!(
-                "job {} already finished",
-                self.handle
-            )))
-        })
+        lock(&self.inner).take().ok_or_else(|| self.finished())
     }
 }
 
@@ -77,10 +74,7 @@ impl Job {
     /// True once the job was completed, failed or raised.
     #[getter]
     fn done(&self) -> bool {
-        self.inner
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .is_none()
+        lock(&self.inner).is_none()
     }
     /// WORK_DATA: sends a chunk of partial output.
     fn send_data(&self, data: &Bound<'_, PyAny>) -> PyResult<()> {

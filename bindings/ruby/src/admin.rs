@@ -4,10 +4,37 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use magnus::{function, method, prelude::*, Error, RArray, RModule, Ruby};
+use magnus::{function, method, prelude::*, Error, IntoValue, RArray, RModule, Ruby};
 use tokio::sync::Mutex;
 
 use crate::{gvl, map_err, opt_secs};
+
+/// One admin call on the connection of `$rb_self`: `|a| a.method(args)`
+/// (through [`NativeAdmin::call`], which hands the connection back).
+macro_rules! admin_call {
+    ($ruby:expr, $rb_self:expr, |$a:ident| $call:expr) => {
+        NativeAdmin::call($ruby, $rb_self, move |mut admin| async move {
+            let r = {
+                let $a = &mut admin;
+                $call.await
+            };
+            (admin, r)
+        })
+    };
+}
+
+/// A Ruby Array with one entry per listing row.
+fn rows<T, R: IntoValue>(
+    ruby: &Ruby,
+    items: Vec<T>,
+    row: impl Fn(T) -> R,
+) -> Result<RArray, Error> {
+    let out = ruby.ary_new_capa(items.len());
+    for item in items {
+        out.push(row(item))?;
+    }
+    Ok(out)
+}
 
 /// Native admin connection; `Polygear::Admin` builds structs from its arrays.
 #[magnus::wrap(class = "Polygear::Native::Admin", free_immediately, size)]
@@ -49,86 +76,45 @@ impl NativeAdmin {
     }
 
     fn status(ruby: &Ruby, rb_self: &Self) -> Result<RArray, Error> {
-        let rows = Self::call(ruby, rb_self, |mut a| async move {
-            let r = a.status().await;
-            (a, r)
-        })?;
-        let out = ruby.ary_new_capa(rows.len());
-        for s in rows {
-            out.push((s.function, s.total, s.running, s.workers))?;
-        }
-        Ok(out)
+        let items = admin_call!(ruby, rb_self, |a| a.status())?;
+        rows(ruby, items, |s| (s.function, s.total, s.running, s.workers))
     }
 
     fn priority_status(ruby: &Ruby, rb_self: &Self) -> Result<RArray, Error> {
-        let rows = Self::call(ruby, rb_self, |mut a| async move {
-            let r = a.priority_status().await;
-            (a, r)
-        })?;
-        let out = ruby.ary_new_capa(rows.len());
-        for s in rows {
-            out.push((s.function, s.high, s.normal, s.low, s.workers))?;
-        }
-        Ok(out)
+        let items = admin_call!(ruby, rb_self, |a| a.priority_status())?;
+        rows(ruby, items, |s| {
+            (s.function, s.high, s.normal, s.low, s.workers)
+        })
     }
 
     fn workers(ruby: &Ruby, rb_self: &Self) -> Result<RArray, Error> {
-        let rows = Self::call(ruby, rb_self, |mut a| async move {
-            let r = a.workers().await;
-            (a, r)
-        })?;
-        let out = ruby.ary_new_capa(rows.len());
-        for w in rows {
-            out.push((w.fd, w.ip, w.client_id, w.functions))?;
-        }
-        Ok(out)
+        let items = admin_call!(ruby, rb_self, |a| a.workers())?;
+        rows(ruby, items, |w| (w.fd, w.ip, w.client_id, w.functions))
     }
 
     fn show_jobs(ruby: &Ruby, rb_self: &Self) -> Result<RArray, Error> {
-        let rows = Self::call(ruby, rb_self, |mut a| async move {
-            let r = a.show_jobs().await;
-            (a, r)
-        })?;
-        let out = ruby.ary_new_capa(rows.len());
-        for j in rows {
-            out.push((j.handle, j.retries, j.ignore, j.queued))?;
-        }
-        Ok(out)
+        let items = admin_call!(ruby, rb_self, |a| a.show_jobs())?;
+        rows(ruby, items, |j| (j.handle, j.retries, j.ignore, j.queued))
     }
 
     fn show_unique_jobs(ruby: &Ruby, rb_self: &Self) -> Result<Vec<String>, Error> {
-        Self::call(ruby, rb_self, |mut a| async move {
-            let r = a.show_unique_jobs().await;
-            (a, r)
-        })
+        admin_call!(ruby, rb_self, |a| a.show_unique_jobs())
     }
 
     fn version(ruby: &Ruby, rb_self: &Self) -> Result<String, Error> {
-        Self::call(ruby, rb_self, |mut a| async move {
-            let r = a.version().await;
-            (a, r)
-        })
+        admin_call!(ruby, rb_self, |a| a.version())
     }
 
     fn getpid(ruby: &Ruby, rb_self: &Self) -> Result<u32, Error> {
-        Self::call(ruby, rb_self, |mut a| async move {
-            let r = a.getpid().await;
-            (a, r)
-        })
+        admin_call!(ruby, rb_self, |a| a.getpid())
     }
 
     fn verbose(ruby: &Ruby, rb_self: &Self) -> Result<String, Error> {
-        Self::call(ruby, rb_self, |mut a| async move {
-            let r = a.verbose().await;
-            (a, r)
-        })
+        admin_call!(ruby, rb_self, |a| a.verbose())
     }
 
     fn cancel_job(ruby: &Ruby, rb_self: &Self, handle: String) -> Result<(), Error> {
-        Self::call(ruby, rb_self, |mut a| async move {
-            let r = a.cancel_job(&handle).await;
-            (a, r)
-        })
+        admin_call!(ruby, rb_self, |a| a.cancel_job(&handle))
     }
 
     fn maxqueue(
@@ -148,38 +134,23 @@ impl NativeAdmin {
                 ))
             }
         };
-        Self::call(ruby, rb_self, move |mut a| async move {
-            let r = a.maxqueue(&function, limits).await;
-            (a, r)
-        })
+        admin_call!(ruby, rb_self, |a| a.maxqueue(&function, limits))
     }
 
     fn create_function(ruby: &Ruby, rb_self: &Self, function: String) -> Result<(), Error> {
-        Self::call(ruby, rb_self, |mut a| async move {
-            let r = a.create_function(&function).await;
-            (a, r)
-        })
+        admin_call!(ruby, rb_self, |a| a.create_function(&function))
     }
 
     fn drop_function(ruby: &Ruby, rb_self: &Self, function: String) -> Result<(), Error> {
-        Self::call(ruby, rb_self, |mut a| async move {
-            let r = a.drop_function(&function).await;
-            (a, r)
-        })
+        admin_call!(ruby, rb_self, |a| a.drop_function(&function))
     }
 
     fn shutdown(ruby: &Ruby, rb_self: &Self, graceful: bool) -> Result<(), Error> {
-        Self::call(ruby, rb_self, move |mut a| async move {
-            let r = a.shutdown(graceful).await;
-            (a, r)
-        })
+        admin_call!(ruby, rb_self, |a| a.shutdown(graceful))
     }
 
     fn raw(ruby: &Ruby, rb_self: &Self, command: String) -> Result<String, Error> {
-        Self::call(ruby, rb_self, |mut a| async move {
-            let r = a.raw(&command).await;
-            (a, r)
-        })
+        admin_call!(ruby, rb_self, |a| a.raw(&command))
     }
 
     /// Drops the connection; later calls raise ClosedError.

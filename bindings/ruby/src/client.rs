@@ -1,5 +1,6 @@
 //! `Polygear::Native::Client` and `Polygear::Native::RunningJob`.
 
+use std::future::Future;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -73,6 +74,15 @@ struct NativeClient {
 }
 
 impl NativeClient {
+    /// Runs `op` on the client with the GVL released; raises its error.
+    fn call<T, F, Fut>(&self, ruby: &Ruby, op: F) -> Result<T, Error>
+    where
+        F: FnOnce(polygear::Client) -> Fut,
+        Fut: Future<Output = polygear::Result<T>>,
+    {
+        gvl::wait(ruby, op(self.inner.clone()))?.map_err(|e| map_err(ruby, e))
+    }
+
     fn new(
         ruby: &Ruby,
         servers: Vec<String>,
@@ -107,15 +117,11 @@ impl NativeClient {
     ) -> Result<RString, Error> {
         let data = bytes_of(data);
         let opts = submit_options(ruby, unique, prio, timeout, None)?;
-        let client = rb_self.inner.clone();
-        let r = gvl::wait(
+        let b = rb_self.call(
             ruby,
-            async move { client.submit(&function, data, opts).await },
+            |c| async move { c.submit(&function, data, opts).await },
         )?;
-        match r {
-            Ok(b) => Ok(ruby.str_from_slice(&b)),
-            Err(e) => Err(map_err(ruby, e)),
-        }
+        Ok(ruby.str_from_slice(&b))
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -130,11 +136,9 @@ impl NativeClient {
     ) -> Result<String, Error> {
         let data = bytes_of(data);
         let opts = submit_options(ruby, unique, prio, None, epoch)?;
-        let client = rb_self.inner.clone();
-        let r = gvl::wait(ruby, async move {
-            client.submit_background(&function, data, opts).await
-        })?;
-        r.map_err(|e| map_err(ruby, e))
+        rb_self.call(ruby, |c| async move {
+            c.submit_background(&function, data, opts).await
+        })
     }
 
     fn submit_job(
@@ -148,11 +152,9 @@ impl NativeClient {
     ) -> Result<NativeRunningJob, Error> {
         let data = bytes_of(data);
         let opts = submit_options(ruby, unique, prio, timeout, None)?;
-        let client = rb_self.inner.clone();
-        let job = gvl::wait(ruby, async move {
-            client.submit_job(&function, data, opts).await
-        })?
-        .map_err(|e| map_err(ruby, e))?;
+        let job = rb_self.call(ruby, |c| async move {
+            c.submit_job(&function, data, opts).await
+        })?;
         Ok(NativeRunningJob {
             handle: job.handle().to_string(),
             inner: Arc::new(tokio::sync::Mutex::new(Some(job))),
@@ -160,24 +162,18 @@ impl NativeClient {
     }
 
     fn status(ruby: &Ruby, rb_self: &Self, handle: String) -> Result<RArray, Error> {
-        let client = rb_self.inner.clone();
-        let st = gvl::wait(ruby, async move { client.status(&handle).await })?
-            .map_err(|e| map_err(ruby, e))?;
+        let st = rb_self.call(ruby, |c| async move { c.status(&handle).await })?;
         Ok(status_array(ruby, st))
     }
 
     fn status_unique(ruby: &Ruby, rb_self: &Self, unique: String) -> Result<RArray, Error> {
-        let client = rb_self.inner.clone();
-        let st = gvl::wait(ruby, async move { client.status_unique(&unique).await })?
-            .map_err(|e| map_err(ruby, e))?;
+        let st = rb_self.call(ruby, |c| async move { c.status_unique(&unique).await })?;
         Ok(status_array(ruby, st))
     }
 
     fn echo(ruby: &Ruby, rb_self: &Self, data: RString) -> Result<RString, Error> {
         let data = bytes_of(data);
-        let client = rb_self.inner.clone();
-        let b = gvl::wait(ruby, async move { client.echo(data).await })?
-            .map_err(|e| map_err(ruby, e))?;
+        let b = rb_self.call(ruby, |c| async move { c.echo(data).await })?;
         Ok(ruby.str_from_slice(&b))
     }
 
@@ -220,15 +216,10 @@ impl NativeRunningJob {
             Some(Ok(ev)) => ev,
         };
         let a = ruby.ary_new_capa(3);
-        match ev {
-            JobEvent::Data(b) => {
-                a.push(ruby.to_symbol("data"))?;
-                a.push(ruby.str_from_slice(&b))?;
-            }
-            JobEvent::Warning(b) => {
-                a.push(ruby.to_symbol("warning"))?;
-                a.push(ruby.str_from_slice(&b))?;
-            }
+        let (kind, payload) = match ev {
+            JobEvent::Data(b) => ("data", b),
+            JobEvent::Warning(b) => ("warning", b),
+            JobEvent::Complete(b) => ("complete", b),
             JobEvent::Status {
                 numerator,
                 denominator,
@@ -236,10 +227,7 @@ impl NativeRunningJob {
                 a.push(ruby.to_symbol("status"))?;
                 a.push(numerator)?;
                 a.push(denominator)?;
-            }
-            JobEvent::Complete(b) => {
-                a.push(ruby.to_symbol("complete"))?;
-                a.push(ruby.str_from_slice(&b))?;
+                return Ok(Some(a));
             }
             JobEvent::Failed => return Err(map_err(ruby, polygear::Error::JobFailed { handle })),
             JobEvent::Exception(m) => {
@@ -251,7 +239,9 @@ impl NativeRunningJob {
                     },
                 ))
             }
-        }
+        };
+        a.push(ruby.to_symbol(kind))?;
+        a.push(ruby.str_from_slice(&payload))?;
         Ok(Some(a))
     }
 }

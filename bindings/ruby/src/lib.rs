@@ -10,7 +10,7 @@
 //! `ruby/lib/polygear/*.rb`; this crate exposes `Polygear::Native::*`,
 //! `Polygear::Job` and the exception classes.
 
-use std::sync::OnceLock;
+use std::sync::{Mutex, MutexGuard, OnceLock};
 use std::time::Duration;
 
 use magnus::{prelude::*, value::Opaque, Error, ExceptionClass, RModule, Ruby, Value};
@@ -116,6 +116,12 @@ pub(crate) fn map_err(ruby: &Ruby, e: polygear::Error) -> Error {
         }
         Err(err) => err,
     }
+}
+
+/// Locks `m`, going on with the data of a poisoned lock (a panicking
+/// thread cannot leave these values half-updated).
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// Converts an optional number of seconds (Float/Integer) to a Duration;

@@ -5,7 +5,7 @@ use std::sync::Mutex;
 use magnus::{function, method, prelude::*, Error, RModule, Ruby};
 use polygear_server::{BackgroundServer, ServerConfig};
 
-use crate::gvl;
+use crate::{gvl, lock};
 
 /// An in-process job server (port 0 picks a free one); dropping it stops it.
 #[magnus::wrap(class = "Polygear::Native::Server", free_immediately, size)]
@@ -38,19 +38,12 @@ impl NativeServer {
     }
 
     fn is_running(&self) -> bool {
-        self.inner
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .is_some()
+        lock(&self.inner).is_some()
     }
 
     /// Stops the server (idempotent); connected clients see the connection close.
     fn stop(ruby: &Ruby, rb_self: &Self) -> Result<(), Error> {
-        let server = rb_self
-            .inner
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .take();
+        let server = lock(&rb_self.inner).take();
         if let Some(server) = server {
             // stop() joins the server thread: wait for it without the GVL.
             gvl::wait(ruby, async move {

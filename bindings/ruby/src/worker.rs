@@ -7,7 +7,7 @@ use magnus::{function, method, prelude::*, Error, RModule, RString, Ruby};
 use polygear::WorkerOptions;
 
 use crate::client::bytes_of;
-use crate::{gvl, map_err, opt_secs, parse_servers};
+use crate::{gvl, lock, map_err, opt_secs, parse_servers};
 
 /// Native worker; `Polygear::Worker` runs the Ruby threads around it.
 #[magnus::wrap(class = "Polygear::Native::Worker", free_immediately, size)]
@@ -135,7 +135,7 @@ impl RbJob {
         rb_self: &Self,
         f: impl FnOnce(&polygear::Job) -> polygear::Result<T>,
     ) -> Result<T, Error> {
-        let guard = rb_self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        let guard = lock(&rb_self.inner);
         let job = guard.as_ref().ok_or_else(|| Self::closed(ruby))?;
         let _rt = crate::runtime(ruby)?.enter();
         f(job).map_err(|e| map_err(ruby, e))
@@ -147,11 +147,7 @@ impl RbJob {
         rb_self: &Self,
         f: impl FnOnce(polygear::Job) -> polygear::Result<()>,
     ) -> Result<(), Error> {
-        let job = rb_self
-            .inner
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .take();
+        let job = lock(&rb_self.inner).take();
         let job = job.ok_or_else(|| Self::closed(ruby))?;
         let _rt = crate::runtime(ruby)?.enter();
         f(job).map_err(|e| map_err(ruby, e))
@@ -191,10 +187,7 @@ impl RbJob {
     }
 
     fn is_finished(&self) -> bool {
-        self.inner
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .is_none()
+        lock(&self.inner).is_none()
     }
 }
 

@@ -8,6 +8,8 @@ use std::time::{Duration, Instant};
 
 use polygear::ServerAddr;
 
+pub mod raw;
+
 /// Which job server implementation to run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ServerKind {

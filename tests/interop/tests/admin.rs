@@ -6,97 +6,26 @@
 
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
-use polygear::protocol::{Frame, Magic, Packet, PacketCodec, Priority};
+use bytes::Bytes;
+use polygear::protocol::{Packet, Priority};
 use polygear::{Admin, Error};
+use polygear_interop::raw::Raw;
 use polygear_interop::{ServerKind, TestServer};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 
 const T: Duration = Duration::from_secs(10);
 
-/// A raw binary-protocol connection (client or worker side).
-struct Raw {
-    stream: TcpStream,
-    buf: BytesMut,
-    codec: PacketCodec,
-}
-
-impl Raw {
-    async fn connect(server: &TestServer) -> Raw {
-        let stream = server.addr().connect(T).await.expect("connect");
-        Raw {
-            stream,
-            buf: BytesMut::new(),
-            codec: PacketCodec::default(),
-        }
-    }
-
-    async fn send(&mut self, p: Packet) {
-        let wire = p.to_bytes(Magic::Req).unwrap();
-        self.stream.write_all(&wire).await.expect("send");
-    }
-
-    async fn recv(&mut self) -> Packet {
-        let fut = async {
-            loop {
-                if let Some(f) = self.codec.decode_frame(&mut self.buf).expect("decode") {
-                    match f {
-                        Frame::Packet(Magic::Res, p) => return p,
-                        other => panic!("unexpected frame {other:?}"),
-                    }
-                }
-                let n = self.stream.read_buf(&mut self.buf).await.expect("read");
-                assert!(n > 0, "server closed the connection");
-            }
-        };
-        tokio::time::timeout(T, fut).await.expect("reply in time")
-    }
-
-    /// Round-trips an ECHO so every packet sent before has been processed.
-    async fn sync(&mut self) {
-        self.send(Packet::EchoReq {
-            data: Bytes::from_static(b"sync"),
-        })
+/// Submits a `payload` job that must be accepted; returns its handle as text.
+async fn submit_ok(
+    c: &mut Raw,
+    function: &str,
+    unique: &str,
+    priority: Priority,
+    background: bool,
+) -> String {
+    let handle = c
+        .submit_with(function, unique, "payload", priority, background)
         .await;
-        match self.recv().await {
-            Packet::EchoRes { data } => assert_eq!(&data[..], b"sync"),
-            other => panic!("expected ECHO_RES, got {other:?}"),
-        }
-    }
-
-    /// Submits a job and returns the reply (JOB_CREATED or ERROR).
-    async fn submit(
-        &mut self,
-        function: &str,
-        unique: &str,
-        priority: Priority,
-        background: bool,
-    ) -> Packet {
-        self.send(Packet::SubmitJob {
-            function: Bytes::copy_from_slice(function.as_bytes()),
-            unique: Bytes::copy_from_slice(unique.as_bytes()),
-            data: Bytes::from_static(b"payload"),
-            priority,
-            background,
-        })
-        .await;
-        self.recv().await
-    }
-
-    /// Submits a job that must be accepted; returns its handle.
-    async fn submit_ok(
-        &mut self,
-        function: &str,
-        unique: &str,
-        priority: Priority,
-        background: bool,
-    ) -> String {
-        match self.submit(function, unique, priority, background).await {
-            Packet::JobCreated { handle } => String::from_utf8(handle.to_vec()).unwrap(),
-            other => panic!("expected JOB_CREATED, got {other:?}"),
-        }
-    }
+    String::from_utf8(handle.to_vec()).unwrap()
 }
 
 fn servers() -> Vec<TestServer> {
@@ -184,14 +113,14 @@ async fn fresh_server_single_values_and_empty_listings() {
 #[tokio::test]
 async fn status_priority_status_and_job_listings_after_background_submits() {
     for server in servers() {
-        let mut c = Raw::connect(&server).await;
-        let h1 = c.submit_ok("reverse", "u1", Priority::Normal, true).await;
+        let mut c = Raw::connect(&server.addr(), T).await;
+        let h1 = submit_ok(&mut c, "reverse", "u1", Priority::Normal, true).await;
         // Same function and unique: coalesced onto the same job.
-        let again = c.submit_ok("reverse", "u1", Priority::Normal, true).await;
+        let again = submit_ok(&mut c, "reverse", "u1", Priority::Normal, true).await;
         assert_eq!(again, h1);
-        let h2 = c.submit_ok("reverse", "u2", Priority::High, true).await;
-        let h3 = c.submit_ok("reverse", "u3", Priority::Low, true).await;
-        let h4 = c.submit_ok("other", "", Priority::Low, true).await;
+        let h2 = submit_ok(&mut c, "reverse", "u2", Priority::High, true).await;
+        let h3 = submit_ok(&mut c, "reverse", "u3", Priority::Low, true).await;
+        let h4 = submit_ok(&mut c, "other", "", Priority::Low, true).await;
 
         let mut a = admin(&server).await;
         let mut status = a.status().await.unwrap();
@@ -235,7 +164,7 @@ async fn status_priority_status_and_job_listings_after_background_submits() {
 #[tokio::test]
 async fn workers_listing_and_running_counts() {
     for server in servers() {
-        let mut w = Raw::connect(&server).await;
+        let mut w = Raw::connect(&server.addr(), T).await;
         w.send(Packet::SetClientId {
             id: Bytes::from_static(b"worker-A"),
         })
@@ -266,8 +195,8 @@ async fn workers_listing_and_running_counts() {
         assert_ne!(me.fd, wa.fd);
 
         // A foreground job, grabbed by the worker: running 1.
-        let mut c = Raw::connect(&server).await;
-        let handle = c.submit_ok("rev", "k", Priority::Normal, false).await;
+        let mut c = Raw::connect(&server.addr(), T).await;
+        let handle = submit_ok(&mut c, "rev", "k", Priority::Normal, false).await;
         let mut status = a.status().await.unwrap();
         status.sort_by(|x, y| x.function.cmp(&y.function));
         let rev = status.iter().find(|s| s.function == "rev").unwrap();
@@ -307,8 +236,8 @@ async fn workers_listing_and_running_counts() {
 #[tokio::test]
 async fn cancel_job_known_and_unknown() {
     for server in servers() {
-        let mut c = Raw::connect(&server).await;
-        let handle = c.submit_ok("cj", "c1", Priority::Normal, true).await;
+        let mut c = Raw::connect(&server.addr(), T).await;
+        let handle = submit_ok(&mut c, "cj", "c1", Priority::Normal, true).await;
         let mut a = admin(&server).await;
         a.cancel_job(&handle).await.unwrap();
         // The cancelled job is either gone or marked ignored and not queued.
@@ -336,12 +265,15 @@ async fn cancel_job_known_and_unknown() {
 async fn maxqueue_limits_then_queue_error() {
     for server in servers() {
         let mut a = admin(&server).await;
-        let mut c = Raw::connect(&server).await;
+        let mut c = Raw::connect(&server.addr(), T).await;
         a.create_function("mq").await.unwrap();
         a.maxqueue("mq", Some([2, 2, 2])).await.unwrap();
-        c.submit_ok("mq", "a", Priority::Normal, true).await;
-        c.submit_ok("mq", "b", Priority::Normal, true).await;
-        match c.submit("mq", "c", Priority::Normal, true).await {
+        submit_ok(&mut c, "mq", "a", Priority::Normal, true).await;
+        submit_ok(&mut c, "mq", "b", Priority::Normal, true).await;
+        match c
+            .submit_reply("mq", "c", "payload", Priority::Normal, true)
+            .await
+        {
             Packet::Error { code, text } => {
                 assert_eq!(&code[..], b"QUEUE_ERROR");
                 assert_eq!(&text[..], b"Job queue is full");
@@ -350,15 +282,16 @@ async fn maxqueue_limits_then_queue_error() {
         }
         // Per priority: HIGH unlimited, NORMAL 1, LOW 5 (2 jobs exist).
         a.maxqueue("mq", Some([0, 1, 5])).await.unwrap();
-        c.submit_ok("mq", "h", Priority::High, true).await;
-        c.submit_ok("mq", "l", Priority::Low, true).await;
+        submit_ok(&mut c, "mq", "h", Priority::High, true).await;
+        submit_ok(&mut c, "mq", "l", Priority::Low, true).await;
         assert!(matches!(
-            c.submit("mq", "n", Priority::Normal, true).await,
+            c.submit_reply("mq", "n", "payload", Priority::Normal, true)
+                .await,
             Packet::Error { .. }
         ));
         // Back to unlimited.
         a.maxqueue("mq", None).await.unwrap();
-        c.submit_ok("mq", "n", Priority::Normal, true).await;
+        submit_ok(&mut c, "mq", "n", Priority::Normal, true).await;
         let status = a.status().await.unwrap();
         let mq = status.iter().find(|s| s.function == "mq").unwrap();
         assert_eq!(mq.total, 5);
@@ -386,7 +319,7 @@ async fn create_and_drop_function() {
         assert_server_error(a.drop_function("nosuch").await, "", "function not found");
 
         // Refused while a worker is registered.
-        let mut w = Raw::connect(&server).await;
+        let mut w = Raw::connect(&server.addr(), T).await;
         w.send(Packet::CanDo {
             function: Bytes::from_static(b"busy"),
         })

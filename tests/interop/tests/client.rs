@@ -2,37 +2,17 @@
 //! selected), with the C `gearman -w` worker and raw-socket workers speaking
 //! the real protocol.
 
-use std::future::Future;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
-use polygear::protocol::{Frame, Magic, Packet, PacketCodec};
+use bytes::Bytes;
+use polygear::protocol::Packet;
 use polygear::{Client, ClientOptions, Error, JobEvent, Priority, ServerAddr, SubmitOptions};
-use polygear_interop::{free_port, which, ServerKind, TestServer};
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
-use tokio::net::TcpStream;
+use polygear_interop::raw::{admin_lines, b, each_server, reversed, Raw};
+use polygear_interop::{free_port, which, TestServer};
 use tokio::task::JoinSet;
 
 const T: Duration = Duration::from_secs(30);
-
-/// Runs `body` once per selected server kind, each run bounded in time.
-async fn each_server<F, Fut>(name: &str, body: F)
-where
-    F: Fn(ServerKind) -> Fut,
-    Fut: Future<Output = ()>,
-{
-    let kinds = ServerKind::selected();
-    assert!(
-        !kinds.is_empty(),
-        "no job server selected (POLYGEAR_TEST_SERVERS)"
-    );
-    for kind in kinds {
-        if tokio::time::timeout(T, body(kind)).await.is_err() {
-            panic!("{name} timed out against {}", kind.name());
-        }
-    }
-}
 
 fn client(servers: Vec<ServerAddr>) -> Client {
     Client::new(ClientOptions {
@@ -54,120 +34,6 @@ fn opts(unique: Option<&str>, priority: Priority) -> SubmitOptions {
     }
 }
 
-fn b(s: &str) -> Bytes {
-    Bytes::copy_from_slice(s.as_bytes())
-}
-
-/// A job as a raw worker receives it.
-#[derive(Debug)]
-struct Assigned {
-    handle: Bytes,
-    unique: Bytes,
-    data: Bytes,
-}
-
-/// A raw protocol connection (worker or client side), no polygear Client/Worker.
-struct Raw {
-    stream: TcpStream,
-    buf: BytesMut,
-    codec: PacketCodec,
-}
-
-impl Raw {
-    async fn connect(addr: &ServerAddr) -> Raw {
-        let stream = TcpStream::connect((addr.host.as_str(), addr.port))
-            .await
-            .unwrap();
-        stream.set_nodelay(true).unwrap();
-        Raw {
-            stream,
-            buf: BytesMut::new(),
-            codec: PacketCodec::new(128 << 20),
-        }
-    }
-
-    /// A worker connection that registered `function`.
-    async fn worker(addr: &ServerAddr, function: &str) -> Raw {
-        let mut w = Raw::connect(addr).await;
-        w.send(Packet::CanDo {
-            function: b(function),
-        })
-        .await;
-        w
-    }
-
-    async fn send(&mut self, p: Packet) {
-        let bytes = p.to_bytes(Magic::Req).unwrap();
-        self.stream.write_all(&bytes).await.unwrap();
-    }
-
-    async fn recv(&mut self) -> Packet {
-        loop {
-            if let Some(Frame::Packet(_, p)) = self.codec.decode_frame(&mut self.buf).unwrap() {
-                return p;
-            }
-            let n = self.stream.read_buf(&mut self.buf).await.unwrap();
-            assert!(n > 0, "server closed the raw connection");
-        }
-    }
-
-    /// GRAB_JOB_UNIQ until a job comes (PRE_SLEEP / NOOP in between).
-    async fn grab(&mut self) -> Assigned {
-        loop {
-            self.send(Packet::GrabJobUniq).await;
-            loop {
-                match self.recv().await {
-                    Packet::JobAssignUniq {
-                        handle,
-                        unique,
-                        data,
-                        ..
-                    } => {
-                        return Assigned {
-                            handle,
-                            unique,
-                            data,
-                        }
-                    }
-                    Packet::NoJob => {
-                        self.send(Packet::PreSleep).await;
-                        // Wait for the NOOP (or re-grab after a while as a safety net).
-                        let _ =
-                            tokio::time::timeout(Duration::from_secs(2), self.wait_noop()).await;
-                        break;
-                    }
-                    Packet::Noop => {}
-                    other => panic!("raw worker got {other:?}"),
-                }
-            }
-        }
-    }
-
-    async fn wait_noop(&mut self) {
-        while !matches!(self.recv().await, Packet::Noop) {}
-    }
-
-    /// One GRAB_JOB_UNIQ that must come back NO_JOB.
-    async fn expect_no_job(&mut self) {
-        self.send(Packet::GrabJobUniq).await;
-        loop {
-            match self.recv().await {
-                Packet::NoJob => return,
-                Packet::Noop => {}
-                other => panic!("expected NO_JOB, got {other:?}"),
-            }
-        }
-    }
-
-    async fn complete(&mut self, handle: &Bytes, data: Bytes) {
-        self.send(Packet::WorkComplete {
-            handle: handle.clone(),
-            data,
-        })
-        .await;
-    }
-}
-
 /// Serves `n` jobs on `function`, completing each with `f(data)`.
 fn spawn_raw_worker(
     addr: ServerAddr,
@@ -176,7 +42,7 @@ fn spawn_raw_worker(
     f: fn(&Bytes) -> Bytes,
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
-        let mut w = Raw::worker(&addr, function).await;
+        let mut w = Raw::worker(&addr, function, T).await;
         for _ in 0..n {
             let job = w.grab().await;
             let out = f(&job.data);
@@ -186,34 +52,6 @@ fn spawn_raw_worker(
         w.send(Packet::EchoReq { data: b("bye") }).await;
         while !matches!(w.recv().await, Packet::EchoRes { .. }) {}
     })
-}
-
-fn reversed(d: &Bytes) -> Bytes {
-    let mut v = d.to_vec();
-    v.reverse();
-    Bytes::from(v)
-}
-
-/// Sends an admin text command and reads the reply up to a line equal to
-/// `.` (listings) or the first line (single-line replies).
-async fn admin(addr: &ServerAddr, cmd: &str, multi: bool) -> Vec<String> {
-    let stream = TcpStream::connect((addr.host.as_str(), addr.port))
-        .await
-        .unwrap();
-    let (rd, mut wr) = stream.into_split();
-    wr.write_all(format!("{cmd}\n").as_bytes()).await.unwrap();
-    let mut lines = BufReader::new(rd).lines();
-    let mut out = Vec::new();
-    while let Some(line) = lines.next_line().await.unwrap() {
-        if multi && line == "." {
-            break;
-        }
-        out.push(line);
-        if !multi {
-            break;
-        }
-    }
-    out
 }
 
 /// The C `gearman -w` worker running a command; killed on drop.
@@ -252,7 +90,7 @@ impl Drop for CliWorker {
 
 #[tokio::test]
 async fn round_trip_with_gearman_cli_worker() {
-    each_server("round_trip", |kind| async move {
+    each_server("round_trip", T, |kind| async move {
         let server = TestServer::start(kind);
         let _w = CliWorker::start(&server, "rev", &["rev"]);
         let c = client(vec![server.addr()]);
@@ -273,7 +111,7 @@ async fn round_trip_with_gearman_cli_worker() {
 
 #[tokio::test]
 async fn echo_and_client_id() {
-    each_server("echo", |kind| async move {
+    each_server("echo", T, |kind| async move {
         let server = TestServer::start(kind);
         let c = Client::new(ClientOptions {
             servers: vec![server.addr()],
@@ -284,7 +122,7 @@ async fn echo_and_client_id() {
         let data = Bytes::from_static(b"a\0b\0\0c");
         assert_eq!(c.echo(data.clone()).await.unwrap(), data);
         assert_eq!(c.echo(Bytes::new()).await.unwrap(), Bytes::new());
-        let workers = admin(&server.addr(), "workers", true).await;
+        let workers = admin_lines(&server.addr(), "workers", true, T).await;
         assert!(
             workers.iter().any(|l| l.contains("polygear-test-client")),
             "client id not listed: {workers:?}"
@@ -295,7 +133,7 @@ async fn echo_and_client_id() {
 
 #[tokio::test]
 async fn priorities_are_grabbed_in_order() {
-    each_server("priorities", |kind| async move {
+    each_server("priorities", T, |kind| async move {
         let server = TestServer::start(kind);
         let c = client(vec![server.addr()]);
         // Background submissions, queued before any worker exists.
@@ -318,7 +156,7 @@ async fn priorities_are_grabbed_in_order() {
             jobs.push(c.submit_job("prio_fg", name, opts(None, p)).await.unwrap());
         }
         let expected = ["high1", "high2", "norm1", "norm2", "low1", "low2"];
-        let mut w = Raw::worker(&server.addr(), "prio_bg").await;
+        let mut w = Raw::worker(&server.addr(), "prio_bg", T).await;
         let mut got = Vec::new();
         for _ in 0..6 {
             let j = w.grab().await;
@@ -327,7 +165,7 @@ async fn priorities_are_grabbed_in_order() {
         }
         assert_eq!(got, expected);
 
-        let mut w = Raw::worker(&server.addr(), "prio_fg").await;
+        let mut w = Raw::worker(&server.addr(), "prio_fg", T).await;
         let mut got = Vec::new();
         for _ in 0..6 {
             let j = w.grab().await;
@@ -344,7 +182,7 @@ async fn priorities_are_grabbed_in_order() {
 
 #[tokio::test]
 async fn unique_submissions_coalesce() {
-    each_server("coalesce", |kind| async move {
+    each_server("coalesce", T, |kind| async move {
         let server = TestServer::start(kind);
         let c1 = client(vec![server.addr()]);
         let c2 = client(vec![server.addr()]);
@@ -368,7 +206,7 @@ async fn unique_submissions_coalesce() {
         // c1 is attached twice (gearmand counts attachments, not connections).
         assert_eq!(st.client_count, Some(3), "{st:?}");
 
-        let mut w = Raw::worker(&server.addr(), "co").await;
+        let mut w = Raw::worker(&server.addr(), "co", T).await;
         let j = w.grab().await;
         assert_eq!(j.data, b("first"));
         assert_eq!(j.unique, b("same-key"));
@@ -402,7 +240,7 @@ async fn unique_submissions_coalesce() {
 
 #[tokio::test]
 async fn background_status_and_status_unique() {
-    each_server("background", |kind| async move {
+    each_server("background", T, |kind| async move {
         let server = TestServer::start(kind);
         let c = client(vec![server.addr()]);
         let h = c
@@ -414,7 +252,7 @@ async fn background_status_and_status_unique() {
         assert!(st.known && !st.running);
         assert_eq!((st.numerator, st.denominator), (0, 0));
 
-        let mut w = Raw::worker(&server.addr(), "bg").await;
+        let mut w = Raw::worker(&server.addr(), "bg", T).await;
         let j = w.grab().await;
         assert_eq!(j.handle, b(&h));
         w.send(Packet::WorkStatus {
@@ -480,14 +318,14 @@ async fn background_status_and_status_unique() {
 
 #[tokio::test]
 async fn events_arrive_in_order() {
-    each_server("events", |kind| async move {
+    each_server("events", T, |kind| async move {
         let server = TestServer::start(kind);
         let c = client(vec![server.addr()]);
         let mut job = c
             .submit_job("ev", "in", SubmitOptions::default())
             .await
             .unwrap();
-        let mut w = Raw::worker(&server.addr(), "ev").await;
+        let mut w = Raw::worker(&server.addr(), "ev", T).await;
         let j = w.grab().await;
         let h = j.handle.clone();
         w.send(Packet::WorkData {
@@ -535,7 +373,7 @@ async fn events_arrive_in_order() {
 
 #[tokio::test]
 async fn exception_and_failure() {
-    each_server("exception", |kind| async move {
+    each_server("exception", T, |kind| async move {
         let server = TestServer::start(kind);
         let c = client(vec![server.addr()]);
         let no_exc = Client::new(ClientOptions {
@@ -556,7 +394,7 @@ async fn exception_and_failure() {
             .submit_job("exc", "3", SubmitOptions::default())
             .await
             .unwrap();
-        let mut w = Raw::worker(&server.addr(), "exc").await;
+        let mut w = Raw::worker(&server.addr(), "exc", T).await;
         for _ in 0..3 {
             let j = w.grab().await;
             match &j.data[..] {
@@ -607,7 +445,7 @@ async fn exception_and_failure() {
 
 #[tokio::test]
 async fn binary_and_large_payloads() {
-    each_server("payloads", |kind| async move {
+    each_server("payloads", T, |kind| async move {
         let server = TestServer::start(kind);
         let worker = spawn_raw_worker(server.addr(), "big", 3, reversed);
         let c = client(vec![server.addr()]);
@@ -641,7 +479,7 @@ async fn binary_and_large_payloads() {
 
 #[tokio::test]
 async fn pipelined_jobs_on_one_connection() {
-    each_server("pipelining", |kind| async move {
+    each_server("pipelining", T, |kind| async move {
         let server = TestServer::start(kind);
         let n = 200;
         let worker = spawn_raw_worker(server.addr(), "pipe", n, reversed);
@@ -663,7 +501,7 @@ async fn pipelined_jobs_on_one_connection() {
         }
         worker.await.unwrap();
         // Everything went over one connection.
-        let workers = admin(&server.addr(), "workers", true).await;
+        let workers = admin_lines(&server.addr(), "workers", true, T).await;
         let idle = workers
             .iter()
             .filter(|l| l.trim_end().ends_with(':'))
@@ -701,7 +539,7 @@ async fn dead_server_fails_fast() {
 
 #[tokio::test]
 async fn failover_with_one_dead_server() {
-    each_server("failover", |kind| async move {
+    each_server("failover", T, |kind| async move {
         let server = TestServer::start(kind);
         let dead = ServerAddr::new("127.0.0.1", free_port());
         let n = 12;
@@ -740,7 +578,7 @@ async fn failover_with_one_dead_server() {
 
 #[tokio::test]
 async fn job_timeout() {
-    each_server("job_timeout", |kind| async move {
+    each_server("job_timeout", T, |kind| async move {
         let server = TestServer::start(kind);
         let c = client(vec![server.addr()]);
         let t0 = std::time::Instant::now();
@@ -781,14 +619,14 @@ async fn job_timeout() {
 
 #[tokio::test]
 async fn queue_full_is_a_server_error() {
-    each_server("maxqueue", |kind| async move {
+    each_server("maxqueue", T, |kind| async move {
         let server = TestServer::start(kind);
         let c = client(vec![server.addr()]);
         // The function must exist before maxqueue applies to it.
         c.submit_background("mq", "1", SubmitOptions::default())
             .await
             .unwrap();
-        let reply = admin(&server.addr(), "maxqueue mq 1", false).await;
+        let reply = admin_lines(&server.addr(), "maxqueue mq 1", false, T).await;
         assert_eq!(reply, vec!["OK"]);
         // Pipelined: the ERROR must fail exactly the submission it answers.
         let (r1, r2, r3) = tokio::join!(
@@ -812,7 +650,7 @@ async fn queue_full_is_a_server_error() {
 
 #[tokio::test]
 async fn connection_loss_and_reconnect() {
-    each_server("reconnect", |kind| async move {
+    each_server("reconnect", T, |kind| async move {
         let mut server = TestServer::start(kind);
         let c = client(vec![server.addr()]);
         let job = c
@@ -839,7 +677,7 @@ async fn connection_loss_and_reconnect() {
 
 #[tokio::test]
 async fn close_ends_jobs_and_invalid_arguments() {
-    each_server("close", |kind| async move {
+    each_server("close", T, |kind| async move {
         let server = TestServer::start(kind);
         let c = client(vec![server.addr()]);
         let long = "u".repeat(64);
@@ -892,7 +730,7 @@ fn established_to(port: u16) -> usize {
 /// caller gets an error instead of waiting forever.
 #[tokio::test]
 async fn close_releases_a_connection_stuck_on_a_full_socket() {
-    each_server("stuck_writer", |kind| async move {
+    each_server("stuck_writer", T, |kind| async move {
         let server = TestServer::start(kind);
         let pid = server.pid().unwrap().to_string();
         let c = client(vec![server.addr()]);

@@ -1,36 +1,18 @@
 //! Our Client and our Worker talking through a real job server.
 
-use std::future::Future;
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use bytes::Bytes;
 use polygear::{
     Client, ClientOptions, Error, Job, JobEvent, ServerAddr, SubmitOptions, Worker, WorkerOptions,
 };
+use polygear_interop::raw::{b, each_server, reversed};
 use polygear_interop::{ServerKind, TestServer};
 
 const T: Duration = Duration::from_secs(40);
 /// Environment variable that turns `worker_child_process` into a worker.
 const CHILD_ENV: &str = "POLYGEAR_PAIR_CHILD_PORT";
-
-async fn each_server<F, Fut>(name: &str, body: F)
-where
-    F: Fn(ServerKind) -> Fut,
-    Fut: Future<Output = ()>,
-{
-    let kinds = ServerKind::selected();
-    assert!(
-        !kinds.is_empty(),
-        "no job server selected (POLYGEAR_TEST_SERVERS)"
-    );
-    for kind in kinds {
-        if tokio::time::timeout(T, body(kind)).await.is_err() {
-            panic!("{name} timed out against {}", kind.name());
-        }
-    }
-}
 
 fn client(addr: ServerAddr) -> Client {
     Client::new(ClientOptions {
@@ -55,14 +37,18 @@ fn worker(addr: ServerAddr, concurrency: usize) -> Worker {
     .unwrap()
 }
 
-fn b(s: &str) -> Bytes {
-    Bytes::copy_from_slice(s.as_bytes())
-}
-
-fn reversed(d: &Bytes) -> Bytes {
-    let mut v = d.to_vec();
-    v.reverse();
-    Bytes::from(v)
+/// The events a client sees for the `events` function of [`handle`].
+fn expected_events() -> Vec<JobEvent> {
+    vec![
+        JobEvent::Data(b("part1")),
+        JobEvent::Warning(b("watch out")),
+        JobEvent::Status {
+            numerator: 1,
+            denominator: 3,
+        },
+        JobEvent::Data(b("part2")),
+        JobEvent::Complete(b("end")),
+    ]
 }
 
 /// The handler used by most tests, dispatching on the function name.
@@ -108,7 +94,7 @@ async fn stop_worker(w: Worker, task: tokio::task::JoinHandle<()>) {
 
 #[tokio::test]
 async fn round_trip_and_concurrency() {
-    each_server("round_trip", |kind| async move {
+    each_server("round_trip", T, |kind| async move {
         let server = TestServer::start(kind);
         let (w, task) = start_worker(server.addr(), 4);
         let c = client(server.addr());
@@ -141,7 +127,7 @@ async fn round_trip_and_concurrency() {
 
 #[tokio::test]
 async fn events_exceptions_and_failures() {
-    each_server("events", |kind| async move {
+    each_server("events", T, |kind| async move {
         let server = TestServer::start(kind);
         let (w, task) = start_worker(server.addr(), 2);
         let c = client(server.addr());
@@ -153,19 +139,7 @@ async fn events_exceptions_and_failures() {
         while let Some(ev) = job.next_event().await {
             got.push(ev.unwrap());
         }
-        assert_eq!(
-            got,
-            vec![
-                JobEvent::Data(b("part1")),
-                JobEvent::Warning(b("watch out")),
-                JobEvent::Status {
-                    numerator: 1,
-                    denominator: 3
-                },
-                JobEvent::Data(b("part2")),
-                JobEvent::Complete(b("end")),
-            ]
-        );
+        assert_eq!(got, expected_events());
         match c.submit("raise", "42", SubmitOptions::default()).await {
             Err(Error::JobException { message, .. }) => assert_eq!(message, "bad input \"42\""),
             other => panic!("expected JobException, got {other:?}"),
@@ -207,7 +181,7 @@ impl Drop for KillOnDrop {
 
 #[tokio::test]
 async fn killed_worker_job_goes_to_another_worker() {
-    each_server("killed_worker", |kind| async move {
+    each_server("killed_worker", T, |kind| async move {
         let server = TestServer::start(kind);
         let c = client(server.addr());
         let job = c
@@ -264,7 +238,7 @@ async fn killed_worker_job_goes_to_another_worker() {
 
 #[tokio::test]
 async fn server_restart_under_running_worker() {
-    each_server("restart", |kind| async move {
+    each_server("restart", T, |kind| async move {
         let mut server = TestServer::start(kind);
         let (w, task) = start_worker(server.addr(), 2);
         let c = client(server.addr());
@@ -307,7 +281,7 @@ async fn server_restart_under_running_worker() {
 /// and its late events must not reach anyone.
 #[tokio::test]
 async fn late_job_created_does_not_shift_the_fifo() {
-    each_server("late_created", |kind| async move {
+    each_server("late_created", T, |kind| async move {
         let server = TestServer::start(kind);
         let c = client(server.addr());
         // Connect first, so the timeouts below apply to JOB_CREATED only.
@@ -365,7 +339,7 @@ async fn late_job_created_does_not_shift_the_fifo() {
 /// ConnectionLost (both `submit` and `submit_job`), and the client recovers.
 #[tokio::test]
 async fn server_death_fails_in_flight_jobs() {
-    each_server("server_death", |kind| async move {
+    each_server("server_death", T, |kind| async move {
         let mut server = TestServer::start(kind);
         let c = client(server.addr());
         let mut set = tokio::task::JoinSet::new();
@@ -478,7 +452,7 @@ fn client_and_worker_survive_the_runtime_that_started_them() {
 /// on the same connection must still see each event exactly once.
 #[tokio::test]
 async fn coalesced_events_arrive_once_after_other_waiters_left() {
-    each_server("coalesced_once", |kind| async move {
+    each_server("coalesced_once", T, |kind| async move {
         let server = TestServer::start(kind);
         let c = client(server.addr());
         let keyed = || SubmitOptions {
@@ -507,19 +481,7 @@ async fn coalesced_events_arrive_once_after_other_waiters_left() {
         while let Some(ev) = job.next_event().await {
             events.push(ev.unwrap());
         }
-        assert_eq!(
-            events,
-            vec![
-                JobEvent::Data(b("part1")),
-                JobEvent::Warning(b("watch out")),
-                JobEvent::Status {
-                    numerator: 1,
-                    denominator: 3
-                },
-                JobEvent::Data(b("part2")),
-                JobEvent::Complete(b("end")),
-            ]
-        );
+        assert_eq!(events, expected_events());
         // Nothing left over for the next job on this connection.
         assert_eq!(
             c.submit("rev", "ab", SubmitOptions::default())
@@ -536,7 +498,7 @@ async fn coalesced_events_arrive_once_after_other_waiters_left() {
 /// "no limit") must not panic on `Instant` overflow.
 #[tokio::test]
 async fn huge_durations_do_not_panic() {
-    each_server("huge_durations", |kind| async move {
+    each_server("huge_durations", T, |kind| async move {
         let server = TestServer::start(kind);
         let w = Worker::new(WorkerOptions {
             servers: vec![server.addr()],

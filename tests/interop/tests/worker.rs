@@ -8,12 +8,11 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
-use polygear::protocol::{Frame, Magic, Packet, PacketCodec, Priority};
+use bytes::Bytes;
+use polygear::protocol::Packet;
 use polygear::{Job, ServerAddr, Worker, WorkerOptions};
+use polygear_interop::raw::{admin_lines, result_of, Raw};
 use polygear_interop::{ServerKind, TestServer};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 use tokio::time::timeout;
 
 /// Upper bound for one whole test.
@@ -78,29 +77,14 @@ async fn gearman_cli(port: u16, function: &str, data: &str) -> CliOut {
 }
 
 /// Sends one admin command and reads the listing up to the `.` line.
-async fn admin(port: u16, command: &str) -> String {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
-    s.write_all(format!("{command}\n").as_bytes())
-        .await
-        .unwrap();
-    let mut out = Vec::new();
-    let mut buf = [0u8; 4096];
-    timeout(STEP, async {
-        while !(out.ends_with(b"\n.\n") || out == b".\n") {
-            let n = s.read(&mut buf).await.unwrap();
-            assert!(n > 0, "admin connection closed");
-            out.extend_from_slice(&buf[..n]);
-        }
-    })
-    .await
-    .expect("admin reply timed out");
-    String::from_utf8(out).unwrap()
+async fn admin(port: u16, command: &str) -> Vec<String> {
+    admin_lines(&ServerAddr::new("127.0.0.1", port), command, true, STEP).await
 }
 
 /// `(total, running, workers)` of `function` from admin `status`.
 async fn status_of(port: u16, function: &str) -> Option<(u32, u32, u32)> {
-    let text = admin(port, "status").await;
-    text.lines().find_map(|l| {
+    let lines = admin(port, "status").await;
+    lines.iter().find_map(|l| {
         let f: Vec<&str> = l.split('\t').collect();
         (f.len() == 4 && f[0] == function).then(|| {
             (
@@ -134,93 +118,38 @@ async fn wait_status(port: u16, function: &str, pred: impl Fn((u32, u32, u32)) -
 
 /// The `workers` line of our worker (by client id).
 async fn worker_line(port: u16, client_id: &str) -> Option<String> {
-    let text = admin(port, "workers").await;
-    text.lines()
+    let lines = admin(port, "workers").await;
+    lines
+        .into_iter()
         .find(|l| l.split(' ').nth(2) == Some(client_id))
-        .map(str::to_string)
 }
 
-/// A raw protocol client for precise packet checks.
-struct Raw {
-    s: TcpStream,
-    buf: BytesMut,
-    codec: PacketCodec,
+/// Stops `worker`, then waits (each bounded by [`STEP`]) for its `run` task
+/// to end without error and for its shutdown.
+async fn stop_and_join(worker: &Worker, run: tokio::task::JoinHandle<polygear::Result<()>>) {
+    worker.stop();
+    timeout(STEP, run).await.unwrap().unwrap().unwrap();
+    timeout(STEP, worker.shutdown()).await.unwrap();
 }
 
-impl Raw {
-    async fn connect(port: u16) -> Raw {
-        Raw {
-            s: TcpStream::connect(("127.0.0.1", port)).await.unwrap(),
-            buf: BytesMut::new(),
-            codec: PacketCodec::new(64 << 20),
-        }
+/// A worker with 3 slots on `function` after three background jobs were
+/// submitted (data `0`..`2`): returns it and the first job it handed out,
+/// once the server shows all three running (two sit in the worker's buffer).
+async fn worker_holding_three(server: &TestServer, function: &str) -> (Worker, Job) {
+    let mut o = opts(vec![server.addr()]);
+    o.concurrency = 3;
+    let worker = Worker::new(o).unwrap();
+    worker.register(function, None).unwrap();
+    let mut client = Raw::connect(&server.addr(), STEP).await;
+    for i in 0..3 {
+        client
+            .submit(function, &format!("{function}-{i}"), format!("{i}"), true)
+            .await;
     }
-
-    async fn send(&mut self, p: Packet) {
-        let b = p.to_bytes(Magic::Req).unwrap();
-        self.s.write_all(&b).await.unwrap();
-    }
-
-    async fn recv(&mut self) -> Packet {
-        timeout(STEP, async {
-            loop {
-                if let Some(Frame::Packet(_, p)) = self.codec.decode_frame(&mut self.buf).unwrap() {
-                    return p;
-                }
-                let n = self.s.read_buf(&mut self.buf).await.unwrap();
-                assert!(n > 0, "server closed the connection");
-            }
-        })
-        .await
-        .expect("no packet from server")
-    }
-
-    /// SUBMIT_JOB (foreground) and returns the handle.
-    async fn submit(
-        &mut self,
-        function: &str,
-        unique: &str,
-        data: impl Into<Bytes>,
-        bg: bool,
-    ) -> Bytes {
-        self.send(Packet::SubmitJob {
-            function: Bytes::copy_from_slice(function.as_bytes()),
-            unique: Bytes::copy_from_slice(unique.as_bytes()),
-            data: data.into(),
-            priority: Priority::Normal,
-            background: bg,
-        })
-        .await;
-        match self.recv().await {
-            Packet::JobCreated { handle } => handle,
-            other => panic!("expected JOB_CREATED, got {other:?}"),
-        }
-    }
-
-    /// Receives packets until the final one for a job; returns them all.
-    async fn until_final(&mut self) -> Vec<Packet> {
-        let mut v = Vec::new();
-        loop {
-            let p = self.recv().await;
-            let last = matches!(
-                p,
-                Packet::WorkComplete { .. }
-                    | Packet::WorkFail { .. }
-                    | Packet::WorkException { .. }
-            );
-            v.push(p);
-            if last {
-                return v;
-            }
-        }
-    }
-}
-
-fn result_of(packets: &[Packet]) -> Option<Bytes> {
-    packets.iter().find_map(|p| match p {
-        Packet::WorkComplete { data, .. } => Some(data.clone()),
-        _ => None,
-    })
+    // The worker keeps grabbing until its 3 slots are full.
+    let first = timeout(STEP, worker.next_job()).await.unwrap().unwrap();
+    wait_status(server.port, function, |(t, r, _)| t == 3 && r == 3).await;
+    (worker, first)
 }
 
 /// Spawns `worker.run` with a handler that echoes (or reverses for "rev").
@@ -298,9 +227,7 @@ async fn round_trip_with_gearman_cli() {
                 );
             }
 
-            worker.stop();
-            timeout(STEP, run).await.unwrap().unwrap().unwrap();
-            timeout(STEP, worker.shutdown()).await.unwrap();
+            stop_and_join(&worker, run).await;
         })
         .await
         .expect("test timed out");
@@ -315,7 +242,7 @@ async fn work_packets_arrive_in_order_with_unique_and_exception() {
             let worker = Worker::new(opts(vec![server.addr()])).unwrap();
             worker.register("ordered", None).unwrap();
 
-            let mut client = Raw::connect(server.port).await;
+            let mut client = Raw::connect(&server.addr(), STEP).await;
             client
                 .send(Packet::OptionReq {
                     name: Bytes::from_static(b"exceptions"),
@@ -434,7 +361,7 @@ async fn concurrency_four_runs_four_jobs_at_once() {
             // 8 jobs from 8 client connections, all submitted up front.
             let mut clients = Vec::new();
             for i in 0..8 {
-                let mut c = Raw::connect(server.port).await;
+                let mut c = Raw::connect(&server.addr(), STEP).await;
                 c.submit("wide", &format!("u{i}"), format!("j{i}"), false)
                     .await;
                 clients.push(c);
@@ -444,9 +371,7 @@ async fn concurrency_four_runs_four_jobs_at_once() {
                 assert_eq!(result_of(&got).unwrap(), format!("j{i}"));
             }
             assert_eq!(peak.load(Ordering::SeqCst), 4, "never more than 4 at once");
-            worker.stop();
-            timeout(STEP, run).await.unwrap().unwrap().unwrap();
-            timeout(STEP, worker.shutdown()).await.unwrap();
+            stop_and_join(&worker, run).await;
         })
         .await
         .expect("test timed out");
@@ -494,9 +419,7 @@ async fn registrations_with_timeout_are_visible_and_not_duplicated() {
             tokio::time::sleep(Duration::from_millis(200)).await;
             assert_eq!(status_of(server.port, "timed").await.unwrap().2, 1);
 
-            worker.stop();
-            timeout(STEP, run).await.unwrap().unwrap().unwrap();
-            timeout(STEP, worker.shutdown()).await.unwrap();
+            stop_and_join(&worker, run).await;
         })
         .await
         .expect("test timed out");
@@ -539,7 +462,7 @@ async fn can_do_timeout_requeues_and_late_completion_is_tolerated() {
                 })
                 .await
             });
-            let mut client = Raw::connect(server.port).await;
+            let mut client = Raw::connect(&server.addr(), STEP).await;
             client.submit("slow", "", "x", false).await;
             wait_status(server.port, "slow", |(_, r, _)| r == 1).await;
 
@@ -598,7 +521,7 @@ async fn unregister_and_reset_stop_job_delivery() {
 
             worker.unregister("a").unwrap();
             wait_status(server.port, "a", |(_, _, w)| w == 0).await;
-            let mut client = Raw::connect(server.port).await;
+            let mut client = Raw::connect(&server.addr(), STEP).await;
             client.submit("a", "", "queued", true).await;
             tokio::time::sleep(Duration::from_millis(500)).await;
             assert_eq!(status_of(server.port, "a").await, Some((1, 0, 0)));
@@ -617,9 +540,7 @@ async fn unregister_and_reset_stop_job_delivery() {
             assert_eq!(status_of(server.port, "b").await, Some((1, 0, 0)));
             assert_eq!(*seen.lock().unwrap(), vec!["a", "b", "a"]);
 
-            worker.stop();
-            timeout(STEP, run).await.unwrap().unwrap().unwrap();
-            timeout(STEP, worker.shutdown()).await.unwrap();
+            stop_and_join(&worker, run).await;
         })
         .await
         .expect("test timed out");
@@ -641,9 +562,7 @@ async fn one_worker_serves_two_servers() {
                 assert_eq!(a.stdout, format!("{round}eno").as_bytes());
                 assert_eq!(b.stdout, format!("{round}owt").as_bytes());
             }
-            worker.stop();
-            timeout(STEP, run).await.unwrap().unwrap().unwrap();
-            timeout(STEP, worker.shutdown()).await.unwrap();
+            stop_and_join(&worker, run).await;
         })
         .await
         .expect("test timed out");
@@ -677,7 +596,7 @@ async fn job_of_a_killed_worker_goes_to_another_worker() {
                 drop(job);
                 drop(worker);
             });
-            let mut client = Raw::connect(server.port).await;
+            let mut client = Raw::connect(&server.addr(), STEP).await;
             let handle = client.submit("fragile", "", "precious", false).await;
             let held = timeout(STEP, started_rx).await.unwrap().unwrap();
             assert_eq!(held.as_bytes(), &handle[..]);
@@ -755,9 +674,7 @@ async fn worker_survives_server_restart() {
             assert_eq!(gearman_cli(port, "rs", "after").await.stdout, b"after");
             assert_eq!(gearman_cli(port, "rs_t", "timed").await.stdout, b"timed");
 
-            worker.stop();
-            timeout(STEP, run).await.unwrap().unwrap().unwrap();
-            timeout(STEP, worker.shutdown()).await.unwrap();
+            stop_and_join(&worker, run).await;
         })
         .await
         .expect("test timed out");
@@ -790,8 +707,8 @@ async fn graceful_stop_finishes_running_jobs_and_takes_no_new_ones() {
                 })
                 .await
             });
-            let mut c1 = Raw::connect(server.port).await;
-            let mut c2 = Raw::connect(server.port).await;
+            let mut c1 = Raw::connect(&server.addr(), STEP).await;
+            let mut c2 = Raw::connect(&server.addr(), STEP).await;
             c1.submit("long", "", "first", false).await;
             c2.submit("long", "", "second", false).await;
             let both = timeout(STEP, started.acquire_many(2))
@@ -801,7 +718,7 @@ async fn graceful_stop_finishes_running_jobs_and_takes_no_new_ones() {
             both.forget();
 
             worker.stop();
-            let mut c3 = Raw::connect(server.port).await;
+            let mut c3 = Raw::connect(&server.addr(), STEP).await;
             c3.submit("long", "", "third", true).await;
             tokio::time::sleep(Duration::from_millis(300)).await;
             assert!(!run.is_finished(), "run() must wait for running handlers");
@@ -810,8 +727,11 @@ async fn graceful_stop_finishes_running_jobs_and_takes_no_new_ones() {
             assert_eq!(result_of(&c2.until_final().await).unwrap(), "second");
             timeout(STEP, run).await.unwrap().unwrap().unwrap();
             timeout(STEP, worker.shutdown()).await.unwrap();
-            // The third job was never taken.
-            assert_eq!(status_of(server.port, "long").await, Some((1, 0, 0)));
+            // The third job was never taken: one queued, none running, and
+            // (once the server has seen the worker's connection close) no worker.
+            let (total, running, _) = status_of(server.port, "long").await.unwrap();
+            assert_eq!((total, running), (1, 0));
+            wait_status(server.port, "long", |s| s == (1, 0, 0)).await;
             assert!(worker.next_job().await.is_none());
         })
         .await
@@ -824,19 +744,7 @@ async fn stop_still_hands_out_buffered_jobs() {
     for kind in kinds() {
         timeout(TEST_LIMIT, async {
             let server = TestServer::start(kind);
-            let mut o = opts(vec![server.addr()]);
-            o.concurrency = 3;
-            let worker = Worker::new(o).unwrap();
-            worker.register("buf", None).unwrap();
-            let mut client = Raw::connect(server.port).await;
-            for i in 0..3 {
-                client
-                    .submit("buf", &format!("b{i}"), format!("{i}"), true)
-                    .await;
-            }
-            // First job: the worker keeps grabbing until its 3 slots are full.
-            let first = timeout(STEP, worker.next_job()).await.unwrap().unwrap();
-            wait_status(server.port, "buf", |(t, r, _)| t == 3 && r == 3).await;
+            let (worker, first) = worker_holding_three(&server, "buf").await;
             worker.stop();
             let second = timeout(STEP, worker.next_job()).await.unwrap().unwrap();
             let third = timeout(STEP, worker.next_job()).await.unwrap().unwrap();
@@ -860,7 +768,7 @@ async fn nul_bytes_and_16_mib_payloads() {
             let worker = Worker::new(opts(vec![server.addr()])).unwrap();
             worker.register("echo", None).unwrap();
             let run = spawn_echo(&worker);
-            let mut client = Raw::connect(server.port).await;
+            let mut client = Raw::connect(&server.addr(), STEP).await;
 
             let nul = Bytes::from_static(b"\0a\0\0b\0");
             client.submit("echo", "", nul.clone(), false).await;
@@ -875,9 +783,7 @@ async fn nul_bytes_and_16_mib_payloads() {
             assert_eq!(got.len(), big.len());
             assert!(got == big);
 
-            worker.stop();
-            timeout(STEP, run).await.unwrap().unwrap().unwrap();
-            timeout(STEP, worker.shutdown()).await.unwrap();
+            stop_and_join(&worker, run).await;
         })
         .await
         .expect("test timed out");
@@ -918,19 +824,7 @@ async fn shutdown_waits_for_running_jobs_only() {
     for kind in kinds() {
         timeout(TEST_LIMIT, async {
             let server = TestServer::start(kind);
-            let mut o = opts(vec![server.addr()]);
-            o.concurrency = 3;
-            let worker = Worker::new(o).unwrap();
-            worker.register("sd", None).unwrap();
-            let mut client = Raw::connect(server.port).await;
-            for i in 0..3 {
-                client
-                    .submit("sd", &format!("s{i}"), format!("{i}"), true)
-                    .await;
-            }
-            let running = timeout(STEP, worker.next_job()).await.unwrap().unwrap();
-            // All three are assigned to this worker; two sit in its buffer.
-            wait_status(server.port, "sd", |(t, r, _)| t == 3 && r == 3).await;
+            let (worker, running) = worker_holding_three(&server, "sd").await;
             worker.stop();
             let w = worker.clone();
             let shutdown = tokio::spawn(async move { w.shutdown().await });
@@ -993,7 +887,7 @@ async fn bursts_keep_concurrency_full_and_stop_shutdown_is_bounded() {
                 })
                 .await
             });
-            let mut client = Raw::connect(server.port).await;
+            let mut client = Raw::connect(&server.addr(), STEP).await;
             for burst in 0..3 {
                 for i in 0..12 {
                     client
@@ -1053,7 +947,7 @@ async fn registering_while_asleep_grabs_queued_jobs() {
             // Connected, nothing to do: the worker is asleep.
             wait_status(server.port, "first", |(_, _, workers)| workers == 1).await;
             tokio::time::sleep(Duration::from_millis(200)).await;
-            let mut client = Raw::connect(server.port).await;
+            let mut client = Raw::connect(&server.addr(), STEP).await;
             client.submit("later", "", "queued", true).await;
             tokio::time::sleep(Duration::from_millis(100)).await;
             worker.register("later", None).unwrap();

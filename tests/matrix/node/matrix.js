@@ -166,7 +166,8 @@ async function clientMain(c, lang, gate, workers) {
   const big = bigPayload();
   for (const w of workers) {
     await report(lang, w, 'binary', () => echo(w, binary));
-    await report(lang, w, 'big', () => echo(w, big));
+    // `gearman -w` cannot take 16 MiB in reasonable time (see run.py).
+    if (w !== 'c') await report(lang, w, 'big', () => echo(w, big));
     await report(lang, w, 'unicode', () => unicode(w));
     await report(lang, w, 'stream', () => stream(w));
     if (w !== 'c') await report(lang, w, 'exception', () => exception(w));

@@ -102,7 +102,8 @@ def client_main(c, lang, gate, workers)
   end
   workers.each do |w|
     report(lang, w, "binary") { echo.call(w, binary) }
-    report(lang, w, "big") { echo.call(w, big) }
+    # `gearman -w` cannot take 16 MiB in reasonable time (see run.py).
+    report(lang, w, "big") { echo.call(w, big) } unless w == "c"
     report(lang, w, "unicode") do
       got = c.submit("#{w}.text", TEXT).dup.force_encoding(Encoding::UTF_8)
       check(got == TEXT.reverse, "got #{got.inspect}, want #{TEXT.reverse.inspect}")

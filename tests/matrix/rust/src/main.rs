@@ -11,8 +11,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use polygear::{
-    Bytes, Client, ClientOptions, Error, JobEvent, ServerAddr, SubmitOptions, Worker,
-    WorkerOptions,
+    Bytes, Client, ClientOptions, Error, JobEvent, ServerAddr, SubmitOptions, Worker, WorkerOptions,
 };
 
 /// Text of the unicode check (the worker reverses it by code points).
@@ -175,8 +174,7 @@ async fn worker(server: &str, gate: &str, lang: &str) -> Res<()> {
 /// Tokens name files in the gate directory: keep them to a safe alphabet.
 fn is_token(s: &str) -> bool {
     !s.is_empty()
-        && s
-            .bytes()
+        && s.bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
@@ -220,13 +218,21 @@ async fn client(server: &str, gate: &str, lang: &str, mode: &str, list: &str) ->
         "main" => {
             for w in items {
                 report(lang, w, "binary", echo_check(&c, w, binary_payload()).await);
-                report(lang, w, "big", echo_check(&c, w, big_payload()).await);
+                if w != "c" {
+                    // `gearman -w` cannot take 16 MiB in reasonable time (see run.py).
+                    report(lang, w, "big", echo_check(&c, w, big_payload()).await);
+                }
                 report(lang, w, "unicode", unicode_check(&c, w).await);
                 report(lang, w, "stream", stream_check(&c, w).await);
                 if w != "c" {
                     report(lang, w, "exception", exception_check(&c, lang, w).await);
                 }
-                report(lang, w, "background", background_check(&c, lang, w, gate).await);
+                report(
+                    lang,
+                    w,
+                    "background",
+                    background_check(&c, lang, w, gate).await,
+                );
             }
         }
         "coal" => {
@@ -249,7 +255,10 @@ async fn client(server: &str, gate: &str, lang: &str, mode: &str, list: &str) ->
                 let (unique, r) = joined.map_err(|e| e.to_string())?;
                 match r {
                     Ok(v) => println!("C\t{lang}\t{unique}\tok\t{}", hex(&v)),
-                    Err(e) => println!("C\t{lang}\t{unique}\terr\t{}", e.to_string().replace(['\t', '\n'], " ")),
+                    Err(e) => println!(
+                        "C\t{lang}\t{unique}\terr\t{}",
+                        e.to_string().replace(['\t', '\n'], " ")
+                    ),
                 }
             }
         }
@@ -266,7 +275,11 @@ fn hex(b: &[u8]) -> String {
 async fn echo_check(c: &Client, w: &str, payload: Vec<u8>) -> Res<()> {
     let len = payload.len();
     let got = c
-        .submit(&format!("{w}.echo"), payload.clone(), SubmitOptions::default())
+        .submit(
+            &format!("{w}.echo"),
+            payload.clone(),
+            SubmitOptions::default(),
+        )
         .await
         .map_err(|e| format!("submit: {e}"))?;
     if got.as_ref() == payload.as_slice() {
@@ -296,7 +309,11 @@ async fn unicode_check(c: &Client, w: &str) -> Res<()> {
 async fn stream_check(c: &Client, w: &str) -> Res<()> {
     let n = 4u32;
     let mut job = c
-        .submit_job(&format!("{w}.stream"), n.to_string(), SubmitOptions::default())
+        .submit_job(
+            &format!("{w}.stream"),
+            n.to_string(),
+            SubmitOptions::default(),
+        )
         .await
         .map_err(|e| format!("submit: {e}"))?;
     let mut events = Vec::new();
