@@ -240,14 +240,34 @@ class Procs:
                     p.wait()
 
 
+class _Signals:
+    """SIGTERM/SIGINT raise KeyboardInterrupt, deferred while a process is being recorded."""
+
+    depth = 0
+    pending: int | None = None
+
+    @classmethod
+    def handler(cls, signum: int, _frame: object) -> None:
+        if cls.depth:
+            cls.pending = signum
+        else:
+            raise KeyboardInterrupt(f"signal {signum}")
+
+
 @contextlib.contextmanager
 def signals_blocked() -> Iterator[None]:
-    """Defers SIGTERM/SIGINT (and the KeyboardInterrupt they raise) until the block ends."""
-    old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM, signal.SIGINT})
+    """Defers the KeyboardInterrupt of SIGTERM/SIGINT until the block ends (main thread)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield  # signal handlers only ever run on the main thread
+        return
+    _Signals.depth += 1
     try:
         yield
     finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, old)
+        _Signals.depth -= 1
+        if not _Signals.depth and _Signals.pending is not None:
+            signum, _Signals.pending = _Signals.pending, None
+            raise KeyboardInterrupt(f"signal {signum}")
 
 
 @dataclass
@@ -773,10 +793,8 @@ def main() -> int:
     ap.add_argument("--keep-logs", action="store_true")
     a = ap.parse_args()
 
-    def on_signal(signum: int, _frame: object) -> None:
-        raise KeyboardInterrupt(f"signal {signum}")
-
-    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGTERM, _Signals.handler)
+    signal.signal(signal.SIGINT, _Signals.handler)
     started = time.monotonic()
     workdir = tempfile.mkdtemp(prefix="polygear-matrix-")
     missing_lang: dict[str, str] = {}
