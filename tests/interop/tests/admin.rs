@@ -398,10 +398,34 @@ async fn shutdown_is_an_unknown_command_and_raw_replies() {
 struct Stopped(u32);
 
 impl Stopped {
+    /// SIGSTOPs `pid` and waits until every thread of it is stopped (the
+    /// signal is asynchronous: a thread on the other core may still answer).
     fn new(pid: u32) -> Stopped {
         signal("-STOP", pid);
-        Stopped(pid)
+        let stopped = Stopped(pid);
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while !all_threads_stopped(pid) {
+            assert!(std::time::Instant::now() < deadline, "{pid} did not stop");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        stopped
     }
+}
+
+/// True when every task of `pid` is in state `T` (stopped) per /proc.
+fn all_threads_stopped(pid: u32) -> bool {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return false;
+    };
+    tasks.flatten().all(|t| {
+        std::fs::read_to_string(t.path().join("stat"))
+            .ok()
+            .and_then(|st| {
+                st.rsplit_once(')')
+                    .map(|(_, rest)| rest.trim_start().starts_with('T'))
+            })
+            .unwrap_or(false)
+    })
 }
 
 impl Drop for Stopped {
