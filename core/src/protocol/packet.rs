@@ -371,32 +371,6 @@ fn strict_i64(name: &'static str, b: &[u8]) -> Result<i64, ProtocolError> {
         .ok_or(ProtocolError::BadNumber { field: name })
 }
 
-fn decimal(v: impl itoa_like::Decimal) -> Bytes {
-    v.to_bytes()
-}
-
-mod itoa_like {
-    use bytes::Bytes;
-    pub trait Decimal {
-        fn to_bytes(self) -> Bytes;
-    }
-    impl Decimal for u32 {
-        fn to_bytes(self) -> Bytes {
-            Bytes::from(self.to_string())
-        }
-    }
-    impl Decimal for i64 {
-        fn to_bytes(self) -> Bytes {
-            Bytes::from(self.to_string())
-        }
-    }
-    impl Decimal for bool {
-        fn to_bytes(self) -> Bytes {
-            Bytes::from_static(if self { b"1" } else { b"0" })
-        }
-    }
-}
-
 /// Length of fields joined by single NULs.
 fn joined_len(fields: &[&[u8]]) -> usize {
     fields.iter().map(|f| f.len()).sum::<usize>() + fields.len().saturating_sub(1)
@@ -505,146 +479,11 @@ impl Packet {
         }
     }
 
-    /// The argument fields in wire order (cheap: `Bytes` clones are refcounts).
+    /// The argument fields in wire order, copied out (numbers as decimal
+    /// text). For inspection and tests; encoding uses the borrowed,
+    /// allocation-free layout of [`Packet::encode`] directly.
     pub fn fields(&self) -> Vec<Bytes> {
-        use Packet as P;
-        match self {
-            P::ResetAbilities
-            | P::PreSleep
-            | P::Unused
-            | P::Noop
-            | P::GrabJob
-            | P::NoJob
-            | P::AllYours
-            | P::GrabJobUniq
-            | P::GrabJobAll => vec![],
-            P::CanDo { function } | P::CantDo { function } => vec![function.clone()],
-            P::SubmitJob {
-                function,
-                unique,
-                data,
-                ..
-            } => vec![function.clone(), unique.clone(), data.clone()],
-            P::JobCreated { handle } | P::WorkFail { handle } | P::GetStatus { handle } => {
-                vec![handle.clone()]
-            }
-            P::JobAssign {
-                handle,
-                function,
-                data,
-            } => vec![handle.clone(), function.clone(), data.clone()],
-            P::WorkStatus {
-                handle,
-                numerator,
-                denominator,
-            } => vec![handle.clone(), numerator.clone(), denominator.clone()],
-            P::WorkComplete { handle, data }
-            | P::WorkException { handle, data }
-            | P::WorkData { handle, data }
-            | P::WorkWarning { handle, data } => vec![handle.clone(), data.clone()],
-            P::EchoReq { data } | P::EchoRes { data } => vec![data.clone()],
-            P::Error { code, text } => vec![code.clone(), text.clone()],
-            P::StatusRes {
-                handle,
-                known,
-                running,
-                numerator,
-                denominator,
-            } => vec![
-                handle.clone(),
-                decimal(*known),
-                decimal(*running),
-                decimal(*numerator),
-                decimal(*denominator),
-            ],
-            P::SetClientId { id } => vec![id.clone()],
-            P::CanDoTimeout { function, timeout } => vec![function.clone(), decimal(*timeout)],
-            P::OptionReq { name } | P::OptionRes { name } => vec![name.clone()],
-            P::JobAssignUniq {
-                handle,
-                function,
-                unique,
-                data,
-            } => vec![
-                handle.clone(),
-                function.clone(),
-                unique.clone(),
-                data.clone(),
-            ],
-            P::SubmitJobSched {
-                function,
-                unique,
-                minute,
-                hour,
-                day_of_month,
-                month,
-                day_of_week,
-                data,
-            } => vec![
-                function.clone(),
-                unique.clone(),
-                minute.clone(),
-                hour.clone(),
-                day_of_month.clone(),
-                month.clone(),
-                day_of_week.clone(),
-                data.clone(),
-            ],
-            P::SubmitJobEpoch {
-                function,
-                unique,
-                when,
-                data,
-            } => vec![
-                function.clone(),
-                unique.clone(),
-                decimal(*when),
-                data.clone(),
-            ],
-            P::SubmitReduceJob {
-                function,
-                unique,
-                reducer,
-                aggregator,
-                data,
-                ..
-            } => vec![
-                function.clone(),
-                unique.clone(),
-                reducer.clone(),
-                aggregator.clone(),
-                data.clone(),
-            ],
-            P::JobAssignAll {
-                handle,
-                function,
-                unique,
-                reducer,
-                data,
-            } => vec![
-                handle.clone(),
-                function.clone(),
-                unique.clone(),
-                reducer.clone(),
-                data.clone(),
-            ],
-            P::GetStatusUnique { unique } => vec![unique.clone()],
-            P::StatusResUnique {
-                unique,
-                known,
-                running,
-                numerator,
-                denominator,
-                client_count,
-            } => vec![
-                unique.clone(),
-                decimal(*known),
-                decimal(*running),
-                decimal(*numerator),
-                decimal(*denominator),
-                decimal(*client_count),
-            ],
-        }
+        self.with_wire_fields(|f| f.iter().map(|x| Bytes::copy_from_slice(x)).collect())
     }
 
     /// Calls `f` with the argument fields in wire order, borrowed, with the
