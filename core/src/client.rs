@@ -9,13 +9,14 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use bytes::{Buf, BufMut, Bytes, BytesMut};
+use bytes::{BufMut, Bytes, BytesMut};
 use tokio::io::AsyncReadExt;
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::tcp::OwnedReadHalf;
 use tokio::net::TcpStream;
 use tokio::sync::{oneshot, Notify};
 use tokio::time::Instant;
 
+use crate::outbox::{Outbox, Pushed};
 use crate::protocol::{atoi, Frame, Magic, Packet, PacketCodec, PacketType, Priority, HEADER_LEN};
 use crate::servers::{route, ServerAddr};
 use crate::{Error, Result};
@@ -32,8 +33,6 @@ const HANDLE_MEMORY: usize = 16_384;
 const MAX_TRACKED_JOBS: usize = 65_536;
 /// Read buffer growth step.
 const READ_CHUNK: usize = 64 * 1024;
-/// Write buffers bigger than this are released after a flush.
-const KEEP_WBUF: usize = 1 << 20;
 
 /// Client configuration.
 #[derive(Debug, Clone)]
@@ -1214,40 +1213,11 @@ impl Dead {
 }
 
 struct Shared {
-    /// Bytes queued but not yet accepted by the socket.
-    wbuf: BytesMut,
-    /// The socket's write side; taken (and so closed) when the connection dies.
-    wr: Option<Arc<OwnedWriteHalf>>,
-    /// The socket was full: the writer task owns flushing `wbuf` until it is empty.
-    /// Otherwise requests are written directly by the caller (no task hop).
-    flushing: bool,
+    /// The socket's write side (direct writes; the writer task when full).
+    out: Outbox,
     pending: VecDeque<Pending>,
     jobs: HashMap<Bytes, Attached>,
     dead: bool,
-}
-
-impl Shared {
-    /// Writes as much of `wbuf` as the socket takes without blocking;
-    /// `Ok(true)` once everything is written.
-    fn try_flush(&mut self) -> std::io::Result<bool> {
-        let Some(wr) = &self.wr else {
-            return Err(std::io::ErrorKind::NotConnected.into());
-        };
-        while !self.wbuf.is_empty() {
-            match wr.try_write(&self.wbuf) {
-                Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
-                Ok(n) => self.wbuf.advance(n),
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Ok(false),
-                Err(e) => return Err(e),
-            }
-        }
-        if self.wbuf.capacity() > KEEP_WBUF {
-            self.wbuf = BytesMut::with_capacity(8 * 1024);
-        } else {
-            self.wbuf.clear();
-        }
-        Ok(true)
-    }
 }
 
 struct Conn {
@@ -1295,10 +1265,8 @@ impl Conn {
             addr,
             alive: AtomicBool::new(true),
             shared: Mutex::new(Shared {
-                wbuf,
-                wr: Some(Arc::new(wr)),
                 // The writer task sends the handshake.
-                flushing: true,
+                out: Outbox::new(wr, wbuf),
                 pending,
                 jobs: HashMap::new(),
                 dead: false,
@@ -1330,16 +1298,10 @@ impl Conn {
                 reason: "connection closed".into(),
             });
         }
-        write(&mut sh.wbuf);
         sh.pending.push_back(pending);
-        if sh.flushing {
-            // The writer task is waiting for the socket; it takes these bytes too.
-            return Ok(());
-        }
-        match sh.try_flush() {
-            Ok(true) => Ok(()),
-            Ok(false) => {
-                sh.flushing = true;
+        match sh.out.push(write) {
+            Ok(Pushed::Written | Pushed::Queued) => Ok(()),
+            Ok(Pushed::WakeTask) => {
                 drop(sh);
                 self.wake_writer.notify_one();
                 Ok(())
@@ -1378,8 +1340,7 @@ impl Conn {
             }
             sh.dead = true;
             self.alive.store(false, Ordering::Release);
-            sh.wbuf = BytesMut::new();
-            sh.wr = None;
+            sh.out.close();
             (
                 std::mem::take(&mut sh.pending),
                 std::mem::take(&mut sh.jobs),
@@ -1576,15 +1537,12 @@ async fn write_loop(conn: Arc<Conn>) {
                 if sh.dead {
                     return;
                 }
-                if !sh.flushing {
+                if !sh.out.flushing() {
                     break;
                 }
-                match sh.try_flush() {
-                    Ok(true) => {
-                        sh.flushing = false;
-                        break;
-                    }
-                    Ok(false) => sh.wr.clone(),
+                match sh.out.flush_step() {
+                    Ok(None) => break,
+                    Ok(Some(wr)) => wr,
                     Err(e) => {
                         drop(sh);
                         conn.fail(Dead::Lost(format!("write failed: {e}")));
@@ -1592,7 +1550,6 @@ async fn write_loop(conn: Arc<Conn>) {
                     }
                 }
             };
-            let Some(wr) = wr else { return };
             if let Err(e) = wr.writable().await {
                 conn.fail(Dead::Lost(format!("write failed: {e}")));
                 return;

@@ -10,6 +10,7 @@
 pub mod admin;
 pub mod client;
 mod error;
+mod outbox;
 pub mod protocol;
 pub mod servers;
 pub mod worker;

@@ -7,9 +7,10 @@
 //! with exponential backoff) and runs the GRAB → NO_JOB → PRE_SLEEP → NOOP
 //! loop of the protocol. A GRAB is only sent while holding a permit of a
 //! semaphore sized `concurrency`; the permit moves into the [`Job`] and is
-//! released when the job ends (or is dropped). Outgoing packets of a
-//! connection are appended to one buffer that the connection task flushes in
-//! batches (non-blocking writes), so [`Job`] methods never block.
+//! released when the job ends (or is dropped). Outgoing packets are written
+//! by the thread that makes them (non-blocking, see `outbox`); only a full
+//! socket hands them to the connection task, so [`Job`] methods never block
+//! and a result leaves at once, even on a runtime nobody is driving.
 
 use std::collections::VecDeque;
 use std::fmt;
@@ -19,13 +20,14 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use bytes::{BufMut, Bytes, BytesMut};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncReadExt;
 use tokio::net::tcp::OwnedWriteHalf;
 use tokio::net::TcpStream;
 use tokio::sync::{watch, Notify, OwnedSemaphorePermit, Semaphore};
 use tokio::task::{JoinHandle, JoinSet};
 use tokio::time::Instant;
 
+use crate::outbox::{Outbox, Pushed};
 use crate::protocol::packet::MAGIC_REQ;
 use crate::protocol::{Frame, Packet, PacketCodec, PacketType, HEADER_LEN};
 use crate::servers::ServerAddr;
@@ -72,8 +74,6 @@ impl Default for WorkerOptions {
 const MAX_FUNCTION_LEN: usize = 512;
 /// Longest client id gearmand stores.
 const MAX_CLIENT_ID_LEN: usize = 127;
-/// Write buffers grown beyond this are given back after a flush.
-const MAX_IDLE_WRITE_CAPACITY: usize = 1 << 20;
 /// A NOOP this soon after PRE_SLEEP means the server thinks a job is
 /// runnable. If the GRAB that follows keeps getting NO_JOB (a gearmand 1.1
 /// bug with future epoch jobs ahead of lower-priority ones), the worker would
@@ -88,6 +88,8 @@ const QUICK_MISS_DELAY: Duration = Duration::from_millis(10);
 /// losers of NOOP races look the same, and while a worker waits here the
 /// server sends it no further NOOP, so queued jobs would wait on it.
 const MAX_QUICK_MISS_DELAY: Duration = Duration::from_millis(250);
+/// Most GRABs one connection keeps in flight (each holds a free slot).
+const MAX_GRABS_IN_FLIGHT: usize = 16;
 /// How long a closing connection may take to flush its last packets.
 const CLOSE_FLUSH_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -189,7 +191,7 @@ enum CloseReason {
 
 #[derive(Debug)]
 struct Out {
-    buf: BytesMut,
+    outbox: Outbox,
     closed: Option<CloseReason>,
 }
 
@@ -199,6 +201,7 @@ struct Out {
 struct Session {
     addr: Arc<str>,
     out: Mutex<Out>,
+    /// Wakes the connection task when the socket was full and it must flush.
     wake: Notify,
     /// A function was registered: grab again even if asleep (the server
     /// sends no NOOP for jobs queued before the CAN_DO).
@@ -206,11 +209,11 @@ struct Session {
 }
 
 impl Session {
-    fn new(addr: Arc<str>) -> Session {
+    fn new(addr: Arc<str>, wr: OwnedWriteHalf) -> Session {
         Session {
             addr,
             out: Mutex::new(Out {
-                buf: BytesMut::with_capacity(8 * 1024),
+                outbox: Outbox::new(wr, BytesMut::new()),
                 closed: None,
             }),
             wake: Notify::new(),
@@ -228,89 +231,70 @@ impl Session {
         }
     }
 
-    /// Queues one packet for the connection task to write.
+    /// Writes one packet now from the calling thread, or queues it behind
+    /// bytes the connection task is still flushing. Never blocks.
     fn send(&self, ty: PacketType, fields: &[&[u8]]) -> Result<()> {
         let mut out = lock(&self.out);
         if let Some(reason) = &out.closed {
             return Err(self.closed_error(reason));
         }
-        let was_empty = out.buf.is_empty();
-        encode_req(&mut out.buf, ty, fields)?;
-        drop(out);
-        if was_empty {
-            self.wake.notify_one();
+        let mut encoded = Ok(());
+        let pushed = out.outbox.push(|buf| encoded = encode_req(buf, ty, fields));
+        encoded?;
+        match pushed {
+            Ok(Pushed::Written | Pushed::Queued) => Ok(()),
+            Ok(Pushed::WakeTask) => {
+                drop(out);
+                self.wake.notify_one();
+                Ok(())
+            }
+            Err(e) => {
+                let reason = format!("write failed: {e}");
+                out.outbox.close();
+                out.closed = Some(CloseReason::Lost(reason.clone()));
+                drop(out);
+                // The connection task notices, ends the session and reconnects.
+                self.wake.notify_one();
+                Err(self.closed_error(&CloseReason::Lost(reason)))
+            }
         }
-        Ok(())
     }
 
-    /// Refuses further packets (what is queued may still be flushed).
+    /// Refuses further packets. On a shutdown what is queued may still be
+    /// flushed ([`Session::finish`]); a lost connection drops it and
+    /// releases the socket at once (running jobs may hold the session).
     fn close(&self, reason: CloseReason) {
         let mut out = lock(&self.out);
+        if matches!(reason, CloseReason::Lost(_)) {
+            out.outbox.close();
+        }
         if out.closed.is_none() {
             out.closed = Some(reason);
         }
         drop(out);
         self.wake.notify_one();
     }
-}
 
-/// The socket side of a session, driven by the connection task: takes the
-/// whole queued buffer at once and writes it without blocking the task (a
-/// partial write waits for writability inside the task's `select!`).
-struct Writer {
-    wr: OwnedWriteHalf,
-    buf: BytesMut,
-    pos: usize,
-}
-
-impl Writer {
-    fn new(wr: OwnedWriteHalf) -> Writer {
-        Writer {
-            wr,
-            buf: BytesMut::with_capacity(8 * 1024),
-            pos: 0,
+    /// For the connection task: flushes what the socket takes. `Ok(None)`
+    /// when nothing is left, else the write half to await writability on.
+    fn flush_step(&self) -> std::io::Result<Option<Arc<OwnedWriteHalf>>> {
+        let mut out = lock(&self.out);
+        if let Some(CloseReason::Lost(reason)) = &out.closed {
+            return Err(std::io::Error::other(reason.clone()));
         }
+        if !out.outbox.flushing() {
+            return Ok(None);
+        }
+        out.outbox.flush_step()
     }
 
-    /// True while part of a taken batch is still unwritten.
-    fn busy(&self) -> bool {
-        self.pos < self.buf.len()
-    }
-
-    /// Writes queued packets until done or the socket is full.
-    fn flush(&mut self, session: &Session) -> std::io::Result<()> {
-        loop {
-            if !self.busy() {
-                self.buf.clear();
-                self.pos = 0;
-                if self.buf.capacity() > MAX_IDLE_WRITE_CAPACITY {
-                    self.buf = BytesMut::with_capacity(8 * 1024);
-                }
-                let mut out = lock(&session.out);
-                if out.buf.is_empty() {
-                    return Ok(());
-                }
-                std::mem::swap(&mut out.buf, &mut self.buf);
-            }
-            match self.wr.try_write(&self.buf[self.pos..]) {
-                Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
-                Ok(n) => self.pos += n,
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Ok(()),
-                Err(e) => return Err(e),
-            }
+    /// Writes everything still queued (waiting for the socket as needed),
+    /// then releases the write half.
+    async fn finish(&self) -> std::io::Result<()> {
+        while let Some(wr) = self.flush_step()? {
+            wr.writable().await?;
         }
-    }
-
-    /// Writes everything still queued, then shuts the write side down.
-    async fn finish(&mut self, session: &Session) -> std::io::Result<()> {
-        loop {
-            self.flush(session)?;
-            if !self.busy() {
-                break;
-            }
-            self.wr.writable().await?;
-        }
-        self.wr.shutdown().await
+        Ok(())
     }
 }
 
@@ -321,8 +305,8 @@ impl Writer {
 /// [`Job::fail`] or [`Job::exception`] ends it; dropping an unfinished job
 /// sends WORK_FAIL so no client waits forever.
 ///
-/// All methods are synchronous and non-blocking (packets are queued to the
-/// connection's writer), so they can be called from any thread.
+/// All methods are synchronous and non-blocking (packets are written at once,
+/// or queued behind a full socket), so they can be called from any thread.
 pub struct Job {
     handle: Bytes,
     handle_text: Bytes,
@@ -622,10 +606,13 @@ struct Conn<'a> {
     session: Arc<Session>,
     /// A GRAB should be sent as soon as a slot is free.
     need_grab: bool,
-    /// The slot reserved by the GRAB in flight (at most one per connection).
-    grab: Option<OwnedSemaphorePermit>,
-    /// Whether the GRAB in flight is a GRAB_JOB_ALL.
-    grab_all: bool,
+    /// The GRABs in flight, oldest first: the slot each reserved and
+    /// whether it is a GRAB_JOB_ALL. The server answers them in order.
+    grabs: VecDeque<(OwnedSemaphorePermit, bool)>,
+    /// How many GRABs may be in flight: 1 after a NOOP, doubled by every
+    /// JOB_ASSIGN (up to [`MAX_GRABS_IN_FLIGHT`]), back to 1 on NO_JOB, so
+    /// an idle worker sends one GRAB per wake-up and a busy one pipelines.
+    window: usize,
     /// PRE_SLEEP sent; waiting for NOOP (or the poll timer).
     sleeping: bool,
     /// When the last PRE_SLEEP was sent.
@@ -645,16 +632,27 @@ impl Conn<'_> {
         };
         self.session.send(ty, &[])?;
         lock(&self.shared.queue).grabs += 1;
-        self.grab = Some(permit);
-        self.grab_all = use_all;
-        self.need_grab = false;
+        self.grabs.push_back((permit, use_all));
         self.sleeping = false;
         Ok(())
     }
 
-    /// The reply to the GRAB in flight arrived; returns its slot.
+    /// Sends GRABs while there is work to pull, a free slot and room in the
+    /// pipeline. Several in flight let a busy worker take several jobs per
+    /// round trip; a worker with one slot keeps the classic one-GRAB loop.
+    fn fill_grabs(&mut self, use_all: bool) -> Result<()> {
+        while self.need_grab && self.grabs.len() < self.window && !self.shared.is_stopped() {
+            let Ok(permit) = self.shared.slots.clone().try_acquire_owned() else {
+                break;
+            };
+            self.send_grab(permit, use_all)?;
+        }
+        Ok(())
+    }
+
+    /// The reply to the oldest GRAB in flight arrived; returns its slot.
     fn grab_done(&mut self) -> Option<OwnedSemaphorePermit> {
-        let permit = self.grab.take()?;
+        let (permit, _) = self.grabs.pop_front()?;
         let mut q = lock(&self.shared.queue);
         q.grabs -= 1;
         let idle = q.grabs == 0;
@@ -667,7 +665,7 @@ impl Conn<'_> {
 
     /// After NO_JOB (or a failed grab): sleep until NOOP unless a NOOP came already.
     fn go_to_sleep(&mut self, poll: &mut std::pin::Pin<&mut tokio::time::Sleep>) -> Result<()> {
-        if self.need_grab || self.shared.is_stopped() {
+        if self.need_grab || !self.grabs.is_empty() || self.shared.is_stopped() {
             return Ok(());
         }
         self.session.send(PacketType::PreSleep, &[])?;
@@ -715,6 +713,10 @@ impl Conn<'_> {
                     tracing::debug!(server = %self.session.addr, "ignoring NO_JOB without a GRAB");
                     return Ok(());
                 }
+                // The queue is empty: pull again only after a NOOP (GRABs
+                // still in flight may yet bring jobs).
+                self.need_grab = false;
+                self.window = 1;
                 if std::mem::take(&mut self.quick_wake) {
                     self.misses = self.misses.saturating_add(1);
                 }
@@ -729,7 +731,7 @@ impl Conn<'_> {
                     );
                     return Ok(());
                 }
-                if self.grab.is_some() && self.grab_all {
+                if self.grabs.front().is_some_and(|(_, all)| *all) {
                     tracing::debug!(
                         server = %self.session.addr,
                         code = %String::from_utf8_lossy(&code),
@@ -746,9 +748,10 @@ impl Conn<'_> {
                     text = %String::from_utf8_lossy(&text),
                     "server error"
                 );
-                if self.grab.is_some() {
+                if !self.grabs.is_empty() {
                     // Treat as a failed grab; wait for a NOOP or the poll timer.
                     self.grab_done();
+                    self.need_grab = false;
                     return self.go_to_sleep(poll);
                 }
                 return Ok(());
@@ -780,7 +783,7 @@ impl Conn<'_> {
                 return Ok(());
             }
         };
-        let Some(slot) = self.grab.take() else {
+        let Some((slot, _)) = self.grabs.pop_front() else {
             return Err(
                 crate::protocol::ProtocolError::Unexpected("JOB_ASSIGN without GRAB").into(),
             );
@@ -816,6 +819,7 @@ impl Conn<'_> {
         self.shared.job_ready.notify_one();
         // Keep pulling while the server has work (and slots are free).
         self.need_grab = !stopped;
+        self.window = (self.window * 2).min(MAX_GRABS_IN_FLIGHT);
         self.quick_wake = false;
         self.misses = 0;
         Ok(())
@@ -830,7 +834,7 @@ async fn run_session(
     closing: &mut watch::Receiver<bool>,
 ) -> SessionEnd {
     let (mut rd, wr) = stream.into_split();
-    let session = Arc::new(Session::new(shared.addrs[idx].clone()));
+    let session = Arc::new(Session::new(shared.addrs[idx].clone(), wr));
     {
         // Registration and publication under one lock: a concurrent
         // register() either sees this session or is replayed here, never both.
@@ -852,13 +856,12 @@ async fn run_session(
         }
         reg.sessions[idx] = Some(session.clone());
     }
-    let mut writer = Writer::new(wr);
     let mut conn = Conn {
         shared,
         session: session.clone(),
         need_grab: true,
-        grab: None,
-        grab_all: false,
+        grabs: VecDeque::new(),
+        window: 1,
         sleeping: false,
         slept_at: Instant::now(),
         quick_wake: false,
@@ -870,18 +873,19 @@ async fn run_session(
         idx,
         session: session.clone(),
     };
-    let end = session_loop(&mut conn, &mut rd, &mut writer, use_all, closing).await;
+    let end = session_loop(&mut conn, &mut rd, use_all, closing).await;
 
     // Tear down: unpublish, forget the grab in flight and buffered jobs.
     unpublish(shared, idx, &session);
-    conn.grab_done();
+    while conn.grab_done().is_some() {}
     match &end {
         SessionEnd::Closing => {
             session.close(CloseReason::Shutdown);
-            let flushed = tokio::time::timeout(CLOSE_FLUSH_TIMEOUT, writer.finish(&session)).await;
+            let flushed = tokio::time::timeout(CLOSE_FLUSH_TIMEOUT, session.finish()).await;
             if !matches!(flushed, Ok(Ok(()))) {
                 tracing::debug!(server = %session.addr, "could not flush the last packets");
             }
+            lock(&session.out).outbox.close();
         }
         SessionEnd::Lost(reason) => {
             session.close(CloseReason::Lost(reason.clone()));
@@ -921,15 +925,14 @@ impl Drop for SessionCleanup<'_> {
 
 impl Drop for Conn<'_> {
     fn drop(&mut self) {
-        // A GRAB in flight when the task was dropped: fix the count.
-        self.grab_done();
+        // GRABs in flight when the task was dropped: fix the count.
+        while self.grab_done().is_some() {}
     }
 }
 
 async fn session_loop(
     conn: &mut Conn<'_>,
     rd: &mut tokio::net::tcp::OwnedReadHalf,
-    writer: &mut Writer,
     use_all: &mut bool,
     closing: &mut watch::Receiver<bool>,
 ) -> SessionEnd {
@@ -956,18 +959,15 @@ async fn session_loop(
             conn.sleeping = false;
             conn.need_grab = true;
         }
-        let want_slot = conn.grab.is_none() && conn.need_grab && !shared.is_stopped();
-        if want_slot {
-            if let Ok(permit) = shared.slots.clone().try_acquire_owned() {
-                if let Err(e) = conn.send_grab(permit, *use_all) {
-                    return SessionEnd::Lost(e.to_string());
-                }
-                continue;
-            }
-        }
-        if let Err(e) = writer.flush(&conn.session) {
+        if let Err(e) = conn.fill_grabs(*use_all) {
             return SessionEnd::Lost(e.to_string());
         }
+        // Pulling, but every slot is taken: wait for one.
+        let want_slot = conn.need_grab && conn.grabs.len() < conn.window && !shared.is_stopped();
+        let blocked = match conn.session.flush_step() {
+            Ok(blocked) => blocked,
+            Err(e) => return SessionEnd::Lost(e.to_string()),
+        };
         if rbuf.capacity() - rbuf.len() < 4096 {
             rbuf.reserve(16 * 1024);
         }
@@ -980,26 +980,34 @@ async fn session_loop(
             },
             p = shared.slots.clone().acquire_owned(), if want_slot => {
                 if let Ok(permit) = p {
-                    if !shared.is_stopped() && conn.grab.is_none() {
+                    if !shared.is_stopped() && conn.need_grab {
                         if let Err(e) = conn.send_grab(permit, *use_all) {
                             return SessionEnd::Lost(e.to_string());
                         }
                     }
                 }
             }
-            _ = &mut poll, if conn.sleeping && conn.grab.is_none() => {
+            _ = &mut poll, if conn.sleeping && conn.grabs.is_empty() => {
                 // Safety net for lost NOOPs and delayed (epoch) jobs.
                 conn.sleeping = false;
                 conn.need_grab = !shared.is_stopped();
             }
-            r = writer.wr.writable(), if writer.busy() => {
+            r = writable(&blocked), if blocked.is_some() => {
                 if let Err(e) = r {
                     return SessionEnd::Lost(e.to_string());
                 }
             }
-            _ = conn.session.wake.notified(), if !writer.busy() => {}
+            _ = conn.session.wake.notified() => {}
             _ = closing.changed() => return SessionEnd::Closing,
         }
+    }
+}
+
+/// Waits until a full socket takes bytes again.
+async fn writable(wr: &Option<Arc<OwnedWriteHalf>>) -> std::io::Result<()> {
+    match wr {
+        Some(wr) => wr.writable().await,
+        None => std::future::pending().await,
     }
 }
 

@@ -9,7 +9,9 @@
 //! loadgen pair      --addr H:P [--window 1] [--n 20000] [--size 16]
 //! ```
 //! `pair` is the reference for the language bindings: one polygear `Client`
-//! and one polygear `Worker` (concurrency = window), the raw Rust pair.
+//! and one polygear `Worker` (concurrency = window), the raw Rust pair; with
+//! `--window 1` each runs on its own thread, blocking on a current-thread
+//! runtime (how a blocking program, and the Python and Ruby bindings, use it).
 //! Prints one line: `<scenario> n=<jobs> secs=<s> rate=<jobs/s>`.
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -286,6 +288,10 @@ async fn run(args: Args) -> Result<(String, u64), BoxError> {
 /// One polygear Client and one polygear Worker, `window` jobs in flight.
 async fn rust_pair(args: &Args) -> Result<(), BoxError> {
     use polygear::{Client, ClientOptions, ServerAddr, SubmitOptions, Worker, WorkerOptions};
+    if args.window == 1 {
+        let args = args.clone();
+        return tokio::task::spawn_blocking(move || serial_pair(&args)).await?;
+    }
     let server: ServerAddr = args.addr.parse()?;
     let worker = Worker::new(WorkerOptions {
         servers: vec![server.clone()],
@@ -322,6 +328,46 @@ async fn rust_pair(args: &Args) -> Result<(), BoxError> {
     worker.shutdown().await;
     let _ = worker_task.await;
     client.close().await;
+    Ok(())
+}
+
+/// One job at a time, written the way a blocking program uses polygear: the
+/// client and the worker each on their own thread with a current-thread
+/// runtime that the waiting call drives (as the Python and Ruby bindings do).
+fn serial_pair(args: &Args) -> Result<(), BoxError> {
+    use polygear::{Client, ClientOptions, ServerAddr, SubmitOptions, Worker, WorkerOptions};
+    let server: ServerAddr = args.addr.parse()?;
+    let driven = || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+    };
+    let worker = Worker::new(WorkerOptions {
+        servers: vec![server.clone()],
+        ..Default::default()
+    })?;
+    worker.register(&args.func, None)?;
+    let w = worker.clone();
+    let wrt = driven()?;
+    let worker_thread = std::thread::spawn(move || {
+        while let Some(job) = wrt.block_on(w.next_job()) {
+            let data = job.data().clone();
+            let _ = job.complete(data);
+        }
+        wrt.block_on(w.shutdown());
+    });
+    let crt = driven()?;
+    let client = Client::new(ClientOptions {
+        servers: vec![server],
+        ..Default::default()
+    })?;
+    let data = Bytes::from(vec![b'x'; args.size]);
+    for _ in 0..args.n {
+        crt.block_on(client.submit(&args.func, data.clone(), SubmitOptions::default()))?;
+    }
+    worker.stop();
+    crt.block_on(client.close());
+    worker_thread.join().map_err(|_| "worker thread panicked")?;
     Ok(())
 }
 

@@ -9,7 +9,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyList};
 use tokio::sync::Mutex as AsyncMutex;
 
-use crate::util::{self, payload, py_bool, rt, to_bytes, to_pyerr, wait};
+use crate::util::{self, driven, payload, py_bool, rt, to_bytes, to_pyerr, wait};
 
 /// Progress of a job as reported by GET_STATUS.
 #[pyclass(module = "polygear", frozen, get_all)]
@@ -406,12 +406,13 @@ impl Drop for AbortOnDrop {
 }
 
 fn batch(
+    rt: &tokio::runtime::Runtime,
     client: &polygear::Client,
     function: &str,
     items: Vec<Bytes>,
     opts: &SubmitOptions,
 ) -> AbortOnDrop {
-    let _guard = rt().enter();
+    let _guard = rt.enter();
     AbortOnDrop(
         items
             .into_iter()
@@ -462,6 +463,7 @@ fn items(iterable: &Bound<'_, PyAny>) -> PyResult<Vec<Bytes>> {
 
 /// Starts one job per payload of `iterable` (`submit_many`).
 fn many(
+    rt: &tokio::runtime::Runtime,
     client: &polygear::Client,
     func: &Bound<'_, PyAny>,
     iterable: &Bound<'_, PyAny>,
@@ -475,7 +477,7 @@ fn many(
         timeout: util::seconds(timeout, "timeout")?,
         ..SubmitOptions::default()
     };
-    Ok(batch(client, &function, data, &opts))
+    Ok(batch(rt, client, &function, data, &opts))
 }
 
 /// A blocking Gearman client (thread-safe; the GIL is released while waiting).
@@ -585,7 +587,7 @@ impl Client {
         timeout: Option<&Bound<'_, PyAny>>,
         return_exceptions: bool,
     ) -> PyResult<Py<PyList>> {
-        let tasks = many(&self.inner, func, iterable, priority, timeout)?;
+        let tasks = many(driven()?, &self.inner, func, iterable, priority, timeout)?;
         let results = wait(py, gather(tasks))?;
         collect(py, results, return_exceptions)
     }
@@ -758,7 +760,7 @@ impl AsyncClient {
         timeout: Option<&Bound<'py, PyAny>>,
         return_exceptions: bool,
     ) -> PyResult<Bound<'py, PyAny>> {
-        let tasks = many(&self.inner, func, iterable, priority, timeout)?;
+        let tasks = many(rt(), &self.inner, func, iterable, priority, timeout)?;
         pyo3_async_runtimes::tokio::future_into_py(py, async move {
             let results = gather(tasks).await;
             Python::attach(|py| collect(py, results, return_exceptions))

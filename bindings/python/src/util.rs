@@ -2,12 +2,12 @@
 //! conversion and the mapping of `polygear::Error` onto Python exceptions.
 
 use std::future::Future;
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Mutex, MutexGuard, OnceLock};
 use std::time::Duration;
 
 use bytes::Bytes;
 use polygear::{Error, Priority, ServerAddr};
-use pyo3::exceptions::{PyTypeError, PyValueError};
+use pyo3::exceptions::{PyRuntimeError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::pybacked::PyBackedBytes;
 use pyo3::sync::PyOnceLock;
@@ -16,22 +16,43 @@ use pyo3::types::{PyByteArray, PyBytes, PyMemoryView, PyModule, PyString};
 /// How often a blocked call wakes up to let Python handle signals (Ctrl-C).
 const TICK: Duration = Duration::from_millis(100);
 
-/// The process-wide tokio runtime, shared by the sync and the asyncio APIs.
+/// The multi-thread runtime of the asyncio API (pyo3-async-runtimes').
 pub(crate) fn rt() -> &'static tokio::runtime::Runtime {
     pyo3_async_runtimes::tokio::get_runtime()
 }
 
-/// Runs `fut` to completion with the GIL released, waking every [`TICK`] to
-/// check for signals; a pending `KeyboardInterrupt` cancels (drops) `fut`.
+/// The runtime of the blocking API: a current-thread runtime driven by the
+/// Python threads that wait on it (see [`wait`]). The thread that waits for
+/// a reply reads it from the socket itself, instead of a runtime thread
+/// reading it and waking the waiter: one thread hand-off less per packet,
+/// which is most of a one-job-at-a-time round trip. Its connections only
+/// move while some thread waits, which a blocking API always does; what a
+/// job sends meanwhile is written directly by the sending thread.
+pub(crate) fn driven() -> PyResult<&'static tokio::runtime::Runtime> {
+    static DRIVEN: OnceLock<Result<tokio::runtime::Runtime, String>> = OnceLock::new();
+    DRIVEN
+        .get_or_init(|| {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(|e| e.to_string())
+        })
+        .as_ref()
+        .map_err(|e| PyRuntimeError::new_err(format!("could not start the I/O runtime: {e}")))
+}
+
+/// Runs `fut` to completion on the blocking API's runtime with the GIL
+/// released, waking every [`TICK`] to check for signals; a pending
+/// `KeyboardInterrupt` cancels (drops) `fut`.
 pub(crate) fn wait<F>(py: Python<'_>, fut: F) -> PyResult<F::Output>
 where
     F: Future + Send,
     F::Output: Send,
 {
+    let rt = driven()?;
     let mut fut = std::pin::pin!(fut);
     loop {
-        let r =
-            py.detach(|| rt().block_on(async { tokio::time::timeout(TICK, fut.as_mut()).await }));
+        let r = py.detach(|| rt.block_on(async { tokio::time::timeout(TICK, fut.as_mut()).await }));
         match r {
             Ok(v) => return Ok(v),
             Err(_) => py.check_signals()?,
