@@ -8,7 +8,7 @@ use polygear::{Bytes, Client, ClientOptions, JobEvent, Priority, RunningJob, Sub
 use tokio::sync::Mutex;
 
 use crate::error::{aborted, invalid, to_napi};
-use crate::util::{millis, parse_servers, CancelWatch, Canceller};
+use crate::util::{eager, millis, parse_servers, CancelWatch, Canceller, InFlight, InFlightGuard};
 
 /// Client construction options (times in milliseconds).
 #[napi(object)]
@@ -140,17 +140,26 @@ async fn cancellable<T>(
 #[napi]
 pub struct NativeClient {
     inner: Client,
+    inflight: InFlight,
 }
 
 impl NativeClient {
-    /// The client, payload and options of one submission.
+    /// The client, payload and options of one submission, and whether it
+    /// is alone in flight (its guard keeps it counted until it ends).
     fn prepare(
         &self,
         data: Buffer,
         opts: Option<SubmitArgs>,
-    ) -> Result<(Client, Bytes, SubmitOptions)> {
+    ) -> Result<(Client, Bytes, SubmitOptions, bool, InFlightGuard)> {
         let opts = submit_options(opts)?;
-        Ok((self.inner.clone(), Bytes::from(data.to_vec()), opts))
+        let (alone, guard) = self.inflight.enter();
+        Ok((
+            self.inner.clone(),
+            Bytes::from(data.to_vec()),
+            opts,
+            alone,
+            guard,
+        ))
     }
 
     /// GET_STATUS of a handle, or GET_STATUS_UNIQUE of a unique key.
@@ -194,7 +203,10 @@ impl NativeClient {
         o.client_id = args.client_id;
         let inner = napi::bindgen_prelude::within_runtime_if_available(|| Client::new(o))
             .map_err(to_napi)?;
-        Ok(NativeClient { inner })
+        Ok(NativeClient {
+            inner,
+            inflight: InFlight::default(),
+        })
     }
 
     /// Foreground job; resolves with the result.
@@ -207,15 +219,19 @@ impl NativeClient {
         opts: Option<SubmitArgs>,
         cancel: Option<&Canceller>,
     ) -> Result<AsyncBlock<Buffer>> {
-        let (client, data, opts) = self.prepare(data, opts)?;
+        let (client, data, opts, alone, guard) = self.prepare(data, opts)?;
         let watch = watch_of(cancel);
-        AsyncBlockBuilder::new(cancellable(watch, async move {
-            let r = client
-                .submit(&function, data, opts)
-                .await
-                .map_err(to_napi)?;
-            Ok(Buffer::from(r.to_vec()))
-        }))
+        AsyncBlockBuilder::new(eager(
+            alone,
+            cancellable(watch, async move {
+                let _counted = guard;
+                let r = client
+                    .submit(&function, data, opts)
+                    .await
+                    .map_err(to_napi)?;
+                Ok(Buffer::from(r.to_vec()))
+            }),
+        ))
         .build(&env)
     }
 
@@ -229,20 +245,24 @@ impl NativeClient {
         opts: Option<SubmitArgs>,
         cancel: Option<&Canceller>,
     ) -> Result<AsyncBlock<NativeRunningJob>> {
-        let (client, data, opts) = self.prepare(data, opts)?;
+        let (client, data, opts, alone, guard) = self.prepare(data, opts)?;
         let watch = watch_of(cancel);
         let job_watch = watch.clone();
-        AsyncBlockBuilder::new(cancellable(watch, async move {
-            let job = client
-                .submit_job(&function, data, opts)
-                .await
-                .map_err(to_napi)?;
-            Ok(NativeRunningJob {
-                handle: job.handle().to_string(),
-                job: Arc::new(Mutex::new(Some(job))),
-                cancel: job_watch,
-            })
-        }))
+        AsyncBlockBuilder::new(eager(
+            alone,
+            cancellable(watch, async move {
+                let _counted = guard;
+                let job = client
+                    .submit_job(&function, data, opts)
+                    .await
+                    .map_err(to_napi)?;
+                Ok(NativeRunningJob {
+                    handle: job.handle().to_string(),
+                    job: Arc::new(Mutex::new(Some(job))),
+                    cancel: job_watch,
+                })
+            }),
+        ))
         .build(&env)
     }
 
@@ -256,13 +276,17 @@ impl NativeClient {
         opts: Option<SubmitArgs>,
         cancel: Option<&Canceller>,
     ) -> Result<AsyncBlock<String>> {
-        let (client, data, opts) = self.prepare(data, opts)?;
-        AsyncBlockBuilder::new(cancellable(watch_of(cancel), async move {
-            client
-                .submit_background(&function, data, opts)
-                .await
-                .map_err(to_napi)
-        }))
+        let (client, data, opts, alone, guard) = self.prepare(data, opts)?;
+        AsyncBlockBuilder::new(eager(
+            alone,
+            cancellable(watch_of(cancel), async move {
+                let _counted = guard;
+                client
+                    .submit_background(&function, data, opts)
+                    .await
+                    .map_err(to_napi)
+            }),
+        ))
         .build(&env)
     }
 

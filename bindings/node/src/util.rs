@@ -86,3 +86,58 @@ impl CancelWatch {
         std::future::pending::<()>().await
     }
 }
+
+/// Counts a client's unfinished submissions, to pick [`eager`] only for a
+/// submission that is alone in flight.
+#[derive(Debug, Default, Clone)]
+pub struct InFlight(std::sync::Arc<std::sync::atomic::AtomicUsize>);
+
+/// One counted submission; uncounted when dropped.
+pub struct InFlightGuard(InFlight);
+
+impl InFlight {
+    /// Counts one more submission; `true` if no other one is unfinished.
+    pub fn enter(&self) -> (bool, InFlightGuard) {
+        let before = self.0.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        (before == 0, InFlightGuard(self.clone()))
+    }
+}
+
+impl Drop for InFlightGuard {
+    fn drop(&mut self) {
+        self.0 .0.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+    }
+}
+
+/// With `now`, polls `fut` once on the calling (JS) thread, inside the
+/// runtime's context; either way returns a future that finishes it on the
+/// runtime.
+///
+/// A submission's first poll writes its request straight to the socket (the
+/// core writes from the caller), so a lone request leaves before the JS
+/// thread returns instead of after a hand-off to a runtime thread: one
+/// thread wake-up less per job when jobs run one at a time. With many in
+/// flight the JS thread is the busy one, so the runtime thread writes.
+/// Later polls re-register their wakers, so a wake-up that hits the
+/// throw-away waker of the first poll is not lost.
+pub fn eager<F>(now: bool, fut: F) -> impl std::future::Future<Output = F::Output> + Send + 'static
+where
+    F: std::future::Future + Send + 'static,
+    F::Output: Send,
+{
+    use std::task::{Context, Poll, Waker};
+    let mut fut = Box::pin(fut);
+    let first = if now {
+        napi::bindgen_prelude::within_runtime_if_available(|| {
+            fut.as_mut().poll(&mut Context::from_waker(Waker::noop()))
+        })
+    } else {
+        Poll::Pending
+    };
+    async move {
+        match first {
+            Poll::Ready(v) => v,
+            Poll::Pending => fut.await,
+        }
+    }
+}

@@ -21,15 +21,18 @@ mod gvl;
 mod server;
 mod worker;
 
-/// The one tokio runtime of the process, created on first use.
-///
-/// Forking after it exists leaves a runtime without threads in the child:
-/// create clients/workers after `fork`, not before.
+/// The one tokio runtime of the process, created on first use: a
+/// current-thread runtime driven by the Ruby threads that wait on it
+/// ([`gvl::wait`]). The thread waiting for a reply reads it from the socket
+/// itself instead of a runtime thread reading it and waking the waiter (one
+/// thread hand-off less per packet, most of a serial round trip). Its
+/// connections only move while some thread waits, which every call of this
+/// blocking API does; what a job sends meanwhile is written directly by the
+/// sending thread. Having no threads of its own, it also survives `fork`.
 pub(crate) fn rt() -> Result<&'static tokio::runtime::Runtime, String> {
     static RT: OnceLock<Result<tokio::runtime::Runtime, String>> = OnceLock::new();
     RT.get_or_init(|| {
-        tokio::runtime::Builder::new_multi_thread()
-            .thread_name("polygear-rb")
+        tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .map_err(|e| format!("cannot start the tokio runtime: {e}"))
