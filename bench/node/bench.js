@@ -184,9 +184,9 @@ async function pair(lib, addr, n, window, loop = 'tuned') {
   return JSON.parse(out).rate;
 }
 
-function rustPair(addr, n, window) {
+function rustPair(addr, n, window, scenario = 'pair') {
   if (!fs.existsSync(LOADGEN)) return null;
-  const out = execFileSync(LOADGEN, ['pair', '--addr', addr, '--window', String(window), '--n', String(n)],
+  const out = execFileSync(LOADGEN, [scenario, '--addr', addr, '--window', String(window), '--n', String(n)],
     { encoding: 'utf8', timeout: 300000 });
   const m = /rate=([\d.]+)/.exec(out);
   return m ? Number(m[1]) : null;
@@ -223,13 +223,15 @@ async function main() {
     const rounds = Number(arg('rounds', '3'));
     const rows = [];
     for (const [name, window, count] of [['serial (1 in flight)', 1, n], ['window16 (16 in flight)', 16, n16]]) {
-      const best = { polygear: 0, npmReadme: 0, npmTuned: 0, rust: null };
+      const best = { polygear: 0, npmReadme: 0, npmTuned: 0, rust: null, floor: null };
       for (let round = 0; round < rounds; round++) {
         best.polygear = Math.max(best.polygear, await pair('polygear', addr, count, window));
         best.npmReadme = Math.max(best.npmReadme, await pair('npm', addr, count, window, 'readme'));
         best.npmTuned = Math.max(best.npmTuned, await pair('npm', addr, count, window, 'tuned'));
         const rust = rustPair(addr, count, window);
         if (rust != null) best.rust = Math.max(best.rust || 0, rust);
+        const floor = window === 1 ? rustPair(addr, count, 1, 'floor') : null;
+        if (floor != null) best.floor = Math.max(best.floor || 0, floor);
       }
       rows.push({ name, ...best });
     }
@@ -245,6 +247,10 @@ async function main() {
     for (const r of rows) {
       console.log(`| ${r.name} | ${f(r.polygear)} | ${f(r.npmReadme)} | ${f(r.npmTuned)} | ${f(r.rust)} | ` +
         `${vs(r.polygear, r.npmReadme, 3, true)} | ${vs(r.polygear, r.npmTuned, 3, true)} | ${vs(r.rust, r.polygear, 1.5, false)} |`);
+    }
+    for (const r of rows.filter((row) => row.floor != null)) {
+      console.log(`\n${r.name}: floor (loadgen floor, a hand-written blocking pair, no library) ${f(r.floor)} jobs/s = ` +
+        `${(r.floor / r.npmTuned).toFixed(2)}× npm tuned: the most any one-at-a-time pair can reach on this server.`);
     }
   } finally {
     gearmand.kill('SIGKILL');

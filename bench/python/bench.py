@@ -9,7 +9,8 @@ and one worker (a child process). Scenarios:
           pygearman submit_multiple_jobs (its worker runs one job at a time)
 
 The raw Rust pair (target/release/loadgen pair, polygear Client + Worker) is
-the reference when it is built. Prints a table and the ratios.
+the reference when it is built; `loadgen floor` (a hand-written blocking pair,
+no library) shows the most any one-at-a-time pair can reach on this server. Prints a table and the ratios.
 
 Usage: python bench/python/bench.py [--n 5000] [--batch 20000] [--gearmand PATH]
 """
@@ -169,12 +170,12 @@ def pygearman_batch(addr: str, n: int) -> float:
         w.stop()
 
 
-def rust_pair(addr: str, n: int, window: int) -> float | None:
+def rust_pair(addr: str, n: int, window: int, scenario: str = "pair") -> float | None:
     loadgen = TARGET / "release" / "loadgen"
     if not loadgen.is_file():
         return None
     out = subprocess.run(
-        [str(loadgen), "pair", "--addr", addr, "--window", str(window), "--n", str(n), "--size", "16"],
+        [str(loadgen), scenario, "--addr", addr, "--window", str(window), "--n", str(n), "--size", "16"],
         capture_output=True,
         text=True,
         timeout=600,
@@ -189,14 +190,21 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=5000, help="jobs in the one-at-a-time runs")
     ap.add_argument("--batch", type=int, default=20000, help="jobs in the batch runs")
     ap.add_argument("--gearmand", default=shutil.which("gearmand") or "/usr/sbin/gearmand")
+    ap.add_argument(
+        "--server",
+        choices=["gearmand", "polygeard"],
+        default="gearmand",
+        help="the server every pair runs against (polygeard: target/release, memory queue)",
+    )
     args = ap.parse_args()
 
     port = free_port()
-    server = subprocess.Popen(
-        [args.gearmand, "-L", "127.0.0.1", "-p", str(port), "-l", "stderr", "--verbose", "ERROR",
-         "-P", f"/tmp/gearmand-bench-{port}.pid"],
-        stderr=subprocess.DEVNULL,
-    )
+    if args.server == "polygeard":
+        cmd = [str(TARGET / "release" / "polygeard"), "-L", "127.0.0.1", "-p", str(port), "-q", "builtin", "-l", "none"]
+    else:
+        cmd = [args.gearmand, "-L", "127.0.0.1", "-p", str(port), "-l", "stderr", "--verbose", "ERROR",
+               "-P", f"/tmp/gearmand-bench-{port}.pid"]
+    server = subprocess.Popen(cmd, stderr=subprocess.DEVNULL)
     addr = f"127.0.0.1:{port}"
     try:
         wait_port(port)
@@ -204,6 +212,7 @@ def main() -> None:
         r["pygearman serial"] = pygearman_serial(addr, args.n)
         r["polygear serial"] = polygear_serial(addr, args.n)
         r["rust pair serial"] = rust_pair(addr, args.n, 1)
+        r["floor: blocking raw pair"] = rust_pair(addr, args.n, 1, "floor")
         r["pygearman batch"] = pygearman_batch(addr, args.batch)
         r["polygear batch (concurrency=8)"] = polygear_batch(addr, args.batch)
         r["rust pair window=8"] = rust_pair(addr, args.batch, 8)
@@ -211,7 +220,7 @@ def main() -> None:
         server.kill()
         server.wait()
 
-    print(f"\nPython client + worker on gearmand {addr}, 16-byte jobs")
+    print(f"\nPython client + worker on {args.server} {addr}, 16-byte jobs")
     print(f"{'scenario':34} {'jobs/s':>10}")
     for name, rate in r.items():
         print(f"{name:34} {rate:>10.0f}" if rate else f"{name:34} {'(not built)':>10}")
@@ -223,6 +232,10 @@ def main() -> None:
     print()
     print(f"polygear serial / pygearman serial : {ratio('polygear serial', 'pygearman serial')}  (target >= 3x)")
     print(f"rust pair serial / polygear serial : {ratio('rust pair serial', 'polygear serial')}  (target <= 1.3x)")
+    print(
+        f"floor / pygearman serial           : {ratio('floor: blocking raw pair', 'pygearman serial')}"
+        "  (the most any pair can reach here)"
+    )
     print(
         f"polygear batch / pygearman serial  : {ratio('polygear batch (concurrency=8)', 'pygearman serial')}"
         "  (target >= 10x)"

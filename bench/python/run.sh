@@ -12,6 +12,6 @@ venv="${POLYGEAR_BENCH_VENV:-$CARGO_TARGET_DIR/venv-bench}"
 export PATH="$venv/bin:$PATH"
 MATURIN_PEP517_ARGS="--profile release" "$venv/bin/python" -m pip install -q --disable-pip-version-check \
   --no-build-isolation --no-deps --force-reinstall ./python
-cargo build -q --release -p polygear-bench --bin loadgen ||
+cargo build -q --release -p polygear-bench --bin loadgen -p polygear-server --bin polygeard ||
   echo "bench: warning: loadgen did not build; the Rust reference pair is skipped" >&2
 "$venv/bin/python" bench/python/bench.py "$@"

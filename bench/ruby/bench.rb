@@ -3,7 +3,9 @@
 # Ruby client + Ruby worker throughput: polygear vs a plain-socket pure-Ruby
 # Gearman implementation written for this benchmark (plain_gearman.rb; the
 # gearman-ruby gem cannot be installed here: rubygems.org is unreachable),
-# plus the raw Rust pair (target/release/loadgen pair) for scale. One C
+# plus the raw Rust pair (target/release/loadgen pair) for scale and
+# `loadgen floor` (hand-written blocking pair, no library: the most any
+# one-at-a-time pair can reach on this server). One C
 # gearmand on a free port, same run, 16-byte jobs; the client runs in this
 # process and the worker in a child process.
 #
@@ -80,11 +82,11 @@ def rate(n)
   n / (now - t0)
 end
 
-def rust_pair(port, n, window)
+def rust_pair(port, n, window, scenario = "pair")
   bin = File.join(TARGET, "release", "loadgen")
   return nil unless File.executable?(bin)
 
-  out = IO.popen([bin, "pair", "--addr", "127.0.0.1:#{port}", "--window", window.to_s, "--n", n.to_s,
+  out = IO.popen([bin, scenario, "--addr", "127.0.0.1:#{port}", "--window", window.to_s, "--n", n.to_s,
                   "--size", "16"], &:read)
   out[/rate=([\d.]+)/, 1]&.to_f
 end
@@ -113,6 +115,7 @@ begin
   stop_worker(pid)
 
   results["rust pair serial"] = rust_pair(port, opts[:n], 1)
+  results["floor: blocking raw pair (loadgen floor)"] = rust_pair(port, opts[:n], 1, "floor")
 
   # --- many jobs in flight -----------------------------------------------
   f = "bench_plain_batch"
@@ -152,3 +155,4 @@ puts "polygear batch / plain serial   : #{ratio['polygear batch', 'plain-socket 
 puts "polygear batch / plain batch    : #{ratio['polygear batch', 'plain-socket batch']}"
 puts "rust pair serial / polygear serial : #{ratio['rust pair serial', 'polygear serial']}  (target <= 1.5x)"
 puts "rust pair window / polygear batch  : #{ratio['rust pair window', 'polygear batch']}"
+puts "floor / plain serial            : #{ratio['floor', 'plain-socket serial']}  (the most any pair can reach here)"

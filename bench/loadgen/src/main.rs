@@ -7,11 +7,16 @@
 //! loadgen drain     --addr H:P [--workers 2] [--n 100000] [--func F]
 //! loadgen fg        --addr H:P [--clients 4] [--workers 4] [--window 1] [--n 50000] [--size 16]
 //! loadgen pair      --addr H:P [--window 1] [--n 20000] [--size 16]
+//! loadgen floor     --addr H:P [--n 20000] [--size 16]
 //! ```
 //! `pair` is the reference for the language bindings: one polygear `Client`
 //! and one polygear `Worker` (concurrency = window), the raw Rust pair; with
 //! `--window 1` each runs on its own thread, blocking on a current-thread
 //! runtime (how a blocking program, and the Python and Ruby bindings, use it).
+//! `floor` is the fastest one-job-at-a-time pair the server allows: a client
+//! and a worker thread on blocking sockets, hand-written packets, nothing
+//! but the happy path (no polygear code). It bounds what any library, in
+//! any language, can reach against that server on this machine.
 //! Prints one line: `<scenario> n=<jobs> secs=<s> rate=<jobs/s>`.
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -20,7 +25,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
-use polygear::protocol::{Frame, Magic, Packet, PacketCodec, Priority};
+use polygear::protocol::{Frame, Magic, Packet, PacketCodec, PacketType, Priority};
 use tokio::net::TcpStream;
 use tokio::sync::Notify;
 use tokio_util::codec::Framed;
@@ -280,6 +285,10 @@ async fn run(args: Args) -> Result<(String, u64), BoxError> {
             workers.abort_all();
         }
         "pair" => rust_pair(&args).await?,
+        "floor" => {
+            let args = args.clone();
+            tokio::task::spawn_blocking(move || floor_pair(&args)).await??;
+        }
         other => return Err(format!("unknown scenario {other}").into()),
     }
     Ok((args.scenario.clone(), args.n))
@@ -368,6 +377,80 @@ fn serial_pair(args: &Args) -> Result<(), BoxError> {
     worker.stop();
     crt.block_on(client.close());
     worker_thread.join().map_err(|_| "worker thread panicked")?;
+    Ok(())
+}
+
+/// See the module docs: the blocking, hand-written pair.
+fn floor_pair(args: &Args) -> Result<(), BoxError> {
+    use std::io::{BufReader, Read, Write};
+    fn packet(ty: PacketType, body: &[u8]) -> Vec<u8> {
+        let mut v = Vec::with_capacity(12 + body.len());
+        v.extend_from_slice(b"\0REQ");
+        v.extend_from_slice(&(ty as u32).to_be_bytes());
+        v.extend_from_slice(&(body.len() as u32).to_be_bytes());
+        v.extend_from_slice(body);
+        v
+    }
+    fn read(r: &mut impl Read) -> std::io::Result<(u32, Vec<u8>)> {
+        let mut h = [0u8; 12];
+        r.read_exact(&mut h)?;
+        let ty = u32::from_be_bytes([h[4], h[5], h[6], h[7]]);
+        let mut body = vec![0u8; u32::from_be_bytes([h[8], h[9], h[10], h[11]]) as usize];
+        r.read_exact(&mut body)?;
+        Ok((ty, body))
+    }
+    let connect = || -> std::io::Result<(std::net::TcpStream, BufReader<std::net::TcpStream>)> {
+        let s = std::net::TcpStream::connect(&args.addr)?;
+        s.set_nodelay(true)?;
+        Ok((s.try_clone()?, BufReader::new(s)))
+    };
+    let (mut ww, mut wr) = connect()?;
+    ww.write_all(&packet(PacketType::CanDo, args.func.as_bytes()))?;
+    ww.write_all(&packet(PacketType::GrabJob, b""))?;
+    let worker_socket = ww.try_clone()?;
+    let worker = std::thread::spawn(move || -> std::io::Result<()> {
+        loop {
+            let (ty, body) = match read(&mut wr) {
+                Ok(p) => p,
+                Err(_) => return Ok(()), // shut down by the client side when done
+            };
+            if ty == PacketType::NoJob as u32 {
+                ww.write_all(&packet(PacketType::PreSleep, b""))?;
+            } else if ty == PacketType::Noop as u32 {
+                ww.write_all(&packet(PacketType::GrabJob, b""))?;
+            } else if ty == PacketType::JobAssign as u32 {
+                let mut fields = body.splitn(3, |&c| c == 0);
+                let handle = fields.next().unwrap_or_default();
+                let data = fields.nth(1).unwrap_or_default();
+                let mut reply = handle.to_vec();
+                reply.push(0);
+                reply.extend_from_slice(data);
+                let mut out = packet(PacketType::WorkComplete, &reply);
+                out.extend(packet(PacketType::GrabJob, b""));
+                ww.write_all(&out)?;
+            }
+        }
+    });
+    let (mut cw, mut cr) = connect()?;
+    let mut submit = args.func.as_bytes().to_vec();
+    submit.extend_from_slice(b"\0\0");
+    submit.extend(std::iter::repeat_n(b'x', args.size));
+    let submit = packet(PacketType::SubmitJob, &submit);
+    for _ in 0..args.n {
+        cw.write_all(&submit)?;
+        loop {
+            let (ty, _) = read(&mut cr)?;
+            if ty == PacketType::WorkComplete as u32 {
+                break;
+            }
+        }
+    }
+    drop((cw, cr));
+    // Shutting the worker's socket down ends its thread.
+    let _ = worker_socket.shutdown(std::net::Shutdown::Both);
+    // Its I/O errors now are the shutdown's (a late PRE_SLEEP on the closed
+    // socket); one earlier would have stalled the client (loadgen --timeout).
+    let _ = worker.join().map_err(|_| "worker thread panicked")?;
     Ok(())
 }
 

@@ -7,7 +7,7 @@ use polygear::WorkerOptions;
 use pyo3::prelude::*;
 use pyo3::types::PyBytes;
 
-use crate::util::{self, lock, opt_payload, payload, rt, to_pyerr, wait};
+use crate::util::{self, lock, opt_payload, payload, to_pyerr, wait};
 
 /// A job assigned to this worker.
 #[pyclass(module = "polygear", frozen)]
@@ -153,14 +153,12 @@ impl NativeWorker {
     ) -> PyResult<()> {
         let name = util::text(name, "name")?;
         let timeout = util::seconds(timeout, "timeout")?;
-        let _guard = rt().enter();
         self.worker.register(&name, timeout).map_err(to_pyerr)
     }
 
     /// CANT_DO.
     fn unregister(&self, name: &Bound<'_, PyAny>) -> PyResult<()> {
         let name = util::text(name, "name")?;
-        let _guard = rt().enter();
         self.worker.unregister(&name).map_err(to_pyerr)
     }
 
@@ -183,7 +181,6 @@ impl NativeWorker {
 
     /// Graceful stop: grab no new jobs.
     fn stop(&self) {
-        let _guard = rt().enter();
         self.worker.stop();
     }
 

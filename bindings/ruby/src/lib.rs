@@ -28,7 +28,8 @@ mod worker;
 /// thread hand-off less per packet, most of a serial round trip). Its
 /// connections only move while some thread waits, which every call of this
 /// blocking API does; what a job sends meanwhile is written directly by the
-/// sending thread. Having no threads of its own, it also survives `fork`.
+/// sending thread. Its epoll instance would be shared with a forked child:
+/// create clients and workers after `fork`, not before.
 pub(crate) fn rt() -> Result<&'static tokio::runtime::Runtime, String> {
     static RT: OnceLock<Result<tokio::runtime::Runtime, String>> = OnceLock::new();
     RT.get_or_init(|| {

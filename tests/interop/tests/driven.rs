@@ -1,0 +1,145 @@
+//! The core used the way the Python and Ruby bindings use it: blocking
+//! threads driving a current-thread runtime (nobody drives it in between),
+//! and a busy worker pipelining several GRABs. Against gearmand and polygeard.
+//! Run: `cargo test -p polygear-interop --test driven`
+
+use std::collections::HashSet;
+use std::sync::mpsc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use polygear::protocol::Packet;
+use polygear::{Worker, WorkerOptions};
+use polygear_interop::raw::Raw;
+use polygear_interop::{ServerKind, TestServer};
+use tokio::time::timeout;
+
+const TEST_LIMIT: Duration = Duration::from_secs(60);
+const STEP: Duration = Duration::from_secs(15);
+
+fn current_thread() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+fn worker(server: &TestServer, concurrency: usize, function: &str) -> Worker {
+    let w = Worker::new(WorkerOptions {
+        servers: vec![server.addr()],
+        concurrency,
+        poll_interval: Duration::from_secs(2),
+        ..WorkerOptions::default()
+    })
+    .unwrap();
+    w.register(function, None).unwrap();
+    w
+}
+
+/// A job's WORK_STATUS leaves while its thread is busy and no thread drives
+/// the runtime: Job methods write to the socket themselves.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn job_packets_leave_while_nobody_drives_the_runtime() {
+    for kind in ServerKind::selected() {
+        let server = TestServer::start(kind);
+        let w = worker(&server, 1, "driven_status");
+        let (status_seen_tx, status_seen_rx) = mpsc::channel::<()>();
+        let thread_worker = w.clone();
+        let thread = std::thread::spawn(move || {
+            let rt = current_thread();
+            let job = rt.block_on(thread_worker.next_job()).expect("a job");
+            job.send_status(1, 2).unwrap();
+            // Blocks this (the only driving) thread until the client saw the status.
+            status_seen_rx
+                .recv_timeout(STEP)
+                .expect("the status never reached the client");
+            let data = job.data().clone();
+            job.complete(data).unwrap();
+            thread_worker.stop();
+            rt.block_on(thread_worker.shutdown());
+        });
+        timeout(TEST_LIMIT, async {
+            let mut c = Raw::connect(&server.addr(), STEP).await;
+            let handle = c.submit("driven_status", "", "payload", false).await;
+            match c.recv().await {
+                Packet::WorkStatus {
+                    handle: h,
+                    numerator,
+                    denominator,
+                } => {
+                    assert_eq!(h, handle);
+                    assert_eq!((&numerator[..], &denominator[..]), (&b"1"[..], &b"2"[..]));
+                }
+                other => panic!("{}: expected WORK_STATUS, got {other:?}", kind.name()),
+            }
+            status_seen_tx.send(()).unwrap();
+            match c.recv().await {
+                Packet::WorkComplete { data, .. } => assert_eq!(&data[..], b"payload"),
+                other => panic!("{}: expected WORK_COMPLETE, got {other:?}", kind.name()),
+            }
+        })
+        .await
+        .expect("test timed out");
+        tokio::task::spawn_blocking(move || thread.join().unwrap())
+            .await
+            .unwrap();
+    }
+}
+
+/// A worker with several slots drains a queue with several GRABs in
+/// flight: every job runs exactly once, on blocking threads sharing one
+/// current-thread runtime (as the bindings do).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn busy_worker_on_blocking_threads_runs_every_job_once() {
+    const JOBS: usize = 300;
+    const THREADS: usize = 6;
+    for kind in ServerKind::selected() {
+        let server = TestServer::start(kind);
+        timeout(TEST_LIMIT, async {
+            let mut c = Raw::connect(&server.addr(), STEP).await;
+            for i in 0..JOBS {
+                c.submit("driven_drain", &format!("u{i}"), format!("{i}"), true)
+                    .await;
+            }
+        })
+        .await
+        .expect("submitting timed out");
+
+        let w = worker(&server, THREADS, "driven_drain");
+        let rt = std::sync::Arc::new(current_thread());
+        let (done_tx, done_rx) = mpsc::channel::<Bytes>();
+        let threads: Vec<_> = (0..THREADS)
+            .map(|_| {
+                let (w, done, rt) = (w.clone(), done_tx.clone(), rt.clone());
+                std::thread::spawn(move || {
+                    while let Some(job) = rt.block_on(w.next_job()) {
+                        done.send(job.data().clone()).unwrap();
+                        job.complete(Bytes::new()).unwrap();
+                    }
+                })
+            })
+            .collect();
+        drop(done_tx);
+        let seen = tokio::task::spawn_blocking(move || {
+            let mut seen = HashSet::new();
+            while seen.len() < JOBS {
+                let data = done_rx.recv_timeout(STEP).expect("jobs stopped coming");
+                assert!(seen.insert(data.clone()), "job {data:?} ran twice");
+            }
+            seen
+        })
+        .await
+        .unwrap();
+        assert_eq!(seen.len(), JOBS, "{}", kind.name());
+        w.stop();
+        // Joined, shut down and dropped outside the test's own runtime.
+        tokio::task::spawn_blocking(move || {
+            for t in threads {
+                t.join().unwrap();
+            }
+            rt.block_on(w.shutdown());
+        })
+        .await
+        .unwrap();
+    }
+}
