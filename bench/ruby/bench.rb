@@ -20,13 +20,16 @@ require_relative "plain_gearman"
 
 ROOT = File.expand_path("../..", __dir__)
 TARGET = ENV["CARGO_TARGET_DIR"] || File.join(ROOT, "target")
-opts = { n: 3000, batch: 20_000, threads: 32, concurrency: 8, window: 32 }
+opts = { n: 3000, batch: 20_000, threads: 32, concurrency: 8, window: 32, server: "gearmand" }
 OptionParser.new do |o|
   o.on("--n N", Integer, "jobs in the one-at-a-time runs") { |v| opts[:n] = v }
   o.on("--batch N", Integer, "jobs in the many-in-flight runs") { |v| opts[:batch] = v }
   o.on("--threads N", Integer, "polygear client threads in the batch run") { |v| opts[:threads] = v }
   o.on("--concurrency N", Integer, "polygear worker concurrency in the batch run") { |v| opts[:concurrency] = v }
   o.on("--window N", Integer, "plain client jobs in flight in the batch run") { |v| opts[:window] = v }
+  o.on("--server NAME", %w[gearmand polygeard], "job server every pair runs against (default gearmand)") do |v|
+    opts[:server] = v
+  end
 end.parse!
 
 def free_port
@@ -92,8 +95,13 @@ def rust_pair(port, n, window, scenario = "pair")
 end
 
 port = free_port
-gearmand = Process.spawn("/usr/sbin/gearmand", "-L", "127.0.0.1", "-p", port.to_s, "-l", "stderr",
-                         "--verbose", "ERROR", "-P", "/tmp/gearmand-rbbench-#{port}.pid", err: File::NULL)
+gearmand = if opts[:server] == "polygeard"
+             Process.spawn(File.join(TARGET, "release", "polygeard"), "-L", "127.0.0.1", "-p", port.to_s,
+                           "-q", "builtin", "-l", "none", err: File::NULL)
+           else
+             Process.spawn("/usr/sbin/gearmand", "-L", "127.0.0.1", "-p", port.to_s, "-l", "stderr",
+                           "--verbose", "ERROR", "-P", "/tmp/gearmand-rbbench-#{port}.pid", err: File::NULL)
+           end
 wait_port(port)
 payload = "x" * 16
 results = {}
@@ -137,6 +145,10 @@ begin
     Array.new(opts[:threads]) { Thread.new { per.times { raise "bad" unless c.submit(f, payload) == payload } } }
          .each(&:join)
   end
+  key = "polygear batch (submit_many, concurrency=#{opts[:concurrency]})"
+  results[key] = rate(opts[:batch]) do
+    raise "bad" unless c.submit_many(f, Array.new(opts[:batch]) { payload }).all?(payload)
+  end
   stop_worker(pid)
 
   results["rust pair window=#{opts[:concurrency]}"] = rust_pair(port, opts[:batch], opts[:concurrency])
@@ -145,14 +157,17 @@ ensure
   Process.wait(gearmand)
 end
 
+puts "Ruby client + worker on #{opts[:server]}, 16-byte jobs"
 puts format("%-48s %8s", "scenario", "jobs/s")
 results.each { |k, v| puts format("%-48s %8s", k, v ? v.round.to_s : "n/a (loadgen not built)") }
 get = ->(prefix) { results.find { |k, _| k.start_with?(prefix) }&.last }
 ratio = ->(a, b) { (x = get[a]) && (y = get[b]) ? format("%.2fx", x / y) : "n/a" }
 puts
 puts "polygear serial / plain serial  : #{ratio['polygear serial', 'plain-socket serial']}  (target >= 3x)"
-puts "polygear batch / plain serial   : #{ratio['polygear batch', 'plain-socket serial']}  (target >= 10x)"
-puts "polygear batch / plain batch    : #{ratio['polygear batch', 'plain-socket batch']}"
+puts "polygear batch / plain serial   : #{ratio["polygear batch (#{opts[:threads]} ", 'plain-socket serial']}  (target >= 10x)"
+puts "polygear batch / plain batch    : #{ratio["polygear batch (#{opts[:threads]} ", 'plain-socket batch']}"
+puts "submit_many / plain serial      : #{ratio['polygear batch (submit_many', 'plain-socket serial']}  (target >= 10x)"
+puts "submit_many / plain batch       : #{ratio['polygear batch (submit_many', 'plain-socket batch']}"
 puts "rust pair serial / polygear serial : #{ratio['rust pair serial', 'polygear serial']}  (target <= 1.5x)"
-puts "rust pair window / polygear batch  : #{ratio['rust pair window', 'polygear batch']}"
+puts "rust pair window / polygear batch  : #{ratio['rust pair window', 'polygear batch (submit_many']}"
 puts "floor / plain serial            : #{ratio['floor', 'plain-socket serial']}  (the most any pair can reach here)"

@@ -91,6 +91,26 @@ module ApiTests
     end
   end
 
+  def test_submit_many_returns_results_in_order_and_raises_or_returns_failures
+    f = on(fname("many")) { |job| job.data == "bad" ? raise("no: #{job.data}") : "r:#{job.data}" }
+    with_worker(concurrency: 4) do
+      items = (1..200).map(&:to_s)
+      results = client.submit_many(f, items, priority: :high)
+      assert_equal(items.map { |i| "r:#{i}" }, results)
+      assert(results.all? { |r| r.encoding == Encoding::ASCII_8BIT })
+      assert_equal [], client.submit_many(f, [])
+      err = assert_raises(Polygear::JobException) { client.submit_many(f, %w[a bad c]) }
+      assert_equal "no: bad", err.worker_message
+      mixed = client.submit_many(f, %w[a bad c], return_exceptions: true)
+      assert_equal %w[r:a r:c], [mixed[0], mixed[2]]
+      assert_kind_of Polygear::JobException, mixed[1]
+      assert_match(/\AH:/, mixed[1].handle)
+      assert_raises(TypeError) { client.submit_many(f, ["ok", 42]) }
+      assert_raises(TypeError) { client.submit_many(f, 42) }
+      assert_raises(ArgumentError) { client.submit_many(f, ["x"], priority: :urgent) }
+    end
+  end
+
   def test_background_job_and_status
     f = fname("bg")
     started = Queue.new

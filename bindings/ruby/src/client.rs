@@ -4,6 +4,7 @@ use std::future::Future;
 use std::sync::Arc;
 
 use bytes::Bytes;
+use magnus::error::ErrorType;
 use magnus::{function, method, prelude::*, Error, RArray, RModule, RString, Ruby, Symbol, Value};
 use polygear::{ClientOptions, JobEvent, Priority, SubmitOptions};
 
@@ -161,6 +162,58 @@ impl NativeClient {
         })
     }
 
+    /// Submits every payload of `items` at once (pipelined on the
+    /// connections) and waits for all: an Array in the same order holding
+    /// each result String or, for a job that failed, its exception object.
+    fn submit_many(
+        ruby: &Ruby,
+        rb_self: &Self,
+        function: String,
+        items: RArray,
+        prio: Value,
+        timeout: Option<f64>,
+    ) -> Result<RArray, Error> {
+        let opts = submit_options(ruby, None, prio, timeout, None)?;
+        let mut datas = Vec::with_capacity(items.len());
+        for item in items.into_iter() {
+            let s = RString::from_value(item).ok_or_else(|| {
+                Error::new(
+                    ruby.exception_type_error(),
+                    format!("each item must be a String, not {}", item.class().inspect()),
+                )
+            })?;
+            datas.push(bytes_of(s));
+        }
+        let client = rb_self.inner.clone();
+        let results = gvl::wait(ruby, async move {
+            // One task per job on this (caller-driven) runtime, so every
+            // request is written before the first reply is awaited.
+            let tasks: Vec<_> = datas
+                .into_iter()
+                .map(|data| {
+                    let (c, f, o) = (client.clone(), function.clone(), opts.clone());
+                    AbortOnDrop(tokio::spawn(async move { c.submit(&f, data, o).await }))
+                })
+                .collect();
+            let mut out = Vec::with_capacity(tasks.len());
+            for mut t in tasks {
+                out.push(match (&mut t.0).await {
+                    Ok(r) => r,
+                    Err(e) => Err(polygear::Error::Closed(format!("job task ended: {e}"))),
+                });
+            }
+            out
+        })?;
+        let out = ruby.ary_new_capa(results.len());
+        for r in results {
+            match r {
+                Ok(b) => out.push(ruby.str_from_slice(&b))?,
+                Err(e) => out.push(exception_of(map_err(ruby, e))?)?,
+            }
+        }
+        Ok(out)
+    }
+
     fn status(ruby: &Ruby, rb_self: &Self, handle: String) -> Result<RArray, Error> {
         let st = rb_self.call(ruby, |c| async move { c.status(&handle).await })?;
         Ok(status_array(ruby, st))
@@ -180,6 +233,24 @@ impl NativeClient {
     fn close(ruby: &Ruby, rb_self: &Self) -> Result<(), Error> {
         let client = rb_self.inner.clone();
         gvl::wait(ruby, async move { client.close().await })
+    }
+}
+
+/// Aborts a spawned job task when dropped (an interrupted `submit_many`).
+struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// The exception object an error would raise.
+fn exception_of(err: Error) -> Result<Value, Error> {
+    match err.error_type() {
+        ErrorType::Error(class, msg) => class.new_instance((msg.as_ref(),)).map(|e| e.as_value()),
+        ErrorType::Exception(e) => Ok(e.as_value()),
+        ErrorType::Jump(_) => Err(err),
     }
 }
 
@@ -255,6 +326,7 @@ pub(crate) fn define(ruby: &Ruby, _polygear: RModule, native: RModule) -> Result
         method!(NativeClient::submit_background, 5),
     )?;
     c.define_method("submit_job", method!(NativeClient::submit_job, 5))?;
+    c.define_method("submit_many", method!(NativeClient::submit_many, 4))?;
     c.define_method("status", method!(NativeClient::status, 1))?;
     c.define_method("status_unique", method!(NativeClient::status_unique, 1))?;
     c.define_method("echo", method!(NativeClient::echo, 1))?;

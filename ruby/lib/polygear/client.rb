@@ -87,6 +87,25 @@ module Polygear
       @native.submit_background(*job_args(func, data, unique, priority), epoch)
     end
 
+    # Submits a foreground job of +func+ for every String in +items+ at once
+    # (pipelined over the connections) and returns the results in the same
+    # order, e.g. <tt>client.submit_many("resize", images, priority: :high)</tt>.
+    # After every job ended, raises the first failure (JobFailed,
+    # JobException, TimeoutError, ...); with +return_exceptions: true+ the
+    # exception objects take their jobs' places instead.
+    def submit_many(func, items, priority: :normal, timeout: nil, return_exceptions: false)
+      Util.string(func, "function name")
+      raise TypeError, "items must be an Enumerable of Strings, not #{items.class}" unless items.respond_to?(:to_a)
+
+      results = @native.submit_many(func, items.to_a, priority_symbol(priority), Util.seconds(timeout))
+      return results if return_exceptions
+
+      failure = results.find { |r| r.is_a?(Exception) }
+      raise failure if failure
+
+      results
+    end
+
     # The status of a job handle (GET_STATUS) as a Polygear::JobStatus.
     def status(handle)
       JobStatus.new(*@native.status(Util.string(handle, "handle")))
@@ -114,12 +133,16 @@ module Polygear
       Util.string(func, "function name")
       Util.string(data, "data")
       Util.opt_string(unique, "unique")
+      [func, data, unique, priority_symbol(priority)]
+    end
+
+    def priority_symbol(priority)
       unless priority.is_a?(Symbol) || priority.is_a?(String)
         raise TypeError, "priority must be one of #{PRIORITIES.inspect}, not #{priority.class}"
       end
       raise ArgumentError, "unknown priority #{priority.inspect} (use #{PRIORITIES.inspect})" unless PRIORITIES.include?(priority.to_sym)
 
-      [func, data, unique, priority.to_sym]
+      priority.to_sym
     end
   end
 end
