@@ -193,6 +193,13 @@ enum CloseReason {
 struct Out {
     outbox: Outbox,
     closed: Option<CloseReason>,
+    /// The connection task wants to GRAB (GRAB_JOB_ALL if `true`) but every
+    /// slot is taken: the job that ends next sends the GRAB right behind its
+    /// final packet, in the same write, and hands its slot over in `handed`.
+    grab_wanted: Option<bool>,
+    /// GRABs written (by the task or an ending job) and their slots, in
+    /// wire order, not yet moved to the task's list of GRABs in flight.
+    sent: Vec<(OwnedSemaphorePermit, bool)>,
 }
 
 /// The write side of one TCP connection (one per connect; a reconnect makes a
@@ -206,18 +213,23 @@ struct Session {
     /// A function was registered: grab again even if asleep (the server
     /// sends no NOOP for jobs queued before the CAN_DO).
     regrab: AtomicBool,
+    /// The worker's stop flag: an ending job sends no GRAB once it is set.
+    stopped: Arc<AtomicBool>,
 }
 
 impl Session {
-    fn new(addr: Arc<str>, wr: OwnedWriteHalf) -> Session {
+    fn new(addr: Arc<str>, wr: OwnedWriteHalf, stopped: Arc<AtomicBool>) -> Session {
         Session {
             addr,
             out: Mutex::new(Out {
                 outbox: Outbox::new(wr, BytesMut::new()),
                 closed: None,
+                grab_wanted: None,
+                sent: Vec::new(),
             }),
             wake: Notify::new(),
             regrab: AtomicBool::new(false),
+            stopped,
         }
     }
 
@@ -234,13 +246,65 @@ impl Session {
     /// Writes one packet now from the calling thread, or queues it behind
     /// bytes the connection task is still flushing. Never blocks.
     fn send(&self, ty: PacketType, fields: &[&[u8]]) -> Result<()> {
+        let out = lock(&self.out);
+        self.push(out, Some((ty, fields)), None)
+    }
+
+    /// [`Session::send`] for a job's last packet: `slot` is the job's slot.
+    /// If the connection task waits for a slot to GRAB, the GRAB goes out
+    /// right behind this packet, in the same write, and takes the slot
+    /// over: no wake-up of the task, one read less for the server.
+    fn send_final(
+        &self,
+        ty: PacketType,
+        fields: &[&[u8]],
+        slot: Option<OwnedSemaphorePermit>,
+    ) -> Result<()> {
         let mut out = lock(&self.out);
+        let grab = match (slot, out.grab_wanted) {
+            (Some(slot), Some(all)) if !self.stopped.load(Ordering::Acquire) => {
+                out.grab_wanted = None;
+                Some((slot, all))
+            }
+            _ => None,
+        };
+        self.push(out, Some((ty, fields)), grab)
+    }
+
+    /// Sends a GRAB holding `slot` (GRAB_JOB_ALL if `all`).
+    fn send_grab(&self, slot: OwnedSemaphorePermit, all: bool) -> Result<()> {
+        let out = lock(&self.out);
+        self.push(out, None, Some((slot, all)))
+    }
+
+    /// Writes `packet` and/or a GRAB (recorded in `out.sent`, in wire order).
+    fn push(
+        &self,
+        mut out: MutexGuard<'_, Out>,
+        packet: Option<(PacketType, &[&[u8]])>,
+        grab: Option<(OwnedSemaphorePermit, bool)>,
+    ) -> Result<()> {
         if let Some(reason) = &out.closed {
             return Err(self.closed_error(reason));
         }
         let mut encoded = Ok(());
-        let pushed = out.outbox.push(|buf| encoded = encode_req(buf, ty, fields));
+        let pushed = out.outbox.push(|buf| {
+            if let Some((ty, fields)) = packet {
+                encoded = encode_req(buf, ty, fields);
+            }
+            if let (Ok(()), Some((_, all))) = (&encoded, &grab) {
+                let ty = if *all {
+                    PacketType::GrabJobAll
+                } else {
+                    PacketType::GrabJobUniq
+                };
+                encoded = encode_req(buf, ty, &[]);
+            }
+        });
         encoded?;
+        if let Some(grab) = grab {
+            out.sent.push(grab);
+        }
         match pushed {
             Ok(Pushed::Written | Pushed::Queued) => Ok(()),
             Ok(Pushed::WakeTask) => {
@@ -258,6 +322,18 @@ impl Session {
                 Err(self.closed_error(&CloseReason::Lost(reason)))
             }
         }
+    }
+
+    /// For the connection task: the GRABs written since the last call, in
+    /// wire order.
+    fn take_sent(&self) -> Vec<(OwnedSemaphorePermit, bool)> {
+        std::mem::take(&mut lock(&self.out).sent)
+    }
+
+    /// For the connection task: whether (and which) GRAB an ending job
+    /// should send for it.
+    fn want_grab(&self, want: Option<bool>) {
+        lock(&self.out).grab_wanted = want;
     }
 
     /// Refuses further packets. On a shutdown what is queued may still be
@@ -318,7 +394,8 @@ pub struct Job {
     finished: bool,
     /// Set once `next_job` handed the job out (then `shutdown` waits for it).
     running: Option<Arc<Running>>,
-    _slot: OwnedSemaphorePermit,
+    /// Released when the job ends, or handed to a GRAB sent with its last packet.
+    slot: Option<OwnedSemaphorePermit>,
 }
 
 /// Jobs handed out by `next_job` and not yet ended.
@@ -385,28 +462,36 @@ impl Job {
     pub fn complete(mut self, result: impl Into<Bytes>) -> Result<()> {
         let result = result.into();
         self.finished = true;
+        let slot = self.slot.take();
         self.session
-            .send(PacketType::WorkComplete, &[&self.handle, &result])
+            .send_final(PacketType::WorkComplete, &[&self.handle, &result], slot)
     }
     /// WORK_FAIL; ends the job.
     pub fn fail(mut self) -> Result<()> {
         self.finished = true;
-        self.session.send(PacketType::WorkFail, &[&self.handle])
+        let slot = self.slot.take();
+        self.session
+            .send_final(PacketType::WorkFail, &[&self.handle], slot)
     }
     /// WORK_EXCEPTION with a message; ends the job (clients without the
     /// exceptions option see WORK_FAIL).
     pub fn exception(mut self, message: impl Into<Bytes>) -> Result<()> {
         let message = message.into();
         self.finished = true;
+        let slot = self.slot.take();
         self.session
-            .send(PacketType::WorkException, &[&self.handle, &message])
+            .send_final(PacketType::WorkException, &[&self.handle, &message], slot)
     }
 }
 
 impl Drop for Job {
     fn drop(&mut self) {
         if !self.finished {
-            if let Err(e) = self.session.send(PacketType::WorkFail, &[&self.handle]) {
+            let slot = self.slot.take();
+            if let Err(e) = self
+                .session
+                .send_final(PacketType::WorkFail, &[&self.handle], slot)
+            {
                 tracing::debug!(handle = self.handle(), error = %e, "could not fail a dropped job");
             }
         }
@@ -449,7 +534,7 @@ struct Shared {
     addrs: Vec<Arc<str>>,
     client_id: Option<Bytes>,
     slots: Arc<Semaphore>,
-    stopped: AtomicBool,
+    stopped: Arc<AtomicBool>,
     /// `shutdown` started: grabbed jobs are no longer handed out (the server
     /// requeues them when the connection closes).
     draining: AtomicBool,
@@ -625,16 +710,22 @@ struct Conn<'a> {
 
 impl Conn<'_> {
     fn send_grab(&mut self, permit: OwnedSemaphorePermit, use_all: bool) -> Result<()> {
-        let ty = if use_all {
-            PacketType::GrabJobAll
-        } else {
-            PacketType::GrabJobUniq
-        };
-        self.session.send(ty, &[])?;
-        lock(&self.shared.queue).grabs += 1;
-        self.grabs.push_back((permit, use_all));
+        self.session.send_grab(permit, use_all)?;
+        self.track_sent();
         self.sleeping = false;
         Ok(())
+    }
+
+    /// Moves the GRABs written since last time (by this task or by ending
+    /// jobs) to the list in flight, before any reply to them is handled.
+    fn track_sent(&mut self) {
+        let sent = self.session.take_sent();
+        if sent.is_empty() {
+            return;
+        }
+        lock(&self.shared.queue).grabs += sent.len();
+        self.grabs.extend(sent);
+        self.sleeping = false;
     }
 
     /// Sends GRABs while there is work to pull, a free slot and room in the
@@ -717,6 +808,7 @@ impl Conn<'_> {
                 // still in flight may yet bring jobs).
                 self.need_grab = false;
                 self.window = 1;
+                self.session.want_grab(None);
                 if std::mem::take(&mut self.quick_wake) {
                     self.misses = self.misses.saturating_add(1);
                 }
@@ -798,7 +890,7 @@ impl Conn<'_> {
             session: self.session.clone(),
             finished: false,
             running: None,
-            _slot: slot,
+            slot: Some(slot),
         };
         {
             let mut q = lock(&self.shared.queue);
@@ -834,7 +926,11 @@ async fn run_session(
     closing: &mut watch::Receiver<bool>,
 ) -> SessionEnd {
     let (mut rd, wr) = stream.into_split();
-    let session = Arc::new(Session::new(shared.addrs[idx].clone(), wr));
+    let session = Arc::new(Session::new(
+        shared.addrs[idx].clone(),
+        wr,
+        shared.stopped.clone(),
+    ));
     {
         // Registration and publication under one lock: a concurrent
         // register() either sees this session or is replayed here, never both.
@@ -877,6 +973,7 @@ async fn run_session(
 
     // Tear down: unpublish, forget the grab in flight and buffered jobs.
     unpublish(shared, idx, &session);
+    conn.track_sent();
     while conn.grab_done().is_some() {}
     match &end {
         SessionEnd::Closing => {
@@ -942,6 +1039,8 @@ async fn session_loop(
     let poll = tokio::time::sleep(shared.opts.poll_interval);
     tokio::pin!(poll);
     loop {
+        // GRABs that ending jobs sent, before the replies to them.
+        conn.track_sent();
         // Everything already read.
         loop {
             match codec.decode_frame(&mut rbuf) {
@@ -962,8 +1061,10 @@ async fn session_loop(
         if let Err(e) = conn.fill_grabs(*use_all) {
             return SessionEnd::Lost(e.to_string());
         }
-        // Pulling, but every slot is taken: wait for one.
+        // Pulling, but every slot is taken: wait for one, or for a job that
+        // ends to send the GRAB with its last packet.
         let want_slot = conn.need_grab && conn.grabs.len() < conn.window && !shared.is_stopped();
+        conn.session.want_grab(want_slot.then_some(*use_all));
         let blocked = match conn.session.flush_step() {
             Ok(blocked) => blocked,
             Err(e) => return SessionEnd::Lost(e.to_string()),
@@ -1076,7 +1177,7 @@ impl Worker {
                 .collect(),
             client_id,
             slots: Arc::new(Semaphore::new(options.concurrency)),
-            stopped: AtomicBool::new(false),
+            stopped: Arc::new(AtomicBool::new(false)),
             draining: AtomicBool::new(false),
             running: Arc::new(Running::default()),
             closing: watch::channel(false).0,
