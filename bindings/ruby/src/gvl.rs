@@ -41,12 +41,12 @@ unsafe extern "C" fn ubf(data: *mut c_void) {
     flag.store(true, Ordering::SeqCst);
 }
 
-/// Runs `f` without the GVL. `None` if Ruby had an interrupt pending and
-/// did not run `f` at all; `Some(Err(_))` if `f` panicked.
+/// Runs `f` without the GVL. `Err(f)` if Ruby had an interrupt pending and
+/// did not run `f` at all; `Ok(Err(_))` if `f` panicked.
 fn without_gvl<F: FnOnce() -> R, R>(
     f: F,
     interrupted: &AtomicBool,
-) -> Option<std::thread::Result<R>> {
+) -> Result<std::thread::Result<R>, F> {
     let mut call: Call<F, R> = Call {
         f: Some(f),
         r: None,
@@ -64,7 +64,29 @@ fn without_gvl<F: FnOnce() -> R, R>(
             flags,
         );
     }
-    call.r
+    match (call.r, call.f) {
+        (Some(r), _) => Ok(r),
+        (None, Some(f)) => Err(f),
+        // Unreachable: the trampoline either ran (and set `r`) or left `f`.
+        (None, None) => Ok(Err(Box::new("polygear: rb_nogvl lost its call"))),
+    }
+}
+
+/// Runs `f` (short, never blocking: e.g. a non-blocking socket write) with
+/// the GVL released, so other Ruby threads run meanwhile. A panic in `f`
+/// becomes a `RuntimeError`.
+pub(crate) fn release<R>(ruby: &Ruby, f: impl FnOnce() -> R) -> Result<R, Error> {
+    let never = AtomicBool::new(false);
+    match without_gvl(f, &never) {
+        Ok(Ok(r)) => Ok(r),
+        Ok(Err(_)) => Err(Error::new(
+            ruby.exception_runtime_error(),
+            "panic in polygear native code",
+        )),
+        // An interrupt was pending, so Ruby did not run `f`: run it with the
+        // GVL held (the interrupt is handled when this call returns).
+        Err(f) => Ok(f()),
+    }
 }
 
 /// Drives `fut` to completion on the calling Ruby thread (inside the
@@ -108,15 +130,15 @@ where
             &interrupted,
         );
         match outcome {
-            Some(Ok(Some(v))) => return Ok(v),
-            Some(Err(_)) => {
+            Ok(Ok(Some(v))) => return Ok(v),
+            Ok(Err(_)) => {
                 return Err(Error::new(
                     ruby.exception_runtime_error(),
                     "panic in polygear native code",
                 ));
             }
             // Interrupted (or not started because an interrupt was pending).
-            Some(Ok(None)) | None => ruby.thread_check_ints()?,
+            Ok(Ok(None)) | Err(_) => ruby.thread_check_ints()?,
         }
     }
 }

@@ -150,7 +150,9 @@ impl RbJob {
         let job = lock(&rb_self.inner).take();
         let job = job.ok_or_else(|| Self::closed(ruby))?;
         let _rt = crate::runtime(ruby)?.enter();
-        f(job).map_err(|e| map_err(ruby, e))
+        // The last packet's socket write runs without the GVL: with many
+        // worker threads the others keep running Ruby meanwhile.
+        gvl::release(ruby, || f(job))?.map_err(|e| map_err(ruby, e))
     }
 
     fn send_data(ruby: &Ruby, rb_self: &Self, data: RString) -> Result<(), Error> {
