@@ -682,11 +682,18 @@ struct Health {
 
 impl Slot {
     fn live(&self) -> Option<Arc<Conn>> {
-        let g = lock(&self.conn);
-        match &*g {
-            Some(c) if c.alive.load(Ordering::Acquire) => Some(c.clone()),
-            _ => None,
+        let c = {
+            let g = lock(&self.conn);
+            match &*g {
+                Some(c) if c.alive.load(Ordering::Acquire) => c.clone(),
+                _ => return None,
+            }
+        };
+        if c.closed_while_undriven() {
+            c.fail(Dead::Lost("closed by the server".into()));
+            return None;
         }
+        Some(c)
     }
 
     fn check_backoff(&self) -> Result<()> {
@@ -1287,6 +1294,20 @@ impl Conn {
         }
         conn.wake_writer.notify_one();
         conn
+    }
+
+    /// On a current-thread runtime (driven only while a caller waits) an
+    /// idle connection's reader may not have seen the server go away: peek
+    /// at the socket, so a restarted server costs a reconnect, not a failed
+    /// request. Multi-thread runtimes notice at once and skip this.
+    fn closed_while_undriven(&self) -> bool {
+        let undriven = tokio::runtime::Handle::try_current()
+            .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::CurrentThread);
+        if !undriven {
+            return false;
+        }
+        let sh = lock(&self.shared);
+        sh.pending.is_empty() && sh.out.peer_closed()
     }
 
     /// Appends a request and its reply expectation atomically (so the FIFO order matches the wire).

@@ -95,6 +95,25 @@ impl Outbox {
         }
     }
 
+    /// True if the peer closed the connection (a non-blocking peek finds
+    /// end-of-file or an error). For an idle connection whose reader may not
+    /// have run: on a runtime only driven while a caller waits, a server
+    /// restart is otherwise noticed only after the next request was sent.
+    pub(crate) fn peer_closed(&self) -> bool {
+        let Some(wr) = &self.wr else {
+            return true;
+        };
+        let socket = socket2::SockRef::from(wr.as_ref().as_ref());
+        let mut byte = [std::mem::MaybeUninit::<u8>::uninit(); 1];
+        match socket.peek(&mut byte) {
+            Ok(n) => n == 0,
+            Err(e) => !matches!(
+                e.kind(),
+                io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
+            ),
+        }
+    }
+
     /// Drops queued bytes and the socket's write half; later pushes fail.
     pub(crate) fn close(&mut self) {
         self.buf = BytesMut::new();

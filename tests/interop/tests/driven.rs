@@ -143,3 +143,77 @@ async fn busy_worker_on_blocking_threads_runs_every_job_once() {
         .unwrap();
     }
 }
+
+/// A blocking client on a current-thread runtime whose server restarted
+/// while it sat idle (so its reader never ran): the next submit reconnects
+/// instead of failing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_blocking_client_survives_a_server_restart() {
+    use polygear::{Client, ClientOptions, SubmitOptions};
+    for kind in ServerKind::selected() {
+        let mut server = TestServer::start(kind);
+        let w = worker(&server, 1, "driven_restart");
+        let run = {
+            let w = w.clone();
+            tokio::spawn(async move {
+                w.run(|job| async move {
+                    let data = job.data().clone();
+                    let _ = job.complete(data);
+                })
+                .await
+            })
+        };
+        let client = Client::new(ClientOptions {
+            servers: vec![server.addr()],
+            job_timeout: Some(STEP),
+            ..ClientOptions::default()
+        })
+        .unwrap();
+        let rt = std::sync::Arc::new(current_thread());
+        let submit =
+            |client: Client, rt: std::sync::Arc<tokio::runtime::Runtime>, data: &'static str| {
+                tokio::task::spawn_blocking(move || {
+                    rt.block_on(client.submit(
+                        "driven_restart",
+                        Bytes::from(data),
+                        SubmitOptions::default(),
+                    ))
+                })
+            };
+        let first = submit(client.clone(), rt.clone(), "before").await.unwrap();
+        assert_eq!(&first.unwrap()[..], b"before", "{}", kind.name());
+
+        server.restart();
+        // The worker (on the test's runtime) reconnects on its own; wait until
+        // the restarted server knows it, so the job below can run.
+        let addr = server.addr();
+        timeout(TEST_LIMIT, async {
+            loop {
+                let lines = polygear_interop::raw::admin_lines(&addr, "workers", true, STEP).await;
+                if lines.iter().any(|l| l.contains("driven_restart")) {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        })
+        .await
+        .expect("the worker never reconnected");
+
+        let after = submit(client.clone(), rt.clone(), "after").await.unwrap();
+        assert_eq!(
+            &after.expect("the first submit after a restart must reconnect, not fail")[..],
+            b"after",
+            "{}",
+            kind.name()
+        );
+        w.stop();
+        w.shutdown().await;
+        let _ = run.await;
+        tokio::task::spawn_blocking(move || {
+            rt.block_on(client.close());
+            drop(rt);
+        })
+        .await
+        .unwrap();
+    }
+}
