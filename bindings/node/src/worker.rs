@@ -29,11 +29,62 @@ pub struct WorkerArgs {
 /// alive) with each job; index.js always ends the job it is given.
 type Dispatch = ThreadsafeFunction<NativeJob, (), NativeJob, Status, false, true>;
 
-/// The core `Job` shared between JS and the Rust handler, which waits for
-/// JS to end it (or fails it when the worker gives up on JS).
+/// The core `Job` handed to JS, until JS ends it (or the worker gives up
+/// on JS and fails it).
 struct JobSlot {
+    id: u64,
     job: Mutex<Option<Job>>,
-    done: Notify,
+    live: Arc<LiveJobs>,
+}
+
+/// The jobs JS holds: `work` waits for them after a stop, `abandon` fails
+/// them. Ending a job needs no hand-off to the runtime thread.
+#[derive(Default)]
+struct LiveJobs {
+    next_id: std::sync::atomic::AtomicU64,
+    slots: Mutex<std::collections::HashMap<u64, Arc<JobSlot>>>,
+    /// Notified when the last live job ended.
+    idle: Notify,
+}
+
+impl LiveJobs {
+    fn hand_out(self: &Arc<Self>, job: Job) -> Arc<JobSlot> {
+        let id = self
+            .next_id
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let slot = Arc::new(JobSlot {
+            id,
+            job: Mutex::new(Some(job)),
+            live: self.clone(),
+        });
+        lock(&self.slots).insert(id, slot.clone());
+        slot
+    }
+
+    fn ended(&self, id: u64) {
+        let mut slots = lock(&self.slots);
+        slots.remove(&id);
+        if slots.is_empty() {
+            drop(slots);
+            self.idle.notify_waiters();
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        lock(&self.slots).is_empty()
+    }
+
+    /// Fails every job JS still holds (their later results are ignored).
+    fn fail_all(&self) {
+        let slots: Vec<_> = lock(&self.slots).drain().map(|(_, s)| s).collect();
+        for slot in slots {
+            let job = lock(&slot.job).take();
+            if let Some(job) = job {
+                let _ = job.fail();
+            }
+        }
+        self.idle.notify_waiters();
+    }
 }
 
 /// A job handed to JS.
@@ -90,7 +141,7 @@ impl NativeJob {
         match job {
             Some(job) => {
                 let sent = f(job).map_err(to_napi);
-                self.slot.done.notify_one(); // frees the worker slot right away
+                self.slot.live.ended(self.slot.id);
                 sent
             }
             None => Err(invalid("the job has already finished")),
@@ -204,43 +255,64 @@ impl NativeWorker {
     )]
     pub fn work(&self, env: Env, dispatch: Dispatch) -> Result<AsyncBlock<()>> {
         let worker = self.inner.clone();
-        let dispatch = Arc::new(dispatch);
-        let abandon = self.abandon.subscribe();
+        let mut abandon = self.abandon.subscribe();
         AsyncBlockBuilder::new(async move {
-            worker
-                .run(move |job: Job| {
-                    let dispatch = dispatch.clone();
-                    let mut abandon = abandon.clone();
-                    async move {
-                        let slot = Arc::new(JobSlot {
-                            job: Mutex::new(None),
-                            done: Notify::new(),
-                        });
-                        let native = NativeJob {
-                            handle: job.handle().to_string(),
-                            function: job.function().to_string(),
-                            unique: job.unique().to_string(),
-                            data: job.data().clone(),
-                            slot: slot.clone(),
-                        };
-                        *lock(&slot.job) = Some(job);
-                        if dispatch.call(native, ThreadsafeFunctionCallMode::NonBlocking)
-                            == Status::Ok
-                        {
-                            tokio::select! {
-                                _ = slot.done.notified() => {}
-                                _ = fired(&mut abandon) => {} // stop() timed out: fail the job
-                            }
-                        }
-                        // JS ended the job, or could not run / was given up on: fail it.
-                        let leftover = lock(&slot.job).take();
-                        if let Some(job) = leftover {
-                            let _ = job.fail();
-                        }
+            let live = Arc::new(LiveJobs::default());
+            // Each job goes to JS as it comes; JS ends it from its own thread
+            // (the core writes the result and the next GRAB right there).
+            loop {
+                let job = tokio::select! {
+                    job = worker.next_job() => job,
+                    _ = fired(&mut abandon), if !*abandon.borrow() => {
+                        live.fail_all();
+                        continue;
                     }
-                })
-                .await
-                .map_err(to_napi)
+                };
+                let Some(job) = job else { break };
+                if *abandon.borrow() {
+                    let _ = job.fail(); // given up on JS: fail at once
+                    continue;
+                }
+                let (handle, function, unique, data) = (
+                    job.handle().to_string(),
+                    job.function().to_string(),
+                    job.unique().to_string(),
+                    job.data().clone(),
+                );
+                let slot = live.hand_out(job);
+                let native = NativeJob {
+                    handle,
+                    function,
+                    unique,
+                    data,
+                    slot: slot.clone(),
+                };
+                if dispatch.call(native, ThreadsafeFunctionCallMode::NonBlocking) != Status::Ok {
+                    // JS cannot run it (the environment is going away): fail it.
+                    let job = lock(&slot.job).take();
+                    if let Some(job) = job {
+                        let _ = job.fail();
+                    }
+                    live.ended(slot.id);
+                }
+            }
+            // Stopped: wait for the jobs JS still runs, unless `abandon` fires.
+            loop {
+                let idle = live.idle.notified();
+                tokio::pin!(idle);
+                idle.as_mut().enable();
+                if live.is_empty() {
+                    break;
+                }
+                tokio::select! {
+                    _ = idle => {}
+                    _ = fired(&mut abandon) => {
+                        live.fail_all();
+                        break;
+                    }
+                }
+            }
+            Ok(())
         })
         .build(&env)
     }
