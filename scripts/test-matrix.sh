@@ -26,13 +26,10 @@ need=()
 [ -x /usr/sbin/gearmand ] || need+=(gearman-job-server)
 command -v gearman >/dev/null || need+=(gearman-tools)
 command -v rev >/dev/null || need+=(util-linux)
-if ((${#need[@]})); then
-  log "installing ${need[*]}"
-  sudo=""
-  [ "$(id -u)" -eq 0 ] || sudo="sudo"
-  $sudo apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
-fi
+tag=test-matrix
+. scripts/lib.sh
+apt_install ${need[@]+"${need[@]}"}
+need_cargo
 
 # --- Rust: server, CLI, matrix binary -----------------------------------------------
 log "cargo build polygeard, polygear CLI, tests/matrix/rust"

@@ -15,27 +15,16 @@ export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$root/target}"
 export POLYGEAR_BUILD_PROFILE="${POLYGEAR_BUILD_PROFILE:-debug}"
 export CARGO_TERM_COLOR=never
 log() { echo "test-node: $*"; }
+tag=test-node
+. scripts/lib.sh
 
 # --- prerequisites -----------------------------------------------------------
 need=()
 [ -x /usr/sbin/gearmand ] || need+=(gearman-job-server)
 command -v gearman >/dev/null || need+=(gearman-tools)
 command -v node >/dev/null && command -v npm >/dev/null || need+=(nodejs npm)
-if ((${#need[@]})); then
-  log "installing ${need[*]}"
-  SUDO=""
-  [ "$(id -u)" -eq 0 ] || SUDO="sudo"
-  $SUDO apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
-fi
-if ! command -v cargo >/dev/null; then
-  if [ -x "$HOME/.cargo/bin/cargo" ]; then
-    export PATH="$HOME/.cargo/bin:$PATH"
-  else
-    log "cargo not found: install Rust (https://rustup.rs) first" >&2
-    exit 1
-  fi
-fi
+apt_install ${need[@]+"${need[@]}"}
+need_cargo
 log "node $(node --version), npm $(npm --version 2>/dev/null), $(cargo --version)"
 
 # --- the Rust worker CLI used by the interop test (skipped there if absent) ----

@@ -14,20 +14,15 @@ venv="${POLYGEAR_VENV:-$root/.venv}"
 python="${PYTHON:-python3}"
 profile="${POLYGEAR_PY_PROFILE:-dev}"
 
-sudo=""
-[ "$(id -u)" -eq 0 ] || sudo="sudo"
-apt_install() {
-  echo "test-python: apt-get install $*"
-  $sudo apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "$@" >/dev/null
-}
+tag=test-python
+. scripts/lib.sh
 
 need=()
 [ -x /usr/sbin/gearmand ] || need+=(gearman-job-server)
 command -v gearman >/dev/null || need+=(gearman-tools)
 command -v "$python" >/dev/null || need+=(python3 python3-venv python3-pip)
-((${#need[@]} == 0)) || apt_install "${need[@]}"
-command -v cargo >/dev/null || { echo "test-python: cargo not found; install Rust first" >&2; exit 1; }
+apt_install ${need[@]+"${need[@]}"}
+need_cargo
 
 if [ ! -x "$venv/bin/python" ]; then
   "$python" -m venv "$venv" 2>/dev/null || { apt_install python3-venv; rm -rf "$venv"; "$python" -m venv "$venv"; }

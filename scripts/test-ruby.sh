@@ -18,26 +18,14 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 
 # --- system packages -------------------------------------------------------
+tag=test-ruby
+. scripts/lib.sh
 need=()
-have_pkg() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok installed"; }
 for pkg in ruby ruby-dev libclang-dev gearman-job-server gearman-tools; do
   have_pkg "$pkg" || need+=("$pkg")
 done
-if ((${#need[@]})); then
-  echo "test-ruby: installing ${need[*]}"
-  SUDO=""
-  [ "$(id -u)" -eq 0 ] || SUDO="sudo"
-  $SUDO apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
-fi
-if ! command -v cargo >/dev/null; then
-  if [ -x "$HOME/.cargo/bin/cargo" ]; then
-    export PATH="$HOME/.cargo/bin:$PATH"
-  else
-    echo "test-ruby: cargo not found; install Rust (https://rustup.rs) first" >&2
-    exit 1
-  fi
-fi
+apt_install ${need[@]+"${need[@]}"}
+need_cargo
 
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
 GEM_DIR="${POLYGEAR_TEST_GEM_HOME:-/var/tmp/polygear-ruby-test/gems}"
