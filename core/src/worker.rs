@@ -15,7 +15,7 @@
 use std::collections::VecDeque;
 use std::fmt;
 use std::future::Future;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -215,10 +215,17 @@ struct Session {
     regrab: AtomicBool,
     /// The worker's stop flag: an ending job sends no GRAB once it is set.
     stopped: Arc<AtomicBool>,
+    /// How many of the worker's connections want a slot to GRAB (shared).
+    wanting: Arc<AtomicUsize>,
 }
 
 impl Session {
-    fn new(addr: Arc<str>, wr: OwnedWriteHalf, stopped: Arc<AtomicBool>) -> Session {
+    fn new(
+        addr: Arc<str>,
+        wr: OwnedWriteHalf,
+        stopped: Arc<AtomicBool>,
+        wanting: Arc<AtomicUsize>,
+    ) -> Session {
         Session {
             addr,
             out: Mutex::new(Out {
@@ -230,6 +237,7 @@ impl Session {
             wake: Notify::new(),
             regrab: AtomicBool::new(false),
             stopped,
+            wanting,
         }
     }
 
@@ -253,7 +261,9 @@ impl Session {
     /// [`Session::send`] for a job's last packet: `slot` is the job's slot.
     /// If the connection task waits for a slot to GRAB, the GRAB goes out
     /// right behind this packet, in the same write, and takes the slot
-    /// over: no wake-up of the task, one read less for the server.
+    /// over: no wake-up of the task, one read less for the server. Only
+    /// when no other connection waits for a slot: those get it through the
+    /// (first-come, first-served) semaphore, so servers take turns.
     fn send_final(
         &self,
         ty: PacketType,
@@ -262,8 +272,11 @@ impl Session {
     ) -> Result<()> {
         let mut out = lock(&self.out);
         let grab = match (slot, out.grab_wanted) {
-            (Some(slot), Some(all)) if !self.stopped.load(Ordering::Acquire) => {
-                out.grab_wanted = None;
+            (Some(slot), Some(all))
+                if !self.stopped.load(Ordering::Acquire)
+                    && self.wanting.load(Ordering::Acquire) == 1 =>
+            {
+                self.set_wanted(&mut out, None);
                 Some((slot, all))
             }
             _ => None,
@@ -333,7 +346,27 @@ impl Session {
     /// For the connection task: whether (and which) GRAB an ending job
     /// should send for it.
     fn want_grab(&self, want: Option<bool>) {
-        lock(&self.out).grab_wanted = want;
+        let mut out = lock(&self.out);
+        self.set_wanted(&mut out, want);
+    }
+
+    /// Sets `grab_wanted`, keeping the worker-wide count of wanting connections.
+    fn set_wanted(&self, out: &mut Out, want: Option<bool>) {
+        match (out.grab_wanted.is_some(), want.is_some()) {
+            (false, true) => {
+                self.wanting.fetch_add(1, Ordering::AcqRel);
+            }
+            (true, false) => {
+                self.wanting.fetch_sub(1, Ordering::AcqRel);
+            }
+            _ => {}
+        }
+        out.grab_wanted = want;
+    }
+
+    /// GRABs written but not yet tracked by the connection task.
+    fn has_untracked_grabs(&self) -> bool {
+        !lock(&self.out).sent.is_empty()
     }
 
     /// Refuses further packets. On a shutdown what is queued may still be
@@ -347,7 +380,12 @@ impl Session {
         if out.closed.is_none() {
             out.closed = Some(reason);
         }
+        // No job hands a slot to this connection any more; GRABs it handed
+        // over and the task did not track die with the connection.
+        self.set_wanted(&mut out, None);
+        let untracked = std::mem::take(&mut out.sent);
         drop(out);
+        drop(untracked);
         self.wake.notify_one();
     }
 
@@ -535,6 +573,8 @@ struct Shared {
     client_id: Option<Bytes>,
     slots: Arc<Semaphore>,
     stopped: Arc<AtomicBool>,
+    /// Connections waiting for a free slot to GRAB (see [`Session::send_final`]).
+    wanting: Arc<AtomicUsize>,
     /// `shutdown` started: grabbed jobs are no longer handed out (the server
     /// requeues them when the connection closes).
     draining: AtomicBool,
@@ -593,6 +633,15 @@ impl Shared {
             tasks.handles.push(rt.spawn(server_task(self.clone(), idx)));
         }
         true
+    }
+
+    /// True if some connection has GRABs written but not yet tracked.
+    fn untracked_grabs(&self) -> bool {
+        let reg = lock(&self.registry);
+        reg.sessions
+            .iter()
+            .flatten()
+            .any(|s| s.has_untracked_grabs())
     }
 
     /// Sends one packet to every live connection.
@@ -930,6 +979,7 @@ async fn run_session(
         shared.addrs[idx].clone(),
         wr,
         shared.stopped.clone(),
+        shared.wanting.clone(),
     ));
     {
         // Registration and publication under one lock: a concurrent
@@ -1178,6 +1228,7 @@ impl Worker {
             client_id,
             slots: Arc::new(Semaphore::new(options.concurrency)),
             stopped: Arc::new(AtomicBool::new(false)),
+            wanting: Arc::new(AtomicUsize::new(0)),
             draining: AtomicBool::new(false),
             running: Arc::new(Running::default()),
             closing: watch::channel(false).0,
@@ -1302,7 +1353,12 @@ impl Worker {
                     return Some(job);
                 }
                 if shared.is_stopped() && q.grabs == 0 {
-                    return None;
+                    drop(q);
+                    // A GRAB an ending job sent just before the stop may not be
+                    // tracked yet: its reply (a job to hand out) is still due.
+                    if !shared.untracked_grabs() {
+                        return None;
+                    }
                 }
             }
             notified.await;

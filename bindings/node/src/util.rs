@@ -120,16 +120,28 @@ impl Drop for InFlightGuard {
 /// flight the JS thread is the busy one, so the runtime thread writes.
 /// Later polls re-register their wakers, so a wake-up that hits the
 /// throw-away waker of the first poll is not lost.
-pub fn eager<F>(now: bool, fut: F) -> impl std::future::Future<Output = F::Output> + Send + 'static
+pub fn eager<F, T>(
+    now: bool,
+    fut: F,
+) -> impl std::future::Future<Output = napi::Result<T>> + Send + 'static
 where
-    F: std::future::Future + Send + 'static,
-    F::Output: Send,
+    F: std::future::Future<Output = napi::Result<T>> + Send + 'static,
+    T: Send + 'static,
 {
+    use std::panic::{catch_unwind, AssertUnwindSafe};
     use std::task::{Context, Poll, Waker};
     let mut fut = Box::pin(fut);
     let first = if now {
-        napi::bindgen_prelude::within_runtime_if_available(|| {
-            fut.as_mut().poll(&mut Context::from_waker(Waker::noop()))
+        // Never unwind into the JS thread: a panic becomes a rejected promise.
+        catch_unwind(AssertUnwindSafe(|| {
+            napi::bindgen_prelude::within_runtime_if_available(|| {
+                fut.as_mut().poll(&mut Context::from_waker(Waker::noop()))
+            })
+        }))
+        .unwrap_or_else(|_| {
+            Poll::Ready(Err(napi::Error::from_reason(
+                "internal error: panic in polygear native code",
+            )))
         })
     } else {
         Poll::Pending

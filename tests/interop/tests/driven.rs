@@ -217,3 +217,60 @@ async fn idle_blocking_client_survives_a_server_restart() {
         .unwrap();
     }
 }
+
+/// With several servers and one slot, a busy server does not starve the
+/// others: the slot of an ending job is only handed straight to its own
+/// connection's GRAB when no other connection waits for one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn servers_take_turns_for_the_slots() {
+    const EACH: usize = 20;
+    for kind in ServerKind::selected() {
+        let servers = [TestServer::start(kind), TestServer::start(kind)];
+        timeout(TEST_LIMIT, async {
+            for (s, name) in servers.iter().zip(["a", "b"]) {
+                let mut c = Raw::connect(&s.addr(), STEP).await;
+                for i in 0..EACH {
+                    c.submit(
+                        "driven_turns",
+                        &format!("{name}{i}"),
+                        format!("{name}{i}"),
+                        true,
+                    )
+                    .await;
+                }
+            }
+        })
+        .await
+        .expect("submitting timed out");
+
+        let w = Worker::new(WorkerOptions {
+            servers: servers.iter().map(|s| s.addr()).collect(),
+            concurrency: 1,
+            poll_interval: Duration::from_secs(2),
+            ..WorkerOptions::default()
+        })
+        .unwrap();
+        w.register("driven_turns", None).unwrap();
+        let order = timeout(TEST_LIMIT, async {
+            let mut order = Vec::new();
+            while order.len() < 2 * EACH {
+                let job = w.next_job().await.expect("a job");
+                order.push(job.data()[0]);
+                job.complete(Bytes::new()).unwrap();
+            }
+            order
+        })
+        .await
+        .expect("jobs stopped coming");
+        // Both servers are served from early on (not one queue, then the other).
+        let first_half = &order[..EACH];
+        assert!(
+            first_half.contains(&b'a') && first_half.contains(&b'b'),
+            "{}: one server starved the other: {}",
+            kind.name(),
+            String::from_utf8_lossy(&order)
+        );
+        w.stop();
+        w.shutdown().await;
+    }
+}
