@@ -195,7 +195,7 @@ struct Out {
     closed: Option<CloseReason>,
     /// The connection task wants to GRAB (GRAB_JOB_ALL if `true`) but every
     /// slot is taken: the job that ends next sends the GRAB right behind its
-    /// final packet, in the same write, and hands its slot over in `handed`.
+    /// final packet, in the same write, and hands its slot over in `sent`.
     grab_wanted: Option<bool>,
     /// GRABs written (by the task or an ending job) and their slots, in
     /// wire order, not yet moved to the task's list of GRABs in flight.
@@ -389,10 +389,22 @@ impl Session {
         self.wake.notify_one();
     }
 
+    /// For the connection task, before it waits: records whether (and
+    /// which) GRAB an ending job should send for it, then flushes like
+    /// [`Session::flush_step`] (one lock for both).
+    fn before_wait(&self, want: Option<bool>) -> std::io::Result<Option<Arc<OwnedWriteHalf>>> {
+        let mut out = lock(&self.out);
+        self.set_wanted(&mut out, want);
+        Self::flush_locked(&mut out)
+    }
+
     /// For the connection task: flushes what the socket takes. `Ok(None)`
     /// when nothing is left, else the write half to await writability on.
     fn flush_step(&self) -> std::io::Result<Option<Arc<OwnedWriteHalf>>> {
-        let mut out = lock(&self.out);
+        Self::flush_locked(&mut lock(&self.out))
+    }
+
+    fn flush_locked(out: &mut Out) -> std::io::Result<Option<Arc<OwnedWriteHalf>>> {
         if let Some(CloseReason::Lost(reason)) = &out.closed {
             return Err(std::io::Error::other(reason.clone()));
         }
@@ -402,8 +414,8 @@ impl Session {
         out.outbox.flush_step()
     }
 
-    /// Writes everything still queued (waiting for the socket as needed),
-    /// then releases the write half.
+    /// Writes everything still queued, waiting for the socket as needed
+    /// (the caller then closes the outbox, releasing the write half).
     async fn finish(&self) -> std::io::Result<()> {
         while let Some(wr) = self.flush_step()? {
             wr.writable().await?;
@@ -1114,8 +1126,7 @@ async fn session_loop(
         // Pulling, but every slot is taken: wait for one, or for a job that
         // ends to send the GRAB with its last packet.
         let want_slot = conn.need_grab && conn.grabs.len() < conn.window && !shared.is_stopped();
-        conn.session.want_grab(want_slot.then_some(*use_all));
-        let blocked = match conn.session.flush_step() {
+        let blocked = match conn.session.before_wait(want_slot.then_some(*use_all)) {
             Ok(blocked) => blocked,
             Err(e) => return SessionEnd::Lost(e.to_string()),
         };
