@@ -8,7 +8,7 @@ use polygear::{Bytes, Client, ClientOptions, JobEvent, Priority, RunningJob, Sub
 use tokio::sync::Mutex;
 
 use crate::error::{aborted, invalid, to_napi};
-use crate::util::{eager, millis, parse_servers, CancelWatch, Canceller, InFlight, InFlightGuard};
+use crate::util::{eager, millis, parse_servers, CancelWatch, Canceller, InFlight};
 
 /// Client construction options (times in milliseconds).
 #[napi(object)]
@@ -144,22 +144,40 @@ pub struct NativeClient {
 }
 
 impl NativeClient {
-    /// The client, payload and options of one submission, and whether it
-    /// is alone in flight (its guard keeps it counted until it ends).
-    fn prepare(
+    /// Starts one submission made by `run` (given the client, payload,
+    /// options and the cancel watch): counted in flight until it ends, its
+    /// request written from the JS thread when it is alone ([`eager`]),
+    /// ended with an abort error when `cancel` fires.
+    fn start<T, F, Fut>(
         &self,
+        env: &Env,
         data: Buffer,
         opts: Option<SubmitArgs>,
-    ) -> Result<(Client, Bytes, SubmitOptions, bool, InFlightGuard)> {
+        cancel: Option<&Canceller>,
+        run: F,
+    ) -> Result<AsyncBlock<T>>
+    where
+        T: ToNapiValue + TypeName + Send + 'static,
+        F: FnOnce(Client, Bytes, SubmitOptions, CancelWatch) -> Fut,
+        Fut: std::future::Future<Output = Result<T>> + Send + 'static,
+    {
         let opts = submit_options(opts)?;
-        let (alone, guard) = self.inflight.enter();
-        Ok((
+        let (alone, counted) = self.inflight.enter();
+        let watch = watch_of(cancel);
+        let fut = run(
             self.inner.clone(),
             Bytes::from(data.to_vec()),
             opts,
+            watch.clone(),
+        );
+        AsyncBlockBuilder::new(eager(
             alone,
-            guard,
+            cancellable(watch, async move {
+                let _counted = counted;
+                fut.await
+            }),
         ))
+        .build(env)
     }
 
     /// GET_STATUS of a handle, or GET_STATUS_UNIQUE of a unique key.
@@ -219,20 +237,19 @@ impl NativeClient {
         opts: Option<SubmitArgs>,
         cancel: Option<&Canceller>,
     ) -> Result<AsyncBlock<Buffer>> {
-        let (client, data, opts, alone, guard) = self.prepare(data, opts)?;
-        let watch = watch_of(cancel);
-        AsyncBlockBuilder::new(eager(
-            alone,
-            cancellable(watch, async move {
-                let _counted = guard;
+        self.start(
+            &env,
+            data,
+            opts,
+            cancel,
+            |client, data, opts, _| async move {
                 let r = client
                     .submit(&function, data, opts)
                     .await
                     .map_err(to_napi)?;
                 Ok(Buffer::from(r.to_vec()))
-            }),
-        ))
-        .build(&env)
+            },
+        )
     }
 
     /// Foreground job whose events can be read; resolves once the server created it.
@@ -245,13 +262,12 @@ impl NativeClient {
         opts: Option<SubmitArgs>,
         cancel: Option<&Canceller>,
     ) -> Result<AsyncBlock<NativeRunningJob>> {
-        let (client, data, opts, alone, guard) = self.prepare(data, opts)?;
-        let watch = watch_of(cancel);
-        let job_watch = watch.clone();
-        AsyncBlockBuilder::new(eager(
-            alone,
-            cancellable(watch, async move {
-                let _counted = guard;
+        self.start(
+            &env,
+            data,
+            opts,
+            cancel,
+            |client, data, opts, job_watch| async move {
                 let job = client
                     .submit_job(&function, data, opts)
                     .await
@@ -261,9 +277,8 @@ impl NativeClient {
                     job: Arc::new(Mutex::new(Some(job))),
                     cancel: job_watch,
                 })
-            }),
-        ))
-        .build(&env)
+            },
+        )
     }
 
     /// Background job; resolves with its handle.
@@ -276,18 +291,18 @@ impl NativeClient {
         opts: Option<SubmitArgs>,
         cancel: Option<&Canceller>,
     ) -> Result<AsyncBlock<String>> {
-        let (client, data, opts, alone, guard) = self.prepare(data, opts)?;
-        AsyncBlockBuilder::new(eager(
-            alone,
-            cancellable(watch_of(cancel), async move {
-                let _counted = guard;
+        self.start(
+            &env,
+            data,
+            opts,
+            cancel,
+            |client, data, opts, _| async move {
                 client
                     .submit_background(&function, data, opts)
                     .await
                     .map_err(to_napi)
-            }),
-        ))
-        .build(&env)
+            },
+        )
     }
 
     /// GET_STATUS of a job handle.
