@@ -53,6 +53,14 @@ pub struct WorkerOptions {
     /// While sleeping, grab again after this long even without a NOOP
     /// (covers lost NOOPs and epoch jobs on gearmand 1.1). Default 10 s.
     pub poll_interval: Duration,
+    /// `None` (default): a job that arrives is handed to an idle
+    /// [`Worker::next_job`] caller at once. `Some(d)`: while another handed-out
+    /// job is still running, the new job waits up to `d` for that job's
+    /// caller to come back for it ([`Worker::try_next_job`]) before an idle
+    /// caller is woken. For callers on threads that share one interpreter
+    /// lock (Ruby, Python), where every hand-off to another thread costs a
+    /// context switch: a busy thread then runs queued jobs back to back.
+    pub handoff_delay: Option<Duration>,
 }
 
 impl Default for WorkerOptions {
@@ -66,6 +74,7 @@ impl Default for WorkerOptions {
             min_backoff: Duration::from_millis(100),
             max_backoff: Duration::from_secs(5),
             poll_interval: Duration::from_secs(10),
+            handoff_delay: None,
         }
     }
 }
@@ -446,6 +455,8 @@ pub struct Job {
     running: Option<Arc<Running>>,
     /// Released when the job ends, or handed to a GRAB sent with its last packet.
     slot: Option<OwnedSemaphorePermit>,
+    /// When the job was assigned (how long it has waited to be handed out).
+    assigned: Instant,
 }
 
 /// Jobs handed out by `next_job` and not yet ended.
@@ -572,6 +583,13 @@ struct Queue {
     grabs: usize,
 }
 
+/// Whom [`Shared::hand_out`] asks to wake after taking a job.
+enum Wake {
+    Nobody,
+    Next,
+    All,
+}
+
 #[derive(Debug, Default)]
 struct Tasks {
     started: bool,
@@ -595,6 +613,8 @@ struct Shared {
     registry: Mutex<Registry>,
     queue: Mutex<Queue>,
     job_ready: Notify,
+    /// A job was queued without waking a caller (see `handoff_delay`).
+    deferred: Notify,
     tasks: Mutex<Tasks>,
 }
 
@@ -644,7 +664,38 @@ impl Shared {
         for idx in 0..self.opts.servers.len() {
             tasks.handles.push(rt.spawn(server_task(self.clone(), idx)));
         }
+        if let Some(delay) = self.opts.handoff_delay {
+            tasks
+                .handles
+                .push(rt.spawn(handoff_watchdog(self.clone(), delay)));
+        }
         true
+    }
+
+    /// Takes the oldest assigned job for a caller (counted as running) and
+    /// says whom else to wake: the next caller if more jobs are due now,
+    /// everybody once a stopped worker has nothing left.
+    fn hand_out(&self, q: &mut Queue) -> Option<(Job, Wake)> {
+        let mut job = q.jobs.pop_front()?;
+        self.running.count.fetch_add(1, Ordering::AcqRel);
+        job.running = Some(self.running.clone());
+        let wake = match (q.jobs.front(), self.opts.handoff_delay) {
+            (Some(_), None) => Wake::Next,
+            (Some(next), Some(delay)) if next.assigned.elapsed() >= delay => Wake::Next,
+            (Some(_), Some(_)) => Wake::Nobody,
+            (None, _) if q.grabs == 0 && self.is_stopped() => Wake::All,
+            (None, _) => Wake::Nobody,
+        };
+        Some((job, wake))
+    }
+
+    fn wake(&self, wake: Wake) {
+        match wake {
+            Wake::Nobody => {}
+            Wake::Next => self.job_ready.notify_one(),
+            // Other callers may now return None.
+            Wake::All => self.job_ready.notify_waiters(),
+        }
     }
 
     /// True if some connection has GRABs written but not yet tracked.
@@ -699,6 +750,37 @@ enum SessionEnd {
     Closing,
     /// The connection failed; reconnect after a backoff.
     Lost(String),
+}
+
+/// With [`WorkerOptions::handoff_delay`]: wakes an idle `next_job` caller
+/// for the oldest queued job once it has waited that long without a running
+/// job's caller coming back for it.
+async fn handoff_watchdog(shared: Arc<Shared>, delay: Duration) {
+    let mut closing = shared.closing.subscribe();
+    loop {
+        if *closing.borrow() {
+            return;
+        }
+        let oldest = lock(&shared.queue).jobs.front().map(|j| j.assigned);
+        let check_at = match oldest {
+            Some(t) if t.elapsed() >= delay => {
+                shared.job_ready.notify_one();
+                // Give the woken caller time to take it before waking another.
+                Instant::now() + delay
+            }
+            Some(t) => t + delay,
+            None => {
+                tokio::select! {
+                    _ = shared.deferred.notified() => continue,
+                    _ = closing.changed() => return,
+                }
+            }
+        };
+        tokio::select! {
+            _ = tokio::time::sleep_until(check_at) => {}
+            _ = closing.changed() => return,
+        }
+    }
 }
 
 async fn server_task(shared: Arc<Shared>, idx: usize) {
@@ -952,6 +1034,7 @@ impl Conn<'_> {
             finished: false,
             running: None,
             slot: Some(slot),
+            assigned: Instant::now(),
         };
         {
             let mut q = lock(&self.shared.queue);
@@ -969,7 +1052,15 @@ impl Conn<'_> {
             }
             q.jobs.push_back(job);
         }
-        self.shared.job_ready.notify_one();
+        if self.shared.opts.handoff_delay.is_none()
+            || self.shared.running.count.load(Ordering::Acquire) == 0
+        {
+            self.shared.job_ready.notify_one();
+        } else {
+            // A running job's caller takes it when it comes back, or the
+            // watchdog wakes an idle caller after `handoff_delay`.
+            self.shared.deferred.notify_one();
+        }
         // Keep pulling while the server has work (and slots are free).
         self.need_grab = !stopped;
         self.window = (self.window * 2).min(MAX_GRABS_IN_FLIGHT);
@@ -1249,6 +1340,7 @@ impl Worker {
             }),
             queue: Mutex::new(Queue::default()),
             job_ready: Notify::new(),
+            deferred: Notify::new(),
             tasks: Mutex::new(Tasks::default()),
             opts: options,
         };
@@ -1330,6 +1422,21 @@ impl Worker {
         Ok(())
     }
 
+    /// The next job if one is assigned already, without waiting: `None` if
+    /// none is, or once [`Worker::shutdown`] began. Never connects; use
+    /// [`Worker::next_job`] for that. A caller that takes its next job with
+    /// this before ending the current one keeps the job on its thread (see
+    /// [`WorkerOptions::handoff_delay`]).
+    pub fn try_next_job(&self) -> Option<Job> {
+        let shared = self.shared();
+        if shared.draining.load(Ordering::Acquire) {
+            return None;
+        }
+        let (job, wake) = shared.hand_out(&mut lock(&shared.queue))?;
+        shared.wake(wake);
+        Some(job)
+    }
+
     /// The next job to process. Waits (without busy-polling) until a job is
     /// assigned and fewer than `concurrency` jobs are unfinished; `None` once
     /// the worker is stopped and no grabbed job is left.
@@ -1349,18 +1456,9 @@ impl Worker {
                 if shared.draining.load(Ordering::Acquire) {
                     return None;
                 }
-                if let Some(mut job) = q.jobs.pop_front() {
-                    shared.running.count.fetch_add(1, Ordering::AcqRel);
-                    job.running = Some(shared.running.clone());
-                    let more = !q.jobs.is_empty();
-                    let drained = !more && q.grabs == 0 && shared.is_stopped();
+                if let Some((job, wake)) = shared.hand_out(&mut q) {
                     drop(q);
-                    if more {
-                        shared.job_ready.notify_one();
-                    } else if drained {
-                        // Other callers may now return None.
-                        shared.job_ready.notify_waiters();
-                    }
+                    shared.wake(wake);
                     return Some(job);
                 }
                 if shared.is_stopped() && q.grabs == 0 {

@@ -47,4 +47,33 @@ class TestServerAndInstall < Minitest::Test
       assert File.file?(File.join(spec.full_gem_path, f)), "gem lacks #{f}"
     end
   end
+
+  # A block that ends after its server died cannot deliver the result (the
+  # server hands the job out again); the worker goes on and serves the
+  # restarted server.
+  def test_worker_survives_its_server_dying_mid_job
+    port = PolygearTest.free_port
+    srv = Polygear::Server.new(port: port)
+    started = Queue.new
+    release = Queue.new
+    worker = Polygear::Worker.new(servers: ["127.0.0.1:#{port}"], concurrency: 2)
+    worker.register("die_mid_job") do |job|
+      started << job.data
+      release.pop
+      "r#{job.data}"
+    end
+    thread = Thread.new { worker.work }
+    thread.report_on_exception = false
+    Polygear::Client.new(servers: ["127.0.0.1:#{port}"], timeout: 10).submit_background("die_mid_job", "1")
+    assert_equal "1", Timeout.timeout(10) { started.pop }
+    srv.stop
+    srv = Polygear::Server.new(port: port)
+    2.times { release << true }
+    assert_equal "r2", Polygear::Client.new(servers: ["127.0.0.1:#{port}"], timeout: 10).submit("die_mid_job", "2")
+    assert thread.alive?, "the worker stopped"
+  ensure
+    worker&.stop
+    assert thread.join(15), "work did not return after stop" if thread
+    srv&.stop
+  end
 end

@@ -72,23 +72,6 @@ fn without_gvl<F: FnOnce() -> R, R>(
     }
 }
 
-/// Runs `f` (short, never blocking: e.g. a non-blocking socket write) with
-/// the GVL released, so other Ruby threads run meanwhile. A panic in `f`
-/// becomes a `RuntimeError`.
-pub(crate) fn release<R>(ruby: &Ruby, f: impl FnOnce() -> R) -> Result<R, Error> {
-    let never = AtomicBool::new(false);
-    match without_gvl(f, &never) {
-        Ok(Ok(r)) => Ok(r),
-        Ok(Err(_)) => Err(Error::new(
-            ruby.exception_runtime_error(),
-            "panic in polygear native code",
-        )),
-        // An interrupt was pending, so Ruby did not run `f`: run it with the
-        // GVL held (the interrupt is handled when this call returns).
-        Err(f) => Ok(f()),
-    }
-}
-
 /// Drives `fut` to completion on the calling Ruby thread (inside the
 /// runtime's context) with the GVL released.
 ///

@@ -133,31 +133,46 @@ module Polygear
     def run_loop(_index)
       Thread.current.name = "polygear-worker"
       Thread.current.report_on_exception = false
-      while (job = @native.next_job)
-        handler = @lock.synchronize { @handlers[job.function] }
-        run_job(job, handler)
-      end
+      job = @native.next_job
+      job = run_job(job) while job
     rescue Exception # rubocop:disable Lint/RescueException
       @native.stop # one broken thread stops the whole worker
       raise
     end
 
-    def run_job(job, handler)
-      @lock.synchronize { @processed += 1 }
-      if handler.nil?
-        job.__send__(:_fail)
-        return
+    # Runs +job+'s block, ends the job and returns the next job for this
+    # thread (nil once the worker has stopped and nothing is left).
+    def run_job(job)
+      handler = @lock.synchronize do
+        @processed += 1
+        @handlers[job.function]
       end
+      return finish(job) { job.__send__(:_fail) } if handler.nil?
+
       begin
         result = handler.call(job)
       rescue StandardError => e
-        job.__send__(:_exception, e.message.to_s.b) unless job.finished?
-        return
+        return finish(job) { job.__send__(:_exception, e.message.to_s.b) }
       rescue Exception => e # rubocop:disable Lint/RescueException
         job.__send__(:_exception, "#{e.class}: #{e.message}".b) unless job.finished?
         raise
       end
-      job.__send__(:_complete, result_bytes(result)) unless job.finished?
+      finish(job) { job.__send__(:_complete, result_bytes(result)) }
+    end
+
+    # Ends +job+ with the block (unless the job's block ended it already).
+    # The next job is taken first if one is waiting: this thread then runs
+    # it right away, with no hand-off to another thread. A job whose
+    # connection is gone cannot be ended; the server gives it to another
+    # worker, and this thread goes on.
+    def finish(job)
+      nxt = @native.try_next_job
+      begin
+        yield unless job.finished?
+      rescue ConnectionError, ClosedError
+        nil
+      end
+      nxt || @native.next_job
     end
 
     def result_bytes(result)

@@ -274,3 +274,84 @@ async fn servers_take_turns_for_the_slots() {
         w.shutdown().await;
     }
 }
+
+/// `handoff_delay`: a job that arrives while another job runs waits for the
+/// running job's caller (`try_next_job`) and reaches an idle `next_job`
+/// caller only after the delay; with nothing running it goes out at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn handoff_delay_keeps_new_jobs_for_the_busy_caller() {
+    const DELAY: Duration = Duration::from_millis(1500);
+    const FUNC: &str = "driven_handoff";
+    for kind in ServerKind::selected() {
+        let server = TestServer::start(kind);
+        let w = Worker::new(WorkerOptions {
+            servers: vec![server.addr()],
+            concurrency: 3,
+            poll_interval: Duration::from_secs(2),
+            handoff_delay: Some(DELAY),
+            ..WorkerOptions::default()
+        })
+        .unwrap();
+        w.register(FUNC, None).unwrap();
+        timeout(TEST_LIMIT, async {
+            let mut c = Raw::connect(&server.addr(), STEP).await;
+            let idle = |w: &Worker| {
+                let w = w.clone();
+                tokio::spawn(async move {
+                    let job = w.next_job().await.expect("a job");
+                    (job, tokio::time::Instant::now())
+                })
+            };
+
+            // Nothing runs: the job goes to the waiting caller at once.
+            let waiting = idle(&w);
+            let sent = tokio::time::Instant::now();
+            c.submit(FUNC, "a", "a", true).await;
+            let (a, got) = waiting.await.unwrap();
+            assert_eq!(&a.data()[..], b"a");
+            assert!(
+                got - sent < DELAY / 2,
+                "{}: job a was held back",
+                kind.name()
+            );
+
+            // `a` runs: `b` waits for a's caller, who takes it with try_next_job.
+            assert!(w.try_next_job().is_none());
+            let waiting = idle(&w);
+            // Let it wait first (a caller arriving later takes a queued job).
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            c.submit(FUNC, "b", "b", true).await;
+            let b = loop {
+                if let Some(job) = w.try_next_job() {
+                    break job;
+                }
+                assert!(
+                    !waiting.is_finished(),
+                    "{}: b woke the idle caller",
+                    kind.name()
+                );
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            };
+            assert_eq!(&b.data()[..], b"b");
+            b.complete(Bytes::new()).unwrap();
+
+            // Nobody comes back for `c`: the idle caller gets it after the delay.
+            let sent = tokio::time::Instant::now();
+            c.submit(FUNC, "c", "c", true).await;
+            let (job_c, got) = waiting.await.unwrap();
+            assert_eq!(&job_c.data()[..], b"c");
+            let waited = got - sent;
+            assert!(
+                waited >= DELAY - Duration::from_millis(100) && waited < STEP,
+                "{}: c reached the idle caller after {waited:?}",
+                kind.name()
+            );
+            a.complete(Bytes::new()).unwrap();
+            job_c.complete(Bytes::new()).unwrap();
+        })
+        .await
+        .expect("test timed out");
+        w.stop();
+        w.shutdown().await;
+    }
+}
