@@ -9,6 +9,7 @@ import threading
 from collections.abc import Awaitable, Iterable
 from typing import Callable, TypeVar, Union
 
+from ._errors import ClosedError, GearmanConnectionError
 from ._polygear import Job, NativeWorker
 
 __all__ = ["AsyncWorker", "Payload", "Worker"]
@@ -28,6 +29,15 @@ F = TypeVar("F", bound=Callable[[Job], object])
 def _message(exc: BaseException) -> str:
     text = str(exc)
     return text if text else type(exc).__name__
+
+
+def _end(job: Job, end: Callable[[], object]) -> None:
+    """Ends ``job`` with ``end``. If its connection is gone the result is lost
+    with it (the server hands the job out again) and the worker goes on."""
+    try:
+        end()
+    except (GearmanConnectionError, ClosedError) as exc:
+        log.warning("polygear: could not end job %s of %r: %s", job.handle, job.function, exc)
 
 
 def _join(threads: list[threading.Thread]) -> None:
@@ -98,15 +108,16 @@ class _Base:
         if job.done:
             return
         try:
-            job.complete(result)  # type: ignore[arg-type]
+            _end(job, lambda: job.complete(result))  # type: ignore[arg-type]
         except TypeError as exc:
             log.error("polygear: function %r returned a bad value: %s", job.function, exc)
-            job.exception(str(exc))
+            message = str(exc)
+            _end(job, lambda: job.exception(message))
 
     def _failed(self, job: Job, exc: BaseException) -> None:
         log.warning("polygear: function %r raised on job %s", job.function, job.handle, exc_info=exc)
         if not job.done:
-            job.exception(_message(exc))
+            _end(job, lambda: job.exception(_message(exc)))
 
 
 class Worker(_Base):
@@ -137,7 +148,7 @@ class Worker(_Base):
     def _run(self, job: Job) -> None:
         fn = self._functions.get(job.function)
         if fn is None:
-            job.fail()
+            _end(job, job.fail)
             return
         try:
             result = fn(job)
@@ -146,7 +157,7 @@ class Worker(_Base):
             return
         except BaseException:
             if not job.done:
-                job.fail()
+                _end(job, job.fail)
             raise
         self._finish(job, result)
 
@@ -196,7 +207,7 @@ class AsyncWorker(_Base):
     async def _run(self, job: Job) -> None:
         fn = self._functions.get(job.function)
         if fn is None:
-            job.fail()
+            _end(job, job.fail)
             return
         try:
             result = fn(job)
@@ -207,7 +218,7 @@ class AsyncWorker(_Base):
             return
         except BaseException:
             if not job.done:
-                job.fail()
+                _end(job, job.fail)
             raise
         self._finish(job, result)
 

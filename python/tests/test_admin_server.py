@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import threading
 import time
 
 import pytest
-from conftest import running_worker
+from conftest import free_port, running_worker
 
 import polygear
 
@@ -85,4 +86,33 @@ def test_server_start_stop_explicit() -> None:
             assert c.echo(b"hi") == b"hi"
     finally:
         s.stop()
+        s.stop()
+
+
+def test_worker_survives_its_server_dying_mid_job() -> None:
+    """A job that ends after its server died cannot deliver its result (the
+    server hands it out again); the worker goes on with the restarted server."""
+    port = free_port()
+    started = threading.Event()
+    release = threading.Event()
+
+    def slow(job: polygear.Job) -> bytes:
+        started.set()
+        assert release.wait(10)
+        return b"r" + job.data
+
+    s = polygear.Server(port)
+    s.start()
+    try:
+        with running_worker(s.address, {"die_mid_job": slow}, concurrency=2):
+            with polygear.Client(s.address, timeout=10) as c:
+                c.submit_background("die_mid_job", b"1")
+            assert started.wait(10)
+            s.stop()
+            s = polygear.Server(port)
+            s.start()
+            release.set()
+            with polygear.Client(s.address, timeout=10) as c:
+                assert c.submit("die_mid_job", b"2") == b"r2"
+    finally:
         s.stop()
