@@ -16,7 +16,7 @@ use tokio::net::TcpStream;
 use tokio::sync::{oneshot, Notify};
 use tokio::time::Instant;
 
-use crate::outbox::{Outbox, Pushed};
+use crate::outbox::{write_out, Outbox, Pushed};
 use crate::protocol::{atoi, Frame, Magic, Packet, PacketCodec, PacketType, Priority, HEADER_LEN};
 use crate::servers::{route, ServerAddr};
 use crate::{Error, Result};
@@ -1320,20 +1320,21 @@ impl Conn {
             });
         }
         sh.pending.push_back(pending);
-        match sh.out.push(write) {
-            Ok(Pushed::Written | Pushed::Queued) => Ok(()),
-            Ok(Pushed::WakeTask) => {
-                drop(sh);
-                self.wake_writer.notify_one();
-                Ok(())
+        let pushed = sh.out.push(write);
+        drop(sh);
+        let pushed = match pushed {
+            Ok(Pushed::Write(batch)) => {
+                write_out(batch, || lock(&self.shared), |sh: &mut Shared| &mut sh.out)
             }
-            Err(e) => {
-                // The pending entry just queued is failed with the rest.
-                drop(sh);
-                self.fail(Dead::Lost(format!("write failed: {e}")));
-                Ok(())
-            }
+            other => other,
+        };
+        match pushed {
+            Ok(Pushed::Done) => {}
+            Ok(Pushed::WakeTask | Pushed::Write(_)) => self.wake_writer.notify_one(),
+            // The pending entry just queued is failed with the rest.
+            Err(e) => self.fail(Dead::Lost(format!("write failed: {e}"))),
         }
+        Ok(())
     }
 
     /// Stops delivering events of `key` to `slot` (job dropped or timed out).

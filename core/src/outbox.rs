@@ -2,10 +2,15 @@
 //!
 //! Packets are appended to one buffer and written straight to the socket by
 //! the thread that produced them (a non-blocking `try_write`, no task hop).
-//! Only when the socket is full does the connection's task take over: it
-//! waits for writability and flushes until the buffer is empty, and until
-//! then later packets are appended behind the unwritten bytes, so the order
-//! on the wire is always the order of [`Outbox::push`] calls.
+//! The write itself runs with the connection's lock released: the pushing
+//! thread takes the buffered bytes as a [`Batch`] (it is then the only
+//! writer), writes them, and with [`Outbox::written`] hands back what the
+//! socket did not take and picks up what others appended meanwhile. Other
+//! threads only append while a writer is active, so they never wait for a
+//! system call, and the order on the wire is always the order of
+//! [`Outbox::push`] calls. Only when the socket is full does the
+//! connection's task take over: it waits for writability and flushes until
+//! the buffer is empty.
 //!
 //! Writing from the caller matters for latency (a reply leaves as soon as it
 //! exists) and for runtimes driven by their callers (a current-thread tokio
@@ -22,15 +27,39 @@ use tokio::net::tcp::OwnedWriteHalf;
 const KEEP_CAPACITY: usize = 1 << 20;
 const INITIAL_CAPACITY: usize = 8 * 1024;
 
-/// What a [`Outbox::push`] left to do.
-#[derive(Debug, PartialEq, Eq)]
+/// What a [`Outbox::push`] or [`Outbox::written`] leaves to do.
+#[derive(Debug)]
 pub(crate) enum Pushed {
-    /// Everything queued is on the socket.
-    Written,
-    /// Bytes remain and the connection task must flush them: wake it.
+    /// Nothing: the bytes are written, or the active writer (another
+    /// thread or the connection task) writes them.
+    Done,
+    /// The caller is the writer now: release the lock, [`Batch::write`],
+    /// then report back with [`Outbox::written`].
+    Write(Batch),
+    /// The socket is full: wake the connection task to flush.
     WakeTask,
-    /// Bytes remain and the connection task is already flushing.
-    Queued,
+}
+
+/// Bytes taken out of an [`Outbox`] to be written without its lock held.
+#[derive(Debug)]
+pub(crate) struct Batch {
+    bytes: BytesMut,
+    wr: Arc<OwnedWriteHalf>,
+}
+
+impl Batch {
+    /// Writes what the socket takes now; unwritten bytes stay in the batch.
+    pub(crate) fn write(&mut self) -> io::Result<()> {
+        while !self.bytes.is_empty() {
+            match self.wr.try_write(&self.bytes) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => self.bytes.advance(n),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
 }
 
 /// Buffered, direct-write side of a socket. Callers keep it behind the
@@ -38,10 +67,14 @@ pub(crate) enum Pushed {
 #[derive(Debug)]
 pub(crate) struct Outbox {
     buf: BytesMut,
+    /// An emptied batch buffer, reused for the next batch.
+    spare: BytesMut,
     /// Taken (and so released) when the connection is closed.
     wr: Option<Arc<OwnedWriteHalf>>,
     /// The socket was full: the connection task owns flushing until `buf` is empty.
     flushing: bool,
+    /// A caller holds a [`Batch`]: it alone writes until it reports back.
+    writing: bool,
 }
 
 impl Outbox {
@@ -54,30 +87,73 @@ impl Outbox {
         }
         Outbox {
             buf,
+            spare: BytesMut::new(),
             wr: Some(Arc::new(wr)),
             flushing,
+            writing: false,
         }
     }
 
-    /// Appends bytes with `write` (after any unwritten ones) and writes what
-    /// the socket takes now.
+    /// Appends bytes with `write` (after any unwritten ones). Unless another
+    /// writer is active, the caller becomes the writer ([`Pushed::Write`]),
+    /// also while the task is flushing: on a runtime nobody drives the task
+    /// may not run for a while, and every push moves the backlog on.
     pub(crate) fn push(&mut self, write: impl FnOnce(&mut BytesMut)) -> io::Result<Pushed> {
         if self.wr.is_none() {
             return Err(io::ErrorKind::NotConnected.into());
         }
         write(&mut self.buf);
-        // Also while the task is flushing: on a runtime nobody drives, the
-        // task may not run for a while, and every push moves the backlog on.
-        let was_flushing = self.flushing;
-        if self.try_flush()? {
-            self.flushing = false;
-            Ok(Pushed::Written)
-        } else if was_flushing {
-            Ok(Pushed::Queued)
-        } else {
-            self.flushing = true;
-            Ok(Pushed::WakeTask)
+        if self.writing {
+            return Ok(Pushed::Done);
         }
+        Ok(self.take_batch())
+    }
+
+    /// For the writer, with the lock held again after [`Batch::write`]
+    /// returned `result`: gives back what the socket did not take, and
+    /// returns the next batch if more bytes were appended meanwhile.
+    pub(crate) fn written(
+        &mut self,
+        mut batch: Batch,
+        result: io::Result<()>,
+    ) -> io::Result<Pushed> {
+        self.writing = false;
+        if self.wr.is_none() {
+            return Err(io::ErrorKind::NotConnected.into());
+        }
+        result?;
+        if !batch.bytes.is_empty() {
+            // The socket is full: the rest goes back in front, for the task.
+            batch.bytes.extend_from_slice(&self.buf);
+            self.buf = batch.bytes;
+            self.flushing = true;
+            return Ok(Pushed::WakeTask);
+        }
+        self.flushing = false;
+        if batch.bytes.capacity() <= KEEP_CAPACITY {
+            batch.bytes.clear();
+            self.spare = batch.bytes;
+        }
+        Ok(self.take_batch())
+    }
+
+    /// Makes the caller the writer of everything buffered (if anything is).
+    fn take_batch(&mut self) -> Pushed {
+        let Some(wr) = &self.wr else {
+            return Pushed::Done;
+        };
+        if self.buf.is_empty() {
+            return Pushed::Done;
+        }
+        self.writing = true;
+        let mut next = std::mem::take(&mut self.spare);
+        if next.capacity() < INITIAL_CAPACITY {
+            next.reserve(INITIAL_CAPACITY);
+        }
+        Pushed::Write(Batch {
+            bytes: std::mem::replace(&mut self.buf, next),
+            wr: wr.clone(),
+        })
     }
 
     /// True while the connection task owns flushing.
@@ -86,9 +162,13 @@ impl Outbox {
     }
 
     /// For the connection task: writes what the socket takes. Returns
-    /// `Ok(None)` once the buffer is empty (direct writes resume), or the
-    /// write half to await writability on.
+    /// `Ok(None)` once the buffer is empty (direct writes resume) or while a
+    /// caller writes (it hands back with [`Pushed::WakeTask`] if the socket
+    /// fills), else the write half to await writability on.
     pub(crate) fn flush_step(&mut self) -> io::Result<Option<Arc<OwnedWriteHalf>>> {
+        if self.writing {
+            return Ok(None);
+        }
         if self.try_flush()? {
             self.flushing = false;
             Ok(None)
@@ -120,6 +200,7 @@ impl Outbox {
     /// Drops queued bytes and the socket's write half; later pushes fail.
     pub(crate) fn close(&mut self) {
         self.buf = BytesMut::new();
+        self.spare = BytesMut::new();
         self.wr = None;
         self.flushing = false;
     }
@@ -147,9 +228,30 @@ impl Outbox {
     }
 }
 
+/// Writes a [`Pushed::Write`] batch with the lock released, then keeps
+/// writing what others appended meanwhile. `relock` locks the connection
+/// and gives its outbox. Returns what is left to do ([`Pushed::Done`] or
+/// [`Pushed::WakeTask`]), or the write error (the outbox is then unusable:
+/// the caller closes the connection).
+pub(crate) fn write_out<G: std::ops::DerefMut>(
+    mut batch: Batch,
+    relock: impl Fn() -> G,
+    outbox: impl Fn(&mut G::Target) -> &mut Outbox,
+) -> io::Result<Pushed> {
+    loop {
+        let result = batch.write();
+        let mut guard = relock();
+        match outbox(&mut guard).written(batch, result)? {
+            Pushed::Write(next) => batch = next,
+            done => return Ok(done),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use bytes::BufMut;
     use tokio::io::AsyncReadExt;
     use tokio::net::{TcpListener, TcpStream};
 
@@ -160,41 +262,74 @@ mod tests {
         (a, b)
     }
 
+    /// Pushes like the client and worker do: write with the lock released.
+    fn push(out: &std::sync::Mutex<Outbox>, bytes: &[u8]) -> Pushed {
+        let pushed = out
+            .lock()
+            .unwrap()
+            .push(|b| b.extend_from_slice(bytes))
+            .unwrap();
+        match pushed {
+            Pushed::Write(batch) => {
+                write_out(batch, || out.lock().unwrap(), |o: &mut Outbox| o).unwrap()
+            }
+            other => other,
+        }
+    }
+
     #[tokio::test]
     async fn writes_directly_keeps_order_when_full_and_refuses_after_close() {
         let (a, mut b) = pair().await;
         let (_rd, wr) = a.into_split();
-        let mut out = Outbox::new(wr, BytesMut::from(&b"hello "[..]));
-        assert!(out.flushing(), "the handshake is the task's to send");
+        let out = std::sync::Mutex::new(Outbox::new(wr, BytesMut::from(&b"hello "[..])));
+        assert!(
+            out.lock().unwrap().flushing(),
+            "the handshake is the task's to send"
+        );
         // A push writes the backlog too (the task may not run for a while).
-        assert_eq!(
-            out.push(|b| b.extend_from_slice(b"world")).unwrap(),
-            Pushed::Written
+        assert!(matches!(push(&out, b"world"), Pushed::Done));
+        assert!(!out.lock().unwrap().flushing());
+        assert!(out.lock().unwrap().flush_step().unwrap().is_none());
+
+        // While a batch is out, others only append; the writer picks their
+        // bytes up when it reports back.
+        let Pushed::Write(mut batch) = out.lock().unwrap().push(|b| b.put_u8(b'!')).unwrap() else {
+            panic!("the first pusher writes");
+        };
+        assert!(matches!(
+            out.lock().unwrap().push(|b| b.put_u8(b'?')).unwrap(),
+            Pushed::Done
+        ));
+        assert!(
+            out.lock().unwrap().flush_step().unwrap().is_none(),
+            "the task waits for the writer"
         );
-        assert!(!out.flushing());
-        assert!(out.flush_step().unwrap().is_none());
-        assert_eq!(
-            out.push(|b| b.extend_from_slice(b"!")).unwrap(),
-            Pushed::Written
-        );
+        let r = batch.write();
+        let Pushed::Write(mut next) = out.lock().unwrap().written(batch, r).unwrap() else {
+            panic!("the appended byte is the writer's to send");
+        };
+        let r = next.write();
+        assert!(matches!(
+            out.lock().unwrap().written(next, r).unwrap(),
+            Pushed::Done
+        ));
 
         // Fill the socket: the first push that does not fit hands over to the task.
         let chunk = vec![7u8; 1 << 20];
         let mut pushed = 0usize;
-        let result = loop {
-            let r = out.push(|b| b.extend_from_slice(&chunk)).unwrap();
+        loop {
+            let r = push(&out, &chunk);
             pushed += chunk.len();
-            if r != Pushed::Written {
-                break r;
+            if !matches!(r, Pushed::Done) {
+                assert!(matches!(r, Pushed::WakeTask));
+                break;
             }
-        };
-        assert_eq!(result, Pushed::WakeTask);
-        assert_eq!(
-            out.push(|b| b.extend_from_slice(b"END")).unwrap(),
-            Pushed::Queued
-        );
+        }
+        assert!(out.lock().unwrap().flushing());
+        // A push while the task owns flushing still tries, and wakes it again.
+        assert!(matches!(push(&out, b"END"), Pushed::WakeTask));
 
-        let want = 12 + pushed + 3;
+        let want = 13 + pushed + 3;
         let reader = tokio::spawn(async move {
             let mut got = Vec::with_capacity(want);
             while got.len() < want {
@@ -205,17 +340,23 @@ mod tests {
             }
             got
         });
-        while let Some(wr) = out.flush_step().unwrap() {
+        loop {
+            let wr = out.lock().unwrap().flush_step().unwrap();
+            let Some(wr) = wr else { break };
             wr.writable().await.unwrap();
         }
         let got = reader.await.unwrap();
-        assert_eq!(&got[..12], b"hello world!");
-        assert!(got[12..want - 3].iter().all(|&c| c == 7));
+        assert_eq!(&got[..13], b"hello world!?");
+        assert!(got[13..want - 3].iter().all(|&c| c == 7));
         assert_eq!(&got[want - 3..], b"END");
 
-        out.close();
+        out.lock().unwrap().close();
         assert_eq!(
-            out.push(|b| b.extend_from_slice(b"x")).unwrap_err().kind(),
+            out.lock()
+                .unwrap()
+                .push(|b| b.extend_from_slice(b"x"))
+                .unwrap_err()
+                .kind(),
             io::ErrorKind::NotConnected
         );
     }

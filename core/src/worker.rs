@@ -27,7 +27,7 @@ use tokio::sync::{watch, Notify, OwnedSemaphorePermit, Semaphore};
 use tokio::task::{JoinHandle, JoinSet};
 use tokio::time::Instant;
 
-use crate::outbox::{Outbox, Pushed};
+use crate::outbox::{write_out, Outbox, Pushed};
 use crate::protocol::packet::MAGIC_REQ;
 use crate::protocol::{Frame, Packet, PacketCodec, PacketType, HEADER_LEN};
 use crate::servers::ServerAddr;
@@ -323,27 +323,41 @@ impl Session {
                 encoded = encode_req(buf, ty, &[]);
             }
         });
-        encoded?;
-        if let Some(grab) = grab {
+        if let (Ok(()), Some(grab)) = (&encoded, grab) {
             out.sent.push(grab);
         }
+        drop(out);
+        let pushed = match pushed {
+            Ok(Pushed::Write(batch)) => {
+                write_out(batch, || lock(&self.out), |out: &mut Out| &mut out.outbox)
+            }
+            other => other,
+        };
         match pushed {
-            Ok(Pushed::Written | Pushed::Queued) => Ok(()),
-            Ok(Pushed::WakeTask) => {
-                drop(out);
-                self.wake.notify_one();
-                Ok(())
-            }
-            Err(e) => {
-                let reason = format!("write failed: {e}");
-                out.outbox.close();
-                out.closed = Some(CloseReason::Lost(reason.clone()));
-                drop(out);
-                // The connection task notices, ends the session and reconnects.
-                self.wake.notify_one();
-                Err(self.closed_error(&CloseReason::Lost(reason)))
-            }
+            Ok(Pushed::Done) => {}
+            Ok(Pushed::WakeTask | Pushed::Write(_)) => self.wake.notify_one(),
+            Err(e) => return Err(self.write_failed(e)),
         }
+        encoded
+    }
+
+    /// Closes the outbox after a failed write (unless it was closed
+    /// already); the connection task notices, ends the session and
+    /// reconnects.
+    fn write_failed(&self, e: std::io::Error) -> Error {
+        let mut out = lock(&self.out);
+        let reason = match &out.closed {
+            Some(reason) => reason.clone(),
+            None => {
+                let reason = CloseReason::Lost(format!("write failed: {e}"));
+                out.outbox.close();
+                out.closed = Some(reason.clone());
+                reason
+            }
+        };
+        drop(out);
+        self.wake.notify_one();
+        self.closed_error(&reason)
     }
 
     /// For the connection task: the GRABs written since the last call, in
