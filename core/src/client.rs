@@ -1306,7 +1306,13 @@ impl Conn {
         if !undriven {
             return false;
         }
-        let sh = lock(&self.shared);
+        // A connection somebody is using right now is not idle: its reader
+        // notices a close itself (and waiting for the lock would cost more).
+        let sh = match self.shared.try_lock() {
+            Ok(sh) => sh,
+            Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner(),
+            Err(std::sync::TryLockError::WouldBlock) => return false,
+        };
         sh.pending.is_empty() && sh.out.peer_closed()
     }
 
