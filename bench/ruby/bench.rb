@@ -20,7 +20,7 @@ require_relative "plain_gearman"
 
 ROOT = File.expand_path("../..", __dir__)
 TARGET = ENV["CARGO_TARGET_DIR"] || File.join(ROOT, "target")
-opts = { n: 3000, batch: 20_000, threads: 32, concurrency: 16, window: 32, server: "gearmand" }
+opts = { n: 3000, batch: 20_000, threads: 32, concurrency: 32, window: 32, server: "gearmand" }
 OptionParser.new do |o|
   o.on("--n N", Integer, "jobs in the one-at-a-time runs") { |v| opts[:n] = v }
   o.on("--batch N", Integer, "jobs in the many-in-flight runs") { |v| opts[:batch] = v }
