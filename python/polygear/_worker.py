@@ -48,6 +48,9 @@ def _join(threads: list[threading.Thread]) -> None:
 
 
 class _Base:
+    #: Blocking threads take their next job before ending the current one.
+    _handoff = False
+
     def __init__(
         self,
         servers: str | Iterable[str] | None = None,
@@ -59,7 +62,7 @@ class _Base:
             raise TypeError(f"concurrency must be an int, not {type(concurrency).__name__}")
         if concurrency < 1:
             raise ValueError("concurrency must be at least 1")
-        self._native = NativeWorker(servers, concurrency, client_id)
+        self._native = NativeWorker(servers, concurrency, client_id, self._handoff)
         self._concurrency = concurrency
         self._functions: dict[str, Callable[[Job], object]] = {}
 
@@ -134,32 +137,40 @@ class Worker(_Base):
         """Decorator registering a function; ``name`` defaults to the function's ``__name__``."""
         return self._decorator(name, timeout)
 
+    _handoff = True
+
     def _serve(self, errors: list[BaseException]) -> None:
         try:
-            while True:
-                job = self._native.next_job()
-                if job is None:
-                    return
-                self._run(job)
+            job = self._native.next_job()
+            while job is not None:
+                job = self._run(job)
         except BaseException as exc:  # pragma: no cover - reported by work()
             errors.append(exc)
             self._native.stop()
 
-    def _run(self, job: Job) -> None:
+    def _run(self, job: Job) -> Job | None:
+        """Runs and ends ``job``; returns this thread's next job (None once stopped)."""
         fn = self._functions.get(job.function)
         if fn is None:
-            _end(job, job.fail)
-            return
+            return self._then_next(lambda: _end(job, job.fail))
         try:
             result = fn(job)
         except Exception as exc:
-            self._failed(job, exc)
-            return
+            failure = exc
+            return self._then_next(lambda: self._failed(job, failure))
         except BaseException:
             if not job.done:
                 _end(job, job.fail)
             raise
-        self._finish(job, result)
+        return self._then_next(lambda: self._finish(job, result))
+
+    def _then_next(self, end: Callable[[], None]) -> Job | None:
+        """Ends the current job with ``end``, taking the next assigned job first
+        if one is waiting: this thread then runs it at once, instead of waking
+        another thread for it (a GIL hand-off per job)."""
+        nxt = self._native.try_next_job()
+        end()
+        return nxt if nxt is not None else self._native.next_job()
 
     def work(self) -> None:
         """Processes jobs until stop() or Ctrl-C; returns after running jobs finished."""

@@ -322,10 +322,16 @@ module ApiTests
     g = on(fname("badjob2")) do |job|
       job.send_data(42)
     end
-    with_worker do
+    odd = Object.new
+    def odd.to_s = 42
+    h = on(fname("badresult")) { |_job| odd }
+    with_worker do |_worker, thread|
       err = assert_raises(Polygear::JobException) { client.submit(f, "x") }
       assert_match(/no implicit conversion|String|Integer/, err.worker_message)
       assert_raises(Polygear::JobException) { client.submit(g, "x") }
+      err = assert_raises(Polygear::JobException) { client.submit(h, "x") }
+      assert_match(/to_s returned Integer/, err.worker_message)
+      assert thread.alive?, "a bad result stopped the worker"
     end
   end
 

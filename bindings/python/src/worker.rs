@@ -114,6 +114,12 @@ impl Job {
     }
 }
 
+/// How long a job that arrives while a function runs waits for that
+/// function's thread to come back for it before an idle thread is woken:
+/// running a queued job on the thread that holds the GIL saves two thread
+/// switches.
+const HANDOFF_DELAY: std::time::Duration = std::time::Duration::from_micros(500);
+
 /// The Rust worker; Python threads / asyncio tasks pull jobs from it.
 #[pyclass(module = "polygear._polygear", frozen)]
 pub struct NativeWorker {
@@ -122,12 +128,16 @@ pub struct NativeWorker {
 
 #[pymethods]
 impl NativeWorker {
+    /// `handoff`: for blocking threads that take their next job with
+    /// `try_next_job` before ending the current one (see
+    /// `WorkerOptions::handoff_delay`); off for asyncio tasks.
     #[new]
-    #[pyo3(signature = (servers=None, concurrency=1, client_id=None))]
+    #[pyo3(signature = (servers=None, concurrency=1, client_id=None, handoff=false))]
     fn new(
         servers: Option<&Bound<'_, PyAny>>,
         concurrency: usize,
         client_id: Option<String>,
+        handoff: bool,
     ) -> PyResult<Self> {
         if concurrency == 0 {
             return Err(pyo3::exceptions::PyValueError::new_err(
@@ -138,6 +148,7 @@ impl NativeWorker {
             servers: util::servers(servers)?,
             concurrency,
             client_id,
+            handoff_delay: handoff.then_some(HANDOFF_DELAY),
             ..WorkerOptions::default()
         };
         let worker = polygear::Worker::new(opts).map_err(to_pyerr)?;
@@ -168,6 +179,11 @@ impl NativeWorker {
         let w = self.worker.clone();
         let job = wait(py, async move { w.next_job().await })?;
         Ok(job.map(|j| Job::new(py, j)))
+    }
+
+    /// A job assigned already, or None: never waits.
+    fn try_next_job(&self, py: Python<'_>) -> Option<Job> {
+        self.worker.try_next_job().map(|j| Job::new(py, j))
     }
 
     /// Awaitable of the next job; None once stopped and drained.

@@ -150,14 +150,18 @@ module Polygear
       return finish(job) { job.__send__(:_fail) } if handler.nil?
 
       begin
-        result = handler.call(job)
+        result = result_bytes(handler.call(job))
       rescue StandardError => e
         return finish(job) { job.__send__(:_exception, e.message.to_s.b) }
       rescue Exception => e # rubocop:disable Lint/RescueException
-        job.__send__(:_exception, "#{e.class}: #{e.message}".b) unless job.finished?
+        begin
+          job.__send__(:_exception, "#{e.class}: #{e.message}".b) unless job.finished?
+        rescue Error
+          nil # its connection is gone
+        end
         raise
       end
-      finish(job) { job.__send__(:_complete, result_bytes(result)) }
+      finish(job) { job.__send__(:_complete, result) }
     end
 
     # Ends +job+ with the block (unless the job's block ended it already).
@@ -169,8 +173,8 @@ module Polygear
       nxt = @native.try_next_job
       begin
         yield unless job.finished?
-      rescue ConnectionError, ClosedError
-        nil
+      rescue Error
+        nil # ending a job fails only when its connection is gone
       end
       nxt || @native.next_job
     end
@@ -179,7 +183,11 @@ module Polygear
       case result
       when String then result
       when nil then ""
-      else result.to_s
+      else
+        text = result.to_s
+        raise TypeError, "#{result.class}#to_s returned #{text.class}, not a String" unless text.is_a?(String)
+
+        text
       end
     end
   end
