@@ -161,6 +161,11 @@ impl Outbox {
         self.flushing
     }
 
+    /// True while a caller writes a [`Batch`].
+    pub(crate) fn writing(&self) -> bool {
+        self.writing
+    }
+
     /// For the connection task: writes what the socket takes. Returns
     /// `Ok(None)` once the buffer is empty (direct writes resume) or while a
     /// caller writes (it hands back with [`Pushed::WakeTask`] if the socket

@@ -60,6 +60,7 @@ pub struct WorkerOptions {
     /// caller is woken. For callers on threads that share one interpreter
     /// lock (Ruby, Python), where every hand-off to another thread costs a
     /// context switch: a busy thread then runs queued jobs back to back.
+    /// `Some(Duration::ZERO)` is the same as `None`.
     pub handoff_delay: Option<Duration>,
 }
 
@@ -440,10 +441,17 @@ impl Session {
     /// Writes everything still queued, waiting for the socket as needed
     /// (the caller then closes the outbox, releasing the write half).
     async fn finish(&self) -> std::io::Result<()> {
-        while let Some(wr) = self.flush_step()? {
-            wr.writable().await?;
+        loop {
+            match self.flush_step()? {
+                Some(wr) => wr.writable().await?,
+                // A job's thread is writing (never for long: its writes do not
+                // block): what it still holds must leave before the close.
+                None if lock(&self.out).outbox.writing() => {
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                }
+                None => return Ok(()),
+            }
         }
-        Ok(())
     }
 }
 
@@ -766,19 +774,34 @@ enum SessionEnd {
     Lost(String),
 }
 
+/// Longest pause of the hand-off watchdog while a job it woke a caller for
+/// stays queued (every caller is busy).
+const MAX_WATCHDOG_BACKOFF: Duration = Duration::from_millis(50);
+
 /// With [`WorkerOptions::handoff_delay`]: wakes an idle `next_job` caller
 /// for the oldest queued job once it has waited that long without a running
 /// job's caller coming back for it.
 async fn handoff_watchdog(shared: Arc<Shared>, delay: Duration) {
     let mut closing = shared.closing.subscribe();
+    // The job last woken for, and how long to wait before looking again.
+    let mut woken_for: Option<Instant> = None;
+    let mut backoff = delay;
     loop {
         if *closing.borrow() {
             return;
         }
         let oldest = lock(&shared.queue).jobs.front().map(|j| j.assigned);
         let check_at = match oldest {
+            // Still queued after its wake-up: no caller is idle (the wake-up
+            // is kept for the next one that asks); look again less often.
+            Some(t) if woken_for == Some(t) => {
+                backoff = (backoff * 2).min(MAX_WATCHDOG_BACKOFF);
+                Instant::now() + backoff
+            }
             Some(t) if t.elapsed() >= delay => {
                 shared.job_ready.notify_one();
+                woken_for = Some(t);
+                backoff = delay;
                 // Give the woken caller time to take it before waking another.
                 Instant::now() + delay
             }
@@ -1334,6 +1357,9 @@ impl Worker {
         };
         let mut options = options;
         options.max_backoff = options.max_backoff.max(options.min_backoff);
+        if options.handoff_delay == Some(Duration::ZERO) {
+            options.handoff_delay = None;
+        }
         let n = options.servers.len();
         let shared = Shared {
             addrs: options

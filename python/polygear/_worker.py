@@ -27,7 +27,10 @@ F = TypeVar("F", bound=Callable[[Job], object])
 
 
 def _message(exc: BaseException) -> str:
-    text = str(exc)
+    try:
+        text = str(exc)
+    except Exception:
+        text = ""
     return text if text else type(exc).__name__
 
 
@@ -38,6 +41,12 @@ def _end(job: Job, end: Callable[[], object]) -> None:
         end()
     except (GearmanConnectionError, ClosedError) as exc:
         log.warning("polygear: could not end job %s of %r: %s", job.handle, job.function, exc)
+
+
+def _send_exception(job: Job, message: str) -> None:
+    """WORK_EXCEPTION for a job its function did not end itself."""
+    if not job.done:
+        _end(job, lambda: job.exception(message))
 
 
 def _join(threads: list[threading.Thread]) -> None:
@@ -118,9 +127,12 @@ class _Base:
             _end(job, lambda: job.exception(message))
 
     def _failed(self, job: Job, exc: BaseException) -> None:
+        self._log_failure(job, exc)
+        _send_exception(job, _message(exc))
+
+    @staticmethod
+    def _log_failure(job: Job, exc: BaseException) -> None:
         log.warning("polygear: function %r raised on job %s", job.function, job.handle, exc_info=exc)
-        if not job.done:
-            _end(job, lambda: job.exception(_message(exc)))
 
 
 class Worker(_Base):
@@ -156,8 +168,11 @@ class Worker(_Base):
         try:
             result = fn(job)
         except Exception as exc:
-            failure = exc
-            return self._then_next(lambda: self._failed(job, failure))
+            # Logged and described before the next job is taken: a slow log
+            # handler must not hold that job up.
+            self._log_failure(job, exc)
+            message = _message(exc)
+            return self._then_next(lambda: _send_exception(job, message))
         except BaseException:
             if not job.done:
                 _end(job, job.fail)
@@ -169,7 +184,14 @@ class Worker(_Base):
         if one is waiting: this thread then runs it at once, instead of waking
         another thread for it (a GIL hand-off per job)."""
         nxt = self._native.try_next_job()
-        end()
+        try:
+            end()
+        except BaseException:
+            # Not expected; the next job must not stay counted as running
+            # (shutdown would wait for it), so it is failed.
+            if nxt is not None:
+                _end(nxt, nxt.fail)
+            raise
         return nxt if nxt is not None else self._native.next_job()
 
     def work(self) -> None:

@@ -77,6 +77,23 @@ def test_exception_becomes_job_exception(server: str, fname: str) -> None:
             assert not isinstance(failed.value, polygear.JobException)
 
 
+class _Unprintable(Exception):
+    def __str__(self) -> str:
+        raise RuntimeError("no message")
+
+
+def test_exception_without_a_message_is_reported_by_type(server: str, fname: str) -> None:
+    def boom(job: polygear.Job) -> bytes:
+        raise _Unprintable()
+
+    with running_worker(server, {fname: boom}, concurrency=2):
+        with polygear.Client([server], timeout=20) as client:
+            for _ in range(3):
+                with pytest.raises(polygear.JobException) as info:
+                    client.submit(fname, b"x")
+                assert info.value.message == "_Unprintable"
+
+
 def test_bad_return_value_is_reported(server: str, fname: str) -> None:
     with running_worker(server, {fname: lambda job: 12345}), polygear.Client([server], timeout=20) as client:
         with pytest.raises(polygear.JobException) as info:

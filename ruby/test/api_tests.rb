@@ -325,7 +325,10 @@ module ApiTests
     odd = Object.new
     def odd.to_s = 42
     h = on(fname("badresult")) { |_job| odd }
+    broken = Class.new(StandardError) { def message = raise("no message") }
+    k = on(fname("badmessage")) { |_job| raise broken }
     with_worker do |_worker, thread|
+      assert_raises(Polygear::JobException) { client.submit(k, "x") }
       err = assert_raises(Polygear::JobException) { client.submit(f, "x") }
       assert_match(/no implicit conversion|String|Integer/, err.worker_message)
       assert_raises(Polygear::JobException) { client.submit(g, "x") }

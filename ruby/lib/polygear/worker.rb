@@ -152,10 +152,11 @@ module Polygear
       begin
         result = result_bytes(handler.call(job))
       rescue StandardError => e
-        return finish(job) { job.__send__(:_exception, e.message.to_s.b) }
+        message = message_of(e)
+        return finish(job) { job.__send__(:_exception, message) }
       rescue Exception => e # rubocop:disable Lint/RescueException
         begin
-          job.__send__(:_exception, "#{e.class}: #{e.message}".b) unless job.finished?
+          job.__send__(:_exception, "#{e.class}: #{message_of(e)}".b) unless job.finished?
         rescue Error
           nil # its connection is gone
         end
@@ -175,8 +176,21 @@ module Polygear
         yield unless job.finished?
       rescue Error
         nil # ending a job fails only when its connection is gone
+      rescue Exception # rubocop:disable Lint/RescueException
+        # Not expected (the arguments are Strings already); the next job
+        # must not stay counted as running, or shutdown would wait for it.
+        nxt&.__send__(:_fail)
+        raise
       end
       nxt || @native.next_job
+    end
+
+    # The exception's message as binary, whatever its #message does.
+    def message_of(error)
+      text = error.message
+      (text.is_a?(String) ? text : error.class.name.to_s).b
+    rescue StandardError
+      error.class.name.to_s.b
     end
 
     def result_bytes(result)
