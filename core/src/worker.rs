@@ -99,7 +99,7 @@ const QUICK_MISS_DELAY: Duration = Duration::from_millis(10);
 /// server sends it no further NOOP, so queued jobs would wait on it.
 const MAX_QUICK_MISS_DELAY: Duration = Duration::from_millis(250);
 /// Most GRABs one connection keeps in flight (each holds a free slot).
-const MAX_GRABS_IN_FLIGHT: usize = 16;
+const MAX_GRABS_IN_FLIGHT: usize = 32;
 /// How long a closing connection may take to flush its last packets.
 const CLOSE_FLUSH_TIMEOUT: Duration = Duration::from_secs(5);
 
