@@ -16,7 +16,7 @@ use tokio::net::TcpStream;
 use tokio::sync::{oneshot, Notify};
 use tokio::time::Instant;
 
-use crate::outbox::{write_out, Outbox, Pushed};
+use crate::outbox::{settle, Outbox};
 use crate::protocol::{atoi, Frame, Magic, Packet, PacketCodec, PacketType, Priority, HEADER_LEN};
 use crate::servers::{route, ServerAddr};
 use crate::{Error, Result};
@@ -1328,15 +1328,9 @@ impl Conn {
         sh.pending.push_back(pending);
         let pushed = sh.out.push(write);
         drop(sh);
-        let pushed = match pushed {
-            Ok(Pushed::Write(batch)) => {
-                write_out(batch, || lock(&self.shared), |sh: &mut Shared| &mut sh.out)
-            }
-            other => other,
-        };
-        match pushed {
-            Ok(Pushed::Done) => {}
-            Ok(Pushed::WakeTask | Pushed::Write(_)) => self.wake_writer.notify_one(),
+        match settle(pushed, || lock(&self.shared), |sh: &mut Shared| &mut sh.out) {
+            Ok(false) => {}
+            Ok(true) => self.wake_writer.notify_one(),
             // The pending entry just queued is failed with the rest.
             Err(e) => self.fail(Dead::Lost(format!("write failed: {e}"))),
         }

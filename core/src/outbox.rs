@@ -233,22 +233,28 @@ impl Outbox {
     }
 }
 
-/// Writes a [`Pushed::Write`] batch with the lock released, then keeps
-/// writing what others appended meanwhile. `relock` locks the connection
-/// and gives its outbox. Returns what is left to do ([`Pushed::Done`] or
-/// [`Pushed::WakeTask`]), or the write error (the outbox is then unusable:
-/// the caller closes the connection).
-pub(crate) fn write_out<G: std::ops::DerefMut>(
-    mut batch: Batch,
+/// Finishes a [`Outbox::push`] after the caller released the lock: writes
+/// a [`Pushed::Write`] batch, then what others appended meanwhile. `relock`
+/// locks the connection again and `outbox` finds the outbox in it.
+/// `Ok(true)` when the connection task must be woken (the socket is full);
+/// an error is the socket's (the caller closes the connection).
+pub(crate) fn settle<G: std::ops::DerefMut>(
+    pushed: io::Result<Pushed>,
     relock: impl Fn() -> G,
     outbox: impl Fn(&mut G::Target) -> &mut Outbox,
-) -> io::Result<Pushed> {
+) -> io::Result<bool> {
+    let mut batch = match pushed? {
+        Pushed::Done => return Ok(false),
+        Pushed::WakeTask => return Ok(true),
+        Pushed::Write(batch) => batch,
+    };
     loop {
         let result = batch.write();
         let mut guard = relock();
         match outbox(&mut guard).written(batch, result)? {
             Pushed::Write(next) => batch = next,
-            done => return Ok(done),
+            Pushed::Done => return Ok(false),
+            Pushed::WakeTask => return Ok(true),
         }
     }
 }
@@ -268,18 +274,10 @@ mod tests {
     }
 
     /// Pushes like the client and worker do: write with the lock released.
-    fn push(out: &std::sync::Mutex<Outbox>, bytes: &[u8]) -> Pushed {
-        let pushed = out
-            .lock()
-            .unwrap()
-            .push(|b| b.extend_from_slice(bytes))
-            .unwrap();
-        match pushed {
-            Pushed::Write(batch) => {
-                write_out(batch, || out.lock().unwrap(), |o: &mut Outbox| o).unwrap()
-            }
-            other => other,
-        }
+    /// True if the task must be woken.
+    fn push(out: &std::sync::Mutex<Outbox>, bytes: &[u8]) -> bool {
+        let pushed = out.lock().unwrap().push(|b| b.extend_from_slice(bytes));
+        settle(pushed, || out.lock().unwrap(), |o: &mut Outbox| o).unwrap()
     }
 
     #[tokio::test]
@@ -292,7 +290,7 @@ mod tests {
             "the handshake is the task's to send"
         );
         // A push writes the backlog too (the task may not run for a while).
-        assert!(matches!(push(&out, b"world"), Pushed::Done));
+        assert!(!push(&out, b"world"));
         assert!(!out.lock().unwrap().flushing());
         assert!(out.lock().unwrap().flush_step().unwrap().is_none());
 
@@ -323,16 +321,15 @@ mod tests {
         let chunk = vec![7u8; 1 << 20];
         let mut pushed = 0usize;
         loop {
-            let r = push(&out, &chunk);
+            let wake = push(&out, &chunk);
             pushed += chunk.len();
-            if !matches!(r, Pushed::Done) {
-                assert!(matches!(r, Pushed::WakeTask));
+            if wake {
                 break;
             }
         }
         assert!(out.lock().unwrap().flushing());
         // A push while the task owns flushing still tries, and wakes it again.
-        assert!(matches!(push(&out, b"END"), Pushed::WakeTask));
+        assert!(push(&out, b"END"));
 
         let want = 13 + pushed + 3;
         let reader = tokio::spawn(async move {

@@ -27,7 +27,7 @@ use tokio::sync::{watch, Notify, OwnedSemaphorePermit, Semaphore};
 use tokio::task::{JoinHandle, JoinSet};
 use tokio::time::Instant;
 
-use crate::outbox::{write_out, Outbox, Pushed};
+use crate::outbox::{settle, Outbox};
 use crate::protocol::packet::MAGIC_REQ;
 use crate::protocol::{Frame, Packet, PacketCodec, PacketType, HEADER_LEN};
 use crate::servers::ServerAddr;
@@ -328,15 +328,9 @@ impl Session {
             out.sent.push(grab);
         }
         drop(out);
-        let pushed = match pushed {
-            Ok(Pushed::Write(batch)) => {
-                write_out(batch, || lock(&self.out), |out: &mut Out| &mut out.outbox)
-            }
-            other => other,
-        };
-        match pushed {
-            Ok(Pushed::Done) => {}
-            Ok(Pushed::WakeTask | Pushed::Write(_)) => self.wake.notify_one(),
+        match settle(pushed, || lock(&self.out), |out: &mut Out| &mut out.outbox) {
+            Ok(false) => {}
+            Ok(true) => self.wake.notify_one(),
             Err(e) => return Err(self.write_failed(e)),
         }
         encoded
