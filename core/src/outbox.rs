@@ -50,16 +50,22 @@ pub(crate) struct Batch {
 impl Batch {
     /// Writes what the socket takes now; unwritten bytes stay in the batch.
     pub(crate) fn write(&mut self) -> io::Result<()> {
-        while !self.bytes.is_empty() {
-            match self.wr.try_write(&self.bytes) {
-                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-                Ok(n) => self.bytes.advance(n),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
-                Err(e) => return Err(e),
-            }
-        }
-        Ok(())
+        write_nonblocking(&self.wr, &mut self.bytes).map(|_| ())
     }
+}
+
+/// Writes from the front of `buf` what the socket takes without blocking;
+/// `Ok(true)` once `buf` is empty.
+fn write_nonblocking(wr: &OwnedWriteHalf, buf: &mut BytesMut) -> io::Result<bool> {
+    while !buf.is_empty() {
+        match wr.try_write(buf) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => buf.advance(n),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(true)
 }
 
 /// Buffered, direct-write side of a socket. Callers keep it behind the
@@ -216,13 +222,8 @@ impl Outbox {
         let Some(wr) = &self.wr else {
             return Err(io::ErrorKind::NotConnected.into());
         };
-        while !self.buf.is_empty() {
-            match wr.try_write(&self.buf) {
-                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-                Ok(n) => self.buf.advance(n),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
-                Err(e) => return Err(e),
-            }
+        if !write_nonblocking(wr, &mut self.buf)? {
+            return Ok(false);
         }
         if self.buf.capacity() > KEEP_CAPACITY {
             self.buf = BytesMut::with_capacity(INITIAL_CAPACITY);

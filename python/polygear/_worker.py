@@ -123,8 +123,7 @@ class _Base:
             _end(job, lambda: job.complete(result))  # type: ignore[arg-type]
         except TypeError as exc:
             log.error("polygear: function %r returned a bad value: %s", job.function, exc)
-            message = str(exc)
-            _end(job, lambda: job.exception(message))
+            _send_exception(job, str(exc))
 
     def _failed(self, job: Job, exc: BaseException) -> None:
         self._log_failure(job, exc)
