@@ -105,6 +105,9 @@ def main() -> int:
 
     subprocess.run(["cargo", "build", "--release", "-q", "-p", "polygear-server", "-p", "polygear-bench"],
                    cwd=ROOT, check=True)
+    version = subprocess.run([str(POLYGEARD), "--version"], capture_output=True, text=True).stdout
+    if "(release build)" not in version:  # loadgen checks itself
+        sys.exit(f"bench: {POLYGEARD} is not a release build ({version.strip()!r}); refusing to measure it")
 
     rows: list[tuple[str, float, float, str]] = []
 

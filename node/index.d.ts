@@ -9,6 +9,9 @@ import { EventEmitter } from 'node:events';
 /** Payloads may be given as a Buffer, any Uint8Array, or a string (UTF-8). */
 export type Payload = Buffer | Uint8Array | string;
 
+/** How the native addon was compiled; benchmarks refuse `'debug'`. */
+export declare const BUILD_PROFILE: 'release' | 'debug';
+
 /** Job priority. */
 export type Priority = 'high' | 'normal' | 'low';
 

@@ -821,6 +821,8 @@ class Server {
 }
 
 module.exports = {
+  /** How the native addon was compiled: 'release' or 'debug' (benchmarks refuse 'debug'). */
+  BUILD_PROFILE: native.buildProfile(),
   Client,
   RunningJob,
   Worker,

@@ -5,18 +5,17 @@
 # Python examples (ruff, mypy --strict) and syntax-checks the Node and Ruby ones.
 # (examples/wordcount is the demo of scripts/demo.sh.)
 #
-# Builds or installs what is missing (normally scripts/test-python.sh,
-# test-node.sh and test-ruby.sh ran first): the polygear and polygeard binaries,
-# the Python package and Pillow in .venv, node/polygear.node, the Ruby gem.
-# Env: POLYGEAR_VENV (default .venv), POLYGEAR_BIN (dir with polygeard and
-# polygear; default: cargo build into target/debug).
+# Uses the tests' environment (target/envs/test; scripts/lib.sh builds and installs what
+# is missing or stale there): polygear in its venv (with mypy, ruff and Pillow), its Node
+# app folder and its GEM_HOME; the polygear and polygeard binaries from cargo.
+# Env: POLYGEAR_ENVS, POLYGEAR_BIN (dir with polygeard and polygear; default: cargo
+# build into target/debug).
 # Ends with the line `N passed, N failed`; exits 1 if anything failed.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$root/target}"
-venv="${POLYGEAR_VENV:-$root/.venv}"
-python="$venv/bin/python"
+tag=test-examples
+. scripts/lib.sh
 ex="$root/examples"
 log() { echo "test-examples: $*"; }
 die() { log "$*" >&2; exit 1; }
@@ -31,32 +30,15 @@ else
 fi
 [ -x "$bin/polygeard" ] && [ -x "$bin/polygear" ] || die "no polygeard/polygear in $bin"
 
-if [ ! -x "$python" ]; then
-  log "creating $venv"
-  python3 -m venv "$venv" || die "python3 -m venv failed (apt-get install python3-venv)"
-fi
-pip() { "$python" -m pip install -q --disable-pip-version-check "$@"; }
-"$python" -c 'import mypy, ruff' 2>/dev/null || pip mypy ruff || die "pip install mypy ruff failed"
-if ! "$python" -c 'import polygear' 2>/dev/null; then
-  log "pip install ./python"
-  pip "maturin>=1.9.4,<2" && PATH="$venv/bin:$PATH" MATURIN_PEP517_ARGS="--profile dev" \
-    pip --no-build-isolation ./python || die "pip install ./python failed"
-fi
-"$python" -c 'import PIL' 2>/dev/null || pip pillow || die "pip install pillow failed"
-
-if [ ! -f node/polygear.node ]; then
-  log "building node/polygear.node"
-  (cd node && POLYGEAR_BUILD_PROFILE="${POLYGEAR_BUILD_PROFILE:-debug}" node scripts/build.js) ||
-    die "node scripts/build.js failed"
-fi
-
-if ! (cd /tmp && ruby -e 'require "polygear"') 2>/dev/null; then
-  log "gem build + gem install polygear"
-  gemdir=$(mktemp -d)
-  gem build polygear.gemspec --output "$gemdir/polygear.gem" >/dev/null &&
-    gem install --local --no-document "$gemdir/polygear.gem" || die "gem install failed"
-  rm -rf "$gemdir"
-fi
+venv=$PG_TEST/venv
+python="$venv/bin/python"
+pg_test_python || die "could not install the Python package"
+"$python" -c 'import mypy, ruff, PIL' 2>/dev/null || pg_venv "$venv" mypy ruff pillow ||
+  die "pip install mypy ruff pillow failed"
+pg_test_node || die "could not install the Node package"
+export NODE_PATH=$PG_TEST/node/node_modules
+pg_test_ruby || die "could not install the Ruby gem"
+pg_gem_env "$PG_TEST/gems"
 
 log "builds ready after ${SECONDS}s"
 t0=$SECONDS

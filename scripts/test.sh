@@ -1,8 +1,13 @@
 #!/usr/bin/env bash
 # Runs every polygear test: Rust unit + interop tests (against the C gearmand
 # and polygeard), the CLI end to end, the Python, Node and Ruby packages, the
-# cross-language matrix, the examples and the main demo.
-# Installs what it needs first. Usage: scripts/test.sh [rust|python|node|ruby|matrix|examples|demo ...]
+# cross-language matrix, the examples, and on a fresh clone the main demo and the
+# prebuilt packages installed without a toolchain, with the READMEs' code run on them.
+# Installs what it needs first, into environments under the build folder
+# (target/envs); at the end it checks that the system's gem set, site-packages and
+# global npm packages are as they were.
+# Usage: scripts/test.sh [rust|python|node|ruby|matrix|examples|demo|packages ...]
+# (`packages` runs scripts/test-packages.sh in this checkout; `demo` already runs it in the clone.)
 set -uo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
@@ -36,12 +41,41 @@ rust_tests() {
 }
 
 demo_test() {
-  # The README's main job must keep working: run it and check its ending.
-  local out
-  out=$(bash scripts/demo.sh 2>&1) || { echo "$out"; return 1; }
-  echo "$out" | tail -n 25
-  echo "$out" | grep -q ", 0 lost" && echo "$out" | grep -q "pieces counted"
+  # The README's main job as a new user runs it: a fresh clone of this checkout (its
+  # uncommitted changes copied over), so no venv, GEM_HOME, Node app folder,
+  # node/polygear.node or dist/ exists yet. It must count the words and lose no job;
+  # a second run must find everything installed and pass again. Then the packages the
+  # demo built (the clone's dist/) are installed without a toolchain and the READMEs'
+  # code runs on them (scripts/test-packages.sh).
+  local clone=$CARGO_TARGET_DIR/fresh-clone envs=$CARGO_TARGET_DIR/fresh-clone-envs out
+  rm -rf "$clone" "$envs"
+  git clone -q "$root" "$clone" || return 1
+  { git diff -z --name-only --diff-filter=d HEAD && git ls-files -z -o --exclude-standard; } |
+    tar --null -cf - -T - | tar -xf - -C "$clone" || return 1
+  git diff -z --name-only --diff-filter=D HEAD | (cd "$clone" && xargs -0 -r rm -f --)
+  [ ! -e "$clone/node/polygear.node" ] && [ ! -e "$clone/dist" ] || { echo "the clone is not fresh"; return 1; }
+  for run in first second; do
+    echo "--- demo.sh in a fresh clone, $run run"
+    out=$(cd "$clone" && env -u GEM_HOME -u GEM_PATH -u POLYGEAR_VENV -u POLYGEAR_DIST POLYGEAR_ENVS="$envs" \
+      bash scripts/demo.sh 2>&1) || { echo "$out"; return 1; }
+    echo "$out" | grep -E '^(demo|package):' | head -n 12
+    echo "$out" | tail -n 4
+    echo "$out" | grep -q ", 0 lost" && echo "$out" | grep -q "pieces counted" || { echo "$out"; return 1; }
+  done
+  echo "$out" | grep -q "polygear is installed in" || { echo "the second run installed again"; return 1; }
+  echo "--- test-packages.sh in the fresh clone"
+  (cd "$clone" && env -u POLYGEAR_DIST POLYGEAR_ENVS="$envs" bash scripts/test-packages.sh) || return 1
+  rm -rf "$clone" "$envs"
 }
+
+# What the tests must leave as it was: the system's gem set, site-packages and global npm packages.
+system_packages() {
+  env -u GEM_HOME -u GEM_PATH gem list --local 2>/dev/null
+  python3 -c 'import site; print("\n".join(site.getsitepackages() + [site.getusersitepackages()]))' |
+    while read -r dir; do ls -1 "$dir" 2>/dev/null | sed "s|^|$dir/|"; done
+  npm ls -g --depth=0 2>/dev/null | tail -n +2
+}
+before=$(system_packages)
 
 for s in "${suites[@]}"; do
   case $s in
@@ -52,11 +86,20 @@ for s in "${suites[@]}"; do
     matrix) run_suite matrix bash scripts/test-matrix.sh ;;
     examples) run_suite examples bash scripts/test-examples.sh ;;
     demo) run_suite demo demo_test ;;
+    packages) run_suite packages bash scripts/test-packages.sh ;;
     *) echo "unknown suite $s" >&2; exit 2 ;;
   esac
 done
 
 echo
+after=$(system_packages)
+if [ "$before" != "$after" ]; then
+  echo "the tests changed the system's gem set, site-packages or global npm packages:"
+  diff <(echo "$before") <(echo "$after") | sed 's/^/  /'
+  failed=$((failed + 1)); failed_names+=(hermetic)
+else
+  echo "hermetic: the system's gems, site-packages and global npm packages are as before"
+fi
 [ $failed -eq 0 ] || echo "failed suites: ${failed_names[*]}"
 echo "suites: $passed passed, $failed failed"
 [ $failed -eq 0 ]

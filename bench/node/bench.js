@@ -206,6 +206,11 @@ async function main() {
     return;
   }
 
+  const { BUILD_PROFILE } = require('polygear');
+  if (BUILD_PROFILE !== 'release') {
+    console.error(`bench: the polygear addon is a ${BUILD_PROFILE} build; run bench/node/run.sh (release build)`);
+    process.exit(2);
+  }
   const n = Number(arg('n', '5000'));
   const n16 = Number(arg('n16', '20000'));
   const gearmandPath = arg('gearmand', '/usr/sbin/gearmand');

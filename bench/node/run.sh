@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Builds a release polygear addon (npm install here runs its install hook),
-# installs npm gearman 2.1.0 and the Rust reference pair (loadgen), then runs
-# bench.js. Usage: bash bench/node/run.sh [bench.js args]
+# Builds a release polygear addon (npm install here links ../../node and runs its
+# install hook with POLYGEAR_BUILD_PROFILE=release), installs npm gearman 2.1.0 and
+# the Rust reference pair (loadgen), then runs bench.js, which refuses to measure a
+# debug build. Usage: bash bench/node/run.sh [bench.js args]
 set -euo pipefail
 cd "$(dirname "$0")"
 root=$(cd ../.. && pwd)

@@ -185,6 +185,20 @@ def rust_pair(addr: str, n: int, window: int, scenario: str = "pair") -> float |
     return float(rate[0].split("=", 1)[1]) if rate else None
 
 
+def refuse_debug_builds(polygeard: bool) -> None:
+    """Measuring a debug build says nothing: exit unless polygear (and polygeard) are release builds."""
+    import polygear
+
+    if polygear.BUILD_PROFILE != "release":
+        sys.exit(f"bench: polygear in {sys.executable} is a {polygear.BUILD_PROFILE} build; "
+                 "run bench/python/run.sh (it installs a release build into target/envs/bench)")
+    if polygeard:
+        server = TARGET / "release" / "polygeard"
+        version = subprocess.run([str(server), "--version"], capture_output=True, text=True).stdout
+        if "(release build)" not in version:
+            sys.exit(f"bench: {server} is not a release build ({version.strip()!r})")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--n", type=int, default=5000, help="jobs in the one-at-a-time runs")
@@ -197,6 +211,7 @@ def main() -> None:
         help="the server every pair runs against (polygeard: target/release, memory queue)",
     )
     args = ap.parse_args()
+    refuse_debug_builds(args.server == "polygeard")
 
     port = free_port()
     if args.server == "polygeard":

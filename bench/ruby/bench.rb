@@ -9,14 +9,19 @@
 # gearmand on a free port, same run, 16-byte jobs; the client runs in this
 # process and the worker in a child process.
 #
-#   ruby bench/ruby/bench.rb [--n 3000] [--batch 20000]      # uses the installed gem
-#   ruby -Iruby/lib bench/ruby/bench.rb                       # a dev build
+#   bash bench/ruby/run.sh [--n 3000] [--batch 20000]    # release gem in target/envs/bench
+#   ruby bench/ruby/bench.rb [...]                       # the gem Ruby finds (release builds only)
 require "optparse"
 require "rbconfig"
 require "socket"
 require "timeout"
 require "polygear"
 require_relative "plain_gearman"
+
+if Polygear::BUILD_PROFILE != "release"
+  abort "bench: the polygear gem loaded is a #{Polygear::BUILD_PROFILE} build; " \
+        "run bash bench/ruby/run.sh (it installs a release build into target/envs/bench)"
+end
 
 ROOT = File.expand_path("../..", __dir__)
 TARGET = ENV["CARGO_TARGET_DIR"] || File.join(ROOT, "target")

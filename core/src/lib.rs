@@ -25,3 +25,12 @@ pub use worker::{Job, Worker, WorkerOptions};
 
 /// The default Gearman port.
 pub const DEFAULT_PORT: u16 = 4730;
+
+/// How this library was compiled: `"release"` (optimised, no debug assertions: the
+/// `release` and `dist` profiles) or `"debug"` (a dev build, several times slower).
+/// The bindings expose it so benchmarks can refuse to measure a debug build.
+pub const BUILD_PROFILE: &str = if cfg!(debug_assertions) {
+    "debug"
+} else {
+    "release"
+};

@@ -10,7 +10,7 @@
 const fs = require('node:fs');
 const path = require('node:path');
 const { setTimeout: sleep } = require('node:timers/promises');
-const { Worker } = require(process.env.POLYGEAR_NODE || path.join(__dirname, '..', '..', 'node'));
+const { Worker } = require('polygear');
 
 const [server = '127.0.0.1:4730', outbox = 'outbox'] = process.argv.slice(2);
 fs.mkdirSync(outbox, { recursive: true });

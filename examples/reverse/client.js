@@ -4,8 +4,7 @@
 // Run: node client.js HOST:PORT [TEXT ...]
 'use strict';
 
-const path = require('node:path');
-const { Client } = require(process.env.POLYGEAR_NODE || path.join(__dirname, '..', '..', 'node'));
+const { Client } = require('polygear');
 
 async function main() {
   const server = process.argv[2] || '127.0.0.1:4730';

@@ -6,8 +6,7 @@
 // Run: node worker.js HOST:PORT     (Ctrl-C to stop)
 'use strict';
 
-const path = require('node:path');
-const { Worker } = require(process.env.POLYGEAR_NODE || path.join(__dirname, '..', '..', 'node'));
+const { Worker } = require('polygear');
 
 const server = process.argv[2] || '127.0.0.1:4730';
 const worker = new Worker({ servers: [server] });

@@ -10,7 +10,7 @@
 const fs = require('node:fs');
 const path = require('node:path');
 const zlib = require('node:zlib');
-const { Client } = require(process.env.POLYGEAR_NODE || path.join(__dirname, '..', '..', 'node'));
+const { Client } = require('polygear');
 
 // CRC-32 (the one PNG and zip use), table-driven.
 const CRC_TABLE = Array.from({ length: 256 }, (_, n) => {

@@ -9,7 +9,7 @@
 
 const fs = require('node:fs');
 const path = require('node:path');
-const { Client } = require(process.env.POLYGEAR_NODE || path.join(__dirname, '..', '..', 'node'));
+const { Client } = require('polygear');
 
 const tty = process.stdout.isTTY;
 

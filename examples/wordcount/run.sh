@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # The polyglot demo: one polygeard (with its SQLite queue), workers in Python,
-# Ruby and the shell, a client in Node. Expects everything built (scripts/demo.sh
-# does that). Env: POLYGEAR_BIN (dir with polygeard and polygear), PYTHON, NODE, RUBY.
+# Ruby and the shell, a client in Node. Expects polygear installed where PYTHON, NODE
+# (with NODE_PATH) and RUBY (with GEM_HOME) find it, and the binaries in POLYGEAR_BIN:
+# scripts/demo.sh installs them into target/envs/demo and sets these.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../.." && pwd)
 bin=${POLYGEAR_BIN:-${CARGO_TARGET_DIR:-$root/target}/release}
-python=${PYTHON:-$root/.venv/bin/python}
+python=${PYTHON:-python3}
 node=${NODE:-node}
 ruby=${RUBY:-ruby}
 digests=${DIGESTS:-8}

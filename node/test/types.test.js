@@ -40,7 +40,15 @@ it('every class and method in index.d.ts exists at runtime', () => {
     for (const m of methods) assert.equal(typeof pg[name].prototype[m], 'function', `${name}.prototype.${m}`);
     for (const m of statics) assert.equal(typeof pg[name][m], 'function', `${name}.${m}`);
   }
-  for (const name of Object.keys(pg)) assert.ok(classes.has(name), `${name} is declared in index.d.ts`);
+  const src = fs.readFileSync(path.join(__dirname, '..', 'index.d.ts'), 'utf8');
+  const consts = new Set([...src.matchAll(/^export declare const (\w+)/gm)].map((m) => m[1]));
+  for (const name of Object.keys(pg)) {
+    assert.ok(classes.has(name) || consts.has(name), `${name} is declared in index.d.ts`);
+  }
+});
+
+it('BUILD_PROFILE says how the addon was compiled', () => {
+  assert.ok(['release', 'debug'].includes(pg.BUILD_PROFILE), pg.BUILD_PROFILE);
 });
 
 it('error classes form the declared hierarchy', () => {

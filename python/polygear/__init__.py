@@ -20,6 +20,7 @@ from ._errors import (
     ServerError,
 )
 from ._polygear import (
+    BUILD_PROFILE,
     DEFAULT_PORT,
     Admin,
     AsyncClient,
@@ -40,6 +41,7 @@ from ._worker import AsyncWorker, Payload, Worker
 __version__ = "0.1.0"
 
 __all__ = [
+    "BUILD_PROFILE",
     "DEFAULT_PORT",
     "Admin",
     "AsyncClient",

@@ -12,6 +12,7 @@ _Priority = Literal["high", "normal", "low"]
 _Kind = Literal["data", "warning", "status", "complete", "failed", "exception"]
 
 DEFAULT_PORT: int
+BUILD_PROFILE: str
 
 class JobStatus:
     """Progress of a job as reported by GET_STATUS."""

@@ -116,3 +116,10 @@ def test_worker_survives_its_server_dying_mid_job() -> None:
                 assert c.submit("die_mid_job", b"2") == b"r2"
     finally:
         s.stop()
+
+
+def test_build_profile_says_how_the_extension_was_compiled() -> None:
+    # scripts/test-python.sh installs a dev build unless POLYGEAR_PY_PROFILE says otherwise;
+    # benchmarks refuse anything but "release".
+    assert polygear.BUILD_PROFILE in ("release", "debug")
+    assert polygear.BUILD_PROFILE == polygear._polygear.BUILD_PROFILE

@@ -34,6 +34,11 @@ class TestServerAndInstall < Minitest::Test
     assert_raises(ArgumentError) { Polygear::Server.new(port: 70_000) }
   end
 
+  def test_build_profile_says_how_the_extension_was_compiled
+    assert_includes %w[release debug], Polygear::BUILD_PROFILE
+    assert Polygear::BUILD_PROFILE.frozen?
+  end
+
   def test_loaded_from_the_installed_gem
     skip("set POLYGEAR_TEST_INSTALLED=1 to check the installed gem") unless ENV["POLYGEAR_TEST_INSTALLED"] == "1"
     spec = Gem.loaded_specs["polygear"] || Gem::Specification.find_by_name("polygear")

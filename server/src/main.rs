@@ -6,11 +6,18 @@ use std::process::ExitCode;
 use clap::Parser;
 use polygear_server::{QueueConfig, Server, ServerConfig};
 
+/// `--version`: the version and how polygeard was compiled (benchmarks refuse a debug build).
+const VERSION_LINE: &str = if cfg!(debug_assertions) {
+    concat!(env!("CARGO_PKG_VERSION"), " (debug build)")
+} else {
+    concat!(env!("CARGO_PKG_VERSION"), " (release build)")
+};
+
 /// Command-line options (gearmand's names where they make sense).
 #[derive(Parser, Debug)]
 #[command(
     name = "polygeard",
-    version = polygear_server::VERSION,
+    version = VERSION_LINE,
     max_term_width = 100,
     about = "polygeard: a fast, gearmand-compatible Gearman job server",
     after_help = "Clients, workers and gearadmin written for gearmand work unchanged.\n\

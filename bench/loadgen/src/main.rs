@@ -462,6 +462,10 @@ async fn join_all(mut tasks: tokio::task::JoinSet<Result<(), BoxError>>) -> Resu
 }
 
 fn main() {
+    if cfg!(debug_assertions) {
+        eprintln!("loadgen: this is a debug build; benchmarks need `cargo build --release -p polygear-bench`");
+        std::process::exit(2);
+    }
     let args = match parse_args() {
         Ok(a) => a,
         Err(e) => {

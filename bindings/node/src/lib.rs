@@ -20,6 +20,12 @@ pub use server::*;
 pub use util::Canceller;
 pub use worker::*;
 
+/// How the addon was compiled: `"release"` or `"debug"` (see `polygear::BUILD_PROFILE`).
+#[napi_derive::napi]
+pub fn build_profile() -> &'static str {
+    polygear::BUILD_PROFILE
+}
+
 /// One tokio worker thread by default: Gearman traffic is I/O-bound, and a
 /// single thread saves cross-thread wake-ups between the connection tasks and
 /// the submissions (`POLYGEAR_THREADS=n` overrides).

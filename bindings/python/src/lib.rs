@@ -27,5 +27,6 @@ fn _polygear(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<admin::JobInfo>()?;
     m.add_class::<server::Server>()?;
     m.add("DEFAULT_PORT", polygear::DEFAULT_PORT)?;
+    m.add("BUILD_PROFILE", polygear::BUILD_PROFILE)?;
     Ok(())
 }

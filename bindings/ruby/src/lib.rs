@@ -162,6 +162,9 @@ pub(crate) fn parse_servers(
 #[magnus::init(name = "polygear_ext")]
 fn init(ruby: &Ruby) -> Result<(), Error> {
     let m = ruby.define_module("Polygear")?;
+    let profile = ruby.str_new(polygear::BUILD_PROFILE);
+    profile.freeze();
+    m.const_set("BUILD_PROFILE", profile)?;
     define_errors(ruby, m)?;
     let native = m.define_module("Native")?;
     client::define(ruby, m, native)?;

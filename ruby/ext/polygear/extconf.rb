@@ -10,7 +10,6 @@
 #   POLYGEAR_CARGO_PROFILE  release (default) or dev
 require "mkmf"
 require "rbconfig"
-require "fileutils"
 
 cargo = ENV["CARGO"] || find_executable("cargo") ||
         [File.join(Dir.home, ".cargo", "bin", "cargo")].find { |c| File.executable?(c) }
@@ -22,12 +21,18 @@ crate_dir = File.join(gem_root, "bindings", "ruby")
 manifest  = File.join(crate_dir, "Cargo.toml")
 abort "polygear: #{manifest} is missing (broken gem?)" unless File.file?(manifest)
 
-# In the installed gem the crate stands alone (no workspace root above it):
-# use the repository's lockfile so the same dependency versions are built.
-root_lock = File.join(gem_root, "Cargo.lock")
-crate_lock = File.join(crate_dir, "Cargo.lock")
-if File.file?(root_lock) && !File.file?(File.join(gem_root, "Cargo.toml")) && !File.file?(crate_lock)
-  FileUtils.cp(root_lock, crate_lock)
+# In the installed gem the crates form their own workspace, rooted at the gem's folder:
+# cargo then uses the repository's lockfile the gem carries there (the same dependency
+# versions), and a workspace further up (a checkout the gem was installed under, say a
+# GEM_HOME in its build folder) is not mistaken for theirs.
+root_manifest = File.join(gem_root, "Cargo.toml")
+unless File.file?(root_manifest)
+  File.write(root_manifest, <<~TOML)
+    # Written by polygear's extconf.rb when the gem was installed.
+    [workspace]
+    resolver = "2"
+    members = ["bindings/ruby"]
+  TOML
 end
 
 profile    = ENV.fetch("POLYGEAR_CARGO_PROFILE", "release")
