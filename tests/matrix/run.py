@@ -784,7 +784,7 @@ def main() -> int:
     ap.add_argument(
         "--rust-bin", default=os.path.join(ROOT, "target", "debug", "polygear-matrix")
     )
-    ap.add_argument("--python", default=os.path.join(ROOT, ".venv", "bin", "python"))
+    ap.add_argument("--python", default=os.path.join(ROOT, "target", "envs", "test", "venv", "bin", "python"))
     ap.add_argument("--node", default=shutil.which("node") or "node")
     ap.add_argument("--node-module", default=os.path.join(ROOT, "node"))
     ap.add_argument("--ruby", default=shutil.which("ruby") or "")
