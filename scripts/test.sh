@@ -49,10 +49,14 @@ demo_test() {
   # code runs on them (scripts/test-packages.sh).
   local clone=$CARGO_TARGET_DIR/fresh-clone envs=$CARGO_TARGET_DIR/fresh-clone-envs out
   rm -rf "$clone" "$envs"
-  git clone -q "$root" "$clone" || return 1
-  { git diff -z --name-only --diff-filter=d HEAD && git ls-files -z -o --exclude-standard; } |
-    tar --null -cf - -T - | tar -xf - -C "$clone" || return 1
-  git diff -z --name-only --diff-filter=D HEAD | (cd "$clone" && xargs -0 -r rm -f --)
+  # The files a clone of this checkout would have, with its uncommitted changes: tracked
+  # and untracked-but-not-ignored files (works whatever state this checkout is in:
+  # shallow, detached, dirty).
+  mkdir -p "$clone"
+  git ls-files -z -c -o --exclude-standard | (while IFS= read -r -d '' f; do
+    [ -e "$f" ] && printf '%s\0' "$f"; done) | tar --null -cf - -T - | tar -xf - -C "$clone" || return 1
+  (cd "$clone" && git init -q && git add -A && git -c user.name=test -c user.email=test@example.com \
+    commit -q -m "fresh clone for the demo test") || return 1
   [ ! -e "$clone/node/polygear.node" ] && [ ! -e "$clone/dist" ] || { echo "the clone is not fresh"; return 1; }
   for run in first second; do
     echo "--- demo.sh in a fresh clone, $run run"
