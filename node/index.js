@@ -820,9 +820,13 @@ class Server {
   }
 }
 
+/** How the native addon was compiled: 'release' or 'debug' (benchmarks refuse 'debug'). */
+const BUILD_PROFILE = native.buildProfile();
+
+// Plain names only: Node finds a CommonJS module's named exports for `import { … }`
+// by reading this literal, and stops at the first entry that is not a plain name.
 module.exports = {
-  /** How the native addon was compiled: 'release' or 'debug' (benchmarks refuse 'debug'). */
-  BUILD_PROFILE: native.buildProfile(),
+  BUILD_PROFILE,
   Client,
   RunningJob,
   Worker,

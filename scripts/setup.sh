@@ -6,7 +6,7 @@ tag=setup
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 need=()
-for pkg in gearman-job-server gearman-tools libgearman-client-perl ruby ruby-dev libclang-dev pkg-config; do
+for pkg in gearman-job-server gearman-tools libgearman-client-perl ruby ruby-dev libclang-dev pkg-config iproute2; do
   have_pkg "$pkg" || need+=("$pkg")
 done
 command -v node >/dev/null && command -v npm >/dev/null || need+=(nodejs npm)

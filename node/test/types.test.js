@@ -47,6 +47,17 @@ it('every class and method in index.d.ts exists at runtime', () => {
   }
 });
 
+it('every export is a named export for ES modules (import { Client } from "polygear")', () => {
+  const { execFileSync } = require('node:child_process');
+  const { pathToFileURL } = require('node:url');
+  const url = pathToFileURL(path.join(__dirname, '..', 'index.js')).href;
+  const out = execFileSync(process.execPath, ['--input-type=module', '-e',
+    `import * as pg from ${JSON.stringify(url)}; console.log(JSON.stringify(Object.keys(pg).sort()))`],
+  { encoding: 'utf8' });
+  const named = JSON.parse(out).filter((k) => k !== 'default');
+  assert.deepEqual(named, Object.keys(pg).sort());
+});
+
 it('BUILD_PROFILE says how the addon was compiled', () => {
   assert.ok(['release', 'debug'].includes(pg.BUILD_PROFILE), pg.BUILD_PROFILE);
 });
