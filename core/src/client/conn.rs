@@ -1,0 +1,509 @@
+//! One connection to one job server: a writer task draining a shared buffer
+//! and a reader task dispatching replies (FIFO) and WORK_* packets (by handle).
+//!
+//! A [`Conn`] is one TCP socket to one server, nothing else (the configured
+//! server it belongs to, with its reconnect backoff, is a `Server` in
+//! `pool.rs`). Requests are written in the order their expected reply is
+//! queued ([`Pending`], [`Expect`]), so replies are matched by position; the
+//! WORK_* packets of foreground jobs are matched by handle to the jobs
+//! attached on this connection ([`Attached`]) and delivered to their
+//! `JobSlot`s (`job.rs`). When the socket fails, [`Dead`] says why and every
+//! waiter gets the error. This is separate from the pool because it is the
+//! only code that runs on the I/O tasks and the only user of [`Shared`], the
+//! state behind the connection's lock.
+
+use std::collections::{HashMap, VecDeque};
+use std::fmt;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+use bytes::{Bytes, BytesMut};
+use tokio::io::AsyncReadExt;
+use tokio::net::tcp::OwnedReadHalf;
+use tokio::net::TcpStream;
+use tokio::sync::{oneshot, Notify};
+
+use super::job::JobSlot;
+use super::{lock, ClientOptions, JobEvent};
+use crate::error::{Error, Result};
+use crate::outbox::{settle, Outbox};
+use crate::protocol::{atoi, Frame, Magic, Packet, PacketCodec};
+
+/// Handles whose local waiters all left are still tracked (the server keeps
+/// sending their WORK_* packets once per attachment) until their final
+/// packet, unless a connection tracks more jobs than this.
+const MAX_TRACKED_JOBS: usize = 65_536;
+/// Read buffer growth step.
+const READ_CHUNK: usize = 64 * 1024;
+
+/// The kind of reply a queued request waits for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Expect {
+    Created,
+    Status,
+    StatusUnique,
+    Echo,
+    Option,
+}
+
+/// Who gets the reply to a queued request.
+pub(super) enum Waiter {
+    /// A foreground submission: registered under its handle on JOB_CREATED.
+    Job(Arc<JobSlot>),
+    /// Any other request: gets the reply packet.
+    Reply(oneshot::Sender<Result<Packet>>),
+    /// Fire and forget (OPTION_REQ after connect; an ERROR reply is tolerated).
+    Nobody,
+}
+
+impl Waiter {
+    fn fail(self, e: Error) {
+        match self {
+            Waiter::Job(slot) => slot.fail(e),
+            Waiter::Reply(tx) => {
+                let _ = tx.send(Err(e));
+            }
+            Waiter::Nobody => {}
+        }
+    }
+}
+
+/// A request on the wire whose reply has not arrived yet.
+pub(super) struct Pending {
+    pub(super) expect: Expect,
+    pub(super) waiter: Waiter,
+}
+
+/// Local waiters of one handle on one connection.
+struct Attached {
+    waiters: Vec<Arc<JobSlot>>,
+    /// Foreground attachments the server counts for this connection: it sends
+    /// every WORK_* packet this many times in a row.
+    attached: u32,
+    /// Copies of the current packet still to skip.
+    skip: u32,
+}
+
+/// Why a connection stopped: lost (an error) or closed on purpose.
+pub(super) enum Dead {
+    Lost(String),
+    Closed(String),
+}
+
+impl Dead {
+    fn error(&self, addr: &str) -> Error {
+        match self {
+            Dead::Lost(reason) => Error::ConnectionLost {
+                addr: addr.to_owned(),
+                reason: reason.clone(),
+            },
+            Dead::Closed(why) => Error::Closed(why.clone()),
+        }
+    }
+}
+
+/// The connection's state behind its lock, shared by callers and the I/O tasks.
+struct Shared {
+    /// The socket's write side (direct writes; the writer task when full).
+    out: Outbox,
+    pending: VecDeque<Pending>,
+    jobs: HashMap<Bytes, Attached>,
+    dead: bool,
+}
+
+/// One connection to one server.
+pub(super) struct Conn {
+    pub(super) addr: String,
+    pub(super) alive: AtomicBool,
+    shared: Mutex<Shared>,
+    wake_writer: Notify,
+    /// The reader and writer tasks, aborted when the connection dies (a
+    /// writer waiting on a full socket must not keep it open).
+    tasks: Mutex<Vec<tokio::task::AbortHandle>>,
+}
+
+impl fmt::Debug for Conn {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Conn")
+            .field("addr", &self.addr)
+            .field("alive", &self.alive.load(Ordering::Relaxed))
+            .finish_non_exhaustive()
+    }
+}
+
+impl Conn {
+    /// Wraps a connected stream, queues the handshake and spawns the I/O tasks.
+    pub(super) fn start(stream: TcpStream, addr: String, options: &ClientOptions) -> Arc<Conn> {
+        let (rd, wr) = stream.into_split();
+        let mut wbuf = BytesMut::with_capacity(8 * 1024);
+        let mut pending = VecDeque::new();
+        if let Some(id) = &options.client_id {
+            let _ = Packet::SetClientId {
+                id: Bytes::copy_from_slice(id.as_bytes()),
+            }
+            .encode(Magic::Req, &mut wbuf);
+        }
+        if options.exceptions {
+            let _ = Packet::OptionReq {
+                name: Bytes::from_static(b"exceptions"),
+            }
+            .encode(Magic::Req, &mut wbuf);
+            pending.push_back(Pending {
+                expect: Expect::Option,
+                waiter: Waiter::Nobody,
+            });
+        }
+        let conn = Arc::new(Conn {
+            addr,
+            alive: AtomicBool::new(true),
+            shared: Mutex::new(Shared {
+                // The writer task sends the handshake.
+                out: Outbox::new(wr, wbuf),
+                pending,
+                jobs: HashMap::new(),
+                dead: false,
+            }),
+            wake_writer: Notify::new(),
+            tasks: Mutex::new(Vec::with_capacity(2)),
+        });
+        let writer = tokio::spawn(write_loop(conn.clone()));
+        let reader = tokio::spawn(read_loop(conn.clone(), rd, options.max_packet));
+        {
+            let mut tasks = lock(&conn.tasks);
+            tasks.push(writer.abort_handle());
+            tasks.push(reader.abort_handle());
+        }
+        if !conn.alive.load(Ordering::Acquire) {
+            writer.abort();
+            reader.abort();
+        }
+        conn.wake_writer.notify_one();
+        conn
+    }
+
+    /// On a current-thread runtime (driven only while a caller waits) an
+    /// idle connection's reader may not have seen the server go away: peek
+    /// at the socket, so a restarted server costs a reconnect, not a failed
+    /// request. Multi-thread runtimes notice at once and skip this.
+    pub(super) fn closed_while_undriven(&self) -> bool {
+        let undriven = tokio::runtime::Handle::try_current()
+            .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::CurrentThread);
+        if !undriven {
+            return false;
+        }
+        // A connection somebody is using right now is not idle: its reader
+        // notices a close itself (and waiting for the lock would cost more).
+        let sh = match self.shared.try_lock() {
+            Ok(sh) => sh,
+            Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner(),
+            Err(std::sync::TryLockError::WouldBlock) => return false,
+        };
+        sh.pending.is_empty() && sh.out.peer_closed()
+    }
+
+    /// Appends a request and its reply expectation atomically (so the FIFO order matches the wire).
+    pub(super) fn enqueue(
+        &self,
+        write: impl FnOnce(&mut BytesMut),
+        pending: Pending,
+    ) -> Result<()> {
+        let mut sh = lock(&self.shared);
+        if sh.dead {
+            return Err(Error::ConnectionLost {
+                addr: self.addr.clone(),
+                reason: "connection closed".into(),
+            });
+        }
+        sh.pending.push_back(pending);
+        let pushed = sh.out.push(write);
+        drop(sh);
+        match settle(pushed, || lock(&self.shared), |sh: &mut Shared| &mut sh.out) {
+            Ok(false) => {}
+            Ok(true) => self.wake_writer.notify_one(),
+            // The pending entry just queued is failed with the rest.
+            Err(e) => self.fail(Dead::Lost(format!("write failed: {e}"))),
+        }
+        Ok(())
+    }
+
+    /// Stops delivering events of `key` to `slot` (job dropped or timed out).
+    ///
+    /// The entry itself stays until the job's final packet: the server still
+    /// sends each packet once per attachment of this connection, and a later
+    /// coalesced submission must skip those copies.
+    pub(super) fn detach(&self, key: &[u8], slot: &Arc<JobSlot>) {
+        let mut sh = lock(&self.shared);
+        let many = sh.jobs.len() > MAX_TRACKED_JOBS;
+        if let Some(a) = sh.jobs.get_mut(key) {
+            a.waiters.retain(|w| !Arc::ptr_eq(w, slot));
+            if a.waiters.is_empty() && many {
+                sh.jobs.remove(key);
+            }
+        }
+    }
+
+    /// Marks the connection dead and fails everything waiting on it (idempotent).
+    pub(super) fn fail(&self, dead: Dead) {
+        let (pending, jobs) = {
+            let mut sh = lock(&self.shared);
+            if sh.dead {
+                return;
+            }
+            sh.dead = true;
+            self.alive.store(false, Ordering::Release);
+            sh.out.close();
+            (
+                std::mem::take(&mut sh.pending),
+                std::mem::take(&mut sh.jobs),
+            )
+        };
+        if let Dead::Lost(reason) = &dead {
+            tracing::debug!(server = %self.addr, %reason, "gearman client connection lost");
+        }
+        for p in pending {
+            p.waiter.fail(dead.error(&self.addr));
+        }
+        for (_, a) in jobs {
+            for w in a.waiters {
+                w.fail(dead.error(&self.addr));
+            }
+        }
+        self.wake_writer.notify_one();
+        for h in std::mem::take(&mut *lock(&self.tasks)) {
+            h.abort();
+        }
+    }
+
+    fn pop(&self, sh: &mut Shared, expect: Expect, name: &str) -> Result<Pending, String> {
+        match sh.pending.pop_front() {
+            Some(p) if p.expect == expect => Ok(p),
+            Some(p) => {
+                let want = p.expect;
+                sh.pending.push_front(p);
+                Err(format!(
+                    "got {name} while waiting for the reply to a {want:?} request"
+                ))
+            }
+            None => Err(format!("unsolicited {name}")),
+        }
+    }
+
+    fn reply(&self, sh: &mut Shared, expect: Expect, p: Packet) -> Result<(), String> {
+        let pd = self.pop(sh, expect, p.packet_type().name())?;
+        match pd.waiter {
+            Waiter::Reply(tx) => {
+                let _ = tx.send(Ok(p));
+            }
+            Waiter::Job(slot) => slot.fail(Error::ConnectionLost {
+                addr: self.addr.clone(),
+                reason: "reply out of order".into(),
+            }),
+            Waiter::Nobody => {}
+        }
+        Ok(())
+    }
+
+    /// Handles one packet from the server (called by the reader with the lock held).
+    fn dispatch(&self, sh: &mut Shared, p: Packet) -> Result<(), String> {
+        match p {
+            Packet::JobCreated { handle } => {
+                let pd = self.pop(sh, Expect::Created, "JOB_CREATED")?;
+                match pd.waiter {
+                    Waiter::Job(slot) => {
+                        // Copy: the handle outlives the read buffer it was sliced from.
+                        let key = Bytes::copy_from_slice(&handle);
+                        // Decided under the slot's lock, so a submitter that
+                        // gives up concurrently either sees the handle (and
+                        // detaches) or is never registered.
+                        let listening = slot.set_created(Ok(key.clone()));
+                        let room = sh.jobs.len() < MAX_TRACKED_JOBS;
+                        match sh.jobs.get_mut(&key[..]) {
+                            Some(a) => {
+                                a.attached += 1;
+                                if listening {
+                                    a.waiters.push(slot);
+                                }
+                            }
+                            None if listening || room => {
+                                sh.jobs.insert(
+                                    key,
+                                    Attached {
+                                        waiters: if listening { vec![slot] } else { Vec::new() },
+                                        attached: 1,
+                                        skip: 0,
+                                    },
+                                );
+                            }
+                            None => {}
+                        }
+                    }
+                    Waiter::Reply(tx) => {
+                        let _ = tx.send(Ok(Packet::JobCreated { handle }));
+                    }
+                    Waiter::Nobody => {}
+                }
+            }
+            Packet::Error { code, text } => match sh.pending.pop_front() {
+                Some(pd) => {
+                    let err = Error::server(&code, &text);
+                    match pd.waiter {
+                        Waiter::Job(slot) => {
+                            slot.set_created(Err(err));
+                        }
+                        w => w.fail(err),
+                    }
+                }
+                None => tracing::debug!(
+                    server = %self.addr,
+                    code = %String::from_utf8_lossy(&code),
+                    text = %String::from_utf8_lossy(&text),
+                    "unsolicited ERROR"
+                ),
+            },
+            p @ Packet::StatusRes { .. } => self.reply(sh, Expect::Status, p)?,
+            p @ Packet::StatusResUnique { .. } => self.reply(sh, Expect::StatusUnique, p)?,
+            p @ Packet::EchoRes { .. } => self.reply(sh, Expect::Echo, p)?,
+            p @ Packet::OptionRes { .. } => self.reply(sh, Expect::Option, p)?,
+            Packet::WorkData { handle, data } => route_event(sh, &handle, JobEvent::Data(data)),
+            Packet::WorkWarning { handle, data } => {
+                route_event(sh, &handle, JobEvent::Warning(data))
+            }
+            Packet::WorkStatus {
+                handle,
+                numerator,
+                denominator,
+            } => route_event(
+                sh,
+                &handle,
+                JobEvent::Status {
+                    numerator: atoi(&numerator).clamp(0, u32::MAX as i64) as u32,
+                    denominator: atoi(&denominator).clamp(0, u32::MAX as i64) as u32,
+                },
+            ),
+            Packet::WorkComplete { handle, data } => {
+                route_event(sh, &handle, JobEvent::Complete(data))
+            }
+            Packet::WorkFail { handle } => route_event(sh, &handle, JobEvent::Failed),
+            Packet::WorkException { handle, data } => {
+                route_event(sh, &handle, JobEvent::Exception(data))
+            }
+            Packet::Noop => {}
+            other => {
+                tracing::debug!(server = %self.addr, packet = other.packet_type().name(), "ignored packet");
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Delivers a WORK_* event to every local waiter of `handle`; drops the
+/// per-job state after the final event.
+fn route_event(sh: &mut Shared, handle: &[u8], ev: JobEvent) {
+    let Some(a) = sh.jobs.get_mut(handle) else {
+        return;
+    };
+    if a.skip > 0 {
+        // The same packet again, for another attachment of this connection.
+        a.skip -= 1;
+        return;
+    }
+    a.skip = a.attached.saturating_sub(1);
+    if ev.is_final() {
+        if let Some(a) = sh.jobs.remove(handle) {
+            deliver(&a.waiters, ev);
+        }
+    } else {
+        deliver(&a.waiters, ev);
+    }
+}
+
+fn deliver(waiters: &[Arc<JobSlot>], ev: JobEvent) {
+    if let Some((last, rest)) = waiters.split_last() {
+        for w in rest {
+            w.push(ev.clone());
+        }
+        last.push(ev);
+    }
+}
+
+/// Marks the connection dead when an I/O task ends for any reason, including
+/// being dropped by a runtime that shuts down, so no caller waits on a
+/// connection nobody serves.
+struct DeadOnDrop(Arc<Conn>);
+
+impl Drop for DeadOnDrop {
+    fn drop(&mut self) {
+        self.0.fail(Dead::Lost("connection task stopped".into()));
+    }
+}
+
+/// Flushes the write buffer whenever a direct write found the socket full.
+async fn write_loop(conn: Arc<Conn>) {
+    let _guard = DeadOnDrop(conn.clone());
+    loop {
+        conn.wake_writer.notified().await;
+        loop {
+            let wr = {
+                let mut sh = lock(&conn.shared);
+                if sh.dead {
+                    return;
+                }
+                if !sh.out.flushing() {
+                    break;
+                }
+                match sh.out.flush_step() {
+                    Ok(None) => break,
+                    Ok(Some(wr)) => wr,
+                    Err(e) => {
+                        drop(sh);
+                        conn.fail(Dead::Lost(format!("write failed: {e}")));
+                        return;
+                    }
+                }
+            };
+            if let Err(e) = wr.writable().await {
+                conn.fail(Dead::Lost(format!("write failed: {e}")));
+                return;
+            }
+        }
+    }
+}
+
+async fn read_loop(conn: Arc<Conn>, mut rd: OwnedReadHalf, max_packet: usize) {
+    let _guard = DeadOnDrop(conn.clone());
+    let mut codec = PacketCodec::new(max_packet);
+    let mut buf = BytesMut::with_capacity(READ_CHUNK);
+    let reason = loop {
+        if buf.capacity() - buf.len() < READ_CHUNK / 4 {
+            buf.reserve(READ_CHUNK);
+        }
+        match rd.read_buf(&mut buf).await {
+            Ok(0) => break "closed by the server".to_string(),
+            Ok(_) => {}
+            Err(e) => break format!("read failed: {e}"),
+        }
+        let mut sh = lock(&conn.shared);
+        if sh.dead {
+            return;
+        }
+        loop {
+            match codec.decode_frame(&mut buf) {
+                Ok(Some(Frame::Packet(_, p))) => {
+                    if let Err(reason) = conn.dispatch(&mut sh, p) {
+                        drop(sh);
+                        conn.fail(Dead::Lost(format!("protocol error: {reason}")));
+                        return;
+                    }
+                }
+                Ok(Some(Frame::Text(_))) => {}
+                Ok(None) => break,
+                Err(e) => {
+                    drop(sh);
+                    conn.fail(Dead::Lost(format!("protocol error: {e}")));
+                    return;
+                }
+            }
+        }
+    };
+    conn.fail(Dead::Lost(reason));
+}

@@ -1,0 +1,389 @@
+//! The server pool behind a `Client`: the configured servers, their
+//! connections and reconnect backoff, routing, and request/reply helpers.
+//!
+//! [`Pool`] is the state every clone of a `Client` shares (the `Client`
+//! itself is only an `Arc<Pool>`). It holds one [`Server`] per configured
+//! address: the live `Conn` to it, if any (`conn.rs`), and its [`Health`]
+//! (exponential backoff after a failed connect). It decides which server a
+//! request goes to ([`Pool::order`]: by the stable hash of the unique, else
+//! round-robin), opens connections lazily and remembers which server created
+//! a background handle ([`HandleMemory`]) so a later GET_STATUS asks it first.
+//! This is separate from `conn.rs` because it is about *which* server and
+//! *whether* to connect, never about the bytes on one socket.
+//!
+//! Naming: a `Server` is a configured server (address, connection,
+//! backoff), a `Conn` one connection to it, and a "slot" always a per-job
+//! `JobSlot` (`job.rs`). `options.servers` lists the addresses; the
+//! `servers` field here holds one `Server` for each, in the same order.
+
+use std::collections::{HashMap, VecDeque};
+use std::fmt;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::oneshot;
+use tokio::time::Instant;
+
+use super::conn::{Conn, Dead, Expect, Pending, Waiter};
+use super::{later, lock, ClientOptions, JobStatus};
+use crate::error::{Error, Result};
+use crate::protocol::{Magic, Packet};
+use crate::servers::{route, ServerAddr};
+
+/// How many background handles remember which server created them.
+const HANDLE_MEMORY: usize = 16_384;
+
+/// The state shared by all clones of one `Client`.
+pub(super) struct Pool {
+    pub(super) options: ClientOptions,
+    /// One per `options.servers` entry, in the same order.
+    pub(super) servers: Vec<Server>,
+    /// Round-robin position for requests without a unique.
+    rr: AtomicUsize,
+    closed: AtomicBool,
+    /// Background handle -> index of the server that created it.
+    pub(super) handles: Mutex<HandleMemory>,
+}
+
+impl fmt::Debug for Pool {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Client")
+            .field("servers", &self.options.servers)
+            .field("closed", &self.closed.load(Ordering::Relaxed))
+            .finish_non_exhaustive()
+    }
+}
+
+impl Drop for Pool {
+    fn drop(&mut self) {
+        self.close("client dropped");
+    }
+}
+
+/// One configured server: its live connection (if any) and reconnect backoff.
+pub(super) struct Server {
+    addr: ServerAddr,
+    /// `host:port`, as errors and logs name the server.
+    pub(super) name: String,
+    conn: Mutex<Option<Arc<Conn>>>,
+    health: Mutex<Health>,
+    connecting: tokio::sync::Mutex<()>,
+}
+
+/// Reconnect backoff of one server.
+#[derive(Default)]
+struct Health {
+    backoff: Duration,
+    retry_at: Option<Instant>,
+    last_error: String,
+}
+
+impl Server {
+    fn live(&self) -> Option<Arc<Conn>> {
+        let c = {
+            let g = lock(&self.conn);
+            match &*g {
+                Some(c) if c.alive.load(Ordering::Acquire) => c.clone(),
+                _ => return None,
+            }
+        };
+        if c.closed_while_undriven() {
+            c.fail(Dead::Lost("closed by the server".into()));
+            return None;
+        }
+        Some(c)
+    }
+
+    fn check_backoff(&self) -> Result<()> {
+        let h = lock(&self.health);
+        if let Some(at) = h.retry_at {
+            let now = Instant::now();
+            if at > now {
+                return Err(Error::Connect {
+                    addr: self.name.clone(),
+                    source: std::io::Error::new(
+                        std::io::ErrorKind::NotConnected,
+                        format!(
+                            "{} (next attempt in {} ms)",
+                            h.last_error,
+                            (at - now).as_millis()
+                        ),
+                    ),
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Bounded map of background handles to the index of the server that created them.
+#[derive(Default)]
+pub(super) struct HandleMemory {
+    map: HashMap<String, usize>,
+    order: VecDeque<String>,
+}
+
+impl HandleMemory {
+    pub(super) fn remember(&mut self, handle: &str, idx: usize) {
+        if self.map.insert(handle.to_owned(), idx).is_none() {
+            self.order.push_back(handle.to_owned());
+            while self.order.len() > HANDLE_MEMORY {
+                if let Some(old) = self.order.pop_front() {
+                    self.map.remove(&old);
+                }
+            }
+        }
+    }
+
+    pub(super) fn get(&self, handle: &str) -> Option<usize> {
+        self.map.get(handle).copied()
+    }
+}
+
+impl Pool {
+    /// The pool for validated options; connects nothing yet.
+    pub(super) fn new(options: ClientOptions) -> Pool {
+        let servers = options
+            .servers
+            .iter()
+            .map(|a| Server {
+                addr: a.clone(),
+                name: a.to_string(),
+                conn: Mutex::new(None),
+                health: Mutex::new(Health::default()),
+                connecting: tokio::sync::Mutex::new(()),
+            })
+            .collect();
+        Pool {
+            options,
+            servers,
+            rr: AtomicUsize::new(0),
+            closed: AtomicBool::new(false),
+            handles: Mutex::new(HandleMemory::default()),
+        }
+    }
+
+    pub(super) fn close(&self, why: &str) {
+        self.closed.store(true, Ordering::SeqCst);
+        for server in &self.servers {
+            let conn = lock(&server.conn).take();
+            if let Some(c) = conn {
+                c.fail(Dead::Closed(why.to_owned()));
+            }
+        }
+    }
+
+    fn closed_error() -> Error {
+        Error::Closed("client closed".into())
+    }
+
+    /// Server indices to try for a key: hashed order for a unique, round-robin otherwise.
+    pub(super) fn order(&self, key: &[u8]) -> impl Iterator<Item = usize> {
+        let n = self.servers.len();
+        let start = if n <= 1 {
+            0
+        } else if key.is_empty() {
+            self.rr.fetch_add(1, Ordering::Relaxed) % n
+        } else {
+            route(key, n).next().unwrap_or(0)
+        };
+        (0..n).map(move |i| (start + i) % n)
+    }
+
+    pub(super) fn all_failed(&self, last: Option<Error>) -> Error {
+        if self.closed.load(Ordering::SeqCst) {
+            return Self::closed_error();
+        }
+        match last {
+            Some(e) if self.servers.len() == 1 => e,
+            Some(e) => Error::NoServer(e.to_string()),
+            None => Error::NoServer("no server configured".into()),
+        }
+    }
+
+    /// The live connection to server `i`, connecting if needed (respecting backoff).
+    pub(super) async fn conn(&self, i: usize) -> Result<Arc<Conn>> {
+        if self.closed.load(Ordering::SeqCst) {
+            return Err(Self::closed_error());
+        }
+        let server = &self.servers[i];
+        if let Some(c) = server.live() {
+            return Ok(c);
+        }
+        server.check_backoff()?;
+        let _guard = server.connecting.lock().await;
+        if let Some(c) = server.live() {
+            return Ok(c);
+        }
+        server.check_backoff()?;
+        if tokio::runtime::Handle::try_current().is_err() {
+            return Err(Error::InvalidArgument(
+                "polygear::Client must be used inside a tokio runtime".into(),
+            ));
+        }
+        match server.addr.connect(self.options.connect_timeout).await {
+            Ok(stream) => {
+                let conn = Conn::start(stream, server.name.clone(), &self.options);
+                let mut g = lock(&server.conn);
+                if self.closed.load(Ordering::SeqCst) {
+                    drop(g);
+                    conn.fail(Dead::Closed("client closed".into()));
+                    return Err(Self::closed_error());
+                }
+                *g = Some(conn.clone());
+                drop(g);
+                let mut h = lock(&server.health);
+                h.backoff = Duration::ZERO;
+                h.retry_at = None;
+                tracing::debug!(server = %server.name, "gearman client connected");
+                Ok(conn)
+            }
+            Err(e) => {
+                let mut h = lock(&server.health);
+                let min = self.options.min_backoff;
+                let max = self.options.max_backoff.max(min);
+                h.backoff = if h.backoff.is_zero() {
+                    min
+                } else {
+                    h.backoff.saturating_mul(2).min(max)
+                };
+                h.retry_at = Some(later(Instant::now(), h.backoff));
+                h.last_error = match &e {
+                    Error::Connect { source, .. } => source.to_string(),
+                    other => other.to_string(),
+                };
+                tracing::debug!(server = %server.name, error = %e, "gearman client connect failed");
+                Err(e)
+            }
+        }
+    }
+
+    /// Queues a request on the first reachable server in the key's order;
+    /// `send` returns an error when the connection died meanwhile (then the next one is tried).
+    pub(super) async fn send_routed<F>(&self, key: &[u8], mut send: F) -> Result<(usize, Arc<Conn>)>
+    where
+        F: FnMut(&Conn) -> Result<()>,
+    {
+        let mut last_err = None;
+        for i in self.order(key) {
+            let conn = match self.conn(i).await {
+                Ok(c) => c,
+                Err(e) => {
+                    last_err = Some(e);
+                    continue;
+                }
+            };
+            match send(&conn) {
+                Ok(()) => return Ok((i, conn)),
+                Err(e) => last_err = Some(e),
+            }
+        }
+        Err(self.all_failed(last_err))
+    }
+
+    pub(super) async fn request(
+        &self,
+        i: usize,
+        packet: &Packet,
+        expect: Expect,
+    ) -> Result<Packet> {
+        let conn = self.conn(i).await?;
+        self.request_on(&conn, packet, expect).await
+    }
+
+    pub(super) async fn request_on(
+        &self,
+        conn: &Conn,
+        packet: &Packet,
+        expect: Expect,
+    ) -> Result<Packet> {
+        let (tx, rx) = oneshot::channel();
+        let mut enc_err = None;
+        conn.enqueue(
+            |buf| {
+                if let Err(e) = packet.encode(Magic::Req, buf) {
+                    enc_err = Some(e);
+                }
+            },
+            Pending {
+                expect,
+                waiter: Waiter::Reply(tx),
+            },
+        )?;
+        if let Some(e) = enc_err {
+            // Nothing was written (encode checks the size first); the pending
+            // entry would desynchronise the FIFO, so drop the connection.
+            conn.fail(Dead::Lost("unencodable request".into()));
+            return Err(e.into());
+        }
+        self.wait_reply(conn, rx, packet.packet_type().name()).await
+    }
+
+    pub(super) async fn wait_reply(
+        &self,
+        conn: &Conn,
+        rx: oneshot::Receiver<Result<Packet>>,
+        what: &str,
+    ) -> Result<Packet> {
+        match tokio::time::timeout(self.options.submit_timeout, rx).await {
+            Ok(Ok(r)) => r,
+            Ok(Err(_)) => Err(Error::ConnectionLost {
+                addr: conn.addr.clone(),
+                reason: "connection closed before the reply".into(),
+            }),
+            Err(_) => Err(Error::Timeout(format!(
+                "no reply to {what} from {} within {:?}",
+                conn.addr, self.options.submit_timeout
+            ))),
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Reply helpers
+
+pub(super) fn unexpected_reply(conn: &Conn, p: &Packet) -> Error {
+    Error::ConnectionLost {
+        addr: conn.addr.clone(),
+        reason: format!("unexpected reply {}", p.packet_type().name()),
+    }
+}
+
+pub(super) fn status_from(reply: Packet, addr: &str) -> Result<JobStatus> {
+    match reply {
+        Packet::StatusRes {
+            handle,
+            known,
+            running,
+            numerator,
+            denominator,
+        } => Ok(JobStatus {
+            handle: String::from_utf8_lossy(&handle).into_owned(),
+            known,
+            running,
+            numerator,
+            denominator,
+            client_count: None,
+        }),
+        Packet::StatusResUnique {
+            unique,
+            known,
+            running,
+            numerator,
+            denominator,
+            client_count,
+        } => Ok(JobStatus {
+            handle: String::from_utf8_lossy(&unique).into_owned(),
+            known,
+            running,
+            numerator,
+            denominator,
+            client_count: Some(client_count),
+        }),
+        other => Err(Error::ConnectionLost {
+            addr: addr.to_owned(),
+            reason: format!("unexpected reply {}", other.packet_type().name()),
+        }),
+    }
+}
