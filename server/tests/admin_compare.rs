@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{can_do, created, submit, Daemon, Raw};
+use common::{can_do, created, polygeard, submit, Raw, TestServer};
 use polygear::protocol::{Packet, Priority};
 
 fn b(s: &str) -> bytes::Bytes {
@@ -190,12 +190,13 @@ fn scenario(port: u16) -> Vec<String> {
 
 #[test]
 fn admin_output_matches_gearmand() {
-    let Some(g) = Daemon::gearmand(&["--job-handle-prefix", "T", "--verbose", "INFO", "-t", "1"])
+    let Some(g) =
+        TestServer::gearmand(&["--job-handle-prefix", "T", "--verbose", "INFO", "-t", "1"])
     else {
         eprintln!("gearmand not installed; skipping");
         return;
     };
-    let p = Daemon::polygeard(&[
+    let p = polygeard(&[
         "-q",
         "builtin",
         "--job-handle-prefix",

@@ -7,7 +7,7 @@ use std::io::Write;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use common::Daemon;
+use common::polygeard;
 
 fn have(prog: &str) -> bool {
     Command::new("sh")
@@ -73,7 +73,7 @@ fn gearman_cli_client_and_worker() {
         eprintln!("gearman CLI not installed; skipping");
         return;
     }
-    let d = Daemon::polygeard(&["-q", "builtin"]);
+    let d = polygeard(&["-q", "builtin"]);
     let port = d.port.to_string();
     let _worker = Kill(
         Command::new("gearman")
@@ -167,7 +167,7 @@ fn gearman_cli_exception_reported_as_failure() {
     if !have("gearman") {
         return;
     }
-    let d = Daemon::polygeard(&["-q", "builtin"]);
+    let d = polygeard(&["-q", "builtin"]);
     let port = d.port.to_string();
     // A worker command that exits non-zero makes the CLI worker send WORK_FAIL.
     let _worker = Kill(
@@ -210,8 +210,8 @@ fn perl_client_and_worker() {
         eprintln!("Perl Gearman modules not installed; skipping");
         return;
     }
-    let d = Daemon::polygeard(&["-q", "builtin"]);
-    let server = d.addr();
+    let d = polygeard(&["-q", "builtin"]);
+    let server = d.addr_string();
     let worker_src = format!(
         r#"use Gearman::Worker;
 my $w = Gearman::Worker->new(job_servers => ['{server}']);

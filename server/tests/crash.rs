@@ -9,7 +9,7 @@ use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
-use common::{Daemon, Raw};
+use common::{polygeard, Raw, TestServer};
 use polygear::protocol::{Magic, Packet};
 
 /// Submits background jobs in pipelined batches until the connection dies
@@ -93,13 +93,13 @@ fn kill9_loses_no_acknowledged_job_and_runs_each_once() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("queue.sqlite3");
     let db = db.to_str().unwrap();
-    let mut d = Daemon::polygeard(&["-q", "libsqlite3", "--libsqlite3-db", db]);
+    let mut d = polygeard(&["-q", "libsqlite3", "--libsqlite3-db", db]);
     let port = d.port;
     // Submit from a thread; kill -9 the server while it is busy.
     let submitter = std::thread::spawn(move || submit_until_dead(port, 1_000_000));
     let start = Instant::now();
     std::thread::sleep(Duration::from_millis(600));
-    d.kill9();
+    d.kill();
     let acked = submitter.join().unwrap();
     assert!(
         !acked.is_empty(),
@@ -136,8 +136,8 @@ fn kill9_loses_no_acknowledged_job_and_runs_each_once() {
     );
 }
 
-fn unsafe_sigterm(d: &Daemon) {
-    let pid = d.child.id().to_string();
+fn unsafe_sigterm(d: &TestServer) {
+    let pid = d.pid().expect("running").to_string();
     let _ = std::process::Command::new("kill")
         .args(["-TERM", &pid])
         .status();
@@ -156,7 +156,7 @@ fn restart_keeps_queued_jobs_and_priorities() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("q.sqlite3");
     let db = db.to_str().unwrap();
-    let mut d = Daemon::polygeard(&["--libsqlite3-db", db]);
+    let mut d = polygeard(&["--libsqlite3-db", db]);
     let mut c = Raw::connect(d.port);
     for (u, p) in [
         ("a", polygear::protocol::Priority::Low),

@@ -7,21 +7,21 @@ use std::net::TcpStream;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{can_do, created, submit, Daemon, Raw};
+use common::{can_do, created, polygeard, submit, Raw, TestServer};
 use polygear::protocol::Packet;
 
-fn signal(d: &Daemon, sig: &str) {
+fn signal(d: &TestServer, sig: &str) {
     let status = Command::new("kill")
-        .args([sig, &d.child.id().to_string()])
+        .args([sig, &d.pid().expect("running").to_string()])
         .status()
         .unwrap();
     assert!(status.success());
 }
 
-fn wait_exit(d: &mut Daemon, secs: u64) -> std::process::ExitStatus {
+fn wait_exit(d: &mut TestServer, secs: u64) -> std::process::ExitStatus {
     let deadline = Instant::now() + Duration::from_secs(secs);
     loop {
-        if let Some(st) = d.child.try_wait().unwrap() {
+        if let Some(st) = d.try_wait() {
             return st;
         }
         assert!(Instant::now() < deadline, "server did not exit");
@@ -33,9 +33,9 @@ fn wait_exit(d: &mut Daemon, secs: u64) -> std::process::ExitStatus {
 fn pid_file_and_sigterm() {
     let dir = tempfile::tempdir().unwrap();
     let pid = dir.path().join("polygeard.pid");
-    let mut d = Daemon::polygeard(&["-q", "builtin", "-P", pid.to_str().unwrap()]);
+    let mut d = polygeard(&["-q", "builtin", "-P", pid.to_str().unwrap()]);
     let text = std::fs::read_to_string(&pid).unwrap();
-    assert_eq!(text.trim(), d.child.id().to_string());
+    assert_eq!(text.trim(), d.pid().expect("running").to_string());
     signal(&d, "-TERM");
     assert!(wait_exit(&mut d, 10).success());
     assert!(!pid.exists(), "pid file removed on exit");
@@ -43,7 +43,7 @@ fn pid_file_and_sigterm() {
 
 #[test]
 fn sigusr1_is_graceful() {
-    let mut d = Daemon::polygeard(&["-q", "builtin"]);
+    let mut d = polygeard(&["-q", "builtin"]);
     let mut c = Raw::connect(d.port);
     c.send(&submit("g", "", "x", false));
     let h = created(c.recv());
@@ -59,10 +59,7 @@ fn sigusr1_is_graceful() {
         data: "still here".into(),
     });
     assert!(matches!(c.recv(), Packet::EchoRes { .. }));
-    assert!(
-        d.child.try_wait().unwrap().is_none(),
-        "exited with a job queued"
-    );
+    assert!(d.try_wait().is_none(), "exited with a job queued");
     // A worker connected before the signal would normally finish the job; here
     // the client's own connection registers and completes it.
     c.send(&can_do("g"));

@@ -21,7 +21,7 @@ const TEST_LIMIT: Duration = Duration::from_secs(60);
 const STEP: Duration = Duration::from_secs(15);
 
 fn kinds() -> Vec<ServerKind> {
-    // polygeard is still a stub; only gearmand is exercised unless asked.
+    // Every installed/built server (gearmand and polygeard), or those POLYGEAR_TEST_SERVERS names.
     let k = ServerKind::selected();
     if k.is_empty() {
         eprintln!("no job server selected/installed; skipping");
