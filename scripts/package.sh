@@ -64,6 +64,8 @@ cp Cargo.lock "$pkg/rust/"
   echo '[workspace]'
   echo 'resolver = "2"'
   echo 'members = ["bindings/node"]'
+  echo '# path dependencies only: their tests'"'"' dev-dependencies are not in the package'
+  echo 'exclude = ["core", "server"]'
   echo
   sed -n '/^\[profile\./,$p' Cargo.toml
 } >"$pkg/rust/Cargo.toml"

@@ -32,6 +32,8 @@ unless File.file?(root_manifest)
     [workspace]
     resolver = "2"
     members = ["bindings/ruby"]
+    # path dependencies only: their tests' dev-dependencies are not in the gem
+    exclude = ["core", "server"]
   TOML
 end
 
