@@ -12,9 +12,15 @@ use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
 
 use crate::outbox::{flush_dirty, Outbox};
-use crate::state::Flow;
 use crate::wire::put_error;
 use crate::Shared;
+
+/// What the connection task does after a batch of requests.
+#[derive(Debug, PartialEq, Eq)]
+enum Flow {
+    Continue,
+    Close,
+}
 
 /// Frames applied per lock acquisition.
 const BATCH: usize = 512;
@@ -111,7 +117,7 @@ pub(crate) async fn serve(shared: Arc<Shared>, stream: TcpStream) {
     }
     let (mut rd, wr) = stream.into_split();
     let out = Arc::new(Outbox::new(wr, shared.cfg.max_output));
-    let cid = shared.state.lock().add_conn(out.clone(), fd, peer_ip);
+    let cid = shared.state.lock().add_peer(out.clone(), fd, peer_ip);
     let writer = {
         let out = out.clone();
         tokio::spawn(async move { out.run_writer().await })
@@ -156,7 +162,7 @@ pub(crate) async fn serve(shared: Arc<Shared>, stream: TcpStream) {
             _ = stop.cancelled() => break,
         }
     }
-    shared.state.lock().remove_conn(cid);
+    shared.state.lock().remove_peer(cid);
     flush_dirty();
     // Queued replies are still flushed (bounded by the shutdown timeout) so
     // that e.g. the admin `shutdown` gets its OK.
@@ -184,8 +190,14 @@ fn apply(
     while let Some(i) = next.take() {
         n += 1;
         flow = match i {
-            In::Packet(p) => st.handle_packet(cid, p),
-            In::Text(line) => st.handle_text(cid, &line),
+            In::Packet(p) => {
+                st.handle_packet(cid, p);
+                Flow::Continue
+            }
+            In::Text(line) => {
+                st.handle_text(cid, &line);
+                Flow::Continue
+            }
             In::ResMagic => {
                 out.write(|b| put_error(b, "INVALID_MAGIC", "Request magic expected"));
                 Flow::Continue
