@@ -163,6 +163,7 @@ pub struct RunningServer {
     addr: SocketAddr,
     shared: Arc<Shared>,
     accept: Option<tokio::task::JoinHandle<()>>,
+    timers: Option<tokio::task::JoinHandle<()>>,
     persist_thread: Option<std::thread::JoinHandle<()>>,
 }
 
@@ -227,12 +228,8 @@ impl Server {
                 )
             }
         };
-        let shared = Arc::new_cyclic(|weak| Shared {
-            state: Mutex::new(state::State::new(
-                cfg.clone(),
-                Bytes::from(prefix),
-                weak.clone(),
-            )),
+        let shared = Arc::new(Shared {
+            state: Mutex::new(state::State::new(cfg.clone(), Bytes::from(prefix))),
             cfg: cfg.clone(),
             stop: CancellationToken::new(),
             graceful: AtomicBool::new(false),
@@ -254,11 +251,13 @@ impl Server {
             persist_thread = Some(persist::start(conn, rx, Arc::downgrade(&shared)));
         }
         tracing::info!("listening on {local}");
+        let timers = tokio::spawn(crate::state::timers::run(shared.clone()));
         let accept = tokio::spawn(accept_loop(shared.clone(), listener));
         Ok(RunningServer {
             addr: local,
             shared,
             accept: Some(accept),
+            timers: Some(timers),
             persist_thread,
         })
     }
@@ -322,6 +321,9 @@ impl RunningServer {
         self.shared.stop.cancel();
         if let Some(a) = self.accept.take() {
             let _ = a.await;
+        }
+        if let Some(t) = self.timers.take() {
+            let _ = t.await;
         }
         // Wait (bounded) for connection tasks to finish.
         let deadline = tokio::time::Instant::now() + Duration::from_secs(5);

@@ -11,6 +11,7 @@ use std::time::Duration;
 use polygear::protocol::{atoi, PacketType};
 
 use super::submit::submission_key;
+use super::timers::TimerEvent;
 use super::{unix_now, ConnId, State};
 use crate::index::shrink;
 use crate::persist::{Op, StoredJob};
@@ -109,20 +110,13 @@ impl State {
     }
 
     /// Arms the timer that queues delayed job `h` at unix time `when`.
-    pub(super) fn schedule_epoch(&self, h: u64, when: i64) {
-        let shared = self.shared.clone();
+    pub(super) fn schedule_epoch(&mut self, h: u64, when: i64) {
         let delay = Duration::from_secs((when - unix_now()).max(0) as u64);
-        tokio::spawn(async move {
-            tokio::time::sleep(delay).await;
-            if let Some(s) = shared.upgrade() {
-                s.state.lock().epoch_due(h);
-                crate::outbox::flush_dirty();
-            }
-        });
+        self.timers.arm(delay, TimerEvent::EpochDue { job: h });
     }
 
     /// An epoch job's time came: queue it and wake a worker.
-    fn epoch_due(&mut self, h: u64) {
+    pub(super) fn epoch_due(&mut self, h: u64) {
         let Some(job) = self.jobs.get_mut(&h) else {
             return;
         };
@@ -189,6 +183,7 @@ impl State {
         job.worker = 0;
         job.num = 0;
         job.den = 0;
+        self.timers.disarm(h);
         let f = &mut self.funcs[fid as usize];
         f.running = f.running.saturating_sub(1);
         f.waiting[prio] += 1;
@@ -206,6 +201,7 @@ impl State {
         let Some(job) = self.jobs.remove(&h) else {
             return;
         };
+        self.timers.disarm(h);
         if let Some(k) = job.key() {
             self.uniques.remove(job.func, k, h);
         }

@@ -10,15 +10,18 @@
 //! * [`submit`]: creating jobs and coalescing them by unique key;
 //! * [`schedule`]: workers, their abilities, waking and handing out jobs;
 //! * [`lifecycle`]: a job's progress and end (results, timeouts, lost
-//!   workers, epoch jobs, cancel) and restoring the durable queue.
+//!   workers, epoch jobs, cancel) and restoring the durable queue;
+//! * [`timers`]: the deadlines (CAN_DO_TIMEOUT, epoch jobs) and the one task
+//!   that fires them.
 
 mod dispatch;
 mod lifecycle;
 mod schedule;
 mod submit;
+pub(crate) mod timers;
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::{Arc, Weak};
+use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
 
@@ -26,7 +29,8 @@ use crate::index::{IntMap, UniqueIndex};
 use crate::outbox::Outbox;
 use crate::persist::Persister;
 use crate::wire::{put_error, HandleBuf};
-use crate::{ServerConfig, Shared};
+use crate::ServerConfig;
+use timers::Timers;
 
 /// Identifies a connection: its [`Peer`] record here and its task in `crate::conn`.
 pub(crate) type ConnId = u64;
@@ -113,7 +117,6 @@ pub(crate) struct Peer {
 pub(crate) struct State {
     pub cfg: Arc<ServerConfig>,
     pub prefix: Bytes,
-    pub shared: Weak<Shared>,
     next_handle: u64,
     /// Boxed so the (often half-empty) hash table holds only pointers.
     pub jobs: IntMap<u64, Box<Job>>,
@@ -129,6 +132,8 @@ pub(crate) struct State {
     next_peer: ConnId,
     pub persist: Option<Persister>,
     pub shutdown_requested: Option<bool>,
+    /// CAN_DO_TIMEOUT and epoch deadlines (fired by [`timers::run`]).
+    timers: Timers,
 }
 
 pub(crate) fn unix_now() -> i64 {
@@ -139,11 +144,10 @@ pub(crate) fn unix_now() -> i64 {
 }
 
 impl State {
-    pub(crate) fn new(cfg: Arc<ServerConfig>, prefix: Bytes, shared: Weak<Shared>) -> State {
+    pub(crate) fn new(cfg: Arc<ServerConfig>, prefix: Bytes) -> State {
         State {
             cfg,
             prefix,
-            shared,
             next_handle: 1,
             jobs: IntMap::default(),
             uniques: UniqueIndex::new(),
@@ -156,6 +160,7 @@ impl State {
             next_peer: 1,
             persist: None,
             shutdown_requested: None,
+            timers: Timers::new(),
         }
     }
 

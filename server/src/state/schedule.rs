@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use polygear::protocol::PacketType;
 
+use super::timers::TimerEvent;
 use super::{Ability, ConnId, State};
 use crate::wire::{put_pkt, HandleBuf};
 
@@ -166,15 +167,13 @@ impl State {
             ),
         });
         if timeout_ms > 0 {
-            let gen = job.assign_gen;
-            let shared = self.shared.clone();
-            tokio::spawn(async move {
-                tokio::time::sleep(Duration::from_millis(timeout_ms as u64)).await;
-                if let Some(s) = shared.upgrade() {
-                    s.state.lock().job_timed_out(h, cid, gen);
-                    crate::outbox::flush_dirty();
-                }
-            });
+            let ev = TimerEvent::JobTimeout {
+                job: h,
+                worker: cid,
+                gen: job.assign_gen,
+            };
+            self.timers
+                .arm(Duration::from_millis(timeout_ms as u64), ev);
         }
     }
 
