@@ -139,6 +139,15 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
+    /// Runs `f` under the state lock, then (with the lock released) flushes
+    /// the output it queued: every state change that may reply goes through
+    /// here, so no caller can forget the flush (see [`outbox`]).
+    pub(crate) fn with_state<R>(&self, f: impl FnOnce(&mut state::State) -> R) -> R {
+        let r = f(&mut self.state.lock());
+        outbox::flush_dirty();
+        r
+    }
+
     pub(crate) fn conn_closed(&self) {
         if self.live_conns.fetch_sub(1, Ordering::AcqRel) == 1 {
             self.conns_done.notify_waiters();
@@ -241,10 +250,10 @@ impl Server {
         if let Some((conn, rows)) = loaded {
             let (tx, rx) = std::sync::mpsc::channel();
             let next_id = rows.iter().map(|r| r.id).max().unwrap_or(0) + 1;
-            let mut st = shared.state.lock();
-            st.persist = Some(persist::Persister { tx, next_id });
-            let n = st.restore(rows);
-            drop(st);
+            let n = shared.with_state(|st| {
+                st.persist = Some(persist::Persister { tx, next_id });
+                st.restore(rows)
+            });
             if n > 0 {
                 tracing::info!("restored {n} background jobs from the persistent queue");
             }

@@ -136,13 +136,7 @@ impl State {
 pub(crate) async fn run(shared: Arc<Shared>) {
     let wake = shared.state.lock().timers.wake.clone();
     loop {
-        let next = {
-            let mut st = shared.state.lock();
-            let next = st.fire_timers(Instant::now());
-            drop(st);
-            crate::outbox::flush_dirty();
-            next
-        };
+        let next = shared.with_state(|st| st.fire_timers(Instant::now()));
         let sleep = async {
             match next {
                 Some(at) => tokio::time::sleep_until(at).await,
