@@ -3,7 +3,7 @@
 use bytes::{BufMut, BytesMut};
 use polygear::protocol::admin::{AdminCommand, AdminError};
 
-use crate::state::{ConnId, Flow, State};
+use crate::state::{ConnId, State};
 use crate::wire::{parse_handle, put_dec, HandleBuf};
 
 /// Server version reported by `version`.
@@ -11,16 +11,15 @@ pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 
 impl State {
     /// Handles one admin line from connection `cid`.
-    pub(crate) fn handle_text(&mut self, cid: ConnId, line: &[u8]) -> Flow {
+    pub(crate) fn handle_text(&mut self, cid: ConnId, line: &[u8]) {
         let mut b = BytesMut::new();
         match AdminCommand::parse(line) {
             Err(e) => b.put_slice(e.to_line().as_bytes()),
             Ok(cmd) => self.admin_command(cmd, line, &mut b),
         }
-        if let Some(c) = self.conns.get(&cid) {
+        if let Some(c) = self.peers.get(&cid) {
             c.out.write(|o| o.extend_from_slice(&b));
         }
-        Flow::Continue
     }
 }
 
@@ -55,9 +54,9 @@ impl State {
                 b.put_slice(b".\n");
             }
             AdminCommand::Workers => {
-                let mut conns: Vec<_> = self.conns.values().collect();
-                conns.sort_by_key(|c| c.fd);
-                for c in conns {
+                let mut peers: Vec<_> = self.peers.values().collect();
+                peers.sort_by_key(|c| c.fd);
+                for c in peers {
                     put_dec(b, c.fd.max(0) as u64);
                     b.put_u8(b' ');
                     b.put_slice(c.ip.as_bytes());

@@ -11,10 +11,16 @@ use polygear::protocol::{
 use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
 
-use crate::outbox::{flush_dirty, Outbox};
-use crate::state::Flow;
+use crate::outbox::Outbox;
 use crate::wire::put_error;
 use crate::Shared;
+
+/// What the connection task does after a batch of requests.
+#[derive(Debug, PartialEq, Eq)]
+enum Flow {
+    Continue,
+    Close,
+}
 
 /// Frames applied per lock acquisition.
 const BATCH: usize = 512;
@@ -111,7 +117,7 @@ pub(crate) async fn serve(shared: Arc<Shared>, stream: TcpStream) {
     }
     let (mut rd, wr) = stream.into_split();
     let out = Arc::new(Outbox::new(wr, shared.cfg.max_output));
-    let cid = shared.state.lock().add_conn(out.clone(), fd, peer_ip);
+    let cid = shared.state.lock().add_peer(out.clone(), fd, peer_ip);
     let writer = {
         let out = out.clone();
         tokio::spawn(async move { out.run_writer().await })
@@ -156,8 +162,7 @@ pub(crate) async fn serve(shared: Arc<Shared>, stream: TcpStream) {
             _ = stop.cancelled() => break,
         }
     }
-    shared.state.lock().remove_conn(cid);
-    flush_dirty();
+    shared.with_state(|st| st.remove_peer(cid));
     // Queued replies are still flushed (bounded by the shutdown timeout) so
     // that e.g. the admin `shutdown` gets its OK.
     out.close();
@@ -177,48 +182,53 @@ fn apply(
     let Some(first) = next_input(buf, codec) else {
         return (Flow::Continue, false);
     };
-    let mut st = shared.state.lock();
-    let mut flow = Flow::Continue;
-    let mut next = Some(first);
-    let mut n = 0;
-    while let Some(i) = next.take() {
-        n += 1;
-        flow = match i {
-            In::Packet(p) => st.handle_packet(cid, p),
-            In::Text(line) => st.handle_text(cid, &line),
-            In::ResMagic => {
-                out.write(|b| put_error(b, "INVALID_MAGIC", "Request magic expected"));
-                Flow::Continue
-            }
-            In::NotExpected => {
-                out.write(|b| put_error(b, "INVALID_COMMAND", "Command not expected"));
-                Flow::Continue
-            }
-            In::Fatal(e) => {
-                tracing::debug!("connection {cid}: protocol error: {e}");
-                match &e {
-                    // Like gearmand: close without a reply.
-                    ProtocolError::BadMagic(_)
-                    | ProtocolError::UnknownType(_)
-                    | ProtocolError::LineTooLong { .. } => {}
-                    ProtocolError::PayloadTooLarge { .. } => {
-                        out.write(|b| put_error(b, "ARGUMENT_TOO_LARGE", &e.to_string()))
-                    }
-                    _ => out.write(|b| put_error(b, "INVALID_PACKET", &e.to_string())),
+    let (flow, more, shutdown, trim) = shared.with_state(|st| {
+        let mut flow = Flow::Continue;
+        let mut next = Some(first);
+        let mut n = 0;
+        while let Some(i) = next.take() {
+            n += 1;
+            flow = match i {
+                In::Packet(p) => {
+                    st.handle_packet(cid, p);
+                    Flow::Continue
                 }
-                Flow::Close
+                In::Text(line) => {
+                    st.handle_text(cid, &line);
+                    Flow::Continue
+                }
+                In::ResMagic => {
+                    out.write(|b| put_error(b, "INVALID_MAGIC", "Request magic expected"));
+                    Flow::Continue
+                }
+                In::NotExpected => {
+                    out.write(|b| put_error(b, "INVALID_COMMAND", "Command not expected"));
+                    Flow::Continue
+                }
+                In::Fatal(e) => {
+                    tracing::debug!("connection {cid}: protocol error: {e}");
+                    match &e {
+                        // Like gearmand: close without a reply.
+                        ProtocolError::BadMagic(_)
+                        | ProtocolError::UnknownType(_)
+                        | ProtocolError::LineTooLong { .. } => {}
+                        ProtocolError::PayloadTooLarge { .. } => {
+                            out.write(|b| put_error(b, "ARGUMENT_TOO_LARGE", &e.to_string()))
+                        }
+                        _ => out.write(|b| put_error(b, "INVALID_PACKET", &e.to_string())),
+                    }
+                    Flow::Close
+                }
+            };
+            if flow == Flow::Close || n == BATCH {
+                break;
             }
-        };
-        if flow == Flow::Close || n == BATCH {
-            break;
+            next = next_input(buf, codec);
         }
-        next = next_input(buf, codec);
-    }
-    let more = n == BATCH;
-    let shutdown = st.shutdown_requested.take();
-    let trim = std::mem::take(&mut st.trim_requested);
-    drop(st);
-    flush_dirty();
+        let shutdown = st.shutdown_requested.take();
+        let trim = std::mem::take(&mut st.trim_requested);
+        (flow, n == BATCH, shutdown, trim)
+    });
     if trim {
         // SAFETY: malloc_trim only releases free heap memory back to the OS.
         unsafe {

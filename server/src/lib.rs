@@ -139,6 +139,15 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
+    /// Runs `f` under the state lock, then (with the lock released) flushes
+    /// the output it queued: every state change that may reply goes through
+    /// here, so no caller can forget the flush (see [`outbox`]).
+    pub(crate) fn with_state<R>(&self, f: impl FnOnce(&mut state::State) -> R) -> R {
+        let r = f(&mut self.state.lock());
+        outbox::flush_dirty();
+        r
+    }
+
     pub(crate) fn conn_closed(&self) {
         if self.live_conns.fetch_sub(1, Ordering::AcqRel) == 1 {
             self.conns_done.notify_waiters();
@@ -163,6 +172,7 @@ pub struct RunningServer {
     addr: SocketAddr,
     shared: Arc<Shared>,
     accept: Option<tokio::task::JoinHandle<()>>,
+    timers: Option<tokio::task::JoinHandle<()>>,
     persist_thread: Option<std::thread::JoinHandle<()>>,
 }
 
@@ -227,12 +237,8 @@ impl Server {
                 )
             }
         };
-        let shared = Arc::new_cyclic(|weak| Shared {
-            state: Mutex::new(state::State::new(
-                cfg.clone(),
-                Bytes::from(prefix),
-                weak.clone(),
-            )),
+        let shared = Arc::new(Shared {
+            state: Mutex::new(state::State::new(cfg.clone(), Bytes::from(prefix))),
             cfg: cfg.clone(),
             stop: CancellationToken::new(),
             graceful: AtomicBool::new(false),
@@ -244,21 +250,23 @@ impl Server {
         if let Some((conn, rows)) = loaded {
             let (tx, rx) = std::sync::mpsc::channel();
             let next_id = rows.iter().map(|r| r.id).max().unwrap_or(0) + 1;
-            let mut st = shared.state.lock();
-            st.persist = Some(persist::Persister { tx, next_id });
-            let n = st.restore(rows);
-            drop(st);
+            let n = shared.with_state(|st| {
+                st.persist = Some(persist::Persister { tx, next_id });
+                st.restore(rows)
+            });
             if n > 0 {
                 tracing::info!("restored {n} background jobs from the persistent queue");
             }
             persist_thread = Some(persist::start(conn, rx, Arc::downgrade(&shared)));
         }
         tracing::info!("listening on {local}");
+        let timers = tokio::spawn(crate::state::timers::run(shared.clone()));
         let accept = tokio::spawn(accept_loop(shared.clone(), listener));
         Ok(RunningServer {
             addr: local,
             shared,
             accept: Some(accept),
+            timers: Some(timers),
             persist_thread,
         })
     }
@@ -322,6 +330,9 @@ impl RunningServer {
         self.shared.stop.cancel();
         if let Some(a) = self.accept.take() {
             let _ = a.await;
+        }
+        if let Some(t) = self.timers.take() {
+            let _ = t.await;
         }
         // Wait (bounded) for connection tasks to finish.
         let deadline = tokio::time::Instant::now() + Duration::from_secs(5);

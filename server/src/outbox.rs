@@ -3,9 +3,10 @@
 //! Producers append encoded packets under a short lock and register the
 //! outbox in a thread-local "dirty" list; the task that produced them
 //! flushes every dirty outbox with a non-blocking write right after it
-//! releases the state lock ([`flush_dirty`]), so a reply normally costs one
-//! `send` and no task wake-up. Whatever the socket does not take at once is
-//! left to the connection's writer task, which waits for writability.
+//! releases the state lock ([`flush_dirty`], called by
+//! [`Shared::with_state`](crate::Shared::with_state)), so a reply normally
+//! costs one `send` and no task wake-up. Whatever the socket does not take at
+//! once is left to the connection's writer task, which waits for writability.
 //!
 //! Bytes written after a *durability gate* (a background submission whose
 //! JOB_CREATED must wait for the fsync) are held back until the persistence
@@ -84,7 +85,8 @@ impl Outbox {
     }
 
     /// Appends bytes produced by `f` (after any pending gate). The caller's
-    /// thread must call [`flush_dirty`] soon (after releasing the state lock).
+    /// thread must call [`flush_dirty`] soon (after releasing the state lock;
+    /// `Shared::with_state` does).
     pub(crate) fn write(self: &Arc<Self>, f: impl FnOnce(&mut BytesMut)) {
         let mut g = self.inner.lock();
         if g.closed {

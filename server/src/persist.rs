@@ -147,7 +147,7 @@ fn run(mut conn: Connection, rx: Receiver<Op>, shared: Weak<Shared>) {
         }
         if !failed.is_empty() {
             if let Some(shared) = shared.upgrade() {
-                shared.state.lock().abandon_unpersisted(&failed);
+                shared.with_state(|st| st.abandon_unpersisted(&failed));
             }
         }
     }

@@ -731,6 +731,43 @@ fn epoch_job_is_woken_by_timer() {
 }
 
 #[test]
+fn earlier_deadline_is_not_held_up_by_a_later_one() {
+    // One timer task serves every deadline: a CAN_DO_TIMEOUT armed after a
+    // far-off epoch job must still fire on time.
+    let s = server(|_| {});
+    let mut c = Raw::connect(s.port());
+    let when = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
+        + 600;
+    c.send(&Packet::SubmitJobEpoch {
+        function: b("later"),
+        unique: b("l1"),
+        when,
+        data: b("x"),
+    });
+    created(c.recv());
+    let mut w = Raw::connect(s.port());
+    w.send(&Packet::CanDoTimeout {
+        function: b("soon"),
+        timeout: 1000,
+    });
+    c.send(&submit("soon", "", "x", false));
+    let h = created(c.recv());
+    let start = Instant::now();
+    w.send(&Packet::GrabJob);
+    assert!(matches!(w.recv(), Packet::JobAssign { .. }));
+    c.s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    assert_eq!(c.recv_raw(), (PacketType::WorkFail as u32, h.into_bytes()));
+    let waited = start.elapsed();
+    assert!(
+        waited >= Duration::from_millis(900) && waited < Duration::from_secs(4),
+        "{waited:?}"
+    );
+}
+
+#[test]
 fn maxqueue_rejects_new_jobs() {
     let s = server(|_| {});
     let mut a = Raw::connect(s.port());

@@ -1,0 +1,200 @@
+//! The request dispatcher: which packet goes where. Each request type is
+//! routed to the part that owns it ([`super::submit`], [`super::schedule`],
+//! [`super::lifecycle`]); only requests that are answered on the spot and
+//! change no job (ECHO, SET_CLIENT_ID, OPTION_REQ, GET_STATUS*) are handled
+//! here. Kept apart so the protocol surface can be read in one place.
+
+use bytes::{Bytes, BytesMut};
+use polygear::protocol::{Packet, PacketType, Priority};
+
+use super::{ConnId, State};
+use crate::wire::{parse_handle, put_pkt};
+
+/// Longest client id kept (gearmand truncates to 127 bytes).
+const MAX_CLIENT_ID: usize = 127;
+
+impl State {
+    /// Handles one request packet from connection `cid`.
+    pub(crate) fn handle_packet(&mut self, cid: ConnId, p: Packet) {
+        match p {
+            Packet::EchoReq { data } => {
+                self.reply(cid, |b| put_pkt(b, PacketType::EchoRes, &[&data]));
+            }
+            Packet::SubmitJob {
+                function,
+                unique,
+                data,
+                priority,
+                background,
+            } => self.submit(cid, &function, unique, data, priority, background, None, 0),
+            Packet::SubmitReduceJob {
+                function,
+                unique,
+                reducer,
+                data,
+                background,
+                ..
+            } => self.submit(
+                cid,
+                &function,
+                unique,
+                data,
+                Priority::Normal,
+                background,
+                Some(&reducer),
+                0,
+            ),
+            Packet::SubmitJobEpoch {
+                function,
+                unique,
+                when,
+                data,
+            } => self.submit(
+                cid,
+                &function,
+                unique,
+                data,
+                Priority::Normal,
+                true,
+                None,
+                when,
+            ),
+            Packet::GrabJob => self.grab(cid, PacketType::JobAssign),
+            Packet::GrabJobUniq => self.grab(cid, PacketType::JobAssignUniq),
+            Packet::GrabJobAll => self.grab(cid, PacketType::JobAssignAll),
+            Packet::PreSleep => self.pre_sleep(cid),
+            Packet::CanDo { function } => self.can_do(cid, &function, 0),
+            Packet::CanDoTimeout { function, timeout } => {
+                let t = if timeout == 0 { 0 } else { timeout.max(1000) };
+                self.can_do(cid, &function, t)
+            }
+            Packet::CantDo { function } => self.cant_do(cid, Some(&function)),
+            Packet::ResetAbilities => self.cant_do(cid, None),
+            Packet::SetClientId { id } => self.set_client_id(cid, &id),
+            Packet::OptionReq { name } => self.option_req(cid, &name),
+            Packet::GetStatus { handle } => self.get_status(cid, &handle),
+            Packet::GetStatusUnique { unique } => self.get_status_unique(cid, &unique),
+            Packet::WorkStatus {
+                handle,
+                numerator,
+                denominator,
+            } => self.work_status(cid, &handle, &numerator, &denominator),
+            Packet::WorkData { handle, data } => {
+                self.work_data(cid, PacketType::WorkData, &handle, &data)
+            }
+            Packet::WorkWarning { handle, data } => {
+                self.work_data(cid, PacketType::WorkWarning, &handle, &data)
+            }
+            Packet::WorkComplete { handle, data } => self.work_complete(cid, &handle, &data),
+            Packet::WorkFail { handle } => self.work_fail(cid, &handle),
+            Packet::WorkException { handle, data } => self.work_exception(cid, &handle, &data),
+            _ => {
+                self.reply_error(cid, "INVALID_COMMAND", "Command not expected");
+            }
+        }
+    }
+
+    fn set_client_id(&mut self, cid: ConnId, id: &[u8]) {
+        if let Some(c) = self.peers.get_mut(&cid) {
+            let n = id.len().min(MAX_CLIENT_ID);
+            // Copied: a slice would pin the whole read buffer.
+            c.client_id = Bytes::copy_from_slice(&id[..n]);
+        }
+    }
+
+    fn option_req(&mut self, cid: ConnId, name: &[u8]) {
+        if name.eq_ignore_ascii_case(b"exceptions") {
+            if let Some(c) = self.peers.get_mut(&cid) {
+                c.exceptions = true;
+            }
+            self.reply(cid, |b| put_pkt(b, PacketType::OptionRes, &[name]));
+        } else {
+            self.reply_error(
+                cid,
+                "UNKNOWN_OPTION",
+                "Server does not recognize given option",
+            );
+        }
+    }
+
+    fn get_status(&self, cid: ConnId, handle: &[u8]) {
+        let job = parse_handle(&self.prefix, handle).and_then(|n| self.jobs.get(&n));
+        let (known, running, num, den) = match job {
+            Some(j) => (true, j.running(), j.num, j.den),
+            None => (false, false, 0, 0),
+        };
+        self.reply(cid, |b| {
+            put_status(
+                b,
+                PacketType::StatusRes,
+                handle,
+                known,
+                running,
+                num,
+                den,
+                None,
+            )
+        });
+    }
+
+    fn get_status_unique(&self, cid: ConnId, unique: &[u8]) {
+        let jobs = &self.jobs;
+        let job = self
+            .funcs
+            .iter()
+            .enumerate()
+            .filter(|(_, f)| f.alive)
+            .find_map(|(i, _)| {
+                let fid = i as u32;
+                self.uniques.get(fid, unique, |h| {
+                    jobs.get(&h)
+                        .is_some_and(|j| j.func == fid && j.key() == Some(unique))
+                })
+            })
+            .and_then(|h| self.jobs.get(&h));
+        let (known, running, num, den, clients) = match job {
+            Some(j) => (true, j.running(), j.num, j.den, j.clients.len() as u64),
+            None => (false, false, 0, 0, 0),
+        };
+        self.reply(cid, |b| {
+            put_status(
+                b,
+                PacketType::StatusResUnique,
+                unique,
+                known,
+                running,
+                num,
+                den,
+                Some(clients),
+            )
+        });
+    }
+}
+
+/// Encodes STATUS_RES (`clients` = None) or STATUS_RES_UNIQUE.
+#[allow(clippy::too_many_arguments)]
+fn put_status(
+    b: &mut BytesMut,
+    kind: PacketType,
+    first: &[u8],
+    known: bool,
+    running: bool,
+    num: u32,
+    den: u32,
+    clients: Option<u64>,
+) {
+    let mut tmp = BytesMut::with_capacity(64);
+    let mut n1 = BytesMut::new();
+    crate::wire::put_dec(&mut n1, num as u64);
+    let mut d1 = BytesMut::new();
+    crate::wire::put_dec(&mut d1, den as u64);
+    let k: &[u8] = if known { b"1" } else { b"0" };
+    let r: &[u8] = if running { b"1" } else { b"0" };
+    match clients {
+        Some(c) => {
+            crate::wire::put_dec(&mut tmp, c);
+            put_pkt(b, kind, &[first, k, r, &n1, &d1, &tmp]);
+        }
+        None => put_pkt(b, kind, &[first, k, r, &n1, &d1]),
+    }
+}

@@ -1,0 +1,339 @@
+//! A job's life once it exists: progress and results relayed to its clients
+//! (WORK_*), its end (complete, fail, exception, cancel, reaped), the
+//! CAN_DO_TIMEOUT expiry, workers that lose a job (disconnect, CANT_DO),
+//! epoch jobs coming due, and jobs restored from the durable queue. Separate
+//! from submission and scheduling: everything here removes or returns a job
+//! that those two put in place.
+
+use std::collections::VecDeque;
+use std::time::Duration;
+
+use polygear::protocol::{atoi, PacketType};
+
+use super::submit::submission_key;
+use super::timers::TimerEvent;
+use super::{unix_now, ConnId, State};
+use crate::index::shrink;
+use crate::persist::{Op, StoredJob};
+use crate::wire::{parse_handle, put_pkt};
+
+impl State {
+    /// WORK_STATUS: records the progress and relays it to the clients.
+    pub(super) fn work_status(
+        &mut self,
+        cid: ConnId,
+        handle: &[u8],
+        numerator: &[u8],
+        denominator: &[u8],
+    ) {
+        let Some(n) = self.held_job(cid, handle) else {
+            self.reply_error(cid, "JOB_NOT_FOUND", "Job given in work result not found");
+            return;
+        };
+        if let Some(job) = self.jobs.get_mut(&n) {
+            job.num = atoi(numerator).clamp(0, u32::MAX as i64) as u32;
+            job.den = atoi(denominator).clamp(0, u32::MAX as i64) as u32;
+        }
+        self.forward(n, |b, _| {
+            put_pkt(b, PacketType::WorkStatus, &[handle, numerator, denominator])
+        });
+    }
+
+    /// WORK_DATA / WORK_WARNING (kept apart because they share a payload shape).
+    pub(super) fn work_data(&mut self, cid: ConnId, kind: PacketType, handle: &[u8], data: &[u8]) {
+        let Some(n) = self.held_job(cid, handle) else {
+            self.reply_error(cid, "JOB_NOT_FOUND", "Job does not exist on server");
+            return;
+        };
+        self.forward(n, |b, _| put_pkt(b, kind, &[handle, data]));
+    }
+
+    /// WORK_COMPLETE: the result goes to the clients and the job ends.
+    pub(super) fn work_complete(&mut self, cid: ConnId, handle: &[u8], data: &[u8]) {
+        let Some(n) = self.held_job(cid, handle) else {
+            self.reply_error(cid, "JOB_NOT_FOUND", "Job given in work result not found");
+            return;
+        };
+        self.forward(n, |b, _| {
+            put_pkt(b, PacketType::WorkComplete, &[handle, data])
+        });
+        self.finish(n);
+    }
+
+    /// WORK_FAIL: the clients are told and the job ends.
+    pub(super) fn work_fail(&mut self, cid: ConnId, handle: &[u8]) {
+        if handle.len() >= 64 {
+            self.reply_error(
+                cid,
+                "ARGUMENT_TOO_LARGE",
+                "Error occurred due to GEARMAND_JOB_HANDLE_SIZE being too small from snprintf",
+            );
+            return;
+        }
+        let Some(n) = self.held_job(cid, handle) else {
+            self.reply_error(cid, "JOB_NOT_FOUND", "Job given in work result not found");
+            return;
+        };
+        self.forward(n, |b, _| put_pkt(b, PacketType::WorkFail, &[handle]));
+        self.finish(n);
+    }
+
+    /// WORK_EXCEPTION: clients with the `exceptions` option get it, the
+    /// others a WORK_FAIL; the job ends.
+    pub(super) fn work_exception(&mut self, cid: ConnId, handle: &[u8], data: &[u8]) {
+        let Some(n) = self.held_job(cid, handle) else {
+            self.reply_error(
+                cid,
+                "JOB_NOT_FOUND",
+                "An exception was received for a job that does not exist",
+            );
+            return;
+        };
+        self.forward(n, |b, exceptions| {
+            if exceptions {
+                put_pkt(b, PacketType::WorkException, &[handle, data])
+            } else {
+                // gearmand appends a NUL here (`handle\0`); libgearman
+                // clients such as the C `gearman` tool then never match
+                // the handle and hang. The plain form works everywhere.
+                put_pkt(b, PacketType::WorkFail, &[handle])
+            }
+        });
+        self.finish(n);
+    }
+
+    /// The job `handle` if this connection currently holds it.
+    fn held_job(&self, cid: ConnId, handle: &[u8]) -> Option<u64> {
+        let n = parse_handle(&self.prefix, handle)?;
+        let job = self.jobs.get(&n)?;
+        (job.worker == cid).then_some(n)
+    }
+
+    /// Arms the timer that queues delayed job `h` at unix time `when`.
+    pub(super) fn schedule_epoch(&mut self, h: u64, when: i64) {
+        let delay = Duration::from_secs((when - unix_now()).max(0) as u64);
+        self.timers.arm(delay, TimerEvent::EpochDue { job: h });
+    }
+
+    /// An epoch job's time came: queue it and wake a worker.
+    pub(super) fn epoch_due(&mut self, h: u64) {
+        let Some(job) = self.jobs.get_mut(&h) else {
+            return;
+        };
+        if !job.delayed {
+            return;
+        }
+        job.delayed = false;
+        let (fid, prio) = (job.func, job.prio);
+        self.funcs[fid as usize].queues[prio as usize].push_back(h);
+        self.wake(fid);
+    }
+
+    /// The CAN_DO_TIMEOUT of assignment `gen` of job `h` to `cid` expired (a
+    /// stale timer, for a job since finished or reassigned, does nothing).
+    pub(super) fn job_timed_out(&mut self, h: u64, cid: ConnId, gen: u32) {
+        let Some(job) = self.jobs.get(&h) else { return };
+        if job.worker != cid || job.assign_gen != gen {
+            return;
+        }
+        if self.cfg.timeout_requeue {
+            tracing::info!(
+                "worker timeout reached on job {}, requeueing it",
+                String::from_utf8_lossy(&self.handle(h))
+            );
+            if let Some(c) = self.peers.get_mut(&cid) {
+                c.holding.retain(|&x| x != h);
+            }
+            self.requeue_lost(h, cid);
+            return;
+        }
+        tracing::info!(
+            "worker timeout reached on job {}, failing it",
+            String::from_utf8_lossy(&self.handle(h))
+        );
+        let hb = self.handle(h);
+        self.forward(h, |b, _| put_pkt(b, PacketType::WorkFail, &[&hb]));
+        self.finish(h);
+    }
+
+    /// A worker lost job `h` (disconnect, CANT_DO, RESET_ABILITIES): back to
+    /// the head of its queue, or failed once `--job-retries` assignments were used.
+    pub(super) fn requeue_lost(&mut self, h: u64, cid: ConnId) {
+        let Some(job) = self.jobs.get_mut(&h) else {
+            return;
+        };
+        if job.worker != cid {
+            return;
+        }
+        job.retries += 1;
+        let (fid, prio) = (job.func, job.prio as usize);
+        let retries = self.cfg.job_retries;
+        if job.ignore || (retries > 0 && job.retries >= retries) {
+            if !job.ignore {
+                tracing::warn!(
+                    "dropped job due to max retry count: {}",
+                    String::from_utf8_lossy(&self.handle(h))
+                );
+                let hb = self.handle(h);
+                self.forward(h, |b, _| put_pkt(b, PacketType::WorkFail, &[&hb]));
+            }
+            self.finish(h);
+            return;
+        }
+        job.worker = 0;
+        job.num = 0;
+        job.den = 0;
+        self.timers.disarm(h);
+        let f = &mut self.funcs[fid as usize];
+        f.running = f.running.saturating_sub(1);
+        f.waiting[prio] += 1;
+        f.queues[prio].push_front(h);
+        self.wake(fid);
+    }
+
+    /// Removes a job that ended (completed, failed, dropped) or was reaped.
+    fn finish(&mut self, h: u64) {
+        self.discard(h);
+    }
+
+    /// Removes job `h` and everything that refers to it.
+    pub(super) fn discard(&mut self, h: u64) {
+        let Some(job) = self.jobs.remove(&h) else {
+            return;
+        };
+        self.timers.disarm(h);
+        if let Some(k) = job.key() {
+            self.uniques.remove(job.func, k, h);
+        }
+        if !self.reducers.is_empty() {
+            self.reducers.remove(&h);
+        }
+        let f = &mut self.funcs[job.func as usize];
+        f.total = f.total.saturating_sub(1);
+        if job.running() {
+            f.running = f.running.saturating_sub(1);
+            if let Some(c) = self.peers.get_mut(&job.worker) {
+                if let Some(p) = c.holding.iter().position(|&x| x == h) {
+                    c.holding.swap_remove(p);
+                }
+            }
+        } else {
+            f.waiting[job.prio as usize] = f.waiting[job.prio as usize].saturating_sub(1);
+        }
+        shrink_queue(&mut f.queues[job.prio as usize]);
+        for c in &job.clients {
+            if let Some(peer) = self.peers.get_mut(c) {
+                if let std::collections::hash_map::Entry::Occupied(mut e) = peer.attached.entry(h) {
+                    let c = e.get_mut();
+                    *c = c.saturating_sub(1);
+                    if *e.get() == 0 {
+                        e.remove();
+                    }
+                }
+            }
+        }
+        if job.durable != 0 {
+            if let Some(p) = self.persist.as_ref() {
+                let _ = p.tx.send(Op::Delete(job.durable));
+            }
+        }
+        shrink(&mut self.jobs);
+        if self.peak_jobs > 65536 && self.jobs.len() * 4 < self.peak_jobs {
+            // Most of a large queue drained: give the memory back to the OS.
+            self.peak_jobs = self.jobs.len();
+            self.trim_requested = true;
+        }
+    }
+
+    /// Admin `cancel job`: clients get WORK_FAIL, the stored copy is deleted,
+    /// a waiting job is reaped when reached, a running one finishes unseen.
+    pub(crate) fn cancel_job(&mut self, h: u64) -> bool {
+        if !self.jobs.contains_key(&h) {
+            return false;
+        }
+        let hb = self.handle(h);
+        self.forward(h, |b, _| put_pkt(b, PacketType::WorkFail, &[&hb]));
+        self.release_unique(h);
+        let Some(job) = self.jobs.get_mut(&h) else {
+            return false;
+        };
+        let clients = std::mem::take(&mut job.clients);
+        job.ignore = true;
+        job.background = false;
+        let durable = std::mem::replace(&mut job.durable, 0);
+        let delayed = job.delayed;
+        for c in clients {
+            if let Some(peer) = self.peers.get_mut(&c) {
+                peer.attached.remove(&h);
+            }
+        }
+        if durable != 0 {
+            if let Some(p) = self.persist.as_ref() {
+                let _ = p.tx.send(Op::Delete(durable));
+            }
+        }
+        if delayed {
+            // Never reaches a queue: remove it now. (A waiting job is reaped
+            // by the next grab that reaches it; a running one finishes unseen.)
+            self.discard(h);
+        }
+        true
+    }
+
+    /// Jobs whose insert failed to commit are abandoned (their clients were disconnected).
+    pub(crate) fn abandon_unpersisted(&mut self, handles: &[u64]) {
+        for &h in handles {
+            if let Some(job) = self.jobs.get_mut(&h) {
+                job.durable = 0;
+                job.background = false;
+                if job.clients.is_empty() {
+                    job.ignore = true;
+                }
+            }
+        }
+    }
+
+    /// Re-creates background jobs read from the persistent queue at startup.
+    pub(crate) fn restore(&mut self, rows: Vec<StoredJob>) -> usize {
+        let mut dups = Vec::new();
+        let mut n = 0;
+        for row in rows {
+            let fid = self.func_id(&row.function);
+            if let Some(k) = submission_key(&row.unique, &row.data) {
+                if self.lookup_unique(fid, k).is_some() {
+                    dups.push(row.id);
+                    continue;
+                }
+            }
+            let reducer = (!row.reducer.is_empty()).then_some(row.reducer);
+            let h = self.create_job(
+                fid,
+                row.priority.min(2),
+                &row.unique,
+                &row.data,
+                reducer,
+                row.when,
+                true,
+                None,
+            );
+            if let Some(j) = self.jobs.get_mut(&h) {
+                j.durable = row.id;
+            }
+            n += 1;
+        }
+        if let Some(p) = self.persist.as_ref() {
+            for id in dups {
+                let _ = p.tx.send(Op::Delete(id));
+            }
+        }
+        n
+    }
+}
+
+/// Gives a queue's memory back once it is mostly empty.
+fn shrink_queue(q: &mut VecDeque<u64>) {
+    let cap = q.capacity();
+    if cap > 4096 && q.len() * 8 < cap {
+        q.shrink_to(q.len() * 2);
+    }
+}

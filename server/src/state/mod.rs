@@ -1,0 +1,299 @@
+//! The job server's state: functions, jobs and the peers (connections) that
+//! submit and run them. One owner (`Mutex<State>` in [`crate::Shared`]), short
+//! critical sections, O(1) queue operations.
+//!
+//! This file holds the data types and the helpers every part uses (function
+//! ids, the peer registry, replies). The operations on them are split by
+//! concern, like gearmand's server.cc / job.cc / function.cc:
+//!
+//! * [`dispatch`]: which request packet goes where;
+//! * [`submit`]: creating jobs and coalescing them by unique key;
+//! * [`schedule`]: workers, their abilities, waking and handing out jobs;
+//! * [`lifecycle`]: a job's progress and end (results, timeouts, lost
+//!   workers, epoch jobs, cancel) and restoring the durable queue;
+//! * [`timers`]: the deadlines (CAN_DO_TIMEOUT, epoch jobs) and the one task
+//!   that fires them.
+
+mod dispatch;
+mod lifecycle;
+mod schedule;
+mod submit;
+pub(crate) mod timers;
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+
+use bytes::{Bytes, BytesMut};
+
+use crate::index::{IntMap, UniqueIndex};
+use crate::outbox::Outbox;
+use crate::persist::Persister;
+use crate::wire::{put_error, HandleBuf};
+use crate::ServerConfig;
+use timers::Timers;
+
+/// Identifies a connection: its [`Peer`] record here and its task in `crate::conn`.
+pub(crate) type ConnId = u64;
+
+pub(crate) struct Job {
+    /// The unique id followed by the workload (one allocation).
+    pub payload: Box<[u8]>,
+    pub ulen: u32,
+    pub func: u32,
+    pub prio: u8,
+    pub ignore: bool,
+    pub background: bool,
+    /// Waiting for its epoch time (not in any queue yet).
+    pub delayed: bool,
+    pub retries: u32,
+    pub num: u32,
+    pub den: u32,
+    pub assign_gen: u32,
+    /// Connection holding the job, 0 while it waits.
+    pub worker: ConnId,
+    /// Row id in the persistent queue, 0 if not stored.
+    pub durable: i64,
+    pub clients: Vec<ConnId>,
+}
+
+impl Job {
+    pub(crate) fn unique(&self) -> &[u8] {
+        &self.payload[..self.ulen as usize]
+    }
+
+    pub(crate) fn data(&self) -> &[u8] {
+        &self.payload[self.ulen as usize..]
+    }
+
+    /// The coalescing key: the unique, or the data for unique `-`; `None` if empty.
+    pub(crate) fn key(&self) -> Option<&[u8]> {
+        let u = self.unique();
+        let k = if u == b"-" { self.data() } else { u };
+        (!k.is_empty()).then_some(k)
+    }
+
+    pub(crate) fn running(&self) -> bool {
+        self.worker != 0
+    }
+}
+
+pub(crate) struct Function {
+    pub name: Bytes,
+    pub queues: [VecDeque<u64>; 3],
+    /// Jobs not running, per priority (including abandoned ones not yet reaped).
+    pub waiting: [u64; 3],
+    pub total: u64,
+    pub running: u64,
+    /// One entry per CAN_DO registration.
+    pub workers: Vec<ConnId>,
+    pub wake_pos: usize,
+    pub maxqueue: [u32; 3],
+    pub alive: bool,
+}
+
+pub(crate) struct Ability {
+    pub func: u32,
+    pub timeout_ms: u32,
+}
+
+/// The state's record of one connection (client, worker or admin; a peer can
+/// be all three). Its I/O lives in `crate::conn`.
+pub(crate) struct Peer {
+    pub out: Arc<Outbox>,
+    pub fd: i64,
+    pub ip: String,
+    pub client_id: Bytes,
+    pub exceptions: bool,
+    /// Registrations in registration order (oldest first).
+    pub abilities: Vec<Ability>,
+    pub sleeping: bool,
+    pub noop_sent: bool,
+    pub holding: Vec<u64>,
+    pub attached: IntMap<u64, u32>,
+    pub rr: usize,
+    pub next_ticket: u64,
+}
+
+pub(crate) struct State {
+    pub cfg: Arc<ServerConfig>,
+    pub prefix: Bytes,
+    next_handle: u64,
+    /// Boxed so the (often half-empty) hash table holds only pointers.
+    pub jobs: IntMap<u64, Box<Job>>,
+    uniques: UniqueIndex,
+    /// Reducer names of reduce jobs (rare, kept out of `Job`).
+    reducers: IntMap<u64, Bytes>,
+    peak_jobs: usize,
+    /// Ask the caller to return freed memory to the OS (after a large drain).
+    pub trim_requested: bool,
+    pub funcs: Vec<Function>,
+    func_ids: HashMap<Bytes, u32>,
+    pub peers: IntMap<ConnId, Peer>,
+    next_peer: ConnId,
+    pub persist: Option<Persister>,
+    pub shutdown_requested: Option<bool>,
+    /// CAN_DO_TIMEOUT and epoch deadlines (fired by [`timers::run`]).
+    timers: Timers,
+}
+
+pub(crate) fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+impl State {
+    pub(crate) fn new(cfg: Arc<ServerConfig>, prefix: Bytes) -> State {
+        State {
+            cfg,
+            prefix,
+            next_handle: 1,
+            jobs: IntMap::default(),
+            uniques: UniqueIndex::new(),
+            reducers: IntMap::default(),
+            peak_jobs: 0,
+            trim_requested: false,
+            funcs: Vec::new(),
+            func_ids: HashMap::new(),
+            peers: IntMap::default(),
+            next_peer: 1,
+            persist: None,
+            shutdown_requested: None,
+            timers: Timers::new(),
+        }
+    }
+
+    fn handle(&self, n: u64) -> HandleBuf {
+        HandleBuf::new(&self.prefix, n)
+    }
+
+    pub(crate) fn func_id(&mut self, name: &[u8]) -> u32 {
+        if let Some(&id) = self.func_ids.get(name) {
+            return id;
+        }
+        let id = self.funcs.len() as u32;
+        let name = Bytes::copy_from_slice(name);
+        self.funcs.push(Function {
+            name: name.clone(),
+            queues: Default::default(),
+            waiting: [0; 3],
+            total: 0,
+            running: 0,
+            workers: Vec::new(),
+            wake_pos: 0,
+            maxqueue: [0; 3],
+            alive: true,
+        });
+        self.func_ids.insert(name, id);
+        id
+    }
+
+    /// Forgets an (empty, unused) function.
+    pub(crate) fn drop_function(&mut self, fid: u32) {
+        let f = &mut self.funcs[fid as usize];
+        f.alive = false;
+        let name = f.name.clone();
+        self.func_ids.remove(&name);
+    }
+
+    pub(crate) fn find_func(&self, name: &[u8]) -> Option<u32> {
+        self.func_ids.get(name).copied()
+    }
+
+    // ---------------------------------------------------------------- peers
+
+    /// Registers a new connection writing to `out`.
+    pub(crate) fn add_peer(&mut self, out: Arc<Outbox>, fd: i64, ip: String) -> ConnId {
+        let id = self.next_peer;
+        self.next_peer += 1;
+        self.peers.insert(
+            id,
+            Peer {
+                out,
+                fd,
+                ip,
+                client_id: Bytes::from_static(b"-"),
+                exceptions: self.cfg.exceptions,
+                abilities: Vec::new(),
+                sleeping: false,
+                noop_sent: false,
+                holding: Vec::new(),
+                attached: IntMap::default(),
+                rr: 0,
+                next_ticket: 1,
+            },
+        );
+        id
+    }
+
+    /// Forgets a closed connection: its held jobs are lost (requeued), its
+    /// registrations and attachments dropped, a pending wake-up passed on.
+    pub(crate) fn remove_peer(&mut self, cid: ConnId) {
+        let Some(peer) = self.peers.remove(&cid) else {
+            return;
+        };
+        // Jobs held by this worker go back to the head of their queue.
+        for h in peer.holding {
+            self.requeue_lost(h, cid);
+        }
+        for ab in &peer.abilities {
+            if let Some(f) = self.funcs.get_mut(ab.func as usize) {
+                if let Some(p) = f.workers.iter().position(|&w| w == cid) {
+                    f.workers.remove(p);
+                }
+            }
+        }
+        // Detach from foreground jobs; a job nobody waits for any more is abandoned
+        // unless it was submitted in the background.
+        for (h, _) in peer.attached {
+            if let Some(job) = self.jobs.get_mut(&h) {
+                job.clients.retain(|&c| c != cid);
+                if job.clients.is_empty() && !job.background {
+                    job.ignore = true;
+                    if !job.running() {
+                        // Nobody will ever see the result: drop the unique key now so a
+                        // new submission creates a fresh job.
+                        self.release_unique(h);
+                    }
+                }
+            }
+        }
+        // If this worker had been woken but never grabbed, pass the wake-up on.
+        if peer.noop_sent {
+            let funcs: Vec<u32> = peer.abilities.iter().map(|a| a.func).collect();
+            for f in funcs {
+                if self.has_runnable(f) {
+                    self.wake(f);
+                }
+            }
+        }
+    }
+
+    // ---------------------------------------------------------------- output
+
+    fn out(&self, cid: ConnId) -> Option<&Arc<Outbox>> {
+        self.peers.get(&cid).map(|c| &c.out)
+    }
+
+    fn reply(&self, cid: ConnId, f: impl FnOnce(&mut BytesMut)) {
+        if let Some(o) = self.out(cid) {
+            o.write(f);
+        }
+    }
+
+    fn reply_error(&self, cid: ConnId, code: &str, text: &str) {
+        self.reply(cid, |b| put_error(b, code, text));
+    }
+
+    /// Sends a packet to every client attached to job `n`, most recent first.
+    fn forward(&self, n: u64, f: impl Fn(&mut BytesMut, bool)) {
+        let Some(job) = self.jobs.get(&n) else { return };
+        for &c in job.clients.iter().rev() {
+            if let Some(peer) = self.peers.get(&c) {
+                let ex = peer.exceptions;
+                peer.out.write(|b| f(b, ex));
+            }
+        }
+    }
+}
