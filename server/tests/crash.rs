@@ -9,7 +9,7 @@ use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
-use common::{polygeard, Raw, TestServer};
+use common::{polygeard, Raw};
 use polygear::protocol::{Magic, Packet};
 
 /// Submits background jobs in pipelined batches until the connection dies
@@ -126,7 +126,8 @@ fn kill9_loses_no_acknowledged_job_and_runs_each_once() {
     let mut a = Raw::connect(d.port);
     a.admin("status");
     drop(a);
-    unsafe_sigterm(&d);
+    d.signal("-TERM"); // a clean stop: it exits once the pending deletes are committed
+    assert!(d.wait_exit(Duration::from_secs(10)).success());
     d.restart();
     let again = drain(d.port);
     assert!(
@@ -134,21 +135,6 @@ fn kill9_loses_no_acknowledged_job_and_runs_each_once() {
         "completed jobs came back: {} of them",
         again.len()
     );
-}
-
-fn unsafe_sigterm(d: &TestServer) {
-    let pid = d.pid().expect("running").to_string();
-    let _ = std::process::Command::new("kill")
-        .args(["-TERM", &pid])
-        .status();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while Instant::now() < deadline {
-        if TcpStream::connect(("127.0.0.1", d.port)).is_err() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    panic!("server did not stop on SIGTERM");
 }
 
 #[test]

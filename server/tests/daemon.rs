@@ -7,27 +7,8 @@ use std::net::TcpStream;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{can_do, created, polygeard, submit, Raw, TestServer};
+use common::{can_do, created, polygeard, submit, Raw};
 use polygear::protocol::Packet;
-
-fn signal(d: &TestServer, sig: &str) {
-    let status = Command::new("kill")
-        .args([sig, &d.pid().expect("running").to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
-}
-
-fn wait_exit(d: &mut TestServer, secs: u64) -> std::process::ExitStatus {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    loop {
-        if let Some(st) = d.try_wait() {
-            return st;
-        }
-        assert!(Instant::now() < deadline, "server did not exit");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
 
 #[test]
 fn pid_file_and_sigterm() {
@@ -36,8 +17,8 @@ fn pid_file_and_sigterm() {
     let mut d = polygeard(&["-q", "builtin", "-P", pid.to_str().unwrap()]);
     let text = std::fs::read_to_string(&pid).unwrap();
     assert_eq!(text.trim(), d.pid().expect("running").to_string());
-    signal(&d, "-TERM");
-    assert!(wait_exit(&mut d, 10).success());
+    d.signal("-TERM");
+    assert!(d.wait_exit(Duration::from_secs(10)).success());
     assert!(!pid.exists(), "pid file removed on exit");
 }
 
@@ -47,7 +28,7 @@ fn sigusr1_is_graceful() {
     let mut c = Raw::connect(d.port);
     c.send(&submit("g", "", "x", false));
     let h = created(c.recv());
-    signal(&d, "-USR1");
+    d.signal("-USR1");
     // New connections are refused once the listener is closed...
     let deadline = Instant::now() + Duration::from_secs(5);
     while TcpStream::connect(("127.0.0.1", d.port)).is_ok() {
@@ -69,7 +50,7 @@ fn sigusr1_is_graceful() {
         handle: h.into(),
         data: "".into(),
     });
-    assert!(wait_exit(&mut d, 10).success());
+    assert!(d.wait_exit(Duration::from_secs(10)).success());
 }
 
 #[test]

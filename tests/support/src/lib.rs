@@ -252,6 +252,33 @@ impl TestServer {
             .and_then(|c| c.try_wait().expect("try_wait"))
     }
 
+    /// Sends a signal (`"-TERM"`, `"-USR1"`, ...) to the server process with `kill`.
+    pub fn signal(&self, sig: &str) {
+        let pid = self.pid().expect("the server is running").to_string();
+        let status = Command::new("kill")
+            .args([sig, &pid])
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill {sig} {pid} failed");
+    }
+
+    /// Waits until the server process exits (after a signal or shutdown) and returns
+    /// its exit status; panics after `limit`.
+    pub fn wait_exit(&mut self, limit: Duration) -> std::process::ExitStatus {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(status) = self.try_wait() {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{} did not exit",
+                self.kind.name()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// Kills the server (SIGKILL) and waits for it.
     pub fn kill(&mut self) {
         if let Some(mut c) = self.child.take() {
