@@ -13,6 +13,7 @@ mod error;
 mod outbox;
 pub mod protocol;
 pub mod servers;
+mod util;
 pub mod worker;
 
 pub use admin::Admin;

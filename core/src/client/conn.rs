@@ -24,10 +24,11 @@ use tokio::net::TcpStream;
 use tokio::sync::{oneshot, Notify};
 
 use super::job::JobSlot;
-use super::{lock, ClientOptions, JobEvent};
+use super::{ClientOptions, JobEvent};
 use crate::error::{Error, Result};
 use crate::outbox::{settle, Outbox};
 use crate::protocol::{atoi, Frame, Magic, Packet, PacketCodec};
+use crate::util::lock;
 
 /// Handles whose local waiters all left are still tracked (the server keeps
 /// sending their WORK_* packets once per attachment) until their final

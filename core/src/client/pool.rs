@@ -26,10 +26,11 @@ use tokio::sync::oneshot;
 use tokio::time::Instant;
 
 use super::conn::{Conn, Dead, Expect, Pending, Waiter};
-use super::{later, lock, ClientOptions, JobStatus};
+use super::{ClientOptions, JobStatus};
 use crate::error::{Error, Result};
 use crate::protocol::{Magic, Packet};
 use crate::servers::{route, ServerAddr};
+use crate::util::{later, lock};
 
 /// How many background handles remember which server created them.
 const HANDLE_MEMORY: usize = 16_384;

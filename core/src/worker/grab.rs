@@ -36,11 +36,11 @@ use tokio::sync::{watch, OwnedSemaphorePermit};
 use tokio::time::Instant;
 
 use super::job::Job;
-use super::lock;
 use super::queue::WorkerState;
 use super::session::{decimal, CloseReason, Session};
 use crate::error::Result;
 use crate::protocol::{Frame, Packet, PacketCodec, PacketType};
+use crate::util::{later, lock};
 
 /// A NOOP this soon after PRE_SLEEP means the server thinks a job is
 /// runnable. If the GRAB that follows keeps getting NO_JOB (a gearmand 1.1
@@ -60,13 +60,6 @@ const MAX_QUICK_MISS_DELAY: Duration = Duration::from_millis(250);
 const MAX_GRABS_IN_FLIGHT: usize = 32;
 /// How long a closing connection may take to flush its last packets.
 const CLOSE_FLUSH_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// `at + d`, saturating at a far-future instant instead of panicking on
-/// huge durations (e.g. a `poll_interval` of `Duration::MAX`).
-fn later(at: Instant, d: Duration) -> Instant {
-    at.checked_add(d)
-        .unwrap_or_else(|| at + Duration::from_secs(100 * 365 * 24 * 3600))
-}
 
 /// How [`run_session`] ended.
 enum SessionEnd {

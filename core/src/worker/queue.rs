@@ -30,8 +30,9 @@ use tokio::time::Instant;
 use super::grab::server_task;
 use super::job::Job;
 use super::session::Session;
-use super::{lock, WorkerOptions};
+use super::WorkerOptions;
 use crate::protocol::PacketType;
+use crate::util::lock;
 
 /// Jobs handed out by `next_job` and not yet ended.
 #[derive(Debug, Default)]

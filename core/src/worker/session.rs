@@ -24,11 +24,11 @@ use bytes::{BufMut, BytesMut};
 use tokio::net::tcp::OwnedWriteHalf;
 use tokio::sync::{Notify, OwnedSemaphorePermit};
 
-use super::lock;
 use crate::error::{Error, Result};
 use crate::outbox::{settle, Outbox};
 use crate::protocol::packet::MAGIC_REQ;
 use crate::protocol::{PacketType, HEADER_LEN};
+use crate::util::lock;
 
 /// Appends one `\0REQ` packet made of `fields` (joined by NULs) to `dst`.
 fn encode_req(dst: &mut BytesMut, ty: PacketType, fields: &[&[u8]]) -> Result<()> {
