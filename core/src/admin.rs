@@ -16,13 +16,13 @@ use bytes::BytesMut;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+use crate::error::{Error, Result};
 use crate::protocol::admin::{
     is_error_line, parse_jobs, parse_priority_status, parse_reply, parse_status, parse_unique_jobs,
     parse_workers, AdminCommand, AdminReply, FunctionStatus, JobInfo, PriorityStatus, WorkerInfo,
 };
 use crate::protocol::ProtocolError;
 use crate::servers::ServerAddr;
-use crate::{Error, Result};
 
 /// Longest reply line accepted (a `workers` line lists every registration).
 const MAX_REPLY_LINE: usize = 16 << 20;

@@ -21,6 +21,7 @@ use bytes::BufMut;
 
 use super::packet::atoi;
 use super::ProtocolError;
+use crate::error::{Error, Result};
 
 /// Reply of action commands (`cancel job`, `maxqueue`, `create function`, …): `OK\r\n`.
 pub const OK_LINE: &str = "OK\r\n";
@@ -488,9 +489,9 @@ impl fmt::Display for AdminError {
 
 impl std::error::Error for AdminError {}
 
-impl From<AdminError> for crate::Error {
-    fn from(e: AdminError) -> crate::Error {
-        crate::Error::Server {
+impl From<AdminError> for Error {
+    fn from(e: AdminError) -> Error {
+        Error::Server {
             code: e.code,
             text: e.text,
         }
@@ -538,8 +539,8 @@ pub fn is_error_line(line: &str) -> bool {
 }
 
 /// Splits a listing reply (rows, then the `.` line) into its rows. An `ERR`
-/// reply in place of the listing becomes [`crate::Error::Server`].
-pub fn listing_rows(reply: &str) -> crate::Result<Vec<&str>> {
+/// reply in place of the listing becomes [`Error::Server`].
+pub fn listing_rows(reply: &str) -> Result<Vec<&str>> {
     if is_error_line(reply) || trim_eol(reply) == "ERR" {
         return Err(AdminError::parse_line(reply)?.into());
     }
@@ -559,10 +560,7 @@ pub fn listing_rows(reply: &str) -> crate::Result<Vec<&str>> {
     )
 }
 
-fn parse_rows<T>(
-    reply: &str,
-    f: impl Fn(&str) -> Result<T, ProtocolError>,
-) -> crate::Result<Vec<T>> {
+fn parse_rows<T>(reply: &str, f: impl Fn(&str) -> Result<T, ProtocolError>) -> Result<Vec<T>> {
     listing_rows(reply)?
         .into_iter()
         .map(|r| f(r).map_err(Into::into))
@@ -570,28 +568,28 @@ fn parse_rows<T>(
 }
 
 /// Parses a whole `status` reply (rows and the `.` line).
-pub fn parse_status(reply: &str) -> crate::Result<Vec<FunctionStatus>> {
+pub fn parse_status(reply: &str) -> Result<Vec<FunctionStatus>> {
     parse_rows(reply, FunctionStatus::parse_line)
 }
 
 /// Parses a whole `prioritystatus` reply.
-pub fn parse_priority_status(reply: &str) -> crate::Result<Vec<PriorityStatus>> {
+pub fn parse_priority_status(reply: &str) -> Result<Vec<PriorityStatus>> {
     parse_rows(reply, PriorityStatus::parse_line)
 }
 
 /// Parses a whole `workers` reply.
-pub fn parse_workers(reply: &str) -> crate::Result<Vec<WorkerInfo>> {
+pub fn parse_workers(reply: &str) -> Result<Vec<WorkerInfo>> {
     parse_rows(reply, WorkerInfo::parse_line)
 }
 
 /// Parses a whole `show jobs` reply.
-pub fn parse_jobs(reply: &str) -> crate::Result<Vec<JobInfo>> {
+pub fn parse_jobs(reply: &str) -> Result<Vec<JobInfo>> {
     parse_rows(reply, JobInfo::parse_line)
 }
 
 /// Parses a whole `show unique jobs` reply: one unique per row (empty rows
 /// are jobs with an empty unique).
-pub fn parse_unique_jobs(reply: &str) -> crate::Result<Vec<String>> {
+pub fn parse_unique_jobs(reply: &str) -> Result<Vec<String>> {
     parse_rows(reply, |r| Ok(r.to_string()))
 }
 
