@@ -8,6 +8,7 @@
 #![warn(missing_docs)]
 
 pub mod admin;
+mod backoff;
 pub mod client;
 mod error;
 mod outbox;

@@ -38,6 +38,7 @@ use tokio::time::Instant;
 use super::job::Job;
 use super::queue::WorkerState;
 use super::session::{decimal, CloseReason, Session};
+use crate::backoff::Backoff;
 use crate::error::Result;
 use crate::protocol::{Frame, Packet, PacketCodec, PacketType};
 use crate::util::{later, lock};
@@ -75,7 +76,7 @@ enum SessionEnd {
 pub(super) async fn server_task(state: Arc<WorkerState>, idx: usize) {
     let mut closing = state.closing.subscribe();
     let addr = state.opts.servers[idx].clone();
-    let mut backoff = state.opts.min_backoff;
+    let mut backoff = Backoff::new(state.opts.min_backoff, state.opts.max_backoff);
     let mut use_all = true;
     let mut failures = 0u32;
     loop {
@@ -91,7 +92,7 @@ pub(super) async fn server_task(state: Arc<WorkerState>, idx: usize) {
                 if failures > 0 {
                     tracing::info!(server = %addr, "worker reconnected");
                 }
-                backoff = state.opts.min_backoff;
+                backoff.reset();
                 match run_session(&state, idx, stream, &mut use_all, &mut closing).await {
                     SessionEnd::Closing => return,
                     SessionEnd::Lost(reason) => {
@@ -110,10 +111,9 @@ pub(super) async fn server_task(state: Arc<WorkerState>, idx: usize) {
             }
         }
         tokio::select! {
-            _ = tokio::time::sleep(backoff) => {}
+            _ = tokio::time::sleep(backoff.next_delay()) => {}
             _ = closing.changed() => return,
         }
-        backoff = backoff.saturating_mul(2).min(state.opts.max_backoff);
     }
 }
 
