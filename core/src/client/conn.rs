@@ -27,7 +27,7 @@ use super::job::JobSlot;
 use super::{ClientOptions, JobEvent};
 use crate::error::{Error, Result};
 use crate::outbox::{settle, Outbox};
-use crate::protocol::{atoi, Frame, Magic, Packet, PacketCodec};
+use crate::protocol::{atoi, Frame, Magic, Packet, PacketCodec, ProtocolError};
 use crate::util::lock;
 
 /// Handles whose local waiters all left are still tracked (the server keeps
@@ -202,10 +202,12 @@ impl Conn {
         sh.pending.is_empty() && sh.out.peer_closed()
     }
 
-    /// Appends a request and its reply expectation atomically (so the FIFO order matches the wire).
+    /// Appends a request and its reply expectation atomically (so the FIFO
+    /// order matches the wire). If `write` cannot encode the request it
+    /// writes nothing, and nothing is queued: the error is returned.
     pub(super) fn enqueue(
         &self,
-        write: impl FnOnce(&mut BytesMut),
+        write: impl FnOnce(&mut BytesMut) -> Result<(), ProtocolError>,
         pending: Pending,
     ) -> Result<()> {
         let mut sh = lock(&self.shared);
@@ -215,8 +217,11 @@ impl Conn {
                 reason: "connection closed".into(),
             });
         }
-        sh.pending.push_back(pending);
-        let pushed = sh.out.push(write);
+        let mut encoded = Ok(());
+        let pushed = sh.out.push(|buf| encoded = write(buf));
+        if encoded.is_ok() {
+            sh.pending.push_back(pending);
+        }
         drop(sh);
         match settle(pushed, || lock(&self.shared), |sh: &mut Shared| &mut sh.out) {
             Ok(false) => {}
@@ -224,7 +229,7 @@ impl Conn {
             // The pending entry just queued is failed with the rest.
             Err(e) => self.fail(Dead::Lost(format!("write failed: {e}"))),
         }
-        Ok(())
+        Ok(encoded?)
     }
 
     /// Stops delivering events of `key` to `slot` (job dropped or timed out).

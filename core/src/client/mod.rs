@@ -29,7 +29,7 @@ use tokio::sync::oneshot;
 use tokio::time::Instant;
 
 use crate::error::{Error, Result};
-use crate::protocol::{Packet, PacketType, Priority};
+use crate::protocol::{Decimal, Packet, PacketType, Priority};
 use crate::servers::ServerAddr;
 use crate::util::{later, lock};
 
@@ -452,10 +452,10 @@ impl Client {
             }
         };
         let (kind, epoch) = match opts.epoch {
-            Some(when) => (PacketType::SubmitJobEpoch, Some(when.to_string())),
+            Some(when) => (PacketType::SubmitJobEpoch, Some(Decimal::new(when))),
             None => (PacketType::submit(opts.priority, true), None),
         };
-        let epoch_len = epoch.as_ref().map_or(0, |e| e.len() + 1);
+        let epoch_len = epoch.as_ref().map_or(0, |e| e.as_bytes().len() + 1);
         check_submit(function, unique, data.len(), epoch_len)?;
         let route_key: &[u8] = opts.unique.as_deref().unwrap_or(b"");
         let mut reply_rx = None;
@@ -469,7 +469,7 @@ impl Client {
                             kind,
                             function.as_bytes(),
                             unique,
-                            epoch.as_deref().map(str::as_bytes),
+                            epoch.as_ref().map(Decimal::as_bytes),
                             &data,
                         )
                     },

@@ -297,24 +297,13 @@ impl Pool {
         expect: Expect,
     ) -> Result<Packet> {
         let (tx, rx) = oneshot::channel();
-        let mut enc_err = None;
         conn.enqueue(
-            |buf| {
-                if let Err(e) = packet.encode(Magic::Req, buf) {
-                    enc_err = Some(e);
-                }
-            },
+            |buf| packet.encode(Magic::Req, buf),
             Pending {
                 expect,
                 waiter: Waiter::Reply(tx),
             },
         )?;
-        if let Some(e) = enc_err {
-            // Nothing was written (encode checks the size first); the pending
-            // entry would desynchronise the FIFO, so drop the connection.
-            conn.fail(Dead::Lost("unencodable request".into()));
-            return Err(e.into());
-        }
         self.wait_reply(conn, rx, packet.packet_type().name()).await
     }
 

@@ -37,10 +37,10 @@ use tokio::time::Instant;
 
 use super::job::Job;
 use super::queue::WorkerState;
-use super::session::{decimal, CloseReason, Session};
+use super::session::{CloseReason, Session};
 use crate::backoff::Backoff;
 use crate::error::Result;
-use crate::protocol::{Frame, Packet, PacketCodec, PacketType};
+use crate::protocol::{Decimal, Frame, Packet, PacketCodec, PacketType};
 use crate::util::{later, lock};
 
 /// A NOOP this soon after PRE_SLEEP means the server thinks a job is
@@ -386,10 +386,10 @@ async fn run_session(
         for (function, timeout) in &reg.functions {
             let _ = match timeout {
                 None => session.send(PacketType::CanDo, &[function]),
-                Some(ms) => {
-                    let mut b = [0u8; 10];
-                    session.send(PacketType::CanDoTimeout, &[function, decimal(*ms, &mut b)])
-                }
+                Some(ms) => session.send(
+                    PacketType::CanDoTimeout,
+                    &[function, Decimal::from(*ms).as_bytes()],
+                ),
             };
         }
         reg.sessions[idx] = Some(session.clone());

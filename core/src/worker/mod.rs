@@ -45,7 +45,7 @@ use tokio::sync::{watch, Notify, Semaphore};
 use tokio::task::JoinSet;
 
 use crate::error::{Error, Result};
-use crate::protocol::{PacketType, HEADER_LEN};
+use crate::protocol::{Decimal, PacketType, HEADER_LEN};
 use crate::servers::ServerAddr;
 use crate::util::lock;
 
@@ -56,7 +56,6 @@ mod session;
 
 pub use job::Job;
 use queue::{Queue, Registry, Running, Tasks, WorkerState};
-use session::decimal;
 
 /// Worker configuration.
 #[derive(Debug, Clone)]
@@ -247,14 +246,11 @@ impl Worker {
         }
         match ms {
             None => WorkerState::broadcast(&reg, PacketType::CanDo, &[&name]),
-            Some(ms) => {
-                let mut b = [0u8; 10];
-                WorkerState::broadcast(
-                    &reg,
-                    PacketType::CanDoTimeout,
-                    &[&name, decimal(ms, &mut b)],
-                );
-            }
+            Some(ms) => WorkerState::broadcast(
+                &reg,
+                PacketType::CanDoTimeout,
+                &[&name, Decimal::from(ms).as_bytes()],
+            ),
         }
         reg.functions.push((name, ms));
         for s in reg.sessions.iter().flatten() {
