@@ -72,6 +72,15 @@ fn bad_reply(what: &str, reply: &str) -> Error {
     ProtocolError::BadAdminReply(format!("{what}: {reply:?}")).into()
 }
 
+/// The reply of an action command: `OK`, or the server's `ERR`.
+fn expect_ok(reply: &str) -> Result<()> {
+    match parse_reply(reply)? {
+        AdminReply::Ok => Ok(()),
+        AdminReply::Err(e) => Err(e.into()),
+        AdminReply::Value(_) => Err(bad_reply("expected OK", reply)),
+    }
+}
+
 /// Rejects names that would change the command's tokens.
 fn check_word(what: &str, s: &str) -> Result<()> {
     if s.is_empty() || s.contains([' ', '\n', '\r', '\0']) {
@@ -155,19 +164,22 @@ impl Admin {
         }
     }
 
+    /// A typed command, its text from [`AdminCommand`]'s formatter (the
+    /// protocol module's, as the server parses it): the raw reply.
+    async fn command(&mut self, command: AdminCommand) -> Result<String> {
+        let listing = command.is_listing();
+        self.call(&command.to_string(), listing).await
+    }
+
     /// A command answered by `OK\r\n`.
-    async fn action(&mut self, command: &str) -> Result<()> {
-        let reply = self.call(command, false).await?;
-        match parse_reply(&reply)? {
-            AdminReply::Ok => Ok(()),
-            AdminReply::Err(e) => Err(e.into()),
-            AdminReply::Value(_) => Err(bad_reply("expected OK", &reply)),
-        }
+    async fn action(&mut self, command: AdminCommand) -> Result<()> {
+        let reply = self.command(command).await?;
+        expect_ok(&reply)
     }
 
     /// A command answered by `OK <value>\n`.
-    async fn value(&mut self, command: &str) -> Result<String> {
-        let reply = self.call(command, false).await?;
+    async fn value(&mut self, command: AdminCommand) -> Result<String> {
+        let reply = self.command(command).await?;
         match parse_reply(&reply)? {
             AdminReply::Value(v) => Ok(v),
             AdminReply::Err(e) => Err(e.into()),
@@ -177,43 +189,43 @@ impl Admin {
 
     /// `status`: per function, total/running jobs and registered workers.
     pub async fn status(&mut self) -> Result<Vec<FunctionStatus>> {
-        parse_status(&self.call("status", true).await?)
+        parse_status(&self.command(AdminCommand::Status).await?)
     }
     /// `prioritystatus`: waiting jobs per priority.
     pub async fn priority_status(&mut self) -> Result<Vec<PriorityStatus>> {
-        parse_priority_status(&self.call("prioritystatus", true).await?)
+        parse_priority_status(&self.command(AdminCommand::PriorityStatus).await?)
     }
     /// `workers`: one entry per connection.
     pub async fn workers(&mut self) -> Result<Vec<WorkerInfo>> {
-        parse_workers(&self.call("workers", true).await?)
+        parse_workers(&self.command(AdminCommand::Workers).await?)
     }
     /// `version`.
     pub async fn version(&mut self) -> Result<String> {
-        self.value("version").await
+        self.value(AdminCommand::Version).await
     }
     /// `getpid`.
     pub async fn getpid(&mut self) -> Result<u32> {
-        let v = self.value("getpid").await?;
+        let v = self.value(AdminCommand::Getpid).await?;
         v.trim()
             .parse()
             .map_err(|_| bad_reply("getpid is not a process id", &v))
     }
     /// `verbose`: the server's log level name.
     pub async fn verbose(&mut self) -> Result<String> {
-        self.value("verbose").await
+        self.value(AdminCommand::Verbose).await
     }
     /// `show jobs`.
     pub async fn show_jobs(&mut self) -> Result<Vec<JobInfo>> {
-        parse_jobs(&self.call("show jobs", true).await?)
+        parse_jobs(&self.command(AdminCommand::ShowJobs).await?)
     }
     /// `show unique jobs`.
     pub async fn show_unique_jobs(&mut self) -> Result<Vec<String>> {
-        parse_unique_jobs(&self.call("show unique jobs", true).await?)
+        parse_unique_jobs(&self.command(AdminCommand::ShowUniqueJobs).await?)
     }
     /// `cancel job HANDLE`; `Error::Server` with code `UNKNOWN_JOB` if absent.
     pub async fn cancel_job(&mut self, handle: &str) -> Result<()> {
         check_word("job handle", handle)?;
-        self.action(&format!("cancel job {handle}")).await
+        self.action(AdminCommand::CancelJob(handle.into())).await
     }
     /// `maxqueue FUNC` (None: unlimited) or `maxqueue FUNC HIGH NORMAL LOW`.
     ///
@@ -222,7 +234,11 @@ impl Admin {
     pub async fn maxqueue(&mut self, function: &str, limits: Option<[u32; 3]>) -> Result<()> {
         check_word("function name", function)?;
         match limits {
-            None => self.action(&format!("maxqueue {function}")).await,
+            // No AdminCommand for this form (it parses as limits of 0).
+            None => {
+                let reply = self.call(&format!("maxqueue {function}"), false).await?;
+                expect_ok(&reply)
+            }
             Some(l) => {
                 if l.iter().any(|&n| n > i32::MAX as u32) {
                     return Err(Error::InvalidArgument(format!(
@@ -230,26 +246,29 @@ impl Admin {
                         i32::MAX
                     )));
                 }
-                let [h, n, lo] = l;
-                self.action(&format!("maxqueue {function} {h} {n} {lo}"))
-                    .await
+                self.action(AdminCommand::MaxQueue {
+                    function: function.into(),
+                    limits: l,
+                })
+                .await
             }
         }
     }
     /// `create function FUNC`.
     pub async fn create_function(&mut self, function: &str) -> Result<()> {
         check_word("function name", function)?;
-        self.action(&format!("create function {function}")).await
+        self.action(AdminCommand::CreateFunction(function.into()))
+            .await
     }
     /// `drop function FUNC`.
     pub async fn drop_function(&mut self, function: &str) -> Result<()> {
         check_word("function name", function)?;
-        self.action(&format!("drop function {function}")).await
+        self.action(AdminCommand::DropFunction(function.into()))
+            .await
     }
     /// `shutdown` / `shutdown graceful` (only servers that allow it).
     pub async fn shutdown(&mut self, graceful: bool) -> Result<()> {
-        let command = AdminCommand::Shutdown { graceful }.to_string();
-        self.action(&command).await
+        self.action(AdminCommand::Shutdown { graceful }).await
     }
     /// Sends any command line and returns the raw reply (a listing up to and
     /// including the `.` line, otherwise the single line), byte for byte

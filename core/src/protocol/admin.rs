@@ -19,7 +19,7 @@ use std::fmt;
 
 use bytes::BufMut;
 
-use super::packet::atoi;
+use super::packet::{atoi, Decimal};
 use super::ProtocolError;
 use crate::error::{Error, Result};
 
@@ -99,19 +99,8 @@ fn c_str(b: &[u8]) -> &[u8] {
     }
 }
 
-fn put_num(out: &mut impl BufMut, n: u64) {
-    let mut buf = [0u8; 20];
-    let mut i = buf.len();
-    let mut n = n;
-    loop {
-        i -= 1;
-        buf[i] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    out.put_slice(&buf[i..]);
+fn put_num(out: &mut impl BufMut, n: impl Into<Decimal>) {
+    out.put_slice(n.into().as_bytes());
 }
 
 /// Appends a `status` line `FUNC\tTOTAL\tRUNNING\tWORKERS\n`.
@@ -157,10 +146,7 @@ pub fn write_worker_line<'a>(
     client_id: &[u8],
     functions: impl IntoIterator<Item = &'a [u8]>,
 ) {
-    if fd < 0 {
-        out.put_u8(b'-');
-    }
-    put_num(out, fd.unsigned_abs());
+    put_num(out, fd);
     out.put_u8(b' ');
     out.put_slice(c_str(ip));
     out.put_u8(b' ');
@@ -183,7 +169,7 @@ pub fn write_job_line(
 ) {
     out.put_slice(c_str(handle));
     out.put_u8(b'\t');
-    put_num(out, retries as u64);
+    put_num(out, retries);
     out.put_slice(if ignore { b"\t1" } else { b"\t0" });
     out.put_slice(if queued { b"\t1\n" } else { b"\t0\n" });
 }
@@ -782,7 +768,7 @@ impl fmt::Display for AdminCommand {
             AdminCommand::ShowUniqueJobs => f.write_str("show unique jobs"),
             AdminCommand::CancelJob(h) => write!(f, "cancel job {h}"),
             AdminCommand::MaxQueue { function, limits } => {
-                let [h, n, l] = limits;
+                let [h, n, l] = limits.map(Decimal::from);
                 write!(f, "maxqueue {function} {h} {n} {l}")
             }
             AdminCommand::CreateFunction(n) => write!(f, "create function {n}"),
