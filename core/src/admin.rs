@@ -12,16 +12,16 @@
 
 use std::time::Duration;
 
-use bytes::BytesMut;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
 use crate::error::{Error, Result};
+use crate::frame::{FrameReader, Line};
 use crate::protocol::admin::{
     is_error_line, parse_jobs, parse_priority_status, parse_reply, parse_status, parse_unique_jobs,
     parse_workers, AdminCommand, AdminReply, FunctionStatus, JobInfo, PriorityStatus, WorkerInfo,
 };
-use crate::protocol::ProtocolError;
+use crate::protocol::{PacketCodec, ProtocolError};
 use crate::servers::ServerAddr;
 
 /// Longest reply line accepted (a `workers` line lists every registration).
@@ -35,35 +35,31 @@ pub struct Admin {
     conn: Option<Conn>,
 }
 
+/// The socket, read through the crate's one [`FrameReader`] (text lines only).
 #[derive(Debug)]
 struct Conn {
-    stream: TcpStream,
-    buf: BytesMut,
+    reader: FrameReader<TcpStream>,
 }
 
 impl Conn {
+    fn new(stream: TcpStream) -> Conn {
+        Conn {
+            reader: FrameReader::new(stream, PacketCodec::default()),
+        }
+    }
+
     /// Reads one line including its `\n`.
     async fn read_line(&mut self, addr: &ServerAddr) -> Result<String> {
-        let mut scanned = 0;
-        loop {
-            if let Some(p) = self.buf[scanned..].iter().position(|&b| b == b'\n') {
-                let line = self.buf.split_to(scanned + p + 1);
-                return Ok(String::from_utf8_lossy(&line).into_owned());
-            }
-            scanned = self.buf.len();
-            if scanned > MAX_REPLY_LINE {
-                return Err(ProtocolError::BadAdminReply(format!(
-                    "reply line longer than {MAX_REPLY_LINE} bytes"
-                ))
-                .into());
-            }
-            self.buf.reserve(8192);
-            if self.stream.read_buf(&mut self.buf).await? == 0 {
-                return Err(Error::ConnectionLost {
-                    addr: addr.to_string(),
-                    reason: "server closed the admin connection".into(),
-                });
-            }
+        match self.reader.read_line(MAX_REPLY_LINE).await? {
+            Line::Complete(line) => Ok(String::from_utf8_lossy(&line).into_owned()),
+            Line::TooLong => Err(ProtocolError::BadAdminReply(format!(
+                "reply line longer than {MAX_REPLY_LINE} bytes"
+            ))
+            .into()),
+            Line::Eof => Err(Error::ConnectionLost {
+                addr: addr.to_string(),
+                reason: "server closed the admin connection".into(),
+            }),
         }
     }
 }
@@ -98,10 +94,7 @@ impl Admin {
         Ok(Admin {
             addr: addr.clone(),
             timeout,
-            conn: Some(Conn {
-                stream,
-                buf: BytesMut::with_capacity(8192),
-            }),
+            conn: Some(Conn::new(stream)),
         })
     }
 
@@ -110,10 +103,7 @@ impl Admin {
     async fn exchange(&mut self, command: &str, listing: bool) -> Result<String> {
         if self.conn.is_none() {
             let stream = self.addr.connect(self.timeout).await?;
-            self.conn = Some(Conn {
-                stream,
-                buf: BytesMut::with_capacity(8192),
-            });
+            self.conn = Some(Conn::new(stream));
         }
         let Some(conn) = self.conn.as_mut() else {
             return Err(Error::Closed("admin connection".into()));
@@ -121,7 +111,7 @@ impl Admin {
         let mut msg = Vec::with_capacity(command.len() + 2);
         msg.extend_from_slice(command.as_bytes());
         msg.extend_from_slice(b"\r\n");
-        conn.stream.write_all(&msg).await?;
+        conn.reader.get_mut().write_all(&msg).await?;
         let first = conn.read_line(&self.addr).await?;
         if !listing || is_error_line(&first) {
             return Ok(first);

@@ -11,6 +11,7 @@ pub mod admin;
 mod backoff;
 pub mod client;
 mod error;
+mod frame;
 mod outbox;
 pub mod protocol;
 pub mod servers;

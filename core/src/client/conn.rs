@@ -18,7 +18,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use bytes::{Bytes, BytesMut};
-use tokio::io::AsyncReadExt;
 use tokio::net::tcp::OwnedReadHalf;
 use tokio::net::TcpStream;
 use tokio::sync::{oneshot, Notify};
@@ -26,16 +25,15 @@ use tokio::sync::{oneshot, Notify};
 use super::job::JobSlot;
 use super::{ClientOptions, JobEvent};
 use crate::error::{Error, Result};
+use crate::frame::FrameReader;
 use crate::outbox::{settle, Outbox};
-use crate::protocol::{atoi, Frame, Magic, Packet, PacketCodec, ProtocolError};
+use crate::protocol::{atoi, Magic, Packet, PacketCodec, ProtocolError};
 use crate::util::lock;
 
 /// Handles whose local waiters all left are still tracked (the server keeps
 /// sending their WORK_* packets once per attachment) until their final
 /// packet, unless a connection tracks more jobs than this.
 const MAX_TRACKED_JOBS: usize = 65_536;
-/// Read buffer growth step.
-const READ_CHUNK: usize = 64 * 1024;
 
 /// The kind of reply a queued request waits for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -475,15 +473,12 @@ async fn write_loop(conn: Arc<Conn>) {
     }
 }
 
-async fn read_loop(conn: Arc<Conn>, mut rd: OwnedReadHalf, max_packet: usize) {
+/// Reads replies and dispatches everything one read brought under one lock.
+async fn read_loop(conn: Arc<Conn>, rd: OwnedReadHalf, max_packet: usize) {
     let _guard = DeadOnDrop(conn.clone());
-    let mut codec = PacketCodec::new(max_packet);
-    let mut buf = BytesMut::with_capacity(READ_CHUNK);
+    let mut reader = FrameReader::new(rd, PacketCodec::new(max_packet));
     let reason = loop {
-        if buf.capacity() - buf.len() < READ_CHUNK / 4 {
-            buf.reserve(READ_CHUNK);
-        }
-        match rd.read_buf(&mut buf).await {
+        match reader.fill().await {
             Ok(0) => break "closed by the server".to_string(),
             Ok(_) => {}
             Err(e) => break format!("read failed: {e}"),
@@ -493,15 +488,14 @@ async fn read_loop(conn: Arc<Conn>, mut rd: OwnedReadHalf, max_packet: usize) {
             return;
         }
         loop {
-            match codec.decode_frame(&mut buf) {
-                Ok(Some(Frame::Packet(_, p))) => {
+            match reader.next_packet() {
+                Ok(Some(p)) => {
                     if let Err(reason) = conn.dispatch(&mut sh, p) {
                         drop(sh);
                         conn.fail(Dead::Lost(format!("protocol error: {reason}")));
                         return;
                     }
                 }
-                Ok(Some(Frame::Text(_))) => {}
                 Ok(None) => break,
                 Err(e) => {
                     drop(sh);

@@ -28,9 +28,8 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
-use tokio::io::AsyncReadExt;
-use tokio::net::tcp::OwnedWriteHalf;
+use bytes::Bytes;
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
 use tokio::sync::{watch, OwnedSemaphorePermit};
 use tokio::time::Instant;
@@ -40,7 +39,8 @@ use super::queue::WorkerState;
 use super::session::{CloseReason, Session};
 use crate::backoff::Backoff;
 use crate::error::Result;
-use crate::protocol::{Decimal, Frame, Packet, PacketCodec, PacketType};
+use crate::frame::FrameReader;
+use crate::protocol::{Decimal, Packet, PacketCodec, PacketType};
 use crate::util::{later, lock};
 
 /// A NOOP this soon after PRE_SLEEP means the server thinks a job is
@@ -366,7 +366,8 @@ async fn run_session(
     use_all: &mut bool,
     closing: &mut watch::Receiver<bool>,
 ) -> SessionEnd {
-    let (mut rd, wr) = stream.into_split();
+    let (rd, wr) = stream.into_split();
+    let mut reader = FrameReader::new(rd, PacketCodec::new(state.opts.max_packet));
     let session = Arc::new(Session::new(
         state.addrs[idx].clone(),
         wr,
@@ -411,7 +412,7 @@ async fn run_session(
         idx,
         session: session.clone(),
     };
-    let end = session_loop(&mut grabber, &mut rd, use_all, closing).await;
+    let end = session_loop(&mut grabber, &mut reader, use_all, closing).await;
 
     // Tear down: unpublish, forget the grab in flight and buffered jobs.
     unpublish(state, idx, &session);
@@ -474,13 +475,11 @@ impl Drop for Grabber<'_> {
 /// full socket, until the connection fails or the worker closes.
 async fn session_loop(
     grabber: &mut Grabber<'_>,
-    rd: &mut tokio::net::tcp::OwnedReadHalf,
+    reader: &mut FrameReader<OwnedReadHalf>,
     use_all: &mut bool,
     closing: &mut watch::Receiver<bool>,
 ) -> SessionEnd {
     let state = grabber.state;
-    let mut codec = PacketCodec::new(state.opts.max_packet);
-    let mut rbuf = BytesMut::with_capacity(16 * 1024);
     let poll = tokio::time::sleep(state.opts.poll_interval);
     tokio::pin!(poll);
     loop {
@@ -488,13 +487,12 @@ async fn session_loop(
         grabber.track_sent();
         // Everything already read.
         loop {
-            match codec.decode_frame(&mut rbuf) {
-                Ok(Some(Frame::Packet(_, packet))) => {
+            match reader.next_packet() {
+                Ok(Some(packet)) => {
                     if let Err(e) = grabber.on_packet(packet, use_all, &mut poll) {
                         return SessionEnd::Lost(e.to_string());
                     }
                 }
-                Ok(Some(Frame::Text(_))) => {}
                 Ok(None) => break,
                 Err(e) => return SessionEnd::Lost(format!("protocol error: {e}")),
             }
@@ -514,12 +512,9 @@ async fn session_loop(
             Ok(blocked) => blocked,
             Err(e) => return SessionEnd::Lost(e.to_string()),
         };
-        if rbuf.capacity() - rbuf.len() < 4096 {
-            rbuf.reserve(16 * 1024);
-        }
         tokio::select! {
             biased;
-            r = rd.read_buf(&mut rbuf) => match r {
+            r = reader.fill() => match r {
                 Ok(0) => return SessionEnd::Lost("closed by the server".into()),
                 Ok(_) => {}
                 Err(e) => return SessionEnd::Lost(e.to_string()),
