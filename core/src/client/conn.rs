@@ -14,6 +14,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::fmt;
+use std::io;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -26,7 +27,7 @@ use super::job::JobSlot;
 use super::{ClientOptions, JobEvent};
 use crate::error::{Error, Result};
 use crate::frame::FrameReader;
-use crate::outbox::{settle, Outbox};
+use crate::outbox::{flush_until_empty, settle, Outbox};
 use crate::protocol::{atoi, Magic, Packet, PacketCodec, ProtocolError};
 use crate::util::lock;
 
@@ -221,11 +222,15 @@ impl Conn {
             sh.pending.push_back(pending);
         }
         drop(sh);
-        match settle(pushed, || lock(&self.shared), |sh: &mut Shared| &mut sh.out) {
-            Ok(false) => {}
-            Ok(true) => self.wake_writer.notify_one(),
+        let relock = || lock(&self.shared);
+        if let Err(e) = settle(
+            pushed,
+            relock,
+            |sh: &mut Shared| &mut sh.out,
+            &self.wake_writer,
+        ) {
             // The pending entry just queued is failed with the rest.
-            Err(e) => self.fail(Dead::Lost(format!("write failed: {e}"))),
+            self.fail(Dead::Lost(format!("write failed: {e}")));
         }
         Ok(encoded?)
     }
@@ -446,29 +451,17 @@ async fn write_loop(conn: Arc<Conn>) {
     let _guard = DeadOnDrop(conn.clone());
     loop {
         conn.wake_writer.notified().await;
-        loop {
-            let wr = {
-                let mut sh = lock(&conn.shared);
-                if sh.dead {
-                    return;
-                }
-                if !sh.out.flushing() {
-                    break;
-                }
-                match sh.out.flush_step() {
-                    Ok(None) => break,
-                    Ok(Some(wr)) => wr,
-                    Err(e) => {
-                        drop(sh);
-                        conn.fail(Dead::Lost(format!("write failed: {e}")));
-                        return;
-                    }
-                }
-            };
-            if let Err(e) = wr.writable().await {
-                conn.fail(Dead::Lost(format!("write failed: {e}")));
-                return;
+        let step = || {
+            let mut sh = lock(&conn.shared);
+            if sh.dead {
+                // Ends the task; failing a dead connection again does nothing.
+                return Err(io::ErrorKind::NotConnected.into());
             }
+            sh.out.flush_step()
+        };
+        if let Err(e) = flush_until_empty(step, false).await {
+            conn.fail(Dead::Lost(format!("write failed: {e}")));
+            return;
         }
     }
 }

@@ -29,7 +29,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::tcp::OwnedReadHalf;
 use tokio::net::TcpStream;
 use tokio::sync::{watch, OwnedSemaphorePermit};
 use tokio::time::Instant;
@@ -40,6 +40,7 @@ use super::session::{CloseReason, Session};
 use crate::backoff::Backoff;
 use crate::error::Result;
 use crate::frame::FrameReader;
+use crate::outbox::writable;
 use crate::protocol::{Decimal, Packet, PacketCodec, PacketType};
 use crate::util::{later, lock};
 
@@ -541,13 +542,5 @@ async fn session_loop(
             _ = grabber.session.wake.notified() => {}
             _ = closing.changed() => return SessionEnd::Closing,
         }
-    }
-}
-
-/// Waits until a full socket takes bytes again.
-async fn writable(wr: &Option<Arc<OwnedWriteHalf>>) -> std::io::Result<()> {
-    match wr {
-        Some(wr) => wr.writable().await,
-        None => std::future::pending().await,
     }
 }

@@ -18,14 +18,13 @@
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Duration;
 
 use bytes::BytesMut;
 use tokio::net::tcp::OwnedWriteHalf;
 use tokio::sync::{Notify, OwnedSemaphorePermit};
 
 use crate::error::{Error, Result};
-use crate::outbox::{settle, Outbox};
+use crate::outbox::{flush_until_empty, settle, Flush, Outbox};
 use crate::protocol::{encode_packet, Magic, PacketType, ProtocolError};
 use crate::util::lock;
 
@@ -181,10 +180,9 @@ impl Session {
             out.sent.push(grab);
         }
         drop(out);
-        match settle(pushed, || lock(&self.out), |out: &mut Out| &mut out.outbox) {
-            Ok(false) => {}
-            Ok(true) => self.wake.notify_one(),
-            Err(e) => return Err(self.write_failed(e)),
+        let relock = || lock(&self.out);
+        if let Err(e) = settle(pushed, relock, |out: &mut Out| &mut out.outbox, &self.wake) {
+            return Err(self.write_failed(e));
         }
         encoded
     }
@@ -262,46 +260,35 @@ impl Session {
 
     /// For the server task, before it waits: records whether (and
     /// which) GRAB an ending job should send for it, then flushes like
-    /// [`Session::flush_step`] (one lock for both).
+    /// [`Session::flush_step`] (one lock for both). The write half to await
+    /// (see [`writable`](crate::outbox::writable)) if the socket is full.
     pub(super) fn before_wait(
         &self,
         want: Option<bool>,
     ) -> std::io::Result<Option<Arc<OwnedWriteHalf>>> {
         let mut out = lock(&self.out);
         self.set_wanted(&mut out, want);
-        Self::flush_locked(&mut out)
+        Self::flush_locked(&mut out).map(Flush::blocked)
     }
 
-    /// For the server task: flushes what the socket takes. `Ok(None)`
-    /// when nothing is left, else the write half to await writability on.
-    fn flush_step(&self) -> std::io::Result<Option<Arc<OwnedWriteHalf>>> {
+    /// For the server task: flushes what the socket takes, if it was full.
+    fn flush_step(&self) -> std::io::Result<Flush> {
         Self::flush_locked(&mut lock(&self.out))
     }
 
-    fn flush_locked(out: &mut Out) -> std::io::Result<Option<Arc<OwnedWriteHalf>>> {
+    fn flush_locked(out: &mut Out) -> std::io::Result<Flush> {
         if let Some(CloseReason::Lost(reason)) = &out.closed {
             return Err(std::io::Error::other(reason.clone()));
-        }
-        if !out.outbox.flushing() {
-            return Ok(None);
         }
         out.outbox.flush_step()
     }
 
-    /// Writes everything still queued, waiting for the socket as needed
-    /// (the caller then releases the socket with [`Session::release`]).
+    /// Writes everything still queued, waiting for the socket as needed,
+    /// and for a job's thread still writing (what it holds must leave
+    /// before the close). The caller then releases the socket with
+    /// [`Session::release`].
     pub(super) async fn finish(&self) -> std::io::Result<()> {
-        loop {
-            match self.flush_step()? {
-                Some(wr) => wr.writable().await?,
-                // A job's thread is writing (never for long: its writes do not
-                // block): what it still holds must leave before the close.
-                None if lock(&self.out).outbox.writing() => {
-                    tokio::time::sleep(Duration::from_millis(1)).await;
-                }
-                None => return Ok(()),
-            }
-        }
+        flush_until_empty(|| self.flush_step(), true).await
     }
 
     /// After [`Session::finish`]: closes the outbox, dropping anything still
