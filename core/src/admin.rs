@@ -12,17 +12,17 @@
 
 use std::time::Duration;
 
-use bytes::BytesMut;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
+use crate::error::{Error, Result};
+use crate::frame::{FrameReader, Line};
 use crate::protocol::admin::{
     is_error_line, parse_jobs, parse_priority_status, parse_reply, parse_status, parse_unique_jobs,
     parse_workers, AdminCommand, AdminReply, FunctionStatus, JobInfo, PriorityStatus, WorkerInfo,
 };
-use crate::protocol::ProtocolError;
+use crate::protocol::{PacketCodec, ProtocolError};
 use crate::servers::ServerAddr;
-use crate::{Error, Result};
 
 /// Longest reply line accepted (a `workers` line lists every registration).
 const MAX_REPLY_LINE: usize = 16 << 20;
@@ -35,41 +35,46 @@ pub struct Admin {
     conn: Option<Conn>,
 }
 
+/// The socket, read through the crate's one [`FrameReader`] (text lines only).
 #[derive(Debug)]
 struct Conn {
-    stream: TcpStream,
-    buf: BytesMut,
+    reader: FrameReader<TcpStream>,
 }
 
 impl Conn {
+    fn new(stream: TcpStream) -> Conn {
+        Conn {
+            reader: FrameReader::new(stream, PacketCodec::default()),
+        }
+    }
+
     /// Reads one line including its `\n`.
     async fn read_line(&mut self, addr: &ServerAddr) -> Result<String> {
-        let mut scanned = 0;
-        loop {
-            if let Some(p) = self.buf[scanned..].iter().position(|&b| b == b'\n') {
-                let line = self.buf.split_to(scanned + p + 1);
-                return Ok(String::from_utf8_lossy(&line).into_owned());
-            }
-            scanned = self.buf.len();
-            if scanned > MAX_REPLY_LINE {
-                return Err(ProtocolError::BadAdminReply(format!(
-                    "reply line longer than {MAX_REPLY_LINE} bytes"
-                ))
-                .into());
-            }
-            self.buf.reserve(8192);
-            if self.stream.read_buf(&mut self.buf).await? == 0 {
-                return Err(Error::ConnectionLost {
-                    addr: addr.to_string(),
-                    reason: "server closed the admin connection".into(),
-                });
-            }
+        match self.reader.read_line(MAX_REPLY_LINE).await? {
+            Line::Complete(line) => Ok(String::from_utf8_lossy(&line).into_owned()),
+            Line::TooLong => Err(ProtocolError::BadAdminReply(format!(
+                "reply line longer than {MAX_REPLY_LINE} bytes"
+            ))
+            .into()),
+            Line::Eof => Err(Error::ConnectionLost {
+                addr: addr.to_string(),
+                reason: "server closed the admin connection".into(),
+            }),
         }
     }
 }
 
 fn bad_reply(what: &str, reply: &str) -> Error {
     ProtocolError::BadAdminReply(format!("{what}: {reply:?}")).into()
+}
+
+/// The reply of an action command: `OK`, or the server's `ERR`.
+fn expect_ok(reply: &str) -> Result<()> {
+    match parse_reply(reply)? {
+        AdminReply::Ok => Ok(()),
+        AdminReply::Err(e) => Err(e.into()),
+        AdminReply::Value(_) => Err(bad_reply("expected OK", reply)),
+    }
 }
 
 /// Rejects names that would change the command's tokens.
@@ -89,10 +94,7 @@ impl Admin {
         Ok(Admin {
             addr: addr.clone(),
             timeout,
-            conn: Some(Conn {
-                stream,
-                buf: BytesMut::with_capacity(8192),
-            }),
+            conn: Some(Conn::new(stream)),
         })
     }
 
@@ -101,10 +103,7 @@ impl Admin {
     async fn exchange(&mut self, command: &str, listing: bool) -> Result<String> {
         if self.conn.is_none() {
             let stream = self.addr.connect(self.timeout).await?;
-            self.conn = Some(Conn {
-                stream,
-                buf: BytesMut::with_capacity(8192),
-            });
+            self.conn = Some(Conn::new(stream));
         }
         let Some(conn) = self.conn.as_mut() else {
             return Err(Error::Closed("admin connection".into()));
@@ -112,7 +111,7 @@ impl Admin {
         let mut msg = Vec::with_capacity(command.len() + 2);
         msg.extend_from_slice(command.as_bytes());
         msg.extend_from_slice(b"\r\n");
-        conn.stream.write_all(&msg).await?;
+        conn.reader.get_mut().write_all(&msg).await?;
         let first = conn.read_line(&self.addr).await?;
         if !listing || is_error_line(&first) {
             return Ok(first);
@@ -155,19 +154,22 @@ impl Admin {
         }
     }
 
+    /// A typed command, its text from [`AdminCommand`]'s formatter (the
+    /// protocol module's, as the server parses it): the raw reply.
+    async fn command(&mut self, command: AdminCommand) -> Result<String> {
+        let listing = command.is_listing();
+        self.call(&command.to_string(), listing).await
+    }
+
     /// A command answered by `OK\r\n`.
-    async fn action(&mut self, command: &str) -> Result<()> {
-        let reply = self.call(command, false).await?;
-        match parse_reply(&reply)? {
-            AdminReply::Ok => Ok(()),
-            AdminReply::Err(e) => Err(e.into()),
-            AdminReply::Value(_) => Err(bad_reply("expected OK", &reply)),
-        }
+    async fn action(&mut self, command: AdminCommand) -> Result<()> {
+        let reply = self.command(command).await?;
+        expect_ok(&reply)
     }
 
     /// A command answered by `OK <value>\n`.
-    async fn value(&mut self, command: &str) -> Result<String> {
-        let reply = self.call(command, false).await?;
+    async fn value(&mut self, command: AdminCommand) -> Result<String> {
+        let reply = self.command(command).await?;
         match parse_reply(&reply)? {
             AdminReply::Value(v) => Ok(v),
             AdminReply::Err(e) => Err(e.into()),
@@ -177,43 +179,43 @@ impl Admin {
 
     /// `status`: per function, total/running jobs and registered workers.
     pub async fn status(&mut self) -> Result<Vec<FunctionStatus>> {
-        parse_status(&self.call("status", true).await?)
+        parse_status(&self.command(AdminCommand::Status).await?)
     }
     /// `prioritystatus`: waiting jobs per priority.
     pub async fn priority_status(&mut self) -> Result<Vec<PriorityStatus>> {
-        parse_priority_status(&self.call("prioritystatus", true).await?)
+        parse_priority_status(&self.command(AdminCommand::PriorityStatus).await?)
     }
     /// `workers`: one entry per connection.
     pub async fn workers(&mut self) -> Result<Vec<WorkerInfo>> {
-        parse_workers(&self.call("workers", true).await?)
+        parse_workers(&self.command(AdminCommand::Workers).await?)
     }
     /// `version`.
     pub async fn version(&mut self) -> Result<String> {
-        self.value("version").await
+        self.value(AdminCommand::Version).await
     }
     /// `getpid`.
     pub async fn getpid(&mut self) -> Result<u32> {
-        let v = self.value("getpid").await?;
+        let v = self.value(AdminCommand::Getpid).await?;
         v.trim()
             .parse()
             .map_err(|_| bad_reply("getpid is not a process id", &v))
     }
     /// `verbose`: the server's log level name.
     pub async fn verbose(&mut self) -> Result<String> {
-        self.value("verbose").await
+        self.value(AdminCommand::Verbose).await
     }
     /// `show jobs`.
     pub async fn show_jobs(&mut self) -> Result<Vec<JobInfo>> {
-        parse_jobs(&self.call("show jobs", true).await?)
+        parse_jobs(&self.command(AdminCommand::ShowJobs).await?)
     }
     /// `show unique jobs`.
     pub async fn show_unique_jobs(&mut self) -> Result<Vec<String>> {
-        parse_unique_jobs(&self.call("show unique jobs", true).await?)
+        parse_unique_jobs(&self.command(AdminCommand::ShowUniqueJobs).await?)
     }
     /// `cancel job HANDLE`; `Error::Server` with code `UNKNOWN_JOB` if absent.
     pub async fn cancel_job(&mut self, handle: &str) -> Result<()> {
         check_word("job handle", handle)?;
-        self.action(&format!("cancel job {handle}")).await
+        self.action(AdminCommand::CancelJob(handle.into())).await
     }
     /// `maxqueue FUNC` (None: unlimited) or `maxqueue FUNC HIGH NORMAL LOW`.
     ///
@@ -222,7 +224,11 @@ impl Admin {
     pub async fn maxqueue(&mut self, function: &str, limits: Option<[u32; 3]>) -> Result<()> {
         check_word("function name", function)?;
         match limits {
-            None => self.action(&format!("maxqueue {function}")).await,
+            // No AdminCommand for this form (it parses as limits of 0).
+            None => {
+                let reply = self.call(&format!("maxqueue {function}"), false).await?;
+                expect_ok(&reply)
+            }
             Some(l) => {
                 if l.iter().any(|&n| n > i32::MAX as u32) {
                     return Err(Error::InvalidArgument(format!(
@@ -230,26 +236,29 @@ impl Admin {
                         i32::MAX
                     )));
                 }
-                let [h, n, lo] = l;
-                self.action(&format!("maxqueue {function} {h} {n} {lo}"))
-                    .await
+                self.action(AdminCommand::MaxQueue {
+                    function: function.into(),
+                    limits: l,
+                })
+                .await
             }
         }
     }
     /// `create function FUNC`.
     pub async fn create_function(&mut self, function: &str) -> Result<()> {
         check_word("function name", function)?;
-        self.action(&format!("create function {function}")).await
+        self.action(AdminCommand::CreateFunction(function.into()))
+            .await
     }
     /// `drop function FUNC`.
     pub async fn drop_function(&mut self, function: &str) -> Result<()> {
         check_word("function name", function)?;
-        self.action(&format!("drop function {function}")).await
+        self.action(AdminCommand::DropFunction(function.into()))
+            .await
     }
     /// `shutdown` / `shutdown graceful` (only servers that allow it).
     pub async fn shutdown(&mut self, graceful: bool) -> Result<()> {
-        let command = AdminCommand::Shutdown { graceful }.to_string();
-        self.action(&command).await
+        self.action(AdminCommand::Shutdown { graceful }).await
     }
     /// Sends any command line and returns the raw reply (a listing up to and
     /// including the `.` line, otherwise the single line), byte for byte

@@ -8,11 +8,14 @@
 #![warn(missing_docs)]
 
 pub mod admin;
+mod backoff;
 pub mod client;
 mod error;
+mod frame;
 mod outbox;
 pub mod protocol;
 pub mod servers;
+mod util;
 pub mod worker;
 
 pub use admin::Admin;

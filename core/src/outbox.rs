@@ -12,6 +12,15 @@
 //! connection's task take over: it waits for writability and flushes until
 //! the buffer is empty.
 //!
+//! Both halves of that hand-over are here, for the client's connections and
+//! the worker's sessions alike: [`settle`] finishes a push on the caller's
+//! thread and wakes the task when the socket is full; the task flushes with
+//! [`Outbox::flush_step`], either in a loop of its own ([`flush_until_empty`],
+//! the client's writer task and a closing worker session) or, where it must
+//! keep reading meanwhile (the worker's session loop), by awaiting
+//! [`writable`] in its `select!`. The callers only keep what differs: which
+//! lock guards the outbox and what a failed write does to the connection.
+//!
 //! Writing from the caller matters for latency (a reply leaves as soon as it
 //! exists) and for runtimes driven by their callers (a current-thread tokio
 //! runtime that only runs while some thread waits on it): a job's result or
@@ -19,9 +28,11 @@
 
 use std::io;
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::{Buf, BytesMut};
 use tokio::net::tcp::OwnedWriteHalf;
+use tokio::sync::Notify;
 
 /// Write buffers above this capacity are released once empty.
 const KEEP_CAPACITY: usize = 1 << 20;
@@ -38,6 +49,29 @@ pub(crate) enum Pushed {
     Write(Batch),
     /// The socket is full: wake the connection task to flush.
     WakeTask,
+}
+
+/// What the connection task does next, from [`Outbox::flush_step`].
+#[derive(Debug)]
+pub(crate) enum Flush {
+    /// Nothing: the buffer is empty (direct writes resume) or no flush is due.
+    Idle,
+    /// A caller is writing a batch: it hands back (waking the task) if the
+    /// socket fills, so the task has nothing to do now.
+    CallerWriting,
+    /// The socket is full: await writability on this write half (without
+    /// the lock), then step again.
+    Blocked(Arc<OwnedWriteHalf>),
+}
+
+impl Flush {
+    /// The write half to await, if the socket is full.
+    pub(crate) fn blocked(self) -> Option<Arc<OwnedWriteHalf>> {
+        match self {
+            Flush::Blocked(wr) => Some(wr),
+            Flush::Idle | Flush::CallerWriting => None,
+        }
+    }
 }
 
 /// Bytes taken out of an [`Outbox`] to be written without its lock held.
@@ -163,29 +197,28 @@ impl Outbox {
     }
 
     /// True while the connection task owns flushing.
+    #[cfg(test)]
     pub(crate) fn flushing(&self) -> bool {
         self.flushing
     }
 
-    /// True while a caller writes a [`Batch`].
-    pub(crate) fn writing(&self) -> bool {
-        self.writing
-    }
-
-    /// For the connection task: writes what the socket takes. Returns
-    /// `Ok(None)` once the buffer is empty (direct writes resume) or while a
-    /// caller writes (it hands back with [`Pushed::WakeTask`] if the socket
-    /// fills), else the write half to await writability on.
-    pub(crate) fn flush_step(&mut self) -> io::Result<Option<Arc<OwnedWriteHalf>>> {
+    /// For the connection task, with the lock held: if the socket was full
+    /// (a push handed over with [`Pushed::WakeTask`]), writes what it takes
+    /// now. See [`Flush`] for what to do next.
+    pub(crate) fn flush_step(&mut self) -> io::Result<Flush> {
         if self.writing {
-            return Ok(None);
+            return Ok(Flush::CallerWriting);
+        }
+        if !self.flushing {
+            return Ok(Flush::Idle);
         }
         if self.try_flush()? {
             self.flushing = false;
-            Ok(None)
-        } else {
-            self.flushing = true;
-            Ok(self.wr.clone())
+            return Ok(Flush::Idle);
+        }
+        match &self.wr {
+            Some(wr) => Ok(Flush::Blocked(wr.clone())),
+            None => Err(io::ErrorKind::NotConnected.into()),
         }
     }
 
@@ -235,18 +268,22 @@ impl Outbox {
 }
 
 /// Finishes a [`Outbox::push`] after the caller released the lock: writes
-/// a [`Pushed::Write`] batch, then what others appended meanwhile. `relock`
-/// locks the connection again and `outbox` finds the outbox in it.
-/// `Ok(true)` when the connection task must be woken (the socket is full);
-/// an error is the socket's (the caller closes the connection).
+/// a [`Pushed::Write`] batch, then what others appended meanwhile, and
+/// notifies `wake` (the connection task) if the socket is full. `relock`
+/// locks the connection again and `outbox` finds the outbox in it. An error
+/// is the socket's (the caller closes the connection).
 pub(crate) fn settle<G: std::ops::DerefMut>(
     pushed: io::Result<Pushed>,
     relock: impl Fn() -> G,
     outbox: impl Fn(&mut G::Target) -> &mut Outbox,
-) -> io::Result<bool> {
+    wake: &Notify,
+) -> io::Result<()> {
     let mut batch = match pushed? {
-        Pushed::Done => return Ok(false),
-        Pushed::WakeTask => return Ok(true),
+        Pushed::Done => return Ok(()),
+        Pushed::WakeTask => {
+            wake.notify_one();
+            return Ok(());
+        }
         Pushed::Write(batch) => batch,
     };
     loop {
@@ -254,9 +291,44 @@ pub(crate) fn settle<G: std::ops::DerefMut>(
         let mut guard = relock();
         match outbox(&mut guard).written(batch, result)? {
             Pushed::Write(next) => batch = next,
-            Pushed::Done => return Ok(false),
-            Pushed::WakeTask => return Ok(true),
+            Pushed::Done => return Ok(()),
+            Pushed::WakeTask => {
+                drop(guard);
+                wake.notify_one();
+                return Ok(());
+            }
         }
+    }
+}
+
+/// The connection task's flush of a full socket: calls `step` (an
+/// [`Outbox::flush_step`] under the caller's lock) until nothing is left,
+/// awaiting writability in between without the lock. A batch a caller is
+/// writing ends the flush (that caller hands back if the socket fills),
+/// unless `wait_for_caller`: then it is waited for too, as a connection
+/// about to close must send every byte first.
+pub(crate) async fn flush_until_empty(
+    mut step: impl FnMut() -> io::Result<Flush>,
+    wait_for_caller: bool,
+) -> io::Result<()> {
+    loop {
+        match step()? {
+            Flush::Blocked(wr) => wr.writable().await?,
+            // Never for long: the caller's writes do not block.
+            Flush::CallerWriting if wait_for_caller => {
+                tokio::time::sleep(Duration::from_millis(1)).await
+            }
+            Flush::CallerWriting | Flush::Idle => return Ok(()),
+        }
+    }
+}
+
+/// For a task that flushes inside its own `select!`: completes once the
+/// full socket takes bytes again; never if `blocked` is `None`.
+pub(crate) async fn writable(blocked: &Option<Arc<OwnedWriteHalf>>) -> io::Result<()> {
+    match blocked {
+        Some(wr) => wr.writable().await,
+        None => std::future::pending().await,
     }
 }
 
@@ -275,10 +347,15 @@ mod tests {
     }
 
     /// Pushes like the client and worker do: write with the lock released.
-    /// True if the task must be woken.
+    /// True if the task was woken.
     fn push(out: &std::sync::Mutex<Outbox>, bytes: &[u8]) -> bool {
+        let wake = Notify::new();
         let pushed = out.lock().unwrap().push(|b| b.extend_from_slice(bytes));
-        settle(pushed, || out.lock().unwrap(), |o: &mut Outbox| o).unwrap()
+        settle(pushed, || out.lock().unwrap(), |o: &mut Outbox| o, &wake).unwrap();
+        // A stored permit: notified() completes at once.
+        let woken = wake.notified();
+        tokio::pin!(woken);
+        woken.as_mut().enable()
     }
 
     #[tokio::test]
@@ -293,7 +370,10 @@ mod tests {
         // A push writes the backlog too (the task may not run for a while).
         assert!(!push(&out, b"world"));
         assert!(!out.lock().unwrap().flushing());
-        assert!(out.lock().unwrap().flush_step().unwrap().is_none());
+        assert!(matches!(
+            out.lock().unwrap().flush_step().unwrap(),
+            Flush::Idle
+        ));
 
         // While a batch is out, others only append; the writer picks their
         // bytes up when it reports back.
@@ -305,7 +385,10 @@ mod tests {
             Pushed::Done
         ));
         assert!(
-            out.lock().unwrap().flush_step().unwrap().is_none(),
+            matches!(
+                out.lock().unwrap().flush_step().unwrap(),
+                Flush::CallerWriting
+            ),
             "the task waits for the writer"
         );
         let r = batch.write();
@@ -343,11 +426,10 @@ mod tests {
             }
             got
         });
-        loop {
-            let wr = out.lock().unwrap().flush_step().unwrap();
-            let Some(wr) = wr else { break };
-            wr.writable().await.unwrap();
-        }
+        flush_until_empty(|| out.lock().unwrap().flush_step(), false)
+            .await
+            .unwrap();
+        assert!(!out.lock().unwrap().flushing());
         let got = reader.await.unwrap();
         assert_eq!(&got[..13], b"hello world!?");
         assert!(got[13..want - 3].iter().all(|&c| c == 7));

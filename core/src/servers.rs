@@ -5,7 +5,8 @@ use std::time::Duration;
 
 use tokio::net::TcpStream;
 
-use crate::{Error, Result, DEFAULT_PORT};
+use crate::error::{Error, Result};
+use crate::DEFAULT_PORT;
 
 /// One job server: host and port.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]

@@ -14,27 +14,27 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::fmt;
+use std::io;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use bytes::{Bytes, BytesMut};
-use tokio::io::AsyncReadExt;
 use tokio::net::tcp::OwnedReadHalf;
 use tokio::net::TcpStream;
 use tokio::sync::{oneshot, Notify};
 
 use super::job::JobSlot;
-use super::{lock, ClientOptions, JobEvent};
+use super::{ClientOptions, JobEvent};
 use crate::error::{Error, Result};
-use crate::outbox::{settle, Outbox};
-use crate::protocol::{atoi, Frame, Magic, Packet, PacketCodec};
+use crate::frame::FrameReader;
+use crate::outbox::{flush_until_empty, settle, Outbox};
+use crate::protocol::{atoi, Magic, Packet, PacketCodec, ProtocolError};
+use crate::util::lock;
 
 /// Handles whose local waiters all left are still tracked (the server keeps
 /// sending their WORK_* packets once per attachment) until their final
 /// packet, unless a connection tracks more jobs than this.
 const MAX_TRACKED_JOBS: usize = 65_536;
-/// Read buffer growth step.
-const READ_CHUNK: usize = 64 * 1024;
 
 /// The kind of reply a queued request waits for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -201,10 +201,12 @@ impl Conn {
         sh.pending.is_empty() && sh.out.peer_closed()
     }
 
-    /// Appends a request and its reply expectation atomically (so the FIFO order matches the wire).
+    /// Appends a request and its reply expectation atomically (so the FIFO
+    /// order matches the wire). If `write` cannot encode the request it
+    /// writes nothing, and nothing is queued: the error is returned.
     pub(super) fn enqueue(
         &self,
-        write: impl FnOnce(&mut BytesMut),
+        write: impl FnOnce(&mut BytesMut) -> Result<(), ProtocolError>,
         pending: Pending,
     ) -> Result<()> {
         let mut sh = lock(&self.shared);
@@ -214,16 +216,23 @@ impl Conn {
                 reason: "connection closed".into(),
             });
         }
-        sh.pending.push_back(pending);
-        let pushed = sh.out.push(write);
-        drop(sh);
-        match settle(pushed, || lock(&self.shared), |sh: &mut Shared| &mut sh.out) {
-            Ok(false) => {}
-            Ok(true) => self.wake_writer.notify_one(),
-            // The pending entry just queued is failed with the rest.
-            Err(e) => self.fail(Dead::Lost(format!("write failed: {e}"))),
+        let mut encoded = Ok(());
+        let pushed = sh.out.push(|buf| encoded = write(buf));
+        if encoded.is_ok() {
+            sh.pending.push_back(pending);
         }
-        Ok(())
+        drop(sh);
+        let relock = || lock(&self.shared);
+        if let Err(e) = settle(
+            pushed,
+            relock,
+            |sh: &mut Shared| &mut sh.out,
+            &self.wake_writer,
+        ) {
+            // The pending entry just queued is failed with the rest.
+            self.fail(Dead::Lost(format!("write failed: {e}")));
+        }
+        Ok(encoded?)
     }
 
     /// Stops delivering events of `key` to `slot` (job dropped or timed out).
@@ -442,42 +451,27 @@ async fn write_loop(conn: Arc<Conn>) {
     let _guard = DeadOnDrop(conn.clone());
     loop {
         conn.wake_writer.notified().await;
-        loop {
-            let wr = {
-                let mut sh = lock(&conn.shared);
-                if sh.dead {
-                    return;
-                }
-                if !sh.out.flushing() {
-                    break;
-                }
-                match sh.out.flush_step() {
-                    Ok(None) => break,
-                    Ok(Some(wr)) => wr,
-                    Err(e) => {
-                        drop(sh);
-                        conn.fail(Dead::Lost(format!("write failed: {e}")));
-                        return;
-                    }
-                }
-            };
-            if let Err(e) = wr.writable().await {
-                conn.fail(Dead::Lost(format!("write failed: {e}")));
-                return;
+        let step = || {
+            let mut sh = lock(&conn.shared);
+            if sh.dead {
+                // Ends the task; failing a dead connection again does nothing.
+                return Err(io::ErrorKind::NotConnected.into());
             }
+            sh.out.flush_step()
+        };
+        if let Err(e) = flush_until_empty(step, false).await {
+            conn.fail(Dead::Lost(format!("write failed: {e}")));
+            return;
         }
     }
 }
 
-async fn read_loop(conn: Arc<Conn>, mut rd: OwnedReadHalf, max_packet: usize) {
+/// Reads replies and dispatches everything one read brought under one lock.
+async fn read_loop(conn: Arc<Conn>, rd: OwnedReadHalf, max_packet: usize) {
     let _guard = DeadOnDrop(conn.clone());
-    let mut codec = PacketCodec::new(max_packet);
-    let mut buf = BytesMut::with_capacity(READ_CHUNK);
+    let mut reader = FrameReader::new(rd, PacketCodec::new(max_packet));
     let reason = loop {
-        if buf.capacity() - buf.len() < READ_CHUNK / 4 {
-            buf.reserve(READ_CHUNK);
-        }
-        match rd.read_buf(&mut buf).await {
+        match reader.fill().await {
             Ok(0) => break "closed by the server".to_string(),
             Ok(_) => {}
             Err(e) => break format!("read failed: {e}"),
@@ -487,15 +481,14 @@ async fn read_loop(conn: Arc<Conn>, mut rd: OwnedReadHalf, max_packet: usize) {
             return;
         }
         loop {
-            match codec.decode_frame(&mut buf) {
-                Ok(Some(Frame::Packet(_, p))) => {
+            match reader.next_packet() {
+                Ok(Some(p)) => {
                     if let Err(reason) = conn.dispatch(&mut sh, p) {
                         drop(sh);
                         conn.fail(Dead::Lost(format!("protocol error: {reason}")));
                         return;
                     }
                 }
-                Ok(Some(Frame::Text(_))) => {}
                 Ok(None) => break,
                 Err(e) => {
                     drop(sh);

@@ -22,8 +22,9 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use super::conn::Conn;
-use super::{lock, JobEvent};
+use super::JobEvent;
 use crate::error::{Error, Result};
+use crate::util::lock;
 
 // ---------------------------------------------------------------------------
 // Per-job state shared between the connection reader and a RunningJob

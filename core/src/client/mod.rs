@@ -21,7 +21,7 @@
 //! Names: a `Server` is a configured server, a `Conn` one connection to it,
 //! a `JobSlot` (a "slot") one foreground job's state.
 
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -29,8 +29,9 @@ use tokio::sync::oneshot;
 use tokio::time::Instant;
 
 use crate::error::{Error, Result};
-use crate::protocol::{Packet, PacketType, Priority};
+use crate::protocol::{Decimal, Packet, PacketType, Priority};
 use crate::servers::ServerAddr;
+use crate::util::{later, lock};
 
 mod conn;
 mod job;
@@ -451,10 +452,10 @@ impl Client {
             }
         };
         let (kind, epoch) = match opts.epoch {
-            Some(when) => (PacketType::SubmitJobEpoch, Some(when.to_string())),
+            Some(when) => (PacketType::SubmitJobEpoch, Some(Decimal::new(when))),
             None => (PacketType::submit(opts.priority, true), None),
         };
-        let epoch_len = epoch.as_ref().map_or(0, |e| e.len() + 1);
+        let epoch_len = epoch.as_ref().map_or(0, |e| e.as_bytes().len() + 1);
         check_submit(function, unique, data.len(), epoch_len)?;
         let route_key: &[u8] = opts.unique.as_deref().unwrap_or(b"");
         let mut reply_rx = None;
@@ -468,7 +469,7 @@ impl Client {
                             kind,
                             function.as_bytes(),
                             unique,
-                            epoch.as_deref().map(str::as_bytes),
+                            epoch.as_ref().map(Decimal::as_bytes),
                             &data,
                         )
                     },
@@ -585,21 +586,6 @@ impl Client {
     pub async fn close(&self) {
         self.inner.close("client closed");
     }
-}
-
-// ---------------------------------------------------------------------------
-// Small helpers shared by the submodules
-
-/// `at + d`, saturating at a far-future instant instead of panicking on
-/// huge durations (e.g. a timeout of `Duration::MAX`).
-fn later(at: Instant, d: Duration) -> Instant {
-    at.checked_add(d)
-        .unwrap_or_else(|| at + Duration::from_secs(100 * 365 * 24 * 3600))
-}
-
-/// Locks `m`, taking the data back if a panicking holder poisoned it.
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 #[cfg(test)]

@@ -20,16 +20,17 @@ use std::collections::{HashMap, VecDeque};
 use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use tokio::sync::oneshot;
 use tokio::time::Instant;
 
 use super::conn::{Conn, Dead, Expect, Pending, Waiter};
-use super::{later, lock, ClientOptions, JobStatus};
+use super::{ClientOptions, JobStatus};
+use crate::backoff::Backoff;
 use crate::error::{Error, Result};
 use crate::protocol::{Magic, Packet};
 use crate::servers::{route, ServerAddr};
+use crate::util::{later, lock};
 
 /// How many background handles remember which server created them.
 const HANDLE_MEMORY: usize = 16_384;
@@ -72,9 +73,8 @@ pub(super) struct Server {
 }
 
 /// Reconnect backoff of one server.
-#[derive(Default)]
 struct Health {
-    backoff: Duration,
+    backoff: Backoff,
     retry_at: Option<Instant>,
     last_error: String,
 }
@@ -151,7 +151,11 @@ impl Pool {
                 addr: a.clone(),
                 name: a.to_string(),
                 conn: Mutex::new(None),
-                health: Mutex::new(Health::default()),
+                health: Mutex::new(Health {
+                    backoff: Backoff::new(options.min_backoff, options.max_backoff),
+                    retry_at: None,
+                    last_error: String::new(),
+                }),
                 connecting: tokio::sync::Mutex::new(()),
             })
             .collect();
@@ -234,21 +238,15 @@ impl Pool {
                 *g = Some(conn.clone());
                 drop(g);
                 let mut h = lock(&server.health);
-                h.backoff = Duration::ZERO;
+                h.backoff.reset();
                 h.retry_at = None;
                 tracing::debug!(server = %server.name, "gearman client connected");
                 Ok(conn)
             }
             Err(e) => {
                 let mut h = lock(&server.health);
-                let min = self.options.min_backoff;
-                let max = self.options.max_backoff.max(min);
-                h.backoff = if h.backoff.is_zero() {
-                    min
-                } else {
-                    h.backoff.saturating_mul(2).min(max)
-                };
-                h.retry_at = Some(later(Instant::now(), h.backoff));
+                let delay = h.backoff.next_delay();
+                h.retry_at = Some(later(Instant::now(), delay));
                 h.last_error = match &e {
                     Error::Connect { source, .. } => source.to_string(),
                     other => other.to_string(),
@@ -299,24 +297,13 @@ impl Pool {
         expect: Expect,
     ) -> Result<Packet> {
         let (tx, rx) = oneshot::channel();
-        let mut enc_err = None;
         conn.enqueue(
-            |buf| {
-                if let Err(e) = packet.encode(Magic::Req, buf) {
-                    enc_err = Some(e);
-                }
-            },
+            |buf| packet.encode(Magic::Req, buf),
             Pending {
                 expect,
                 waiter: Waiter::Reply(tx),
             },
         )?;
-        if let Some(e) = enc_err {
-            // Nothing was written (encode checks the size first); the pending
-            // entry would desynchronise the FIFO, so drop the connection.
-            conn.fail(Dead::Lost("unencodable request".into()));
-            return Err(e.into());
-        }
         self.wait_reply(conn, rx, packet.packet_type().name()).await
     }
 

@@ -8,10 +8,10 @@
 use std::hash::{BuildHasher, Hasher};
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use bytes::{BufMut, BytesMut};
+use bytes::BytesMut;
 
 use crate::error::{Error, Result};
-use crate::protocol::{Magic, PacketType, HEADER_LEN};
+use crate::protocol::{encode_packet, Magic, PacketType, ProtocolError};
 
 /// Longest unique key accepted (gearmand stores 63 bytes plus a NUL).
 const MAX_UNIQUE: usize = 63;
@@ -64,7 +64,10 @@ pub(super) fn check_handle(handle: &str) -> Result<()> {
     Ok(())
 }
 
-/// Writes a SUBMIT_* packet straight into the connection's write buffer.
+/// Writes a SUBMIT_* packet (SUBMIT_JOB_EPOCH with `epoch`) straight into
+/// the connection's write buffer, without copying the fields into a
+/// [`Packet`](crate::protocol::Packet) first. Cannot fail for arguments
+/// [`check_submit`] accepted.
 pub(super) fn encode_submit(
     buf: &mut BytesMut,
     kind: PacketType,
@@ -72,22 +75,11 @@ pub(super) fn encode_submit(
     unique: &[u8],
     epoch: Option<&[u8]>,
     data: &[u8],
-) {
-    let size =
-        function.len() + 1 + unique.len() + 1 + epoch.map_or(0, |e| e.len() + 1) + data.len();
-    buf.reserve(HEADER_LEN + size);
-    buf.put_slice(&Magic::Req.bytes());
-    buf.put_u32(kind as u32);
-    buf.put_u32(size as u32);
-    buf.put_slice(function);
-    buf.put_u8(0);
-    buf.put_slice(unique);
-    buf.put_u8(0);
-    if let Some(e) = epoch {
-        buf.put_slice(e);
-        buf.put_u8(0);
+) -> Result<(), ProtocolError> {
+    match epoch {
+        Some(e) => encode_packet(buf, Magic::Req, kind, &[function, unique, e, data]),
+        None => encode_packet(buf, Magic::Req, kind, &[function, unique, data]),
     }
-    buf.put_slice(data);
 }
 
 /// A random RFC 4122 version-4 style UUID in its 36-character text form.
@@ -157,7 +149,8 @@ mod tests {
             b"u",
             None,
             b"d\0x",
-        );
+        )
+        .unwrap();
         let expected = Packet::SubmitJob {
             function: Bytes::from_static(b"f"),
             unique: Bytes::from_static(b"u"),
@@ -176,7 +169,8 @@ mod tests {
             b"u",
             Some(b"123"),
             b"d",
-        );
+        )
+        .unwrap();
         let expected = Packet::SubmitJobEpoch {
             function: Bytes::from_static(b"f"),
             unique: Bytes::from_static(b"u"),
@@ -186,6 +180,14 @@ mod tests {
         .to_bytes(Magic::Req)
         .unwrap();
         assert_eq!(&buf[..], &expected[..]);
+    }
+
+    #[test]
+    fn accepted_arguments_always_encode() {
+        // What check_submit lets through, encode_submit can write.
+        assert!(check_submit("f", b"u", 1, 0).is_ok());
+        let mut buf = BytesMut::new();
+        assert!(encode_submit(&mut buf, PacketType::SubmitJob, b"f", b"u", None, b"\0").is_ok());
     }
 
     #[test]

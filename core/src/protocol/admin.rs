@@ -19,8 +19,9 @@ use std::fmt;
 
 use bytes::BufMut;
 
-use super::packet::atoi;
+use super::packet::{atoi, Decimal};
 use super::ProtocolError;
+use crate::error::{Error, Result};
 
 /// Reply of action commands (`cancel job`, `maxqueue`, `create function`, …): `OK\r\n`.
 pub const OK_LINE: &str = "OK\r\n";
@@ -98,19 +99,8 @@ fn c_str(b: &[u8]) -> &[u8] {
     }
 }
 
-fn put_num(out: &mut impl BufMut, n: u64) {
-    let mut buf = [0u8; 20];
-    let mut i = buf.len();
-    let mut n = n;
-    loop {
-        i -= 1;
-        buf[i] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    out.put_slice(&buf[i..]);
+fn put_num(out: &mut impl BufMut, n: impl Into<Decimal>) {
+    out.put_slice(n.into().as_bytes());
 }
 
 /// Appends a `status` line `FUNC\tTOTAL\tRUNNING\tWORKERS\n`.
@@ -156,10 +146,7 @@ pub fn write_worker_line<'a>(
     client_id: &[u8],
     functions: impl IntoIterator<Item = &'a [u8]>,
 ) {
-    if fd < 0 {
-        out.put_u8(b'-');
-    }
-    put_num(out, fd.unsigned_abs());
+    put_num(out, fd);
     out.put_u8(b' ');
     out.put_slice(c_str(ip));
     out.put_u8(b' ');
@@ -182,7 +169,7 @@ pub fn write_job_line(
 ) {
     out.put_slice(c_str(handle));
     out.put_u8(b'\t');
-    put_num(out, retries as u64);
+    put_num(out, retries);
     out.put_slice(if ignore { b"\t1" } else { b"\t0" });
     out.put_slice(if queued { b"\t1\n" } else { b"\t0\n" });
 }
@@ -488,9 +475,9 @@ impl fmt::Display for AdminError {
 
 impl std::error::Error for AdminError {}
 
-impl From<AdminError> for crate::Error {
-    fn from(e: AdminError) -> crate::Error {
-        crate::Error::Server {
+impl From<AdminError> for Error {
+    fn from(e: AdminError) -> Error {
+        Error::Server {
             code: e.code,
             text: e.text,
         }
@@ -538,8 +525,8 @@ pub fn is_error_line(line: &str) -> bool {
 }
 
 /// Splits a listing reply (rows, then the `.` line) into its rows. An `ERR`
-/// reply in place of the listing becomes [`crate::Error::Server`].
-pub fn listing_rows(reply: &str) -> crate::Result<Vec<&str>> {
+/// reply in place of the listing becomes [`Error::Server`].
+pub fn listing_rows(reply: &str) -> Result<Vec<&str>> {
     if is_error_line(reply) || trim_eol(reply) == "ERR" {
         return Err(AdminError::parse_line(reply)?.into());
     }
@@ -559,10 +546,7 @@ pub fn listing_rows(reply: &str) -> crate::Result<Vec<&str>> {
     )
 }
 
-fn parse_rows<T>(
-    reply: &str,
-    f: impl Fn(&str) -> Result<T, ProtocolError>,
-) -> crate::Result<Vec<T>> {
+fn parse_rows<T>(reply: &str, f: impl Fn(&str) -> Result<T, ProtocolError>) -> Result<Vec<T>> {
     listing_rows(reply)?
         .into_iter()
         .map(|r| f(r).map_err(Into::into))
@@ -570,28 +554,28 @@ fn parse_rows<T>(
 }
 
 /// Parses a whole `status` reply (rows and the `.` line).
-pub fn parse_status(reply: &str) -> crate::Result<Vec<FunctionStatus>> {
+pub fn parse_status(reply: &str) -> Result<Vec<FunctionStatus>> {
     parse_rows(reply, FunctionStatus::parse_line)
 }
 
 /// Parses a whole `prioritystatus` reply.
-pub fn parse_priority_status(reply: &str) -> crate::Result<Vec<PriorityStatus>> {
+pub fn parse_priority_status(reply: &str) -> Result<Vec<PriorityStatus>> {
     parse_rows(reply, PriorityStatus::parse_line)
 }
 
 /// Parses a whole `workers` reply.
-pub fn parse_workers(reply: &str) -> crate::Result<Vec<WorkerInfo>> {
+pub fn parse_workers(reply: &str) -> Result<Vec<WorkerInfo>> {
     parse_rows(reply, WorkerInfo::parse_line)
 }
 
 /// Parses a whole `show jobs` reply.
-pub fn parse_jobs(reply: &str) -> crate::Result<Vec<JobInfo>> {
+pub fn parse_jobs(reply: &str) -> Result<Vec<JobInfo>> {
     parse_rows(reply, JobInfo::parse_line)
 }
 
 /// Parses a whole `show unique jobs` reply: one unique per row (empty rows
 /// are jobs with an empty unique).
-pub fn parse_unique_jobs(reply: &str) -> crate::Result<Vec<String>> {
+pub fn parse_unique_jobs(reply: &str) -> Result<Vec<String>> {
     parse_rows(reply, |r| Ok(r.to_string()))
 }
 
@@ -784,7 +768,7 @@ impl fmt::Display for AdminCommand {
             AdminCommand::ShowUniqueJobs => f.write_str("show unique jobs"),
             AdminCommand::CancelJob(h) => write!(f, "cancel job {h}"),
             AdminCommand::MaxQueue { function, limits } => {
-                let [h, n, l] = limits;
+                let [h, n, l] = limits.map(Decimal::from);
                 write!(f, "maxqueue {function} {h} {n} {l}")
             }
             AdminCommand::CreateFunction(n) => write!(f, "create function {n}"),

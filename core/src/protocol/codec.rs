@@ -5,6 +5,7 @@ use tokio_util::codec::{Decoder, Encoder};
 
 use super::packet::{Magic, Packet, PacketType, HEADER_LEN};
 use super::ProtocolError;
+use crate::error::Error;
 
 /// Default maximum payload of one packet: 64 MiB.
 pub const DEFAULT_MAX_PACKET: usize = 64 << 20;
@@ -166,13 +167,13 @@ const RESERVE_STEP: usize = 1 << 20;
 
 impl Decoder for PacketCodec {
     type Item = Frame;
-    type Error = crate::Error;
+    type Error = Error;
 
-    fn decode(&mut self, src: &mut BytesMut) -> Result<Option<Frame>, crate::Error> {
+    fn decode(&mut self, src: &mut BytesMut) -> Result<Option<Frame>, Error> {
         Ok(self.decode_frame(src)?)
     }
 
-    fn decode_eof(&mut self, src: &mut BytesMut) -> Result<Option<Frame>, crate::Error> {
+    fn decode_eof(&mut self, src: &mut BytesMut) -> Result<Option<Frame>, Error> {
         match self.decode_frame(src)? {
             Some(f) => Ok(Some(f)),
             None if src.is_empty() => Ok(None),
@@ -182,25 +183,25 @@ impl Decoder for PacketCodec {
 }
 
 impl Encoder<(Magic, Packet)> for PacketCodec {
-    type Error = crate::Error;
+    type Error = Error;
 
     fn encode(
         &mut self,
         (magic, packet): (Magic, Packet),
         dst: &mut BytesMut,
-    ) -> Result<(), crate::Error> {
+    ) -> Result<(), Error> {
         Ok(packet.encode(magic, dst)?)
     }
 }
 
 impl Encoder<(Magic, &Packet)> for PacketCodec {
-    type Error = crate::Error;
+    type Error = Error;
 
     fn encode(
         &mut self,
         (magic, packet): (Magic, &Packet),
         dst: &mut BytesMut,
-    ) -> Result<(), crate::Error> {
+    ) -> Result<(), Error> {
         Ok(packet.encode(magic, dst)?)
     }
 }

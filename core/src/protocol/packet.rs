@@ -384,19 +384,34 @@ fn bool01(b: bool) -> &'static [u8] {
     }
 }
 
-/// A decimal number formatted into a stack buffer.
-struct Dec {
+/// A number as decimal ASCII digits, formatted on the stack (no allocation).
+///
+/// The one formatter for numbers on the wire: STATUS_RES fields, the
+/// CAN_DO_TIMEOUT milliseconds, the SUBMIT_JOB_EPOCH time, the WORK_STATUS
+/// numerator and denominator a worker sends. Same digits as `to_string()`.
+#[derive(Clone, Copy)]
+pub struct Decimal {
+    /// Room for `u64::MAX` (20 digits) and `i64::MIN` (`-` and 19 digits).
     buf: [u8; 20],
     start: usize,
 }
 
-impl Dec {
-    fn new(v: i64) -> Dec {
-        let mut d = Dec {
+impl Decimal {
+    /// Formats a signed number (a leading `-` if negative).
+    pub fn new(v: i64) -> Decimal {
+        Decimal::with_sign(v < 0, v.unsigned_abs())
+    }
+
+    /// Formats an unsigned number.
+    pub fn unsigned(v: u64) -> Decimal {
+        Decimal::with_sign(false, v)
+    }
+
+    fn with_sign(negative: bool, mut n: u64) -> Decimal {
+        let mut d = Decimal {
             buf: [0; 20],
             start: 20,
         };
-        let mut n = v.unsigned_abs();
         loop {
             d.start -= 1;
             d.buf[d.start] = b'0' + (n % 10) as u8;
@@ -405,16 +420,91 @@ impl Dec {
                 break;
             }
         }
-        if v < 0 {
+        if negative {
             d.start -= 1;
             d.buf[d.start] = b'-';
         }
         d
     }
 
-    fn get(&self) -> &[u8] {
+    /// The digits.
+    pub fn as_bytes(&self) -> &[u8] {
         &self.buf[self.start..]
     }
+}
+
+impl From<u32> for Decimal {
+    fn from(v: u32) -> Decimal {
+        Decimal::unsigned(v.into())
+    }
+}
+
+impl From<u64> for Decimal {
+    fn from(v: u64) -> Decimal {
+        Decimal::unsigned(v)
+    }
+}
+
+impl From<i64> for Decimal {
+    fn from(v: i64) -> Decimal {
+        Decimal::new(v)
+    }
+}
+
+impl std::fmt::Display for Decimal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Only ASCII digits and `-`.
+        f.pad(std::str::from_utf8(self.as_bytes()).unwrap_or_default())
+    }
+}
+
+impl std::fmt::Debug for Decimal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Display::fmt(self, f)
+    }
+}
+
+/// Appends one binary packet to `dst`: the 12-byte header (`magic`, `kind`,
+/// payload size) and the payload, `fields` joined by single NULs.
+///
+/// The one packet encoder of the crate: [`Packet::encode`] (the codec), the
+/// client's submissions and requests and the worker's requests all end
+/// here, so no other code writes a header. Allocation-free apart from
+/// growing `dst`.
+///
+/// Fails if a field other than the last contains a NUL byte (the receiver
+/// would split the payload differently) or if the payload does not fit the
+/// 32-bit size field; `dst` is left unchanged then.
+pub fn encode_packet(
+    dst: &mut BytesMut,
+    magic: Magic,
+    kind: PacketType,
+    fields: &[&[u8]],
+) -> Result<(), ProtocolError> {
+    if let Some((_, head)) = fields.split_last() {
+        if let Some(index) = head.iter().position(|f| f.contains(&0)) {
+            return Err(ProtocolError::NulInArgument {
+                packet: kind.name(),
+                index,
+            });
+        }
+    }
+    let len = joined_len(fields);
+    let size = u32::try_from(len).map_err(|_| ProtocolError::PayloadTooLarge {
+        size: len as u64,
+        limit: u32::MAX as u64,
+    })?;
+    dst.reserve(HEADER_LEN + len);
+    dst.put_slice(&magic.bytes());
+    dst.put_u32(kind as u32);
+    dst.put_u32(size);
+    for (i, f) in fields.iter().enumerate() {
+        if i > 0 {
+            dst.put_u8(0);
+        }
+        dst.put_slice(f);
+    }
+    Ok(())
 }
 
 fn strip_nul(b: Bytes) -> Bytes {
@@ -533,13 +623,19 @@ impl Packet {
                 numerator,
                 denominator,
             } => {
-                let (n, d) = (Dec::new(*numerator as i64), Dec::new(*denominator as i64));
-                f(&[handle, bool01(*known), bool01(*running), n.get(), d.get()])
+                let (n, d) = (Decimal::from(*numerator), Decimal::from(*denominator));
+                f(&[
+                    handle,
+                    bool01(*known),
+                    bool01(*running),
+                    n.as_bytes(),
+                    d.as_bytes(),
+                ])
             }
             P::SetClientId { id } => f(&[id]),
             P::CanDoTimeout { function, timeout } => {
-                let t = Dec::new(*timeout as i64);
-                f(&[function, t.get()])
+                let t = Decimal::from(*timeout);
+                f(&[function, t.as_bytes()])
             }
             P::OptionReq { name } | P::OptionRes { name } => f(&[name]),
             P::JobAssignUniq {
@@ -573,8 +669,8 @@ impl Packet {
                 when,
                 data,
             } => {
-                let w = Dec::new(*when);
-                f(&[function, unique, w.get(), data])
+                let w = Decimal::new(*when);
+                f(&[function, unique, w.as_bytes(), data])
             }
             P::SubmitReduceJob {
                 function,
@@ -600,16 +696,16 @@ impl Packet {
                 denominator,
                 client_count,
             } => {
-                let n = Dec::new(*numerator as i64);
-                let d = Dec::new(*denominator as i64);
-                let c = Dec::new(*client_count as i64);
+                let n = Decimal::from(*numerator);
+                let d = Decimal::from(*denominator);
+                let c = Decimal::from(*client_count);
                 f(&[
                     unique,
                     bool01(*known),
                     bool01(*running),
-                    n.get(),
-                    d.get(),
-                    c.get(),
+                    n.as_bytes(),
+                    d.as_bytes(),
+                    c.as_bytes(),
                 ])
             }
         }
@@ -620,40 +716,15 @@ impl Packet {
         self.with_wire_fields(joined_len)
     }
 
-    /// Appends the whole packet (header and payload) to `dst`. Allocation-free
-    /// apart from growing `dst`.
+    /// Appends the whole packet (header and payload) to `dst` with
+    /// [`encode_packet`]. Allocation-free apart from growing `dst`.
     ///
     /// Fails if the payload does not fit the 32-bit size field, or if a field
     /// other than the last contains a NUL byte (the receiver would split the
     /// payload differently); `dst` is left unchanged then.
     pub fn encode(&self, magic: Magic, dst: &mut BytesMut) -> Result<(), ProtocolError> {
         let kind = self.packet_type();
-        self.with_wire_fields(|fields| {
-            if let Some((_, head)) = fields.split_last() {
-                if let Some(index) = head.iter().position(|f| f.contains(&0)) {
-                    return Err(ProtocolError::NulInArgument {
-                        packet: kind.name(),
-                        index,
-                    });
-                }
-            }
-            let len = joined_len(fields);
-            let size = u32::try_from(len).map_err(|_| ProtocolError::PayloadTooLarge {
-                size: len as u64,
-                limit: u32::MAX as u64,
-            })?;
-            dst.reserve(HEADER_LEN + len);
-            dst.put_slice(&magic.bytes());
-            dst.put_u32(kind as u32);
-            dst.put_u32(size);
-            for (i, f) in fields.iter().enumerate() {
-                if i > 0 {
-                    dst.put_u8(0);
-                }
-                dst.put_slice(f);
-            }
-            Ok(())
-        })
+        self.with_wire_fields(|fields| encode_packet(dst, magic, kind, fields))
     }
 
     /// Encodes to a fresh buffer.
@@ -885,4 +956,44 @@ fn split_fields(kind: PacketType, payload: Bytes, nfields: usize) -> Result<Fiel
 
 fn memchr0(b: &[u8]) -> Option<usize> {
     b.iter().position(|&c| c == 0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decimal_matches_to_string() {
+        for v in [0i64, 7, 10, 1234, -1, -1234, i64::MAX, i64::MIN] {
+            assert_eq!(Decimal::new(v).as_bytes(), v.to_string().as_bytes());
+        }
+        for v in [0u64, 9, 4_294_967_295, u64::MAX] {
+            assert_eq!(Decimal::unsigned(v).as_bytes(), v.to_string().as_bytes());
+        }
+        assert_eq!(Decimal::from(u32::MAX).as_bytes(), b"4294967295");
+        assert_eq!(
+            format!("{:?} {}", Decimal::new(-5), Decimal::from(7u32)),
+            "-5 7"
+        );
+    }
+
+    #[test]
+    fn encode_packet_checks_before_writing() {
+        let mut dst = BytesMut::from(&b"keep"[..]);
+        assert_eq!(
+            encode_packet(
+                &mut dst,
+                Magic::Req,
+                PacketType::WorkStatus,
+                &[b"h\0", b"1", b"2"]
+            ),
+            Err(ProtocolError::NulInArgument {
+                packet: "WORK_STATUS",
+                index: 0
+            })
+        );
+        assert_eq!(&dst[..], b"keep");
+        encode_packet(&mut dst, Magic::Res, PacketType::Noop, &[]).unwrap();
+        assert_eq!(&dst[..], b"keep\0RES\0\0\0\x06\0\0\0\0");
+    }
 }

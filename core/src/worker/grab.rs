@@ -28,19 +28,21 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
-use tokio::io::AsyncReadExt;
-use tokio::net::tcp::OwnedWriteHalf;
+use bytes::Bytes;
+use tokio::net::tcp::OwnedReadHalf;
 use tokio::net::TcpStream;
 use tokio::sync::{watch, OwnedSemaphorePermit};
 use tokio::time::Instant;
 
 use super::job::Job;
-use super::lock;
 use super::queue::WorkerState;
-use super::session::{decimal, CloseReason, Session};
+use super::session::{CloseReason, Session};
+use crate::backoff::Backoff;
 use crate::error::Result;
-use crate::protocol::{Frame, Packet, PacketCodec, PacketType};
+use crate::frame::FrameReader;
+use crate::outbox::writable;
+use crate::protocol::{Decimal, Packet, PacketCodec, PacketType};
+use crate::util::{later, lock};
 
 /// A NOOP this soon after PRE_SLEEP means the server thinks a job is
 /// runnable. If the GRAB that follows keeps getting NO_JOB (a gearmand 1.1
@@ -61,13 +63,6 @@ const MAX_GRABS_IN_FLIGHT: usize = 32;
 /// How long a closing connection may take to flush its last packets.
 const CLOSE_FLUSH_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// `at + d`, saturating at a far-future instant instead of panicking on
-/// huge durations (e.g. a `poll_interval` of `Duration::MAX`).
-fn later(at: Instant, d: Duration) -> Instant {
-    at.checked_add(d)
-        .unwrap_or_else(|| at + Duration::from_secs(100 * 365 * 24 * 3600))
-}
-
 /// How [`run_session`] ended.
 enum SessionEnd {
     /// The worker is closing; do not reconnect.
@@ -82,7 +77,7 @@ enum SessionEnd {
 pub(super) async fn server_task(state: Arc<WorkerState>, idx: usize) {
     let mut closing = state.closing.subscribe();
     let addr = state.opts.servers[idx].clone();
-    let mut backoff = state.opts.min_backoff;
+    let mut backoff = Backoff::new(state.opts.min_backoff, state.opts.max_backoff);
     let mut use_all = true;
     let mut failures = 0u32;
     loop {
@@ -98,7 +93,7 @@ pub(super) async fn server_task(state: Arc<WorkerState>, idx: usize) {
                 if failures > 0 {
                     tracing::info!(server = %addr, "worker reconnected");
                 }
-                backoff = state.opts.min_backoff;
+                backoff.reset();
                 match run_session(&state, idx, stream, &mut use_all, &mut closing).await {
                     SessionEnd::Closing => return,
                     SessionEnd::Lost(reason) => {
@@ -117,10 +112,9 @@ pub(super) async fn server_task(state: Arc<WorkerState>, idx: usize) {
             }
         }
         tokio::select! {
-            _ = tokio::time::sleep(backoff) => {}
+            _ = tokio::time::sleep(backoff.next_delay()) => {}
             _ = closing.changed() => return,
         }
-        backoff = backoff.saturating_mul(2).min(state.opts.max_backoff);
     }
 }
 
@@ -373,7 +367,8 @@ async fn run_session(
     use_all: &mut bool,
     closing: &mut watch::Receiver<bool>,
 ) -> SessionEnd {
-    let (mut rd, wr) = stream.into_split();
+    let (rd, wr) = stream.into_split();
+    let mut reader = FrameReader::new(rd, PacketCodec::new(state.opts.max_packet));
     let session = Arc::new(Session::new(
         state.addrs[idx].clone(),
         wr,
@@ -393,10 +388,10 @@ async fn run_session(
         for (function, timeout) in &reg.functions {
             let _ = match timeout {
                 None => session.send(PacketType::CanDo, &[function]),
-                Some(ms) => {
-                    let mut b = [0u8; 10];
-                    session.send(PacketType::CanDoTimeout, &[function, decimal(*ms, &mut b)])
-                }
+                Some(ms) => session.send(
+                    PacketType::CanDoTimeout,
+                    &[function, Decimal::from(*ms).as_bytes()],
+                ),
             };
         }
         reg.sessions[idx] = Some(session.clone());
@@ -418,7 +413,7 @@ async fn run_session(
         idx,
         session: session.clone(),
     };
-    let end = session_loop(&mut grabber, &mut rd, use_all, closing).await;
+    let end = session_loop(&mut grabber, &mut reader, use_all, closing).await;
 
     // Tear down: unpublish, forget the grab in flight and buffered jobs.
     unpublish(state, idx, &session);
@@ -481,13 +476,11 @@ impl Drop for Grabber<'_> {
 /// full socket, until the connection fails or the worker closes.
 async fn session_loop(
     grabber: &mut Grabber<'_>,
-    rd: &mut tokio::net::tcp::OwnedReadHalf,
+    reader: &mut FrameReader<OwnedReadHalf>,
     use_all: &mut bool,
     closing: &mut watch::Receiver<bool>,
 ) -> SessionEnd {
     let state = grabber.state;
-    let mut codec = PacketCodec::new(state.opts.max_packet);
-    let mut rbuf = BytesMut::with_capacity(16 * 1024);
     let poll = tokio::time::sleep(state.opts.poll_interval);
     tokio::pin!(poll);
     loop {
@@ -495,13 +488,12 @@ async fn session_loop(
         grabber.track_sent();
         // Everything already read.
         loop {
-            match codec.decode_frame(&mut rbuf) {
-                Ok(Some(Frame::Packet(_, packet))) => {
+            match reader.next_packet() {
+                Ok(Some(packet)) => {
                     if let Err(e) = grabber.on_packet(packet, use_all, &mut poll) {
                         return SessionEnd::Lost(e.to_string());
                     }
                 }
-                Ok(Some(Frame::Text(_))) => {}
                 Ok(None) => break,
                 Err(e) => return SessionEnd::Lost(format!("protocol error: {e}")),
             }
@@ -521,12 +513,9 @@ async fn session_loop(
             Ok(blocked) => blocked,
             Err(e) => return SessionEnd::Lost(e.to_string()),
         };
-        if rbuf.capacity() - rbuf.len() < 4096 {
-            rbuf.reserve(16 * 1024);
-        }
         tokio::select! {
             biased;
-            r = rd.read_buf(&mut rbuf) => match r {
+            r = reader.fill() => match r {
                 Ok(0) => return SessionEnd::Lost("closed by the server".into()),
                 Ok(_) => {}
                 Err(e) => return SessionEnd::Lost(e.to_string()),
@@ -553,13 +542,5 @@ async fn session_loop(
             _ = grabber.session.wake.notified() => {}
             _ = closing.changed() => return SessionEnd::Closing,
         }
-    }
-}
-
-/// Waits until a full socket takes bytes again.
-async fn writable(wr: &Option<Arc<OwnedWriteHalf>>) -> std::io::Result<()> {
-    match wr {
-        Some(wr) => wr.writable().await,
-        None => std::future::pending().await,
     }
 }

@@ -18,9 +18,9 @@ use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::Instant;
 
 use super::queue::Running;
-use super::session::{decimal, Session};
+use super::session::Session;
 use crate::error::Result;
-use crate::protocol::PacketType;
+use crate::protocol::{Decimal, PacketType};
 
 /// `b` if it is UTF-8, else a lossy UTF-8 copy (so `&str` accessors never fail).
 fn utf8_bytes(b: Bytes) -> Bytes {
@@ -134,10 +134,11 @@ impl Job {
     }
     /// WORK_STATUS: progress `numerator / denominator`.
     pub fn send_status(&self, numerator: u32, denominator: u32) -> Result<()> {
-        let (mut a, mut b) = ([0u8; 10], [0u8; 10]);
-        let (n, d) = (decimal(numerator, &mut a), decimal(denominator, &mut b));
-        self.session
-            .send(PacketType::WorkStatus, &[&self.handle, n, d])
+        let (n, d) = (Decimal::from(numerator), Decimal::from(denominator));
+        self.session.send(
+            PacketType::WorkStatus,
+            &[&self.handle, n.as_bytes(), d.as_bytes()],
+        )
     }
     /// WORK_COMPLETE with the result; ends the job.
     pub fn complete(mut self, result: impl Into<Bytes>) -> Result<()> {

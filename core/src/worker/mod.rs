@@ -37,7 +37,7 @@
 
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -45,8 +45,9 @@ use tokio::sync::{watch, Notify, Semaphore};
 use tokio::task::JoinSet;
 
 use crate::error::{Error, Result};
-use crate::protocol::{PacketType, HEADER_LEN};
+use crate::protocol::{Decimal, PacketType, HEADER_LEN};
 use crate::servers::ServerAddr;
+use crate::util::lock;
 
 mod grab;
 mod job;
@@ -55,7 +56,6 @@ mod session;
 
 pub use job::Job;
 use queue::{Queue, Registry, Running, Tasks, WorkerState};
-use session::decimal;
 
 /// Worker configuration.
 #[derive(Debug, Clone)]
@@ -108,12 +108,6 @@ impl Default for WorkerOptions {
 const MAX_FUNCTION_LEN: usize = 512;
 /// Longest client id gearmand stores.
 const MAX_CLIENT_ID_LEN: usize = 127;
-
-/// Locks `m`, ignoring poisoning (no lock is held across user code, and
-/// the guarded state stays consistent if a thread panics holding it).
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
-}
 
 /// A function name gearmand accepts: not empty, at most
 /// [`MAX_FUNCTION_LEN`] bytes, no NUL.
@@ -252,14 +246,11 @@ impl Worker {
         }
         match ms {
             None => WorkerState::broadcast(&reg, PacketType::CanDo, &[&name]),
-            Some(ms) => {
-                let mut b = [0u8; 10];
-                WorkerState::broadcast(
-                    &reg,
-                    PacketType::CanDoTimeout,
-                    &[&name, decimal(ms, &mut b)],
-                );
-            }
+            Some(ms) => WorkerState::broadcast(
+                &reg,
+                PacketType::CanDoTimeout,
+                &[&name, Decimal::from(ms).as_bytes()],
+            ),
         }
         reg.functions.push((name, ms));
         for s in reg.sessions.iter().flatten() {

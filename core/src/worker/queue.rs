@@ -30,8 +30,10 @@ use tokio::time::Instant;
 use super::grab::server_task;
 use super::job::Job;
 use super::session::Session;
-use super::{lock, WorkerOptions};
+use super::WorkerOptions;
+use crate::backoff::Backoff;
 use crate::protocol::PacketType;
+use crate::util::lock;
 
 /// Jobs handed out by `next_job` and not yet ended.
 #[derive(Debug, Default)]
@@ -238,7 +240,11 @@ async fn handoff_watchdog(state: Arc<WorkerState>, delay: Duration) {
     let mut closing = state.closing.subscribe();
     // The job last woken for, and how long to wait before looking again.
     let mut woken_for: Option<Instant> = None;
-    let mut backoff = delay;
+    // 2 × delay, 4 × delay, … up to the cap (the first look is `delay` after the wake-up).
+    let mut backoff = Backoff::new(
+        delay.saturating_mul(2).min(MAX_WATCHDOG_BACKOFF),
+        MAX_WATCHDOG_BACKOFF,
+    );
     loop {
         if *closing.borrow() {
             return;
@@ -247,14 +253,11 @@ async fn handoff_watchdog(state: Arc<WorkerState>, delay: Duration) {
         let check_at = match oldest {
             // Still queued after its wake-up: no caller is idle (the wake-up
             // is kept for the next one that asks); look again less often.
-            Some(t) if woken_for == Some(t) => {
-                backoff = (backoff * 2).min(MAX_WATCHDOG_BACKOFF);
-                Instant::now() + backoff
-            }
+            Some(t) if woken_for == Some(t) => Instant::now() + backoff.next_delay(),
             Some(t) if t.elapsed() >= delay => {
                 state.job_ready.notify_one();
                 woken_for = Some(t);
-                backoff = delay;
+                backoff.reset();
                 // Give the woken caller time to take it before waking another.
                 Instant::now() + delay
             }

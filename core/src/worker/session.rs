@@ -11,60 +11,34 @@
 //! Separate from the grab/sleep state machine because this is the part
 //! jobs touch from any thread (lock-protected, never blocking), while the
 //! state machine is owned by one task. `CloseReason` says why a session
-//! refuses further packets; the wire encoding of requests (`encode_req`,
-//! `decimal`) lives here because only the session writes packets.
+//! refuses further packets; requests are encoded here (`encode_req`, over
+//! the protocol's one encoder) because only the session writes packets.
 //!
 //! [`Job`]: super::Job
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Duration;
 
-use bytes::{BufMut, BytesMut};
+use bytes::BytesMut;
 use tokio::net::tcp::OwnedWriteHalf;
 use tokio::sync::{Notify, OwnedSemaphorePermit};
 
-use super::lock;
 use crate::error::{Error, Result};
-use crate::outbox::{settle, Outbox};
-use crate::protocol::packet::MAGIC_REQ;
-use crate::protocol::{PacketType, HEADER_LEN};
+use crate::outbox::{flush_until_empty, settle, Flush, Outbox};
+use crate::protocol::{encode_packet, Magic, PacketType, ProtocolError};
+use crate::util::lock;
 
-/// Appends one `\0REQ` packet made of `fields` (joined by NULs) to `dst`.
+/// Appends one `\0REQ` packet made of `fields` to `dst` (with the one
+/// encoder, [`encode_packet`]). A payload too large for a packet is the
+/// caller's mistake: [`Error::InvalidArgument`].
 fn encode_req(dst: &mut BytesMut, ty: PacketType, fields: &[&[u8]]) -> Result<()> {
-    let len = fields.iter().map(|f| f.len()).sum::<usize>() + fields.len().saturating_sub(1);
-    let size = u32::try_from(len).map_err(|_| {
-        Error::InvalidArgument(format!(
-            "{} payload of {len} bytes does not fit in a packet",
+    encode_packet(dst, Magic::Req, ty, fields).map_err(|e| match e {
+        ProtocolError::PayloadTooLarge { size, .. } => Error::InvalidArgument(format!(
+            "{} payload of {size} bytes does not fit in a packet",
             ty.name()
-        ))
-    })?;
-    dst.reserve(HEADER_LEN + len);
-    dst.put_slice(&MAGIC_REQ);
-    dst.put_u32(ty as u32);
-    dst.put_u32(size);
-    for (i, f) in fields.iter().enumerate() {
-        if i > 0 {
-            dst.put_u8(0);
-        }
-        dst.put_slice(f);
-    }
-    Ok(())
-}
-
-/// Decimal digits of `v` in a stack buffer.
-pub(super) fn decimal(v: u32, buf: &mut [u8; 10]) -> &[u8] {
-    let mut i = buf.len();
-    let mut v = v;
-    loop {
-        i -= 1;
-        buf[i] = b'0' + (v % 10) as u8;
-        v /= 10;
-        if v == 0 {
-            break;
-        }
-    }
-    &buf[i..]
+        )),
+        e => e.into(),
+    })
 }
 
 #[derive(Debug, Clone)]
@@ -206,10 +180,9 @@ impl Session {
             out.sent.push(grab);
         }
         drop(out);
-        match settle(pushed, || lock(&self.out), |out: &mut Out| &mut out.outbox) {
-            Ok(false) => {}
-            Ok(true) => self.wake.notify_one(),
-            Err(e) => return Err(self.write_failed(e)),
+        let relock = || lock(&self.out);
+        if let Err(e) = settle(pushed, relock, |out: &mut Out| &mut out.outbox, &self.wake) {
+            return Err(self.write_failed(e));
         }
         encoded
     }
@@ -287,46 +260,35 @@ impl Session {
 
     /// For the server task, before it waits: records whether (and
     /// which) GRAB an ending job should send for it, then flushes like
-    /// [`Session::flush_step`] (one lock for both).
+    /// [`Session::flush_step`] (one lock for both). The write half to await
+    /// (see [`writable`](crate::outbox::writable)) if the socket is full.
     pub(super) fn before_wait(
         &self,
         want: Option<bool>,
     ) -> std::io::Result<Option<Arc<OwnedWriteHalf>>> {
         let mut out = lock(&self.out);
         self.set_wanted(&mut out, want);
-        Self::flush_locked(&mut out)
+        Self::flush_locked(&mut out).map(Flush::blocked)
     }
 
-    /// For the server task: flushes what the socket takes. `Ok(None)`
-    /// when nothing is left, else the write half to await writability on.
-    fn flush_step(&self) -> std::io::Result<Option<Arc<OwnedWriteHalf>>> {
+    /// For the server task: flushes what the socket takes, if it was full.
+    fn flush_step(&self) -> std::io::Result<Flush> {
         Self::flush_locked(&mut lock(&self.out))
     }
 
-    fn flush_locked(out: &mut Out) -> std::io::Result<Option<Arc<OwnedWriteHalf>>> {
+    fn flush_locked(out: &mut Out) -> std::io::Result<Flush> {
         if let Some(CloseReason::Lost(reason)) = &out.closed {
             return Err(std::io::Error::other(reason.clone()));
-        }
-        if !out.outbox.flushing() {
-            return Ok(None);
         }
         out.outbox.flush_step()
     }
 
-    /// Writes everything still queued, waiting for the socket as needed
-    /// (the caller then releases the socket with [`Session::release`]).
+    /// Writes everything still queued, waiting for the socket as needed,
+    /// and for a job's thread still writing (what it holds must leave
+    /// before the close). The caller then releases the socket with
+    /// [`Session::release`].
     pub(super) async fn finish(&self) -> std::io::Result<()> {
-        loop {
-            match self.flush_step()? {
-                Some(wr) => wr.writable().await?,
-                // A job's thread is writing (never for long: its writes do not
-                // block): what it still holds must leave before the close.
-                None if lock(&self.out).outbox.writing() => {
-                    tokio::time::sleep(Duration::from_millis(1)).await;
-                }
-                None => return Ok(()),
-            }
-        }
+        flush_until_empty(|| self.flush_step(), true).await
     }
 
     /// After [`Session::finish`]: closes the outbox, dropping anything still
@@ -339,7 +301,7 @@ impl Session {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::protocol::{Magic, Packet};
+    use crate::protocol::Packet;
     use bytes::Bytes;
 
     #[test]
@@ -357,13 +319,5 @@ mod tests {
             &b[..],
             &Packet::GrabJobAll.to_bytes(Magic::Req).unwrap()[..]
         );
-    }
-
-    #[test]
-    fn formats_numbers() {
-        let mut buf = [0u8; 10];
-        assert_eq!(decimal(0, &mut buf), b"0");
-        assert_eq!(decimal(1234, &mut buf), b"1234");
-        assert_eq!(decimal(u32::MAX, &mut buf), b"4294967295");
     }
 }
