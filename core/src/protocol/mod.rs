@@ -1,9 +1,14 @@
-//! The Gearman wire protocol: binary packets ([`packet`]), framing of a byte
-//! stream into packets and admin text lines ([`codec`]), and the admin text
-//! protocol's typed replies ([`admin`]).
+//! The Gearman wire protocol: binary packets (the header's types in
+//! `header`, typed packets and their encoding in [`packet`], decoding in
+//! `decode`, numbers in text fields in `number`), framing of a byte stream
+//! into packets and admin text lines ([`codec`]), and the admin text
+//! protocol ([`admin`]). Depends on nothing else in the crate but its error type.
 
 pub mod admin;
 pub mod codec;
+mod decode;
+mod header;
+mod number;
 pub mod packet;
 
 pub use admin::{AdminCommand, AdminError, AdminReply};

@@ -1,0 +1,334 @@
+//! The server side of the admin protocol: commands as gearmand 1.1.x parses
+//! them ([`AdminCommand::parse`], [`tokenize`]) and the `ERR` replies it sends
+//! for a bad one ([`AdminError`]), byte for byte.
+
+use std::fmt;
+
+use crate::error::Error;
+use crate::protocol::number::{atoi, Decimal};
+use crate::protocol::ProtocolError;
+
+use super::{bad, c_str, trim_eol};
+
+// ---------------------------------------------------------------------------
+// ERR replies
+// ---------------------------------------------------------------------------
+
+/// An `ERR` reply of the admin protocol.
+///
+/// gearmand writes `ERR CODE text+with+plus\r\n` (`text` may be absent, as
+/// in `ERR UNKNOWN_JOB\r\n`), except for `drop function`, which writes free
+/// text (`ERR function not found\r\n`); such replies have an empty `code`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AdminError {
+    /// The upper-case code, e.g. `UNKNOWN_COMMAND`; empty for free-text errors.
+    pub code: String,
+    /// The text with `+` turned back into spaces (free text kept verbatim).
+    pub text: String,
+}
+
+fn is_code(s: &str) -> bool {
+    !s.is_empty()
+        && s.bytes()
+            .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'_')
+}
+
+impl AdminError {
+    /// An error with a code and a (space-separated) text.
+    pub fn new(code: impl Into<String>, text: impl Into<String>) -> AdminError {
+        AdminError {
+            code: code.into(),
+            text: text.into(),
+        }
+    }
+
+    /// `ERR UNKNOWN_COMMAND Unknown+server+command<word>` (no separator, as gearmand).
+    pub fn unknown_command(word: &str) -> AdminError {
+        AdminError::new("UNKNOWN_COMMAND", format!("Unknown server command{word}"))
+    }
+
+    /// `ERR INVALID_ARGUMENTS An+incomplete+set+of+arguments+was+sent+to+this+command+<word>`.
+    pub fn invalid_arguments(word: &str) -> AdminError {
+        AdminError::new(
+            "INVALID_ARGUMENTS",
+            format!("An incomplete set of arguments was sent to this command {word}"),
+        )
+    }
+
+    /// `ERR UNKNOWN_SHOW_ARGUMENTS`.
+    pub fn unknown_show_arguments() -> AdminError {
+        AdminError::new("UNKNOWN_SHOW_ARGUMENTS", "")
+    }
+
+    /// `ERR UNKNOWN_JOB` (cancel of a handle the server does not know).
+    pub fn unknown_job() -> AdminError {
+        AdminError::new("UNKNOWN_JOB", "")
+    }
+
+    /// `ERR UNKNOWN_ERROR` (e.g. `cancel foo bar`).
+    pub fn unknown_error() -> AdminError {
+        AdminError::new("UNKNOWN_ERROR", "")
+    }
+
+    /// `ERR function not found` (drop of an unknown function).
+    pub fn function_not_found() -> AdminError {
+        AdminError::new("", "function not found")
+    }
+
+    /// `ERR there are still connected workers or executing clients` (drop refused).
+    pub fn function_in_use() -> AdminError {
+        AdminError::new("", "there are still connected workers or executing clients")
+    }
+
+    /// What follows `ERR ` on the wire, e.g. `UNKNOWN_COMMAND Unknown+server+commandbogus`
+    /// (gearadmin prints this after `Error: `).
+    pub fn body(&self) -> String {
+        match (self.code.is_empty(), self.text.is_empty()) {
+            (true, _) => self.text.clone(),
+            (false, true) => self.code.clone(),
+            (false, false) => format!("{} {}", self.code, self.text.replace(' ', "+")),
+        }
+    }
+
+    /// The full reply line as gearmand writes it, e.g. `ERR UNKNOWN_JOB\r\n`.
+    pub fn to_line(&self) -> String {
+        format!("ERR {}\r\n", self.body())
+    }
+
+    /// Parses an `ERR …` line (with or without `\r\n`).
+    pub fn parse_line(line: &str) -> Result<AdminError, ProtocolError> {
+        let l = trim_eol(line);
+        let body = if l == "ERR" {
+            ""
+        } else {
+            l.strip_prefix("ERR ")
+                .ok_or_else(|| bad("not an ERR line", line))?
+        };
+        let (first, rest) = body.split_once(' ').unwrap_or((body, ""));
+        if is_code(first) {
+            Ok(AdminError::new(first, rest.replace('+', " ")))
+        } else {
+            Ok(AdminError::new("", body))
+        }
+    }
+}
+
+impl fmt::Display for AdminError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match (self.code.is_empty(), self.text.is_empty()) {
+            (true, _) => f.write_str(&self.text),
+            (false, true) => f.write_str(&self.code),
+            (false, false) => write!(f, "{}: {}", self.code, self.text),
+        }
+    }
+}
+
+impl std::error::Error for AdminError {}
+
+impl From<AdminError> for Error {
+    fn from(e: AdminError) -> Error {
+        Error::Server {
+            code: e.code,
+            text: e.text,
+        }
+    }
+}
+
+// Commands (server side)
+// ---------------------------------------------------------------------------
+
+/// An admin command as a server receives it (gearmand 1.1.x syntax).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AdminCommand {
+    /// `status`.
+    Status,
+    /// `prioritystatus`.
+    PriorityStatus,
+    /// `workers`.
+    Workers,
+    /// `version`.
+    Version,
+    /// `verbose`.
+    Verbose,
+    /// `getpid`.
+    Getpid,
+    /// `show jobs`.
+    ShowJobs,
+    /// `show unique jobs`.
+    ShowUniqueJobs,
+    /// `cancel job HANDLE`.
+    CancelJob(String),
+    /// `maxqueue FUNC [N | H N | H N L]`.
+    MaxQueue {
+        /// Function name (matched exactly).
+        function: String,
+        /// Limits for HIGH, NORMAL, LOW; 0 = unlimited.
+        limits: [u32; 3],
+    },
+    /// `create function FUNC`.
+    CreateFunction(String),
+    /// `drop function FUNC` (gearmand matches the name case-insensitively).
+    DropFunction(String),
+    /// `shutdown` / `shutdown graceful`. gearmand ≥ 1.1.15 no longer accepts
+    /// them; a server imitating it answers `AdminError::unknown_command("shutdown")`
+    /// (the word as sent is in the line).
+    Shutdown {
+        /// `shutdown graceful`.
+        graceful: bool,
+    },
+}
+
+/// Splits an admin line into tokens like gearmand: on single spaces, with
+/// runs of spaces collapsed after a token; a leading space yields an empty
+/// first token and a trailing space an empty last token. Always ≥ 1 token.
+pub fn tokenize(line: &[u8]) -> Vec<&[u8]> {
+    let mut out = Vec::new();
+    let mut rest = line;
+    loop {
+        match rest.iter().position(|&b| b == b' ') {
+            Some(p) => {
+                out.push(&rest[..p]);
+                let mut q = p + 1;
+                while rest.get(q) == Some(&b' ') {
+                    q += 1;
+                }
+                rest = &rest[q..];
+            }
+            None => {
+                out.push(rest);
+                return out;
+            }
+        }
+    }
+}
+
+fn word_is(token: &[u8], word: &str) -> bool {
+    // strcasecmp compares C strings: stop at a NUL.
+    c_str(token).eq_ignore_ascii_case(word.as_bytes())
+}
+
+fn lossy(b: &[u8]) -> String {
+    String::from_utf8_lossy(c_str(b)).into_owned()
+}
+
+impl AdminCommand {
+    /// Parses one admin line (without its `\n`; a trailing `\r\n` or `\n` is
+    /// also accepted and removed). On failure the [`AdminError`] is exactly
+    /// what gearmand 1.1.20 answers (`err.to_line()`).
+    pub fn parse(line: &[u8]) -> Result<AdminCommand, AdminError> {
+        let line = match line.strip_suffix(b"\n") {
+            Some(l) => l.strip_suffix(b"\r").unwrap_or(l),
+            None => line,
+        };
+        let t = tokenize(line);
+        let w = t[0];
+        let argc = t.len();
+        let is = |word: &str| word_is(w, word);
+        if is("workers") {
+            Ok(AdminCommand::Workers)
+        } else if is("status") {
+            Ok(AdminCommand::Status)
+        } else if is("prioritystatus") {
+            Ok(AdminCommand::PriorityStatus)
+        } else if argc >= 3 && is("cancel") {
+            if argc == 3 && word_is(t[1], "job") {
+                Ok(AdminCommand::CancelJob(lossy(t[2])))
+            } else {
+                Err(AdminError::unknown_error())
+            }
+        } else if argc >= 2 && is("show") {
+            if argc == 3 && word_is(t[1], "unique") && word_is(t[2], "jobs") {
+                Ok(AdminCommand::ShowUniqueJobs)
+            } else if argc == 2 && word_is(t[1], "jobs") {
+                Ok(AdminCommand::ShowJobs)
+            } else {
+                Err(AdminError::unknown_show_arguments())
+            }
+        } else if is("create") {
+            if argc == 3 && word_is(t[1], "function") {
+                Ok(AdminCommand::CreateFunction(lossy(t[2])))
+            } else {
+                Err(AdminError::invalid_arguments(&lossy(w)))
+            }
+        } else if is("drop") {
+            if argc == 3 && word_is(t[1], "function") {
+                Ok(AdminCommand::DropFunction(lossy(t[2])))
+            } else {
+                Err(AdminError::invalid_arguments(&lossy(w)))
+            }
+        } else if is("maxqueue") {
+            if argc == 1 {
+                return Err(AdminError::invalid_arguments(&lossy(w)));
+            }
+            let mut limits = [0u32; 3];
+            for (p, limit) in limits.iter_mut().enumerate() {
+                if let Some(arg) = t.get(p + 2) {
+                    *limit = atoi(c_str(arg)).clamp(0, u32::MAX as i64) as u32;
+                }
+            }
+            // gearmand: with at most one number it applies to every priority;
+            // `maxqueue F A B` sets HIGH=A, NORMAL=B and leaves LOW unlimited.
+            if argc <= 3 {
+                limits = [limits[0]; 3];
+            }
+            Ok(AdminCommand::MaxQueue {
+                function: lossy(t[1]),
+                limits,
+            })
+        } else if is("getpid") {
+            Ok(AdminCommand::Getpid)
+        } else if is("shutdown") {
+            if argc == 1 {
+                Ok(AdminCommand::Shutdown { graceful: false })
+            } else if argc == 2 && word_is(t[1], "graceful") {
+                Ok(AdminCommand::Shutdown { graceful: true })
+            } else {
+                Err(AdminError::invalid_arguments(&lossy(w)))
+            }
+        } else if is("verbose") {
+            Ok(AdminCommand::Verbose)
+        } else if is("version") {
+            Ok(AdminCommand::Version)
+        } else {
+            Err(AdminError::unknown_command(&lossy(w)))
+        }
+    }
+
+    /// Whether the reply is a listing ending in a `.` line.
+    pub fn is_listing(&self) -> bool {
+        matches!(
+            self,
+            AdminCommand::Status
+                | AdminCommand::PriorityStatus
+                | AdminCommand::Workers
+                | AdminCommand::ShowJobs
+                | AdminCommand::ShowUniqueJobs
+        )
+    }
+}
+
+impl fmt::Display for AdminCommand {
+    /// The canonical command text, without line ending (`show jobs`,
+    /// `maxqueue F 1 2 3`, …).
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            AdminCommand::Status => f.write_str("status"),
+            AdminCommand::PriorityStatus => f.write_str("prioritystatus"),
+            AdminCommand::Workers => f.write_str("workers"),
+            AdminCommand::Version => f.write_str("version"),
+            AdminCommand::Verbose => f.write_str("verbose"),
+            AdminCommand::Getpid => f.write_str("getpid"),
+            AdminCommand::ShowJobs => f.write_str("show jobs"),
+            AdminCommand::ShowUniqueJobs => f.write_str("show unique jobs"),
+            AdminCommand::CancelJob(h) => write!(f, "cancel job {h}"),
+            AdminCommand::MaxQueue { function, limits } => {
+                let [h, n, l] = limits.map(Decimal::from);
+                write!(f, "maxqueue {function} {h} {n} {l}")
+            }
+            AdminCommand::CreateFunction(n) => write!(f, "create function {n}"),
+            AdminCommand::DropFunction(n) => write!(f, "drop function {n}"),
+            AdminCommand::Shutdown { graceful: false } => f.write_str("shutdown"),
+            AdminCommand::Shutdown { graceful: true } => f.write_str("shutdown graceful"),
+        }
+    }
+}

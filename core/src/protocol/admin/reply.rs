@@ -1,0 +1,103 @@
+//! Reading admin replies (client side): single-line replies (`OK`, `OK x`,
+//! `ERR code text`) and listings up to their terminating `.` line, parsed into
+//! the row types of [`super::rows`].
+
+use crate::error::Result;
+use crate::protocol::ProtocolError;
+
+use super::{bad, trim_eol};
+
+use super::command::AdminError;
+use super::rows::{FunctionStatus, JobInfo, PriorityStatus, WorkerInfo};
+
+// ---------------------------------------------------------------------------
+// Reply parsing (client side)
+// ---------------------------------------------------------------------------
+
+/// A single-line admin reply.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AdminReply {
+    /// `OK\r\n` (action commands).
+    Ok,
+    /// `OK <value>\n` (`version`, `verbose`, `getpid`).
+    Value(String),
+    /// `ERR …`.
+    Err(AdminError),
+}
+
+/// Parses a single-line reply: `OK`, `OK <value>` or `ERR …` (line ending optional).
+pub fn parse_reply(line: &str) -> Result<AdminReply, ProtocolError> {
+    let l = trim_eol(line);
+    if l == "OK" {
+        Ok(AdminReply::Ok)
+    } else if let Some(v) = l.strip_prefix("OK ") {
+        Ok(AdminReply::Value(v.to_string()))
+    } else if l == "ERR" || l.starts_with("ERR ") {
+        Ok(AdminReply::Err(AdminError::parse_line(l)?))
+    } else {
+        Err(bad("unexpected admin reply", line))
+    }
+}
+
+/// Whether a reply line is an `ERR` line as gearmand writes them (`ERR …\r\n`).
+/// Listing rows end in a bare `\n`, which tells them apart from errors.
+pub fn is_error_line(line: &str) -> bool {
+    line.ends_with("\r\n") && (line.starts_with("ERR ") || line == "ERR\r\n")
+}
+
+/// Splits a listing reply (rows, then the `.` line) into its rows. An `ERR`
+/// reply in place of the listing becomes [`Error::Server`](crate::Error::Server).
+pub fn listing_rows(reply: &str) -> Result<Vec<&str>> {
+    if is_error_line(reply) || trim_eol(reply) == "ERR" {
+        return Err(AdminError::parse_line(reply)?.into());
+    }
+    let mut rows = Vec::new();
+    let mut rest = reply;
+    while let Some(p) = rest.find('\n') {
+        let row = &rest[..p];
+        rest = &rest[p + 1..];
+        if row == "." || row == ".\r" {
+            return Ok(rows);
+        }
+        rows.push(row);
+    }
+    Err(
+        ProtocolError::BadAdminReply(format!("listing without terminating '.' line: {reply:?}"))
+            .into(),
+    )
+}
+
+fn parse_rows<T>(reply: &str, f: impl Fn(&str) -> Result<T, ProtocolError>) -> Result<Vec<T>> {
+    listing_rows(reply)?
+        .into_iter()
+        .map(|r| f(r).map_err(Into::into))
+        .collect()
+}
+
+/// Parses a whole `status` reply (rows and the `.` line).
+pub fn parse_status(reply: &str) -> Result<Vec<FunctionStatus>> {
+    parse_rows(reply, FunctionStatus::parse_line)
+}
+
+/// Parses a whole `prioritystatus` reply.
+pub fn parse_priority_status(reply: &str) -> Result<Vec<PriorityStatus>> {
+    parse_rows(reply, PriorityStatus::parse_line)
+}
+
+/// Parses a whole `workers` reply.
+pub fn parse_workers(reply: &str) -> Result<Vec<WorkerInfo>> {
+    parse_rows(reply, WorkerInfo::parse_line)
+}
+
+/// Parses a whole `show jobs` reply.
+pub fn parse_jobs(reply: &str) -> Result<Vec<JobInfo>> {
+    parse_rows(reply, JobInfo::parse_line)
+}
+
+/// Parses a whole `show unique jobs` reply: one unique per row (empty rows
+/// are jobs with an empty unique).
+pub fn parse_unique_jobs(reply: &str) -> Result<Vec<String>> {
+    parse_rows(reply, |r| Ok(r.to_string()))
+}
+
+// ---------------------------------------------------------------------------
