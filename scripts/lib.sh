@@ -87,6 +87,19 @@ pg_file_hash() { sha1sum "$1" | cut -c1-16; }
 pg_stamp_ok() { [ "$(cat "$1/.polygear-stamp" 2>/dev/null)" = "$2" ]; }
 pg_stamp() { echo "$2" >"$1/.polygear-stamp"; }
 
+# pg_install LOADS DIR WANT WHAT COMMAND...: unless `LOADS DIR` (polygear loads from DIR)
+# and DIR's stamp says WANT, logs WHAT, runs COMMAND, checks that polygear loads now and
+# stamps DIR with WANT.
+pg_install() {
+  local loads=$1 dir=$2 want=$3 what=$4
+  shift 4
+  "$loads" "$dir" && pg_stamp_ok "$dir" "$want" && return 0
+  pg_log "$what"
+  "$@" || return 1
+  "$loads" "$dir" || { pg_log "polygear does not load from $dir after: $what" >&2; return 1; }
+  pg_stamp "$dir" "$want"
+}
+
 # --- Python -------------------------------------------------------------------------
 
 # pg_venv VENV [PACKAGE...]: creates the venv if missing and pip-installs the PACKAGEs
@@ -111,17 +124,16 @@ pg_python_loads() { (cd / && "$1/bin/python" -c 'import polygear') >/dev/null 2>
 # pg_python VENV PROFILE: the venv has polygear built from this checkout (`pip install
 # ./python`, maturin, cargo profile PROFILE: dev or release).
 pg_python() {
-  local venv=$1 profile=$2 want
-  want=$(pg_fingerprint "source:$profile" "${PG_PY_SOURCES[@]}")
+  local venv=$1 profile=$2
   pg_venv "$venv"
-  pg_python_loads "$venv" && pg_stamp_ok "$venv" "$want" && return 0
-  pg_log "pip install ./python into $venv (cargo profile $profile)"
+  pg_install pg_python_loads "$venv" "$(pg_fingerprint "source:$profile" "${PG_PY_SOURCES[@]}")" \
+    "pip install ./python into $venv (cargo profile $profile)" pg_python_build "$venv" "$profile"
+}
+pg_python_build() { # pg_python_build VENV PROFILE: maturin builds and pip installs ./python
   need_cargo
-  pg_venv "$venv" "maturin>=1.9.4,<2"
-  PATH="$venv/bin:$PATH" MATURIN_PEP517_ARGS="--profile $profile" "$venv/bin/python" -m pip install -q \
+  pg_venv "$1" "maturin>=1.9.4,<2"
+  PATH="$1/bin:$PATH" MATURIN_PEP517_ARGS="--profile $2" "$1/bin/python" -m pip install -q \
     --disable-pip-version-check --no-build-isolation --no-deps --force-reinstall "$root/python"
-  pg_python_loads "$venv" || { pg_log "polygear does not import in $venv after the install" >&2; return 1; }
-  pg_stamp "$venv" "$want"
 }
 
 # pg_python_wheel VENV WHEEL [STAMP]: the venv has polygear installed from a prebuilt
@@ -130,11 +142,8 @@ pg_python_wheel() {
   local venv=$1 wheel=$2 want=${3:-}
   [ -n "$want" ] || want=$(pg_file_hash "$wheel")
   pg_venv "$venv"
-  pg_python_loads "$venv" && pg_stamp_ok "$venv" "$want" && return 0
-  pg_log "pip install $(basename "$wheel") into $venv"
-  "$venv/bin/python" -m pip install -q --disable-pip-version-check --no-index --no-deps --force-reinstall "$wheel"
-  pg_python_loads "$venv" || { pg_log "polygear does not import in $venv after the install" >&2; return 1; }
-  pg_stamp "$venv" "$want"
+  pg_install pg_python_loads "$venv" "$want" "pip install $(basename "$wheel") into $venv" \
+    "$venv/bin/python" -m pip install -q --disable-pip-version-check --no-index --no-deps --force-reinstall "$wheel"
 }
 
 # --- Node ---------------------------------------------------------------------------
@@ -178,11 +187,7 @@ pg_node_tarball() {
   local app=$1 tgz=$2 want=${3:-}
   [ -n "$want" ] || want=$(pg_file_hash "$tgz")
   pg_node_app "$app"
-  pg_node_loads "$app" && pg_stamp_ok "$app" "$want" && return 0
-  pg_log "npm install $(basename "$tgz") into $app"
-  pg_npm_install "$app" "$tgz"
-  pg_node_loads "$app" || { pg_log "require('polygear') fails in $app after the install" >&2; return 1; }
-  pg_stamp "$app" "$want"
+  pg_install pg_node_loads "$app" "$want" "npm install $(basename "$tgz") into $app" pg_npm_install "$app" "$tgz"
 }
 
 # --- Ruby ---------------------------------------------------------------------------
@@ -203,20 +208,19 @@ pg_ruby_loads() { (pg_gem_env "$1" && cd / && ruby -e 'require "polygear"') >/de
 # pg_ruby GEM_HOME PROFILE: GEM_HOME has the gem built from this checkout (gem build +
 # gem install, which compiles the extension with cargo profile PROFILE: dev or release).
 pg_ruby() {
-  local gems=$1 profile=$2 want dir
-  want=$(pg_fingerprint "source:$profile" "${PG_RB_SOURCES[@]}")
+  local gems=$1 profile=$2
   mkdir -p "$gems"
-  pg_ruby_loads "$gems" && pg_stamp_ok "$gems" "$want" && return 0
-  pg_log "gem build + gem install into $gems (cargo profile $profile)"
+  pg_install pg_ruby_loads "$gems" "$(pg_fingerprint "source:$profile" "${PG_RB_SOURCES[@]}")" \
+    "gem build + gem install into $gems (cargo profile $profile)" pg_ruby_build "$gems" "$profile"
+}
+pg_ruby_build() { # pg_ruby_build GEM_HOME PROFILE: gem build, then gem install (compiles)
   need_cargo
+  local dir rc=0
   dir=$(mktemp -d)
   (cd "$root" && gem build -q polygear.gemspec --output "$dir/polygear.gem" >/dev/null) &&
-    POLYGEAR_CARGO_PROFILE=$profile gem install --local --no-document --install-dir "$gems" "$dir/polygear.gem"
-  local rc=$?
+    POLYGEAR_CARGO_PROFILE=$2 gem install --local --no-document --install-dir "$1" "$dir/polygear.gem" || rc=$?
   rm -rf "$dir"
-  ((rc == 0)) || return $rc
-  pg_ruby_loads "$gems" || { pg_log "require \"polygear\" fails with GEM_HOME=$gems after the install" >&2; return 1; }
-  pg_stamp "$gems" "$want"
+  return $rc
 }
 
 # pg_ruby_gem GEM_HOME GEMFILE [STAMP]: GEM_HOME has polygear installed from a (prebuilt) gem file.
@@ -224,11 +228,8 @@ pg_ruby_gem() {
   local gems=$1 gemfile=$2 want=${3:-}
   [ -n "$want" ] || want=$(pg_file_hash "$gemfile")
   mkdir -p "$gems"
-  pg_ruby_loads "$gems" && pg_stamp_ok "$gems" "$want" && return 0
-  pg_log "gem install $(basename "$gemfile") into $gems"
-  gem install --local --no-document --install-dir "$gems" "$gemfile" || return 1
-  pg_ruby_loads "$gems" || { pg_log "require \"polygear\" fails with GEM_HOME=$gems after the install" >&2; return 1; }
-  pg_stamp "$gems" "$want"
+  pg_install pg_ruby_loads "$gems" "$want" "gem install $(basename "$gemfile") into $gems" \
+    gem install --local --no-document --install-dir "$gems" "$gemfile"
 }
 
 # --- binaries -----------------------------------------------------------------------
@@ -241,9 +242,6 @@ pg_bin_tarball() {
   local bin=$1 tarball=$2 want=${3:-}
   [ -n "$want" ] || want=$(pg_file_hash "$tarball")
   mkdir -p "$bin"
-  pg_bin_runs "$bin" && pg_stamp_ok "$bin" "$want" && return 0
-  pg_log "unpacking $(basename "$tarball") into $bin"
-  tar -xzf "$tarball" -C "$bin" --strip-components=2 --wildcards '*/bin/*' || return 1
-  pg_bin_runs "$bin" || { pg_log "polygeard or polygear from $(basename "$tarball") does not run" >&2; return 1; }
-  pg_stamp "$bin" "$want"
+  pg_install pg_bin_runs "$bin" "$want" "unpacking $(basename "$tarball") into $bin" \
+    tar -xzf "$tarball" -C "$bin" --strip-components=2 --wildcards '*/bin/*'
 }

@@ -59,7 +59,7 @@ no_toolchain() { # no_toolchain COMMAND...: runs COMMAND with the toolchain out 
   env -u CARGO -u RUSTC -u CC -u CXX PATH="$env/path" HOME="$env/home" \
     npm_config_cache="$env/home/.npm" npm_config_update_notifier=false "$@"
 }
-export -f pg_log pg_stamp pg_stamp_ok pg_file_hash pg_venv apt_install pg_python_loads pg_python_wheel \
+export -f pg_log pg_stamp pg_stamp_ok pg_install pg_file_hash pg_venv apt_install pg_python_loads pg_python_wheel \
   pg_node_app pg_node_loads pg_npm_install pg_node_tarball pg_gem_env pg_ruby_loads pg_ruby_gem \
   pg_bin_runs pg_bin_tarball
 export tag
