@@ -62,6 +62,7 @@ impl Conn {
                 return Err(Error::ConnectionLost {
                     addr: addr.to_string(),
                     reason: "server closed the admin connection".into(),
+                    kind: std::io::ErrorKind::UnexpectedEof,
                 });
             }
         }

@@ -85,7 +85,7 @@ pub fn to_napi(err: Error) -> napi::Error {
         }
         (Error::Io(source), _) => encoded("connection", io_code(source.kind()), "", &message),
         (Error::ConnectionLost { .. }, _) => encoded("connection", "ECONNRESET", "", &message),
-        (Error::NoServer(inner), _) => encoded("connection", code_from_text(inner), "", &message),
+        (Error::NoServer(_), _) => encoded("connection", code_from_text(&message), "", &message),
         (Error::Server { code, text }, _) => encoded("server", "ESERVER", code, text),
         (Error::JobFailed { handle }, _) => encoded("jobfailed", "EJOBFAILED", handle, &message),
         (

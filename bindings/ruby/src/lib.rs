@@ -122,6 +122,14 @@ pub(crate) fn map_err(ruby: &Ruby, e: polygear::Error) -> Error {
     }
 }
 
+/// A `Polygear::ConnectionError` with `msg`.
+pub(crate) fn connection_error(ruby: &Ruby, msg: String) -> Error {
+    match ERRORS.get() {
+        Some(c) => Error::new(ruby.get_inner(c.connection), msg),
+        None => Error::new(ruby.exception_runtime_error(), msg),
+    }
+}
+
 /// Locks `m`, going on with the data of a poisoned lock (a panicking
 /// thread cannot leave these values half-updated).
 pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {

@@ -22,9 +22,9 @@ impl NativeServer {
             ..Default::default()
         };
         let server = BackgroundServer::start(config).map_err(|e| {
-            crate::map_err(
+            crate::connection_error(
                 ruby,
-                polygear::Error::NoServer(format!("cannot start the server: {e}")),
+                format!("no server available (cannot start the server: {e})"),
             )
         })?;
         Ok(NativeServer {

@@ -77,6 +77,8 @@ struct Health {
     backoff: Duration,
     retry_at: Option<Instant>,
     last_error: String,
+    /// The I/O kind of the last failure, kept by the errors of the backoff.
+    last_kind: Option<std::io::ErrorKind>,
 }
 
 impl Server {
@@ -103,7 +105,7 @@ impl Server {
                 return Err(Error::Connect {
                     addr: self.name.clone(),
                     source: std::io::Error::new(
-                        std::io::ErrorKind::NotConnected,
+                        h.last_kind.unwrap_or(std::io::ErrorKind::NotConnected),
                         format!(
                             "{} (next attempt in {} ms)",
                             h.last_error,
@@ -197,8 +199,8 @@ impl Pool {
         }
         match last {
             Some(e) if self.servers.len() == 1 => e,
-            Some(e) => Error::NoServer(e.to_string()),
-            None => Error::NoServer("no server configured".into()),
+            Some(e) => Error::NoServer(Some(Box::new(e))),
+            None => Error::NoServer(None),
         }
     }
 
@@ -249,6 +251,7 @@ impl Pool {
                     h.backoff.saturating_mul(2).min(max)
                 };
                 h.retry_at = Some(later(Instant::now(), h.backoff));
+                h.last_kind = e.io_kind();
                 h.last_error = match &e {
                     Error::Connect { source, .. } => source.to_string(),
                     other => other.to_string(),
@@ -331,6 +334,7 @@ impl Pool {
             Ok(Err(_)) => Err(Error::ConnectionLost {
                 addr: conn.addr.clone(),
                 reason: "connection closed before the reply".into(),
+                kind: std::io::ErrorKind::ConnectionReset,
             }),
             Err(_) => Err(Error::Timeout(format!(
                 "no reply to {what} from {} within {:?}",
@@ -347,6 +351,7 @@ pub(super) fn unexpected_reply(conn: &Conn, p: &Packet) -> Error {
     Error::ConnectionLost {
         addr: conn.addr.clone(),
         reason: format!("unexpected reply {}", p.packet_type().name()),
+        kind: std::io::ErrorKind::ConnectionReset,
     }
 }
 
@@ -384,6 +389,7 @@ pub(super) fn status_from(reply: Packet, addr: &str) -> Result<JobStatus> {
         other => Err(Error::ConnectionLost {
             addr: addr.to_owned(),
             reason: format!("unexpected reply {}", other.packet_type().name()),
+            kind: std::io::ErrorKind::ConnectionReset,
         }),
     }
 }
