@@ -94,8 +94,13 @@ pub const IO_CODES: [(IoKind, &str); 13] = [
 
 /// The row of `kind`.
 pub fn class_of(kind: ErrorKind) -> &'static ErrorClass {
+    &CLASSES[index_of(kind)]
+}
+
+/// The index of `kind`'s row in [`CLASSES`].
+pub fn index_of(kind: ErrorKind) -> usize {
     // Exhaustive: a new ErrorKind does not compile until it has a row.
-    let i = match kind {
+    match kind {
         ErrorKind::Connection => 0,
         ErrorKind::Timeout => 1,
         ErrorKind::Protocol => 2,
@@ -104,8 +109,7 @@ pub fn class_of(kind: ErrorKind) -> &'static ErrorClass {
         ErrorKind::JobException => 5,
         ErrorKind::InvalidArgument => 6,
         ErrorKind::Closed => 7,
-    };
-    &CLASSES[i]
+    }
 }
 
 /// The code of a connection error with I/O kind `kind`.

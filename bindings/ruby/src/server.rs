@@ -22,8 +22,9 @@ impl NativeServer {
             ..Default::default()
         };
         let server = BackgroundServer::start(config).map_err(|e| {
-            crate::connection_error(
+            crate::error_of_kind(
                 ruby,
+                polygear::ErrorKind::Connection,
                 format!("no server available (cannot start the server: {e})"),
             )
         })?;

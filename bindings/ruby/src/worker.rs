@@ -52,7 +52,7 @@ impl NativeWorker {
         function: String,
         timeout: Option<f64>,
     ) -> Result<(), Error> {
-        let timeout = opt_secs(ruby, timeout)?;
+        let timeout = opt_secs(ruby, "timeout", timeout)?;
         let _guard = crate::runtime(ruby)?.enter();
         rb_self
             .inner
