@@ -176,6 +176,57 @@ mod tests {
         assert_eq!(classify(&timed_out), (&CLASSES[0], "ETIMEDOUT"));
     }
 
+    fn package_file(path: &str) -> String {
+        let root = concat!(env!("CARGO_MANIFEST_DIR"), "/../..");
+        std::fs::read_to_string(format!("{root}/{path}")).unwrap_or_else(|e| panic!("{path}: {e}"))
+    }
+
+    /// The packages define every class of the table, Node's declares every
+    /// code and translates every tag: the table cannot drift from them.
+    #[test]
+    fn the_packages_know_every_row() {
+        let (dts, js) = (
+            package_file("node/index.d.ts"),
+            package_file("node/index.js"),
+        );
+        let python = package_file("python/polygear/_errors.py");
+        let ruby = package_file("ruby/lib/polygear/errors.rb");
+        let codes = CLASSES
+            .iter()
+            .map(|c| c.code)
+            .chain(IO_CODES.iter().map(|(_, c)| *c));
+        for code in codes {
+            assert!(
+                dts.contains(&format!("| '{code}'")),
+                "index.d.ts ErrorCode lacks {code}"
+            );
+        }
+        for class in &CLASSES {
+            assert!(
+                js.contains(&format!("case '{}':", class.tag)),
+                "index.js: tag {}",
+                class.tag
+            );
+            assert!(
+                js.contains(&format!("class {} extends GearmanError", class.node)),
+                "index.js: {}",
+                class.node
+            );
+            assert!(
+                python.contains(&format!("class {}(", class.python)),
+                "_errors.py: {}",
+                class.python
+            );
+            if !class.ruby.starts_with("::") {
+                assert!(
+                    ruby.contains(&format!("class {} < {RUBY_BASE}", class.ruby)),
+                    "errors.rb: {}",
+                    class.ruby
+                );
+            }
+        }
+    }
+
     #[test]
     fn other_kinds_use_their_row() {
         let cases = [
