@@ -74,6 +74,14 @@ pub fn priority_index(index: u32) -> Result<Priority, ArgError> {
         .ok_or_else(|| ArgError::Value("priority must be 0, 1 or 2".into()))
 }
 
+/// A worker's concurrency: at least 1.
+pub fn concurrency(n: usize) -> Result<usize, ArgError> {
+    if n == 0 {
+        return Err(ArgError::Value("concurrency must be at least 1".into()));
+    }
+    Ok(n)
+}
+
 /// A number of seconds: finite, not negative, and representable.
 pub fn seconds(name: &str, secs: f64) -> Result<Duration, ArgError> {
     Duration::try_from_secs_f64(secs).map_err(|_| {
@@ -145,6 +153,15 @@ mod tests {
         assert_eq!(
             value(priority_index(3).unwrap_err()),
             "priority must be 0, 1 or 2"
+        );
+    }
+
+    #[test]
+    fn concurrency_is_at_least_one() {
+        assert_eq!(concurrency(4).unwrap(), 4);
+        assert_eq!(
+            value(concurrency(0).unwrap_err()),
+            "concurrency must be at least 1"
         );
     }
 

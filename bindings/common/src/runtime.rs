@@ -46,6 +46,13 @@ use std::time::Duration;
 
 use tokio::runtime::Runtime;
 
+/// How long a job that arrives while a worker function runs waits for that
+/// function's thread to come back for it before an idle thread is woken
+/// (`WorkerOptions::handoff_delay` of the blocking workers): running a queued
+/// job on the thread that holds the interpreter lock saves two thread
+/// switches.
+pub const HANDOFF_DELAY: Duration = Duration::from_micros(500);
+
 /// The process's caller-driven runtime (see the [module docs](self)),
 /// created on first use; `Err` holds why it could not be created.
 pub fn driven() -> Result<&'static Runtime, &'static str> {

@@ -4,6 +4,8 @@
 use std::sync::Mutex;
 
 use polygear::WorkerOptions;
+use polygear_bindings::args;
+use polygear_bindings::runtime::HANDOFF_DELAY;
 use pyo3::prelude::*;
 use pyo3::types::PyBytes;
 
@@ -115,12 +117,6 @@ impl Job {
     }
 }
 
-/// How long a job that arrives while a function runs waits for that
-/// function's thread to come back for it before an idle thread is woken:
-/// running a queued job on the thread that holds the GIL saves two thread
-/// switches.
-const HANDOFF_DELAY: std::time::Duration = std::time::Duration::from_micros(500);
-
 /// The Rust worker; Python threads / asyncio tasks pull jobs from it.
 #[pyclass(module = "polygear._polygear", frozen)]
 pub struct NativeWorker {
@@ -140,14 +136,9 @@ impl NativeWorker {
         client_id: Option<String>,
         handoff: bool,
     ) -> PyResult<Self> {
-        if concurrency == 0 {
-            return Err(pyo3::exceptions::PyValueError::new_err(
-                "concurrency must be at least 1",
-            ));
-        }
         let opts = WorkerOptions {
             servers: util::servers(servers)?,
-            concurrency,
+            concurrency: args::concurrency(concurrency).map_err(util::arg_err)?,
             client_id,
             handoff_delay: handoff.then_some(HANDOFF_DELAY),
             ..WorkerOptions::default()
