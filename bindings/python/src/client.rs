@@ -1,10 +1,11 @@
 //! `polygear.Client`, `polygear.AsyncClient` and the job/status/event types.
 //!
-//! Each operation is written once, generic over a [`Runner`]: the function
-//! converts the arguments, builds the core future and says how its output
-//! becomes a Python value; [`Blocking`] runs it for `Client` (and
-//! `RunningJob`), [`Awaitable`] for `AsyncClient` (and `AsyncRunningJob`).
-//! Both classes' methods are stamped from one list by [`client_class!`].
+//! Each operation is written once: its method converts the arguments, builds
+//! the core future and says how the output becomes a Python value; a
+//! [`Runner`] runs it: [`Blocking`] for `Client` and `RunningJob` (waits with
+//! the GIL released), [`Awaitable`] for `AsyncClient` and `AsyncRunningJob`
+//! (returns an awaitable). Both classes of a pair are stamped from one method
+//! list by `client_class!` / `running_job_class!`.
 
 use std::sync::Arc;
 
@@ -507,95 +508,22 @@ impl ClientRunner for Awaitable {
     }
 }
 
-/// `submit`: the job's result; the callbacks get its intermediate events.
-#[allow(clippy::too_many_arguments)]
-fn submit<R: ClientRunner>(
+/// `submit_many`'s results in order: bytes, or with `return_exceptions` the
+/// exception of a job that failed (else the first one is raised).
+fn many_results(
     py: Python<'_>,
-    client: &polygear::Client,
-    func: &Bound<'_, PyAny>,
-    data: &Bound<'_, PyAny>,
-    unique: Option<&Bound<'_, PyAny>>,
-    priority: Option<&Bound<'_, PyAny>>,
-    timeout: Option<&Bound<'_, PyAny>>,
-    callbacks: [Option<&Bound<'_, PyAny>>; 3],
-) -> PyResult<Py<PyAny>> {
-    let s = Submission::foreground(func, data, unique, priority, timeout)?;
-    let c = client.clone();
-    let [on_data, on_warning, on_status] = callbacks;
-    match Callbacks::new(on_data, on_warning, on_status)? {
-        None => R::run(
-            py,
-            async move { s.result(c).await.map_err(to_pyerr) },
-            |py, b| Ok(to_bytes(py, &b).into_any()),
-        ),
-        Some(cbs) => {
-            R::submit_with_callbacks(py, async move { s.job(c).await.map_err(to_pyerr) }, cbs)
-        }
-    }
-}
-
-/// `submit_job`: the running job.
-fn submit_job<R: ClientRunner>(
-    py: Python<'_>,
-    client: &polygear::Client,
-    s: Submission,
-) -> PyResult<Py<PyAny>> {
-    let c = client.clone();
-    R::run(
-        py,
-        async move { s.job(c).await.map_err(to_pyerr) },
-        R::running_job,
-    )
-}
-
-/// `submit_background`: the job's handle.
-fn submit_background<R: Runner>(
-    py: Python<'_>,
-    client: &polygear::Client,
-    s: Submission,
-) -> PyResult<Py<PyAny>> {
-    let c = client.clone();
-    R::run(
-        py,
-        async move { s.queue(c).await.map_err(to_pyerr) },
-        |py, handle| Ok(handle.into_pyobject(py)?.into_any().unbind()),
-    )
-}
-
-/// `submit_many`: one job per payload of `iterable`, all at once; the
-/// results (or, with `return_exceptions`, the exceptions) in order.
-fn submit_many<R: Runner>(
-    py: Python<'_>,
-    client: &polygear::Client,
-    func: &Bound<'_, PyAny>,
-    iterable: &Bound<'_, PyAny>,
-    priority: Option<&Bound<'_, PyAny>>,
-    timeout: Option<&Bound<'_, PyAny>>,
+    results: Vec<polygear::Result<Bytes>>,
     return_exceptions: bool,
 ) -> PyResult<Py<PyAny>> {
-    let function = util::text(func, "func")?;
-    let data = items(iterable)?;
-    let opts = SubmitOptions {
-        priority: util::opt_priority(priority)?,
-        timeout: util::seconds(timeout, "timeout")?,
-        ..SubmitOptions::default()
-    };
-    let batch = Batch::start(R::runtime()?.handle(), client, &function, data, &opts);
-    R::run(
-        py,
-        async move { Ok(batch.results().await) },
-        move |py, results| {
-            let list = PyList::empty(py);
-            for r in results {
-                match r {
-                    Ok(b) => list.append(PyBytes::new(py, &b))?,
-                    Err(e) if return_exceptions => list.append(to_pyerr(e).into_value(py))?,
-                    Err(e) => return Err(to_pyerr(e)),
-                }
-            }
-            Ok(list.into_any().unbind())
-        },
-    )
+    let list = PyList::empty(py);
+    for r in results {
+        match r {
+            Ok(b) => list.append(PyBytes::new(py, &b))?,
+            Err(e) if return_exceptions => list.append(to_pyerr(e).into_value(py))?,
+            Err(e) => return Err(to_pyerr(e)),
+        }
+    }
+    Ok(list.into_any().unbind())
 }
 
 /// `status` (by handle) or `status_unique` (by unique key).
@@ -621,21 +549,6 @@ fn status<R: Runner>(
     )
 }
 
-/// `echo`: the echoed bytes.
-fn echo<R: Runner>(
-    py: Python<'_>,
-    client: &polygear::Client,
-    data: &Bound<'_, PyAny>,
-) -> PyResult<Py<PyAny>> {
-    let data = payload(data, "data")?;
-    let c = client.clone();
-    R::run(
-        py,
-        async move { c.echo(data).await.map_err(to_pyerr) },
-        |py, b| Ok(to_bytes(py, &b).into_any()),
-    )
-}
-
 /// `close` (None), or the end of a `with` block (False: exceptions propagate).
 fn close<R: Runner>(
     py: Python<'_>,
@@ -656,8 +569,9 @@ fn close<R: Runner>(
     }
 }
 
-/// Defines a client class for runner `$runner`: every method written once
-/// above, stamped with its Python signature. `$returns` completes the
+/// Defines a client class for runner `$runner`: every method is written
+/// once, here, and builds its core future the same way for both classes;
+/// `$runner` waits for it or makes it an awaitable. `$returns` completes the
 /// docstrings ("returns" / "returns an awaitable of"); `$enter`/`$exit` name
 /// the context-manager methods (`__enter__` or `__aenter__`, ...).
 macro_rules! client_class {
@@ -706,8 +620,20 @@ macro_rules! client_class {
                 on_warning: Option<&Bound<'_, PyAny>>,
                 on_status: Option<&Bound<'_, PyAny>>,
             ) -> PyResult<Py<PyAny>> {
-                let callbacks = [on_data, on_warning, on_status];
-                submit::<$runner>(py, &self.inner, func, data, unique, priority, timeout, callbacks)
+                let s = Submission::foreground(func, data, unique, priority, timeout)?;
+                let c = self.inner.clone();
+                match Callbacks::new(on_data, on_warning, on_status)? {
+                    None => <$runner>::run(
+                        py,
+                        async move { s.result(c).await.map_err(to_pyerr) },
+                        |py, b| Ok(to_bytes(py, &b).into_any()),
+                    ),
+                    Some(cbs) => <$runner>::submit_with_callbacks(
+                        py,
+                        async move { s.job(c).await.map_err(to_pyerr) },
+                        cbs,
+                    ),
+                }
             }
 
             #[doc = concat!("Submits a foreground job and ", $returns, " its running job, to read its events.")]
@@ -722,7 +648,12 @@ macro_rules! client_class {
                 timeout: Option<&Bound<'_, PyAny>>,
             ) -> PyResult<Py<PyAny>> {
                 let s = Submission::foreground(func, data, unique, priority, timeout)?;
-                submit_job::<$runner>(py, &self.inner, s)
+                let c = self.inner.clone();
+                <$runner>::run(
+                    py,
+                    async move { s.job(c).await.map_err(to_pyerr) },
+                    <$runner>::running_job,
+                )
             }
 
             #[doc = concat!("Queues a background job and ", $returns, " its handle.")]
@@ -737,7 +668,12 @@ macro_rules! client_class {
                 epoch: Option<i64>,
             ) -> PyResult<Py<PyAny>> {
                 let s = Submission::background(func, data, unique, priority, epoch)?;
-                submit_background::<$runner>(py, &self.inner, s)
+                let c = self.inner.clone();
+                <$runner>::run(
+                    py,
+                    async move { s.queue(c).await.map_err(to_pyerr) },
+                    |py, handle| Ok(handle.into_pyobject(py)?.into_any().unbind()),
+                )
             }
 
             #[doc = concat!("Submits every payload at once (pipelined) and ", $returns, " the results in order.")]
@@ -751,7 +687,20 @@ macro_rules! client_class {
                 timeout: Option<&Bound<'_, PyAny>>,
                 return_exceptions: bool,
             ) -> PyResult<Py<PyAny>> {
-                submit_many::<$runner>(py, &self.inner, func, iterable, priority, timeout, return_exceptions)
+                let function = util::text(func, "func")?;
+                let data = items(iterable)?;
+                let opts = SubmitOptions {
+                    priority: util::opt_priority(priority)?,
+                    timeout: util::seconds(timeout, "timeout")?,
+                    ..SubmitOptions::default()
+                };
+                let rt = <$runner>::runtime()?.handle();
+                let batch = Batch::start(rt, &self.inner, &function, data, &opts);
+                <$runner>::run(
+                    py,
+                    async move { Ok(batch.results().await) },
+                    move |py, results| many_results(py, results, return_exceptions),
+                )
             }
 
             #[doc = concat!("GET_STATUS of a job handle; ", $returns, " a JobStatus.")]
@@ -766,7 +715,13 @@ macro_rules! client_class {
 
             #[doc = concat!("ECHO round trip; ", $returns, " the echoed bytes.")]
             fn echo(&self, py: Python<'_>, data: &Bound<'_, PyAny>) -> PyResult<Py<PyAny>> {
-                echo::<$runner>(py, &self.inner, data)
+                let data = payload(data, "data")?;
+                let c = self.inner.clone();
+                <$runner>::run(
+                    py,
+                    async move { c.echo(data).await.map_err(to_pyerr) },
+                    |py, b| Ok(to_bytes(py, &b).into_any()),
+                )
             }
 
             /// Closes all connections.
