@@ -2,7 +2,7 @@
 
 # The gemspec sits at the repository root so the gem can carry the Rust
 # sources it compiles: bindings/ruby (the glue crate) and its path
-# dependencies core/ and server/ (which keep their relative layout).
+# dependencies bindings/common, core/ and server/ (which keep their relative layout).
 require_relative "ruby/lib/polygear/version"
 
 Gem::Specification.new do |s|
@@ -24,7 +24,7 @@ Gem::Specification.new do |s|
     end
   end
   s.files = Dir["ruby/lib/**/*.rb", "ruby/ext/polygear/extconf.rb", "ruby/README.md"] +
-            ["Cargo.lock"] + rust_sources.call("bindings/ruby") +
+            ["Cargo.lock"] + rust_sources.call("bindings/ruby") + rust_sources.call("bindings/common") +
             rust_sources.call("core") + rust_sources.call("server")
   s.require_paths = ["ruby/lib"]
   s.extensions    = ["ruby/ext/polygear/extconf.rb"]

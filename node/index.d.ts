@@ -28,6 +28,7 @@ export type ErrorCode =
   | 'ENETUNREACH'
   | 'EADDRNOTAVAIL'
   | 'EADDRINUSE'
+  | 'EACCES'
   | 'ENOTFOUND'
   | 'ECONNERROR'
   | 'ETIMEDOUT'

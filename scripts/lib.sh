@@ -54,10 +54,11 @@ pg_test_ruby() { pg_ruby "$PG_TEST/gems" "${POLYGEAR_CARGO_PROFILE:-dev}"; }
 # --- fingerprints and stamps ------------------------------------------------------
 
 # The sources each package is built from (paths relative to the repository root).
-PG_PY_SOURCES=(Cargo.toml Cargo.lock core server bindings/python python/pyproject.toml python/polygear)
-PG_NODE_SOURCES=(Cargo.toml Cargo.lock core server bindings/node node/index.js node/index.d.ts
+PG_PY_SOURCES=(Cargo.toml Cargo.lock core server bindings/common bindings/python python/pyproject.toml python/polygear)
+PG_NODE_SOURCES=(Cargo.toml Cargo.lock core server bindings/common bindings/node node/index.js node/index.d.ts
   node/package.json node/scripts)
-PG_RB_SOURCES=(Cargo.lock core server bindings/ruby ruby/lib ruby/ext/polygear/extconf.rb polygear.gemspec)
+PG_RB_SOURCES=(Cargo.lock core server bindings/common bindings/ruby ruby/lib ruby/ext/polygear/extconf.rb
+  polygear.gemspec)
 PG_BIN_SOURCES=(Cargo.toml Cargo.lock core server cli)
 # What scripts/package.sh puts into dist/ comes from all of the above and these.
 PG_DIST_SOURCES=("${PG_PY_SOURCES[@]}" "${PG_NODE_SOURCES[@]}" "${PG_RB_SOURCES[@]}" "${PG_BIN_SOURCES[@]}"

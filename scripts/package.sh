@@ -56,7 +56,7 @@ cp node/package.json node/index.js node/index.d.ts node/README.md "$pkg/"
 cp node/scripts/build.js "$pkg/scripts/"
 cp "$built/libpolygear_node.so" "$pkg/prebuilt/$npm_key/polygear.node"
 # The Rust sources, so a platform without a prebuilt addon can still build one.
-(cd "$root" && git ls-files -co --exclude-standard core server bindings/node | tar -cf - -T -) | tar -xf - -C "$pkg/rust"
+(cd "$root" && git ls-files -co --exclude-standard core server bindings/common bindings/node | tar -cf - -T -) | tar -xf - -C "$pkg/rust"
 cp Cargo.lock "$pkg/rust/"
 {
   echo '# The Rust sources of the polygear npm package: build.js compiles the addon from'

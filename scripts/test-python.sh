@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Builds the Python package (`pip install ./python`, via maturin) into the tests' venv
 # (target/envs/test/venv) and runs its checks: ruff, mypy --strict on the package and
-# examples, pytest against the in-process polygear.Server and the C gearmand.
+# examples, stubtest (the installed native module against its stub), pytest against
+# the in-process polygear.Server and the C gearmand.
 # Works on a fresh Debian machine as root (installs gearmand / python3-venv if missing).
 # Env: POLYGEAR_PY_PROFILE (dev|release, default dev), POLYGEAR_ENVS, PYTEST_ARGS.
 set -euo pipefail
@@ -34,6 +35,12 @@ echo "test-python: ruff"
 "$venv/bin/ruff" format --check polygear tests examples
 echo "test-python: mypy --strict"
 "$venv/bin/mypy" --strict --no-incremental --cache-dir=/dev/null polygear examples tests
+echo "test-python: stubtest polygear._polygear"
+# From outside the source tree (a scratch folder, which also takes its .mypy_cache): the
+# installed module against the stub installed with it. No allowlist: nothing needs one.
+scratch=$(mktemp -d)
+(cd "$scratch" && "$venv/bin/python" -m mypy.stubtest polygear._polygear) || { rm -rf "$scratch"; exit 1; }
+rm -rf "$scratch"
 echo "test-python: pytest"
 # the pytest script (not `python -m pytest`) keeps python/ off sys.path, so the
 # tests import the installed package, not the source folder

@@ -37,7 +37,7 @@ run_suite() {
 rust_tests() {
   # Binaries first: the interop tests run target/debug/polygeard and polygear.
   cargo build --bins -p polygear-server -p polygear-cli &&
-    cargo test --no-fail-fast -p polygear -p polygear-server -p polygear-cli -p polygear-interop
+    cargo test --no-fail-fast -p polygear -p polygear-server -p polygear-cli -p polygear-interop -p polygear-bindings
 }
 
 demo_test() {

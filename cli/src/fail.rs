@@ -78,8 +78,8 @@ pub fn describe(e: &polygear::Error) -> String {
                 strip_os_error(&source.to_string())
             )
         }
-        // "no server available (could not connect to …)" — the inner reason is the useful part.
-        Error::NoServer(inner) if inner.starts_with("could not connect") => strip_os_error(inner),
+        // "no server available (could not connect to …)": the last server's reason is the useful part.
+        Error::NoServer(Some(last)) if matches!(**last, Error::Connect { .. }) => describe(last),
         Error::InvalidArgument(m) => m.clone(),
         other => strip_os_error(&other.to_string()),
     }
@@ -124,9 +124,10 @@ mod tests {
             describe(&e),
             "could not connect to 127.0.0.1:1: Connection refused"
         );
-        let e = polygear::Error::NoServer(
-            "could not connect to h:1: Connection refused (os error 111)".into(),
-        );
+        let e = polygear::Error::NoServer(Some(Box::new(polygear::Error::Connect {
+            addr: "h:1".into(),
+            source: std::io::Error::from_raw_os_error(111),
+        })));
         assert_eq!(describe(&e), "could not connect to h:1: Connection refused");
         assert_eq!(
             CliError::from(e),

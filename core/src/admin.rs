@@ -59,6 +59,7 @@ impl Conn {
             Line::Eof => Err(Error::ConnectionLost {
                 addr: addr.to_string(),
                 reason: "server closed the admin connection".into(),
+                kind: std::io::ErrorKind::UnexpectedEof,
             }),
         }
     }

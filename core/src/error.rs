@@ -23,10 +23,15 @@ pub enum Error {
         addr: String,
         /// What happened.
         reason: String,
+        /// The kind of I/O error the loss counts as: `ConnectionReset` (the
+        /// connection broke or the peer closed it, or a reply did not fit
+        /// the request), `UnexpectedEof` when an admin reply was cut short.
+        kind: std::io::ErrorKind,
     },
-    /// Every configured server is down (the last error is kept).
-    #[error("no server available ({0})")]
-    NoServer(String),
+    /// Every configured server is down: the last server's error (`None`:
+    /// no server configured).
+    #[error("no server available ({})", no_server_reason(.0))]
+    NoServer(Option<Box<Error>>),
     /// Any other I/O failure.
     #[error("i/o error: {0}")]
     Io(#[from] std::io::Error),
@@ -84,12 +89,31 @@ impl Error {
         }
     }
 
+    /// The kind of the I/O error behind a connection error: `Connect` and
+    /// `Io` keep their `std::io::Error`, `ConnectionLost` its kind, and
+    /// `NoServer` its last server's error. `None` for the other errors.
+    pub fn io_kind(&self) -> Option<std::io::ErrorKind> {
+        match self {
+            Error::Connect { source, .. } | Error::Io(source) => Some(source.kind()),
+            Error::ConnectionLost { kind, .. } => Some(*kind),
+            Error::NoServer(last) => last.as_deref().and_then(Error::io_kind),
+            _ => None,
+        }
+    }
+
     /// Builds [`Error::Server`] from an ERROR packet's fields.
     pub fn server(code: &Bytes, text: &Bytes) -> Error {
         Error::Server {
             code: String::from_utf8_lossy(code).into_owned(),
             text: String::from_utf8_lossy(text).into_owned(),
         }
+    }
+}
+
+fn no_server_reason(last: &Option<Box<Error>>) -> String {
+    match last {
+        Some(e) => e.to_string(),
+        None => "no server configured".into(),
     }
 }
 
@@ -116,3 +140,47 @@ pub enum ErrorKind {
 
 /// Result alias for this crate.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io;
+
+    #[test]
+    fn connection_errors_keep_their_io_kind() {
+        let refused = Error::Connect {
+            addr: "h:1".into(),
+            source: io::ErrorKind::ConnectionRefused.into(),
+        };
+        assert_eq!(refused.io_kind(), Some(io::ErrorKind::ConnectionRefused));
+        let lost = Error::ConnectionLost {
+            addr: "h:1".into(),
+            reason: "closed by the server".into(),
+            kind: io::ErrorKind::ConnectionReset,
+        };
+        assert_eq!(
+            lost.to_string(),
+            "connection to h:1 lost: closed by the server"
+        );
+        assert_eq!(lost.io_kind(), Some(io::ErrorKind::ConnectionReset));
+        let none = Error::NoServer(Some(Box::new(refused)));
+        assert_eq!(
+            none.to_string(),
+            "no server available (could not connect to h:1: connection refused)"
+        );
+        assert_eq!(none.io_kind(), Some(io::ErrorKind::ConnectionRefused));
+        assert_eq!(none.kind(), ErrorKind::Connection);
+        let unconfigured = Error::NoServer(None);
+        assert_eq!(
+            unconfigured.to_string(),
+            "no server available (no server configured)"
+        );
+        assert_eq!(unconfigured.io_kind(), None);
+        assert_eq!(
+            Error::Io(io::ErrorKind::BrokenPipe.into()).io_kind(),
+            Some(io::ErrorKind::BrokenPipe)
+        );
+        assert_eq!(Error::Timeout("t".into()).io_kind(), None);
+        assert_eq!(Error::Closed("c".into()).io_kind(), None);
+    }
+}

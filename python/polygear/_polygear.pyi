@@ -2,7 +2,7 @@
 
 from collections.abc import Callable, Iterable, Iterator
 from types import TracebackType
-from typing import Any, Literal
+from typing import Any, Final, Literal, final
 
 from typing_extensions import Self
 
@@ -11,9 +11,29 @@ _Servers = str | Iterable[str] | None
 _Priority = Literal["high", "normal", "low"]
 _Kind = Literal["data", "warning", "status", "complete", "failed", "exception"]
 
-DEFAULT_PORT: int
-BUILD_PROFILE: str
+__all__ = [
+    "BUILD_PROFILE",
+    "DEFAULT_PORT",
+    "Admin",
+    "AsyncClient",
+    "AsyncRunningJob",
+    "Client",
+    "FunctionStatus",
+    "Job",
+    "JobEvent",
+    "JobInfo",
+    "JobStatus",
+    "NativeWorker",
+    "PriorityStatus",
+    "RunningJob",
+    "Server",
+    "WorkerInfo",
+]
 
+DEFAULT_PORT: Final[int]
+BUILD_PROFILE: Final[str]
+
+@final
 class JobStatus:
     """Progress of a job as reported by GET_STATUS."""
 
@@ -30,6 +50,7 @@ class JobStatus:
     @property
     def client_count(self) -> int | None: ...
 
+@final
 class JobEvent:
     """One event of a running job; ``data`` is b"" for status and failed events."""
 
@@ -44,6 +65,7 @@ class JobEvent:
     @property
     def is_final(self) -> bool: ...
 
+@final
 class RunningJob:
     """A submitted foreground job; iterate it for its events."""
 
@@ -54,6 +76,7 @@ class RunningJob:
     def __iter__(self) -> Iterator[JobEvent]: ...
     def __next__(self) -> JobEvent: ...
 
+@final
 class AsyncRunningJob:
     """The asyncio view of a running job: ``async for event in job``."""
 
@@ -64,25 +87,26 @@ class AsyncRunningJob:
     def __aiter__(self) -> AsyncRunningJob: ...
     async def __anext__(self) -> JobEvent: ...
 
+@final
 class Client:
     """A blocking Gearman client; the GIL is released while waiting."""
 
-    def __init__(
-        self,
+    def __new__(
+        cls,
         servers: _Servers = None,
         timeout: float | None = None,
         *,
         connect_timeout: float | None = None,
         client_id: str | None = None,
         exceptions: bool = True,
-    ) -> None: ...
+    ) -> Self: ...
     def submit(
         self,
         func: str,
         data: _Data,
         *,
         unique: str | bytes | None = None,
-        priority: _Priority = "normal",
+        priority: _Priority | None = None,
         timeout: float | None = None,
         on_data: Callable[[bytes], object] | None = None,
         on_warning: Callable[[bytes], object] | None = None,
@@ -94,7 +118,7 @@ class Client:
         data: _Data,
         *,
         unique: str | bytes | None = None,
-        priority: _Priority = "normal",
+        priority: _Priority | None = None,
         timeout: float | None = None,
     ) -> RunningJob: ...
     def submit_background(
@@ -103,7 +127,7 @@ class Client:
         data: _Data,
         *,
         unique: str | bytes | None = None,
-        priority: _Priority = "normal",
+        priority: _Priority | None = None,
         epoch: int | None = None,
     ) -> str: ...
     def submit_many(
@@ -111,7 +135,7 @@ class Client:
         func: str,
         iterable: Iterable[_Data],
         *,
-        priority: _Priority = "normal",
+        priority: _Priority | None = None,
         timeout: float | None = None,
         return_exceptions: bool = False,
     ) -> list[Any]: ...
@@ -127,25 +151,26 @@ class Client:
         tb: TracebackType | None,
     ) -> None: ...
 
+@final
 class AsyncClient:
     """An asyncio Gearman client."""
 
-    def __init__(
-        self,
+    def __new__(
+        cls,
         servers: _Servers = None,
         timeout: float | None = None,
         *,
         connect_timeout: float | None = None,
         client_id: str | None = None,
         exceptions: bool = True,
-    ) -> None: ...
+    ) -> Self: ...
     async def submit(
         self,
         func: str,
         data: _Data,
         *,
         unique: str | bytes | None = None,
-        priority: _Priority = "normal",
+        priority: _Priority | None = None,
         timeout: float | None = None,
         on_data: Callable[[bytes], object] | None = None,
         on_warning: Callable[[bytes], object] | None = None,
@@ -157,7 +182,7 @@ class AsyncClient:
         data: _Data,
         *,
         unique: str | bytes | None = None,
-        priority: _Priority = "normal",
+        priority: _Priority | None = None,
         timeout: float | None = None,
     ) -> AsyncRunningJob: ...
     async def submit_background(
@@ -166,7 +191,7 @@ class AsyncClient:
         data: _Data,
         *,
         unique: str | bytes | None = None,
-        priority: _Priority = "normal",
+        priority: _Priority | None = None,
         epoch: int | None = None,
     ) -> str: ...
     async def submit_many(
@@ -174,7 +199,7 @@ class AsyncClient:
         func: str,
         iterable: Iterable[_Data],
         *,
-        priority: _Priority = "normal",
+        priority: _Priority | None = None,
         timeout: float | None = None,
         return_exceptions: bool = False,
     ) -> list[Any]: ...
@@ -190,6 +215,7 @@ class AsyncClient:
         tb: TracebackType | None,
     ) -> None: ...
 
+@final
 class Job:
     """A job assigned to a worker."""
 
@@ -210,14 +236,15 @@ class Job:
     def fail(self) -> None: ...
     def exception(self, message: _Data) -> None: ...
 
+@final
 class NativeWorker:
-    def __init__(
-        self,
+    def __new__(
+        cls,
         servers: _Servers = None,
         concurrency: int = 1,
         client_id: str | None = None,
         handoff: bool = False,
-    ) -> None: ...
+    ) -> Self: ...
     def register(self, name: str, timeout: float | None = None) -> None: ...
     def unregister(self, name: str) -> None: ...
     def next_job(self) -> Job | None: ...
@@ -229,6 +256,7 @@ class NativeWorker:
     def shutdown(self) -> None: ...
     async def shutdown_async(self) -> None: ...
 
+@final
 class FunctionStatus:
     @property
     def function(self) -> str: ...
@@ -239,6 +267,7 @@ class FunctionStatus:
     @property
     def workers(self) -> int: ...
 
+@final
 class PriorityStatus:
     @property
     def function(self) -> str: ...
@@ -251,6 +280,7 @@ class PriorityStatus:
     @property
     def workers(self) -> int: ...
 
+@final
 class WorkerInfo:
     @property
     def fd(self) -> int: ...
@@ -261,6 +291,7 @@ class WorkerInfo:
     @property
     def functions(self) -> list[str]: ...
 
+@final
 class JobInfo:
     @property
     def handle(self) -> str: ...
@@ -271,10 +302,11 @@ class JobInfo:
     @property
     def queued(self) -> bool: ...
 
+@final
 class Admin:
     """A blocking admin-protocol connection to one server."""
 
-    def __init__(self, server: str | None = None, timeout: float = 5.0) -> None: ...
+    def __new__(cls, server: str | None = None, timeout: float = 5.0) -> Self: ...
     def status(self) -> list[FunctionStatus]: ...
     def priority_status(self) -> list[PriorityStatus]: ...
     def workers(self) -> list[WorkerInfo]: ...
@@ -298,10 +330,11 @@ class Admin:
         tb: TracebackType | None,
     ) -> None: ...
 
+@final
 class Server:
     """The Rust job server running in this process (port 0 picks a free port)."""
 
-    def __init__(self, port: int = 0, host: str = "127.0.0.1") -> None: ...
+    def __new__(cls, port: int = 0, host: str = "127.0.0.1") -> Self: ...
     def start(self) -> None: ...
     def stop(self) -> None: ...
     @property

@@ -4,10 +4,10 @@ use std::sync::Arc;
 
 use napi::bindgen_prelude::*;
 use napi_derive::napi;
-use polygear::{Bytes, Client, ClientOptions, JobEvent, Priority, RunningJob, SubmitOptions};
+use polygear::{Bytes, Client, ClientOptions, JobEvent, RunningJob, SubmitOptions};
 use tokio::sync::Mutex;
 
-use crate::error::{aborted, invalid, to_napi};
+use crate::error::{aborted, arg_err, to_napi};
 use crate::util::{eager, millis, parse_servers, CancelWatch, Canceller, InFlight};
 
 /// Client construction options (times in milliseconds).
@@ -108,8 +108,7 @@ fn submit_options(args: Option<SubmitArgs>) -> Result<SubmitOptions> {
     if let Some(a) = args {
         opts.unique = a.unique.map(Bytes::from);
         if let Some(p) = a.priority {
-            opts.priority = Priority::from_index(p as i64)
-                .ok_or_else(|| invalid("priority must be 0, 1 or 2"))?;
+            opts.priority = polygear_bindings::args::priority_index(p).map_err(arg_err)?;
         }
         if let Some(t) = a.timeout {
             opts.timeout = Some(millis("timeout", t)?);

@@ -3,11 +3,14 @@
 //! napi-rs cannot construct custom `Error` subclasses from Rust, so every
 //! error crosses the boundary as a plain `Error` whose message is a record
 //! `PGERR␟kind␟code␟extra␟message`; the JS facade (`node/index.js`) parses it
-//! and re-throws the matching subclass with a stable `code`.
-
-use std::io::ErrorKind as IoKind;
+//! and re-throws the matching subclass with a stable `code`. The kind (the
+//! record's tag) and the code come from the shared error table
+//! ([`polygear_bindings::errors`]): the code of a connection error from the
+//! I/O error kind the core keeps.
 
 use polygear::{Error, ErrorKind};
+use polygear_bindings::args::ArgError;
+use polygear_bindings::errors::{self, class_of};
 
 /// Field separator of the encoded error record (ASCII unit separator).
 const SEP: char = '\u{1f}';
@@ -20,9 +23,18 @@ pub fn encoded(kind: &str, code: &str, extra: &str, message: &str) -> napi::Erro
     )
 }
 
-/// An argument the caller passed is not acceptable (becomes a `TypeError`/`RangeError` in JS).
+/// An argument the caller passed is not acceptable (becomes an `InvalidArgumentError` in JS).
 pub fn invalid(message: impl AsRef<str>) -> napi::Error {
-    encoded("invalid", "EINVAL", "", message.as_ref())
+    let class = class_of(ErrorKind::InvalidArgument);
+    encoded(class.tag, class.code, "", message.as_ref())
+}
+
+/// A refused argument: `invalid`, or the core's error.
+pub fn arg_err(e: ArgError) -> napi::Error {
+    match e {
+        ArgError::Value(m) => invalid(m),
+        ArgError::Core(e) => to_napi(e),
+    }
 }
 
 /// The operation was aborted through an `AbortSignal`.
@@ -30,78 +42,30 @@ pub fn aborted() -> napi::Error {
     encoded("aborted", "ABORT_ERR", "", "The operation was aborted")
 }
 
-/// The POSIX-style code for an I/O error kind.
-fn io_code(kind: IoKind) -> &'static str {
-    match kind {
-        IoKind::ConnectionRefused => "ECONNREFUSED",
-        IoKind::ConnectionReset => "ECONNRESET",
-        IoKind::ConnectionAborted => "ECONNABORTED",
-        IoKind::NotConnected => "ENOTCONN",
-        IoKind::TimedOut => "ETIMEDOUT",
-        IoKind::BrokenPipe => "EPIPE",
-        IoKind::AddrNotAvailable => "EADDRNOTAVAIL",
-        IoKind::AddrInUse => "EADDRINUSE",
-        IoKind::HostUnreachable => "EHOSTUNREACH",
-        IoKind::NetworkUnreachable => "ENETUNREACH",
-        IoKind::UnexpectedEof => "ECONNRESET",
-        IoKind::NotFound => "ENOTFOUND",
-        _ => "ECONNERROR",
-    }
+/// A connection-class error that has no core error value (the embedded
+/// server could not bind): the code of the I/O error kind.
+pub fn io_error(kind: std::io::ErrorKind, message: &str) -> napi::Error {
+    encoded(
+        class_of(ErrorKind::Connection).tag,
+        errors::io_code(kind),
+        "",
+        message,
+    )
 }
 
-/// Best-effort code from the text of an aggregated connection error.
-fn code_from_text(text: &str) -> &'static str {
-    let t = text.to_ascii_lowercase();
-    if t.contains("refused") {
-        "ECONNREFUSED"
-    } else if t.contains("timed out") {
-        "ETIMEDOUT"
-    } else if t.contains("reset")
-        || t.contains("lost")
-        || t.contains("closed")
-        || t.contains("broken pipe")
-    {
-        "ECONNRESET"
-    } else if t.contains("unreachable") {
-        "EHOSTUNREACH"
-    } else if t.contains("lookup") || t.contains("resolve") || t.contains("not known") {
-        "ENOTFOUND"
-    } else {
-        "ECONNERROR"
-    }
-}
-
-/// Converts a core error into the encoded JS error.
+/// Converts a core error into the encoded JS error. The record's extra field
+/// is the server's code (`ServerError`, with the server's text as message)
+/// or the job handle (`JobFailedError`, `JobExceptionError`, with the
+/// worker's text as message).
 pub fn to_napi(err: Error) -> napi::Error {
-    let message = err.to_string();
-    match (&err, err.kind()) {
-        (Error::Connect { source, .. }, _) => {
-            // While backing off, the core reports NotConnected with the last failure's text.
-            let code = match source.kind() {
-                IoKind::NotConnected | IoKind::Other => code_from_text(&source.to_string()),
-                kind => io_code(kind),
-            };
-            encoded("connection", code, "", &message)
-        }
-        (Error::Io(source), _) => encoded("connection", io_code(source.kind()), "", &message),
-        (Error::ConnectionLost { .. }, _) => encoded("connection", "ECONNRESET", "", &message),
-        (Error::NoServer(inner), _) => encoded("connection", code_from_text(inner), "", &message),
-        (Error::Server { code, text }, _) => encoded("server", "ESERVER", code, text),
-        (Error::JobFailed { handle }, _) => encoded("jobfailed", "EJOBFAILED", handle, &message),
-        (
-            Error::JobException {
-                handle,
-                message: text,
-            },
-            _,
-        ) => encoded("jobexception", "EJOBEXCEPTION", handle, text),
-        (_, ErrorKind::Timeout) => encoded("timeout", "ETIMEDOUT", "", &message),
-        (_, ErrorKind::Protocol) => encoded("protocol", "EPROTOCOL", "", &message),
-        (_, ErrorKind::InvalidArgument) => encoded("invalid", "EINVAL", "", &message),
-        (_, ErrorKind::Closed) => encoded("closed", "ECLOSED", "", &message),
-        (_, ErrorKind::Connection) => encoded("connection", code_from_text(&message), "", &message),
-        (_, ErrorKind::Server) => encoded("server", "ESERVER", "", &message),
-        (_, ErrorKind::JobFailed) => encoded("jobfailed", "EJOBFAILED", "", &message),
-        (_, ErrorKind::JobException) => encoded("jobexception", "EJOBEXCEPTION", "", &message),
+    let (class, code) = errors::classify(&err);
+    match err {
+        Error::Server {
+            code: server_code,
+            text,
+        } => encoded(class.tag, code, &server_code, &text),
+        Error::JobFailed { ref handle } => encoded(class.tag, code, handle, &err.to_string()),
+        Error::JobException { handle, message } => encoded(class.tag, code, &handle, &message),
+        other => encoded(class.tag, code, "", &other.to_string()),
     }
 }

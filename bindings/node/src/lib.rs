@@ -4,6 +4,10 @@
 //! JS errors. All protocol logic lives in the `polygear` core crate; all
 //! network I/O runs on napi-rs' tokio runtime, never on the JS thread. The
 //! user-facing API (classes, validation, error subclasses) is `node/index.js`.
+//! What the three language bindings share (argument checks, the error table)
+//! is in `polygear-bindings` (`bindings/common`); its `runtime` module says why
+//! Python's and Ruby's blocking APIs drive their own runtime while this addon,
+//! whose JS thread must never block, runs everything on napi-rs' runtime.
 
 #![deny(clippy::all)]
 

@@ -11,8 +11,9 @@ use std::sync::Mutex;
 
 use tokio::sync::{oneshot, watch};
 
-use crate::error::{encoded, invalid};
+use crate::error::{encoded, invalid, io_error};
 use crate::util::lock;
+use polygear_bindings::errors::class_of;
 
 /// Embedded server options.
 #[napi(object)]
@@ -35,22 +36,12 @@ pub struct ServerArgs {
 
 fn server_err(e: ServerError) -> napi::Error {
     match e {
-        ServerError::Io(io) => {
-            let code = match io.kind() {
-                std::io::ErrorKind::AddrInUse => "EADDRINUSE",
-                std::io::ErrorKind::AddrNotAvailable => "EADDRNOTAVAIL",
-                std::io::ErrorKind::PermissionDenied => "EACCES",
-                _ => "ECONNERROR",
-            };
-            encoded(
-                "connection",
-                code,
-                "",
-                &format!("cannot start the server: {io}"),
-            )
-        }
+        ServerError::Io(io) => io_error(io.kind(), &format!("cannot start the server: {io}")),
         ServerError::Config(msg) => invalid(msg),
-        other => encoded("server", "ESERVER", "", &other.to_string()),
+        other => {
+            let class = class_of(polygear::ErrorKind::Server);
+            encoded(class.tag, class.code, "", &other.to_string())
+        }
     }
 }
 

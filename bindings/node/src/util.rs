@@ -1,40 +1,25 @@
-//! Small shared helpers: argument conversion and cancellation.
+//! Small helpers: argument conversion (checked by `polygear_bindings::args`),
+//! cancellation and the eager first poll.
 
-use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
 use napi_derive::napi;
 use polygear::ServerAddr;
+use polygear_bindings::args;
 use tokio::sync::watch;
 
-use crate::error::invalid;
+use crate::error::arg_err;
 
-/// Locks `m`, going on with the data of a poisoned lock (a panicking
-/// thread cannot leave these values half-updated).
-pub fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
-}
+pub use polygear_bindings::lock;
 
 /// Parses `host[:port]` strings (each may also be a comma-separated list).
 pub fn parse_servers(list: &[String]) -> napi::Result<Vec<ServerAddr>> {
-    let mut out = Vec::new();
-    for s in list {
-        out.extend(ServerAddr::parse_list(s).map_err(|e| invalid(e.to_string()))?);
-    }
-    if out.is_empty() {
-        return Err(invalid("at least one server is required"));
-    }
-    Ok(out)
+    args::servers(list).map_err(arg_err)
 }
 
 /// Milliseconds (finite, ≥ 0) to a `Duration`.
 pub fn millis(name: &str, ms: f64) -> napi::Result<Duration> {
-    if !ms.is_finite() || !(0.0..=1e15).contains(&ms) {
-        return Err(invalid(format!(
-            "{name} must be a finite number of milliseconds ≥ 0"
-        )));
-    }
-    Ok(Duration::from_secs_f64(ms / 1000.0))
+    args::millis(name, ms).map_err(arg_err)
 }
 
 /// A one-shot cancellation switch, fired from JS (e.g. by an `AbortSignal`).

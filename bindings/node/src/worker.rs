@@ -9,7 +9,7 @@ use napi_derive::napi;
 use polygear::{Bytes, Job, Worker, WorkerOptions};
 use tokio::sync::{watch, Notify};
 
-use crate::error::{invalid, to_napi};
+use crate::error::{arg_err, invalid, to_napi};
 use crate::util::{lock, millis, parse_servers};
 
 /// Worker construction options (times in milliseconds).
@@ -213,10 +213,7 @@ impl NativeWorker {
             ..WorkerOptions::default()
         };
         if let Some(c) = args.concurrency {
-            if c == 0 {
-                return Err(invalid("concurrency must be ≥ 1"));
-            }
-            o.concurrency = c as usize;
+            o.concurrency = polygear_bindings::args::concurrency(c as usize).map_err(arg_err)?;
         }
         if let Some(t) = args.connect_timeout {
             o.connect_timeout = millis("connectTimeout", t)?;

@@ -1,12 +1,12 @@
 //! `polygear.Admin`: gearmand's admin text protocol as typed calls.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use pyo3::prelude::*;
 use tokio::sync::Mutex as AsyncMutex;
 
-use crate::util::{self, to_pyerr, wait};
+use crate::run::wait;
+use crate::util::{self, arg_err, to_pyerr};
 
 /// A `status` line.
 #[pyclass(module = "polygear", frozen, get_all)]
@@ -125,11 +125,7 @@ impl Admin {
             ));
         }
         let addr = addrs.remove(0);
-        let timeout = Duration::try_from_secs_f64(timeout).map_err(|_| {
-            pyo3::exceptions::PyValueError::new_err(
-                "timeout must be a non-negative number of seconds",
-            )
-        })?;
+        let timeout = polygear_bindings::args::seconds("timeout", timeout).map_err(arg_err)?;
         let admin = wait(
             py,
             async move { polygear::Admin::connect(&addr, timeout).await },

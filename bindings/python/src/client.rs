@@ -1,15 +1,24 @@
 //! `polygear.Client`, `polygear.AsyncClient` and the job/status/event types.
+//!
+//! Each operation is written once: its method converts the arguments, builds
+//! the core future and says how the output becomes a Python value; a
+//! [`Runner`] runs it: [`Blocking`] for `Client` and `RunningJob` (waits with
+//! the GIL released), [`Awaitable`] for `AsyncClient` and `AsyncRunningJob`
+//! (returns an awaitable). Both classes of a pair are stamped from one method
+//! list by `client_class!` / `running_job_class!`.
 
 use std::sync::Arc;
 
 use bytes::Bytes;
 use polygear::{ClientOptions, JobEvent as CoreEvent, SubmitOptions};
+use polygear_bindings::batch::Batch;
 use pyo3::exceptions::{PyStopAsyncIteration, PyStopIteration, PyTypeError};
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyList};
+use pyo3::types::{PyBool, PyBytes, PyList, PyTuple};
 use tokio::sync::Mutex as AsyncMutex;
 
-use crate::util::{self, driven, payload, py_bool, rt, to_bytes, to_pyerr, wait};
+use crate::run::{none, wait, Awaitable, Blocking, Runner};
+use crate::util::{self, payload, py_bool, to_bytes, to_pyerr};
 
 /// Progress of a job as reported by GET_STATUS.
 #[pyclass(module = "polygear", frozen, get_all)]
@@ -148,110 +157,124 @@ impl JobInner {
     }
 }
 
-/// A submitted foreground job: iterate it for its events (WORK_DATA,
-/// WORK_WARNING, WORK_STATUS, then the final one) or call `result()`.
-#[pyclass(module = "polygear", frozen)]
-pub struct RunningJob {
-    handle: String,
-    inner: Arc<AsyncMutex<JobInner>>,
-}
+/// A running job shared with its Python object.
+type SharedJob = Arc<AsyncMutex<JobInner>>;
 
-#[pymethods]
-impl RunningJob {
-    /// The server-assigned job handle.
-    #[getter]
-    fn handle(&self) -> &str {
-        &self.handle
-    }
-
-    /// The next event, or None after the final one.
-    fn next_event(&self, py: Python<'_>) -> PyResult<Option<JobEvent>> {
-        let inner = self.inner.clone();
-        let ev = wait(py, async move { inner.lock().await.next().await })?.map_err(to_pyerr)?;
-        Ok(ev.map(|e| event(py, &e)))
-    }
-
-    /// Waits for the end of the job: the result, or JobFailed / JobException.
-    fn result(&self, py: Python<'_>) -> PyResult<Py<PyBytes>> {
-        let inner = self.inner.clone();
-        let b = wait(py, async move { inner.lock().await.result().await })?.map_err(to_pyerr)?;
-        Ok(to_bytes(py, &b))
-    }
-
-    fn __iter__(slf: Py<Self>) -> Py<Self> {
-        slf
-    }
-
-    fn __next__(&self, py: Python<'_>) -> PyResult<JobEvent> {
-        self.next_event(py)?
-            .ok_or_else(|| PyStopIteration::new_err(()))
-    }
-
-    fn __repr__(&self) -> String {
-        format!("RunningJob(handle={:?})", self.handle)
-    }
-}
-
-/// The asyncio view of a running job: `async for event in job`, `await job.result()`.
-#[pyclass(module = "polygear", frozen)]
-pub struct AsyncRunningJob {
-    handle: String,
-    inner: Arc<AsyncMutex<JobInner>>,
-}
-
-#[pymethods]
-impl AsyncRunningJob {
-    /// The server-assigned job handle.
-    #[getter]
-    fn handle(&self) -> &str {
-        &self.handle
-    }
-
-    /// Awaitable: the next event, or None after the final one.
-    fn next_event<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
-        let inner = self.inner.clone();
-        pyo3_async_runtimes::tokio::future_into_py(py, async move {
-            let ev = inner.lock().await.next().await.map_err(to_pyerr)?;
-            Ok(ev.map(|e| Python::attach(|py| event(py, &e))))
-        })
-    }
-
-    /// Awaitable: the result, or JobFailed / JobException.
-    fn result<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
-        let inner = self.inner.clone();
-        pyo3_async_runtimes::tokio::future_into_py(py, async move {
-            let b = inner.lock().await.result().await.map_err(to_pyerr)?;
-            Ok(Python::attach(|py| to_bytes(py, &b)))
-        })
-    }
-
-    fn __aiter__(slf: Py<Self>) -> Py<Self> {
-        slf
-    }
-
-    fn __anext__<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
-        let inner = self.inner.clone();
-        pyo3_async_runtimes::tokio::future_into_py(py, async move {
-            let ev = inner.lock().await.next().await.map_err(to_pyerr)?;
-            match ev {
-                Some(e) => Ok(Python::attach(|py| event(py, &e))),
-                None => Err(PyStopAsyncIteration::new_err(())),
-            }
-        })
-    }
-
-    fn __repr__(&self) -> String {
-        format!("AsyncRunningJob(handle={:?})", self.handle)
-    }
-}
-
-fn running(job: polygear::RunningJob) -> (String, Arc<AsyncMutex<JobInner>>) {
+/// The handle of a submitted job and its shared state.
+fn shared(job: polygear::RunningJob) -> (String, SharedJob) {
     let handle = job.handle().to_string();
     (
         handle,
         Arc::new(AsyncMutex::new(JobInner { job, last: None })),
     )
 }
+
+/// The next event of a job as a Python `JobEvent`; at the end None, or the
+/// exception `end` makes (the iterator protocols' Stop[Async]Iteration).
+fn next_event<R: Runner>(
+    py: Python<'_>,
+    job: &SharedJob,
+    end: Option<fn() -> PyErr>,
+) -> PyResult<Py<PyAny>> {
+    let job = job.clone();
+    R::run(
+        py,
+        async move { job.lock().await.next().await.map_err(to_pyerr) },
+        move |py, ev| match (ev, end) {
+            (Some(ev), _) => Ok(Py::new(py, event(py, &ev))?.into_any()),
+            (None, None) => Ok(py.None()),
+            (None, Some(end)) => Err(end()),
+        },
+    )
+}
+
+/// The result of a job, or JobFailed / JobException.
+fn job_result<R: Runner>(py: Python<'_>, job: &SharedJob) -> PyResult<Py<PyAny>> {
+    let job = job.clone();
+    R::run(
+        py,
+        async move { job.lock().await.result().await.map_err(to_pyerr) },
+        |py, b| Ok(to_bytes(py, &b).into_any()),
+    )
+}
+
+/// Defines a running-job class for runner `$runner`: its `handle`,
+/// `next_event`, `result` and `__repr__`, plus the iterator protocol in
+/// `$iter`.
+macro_rules! running_job_class {
+    (
+        $(#[$doc:meta])* $class:ident, $runner:ty, $awaitable:tt,
+        { $($iter:tt)* }
+    ) => {
+        $(#[$doc])*
+        #[pyclass(module = "polygear", frozen)]
+        pub struct $class {
+            handle: String,
+            inner: SharedJob,
+        }
+
+        impl $class {
+            fn new(job: polygear::RunningJob) -> Self {
+                let (handle, inner) = shared(job);
+                $class { handle, inner }
+            }
+        }
+
+        #[pymethods]
+        impl $class {
+            /// The server-assigned job handle.
+            #[getter]
+            fn handle(&self) -> &str {
+                &self.handle
+            }
+
+            #[doc = concat!($awaitable, "The next event, or None after the final one.")]
+            fn next_event(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
+                next_event::<$runner>(py, &self.inner, None)
+            }
+
+            #[doc = concat!($awaitable, "The result of the job, or JobFailed / JobException.")]
+            fn result(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
+                job_result::<$runner>(py, &self.inner)
+            }
+
+            fn __repr__(&self) -> String {
+                format!(concat!(stringify!($class), "(handle={:?})"), self.handle)
+            }
+
+            $($iter)*
+        }
+    };
+}
+
+running_job_class!(
+    /// A submitted foreground job: iterate it for its events (WORK_DATA,
+    /// WORK_WARNING, WORK_STATUS, then the final one) or call `result()`.
+    RunningJob, Blocking, "",
+    {
+        fn __iter__(slf: Py<Self>) -> Py<Self> {
+            slf
+        }
+
+        fn __next__(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
+            next_event::<Blocking>(py, &self.inner, Some(|| PyStopIteration::new_err(())))
+        }
+    }
+);
+
+running_job_class!(
+    /// The asyncio view of a running job: `async for event in job`, `await job.result()`.
+    AsyncRunningJob, Awaitable, "Awaitable: ",
+    {
+        fn __aiter__(slf: Py<Self>) -> Py<Self> {
+            slf
+        }
+
+        fn __anext__(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
+            next_event::<Awaitable>(py, &self.inner, Some(|| PyStopAsyncIteration::new_err(())))
+        }
+    }
+);
 
 /// Optional per-event callbacks of `submit`.
 struct Callbacks {
@@ -394,63 +417,6 @@ fn options(
     polygear::Client::new(o).map_err(to_pyerr)
 }
 
-/// Aborts spawned tasks when dropped (e.g. on Ctrl-C during `submit_many`).
-struct AbortOnDrop(Vec<tokio::task::JoinHandle<polygear::Result<Bytes>>>);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        for h in &self.0 {
-            h.abort();
-        }
-    }
-}
-
-fn batch(
-    rt: &tokio::runtime::Runtime,
-    client: &polygear::Client,
-    function: &str,
-    items: Vec<Bytes>,
-    opts: &SubmitOptions,
-) -> AbortOnDrop {
-    let _guard = rt.enter();
-    AbortOnDrop(
-        items
-            .into_iter()
-            .map(|data| {
-                let (c, f, o) = (client.clone(), function.to_string(), opts.clone());
-                tokio::spawn(async move { c.submit(&f, data, o).await })
-            })
-            .collect(),
-    )
-}
-
-async fn gather(mut tasks: AbortOnDrop) -> Vec<polygear::Result<Bytes>> {
-    let mut out = Vec::with_capacity(tasks.0.len());
-    for h in tasks.0.iter_mut() {
-        out.push(match h.await {
-            Ok(r) => r,
-            Err(e) => Err(polygear::Error::Closed(format!("job task ended: {e}"))),
-        });
-    }
-    out
-}
-
-fn collect(
-    py: Python<'_>,
-    results: Vec<polygear::Result<Bytes>>,
-    return_exceptions: bool,
-) -> PyResult<Py<PyList>> {
-    let list = PyList::empty(py);
-    for r in results {
-        match r {
-            Ok(b) => list.append(PyBytes::new(py, &b))?,
-            Err(e) if return_exceptions => list.append(to_pyerr(e).into_value(py))?,
-            Err(e) => return Err(to_pyerr(e)),
-        }
-    }
-    Ok(list.unbind())
-}
-
 fn items(iterable: &Bound<'_, PyAny>) -> PyResult<Vec<Bytes>> {
     let iter = iterable.try_iter().map_err(|_| {
         PyTypeError::new_err(format!(
@@ -461,74 +427,34 @@ fn items(iterable: &Bound<'_, PyAny>) -> PyResult<Vec<Bytes>> {
     iter.map(|item| payload(&item?, "each item")).collect()
 }
 
-/// Starts one job per payload of `iterable` (`submit_many`).
-fn many(
-    rt: &tokio::runtime::Runtime,
-    client: &polygear::Client,
-    func: &Bound<'_, PyAny>,
-    iterable: &Bound<'_, PyAny>,
-    priority: Option<&Bound<'_, PyAny>>,
-    timeout: Option<&Bound<'_, PyAny>>,
-) -> PyResult<AbortOnDrop> {
-    let function = util::text(func, "func")?;
-    let data = items(iterable)?;
-    let opts = SubmitOptions {
-        priority: util::opt_priority(priority)?,
-        timeout: util::seconds(timeout, "timeout")?,
-        ..SubmitOptions::default()
-    };
-    Ok(batch(rt, client, &function, data, &opts))
+/// What differs between the clients beyond running a future: the class of
+/// a submitted job, and how `submit`'s callbacks see its events.
+trait ClientRunner: Runner {
+    /// The submitted job as this API's running-job object.
+    fn running_job(py: Python<'_>, job: polygear::RunningJob) -> PyResult<Py<PyAny>>;
+
+    /// Runs the job `submit` starts to its result, calling the callbacks for
+    /// its intermediate events.
+    fn submit_with_callbacks<F>(py: Python<'_>, start: F, cbs: Callbacks) -> PyResult<Py<PyAny>>
+    where
+        F: std::future::Future<Output = PyResult<polygear::RunningJob>> + Send + 'static;
 }
 
-/// A blocking Gearman client (thread-safe; the GIL is released while waiting).
-#[pyclass(module = "polygear", frozen)]
-pub struct Client {
-    inner: polygear::Client,
-}
-
-#[pymethods]
-impl Client {
-    #[new]
-    #[pyo3(signature = (servers=None, timeout=None, *, connect_timeout=None, client_id=None, exceptions=true))]
-    fn new(
-        servers: Option<&Bound<'_, PyAny>>,
-        timeout: Option<&Bound<'_, PyAny>>,
-        connect_timeout: Option<&Bound<'_, PyAny>>,
-        client_id: Option<String>,
-        exceptions: bool,
-    ) -> PyResult<Self> {
-        Ok(Client {
-            inner: options(servers, timeout, connect_timeout, client_id, exceptions)?,
-        })
+impl ClientRunner for Blocking {
+    fn running_job(py: Python<'_>, job: polygear::RunningJob) -> PyResult<Py<PyAny>> {
+        Ok(Py::new(py, RunningJob::new(job))?.into_any())
     }
 
-    /// Runs a foreground job and returns its result; the optional callbacks
-    /// receive its WORK_DATA, WORK_WARNING and WORK_STATUS events.
-    #[pyo3(signature = (func, data, *, unique=None, priority=None, timeout=None, on_data=None, on_warning=None, on_status=None))]
-    #[allow(clippy::too_many_arguments)]
-    fn submit(
-        &self,
-        py: Python<'_>,
-        func: &Bound<'_, PyAny>,
-        data: &Bound<'_, PyAny>,
-        unique: Option<&Bound<'_, PyAny>>,
-        priority: Option<&Bound<'_, PyAny>>,
-        timeout: Option<&Bound<'_, PyAny>>,
-        on_data: Option<&Bound<'_, PyAny>>,
-        on_warning: Option<&Bound<'_, PyAny>>,
-        on_status: Option<&Bound<'_, PyAny>>,
-    ) -> PyResult<Py<PyBytes>> {
-        let s = Submission::foreground(func, data, unique, priority, timeout)?;
-        let c = self.inner.clone();
-        let Some(cbs) = Callbacks::new(on_data, on_warning, on_status)? else {
-            let r = wait(py, s.result(c))?.map_err(to_pyerr)?;
-            return Ok(to_bytes(py, &r));
-        };
-        let job = wait(py, s.job(c))?.map_err(to_pyerr)?;
-        let (_, inner) = running(job);
+    /// The callbacks run on the calling thread between waits (outside the
+    /// runtime, so they may use blocking polygear calls themselves).
+    fn submit_with_callbacks<F>(py: Python<'_>, start: F, cbs: Callbacks) -> PyResult<Py<PyAny>>
+    where
+        F: std::future::Future<Output = PyResult<polygear::RunningJob>> + Send + 'static,
+    {
+        let (_, job) = shared(wait(py, start)??);
         loop {
-            let i = inner.clone();
-            let ev = wait(py, async move { i.lock().await.next().await })?.map_err(to_pyerr)?;
+            let j = job.clone();
+            let ev = wait(py, async move { j.lock().await.next().await })?.map_err(to_pyerr)?;
             match ev {
                 Some(e) if !e.is_final() => {
                     if let Some((cb, args)) = cbs.pick(py, &e)? {
@@ -538,297 +464,290 @@ impl Client {
                 _ => break,
             }
         }
-        let r = wait(py, async move { inner.lock().await.result().await })?.map_err(to_pyerr)?;
-        Ok(to_bytes(py, &r))
-    }
-
-    /// Submits a foreground job and returns a RunningJob to read its events.
-    #[pyo3(signature = (func, data, *, unique=None, priority=None, timeout=None))]
-    fn submit_job(
-        &self,
-        py: Python<'_>,
-        func: &Bound<'_, PyAny>,
-        data: &Bound<'_, PyAny>,
-        unique: Option<&Bound<'_, PyAny>>,
-        priority: Option<&Bound<'_, PyAny>>,
-        timeout: Option<&Bound<'_, PyAny>>,
-    ) -> PyResult<RunningJob> {
-        let s = Submission::foreground(func, data, unique, priority, timeout)?;
-        let c = self.inner.clone();
-        let job = wait(py, s.job(c))?.map_err(to_pyerr)?;
-        let (handle, inner) = running(job);
-        Ok(RunningJob { handle, inner })
-    }
-
-    /// Queues a background job and returns its handle.
-    #[pyo3(signature = (func, data, *, unique=None, priority=None, epoch=None))]
-    fn submit_background(
-        &self,
-        py: Python<'_>,
-        func: &Bound<'_, PyAny>,
-        data: &Bound<'_, PyAny>,
-        unique: Option<&Bound<'_, PyAny>>,
-        priority: Option<&Bound<'_, PyAny>>,
-        epoch: Option<i64>,
-    ) -> PyResult<String> {
-        let s = Submission::background(func, data, unique, priority, epoch)?;
-        let c = self.inner.clone();
-        wait(py, s.queue(c))?.map_err(to_pyerr)
-    }
-
-    /// Submits every payload at once (pipelined) and returns the results in order.
-    #[pyo3(signature = (func, iterable, *, priority=None, timeout=None, return_exceptions=false))]
-    fn submit_many(
-        &self,
-        py: Python<'_>,
-        func: &Bound<'_, PyAny>,
-        iterable: &Bound<'_, PyAny>,
-        priority: Option<&Bound<'_, PyAny>>,
-        timeout: Option<&Bound<'_, PyAny>>,
-        return_exceptions: bool,
-    ) -> PyResult<Py<PyList>> {
-        let tasks = many(driven()?, &self.inner, func, iterable, priority, timeout)?;
-        let results = wait(py, gather(tasks))?;
-        collect(py, results, return_exceptions)
-    }
-
-    /// GET_STATUS of a job handle.
-    fn status(&self, py: Python<'_>, handle: &Bound<'_, PyAny>) -> PyResult<JobStatus> {
-        let handle = util::text(handle, "handle")?;
-        let c = self.inner.clone();
-        Ok(wait(py, async move { c.status(&handle).await })?
-            .map_err(to_pyerr)?
-            .into())
-    }
-
-    /// GET_STATUS_UNIQUE of a unique key.
-    fn status_unique(&self, py: Python<'_>, unique: &Bound<'_, PyAny>) -> PyResult<JobStatus> {
-        let unique = util::text(unique, "unique")?;
-        let c = self.inner.clone();
-        Ok(wait(py, async move { c.status_unique(&unique).await })?
-            .map_err(to_pyerr)?
-            .into())
-    }
-
-    /// ECHO round trip.
-    fn echo(&self, py: Python<'_>, data: &Bound<'_, PyAny>) -> PyResult<Py<PyBytes>> {
-        let data = payload(data, "data")?;
-        let c = self.inner.clone();
-        let r = wait(py, async move { c.echo(data).await })?.map_err(to_pyerr)?;
-        Ok(to_bytes(py, &r))
-    }
-
-    /// Closes all connections.
-    fn close(&self, py: Python<'_>) -> PyResult<()> {
-        let c = self.inner.clone();
-        wait(py, async move { c.close().await })
-    }
-
-    fn __enter__(slf: Py<Self>) -> Py<Self> {
-        slf
-    }
-
-    #[pyo3(signature = (*_args))]
-    fn __exit__(&self, py: Python<'_>, _args: &Bound<'_, pyo3::types::PyTuple>) -> PyResult<bool> {
-        self.close(py)?;
-        Ok(false)
+        job_result::<Blocking>(py, &job)
     }
 }
 
-/// An asyncio Gearman client: every method returns an awaitable.
-#[pyclass(module = "polygear", frozen)]
-pub struct AsyncClient {
-    inner: polygear::Client,
-}
-
-#[pymethods]
-impl AsyncClient {
-    #[new]
-    #[pyo3(signature = (servers=None, timeout=None, *, connect_timeout=None, client_id=None, exceptions=true))]
-    fn new(
-        servers: Option<&Bound<'_, PyAny>>,
-        timeout: Option<&Bound<'_, PyAny>>,
-        connect_timeout: Option<&Bound<'_, PyAny>>,
-        client_id: Option<String>,
-        exceptions: bool,
-    ) -> PyResult<Self> {
-        Ok(AsyncClient {
-            inner: options(servers, timeout, connect_timeout, client_id, exceptions)?,
-        })
+impl ClientRunner for Awaitable {
+    fn running_job(py: Python<'_>, job: polygear::RunningJob) -> PyResult<Py<PyAny>> {
+        Ok(Py::new(py, AsyncRunningJob::new(job))?.into_any())
     }
 
-    /// Runs a foreground job; awaitable of its result. The optional callbacks
-    /// run on the event loop for its WORK_DATA, WORK_WARNING and WORK_STATUS events.
-    #[pyo3(signature = (func, data, *, unique=None, priority=None, timeout=None, on_data=None, on_warning=None, on_status=None))]
-    #[allow(clippy::too_many_arguments)]
-    fn submit<'py>(
-        &self,
-        py: Python<'py>,
-        func: &Bound<'py, PyAny>,
-        data: &Bound<'py, PyAny>,
-        unique: Option<&Bound<'py, PyAny>>,
-        priority: Option<&Bound<'py, PyAny>>,
-        timeout: Option<&Bound<'py, PyAny>>,
-        on_data: Option<&Bound<'py, PyAny>>,
-        on_warning: Option<&Bound<'py, PyAny>>,
-        on_status: Option<&Bound<'py, PyAny>>,
-    ) -> PyResult<Bound<'py, PyAny>> {
-        let s = Submission::foreground(func, data, unique, priority, timeout)?;
-        let c = self.inner.clone();
-        let Some(cbs) = Callbacks::new(on_data, on_warning, on_status)? else {
-            return pyo3_async_runtimes::tokio::future_into_py(py, async move {
-                let r = s.result(c).await.map_err(to_pyerr)?;
-                Ok(Python::attach(|py| to_bytes(py, &r)))
-            });
-        };
-        // callbacks run on the event loop's thread, in order, before the result
+    /// The callbacks run on the event loop's thread, in order, before the result.
+    fn submit_with_callbacks<F>(py: Python<'_>, start: F, cbs: Callbacks) -> PyResult<Py<PyAny>>
+    where
+        F: std::future::Future<Output = PyResult<polygear::RunningJob>> + Send + 'static,
+    {
         let event_loop = pyo3_async_runtimes::tokio::get_current_locals(py)?
             .event_loop(py)
             .unbind();
-        pyo3_async_runtimes::tokio::future_into_py(py, async move {
-            let job = s.job(c).await.map_err(to_pyerr)?;
-            let (_, inner) = running(job);
-            let mut guard = inner.lock().await;
-            while let Some(e) = guard.next().await.map_err(to_pyerr)? {
-                if e.is_final() {
-                    break;
-                }
-                Python::attach(|py| -> PyResult<()> {
-                    if let Some((cb, args)) = cbs.pick(py, &e)? {
-                        let mut call = vec![cb];
-                        call.extend(args.iter());
-                        event_loop.bind(py).call_method1(
-                            "call_soon_threadsafe",
-                            pyo3::types::PyTuple::new(py, call)?,
-                        )?;
-                    }
-                    Ok(())
-                })?;
-            }
-            let r = guard.result().await.map_err(to_pyerr)?;
-            Ok(Python::attach(|py| to_bytes(py, &r)))
-        })
-    }
-
-    /// Submits a foreground job; awaitable of an AsyncRunningJob.
-    #[pyo3(signature = (func, data, *, unique=None, priority=None, timeout=None))]
-    fn submit_job<'py>(
-        &self,
-        py: Python<'py>,
-        func: &Bound<'py, PyAny>,
-        data: &Bound<'py, PyAny>,
-        unique: Option<&Bound<'py, PyAny>>,
-        priority: Option<&Bound<'py, PyAny>>,
-        timeout: Option<&Bound<'py, PyAny>>,
-    ) -> PyResult<Bound<'py, PyAny>> {
-        let s = Submission::foreground(func, data, unique, priority, timeout)?;
-        let c = self.inner.clone();
-        pyo3_async_runtimes::tokio::future_into_py(py, async move {
-            let job = s.job(c).await.map_err(to_pyerr)?;
-            let (handle, inner) = running(job);
-            Ok(AsyncRunningJob { handle, inner })
-        })
-    }
-
-    /// Queues a background job; awaitable of its handle.
-    #[pyo3(signature = (func, data, *, unique=None, priority=None, epoch=None))]
-    fn submit_background<'py>(
-        &self,
-        py: Python<'py>,
-        func: &Bound<'py, PyAny>,
-        data: &Bound<'py, PyAny>,
-        unique: Option<&Bound<'py, PyAny>>,
-        priority: Option<&Bound<'py, PyAny>>,
-        epoch: Option<i64>,
-    ) -> PyResult<Bound<'py, PyAny>> {
-        let s = Submission::background(func, data, unique, priority, epoch)?;
-        let c = self.inner.clone();
-        pyo3_async_runtimes::tokio::future_into_py(
+        Awaitable::run(
             py,
-            async move { s.queue(c).await.map_err(to_pyerr) },
+            async move {
+                let (_, job) = shared(start.await?);
+                let mut guard = job.lock().await;
+                while let Some(e) = guard.next().await.map_err(to_pyerr)? {
+                    if e.is_final() {
+                        break;
+                    }
+                    Python::attach(|py| -> PyResult<()> {
+                        if let Some((cb, args)) = cbs.pick(py, &e)? {
+                            let mut call = vec![cb];
+                            call.extend(args.iter());
+                            event_loop
+                                .bind(py)
+                                .call_method1("call_soon_threadsafe", PyTuple::new(py, call)?)?;
+                        }
+                        Ok(())
+                    })?;
+                }
+                guard.result().await.map_err(to_pyerr)
+            },
+            |py, b| Ok(to_bytes(py, &b).into_any()),
         )
     }
+}
 
-    /// Submits every payload at once; awaitable of the results in order.
-    #[pyo3(signature = (func, iterable, *, priority=None, timeout=None, return_exceptions=false))]
-    fn submit_many<'py>(
-        &self,
-        py: Python<'py>,
-        func: &Bound<'py, PyAny>,
-        iterable: &Bound<'py, PyAny>,
-        priority: Option<&Bound<'py, PyAny>>,
-        timeout: Option<&Bound<'py, PyAny>>,
-        return_exceptions: bool,
-    ) -> PyResult<Bound<'py, PyAny>> {
-        let tasks = many(rt(), &self.inner, func, iterable, priority, timeout)?;
-        pyo3_async_runtimes::tokio::future_into_py(py, async move {
-            let results = gather(tasks).await;
-            Python::attach(|py| collect(py, results, return_exceptions))
-        })
+/// `submit_many`'s results in order: bytes, or with `return_exceptions` the
+/// exception of a job that failed (else the first one is raised).
+fn many_results(
+    py: Python<'_>,
+    results: Vec<polygear::Result<Bytes>>,
+    return_exceptions: bool,
+) -> PyResult<Py<PyAny>> {
+    let list = PyList::empty(py);
+    for r in results {
+        match r {
+            Ok(b) => list.append(PyBytes::new(py, &b))?,
+            Err(e) if return_exceptions => list.append(to_pyerr(e).into_value(py))?,
+            Err(e) => return Err(to_pyerr(e)),
+        }
     }
+    Ok(list.into_any().unbind())
+}
 
-    /// GET_STATUS of a job handle; awaitable of a JobStatus.
-    fn status<'py>(
-        &self,
-        py: Python<'py>,
-        handle: &Bound<'py, PyAny>,
-    ) -> PyResult<Bound<'py, PyAny>> {
-        let handle = util::text(handle, "handle")?;
-        let c = self.inner.clone();
-        pyo3_async_runtimes::tokio::future_into_py(py, async move {
-            Ok(JobStatus::from(c.status(&handle).await.map_err(to_pyerr)?))
+/// `status` (by handle) or `status_unique` (by unique key).
+fn status<R: Runner>(
+    py: Python<'_>,
+    client: &polygear::Client,
+    key: &Bound<'_, PyAny>,
+    by_unique: bool,
+) -> PyResult<Py<PyAny>> {
+    let key = util::text(key, if by_unique { "unique" } else { "handle" })?;
+    let c = client.clone();
+    R::run(
+        py,
+        async move {
+            let r = if by_unique {
+                c.status_unique(&key).await
+            } else {
+                c.status(&key).await
+            };
+            r.map_err(to_pyerr)
+        },
+        |py, st| Ok(Py::new(py, JobStatus::from(st))?.into_any()),
+    )
+}
+
+/// `close` (None), or the end of a `with` block (False: exceptions propagate).
+fn close<R: Runner>(
+    py: Python<'_>,
+    client: &polygear::Client,
+    exiting: bool,
+) -> PyResult<Py<PyAny>> {
+    let c = client.clone();
+    let fut = async move {
+        c.close().await;
+        Ok(())
+    };
+    if exiting {
+        R::run(py, fut, |py, ()| {
+            Ok(PyBool::new(py, false).to_owned().into_any().unbind())
         })
-    }
-
-    /// GET_STATUS_UNIQUE of a unique key; awaitable of a JobStatus.
-    fn status_unique<'py>(
-        &self,
-        py: Python<'py>,
-        unique: &Bound<'py, PyAny>,
-    ) -> PyResult<Bound<'py, PyAny>> {
-        let unique = util::text(unique, "unique")?;
-        let c = self.inner.clone();
-        pyo3_async_runtimes::tokio::future_into_py(py, async move {
-            Ok(JobStatus::from(
-                c.status_unique(&unique).await.map_err(to_pyerr)?,
-            ))
-        })
-    }
-
-    /// ECHO round trip; awaitable of the echoed bytes.
-    fn echo<'py>(&self, py: Python<'py>, data: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
-        let data = payload(data, "data")?;
-        let c = self.inner.clone();
-        pyo3_async_runtimes::tokio::future_into_py(py, async move {
-            let r = c.echo(data).await.map_err(to_pyerr)?;
-            Ok(Python::attach(|py| to_bytes(py, &r)))
-        })
-    }
-
-    /// Closes all connections (awaitable).
-    fn close<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
-        let c = self.inner.clone();
-        pyo3_async_runtimes::tokio::future_into_py(py, async move {
-            c.close().await;
-            Ok(())
-        })
-    }
-
-    fn __aenter__<'py>(slf: Bound<'py, Self>) -> PyResult<Bound<'py, PyAny>> {
-        let me = slf.clone().unbind();
-        pyo3_async_runtimes::tokio::future_into_py(slf.py(), async move { Ok(me) })
-    }
-
-    #[pyo3(signature = (*_args))]
-    fn __aexit__<'py>(
-        &self,
-        py: Python<'py>,
-        _args: &Bound<'py, pyo3::types::PyTuple>,
-    ) -> PyResult<Bound<'py, PyAny>> {
-        let c = self.inner.clone();
-        pyo3_async_runtimes::tokio::future_into_py(py, async move {
-            c.close().await;
-            Ok(false)
-        })
+    } else {
+        R::run(py, fut, none)
     }
 }
+
+/// Defines a client class for runner `$runner`: every method is written
+/// once, here, and builds its core future the same way for both classes;
+/// `$runner` waits for it or makes it an awaitable. `$returns` completes the
+/// docstrings ("returns" / "returns an awaitable of"); `$enter`/`$exit` name
+/// the context-manager methods (`__enter__` or `__aenter__`, ...).
+macro_rules! client_class {
+    (
+        $(#[$doc:meta])* $class:ident, $runner:ty,
+        returns = $returns:tt, enter = $enter:tt, exit = $exit:tt
+    ) => {
+        $(#[$doc])*
+        #[pyclass(module = "polygear", frozen)]
+        pub struct $class {
+            inner: polygear::Client,
+        }
+
+        #[pymethods]
+        impl $class {
+            #[new]
+            #[pyo3(signature = (servers=None, timeout=None, *, connect_timeout=None, client_id=None, exceptions=true))]
+            fn new(
+                servers: Option<&Bound<'_, PyAny>>,
+                timeout: Option<&Bound<'_, PyAny>>,
+                connect_timeout: Option<&Bound<'_, PyAny>>,
+                client_id: Option<String>,
+                exceptions: bool,
+            ) -> PyResult<Self> {
+                Ok($class {
+                    inner: options(servers, timeout, connect_timeout, client_id, exceptions)?,
+                })
+            }
+
+            #[doc = concat!(
+                "Runs a foreground job and ", $returns, " its result; the optional callbacks\n",
+                "receive its WORK_DATA, WORK_WARNING and WORK_STATUS events (AsyncClient:\n",
+                "on the event loop)."
+            )]
+            #[pyo3(signature = (func, data, *, unique=None, priority=None, timeout=None, on_data=None, on_warning=None, on_status=None))]
+            #[allow(clippy::too_many_arguments)]
+            fn submit(
+                &self,
+                py: Python<'_>,
+                func: &Bound<'_, PyAny>,
+                data: &Bound<'_, PyAny>,
+                unique: Option<&Bound<'_, PyAny>>,
+                priority: Option<&Bound<'_, PyAny>>,
+                timeout: Option<&Bound<'_, PyAny>>,
+                on_data: Option<&Bound<'_, PyAny>>,
+                on_warning: Option<&Bound<'_, PyAny>>,
+                on_status: Option<&Bound<'_, PyAny>>,
+            ) -> PyResult<Py<PyAny>> {
+                let s = Submission::foreground(func, data, unique, priority, timeout)?;
+                let c = self.inner.clone();
+                match Callbacks::new(on_data, on_warning, on_status)? {
+                    None => <$runner>::run(
+                        py,
+                        async move { s.result(c).await.map_err(to_pyerr) },
+                        |py, b| Ok(to_bytes(py, &b).into_any()),
+                    ),
+                    Some(cbs) => <$runner>::submit_with_callbacks(
+                        py,
+                        async move { s.job(c).await.map_err(to_pyerr) },
+                        cbs,
+                    ),
+                }
+            }
+
+            #[doc = concat!("Submits a foreground job and ", $returns, " its running job, to read its events.")]
+            #[pyo3(signature = (func, data, *, unique=None, priority=None, timeout=None))]
+            fn submit_job(
+                &self,
+                py: Python<'_>,
+                func: &Bound<'_, PyAny>,
+                data: &Bound<'_, PyAny>,
+                unique: Option<&Bound<'_, PyAny>>,
+                priority: Option<&Bound<'_, PyAny>>,
+                timeout: Option<&Bound<'_, PyAny>>,
+            ) -> PyResult<Py<PyAny>> {
+                let s = Submission::foreground(func, data, unique, priority, timeout)?;
+                let c = self.inner.clone();
+                <$runner>::run(
+                    py,
+                    async move { s.job(c).await.map_err(to_pyerr) },
+                    <$runner>::running_job,
+                )
+            }
+
+            #[doc = concat!("Queues a background job and ", $returns, " its handle.")]
+            #[pyo3(signature = (func, data, *, unique=None, priority=None, epoch=None))]
+            fn submit_background(
+                &self,
+                py: Python<'_>,
+                func: &Bound<'_, PyAny>,
+                data: &Bound<'_, PyAny>,
+                unique: Option<&Bound<'_, PyAny>>,
+                priority: Option<&Bound<'_, PyAny>>,
+                epoch: Option<i64>,
+            ) -> PyResult<Py<PyAny>> {
+                let s = Submission::background(func, data, unique, priority, epoch)?;
+                let c = self.inner.clone();
+                <$runner>::run(
+                    py,
+                    async move { s.queue(c).await.map_err(to_pyerr) },
+                    |py, handle| Ok(handle.into_pyobject(py)?.into_any().unbind()),
+                )
+            }
+
+            #[doc = concat!("Submits every payload at once (pipelined) and ", $returns, " the results in order.")]
+            #[pyo3(signature = (func, iterable, *, priority=None, timeout=None, return_exceptions=false))]
+            fn submit_many(
+                &self,
+                py: Python<'_>,
+                func: &Bound<'_, PyAny>,
+                iterable: &Bound<'_, PyAny>,
+                priority: Option<&Bound<'_, PyAny>>,
+                timeout: Option<&Bound<'_, PyAny>>,
+                return_exceptions: bool,
+            ) -> PyResult<Py<PyAny>> {
+                let function = util::text(func, "func")?;
+                let data = items(iterable)?;
+                let opts = SubmitOptions {
+                    priority: util::opt_priority(priority)?,
+                    timeout: util::seconds(timeout, "timeout")?,
+                    ..SubmitOptions::default()
+                };
+                let rt = <$runner>::runtime()?.handle();
+                let batch = Batch::start(rt, &self.inner, &function, data, &opts);
+                <$runner>::run(
+                    py,
+                    async move { Ok(batch.results().await) },
+                    move |py, results| many_results(py, results, return_exceptions),
+                )
+            }
+
+            #[doc = concat!("GET_STATUS of a job handle; ", $returns, " a JobStatus.")]
+            fn status(&self, py: Python<'_>, handle: &Bound<'_, PyAny>) -> PyResult<Py<PyAny>> {
+                status::<$runner>(py, &self.inner, handle, false)
+            }
+
+            #[doc = concat!("GET_STATUS_UNIQUE of a unique key; ", $returns, " a JobStatus.")]
+            fn status_unique(&self, py: Python<'_>, unique: &Bound<'_, PyAny>) -> PyResult<Py<PyAny>> {
+                status::<$runner>(py, &self.inner, unique, true)
+            }
+
+            #[doc = concat!("ECHO round trip; ", $returns, " the echoed bytes.")]
+            fn echo(&self, py: Python<'_>, data: &Bound<'_, PyAny>) -> PyResult<Py<PyAny>> {
+                let data = payload(data, "data")?;
+                let c = self.inner.clone();
+                <$runner>::run(
+                    py,
+                    async move { c.echo(data).await.map_err(to_pyerr) },
+                    |py, b| Ok(to_bytes(py, &b).into_any()),
+                )
+            }
+
+            /// Closes all connections.
+            fn close(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
+                close::<$runner>(py, &self.inner, false)
+            }
+
+            #[pyo3(name = $enter)]
+            fn enter(slf: Bound<'_, Self>) -> PyResult<Py<PyAny>> {
+                <$runner>::ready(slf.py(), slf.clone().into_any().unbind())
+            }
+
+            #[pyo3(name = $exit, signature = (*_args))]
+            fn exit(&self, py: Python<'_>, _args: &Bound<'_, PyTuple>) -> PyResult<Py<PyAny>> {
+                close::<$runner>(py, &self.inner, true)
+            }
+        }
+    };
+}
+
+client_class!(
+    /// A blocking Gearman client (thread-safe; the GIL is released while waiting).
+    Client, Blocking, returns = "returns", enter = "__enter__", exit = "__exit__"
+);
+
+client_class!(
+    /// An asyncio Gearman client: every method returns an awaitable.
+    AsyncClient, Awaitable, returns = "returns an awaitable of", enter = "__aenter__", exit = "__aexit__"
+);

@@ -1,8 +1,13 @@
 //! PyO3 glue for the `polygear` Python package: thin wrappers that translate
-//! types and errors; all protocol logic lives in the `polygear` crate.
+//! types and errors; all protocol logic lives in the `polygear` crate, and what
+//! the three language bindings share (argument checks, the runtime the blocking
+//! API drives from its callers' threads, the error table) in
+//! `polygear-bindings` (`bindings/common`; see its `runtime` module for why the
+//! blocking API drives its own runtime).
 
 mod admin;
 mod client;
+mod run;
 mod server;
 mod util;
 mod worker;

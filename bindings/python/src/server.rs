@@ -19,7 +19,8 @@ pub struct Server {
 #[pymethods]
 impl Server {
     #[new]
-    #[pyo3(signature = (port=0, host="127.0.0.1".to_string()))]
+    // the default is not a literal: spell the signature out for introspection
+    #[pyo3(signature = (port=0, host="127.0.0.1".to_string()), text_signature = "(port=0, host='127.0.0.1')")]
     fn new(port: u16, host: String) -> Self {
         Server {
             host,

@@ -1,70 +1,18 @@
-//! Shared helpers: the one tokio runtime, GIL-free waiting, argument
-//! conversion and the mapping of `polygear::Error` onto Python exceptions.
-
-use std::future::Future;
-use std::sync::{Mutex, MutexGuard, OnceLock};
-use std::time::Duration;
+//! Conversions between Python values and core values, and the mapping of
+//! `polygear::Error` onto Python exceptions (through the shared table in
+//! [`polygear_bindings::errors`]).
 
 use bytes::Bytes;
 use polygear::{Error, Priority, ServerAddr};
-use pyo3::exceptions::{PyRuntimeError, PyTypeError, PyValueError};
+use polygear_bindings::args::{self, ArgError};
+use polygear_bindings::errors;
+use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::pybacked::PyBackedBytes;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyByteArray, PyBytes, PyMemoryView, PyModule, PyString};
 
-/// How often a blocked call wakes up to let Python handle signals (Ctrl-C).
-const TICK: Duration = Duration::from_millis(100);
-
-/// The multi-thread runtime of the asyncio API (pyo3-async-runtimes').
-pub(crate) fn rt() -> &'static tokio::runtime::Runtime {
-    pyo3_async_runtimes::tokio::get_runtime()
-}
-
-/// The runtime of the blocking API: a current-thread runtime driven by the
-/// Python threads that wait on it (see [`wait`]). The thread that waits for
-/// a reply reads it from the socket itself, instead of a runtime thread
-/// reading it and waking the waiter: one thread hand-off less per packet,
-/// which is most of a one-job-at-a-time round trip. Its connections only
-/// move while some thread waits, which a blocking API always does; what a
-/// job sends meanwhile is written directly by the sending thread.
-pub(crate) fn driven() -> PyResult<&'static tokio::runtime::Runtime> {
-    static DRIVEN: OnceLock<Result<tokio::runtime::Runtime, String>> = OnceLock::new();
-    DRIVEN
-        .get_or_init(|| {
-            tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .map_err(|e| e.to_string())
-        })
-        .as_ref()
-        .map_err(|e| PyRuntimeError::new_err(format!("could not start the I/O runtime: {e}")))
-}
-
-/// Runs `fut` to completion on the blocking API's runtime with the GIL
-/// released, waking every [`TICK`] to check for signals; a pending
-/// `KeyboardInterrupt` cancels (drops) `fut`.
-pub(crate) fn wait<F>(py: Python<'_>, fut: F) -> PyResult<F::Output>
-where
-    F: Future + Send,
-    F::Output: Send,
-{
-    let rt = driven()?;
-    let mut fut = std::pin::pin!(fut);
-    loop {
-        let r = py.detach(|| rt.block_on(async { tokio::time::timeout(TICK, fut.as_mut()).await }));
-        match r {
-            Ok(v) => return Ok(v),
-            Err(_) => py.check_signals()?,
-        }
-    }
-}
-
-/// Locks `m`, going on with the data of a poisoned lock (a panicking
-/// thread cannot leave these values half-updated).
-pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
+pub(crate) use polygear_bindings::lock;
 
 /// A short name of an object's type, for error messages.
 pub(crate) fn type_name(obj: &Bound<'_, PyAny>) -> String {
@@ -133,7 +81,7 @@ pub(crate) fn unique(obj: Option<&Bound<'_, PyAny>>) -> PyResult<Option<Bytes>> 
     }
 }
 
-/// `"high"`, `"normal"` or `"low"`.
+/// `"high"`, `"normal"` or `"low"` (any case).
 pub(crate) fn priority(obj: &Bound<'_, PyAny>) -> PyResult<Priority> {
     let s = obj.cast::<PyString>().map_err(|_| {
         PyTypeError::new_err(format!(
@@ -141,19 +89,15 @@ pub(crate) fn priority(obj: &Bound<'_, PyAny>) -> PyResult<Priority> {
             type_name(obj)
         ))
     })?;
-    match s.to_cow()?.to_ascii_lowercase().as_str() {
-        "high" => Ok(Priority::High),
-        "normal" => Ok(Priority::Normal),
-        "low" => Ok(Priority::Low),
-        other => Err(PyValueError::new_err(format!(
-            "priority must be 'high', 'normal' or 'low', not {other:?}"
-        ))),
-    }
+    args::priority(&s.to_cow()?).map_err(arg_err)
 }
 
-/// Like [`priority`], with a missing argument meaning normal.
+/// Like [`priority`], with a missing argument or None meaning normal.
 pub(crate) fn opt_priority(obj: Option<&Bound<'_, PyAny>>) -> PyResult<Priority> {
-    obj.map_or(Ok(Priority::Normal), priority)
+    match obj {
+        Some(o) if !o.is_none() => priority(o),
+        _ => Ok(Priority::Normal),
+    }
 }
 
 /// Python's spelling of a bool, for `__repr__`.
@@ -166,7 +110,10 @@ pub(crate) fn py_bool(b: bool) -> &'static str {
 }
 
 /// Seconds (int or float, or None) as a duration.
-pub(crate) fn seconds(obj: Option<&Bound<'_, PyAny>>, what: &str) -> PyResult<Option<Duration>> {
+pub(crate) fn seconds(
+    obj: Option<&Bound<'_, PyAny>>,
+    what: &str,
+) -> PyResult<Option<std::time::Duration>> {
     let Some(o) = obj else { return Ok(None) };
     if o.is_none() {
         return Ok(None);
@@ -179,26 +126,16 @@ pub(crate) fn seconds(obj: Option<&Bound<'_, PyAny>>, what: &str) -> PyResult<Op
             type_name(o)
         )));
     }
-    let secs: f64 = o.extract()?;
-    Duration::try_from_secs_f64(secs).map(Some).map_err(|_| {
-        PyValueError::new_err(format!(
-            "{what} must be a finite, non-negative number of seconds, not {secs}"
-        ))
-    })
+    args::seconds(what, o.extract()?).map(Some).map_err(arg_err)
 }
 
 /// Servers as `"host:port"` strings: one string (comma-separated list allowed)
 /// or an iterable of strings. `None` means `127.0.0.1:4730`.
 pub(crate) fn servers(obj: Option<&Bound<'_, PyAny>>) -> PyResult<Vec<ServerAddr>> {
-    let mut out = Vec::new();
-    match obj {
-        None => return Ok(vec![ServerAddr::new("127.0.0.1", polygear::DEFAULT_PORT)]),
-        Some(o) if o.is_none() => {
-            return Ok(vec![ServerAddr::new("127.0.0.1", polygear::DEFAULT_PORT)])
-        }
-        Some(o) if o.is_instance_of::<PyString>() => {
-            out.extend(ServerAddr::parse_list(&text(o, "servers")?).map_err(to_pyerr)?);
-        }
+    let list = match obj {
+        None => return Ok(args::default_servers()),
+        Some(o) if o.is_none() => return Ok(args::default_servers()),
+        Some(o) if o.is_instance_of::<PyString>() => vec![text(o, "servers")?],
         Some(o) => {
             let iter = o.try_iter().map_err(|_| {
                 PyTypeError::new_err(format!(
@@ -206,6 +143,7 @@ pub(crate) fn servers(obj: Option<&Bound<'_, PyAny>>) -> PyResult<Vec<ServerAddr
                     type_name(o)
                 ))
             })?;
+            let mut list = Vec::new();
             for item in iter {
                 let item = item?;
                 let s = item.cast::<PyString>().map_err(|_| {
@@ -214,16 +152,20 @@ pub(crate) fn servers(obj: Option<&Bound<'_, PyAny>>) -> PyResult<Vec<ServerAddr
                         type_name(&item)
                     ))
                 })?;
-                out.extend(ServerAddr::parse_list(&s.to_cow()?).map_err(to_pyerr)?);
+                list.push(s.to_cow()?.into_owned());
             }
+            list
         }
+    };
+    args::servers(list).map_err(arg_err)
+}
+
+/// A refused argument as a Python exception: `ValueError`, or the core's error.
+pub(crate) fn arg_err(e: ArgError) -> PyErr {
+    match e {
+        ArgError::Value(m) => PyValueError::new_err(m),
+        ArgError::Core(e) => to_pyerr(e),
     }
-    if out.is_empty() {
-        return Err(PyValueError::new_err(
-            "servers must name at least one 'host:port'",
-        ));
-    }
-    Ok(out)
 }
 
 static ERRORS: PyOnceLock<Py<PyModule>> = PyOnceLock::new();
@@ -233,30 +175,20 @@ fn error_class<'py>(py: Python<'py>, name: &str) -> PyResult<Bound<'py, PyAny>> 
     m.bind(py).getattr(name)
 }
 
-/// Builds the Python exception for a core error (see `polygear/_errors.py`).
+/// Builds the Python exception for a core error: the class of its kind in the
+/// shared table (see `polygear/_errors.py`), with the handle / server code
+/// arguments of the job and server errors.
 pub(crate) fn to_pyerr(e: Error) -> PyErr {
     Python::attach(|py| {
         let msg = e.to_string();
-        let made = match &e {
-            Error::JobException { handle, message } => error_class(py, "JobException")
-                .and_then(|c| c.call1((msg, handle.clone(), message.clone()))),
-            Error::JobFailed { handle } => {
-                error_class(py, "JobFailed").and_then(|c| c.call1((msg, handle.clone())))
+        let made = error_class(py, errors::class_of(e.kind()).python).and_then(|c| match &e {
+            Error::JobException { handle, message } => {
+                c.call1((msg, handle.clone(), message.clone()))
             }
-            Error::Server { code, text } => error_class(py, "ServerError")
-                .and_then(|c| c.call1((msg, code.clone(), text.clone()))),
-            _ => {
-                let name = match e.kind() {
-                    polygear::ErrorKind::Connection => "GearmanConnectionError",
-                    polygear::ErrorKind::Timeout => "GearmanTimeoutError",
-                    polygear::ErrorKind::Protocol => "ProtocolError",
-                    polygear::ErrorKind::InvalidArgument => "InvalidArgumentError",
-                    polygear::ErrorKind::Closed => "ClosedError",
-                    _ => "GearmanError",
-                };
-                error_class(py, name).and_then(|c| c.call1((msg,)))
-            }
-        };
+            Error::JobFailed { handle } => c.call1((msg, handle.clone())),
+            Error::Server { code, text } => c.call1((msg, code.clone(), text.clone())),
+            _ => c.call1((msg,)),
+        });
         match made {
             Ok(inst) => PyErr::from_value(inst),
             Err(err) => err,

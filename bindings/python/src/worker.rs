@@ -4,10 +4,13 @@
 use std::sync::Mutex;
 
 use polygear::WorkerOptions;
+use polygear_bindings::args;
+use polygear_bindings::runtime::HANDOFF_DELAY;
 use pyo3::prelude::*;
 use pyo3::types::PyBytes;
 
-use crate::util::{self, lock, opt_payload, payload, to_pyerr, wait};
+use crate::run::{none, Awaitable, Blocking, Runner};
+use crate::util::{self, lock, opt_payload, payload, to_pyerr};
 
 /// A job assigned to this worker.
 #[pyclass(module = "polygear", frozen)]
@@ -114,12 +117,6 @@ impl Job {
     }
 }
 
-/// How long a job that arrives while a function runs waits for that
-/// function's thread to come back for it before an idle thread is woken:
-/// running a queued job on the thread that holds the GIL saves two thread
-/// switches.
-const HANDOFF_DELAY: std::time::Duration = std::time::Duration::from_micros(500);
-
 /// The Rust worker; Python threads / asyncio tasks pull jobs from it.
 #[pyclass(module = "polygear._polygear", frozen)]
 pub struct NativeWorker {
@@ -139,14 +136,9 @@ impl NativeWorker {
         client_id: Option<String>,
         handoff: bool,
     ) -> PyResult<Self> {
-        if concurrency == 0 {
-            return Err(pyo3::exceptions::PyValueError::new_err(
-                "concurrency must be at least 1",
-            ));
-        }
         let opts = WorkerOptions {
             servers: util::servers(servers)?,
-            concurrency,
+            concurrency: args::concurrency(concurrency).map_err(util::arg_err)?,
             client_id,
             handoff_delay: handoff.then_some(HANDOFF_DELAY),
             ..WorkerOptions::default()
@@ -174,11 +166,9 @@ impl NativeWorker {
     }
 
     /// Blocks (GIL released) for the next job; None once stopped and drained.
-    fn next_job(&self, py: Python<'_>) -> PyResult<Option<Job>> {
+    fn next_job(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
         // `Worker::next_job` is cancel-safe: an interrupted wait loses no job.
-        let w = self.worker.clone();
-        let job = wait(py, async move { w.next_job().await })?;
-        Ok(job.map(|j| Job::new(py, j)))
+        self.next::<Blocking>(py)
     }
 
     /// A job assigned already, or None: never waits.
@@ -187,12 +177,8 @@ impl NativeWorker {
     }
 
     /// Awaitable of the next job; None once stopped and drained.
-    fn next_job_async<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
-        let w = self.worker.clone();
-        pyo3_async_runtimes::tokio::future_into_py(py, async move {
-            let job = w.next_job().await;
-            Ok(job.map(|j| Python::attach(|py| Job::new(py, j))))
-        })
+    fn next_job_async(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
+        self.next::<Awaitable>(py)
     }
 
     /// Graceful stop: grab no new jobs.
@@ -207,19 +193,41 @@ impl NativeWorker {
     }
 
     /// Waits (GIL released) until unfinished jobs ended, then closes the connections.
-    fn shutdown(&self, py: Python<'_>) -> PyResult<()> {
-        self.stop();
-        let w = self.worker.clone();
-        wait(py, async move { w.shutdown().await })
+    fn shutdown(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
+        self.shutdown_with::<Blocking>(py)
     }
 
     /// Awaitable form of shutdown().
-    fn shutdown_async<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
-        self.stop();
+    fn shutdown_async(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
+        self.shutdown_with::<Awaitable>(py)
+    }
+}
+
+impl NativeWorker {
+    /// The next job (a `Job`), or None once stopped and drained.
+    fn next<R: Runner>(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
         let w = self.worker.clone();
-        pyo3_async_runtimes::tokio::future_into_py(py, async move {
-            w.shutdown().await;
-            Ok(())
-        })
+        R::run(
+            py,
+            async move { Ok(w.next_job().await) },
+            |py, job| match job {
+                Some(j) => Ok(Py::new(py, Job::new(py, j))?.into_any()),
+                None => Ok(py.None()),
+            },
+        )
+    }
+
+    /// Stops, waits until unfinished jobs ended, then closes the connections.
+    fn shutdown_with<R: Runner>(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
+        self.worker.stop();
+        let w = self.worker.clone();
+        R::run(
+            py,
+            async move {
+                w.shutdown().await;
+                Ok(())
+            },
+            none,
+        )
     }
 }

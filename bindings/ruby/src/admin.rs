@@ -45,7 +45,7 @@ struct NativeAdmin {
 impl NativeAdmin {
     fn connect(ruby: &Ruby, server: String, timeout: Option<f64>) -> Result<Self, Error> {
         let addr: polygear::ServerAddr = server.parse().map_err(|e| map_err(ruby, e))?;
-        let timeout = opt_secs(ruby, timeout)?.unwrap_or(Duration::from_secs(5));
+        let timeout = opt_secs(ruby, "timeout", timeout)?.unwrap_or(Duration::from_secs(5));
         let admin = gvl::wait(ruby, async move {
             polygear::Admin::connect(&addr, timeout).await
         })?

@@ -7,8 +7,9 @@ use bytes::Bytes;
 use magnus::error::ErrorType;
 use magnus::{function, method, prelude::*, Error, RArray, RModule, RString, Ruby, Symbol, Value};
 use polygear::{ClientOptions, JobEvent, Priority, SubmitOptions};
+use polygear_bindings::batch::Batch;
 
-use crate::{gvl, map_err, opt_secs, parse_servers};
+use crate::{arg_err, gvl, map_err, opt_secs, parse_servers};
 
 /// Copies a Ruby String's bytes (binary-safe). Must run with the GVL.
 pub(crate) fn bytes_of(s: RString) -> Bytes {
@@ -31,15 +32,7 @@ fn priority(ruby: &Ruby, v: Value) -> Result<Priority, Error> {
             ),
         ));
     };
-    match name.as_str() {
-        "high" => Ok(Priority::High),
-        "normal" => Ok(Priority::Normal),
-        "low" => Ok(Priority::Low),
-        _ => Err(Error::new(
-            ruby.exception_arg_error(),
-            format!("unknown priority {name:?} (use :high, :normal or :low)"),
-        )),
-    }
+    polygear_bindings::args::priority(&name).map_err(|e| arg_err(ruby, e))
 }
 
 fn submit_options(
@@ -52,7 +45,7 @@ fn submit_options(
     Ok(SubmitOptions {
         unique: unique.map(bytes_of),
         priority: priority(ruby, prio)?,
-        timeout: opt_secs(ruby, timeout)?,
+        timeout: opt_secs(ruby, "timeout", timeout)?,
         epoch,
     })
 }
@@ -94,12 +87,12 @@ impl NativeClient {
     ) -> Result<Self, Error> {
         let mut opts = ClientOptions {
             servers: parse_servers(ruby, servers)?,
-            job_timeout: opt_secs(ruby, job_timeout)?,
+            job_timeout: opt_secs(ruby, "timeout", job_timeout)?,
             client_id,
             exceptions,
             ..ClientOptions::default()
         };
-        if let Some(t) = opt_secs(ruby, connect_timeout)? {
+        if let Some(t) = opt_secs(ruby, "connect_timeout", connect_timeout)? {
             opts.connect_timeout = t;
         }
         let _guard = crate::runtime(ruby)?.enter();
@@ -185,25 +178,11 @@ impl NativeClient {
             datas.push(bytes_of(s));
         }
         let client = rb_self.inner.clone();
-        let results = gvl::wait(ruby, async move {
-            // One task per job on this (caller-driven) runtime, so every
-            // request is written before the first reply is awaited.
-            let tasks: Vec<_> = datas
-                .into_iter()
-                .map(|data| {
-                    let (c, f, o) = (client.clone(), function.clone(), opts.clone());
-                    AbortOnDrop(tokio::spawn(async move { c.submit(&f, data, o).await }))
-                })
-                .collect();
-            let mut out = Vec::with_capacity(tasks.len());
-            for mut t in tasks {
-                out.push(match (&mut t.0).await {
-                    Ok(r) => r,
-                    Err(e) => Err(polygear::Error::Closed(format!("job task ended: {e}"))),
-                });
-            }
-            out
-        })?;
+        // One task per job on this (caller-driven) runtime, so every request
+        // is written before the first reply is awaited.
+        let handle = crate::runtime(ruby)?.handle();
+        let batch = Batch::start(handle, &client, &function, datas, &opts);
+        let results = gvl::wait(ruby, batch.results())?;
         let out = ruby.ary_new_capa(results.len());
         for r in results {
             match r {
@@ -233,15 +212,6 @@ impl NativeClient {
     fn close(ruby: &Ruby, rb_self: &Self) -> Result<(), Error> {
         let client = rb_self.inner.clone();
         gvl::wait(ruby, async move { client.close().await })
-    }
-}
-
-/// Aborts a spawned job task when dropped (an interrupted `submit_many`).
-struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
-
-impl<T> Drop for AbortOnDrop<T> {
-    fn drop(&mut self) {
-        self.0.abort();
     }
 }
 

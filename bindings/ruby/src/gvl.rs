@@ -5,15 +5,17 @@
 //! Ruby can call it straight from a signal handler and does not start a
 //! helper "unblock thread" for every call on the main thread (which costs
 //! ~50 µs per call with `rb_thread_call_without_gvl2` on Ruby 3.1). The
-//! waiting future notices the flag on a short tick.
+//! waiting future notices the flag on a short tick. The slices and the loop
+//! around them are [`polygear_bindings::runtime::wait`]'s; its module docs say
+//! why the waiting threads drive the runtime themselves.
 
 use std::ffi::c_void;
 use std::future::Future;
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use magnus::{Error, Ruby};
+use polygear_bindings::runtime::{self, Interrupt, Wake};
 
 /// How often a waiting thread checks whether Ruby asked it to stop.
 const INTERRUPT_TICK: Duration = Duration::from_millis(20);
@@ -36,16 +38,16 @@ unsafe extern "C" fn trampoline<F: FnOnce() -> R, R>(data: *mut c_void) -> *mut 
 /// handler) to interrupt a thread waiting without the GVL. Only an atomic
 /// store, hence async-signal-safe.
 unsafe extern "C" fn ubf(data: *mut c_void) {
-    // SAFETY: `data` points to the AtomicBool on `wait`'s frame, alive during the call.
-    let flag = unsafe { &*(data as *const AtomicBool) };
-    flag.store(true, Ordering::SeqCst);
+    // SAFETY: `data` points to the wait's Interrupt, alive during the call.
+    let interrupt = unsafe { &*(data as *const Interrupt) };
+    interrupt.set();
 }
 
 /// Runs `f` without the GVL. `Err(f)` if Ruby had an interrupt pending and
 /// did not run `f` at all; `Ok(Err(_))` if `f` panicked.
 fn without_gvl<F: FnOnce() -> R, R>(
     f: F,
-    interrupted: &AtomicBool,
+    interrupted: &Interrupt,
 ) -> Result<std::thread::Result<R>, F> {
     let mut call: Call<F, R> = Call {
         f: Some(f),
@@ -60,7 +62,7 @@ fn without_gvl<F: FnOnce() -> R, R>(
             Some(trampoline::<F, R>),
             &mut call as *mut Call<F, R> as *mut c_void,
             Some(ubf),
-            interrupted as *const AtomicBool as *mut c_void,
+            interrupted as *const Interrupt as *mut c_void,
             flags,
         );
     }
@@ -84,44 +86,24 @@ pub(crate) fn wait<T, Fut>(ruby: &Ruby, fut: Fut) -> Result<T, Error>
 where
     Fut: Future<Output = T>,
 {
-    let rt = crate::runtime(ruby)?;
-    let mut fut = std::pin::pin!(fut);
-    let interrupted = AtomicBool::new(false);
-    loop {
-        interrupted.store(false, Ordering::SeqCst);
-        let mut f = fut.as_mut();
-        let flag = &interrupted;
-        let outcome = without_gvl(
-            move || {
-                rt.block_on(async move {
-                    let start = tokio::time::Instant::now() + INTERRUPT_TICK;
-                    let mut tick = tokio::time::interval_at(start, INTERRUPT_TICK);
-                    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-                    loop {
-                        tokio::select! {
-                            biased;
-                            r = f.as_mut() => return Some(r),
-                            _ = tick.tick() => {
-                                if flag.load(Ordering::SeqCst) {
-                                    return None;
-                                }
-                            }
-                        }
-                    }
-                })
-            },
-            &interrupted,
-        );
-        match outcome {
-            Ok(Ok(Some(v))) => return Ok(v),
-            Ok(Err(_)) => {
-                return Err(Error::new(
+    runtime::wait(
+        crate::runtime(ruby)?,
+        fut,
+        INTERRUPT_TICK,
+        Wake::OnInterrupt,
+        |slice| {
+            let interrupt = slice.interrupt();
+            match without_gvl(move || slice.drive(), interrupt) {
+                Ok(Ok(r)) => Ok(r),
+                Ok(Err(_)) => Err(Error::new(
                     ruby.exception_runtime_error(),
                     "panic in polygear native code",
-                ));
+                )),
+                // Not started: an interrupt was pending.
+                Err(_) => Ok(None),
             }
-            // Interrupted (or not started because an interrupt was pending).
-            Ok(Ok(None)) | Err(_) => ruby.thread_check_ints()?,
-        }
-    }
+        },
+        // Interrupted: let Ruby process it (raising ends the wait).
+        || ruby.thread_check_ints(),
+    )
 }

@@ -9,11 +9,18 @@
 //! The idiomatic Ruby API (keyword arguments, blocks, structs) lives in
 //! `ruby/lib/polygear/*.rb`; this crate exposes `Polygear::Native::*`,
 //! `Polygear::Job` and the exception classes.
+//!
+//! What the three language bindings share (argument checks, the
+//! caller-driven runtime and its wait loop, the error table) is in
+//! `polygear-bindings` (`bindings/common`).
 
-use std::sync::{Mutex, MutexGuard, OnceLock};
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use magnus::{prelude::*, value::Opaque, Error, ExceptionClass, RModule, Ruby, Value};
+use polygear::ErrorKind;
+use polygear_bindings::args::{self, ArgError};
+use polygear_bindings::errors;
 
 mod admin;
 mod client;
@@ -21,90 +28,49 @@ mod gvl;
 mod server;
 mod worker;
 
-/// The one tokio runtime of the process, created on first use: a
+pub(crate) use polygear_bindings::lock;
+
+/// The one tokio runtime of the process, created on first use: the
 /// current-thread runtime driven by the Ruby threads that wait on it
-/// ([`gvl::wait`]). The thread waiting for a reply reads it from the socket
-/// itself instead of a runtime thread reading it and waking the waiter (one
-/// thread hand-off less per packet, most of a serial round trip). Its
-/// connections only move while some thread waits, which every call of this
-/// blocking API does; what a job sends meanwhile is written directly by the
-/// sending thread. Its epoll instance would be shared with a forked child:
-/// create clients and workers after `fork`, not before.
-pub(crate) fn rt() -> Result<&'static tokio::runtime::Runtime, String> {
-    static RT: OnceLock<Result<tokio::runtime::Runtime, String>> = OnceLock::new();
-    RT.get_or_init(|| {
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .map_err(|e| format!("cannot start the tokio runtime: {e}"))
-    })
-    .as_ref()
-    .map_err(Clone::clone)
-}
-
-/// [`rt`] with the failure turned into a Ruby `RuntimeError`.
+/// ([`gvl::wait`]); see [`polygear_bindings::runtime`] for why. A failure to
+/// create it is a Ruby `RuntimeError`.
 pub(crate) fn runtime(ruby: &Ruby) -> Result<&'static tokio::runtime::Runtime, Error> {
-    rt().map_err(|e| Error::new(ruby.exception_runtime_error(), e))
+    polygear_bindings::runtime::driven().map_err(|e| {
+        Error::new(
+            ruby.exception_runtime_error(),
+            format!("cannot start the tokio runtime: {e}"),
+        )
+    })
 }
 
-/// The exception classes, created once by `Init_polygear_ext`.
-struct ErrorClasses {
-    base: Opaque<ExceptionClass>,
-    connection: Opaque<ExceptionClass>,
-    timeout: Opaque<ExceptionClass>,
-    protocol: Opaque<ExceptionClass>,
-    server: Opaque<ExceptionClass>,
-    job_failed: Opaque<ExceptionClass>,
-    job_exception: Opaque<ExceptionClass>,
-    closed: Opaque<ExceptionClass>,
-}
+/// The exception class of each row of the shared error table
+/// ([`errors::CLASSES`]), created (or, for built-in ones, looked up) once by
+/// `Init_polygear_ext`.
+static ERRORS: OnceLock<Vec<Opaque<ExceptionClass>>> = OnceLock::new();
 
-static ERRORS: OnceLock<ErrorClasses> = OnceLock::new();
-
+/// Defines `Polygear::Error` and, below it, the class of every kind in the
+/// shared error table (`ArgumentError` is Ruby's own).
 fn define_errors(ruby: &Ruby, m: RModule) -> Result<(), Error> {
-    let base = m.define_error("Error", ruby.exception_standard_error())?;
-    let classes = ErrorClasses {
-        base: base.into(),
-        connection: m.define_error("ConnectionError", base)?.into(),
-        timeout: m.define_error("TimeoutError", base)?.into(),
-        protocol: m.define_error("ProtocolError", base)?.into(),
-        server: m.define_error("ServerError", base)?.into(),
-        job_failed: m.define_error("JobFailed", base)?.into(),
-        job_exception: m.define_error("JobException", base)?.into(),
-        closed: m.define_error("ClosedError", base)?.into(),
-    };
+    let base = m.define_error(errors::RUBY_BASE, ruby.exception_standard_error())?;
+    let mut classes = Vec::with_capacity(errors::CLASSES.len());
+    for row in &errors::CLASSES {
+        let class: ExceptionClass = match row.ruby.strip_prefix("::") {
+            Some(builtin) => ruby.class_object().const_get(builtin)?,
+            None => m.define_error(row.ruby, base)?,
+        };
+        classes.push(class.into());
+    }
     let _ = ERRORS.set(classes);
     Ok(())
 }
 
-/// Converts a core error into the matching `Polygear::*` exception.
-///
-/// `JobFailed`/`JobException` carry `@handle` (and `@worker_message`),
-/// `ServerError` carries `@code`; invalid arguments become `ArgumentError`.
-pub(crate) fn map_err(ruby: &Ruby, e: polygear::Error) -> Error {
-    use polygear::Error as E;
-    let Some(c) = ERRORS.get() else {
-        return Error::new(ruby.exception_runtime_error(), e.to_string());
+/// An exception of the class the shared table gives `kind`, with `msg` and
+/// the instance variables `ivars`.
+fn exception(ruby: &Ruby, kind: ErrorKind, msg: String, ivars: Vec<(&str, String)>) -> Error {
+    let Some(classes) = ERRORS.get() else {
+        return Error::new(ruby.exception_runtime_error(), msg);
     };
-    let msg = e.to_string();
-    let (class, ivars): (Opaque<ExceptionClass>, Vec<(&str, String)>) = match e {
-        E::Connect { .. } | E::ConnectionLost { .. } | E::NoServer(_) | E::Io(_) => {
-            (c.connection, vec![])
-        }
-        E::Timeout(_) => (c.timeout, vec![]),
-        E::Protocol(_) => (c.protocol, vec![]),
-        E::Server { code, .. } => (c.server, vec![("@code", code)]),
-        E::JobFailed { handle } => (c.job_failed, vec![("@handle", handle)]),
-        E::JobException { handle, message } => (
-            c.job_exception,
-            vec![("@handle", handle), ("@worker_message", message)],
-        ),
-        E::InvalidArgument(_) => return Error::new(ruby.exception_arg_error(), msg),
-        E::Closed(_) => (c.closed, vec![]),
-        #[allow(unreachable_patterns)]
-        _ => (c.base, vec![]),
-    };
-    let class = ruby.get_inner(class);
+    let class = ruby.get_inner(classes[errors::index_of(kind)]);
     if ivars.is_empty() {
         return Error::new(class, msg);
     }
@@ -122,23 +88,46 @@ pub(crate) fn map_err(ruby: &Ruby, e: polygear::Error) -> Error {
     }
 }
 
-/// Locks `m`, going on with the data of a poisoned lock (a panicking
-/// thread cannot leave these values half-updated).
-pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
+/// Converts a core error into the exception of its kind in the shared table
+/// (`Polygear::ConnectionError`, ..., `ArgumentError` for invalid arguments).
+///
+/// `JobFailed`/`JobException` carry `@handle` (and `@worker_message`),
+/// `ServerError` carries `@code`.
+pub(crate) fn map_err(ruby: &Ruby, e: polygear::Error) -> Error {
+    use polygear::Error as E;
+    let (kind, msg) = (e.kind(), e.to_string());
+    let ivars = match e {
+        E::Server { code, .. } => vec![("@code", code)],
+        E::JobFailed { handle } => vec![("@handle", handle)],
+        E::JobException { handle, message } => {
+            vec![("@handle", handle), ("@worker_message", message)]
+        }
+        _ => vec![],
+    };
+    exception(ruby, kind, msg, ivars)
 }
 
-/// Converts an optional number of seconds (Float/Integer) to a Duration;
-/// negative or non-finite values are an `ArgumentError`.
-pub(crate) fn opt_secs(ruby: &Ruby, secs: Option<f64>) -> Result<Option<Duration>, Error> {
-    match secs {
-        None => Ok(None),
-        Some(s) if (0.0..1e10).contains(&s) => Ok(Some(Duration::from_secs_f64(s))),
-        Some(s) => Err(Error::new(
-            ruby.exception_arg_error(),
-            format!("invalid timeout: {s}"),
-        )),
+/// The exception for an error of `kind` that has no core error value.
+pub(crate) fn error_of_kind(ruby: &Ruby, kind: ErrorKind, msg: String) -> Error {
+    exception(ruby, kind, msg, vec![])
+}
+
+/// A refused argument: `ArgumentError`, or the core's error.
+pub(crate) fn arg_err(ruby: &Ruby, e: ArgError) -> Error {
+    match e {
+        ArgError::Value(m) => Error::new(ruby.exception_arg_error(), m),
+        ArgError::Core(e) => map_err(ruby, e),
     }
+}
+
+/// An optional number of seconds (Float/Integer) as a Duration; negative,
+/// non-finite or too large values are an `ArgumentError`.
+pub(crate) fn opt_secs(
+    ruby: &Ruby,
+    name: &str,
+    secs: Option<f64>,
+) -> Result<Option<Duration>, Error> {
+    args::opt_seconds(name, secs).map_err(|e| arg_err(ruby, e))
 }
 
 /// Parses `["host:port", "h2,h3:4731"]` into server addresses.
@@ -146,17 +135,7 @@ pub(crate) fn parse_servers(
     ruby: &Ruby,
     list: Vec<String>,
 ) -> Result<Vec<polygear::ServerAddr>, Error> {
-    let mut out = Vec::new();
-    for s in &list {
-        out.extend(polygear::ServerAddr::parse_list(s).map_err(|e| map_err(ruby, e))?);
-    }
-    if out.is_empty() {
-        return Err(Error::new(
-            ruby.exception_arg_error(),
-            "at least one server is required",
-        ));
-    }
-    Ok(out)
+    args::servers(list).map_err(|e| arg_err(ruby, e))
 }
 
 #[magnus::init(name = "polygear_ext")]

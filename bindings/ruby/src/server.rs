@@ -22,9 +22,10 @@ impl NativeServer {
             ..Default::default()
         };
         let server = BackgroundServer::start(config).map_err(|e| {
-            crate::map_err(
+            crate::error_of_kind(
                 ruby,
-                polygear::Error::NoServer(format!("cannot start the server: {e}")),
+                polygear::ErrorKind::Connection,
+                format!("no server available (cannot start the server: {e})"),
             )
         })?;
         Ok(NativeServer {

@@ -1,19 +1,14 @@
 //! `Polygear::Native::Worker` and `Polygear::Job`.
 
 use std::sync::Mutex;
-use std::time::Duration;
 
 use bytes::Bytes;
 use magnus::{function, method, prelude::*, Error, RModule, RString, Ruby};
 use polygear::WorkerOptions;
+use polygear_bindings::runtime::HANDOFF_DELAY;
 
 use crate::client::bytes_of;
-use crate::{gvl, lock, map_err, opt_secs, parse_servers};
-
-/// How long a job that arrives while a block runs waits for that block's
-/// thread to come back for it before an idle thread is woken: running a
-/// queued job on the thread that holds the GVL saves two thread switches.
-const HANDOFF_DELAY: Duration = Duration::from_micros(500);
+use crate::{arg_err, gvl, lock, map_err, opt_secs, parse_servers};
 
 /// Native worker; `Polygear::Worker` runs the Ruby threads around it.
 #[magnus::wrap(class = "Polygear::Native::Worker", free_immediately, size)]
@@ -28,15 +23,10 @@ impl NativeWorker {
         concurrency: usize,
         client_id: Option<String>,
     ) -> Result<Self, Error> {
-        if concurrency == 0 {
-            return Err(Error::new(
-                ruby.exception_arg_error(),
-                "concurrency must be at least 1",
-            ));
-        }
         let opts = WorkerOptions {
             servers: parse_servers(ruby, servers)?,
-            concurrency,
+            concurrency: polygear_bindings::args::concurrency(concurrency)
+                .map_err(|e| arg_err(ruby, e))?,
             client_id,
             handoff_delay: Some(HANDOFF_DELAY),
             ..WorkerOptions::default()
@@ -52,7 +42,7 @@ impl NativeWorker {
         function: String,
         timeout: Option<f64>,
     ) -> Result<(), Error> {
-        let timeout = opt_secs(ruby, timeout)?;
+        let timeout = opt_secs(ruby, "timeout", timeout)?;
         let _guard = crate::runtime(ruby)?.enter();
         rb_self
             .inner

@@ -96,6 +96,7 @@ impl Dead {
             Dead::Lost(reason) => Error::ConnectionLost {
                 addr: addr.to_owned(),
                 reason: reason.clone(),
+                kind: std::io::ErrorKind::ConnectionReset,
             },
             Dead::Closed(why) => Error::Closed(why.clone()),
         }
@@ -214,6 +215,7 @@ impl Conn {
             return Err(Error::ConnectionLost {
                 addr: self.addr.clone(),
                 reason: "connection closed".into(),
+                kind: std::io::ErrorKind::ConnectionReset,
             });
         }
         let mut encoded = Ok(());
@@ -306,6 +308,7 @@ impl Conn {
             Waiter::Job(slot) => slot.fail(Error::ConnectionLost {
                 addr: self.addr.clone(),
                 reason: "reply out of order".into(),
+                kind: std::io::ErrorKind::ConnectionReset,
             }),
             Waiter::Nobody => {}
         }

@@ -77,6 +77,8 @@ struct Health {
     backoff: Backoff,
     retry_at: Option<Instant>,
     last_error: String,
+    /// The I/O kind of the last failure, kept by the errors of the backoff.
+    last_kind: Option<std::io::ErrorKind>,
 }
 
 impl Server {
@@ -103,7 +105,7 @@ impl Server {
                 return Err(Error::Connect {
                     addr: self.name.clone(),
                     source: std::io::Error::new(
-                        std::io::ErrorKind::NotConnected,
+                        h.last_kind.unwrap_or(std::io::ErrorKind::NotConnected),
                         format!(
                             "{} (next attempt in {} ms)",
                             h.last_error,
@@ -155,6 +157,7 @@ impl Pool {
                     backoff: Backoff::new(options.min_backoff, options.max_backoff),
                     retry_at: None,
                     last_error: String::new(),
+                    last_kind: None,
                 }),
                 connecting: tokio::sync::Mutex::new(()),
             })
@@ -201,8 +204,8 @@ impl Pool {
         }
         match last {
             Some(e) if self.servers.len() == 1 => e,
-            Some(e) => Error::NoServer(e.to_string()),
-            None => Error::NoServer("no server configured".into()),
+            Some(e) => Error::NoServer(Some(Box::new(e))),
+            None => Error::NoServer(None),
         }
     }
 
@@ -247,6 +250,7 @@ impl Pool {
                 let mut h = lock(&server.health);
                 let delay = h.backoff.next_delay();
                 h.retry_at = Some(later(Instant::now(), delay));
+                h.last_kind = e.io_kind();
                 h.last_error = match &e {
                     Error::Connect { source, .. } => source.to_string(),
                     other => other.to_string(),
@@ -318,6 +322,7 @@ impl Pool {
             Ok(Err(_)) => Err(Error::ConnectionLost {
                 addr: conn.addr.clone(),
                 reason: "connection closed before the reply".into(),
+                kind: std::io::ErrorKind::ConnectionReset,
             }),
             Err(_) => Err(Error::Timeout(format!(
                 "no reply to {what} from {} within {:?}",
@@ -334,6 +339,7 @@ pub(super) fn unexpected_reply(conn: &Conn, p: &Packet) -> Error {
     Error::ConnectionLost {
         addr: conn.addr.clone(),
         reason: format!("unexpected reply {}", p.packet_type().name()),
+        kind: std::io::ErrorKind::ConnectionReset,
     }
 }
 
@@ -371,6 +377,7 @@ pub(super) fn status_from(reply: Packet, addr: &str) -> Result<JobStatus> {
         other => Err(Error::ConnectionLost {
             addr: addr.to_owned(),
             reason: format!("unexpected reply {}", other.packet_type().name()),
+            kind: std::io::ErrorKind::ConnectionReset,
         }),
     }
 }

@@ -108,6 +108,7 @@ impl Session {
             CloseReason::Lost(r) => Error::ConnectionLost {
                 addr: self.addr.to_string(),
                 reason: r.clone(),
+                kind: std::io::ErrorKind::ConnectionReset,
             },
             CloseReason::Shutdown => Error::Closed("worker shut down".into()),
         }

@@ -524,16 +524,28 @@ async fn dead_server_fails_fast() {
         .await
         .unwrap_err();
     assert!(matches!(e, Error::Connect { .. }), "{e:?}");
-    // Next call within the backoff is refused without trying.
+    assert_eq!(e.io_kind(), Some(std::io::ErrorKind::ConnectionRefused));
+    // Next call within the backoff is refused without trying, with the same kind.
     let e = c
         .submit_background("f", "x", SubmitOptions::default())
         .await
         .unwrap_err();
     assert!(matches!(e, Error::Connect { .. }), "{e:?}");
+    assert!(e.to_string().contains("next attempt in"), "{e}");
+    assert_eq!(e.io_kind(), Some(std::io::ErrorKind::ConnectionRefused));
     let two = client(vec![dead, ServerAddr::new("127.0.0.1", free_port())]);
     let e = two.echo("x").await.unwrap_err();
-    assert!(matches!(e, Error::NoServer(_)), "{e:?}");
+    assert!(
+        matches!(&e, Error::NoServer(Some(last)) if matches!(**last, Error::Connect { .. })),
+        "{e:?}"
+    );
+    assert!(
+        e.to_string()
+            .starts_with("no server available (could not connect to "),
+        "{e}"
+    );
     assert_eq!(e.kind(), polygear::ErrorKind::Connection);
+    assert_eq!(e.io_kind(), Some(std::io::ErrorKind::ConnectionRefused));
     assert!(t0.elapsed() < Duration::from_secs(5));
 }
 
