@@ -94,7 +94,10 @@ mkdir -p "$other/pkg"
 tar -xzf "$tgz" -C "$other/pkg"
 mv "$other/pkg/package/prebuilt/"* "$other/pkg/package/prebuilt/plan9-mips-none"
 (cd "$other/pkg/package" && npm pack --silent --pack-destination "$other" >/dev/null)
-check "npm install on a platform without a prebuilt addon builds from the packed Rust sources" bash -c '
+# Its own cargo target folder: the packed sources may differ from this checkout's, and
+# their artifacts must never be taken for this checkout's (same relative paths).
+check "npm install on a platform without a prebuilt addon builds from the packed Rust sources" \
+  env CARGO_TARGET_DIR="$CARGO_TARGET_DIR/packed-sources-target" bash -c '
   out=$(POLYGEAR_BUILD_PROFILE=debug pg_node_tarball "$1" "$2" 2>&1); echo "$out" | tail -n 5
   echo "$out" | grep -q "no prebuilt addon for" && echo "$out" | grep -q "building the native addon from source" &&
     [ "$(cd "$1" && node -p "require(\"polygear\").BUILD_PROFILE")" = debug ]' _ "$other/app" "$other/polygear-$version.tgz"

@@ -47,7 +47,12 @@ demo_test() {
   # a second run must find everything installed and pass again. Then the packages the
   # demo built (the clone's dist/) are installed without a toolchain and the READMEs'
   # code runs on them (scripts/test-packages.sh).
+  # Its own cargo target folder (kept between runs, so a second run is quick): a build of
+  # the clone's sources must never leave artifacts that cargo would take for this
+  # checkout's (path crates have the same relative paths, so their artifacts would
+  # share names, and cargo trusts file times).
   local clone=$CARGO_TARGET_DIR/fresh-clone envs=$CARGO_TARGET_DIR/fresh-clone-envs out
+  local clone_target=$CARGO_TARGET_DIR/fresh-clone-target
   rm -rf "$clone" "$envs"
   # The files a clone of this checkout would have, with its uncommitted changes: tracked
   # and untracked-but-not-ignored files (works whatever state this checkout is in:
@@ -61,6 +66,7 @@ demo_test() {
   for run in first second; do
     echo "--- demo.sh in a fresh clone, $run run"
     out=$(cd "$clone" && env -u GEM_HOME -u GEM_PATH -u POLYGEAR_VENV -u POLYGEAR_DIST POLYGEAR_ENVS="$envs" \
+      CARGO_TARGET_DIR="$clone_target" \
       bash scripts/demo.sh 2>&1) || { echo "$out"; return 1; }
     echo "$out" | grep -E '^(demo|package):' | head -n 12
     echo "$out" | tail -n 4
@@ -68,7 +74,8 @@ demo_test() {
   done
   echo "$out" | grep -q "polygear is installed in" || { echo "the second run installed again"; return 1; }
   echo "--- test-packages.sh in the fresh clone"
-  (cd "$clone" && env -u POLYGEAR_DIST POLYGEAR_ENVS="$envs" bash scripts/test-packages.sh) || return 1
+  (cd "$clone" && env -u POLYGEAR_DIST POLYGEAR_ENVS="$envs" CARGO_TARGET_DIR="$clone_target" \
+    bash scripts/test-packages.sh) || return 1
   rm -rf "$clone" "$envs"
 }
 

@@ -175,12 +175,15 @@ fn scenario(port: u16) -> Vec<String> {
         }
         out.extend(lines);
     }
-    // The worker leaves; its registrations disappear.
+    // The worker and two clients leave; their lines and registrations disappear
+    // (wait until the server has seen all three connections close).
+    let connections = |a: &mut Raw| a.admin("workers").lines().filter(|l| *l != ".").count();
+    let before = connections(&mut a);
     drop(w);
     drop(fg1);
     drop(fg2);
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-    while a.admin("workers").contains("worker-A") && std::time::Instant::now() < deadline {
+    while connections(&mut a) > before - 3 && std::time::Instant::now() < deadline {
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
     out.extend(admin(&mut a, "workers"));
