@@ -214,12 +214,16 @@ pg_ruby() {
   pg_install pg_ruby_loads "$gems" "$(pg_fingerprint "source:$profile" "${PG_RB_SOURCES[@]}")" \
     "gem build + gem install into $gems (cargo profile $profile)" pg_ruby_build "$gems" "$profile"
 }
+# The installed gem compiles its own copy of the Rust sources, in a cargo target folder of
+# its own (kept, so a reinstall is quick): artifacts built from a copy must never share a
+# folder with this checkout's, where cargo could take them for its own (same relative paths).
 pg_ruby_build() { # pg_ruby_build GEM_HOME PROFILE: gem build, then gem install (compiles)
   need_cargo
   local dir rc=0
   dir=$(mktemp -d)
   (cd "$root" && gem build -q polygear.gemspec --output "$dir/polygear.gem" >/dev/null) &&
-    POLYGEAR_CARGO_PROFILE=$2 gem install --local --no-document --install-dir "$1" "$dir/polygear.gem" || rc=$?
+    CARGO_TARGET_DIR="$CARGO_TARGET_DIR/gem-target" POLYGEAR_CARGO_PROFILE=$2 \
+      gem install --local --no-document --install-dir "$1" "$dir/polygear.gem" || rc=$?
   rm -rf "$dir"
   return $rc
 }
