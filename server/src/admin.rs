@@ -4,7 +4,7 @@ use bytes::{BufMut, BytesMut};
 use polygear::protocol::admin::{AdminCommand, AdminError};
 
 use crate::state::{ConnId, State};
-use crate::wire::{parse_handle, put_dec, HandleBuf};
+use crate::wire::{parse_handle, put_dec, until_nul, HandleBuf};
 
 /// Server version reported by `version`.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
@@ -165,6 +165,5 @@ impl State {
 
 /// Writes a name the way gearmand's `%.*s` does: cut at the first NUL.
 fn put_name(b: &mut BytesMut, name: &[u8]) {
-    let end = name.iter().position(|&c| c == 0).unwrap_or(name.len());
-    b.put_slice(&name[..end]);
+    b.put_slice(until_nul(name));
 }

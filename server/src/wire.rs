@@ -83,6 +83,12 @@ pub(crate) fn parse_handle(prefix: &[u8], h: &[u8]) -> Option<u64> {
     Some(v)
 }
 
+/// The bytes before the first NUL, as gearmand's `%.*s` reads a name or handle.
+pub(crate) fn until_nul(b: &[u8]) -> &[u8] {
+    let end = b.iter().position(|&c| c == 0).unwrap_or(b.len());
+    &b[..end]
+}
+
 /// Appends the decimal form of `v`.
 pub(crate) fn put_dec(b: &mut BytesMut, v: u64) {
     let mut digits = [0u8; 20];

@@ -8,7 +8,7 @@ use bytes::{Bytes, BytesMut};
 use polygear::protocol::{Packet, PacketType, Priority};
 
 use super::{ConnId, State};
-use crate::wire::{parse_handle, put_pkt};
+use crate::wire::{parse_handle, put_pkt, until_nul};
 
 /// Longest client id kept (gearmand truncates to 127 bytes).
 const MAX_CLIENT_ID: usize = 127;
@@ -72,8 +72,10 @@ impl State {
             Packet::ResetAbilities => self.cant_do(cid, None),
             Packet::SetClientId { id } => self.set_client_id(cid, &id),
             Packet::OptionReq { name } => self.option_req(cid, &name),
-            Packet::GetStatus { handle } => self.get_status(cid, &handle),
-            Packet::GetStatusUnique { unique } => self.get_status_unique(cid, &unique),
+            // Like gearmand, which reads them with `%.*s`: cut at a NUL, which
+            // would make the echoed first field of STATUS_RES ambiguous.
+            Packet::GetStatus { handle } => self.get_status(cid, until_nul(&handle)),
+            Packet::GetStatusUnique { unique } => self.get_status_unique(cid, until_nul(&unique)),
             Packet::WorkStatus {
                 handle,
                 numerator,
