@@ -5,7 +5,7 @@
 //! here. Kept apart so the protocol surface can be read in one place.
 
 use bytes::{Bytes, BytesMut};
-use polygear::protocol::{Packet, PacketType, Priority};
+use polygear::protocol::{Decimal, Packet, PacketType, Priority};
 
 use super::{ConnId, State};
 use crate::wire::{parse_handle, put_pkt, until_nul};
@@ -185,18 +185,15 @@ fn put_status(
     den: u32,
     clients: Option<u64>,
 ) {
-    let mut tmp = BytesMut::with_capacity(64);
-    let mut n1 = BytesMut::new();
-    crate::wire::put_dec(&mut n1, num as u64);
-    let mut d1 = BytesMut::new();
-    crate::wire::put_dec(&mut d1, den as u64);
+    let (n, d) = (Decimal::from(num), Decimal::from(den));
     let k: &[u8] = if known { b"1" } else { b"0" };
     let r: &[u8] = if running { b"1" } else { b"0" };
-    match clients {
-        Some(c) => {
-            crate::wire::put_dec(&mut tmp, c);
-            put_pkt(b, kind, &[first, k, r, &n1, &d1, &tmp]);
-        }
-        None => put_pkt(b, kind, &[first, k, r, &n1, &d1]),
+    match clients.map(Decimal::from) {
+        Some(c) => put_pkt(
+            b,
+            kind,
+            &[first, k, r, n.as_bytes(), d.as_bytes(), c.as_bytes()],
+        ),
+        None => put_pkt(b, kind, &[first, k, r, n.as_bytes(), d.as_bytes()]),
     }
 }
