@@ -11,7 +11,7 @@ pub mod admin;
 mod backoff;
 pub mod client;
 mod error;
-mod frame;
+pub mod frame;
 mod outbox;
 pub mod protocol;
 pub mod servers;
