@@ -28,6 +28,7 @@ use bytes::BytesMut;
 use tokio::io::{AsyncRead, AsyncReadExt};
 
 use crate::protocol::{Frame, Packet, PacketCodec, ProtocolError, RawFrame};
+use crate::util::release_if_larger;
 
 /// Capacity of a new read buffer, and the smallest growth step.
 const INITIAL_CAPACITY: usize = 16 << 10;
@@ -36,7 +37,8 @@ const MIN_SPARE: usize = 4 << 10;
 /// The largest growth step. (The body of a large packet is reserved by the
 /// codec, at most 1 MiB ahead of the bytes received.)
 const MAX_STEP: usize = 4 << 20;
-/// An emptied buffer larger than this is replaced by a new small one.
+/// An emptied buffer whose allocation is larger than this is replaced by a
+/// new small one.
 const KEEP_CAPACITY: usize = 1 << 20;
 
 /// One line read by [`FrameReader::read_line`].
@@ -112,8 +114,8 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
     /// content, at least [`INITIAL_CAPACITY`] and at most [`MAX_STEP`]
     /// (geometric for large packets, in step with the bytes received).
     fn make_room(&mut self) {
-        if self.buf.is_empty() && self.buf.capacity() > KEEP_CAPACITY {
-            self.buf = BytesMut::with_capacity(INITIAL_CAPACITY);
+        if self.buf.is_empty() {
+            release_if_larger(&mut self.buf, KEEP_CAPACITY, INITIAL_CAPACITY);
         }
         if self.buf.capacity() - self.buf.len() < MIN_SPARE {
             let step = (self.buf.len() / 2).clamp(INITIAL_CAPACITY, MAX_STEP);
@@ -181,6 +183,33 @@ mod tests {
         assert!(r.buf.is_empty());
         r.make_room();
         assert!(r.buf.capacity() <= KEEP_CAPACITY);
+    }
+
+    #[tokio::test]
+    async fn the_allocation_of_a_large_packet_is_given_back() {
+        for size in [(1 << 20) + 100_000, 2 << 20, 3 << 20, 5 << 20, 9 << 20] {
+            let mut wire = echo(size).to_bytes(Magic::Res).unwrap().to_vec();
+            wire.extend_from_slice(&echo(1).to_bytes(Magic::Res).unwrap());
+            let mut r = FrameReader::new(&wire[..], PacketCodec::new(DEFAULT_MAX_PACKET));
+            let mut got = Vec::new();
+            while got.len() < 2 {
+                while let Some(p) = r.next_packet().unwrap() {
+                    got.push(p);
+                }
+                if got.len() < 2 {
+                    assert!(r.fill().await.unwrap() > 0);
+                }
+            }
+            drop(got);
+            assert!(r.buf.is_empty());
+            r.make_room();
+            // `capacity()` counts only the space after the consumed bytes;
+            // the next `reserve` could take the whole allocation back.
+            assert!(
+                !r.buf.try_reclaim(KEEP_CAPACITY + 1),
+                "allocation kept after a packet of {size} bytes"
+            );
+        }
     }
 
     #[tokio::test]

@@ -34,7 +34,9 @@ use bytes::{Buf, BytesMut};
 use tokio::net::tcp::OwnedWriteHalf;
 use tokio::sync::Notify;
 
-/// Write buffers above this capacity are released once empty.
+use crate::util::release_if_larger;
+
+/// Write buffers whose allocation is above this are released once empty.
 const KEEP_CAPACITY: usize = 1 << 20;
 const INITIAL_CAPACITY: usize = 8 * 1024;
 
@@ -170,10 +172,8 @@ impl Outbox {
             return Ok(Pushed::WakeTask);
         }
         self.flushing = false;
-        if batch.bytes.capacity() <= KEEP_CAPACITY {
-            batch.bytes.clear();
-            self.spare = batch.bytes;
-        }
+        release_if_larger(&mut batch.bytes, KEEP_CAPACITY, 0);
+        self.spare = batch.bytes;
         Ok(self.take_batch())
     }
 
@@ -258,11 +258,7 @@ impl Outbox {
         if !write_nonblocking(wr, &mut self.buf)? {
             return Ok(false);
         }
-        if self.buf.capacity() > KEEP_CAPACITY {
-            self.buf = BytesMut::with_capacity(INITIAL_CAPACITY);
-        } else {
-            self.buf.clear();
-        }
+        release_if_larger(&mut self.buf, KEEP_CAPACITY, INITIAL_CAPACITY);
         Ok(true)
     }
 }
@@ -430,6 +426,12 @@ mod tests {
             .await
             .unwrap();
         assert!(!out.lock().unwrap().flushing());
+        {
+            // The megabytes that went through were given back.
+            let mut o = out.lock().unwrap();
+            assert!(!o.buf.try_reclaim(KEEP_CAPACITY + 1), "buffer kept");
+            assert!(!o.spare.try_reclaim(KEEP_CAPACITY + 1), "spare kept");
+        }
         let got = reader.await.unwrap();
         assert_eq!(&got[..13], b"hello world!?");
         assert!(got[13..want - 3].iter().all(|&c| c == 7));
