@@ -12,7 +12,7 @@ mod backoff;
 pub mod client;
 mod error;
 pub mod frame;
-mod outbox;
+pub mod outbox;
 pub mod protocol;
 pub mod servers;
 mod util;

@@ -21,6 +21,12 @@
 //! [`writable`] in its `select!`. The callers only keep what differs: which
 //! lock guards the outbox and what a failed write does to the connection.
 //!
+//! The server (polygear-server's `outbox.rs`) keeps one per connection too,
+//! with its own parts on top: replies queued under its state lock are written
+//! once the lock is released, a durability gate, an output limit. So this
+//! module is public, though only for that: the client and the worker are the
+//! API.
+//!
 //! Writing from the caller matters for latency (a reply leaves as soon as it
 //! exists) and for runtimes driven by their callers (a current-thread tokio
 //! runtime that only runs while some thread waits on it): a job's result or
@@ -42,7 +48,7 @@ const INITIAL_CAPACITY: usize = 8 * 1024;
 
 /// What a [`Outbox::push`] or [`Outbox::written`] leaves to do.
 #[derive(Debug)]
-pub(crate) enum Pushed {
+pub enum Pushed {
     /// Nothing: the bytes are written, or the active writer (another
     /// thread or the connection task) writes them.
     Done,
@@ -55,7 +61,7 @@ pub(crate) enum Pushed {
 
 /// What the connection task does next, from [`Outbox::flush_step`].
 #[derive(Debug)]
-pub(crate) enum Flush {
+pub enum Flush {
     /// Nothing: the buffer is empty (direct writes resume) or no flush is due.
     Idle,
     /// A caller is writing a batch: it hands back (waking the task) if the
@@ -68,7 +74,7 @@ pub(crate) enum Flush {
 
 impl Flush {
     /// The write half to await, if the socket is full.
-    pub(crate) fn blocked(self) -> Option<Arc<OwnedWriteHalf>> {
+    pub fn blocked(self) -> Option<Arc<OwnedWriteHalf>> {
         match self {
             Flush::Blocked(wr) => Some(wr),
             Flush::Idle | Flush::CallerWriting => None,
@@ -78,14 +84,14 @@ impl Flush {
 
 /// Bytes taken out of an [`Outbox`] to be written without its lock held.
 #[derive(Debug)]
-pub(crate) struct Batch {
+pub struct Batch {
     bytes: BytesMut,
     wr: Arc<OwnedWriteHalf>,
 }
 
 impl Batch {
     /// Writes what the socket takes now; unwritten bytes stay in the batch.
-    pub(crate) fn write(&mut self) -> io::Result<()> {
+    pub fn write(&mut self) -> io::Result<()> {
         write_nonblocking(&self.wr, &mut self.bytes).map(|_| ())
     }
 }
@@ -107,7 +113,7 @@ fn write_nonblocking(wr: &OwnedWriteHalf, buf: &mut BytesMut) -> io::Result<bool
 /// Buffered, direct-write side of a socket. Callers keep it behind the
 /// connection's mutex; writes never block.
 #[derive(Debug)]
-pub(crate) struct Outbox {
+pub struct Outbox {
     buf: BytesMut,
     /// An emptied batch buffer, reused for the next batch.
     spare: BytesMut,
@@ -117,30 +123,55 @@ pub(crate) struct Outbox {
     flushing: bool,
     /// A caller holds a [`Batch`]: it alone writes until it reports back.
     writing: bool,
+    /// Bytes in that batch when it was taken (see [`Outbox::pending`]).
+    in_flight: usize,
+    /// Capacity of a new buffer (0: allocated by the first push).
+    initial: usize,
+    /// An emptied buffer with a larger allocation is released.
+    keep: usize,
 }
 
 impl Outbox {
     /// An outbox whose first bytes (a handshake) the connection task sends.
-    pub(crate) fn new(wr: OwnedWriteHalf, handshake: BytesMut) -> Outbox {
+    pub fn new(wr: OwnedWriteHalf, handshake: BytesMut) -> Outbox {
         let flushing = !handshake.is_empty();
-        let mut buf = handshake;
-        if buf.capacity() < INITIAL_CAPACITY {
-            buf.reserve(INITIAL_CAPACITY - buf.len());
+        let mut out = Outbox::with_buffers(wr, INITIAL_CAPACITY, KEEP_CAPACITY);
+        out.buf = handshake;
+        if out.buf.capacity() < INITIAL_CAPACITY {
+            out.buf.reserve(INITIAL_CAPACITY - out.buf.len());
         }
+        out.flushing = flushing;
+        out
+    }
+
+    /// An empty outbox whose buffers start at `initial` bytes (0: nothing
+    /// is allocated before the first push, for a server's many idle
+    /// connections) and are released once emptied if their allocation grew
+    /// beyond `keep` bytes.
+    pub fn with_buffers(wr: OwnedWriteHalf, initial: usize, keep: usize) -> Outbox {
         Outbox {
-            buf,
+            buf: BytesMut::with_capacity(initial),
             spare: BytesMut::new(),
             wr: Some(Arc::new(wr)),
-            flushing,
+            flushing: false,
             writing: false,
+            in_flight: 0,
+            initial,
+            keep,
         }
+    }
+
+    /// Bytes pushed and not yet written, including a batch being written
+    /// (as it was taken: what a writer wrote of it since is not known here).
+    pub fn pending(&self) -> usize {
+        self.buf.len() + self.in_flight
     }
 
     /// Appends bytes with `write` (after any unwritten ones). Unless another
     /// writer is active, the caller becomes the writer ([`Pushed::Write`]),
     /// also while the task is flushing: on a runtime nobody drives the task
     /// may not run for a while, and every push moves the backlog on.
-    pub(crate) fn push(&mut self, write: impl FnOnce(&mut BytesMut)) -> io::Result<Pushed> {
+    pub fn push(&mut self, write: impl FnOnce(&mut BytesMut)) -> io::Result<Pushed> {
         if self.wr.is_none() {
             return Err(io::ErrorKind::NotConnected.into());
         }
@@ -154,12 +185,9 @@ impl Outbox {
     /// For the writer, with the lock held again after [`Batch::write`]
     /// returned `result`: gives back what the socket did not take, and
     /// returns the next batch if more bytes were appended meanwhile.
-    pub(crate) fn written(
-        &mut self,
-        mut batch: Batch,
-        result: io::Result<()>,
-    ) -> io::Result<Pushed> {
+    pub fn written(&mut self, mut batch: Batch, result: io::Result<()>) -> io::Result<Pushed> {
         self.writing = false;
+        self.in_flight = 0;
         if self.wr.is_none() {
             return Err(io::ErrorKind::NotConnected.into());
         }
@@ -172,7 +200,7 @@ impl Outbox {
             return Ok(Pushed::WakeTask);
         }
         self.flushing = false;
-        release_if_larger(&mut batch.bytes, KEEP_CAPACITY, 0);
+        release_if_larger(&mut batch.bytes, self.keep, 0);
         self.spare = batch.bytes;
         Ok(self.take_batch())
     }
@@ -186,9 +214,10 @@ impl Outbox {
             return Pushed::Done;
         }
         self.writing = true;
+        self.in_flight = self.buf.len();
         let mut next = std::mem::take(&mut self.spare);
-        if next.capacity() < INITIAL_CAPACITY {
-            next.reserve(INITIAL_CAPACITY);
+        if next.capacity() < self.initial {
+            next.reserve(self.initial);
         }
         Pushed::Write(Batch {
             bytes: std::mem::replace(&mut self.buf, next),
@@ -205,7 +234,7 @@ impl Outbox {
     /// For the connection task, with the lock held: if the socket was full
     /// (a push handed over with [`Pushed::WakeTask`]), writes what it takes
     /// now. See [`Flush`] for what to do next.
-    pub(crate) fn flush_step(&mut self) -> io::Result<Flush> {
+    pub fn flush_step(&mut self) -> io::Result<Flush> {
         if self.writing {
             return Ok(Flush::CallerWriting);
         }
@@ -226,7 +255,7 @@ impl Outbox {
     /// end-of-file or an error). For an idle connection whose reader may not
     /// have run: on a runtime only driven while a caller waits, a server
     /// restart is otherwise noticed only after the next request was sent.
-    pub(crate) fn peer_closed(&self) -> bool {
+    pub fn peer_closed(&self) -> bool {
         let Some(wr) = &self.wr else {
             return true;
         };
@@ -242,7 +271,7 @@ impl Outbox {
     }
 
     /// Drops queued bytes and the socket's write half; later pushes fail.
-    pub(crate) fn close(&mut self) {
+    pub fn close(&mut self) {
         self.buf = BytesMut::new();
         self.spare = BytesMut::new();
         self.wr = None;
@@ -258,7 +287,7 @@ impl Outbox {
         if !write_nonblocking(wr, &mut self.buf)? {
             return Ok(false);
         }
-        release_if_larger(&mut self.buf, KEEP_CAPACITY, INITIAL_CAPACITY);
+        release_if_larger(&mut self.buf, self.keep, self.initial);
         Ok(true)
     }
 }
@@ -268,7 +297,7 @@ impl Outbox {
 /// notifies `wake` (the connection task) if the socket is full. `relock`
 /// locks the connection again and `outbox` finds the outbox in it. An error
 /// is the socket's (the caller closes the connection).
-pub(crate) fn settle<G: std::ops::DerefMut>(
+pub fn settle<G: std::ops::DerefMut>(
     pushed: io::Result<Pushed>,
     relock: impl Fn() -> G,
     outbox: impl Fn(&mut G::Target) -> &mut Outbox,
@@ -303,7 +332,7 @@ pub(crate) fn settle<G: std::ops::DerefMut>(
 /// writing ends the flush (that caller hands back if the socket fills),
 /// unless `wait_for_caller`: then it is waited for too, as a connection
 /// about to close must send every byte first.
-pub(crate) async fn flush_until_empty(
+pub async fn flush_until_empty(
     mut step: impl FnMut() -> io::Result<Flush>,
     wait_for_caller: bool,
 ) -> io::Result<()> {
@@ -321,7 +350,7 @@ pub(crate) async fn flush_until_empty(
 
 /// For a task that flushes inside its own `select!`: completes once the
 /// full socket takes bytes again; never if `blocked` is `None`.
-pub(crate) async fn writable(blocked: &Option<Arc<OwnedWriteHalf>>) -> io::Result<()> {
+pub async fn writable(blocked: &Option<Arc<OwnedWriteHalf>>) -> io::Result<()> {
     match blocked {
         Some(wr) => wr.writable().await,
         None => std::future::pending().await,
