@@ -1,4 +1,5 @@
-//! The write side of one connection, shared by the client and the worker.
+//! The write side of one connection, shared by the client, the worker and
+//! the server.
 //!
 //! Packets are appended to one buffer and written straight to the socket by
 //! the thread that produced them (a non-blocking `try_write`, no task hop).
@@ -22,10 +23,13 @@
 //! lock guards the outbox and what a failed write does to the connection.
 //!
 //! The server (polygear-server's `outbox.rs`) keeps one per connection too,
-//! with its own parts on top: replies queued under its state lock are written
-//! once the lock is released, a durability gate, an output limit. So this
-//! module is public, though only for that: the client and the worker are the
-//! API.
+//! with its own parts on top: a durability gate, an output limit, and
+//! replies produced under its state lock, which it [`Outbox::append`]s
+//! there and writes once the lock is released ([`Outbox::take`], then
+//! [`settle`]), one batch for everything queued meanwhile. Its connection
+//! task is always driven, so it leaves bytes appended while a writer is
+//! active ([`Outbox::writer_active`]) to that writer. This module is public
+//! for the server; the client and the worker are the API.
 //!
 //! Writing from the caller matters for latency (a reply leaves as soon as it
 //! exists) and for runtimes driven by their callers (a current-thread tokio
@@ -172,14 +176,37 @@ impl Outbox {
     /// also while the task is flushing: on a runtime nobody drives the task
     /// may not run for a while, and every push moves the backlog on.
     pub fn push(&mut self, write: impl FnOnce(&mut BytesMut)) -> io::Result<Pushed> {
+        self.append(write)?;
+        Ok(self.take())
+    }
+
+    /// The first half of [`Outbox::push`]: appends bytes with `write` and
+    /// leaves them buffered, for a caller that appends under a lock of its
+    /// own and calls [`Outbox::take`] once that lock is released (so one
+    /// write carries everything appended until then).
+    pub fn append(&mut self, write: impl FnOnce(&mut BytesMut)) -> io::Result<()> {
         if self.wr.is_none() {
             return Err(io::ErrorKind::NotConnected.into());
         }
         write(&mut self.buf);
+        Ok(())
+    }
+
+    /// The second half of [`Outbox::push`]: unless another writer is active
+    /// (a caller's batch; [`Pushed::Done`] then, it picks the bytes up), the
+    /// caller becomes the writer of everything buffered.
+    pub fn take(&mut self) -> Pushed {
         if self.writing {
-            return Ok(Pushed::Done);
+            return Pushed::Done;
         }
-        Ok(self.take_batch())
+        self.take_batch()
+    }
+
+    /// True while a caller's batch is out or the connection task owns
+    /// flushing: bytes appended now are written by that writer, with no
+    /// [`Outbox::take`] (for a task that is always driven, as a server's).
+    pub fn writer_active(&self) -> bool {
+        self.writing || self.flushing
     }
 
     /// For the writer, with the lock held again after [`Batch::write`]
@@ -381,6 +408,29 @@ mod tests {
         let woken = wake.notified();
         tokio::pin!(woken);
         woken.as_mut().enable()
+    }
+
+    #[tokio::test]
+    async fn appended_bytes_leave_in_one_batch() {
+        let (a, mut b) = pair().await;
+        let (_rd, wr) = a.into_split();
+        let mut out = Outbox::with_buffers(wr, 0, 1 << 10);
+        out.append(|b| b.put_slice(b"one ")).unwrap();
+        out.append(|b| b.put_slice(b"two")).unwrap();
+        assert_eq!(out.pending(), 7);
+        assert!(!out.writer_active());
+        let Pushed::Write(mut batch) = out.take() else {
+            panic!("the caller writes");
+        };
+        assert!(out.writer_active());
+        assert_eq!(out.pending(), 7, "the batch being written counts");
+        assert!(matches!(out.take(), Pushed::Done));
+        let r = batch.write();
+        assert!(matches!(out.written(batch, r).unwrap(), Pushed::Done));
+        assert_eq!(out.pending(), 0);
+        let mut got = [0u8; 7];
+        b.read_exact(&mut got).await.unwrap();
+        assert_eq!(&got, b"one two");
     }
 
     #[tokio::test]

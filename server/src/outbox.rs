@@ -4,11 +4,14 @@
 //! release) with the parts only the server needs on top:
 //!
 //! - Replies are produced under the state lock, but written after it is
-//!   released: a push that makes the producer the writer leaves its
-//!   [`Batch`] in a thread-local "dirty" list, which [`flush_dirty`] (called
-//!   by [`Shared::with_state`](crate::Shared::with_state)) writes. So a reply
-//!   normally costs one `send`, no task wake-up, and no system call under
-//!   the state lock.
+//!   released: [`Outbox::write`] only appends and registers the outbox in a
+//!   thread-local "dirty" list; [`flush_dirty`] (called by
+//!   [`Shared::with_state`](crate::Shared::with_state)) then takes
+//!   everything appended meanwhile, by any thread, as one batch and writes
+//!   it. So a reply normally costs one `send` (shared with the replies
+//!   queued with it), no task wake-up, and no system call under a lock.
+//!   While a writer is active (a batch out, or the writer task flushing a
+//!   full socket), appended bytes are left to it.
 //! - Bytes written after a *durability gate* (a background submission whose
 //!   JOB_CREATED must wait for the fsync) are held back until the
 //!   persistence thread releases the gate, so replies keep their order.
@@ -24,7 +27,7 @@ use std::sync::Arc;
 
 use bytes::BytesMut;
 use parking_lot::Mutex;
-use polygear::outbox::{flush_until_empty, settle, Batch, Outbox as CoreOutbox, Pushed};
+use polygear::outbox::{flush_until_empty, settle, Outbox as CoreOutbox, Pushed};
 use tokio::net::tcp::OwnedWriteHalf;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
@@ -34,20 +37,19 @@ use tokio_util::sync::CancellationToken;
 const KEEP_CAPACITY: usize = 256 << 10;
 
 thread_local! {
-    static DIRTY: RefCell<Vec<(Arc<Outbox>, Batch)>> = const { RefCell::new(Vec::new()) };
+    static DIRTY: RefCell<Vec<Arc<Outbox>>> = const { RefCell::new(Vec::new()) };
 }
 
-/// Writes every batch this thread became the writer of since the last call.
+/// Writes what was appended to every outbox this thread wrote to since the
+/// last call.
 pub(crate) fn flush_dirty() {
     loop {
         let batch = DIRTY.with(|d| std::mem::take(&mut *d.borrow_mut()));
         if batch.is_empty() {
             return;
         }
-        for (o, b) in batch {
-            if !o.is_killed() {
-                o.settle(Ok(Pushed::Write(b)));
-            }
+        for o in batch {
+            o.flush();
         }
     }
 }
@@ -67,6 +69,8 @@ struct Inner {
     /// Bytes waiting for a durability gate: (ticket that releases them, bytes).
     held: Option<(u64, BytesMut)>,
     closed: bool,
+    /// In some thread's dirty list.
+    dirty: bool,
 }
 
 impl Outbox {
@@ -78,6 +82,7 @@ impl Outbox {
                 out: CoreOutbox::with_buffers(sock, 0, KEEP_CAPACITY),
                 held: None,
                 closed: false,
+                dirty: false,
             }),
             wake: Notify::new(),
             drained: Notify::new(),
@@ -96,16 +101,24 @@ impl Outbox {
             return;
         }
         let inner = &mut *g;
-        let pushed = match inner.held.as_mut() {
+        let mark = match inner.held.as_mut() {
             Some((_, held)) => {
                 f(held);
-                Ok(Pushed::Done)
+                false
             }
-            None => inner.out.push(f),
+            None => {
+                if inner.out.append(f).is_err() {
+                    // Not connected: only after a kill, which `closed` excludes.
+                    drop(g);
+                    self.kill();
+                    return;
+                }
+                !inner.dirty && !inner.out.writer_active()
+            }
         };
         let pending = inner.out.pending() + inner.held.as_ref().map_or(0, |h| h.1.len());
-        drop(g);
         if pending > self.limit {
+            drop(g);
             tracing::warn!(
                 "connection output exceeded {} bytes; closing it",
                 self.limit
@@ -113,15 +126,30 @@ impl Outbox {
             self.kill();
             return;
         }
-        match pushed {
-            Ok(Pushed::Write(batch)) => DIRTY.with(|d| d.borrow_mut().push((self.clone(), batch))),
-            Ok(Pushed::Done) => {}
-            other => self.settle(other),
+        if mark {
+            g.dirty = true;
+            drop(g);
+            DIRTY.with(|d| d.borrow_mut().push(self.clone()));
         }
     }
 
-    /// Finishes a push with the locks released: writes what the socket takes
-    /// now and leaves the rest to the writer task.
+    /// Writes what was appended, unless a writer is already active.
+    fn flush(&self) {
+        let pushed = {
+            let mut g = self.inner.lock();
+            g.dirty = false;
+            if self.is_killed() || g.out.writer_active() {
+                return;
+            }
+            g.out.take()
+        };
+        if matches!(pushed, Pushed::Write(_)) {
+            self.settle(Ok(pushed));
+        }
+    }
+
+    /// Writes a batch with the locks released: what the socket takes now,
+    /// leaving the rest to the writer task.
     fn settle(&self, pushed: io::Result<Pushed>) {
         let r = settle(
             pushed,
