@@ -1,4 +1,5 @@
-//! The write side of one connection, shared by the client and the worker.
+//! The write side of one connection, shared by the client, the worker and
+//! the server.
 //!
 //! Packets are appended to one buffer and written straight to the socket by
 //! the thread that produced them (a non-blocking `try_write`, no task hop).
@@ -21,6 +22,15 @@
 //! [`writable`] in its `select!`. The callers only keep what differs: which
 //! lock guards the outbox and what a failed write does to the connection.
 //!
+//! The server (polygear-server's `outbox.rs`) keeps one per connection too,
+//! with its own parts on top: a durability gate, an output limit, and
+//! replies produced under its state lock, which it [`Outbox::append`]s
+//! there and writes once the lock is released ([`Outbox::take`], then
+//! [`settle`]), one batch for everything queued meanwhile. Its connection
+//! task is always driven, so it leaves bytes appended while a writer is
+//! active ([`Outbox::writer_active`]) to that writer. This module is public
+//! for the server; the client and the worker are the API.
+//!
 //! Writing from the caller matters for latency (a reply leaves as soon as it
 //! exists) and for runtimes driven by their callers (a current-thread tokio
 //! runtime that only runs while some thread waits on it): a job's result or
@@ -34,13 +44,15 @@ use bytes::{Buf, BytesMut};
 use tokio::net::tcp::OwnedWriteHalf;
 use tokio::sync::Notify;
 
-/// Write buffers above this capacity are released once empty.
+use crate::util::release_if_larger;
+
+/// Write buffers whose allocation is above this are released once empty.
 const KEEP_CAPACITY: usize = 1 << 20;
 const INITIAL_CAPACITY: usize = 8 * 1024;
 
 /// What a [`Outbox::push`] or [`Outbox::written`] leaves to do.
 #[derive(Debug)]
-pub(crate) enum Pushed {
+pub enum Pushed {
     /// Nothing: the bytes are written, or the active writer (another
     /// thread or the connection task) writes them.
     Done,
@@ -53,7 +65,7 @@ pub(crate) enum Pushed {
 
 /// What the connection task does next, from [`Outbox::flush_step`].
 #[derive(Debug)]
-pub(crate) enum Flush {
+pub enum Flush {
     /// Nothing: the buffer is empty (direct writes resume) or no flush is due.
     Idle,
     /// A caller is writing a batch: it hands back (waking the task) if the
@@ -66,7 +78,7 @@ pub(crate) enum Flush {
 
 impl Flush {
     /// The write half to await, if the socket is full.
-    pub(crate) fn blocked(self) -> Option<Arc<OwnedWriteHalf>> {
+    pub fn blocked(self) -> Option<Arc<OwnedWriteHalf>> {
         match self {
             Flush::Blocked(wr) => Some(wr),
             Flush::Idle | Flush::CallerWriting => None,
@@ -76,14 +88,14 @@ impl Flush {
 
 /// Bytes taken out of an [`Outbox`] to be written without its lock held.
 #[derive(Debug)]
-pub(crate) struct Batch {
+pub struct Batch {
     bytes: BytesMut,
     wr: Arc<OwnedWriteHalf>,
 }
 
 impl Batch {
     /// Writes what the socket takes now; unwritten bytes stay in the batch.
-    pub(crate) fn write(&mut self) -> io::Result<()> {
+    pub fn write(&mut self) -> io::Result<()> {
         write_nonblocking(&self.wr, &mut self.bytes).map(|_| ())
     }
 }
@@ -105,7 +117,7 @@ fn write_nonblocking(wr: &OwnedWriteHalf, buf: &mut BytesMut) -> io::Result<bool
 /// Buffered, direct-write side of a socket. Callers keep it behind the
 /// connection's mutex; writes never block.
 #[derive(Debug)]
-pub(crate) struct Outbox {
+pub struct Outbox {
     buf: BytesMut,
     /// An emptied batch buffer, reused for the next batch.
     spare: BytesMut,
@@ -115,49 +127,94 @@ pub(crate) struct Outbox {
     flushing: bool,
     /// A caller holds a [`Batch`]: it alone writes until it reports back.
     writing: bool,
+    /// Bytes in that batch when it was taken (see [`Outbox::pending`]).
+    in_flight: usize,
+    /// Capacity of a new buffer (0: allocated by the first push).
+    initial: usize,
+    /// An emptied buffer with a larger allocation is released.
+    keep: usize,
 }
 
 impl Outbox {
     /// An outbox whose first bytes (a handshake) the connection task sends.
-    pub(crate) fn new(wr: OwnedWriteHalf, handshake: BytesMut) -> Outbox {
+    pub fn new(wr: OwnedWriteHalf, handshake: BytesMut) -> Outbox {
         let flushing = !handshake.is_empty();
-        let mut buf = handshake;
-        if buf.capacity() < INITIAL_CAPACITY {
-            buf.reserve(INITIAL_CAPACITY - buf.len());
+        let mut out = Outbox::with_buffers(wr, INITIAL_CAPACITY, KEEP_CAPACITY);
+        out.buf = handshake;
+        if out.buf.capacity() < INITIAL_CAPACITY {
+            out.buf.reserve(INITIAL_CAPACITY - out.buf.len());
         }
+        out.flushing = flushing;
+        out
+    }
+
+    /// An empty outbox whose buffers start at `initial` bytes (0: nothing
+    /// is allocated before the first push, for a server's many idle
+    /// connections) and are released once emptied if their allocation grew
+    /// beyond `keep` bytes.
+    pub fn with_buffers(wr: OwnedWriteHalf, initial: usize, keep: usize) -> Outbox {
         Outbox {
-            buf,
+            buf: BytesMut::with_capacity(initial),
             spare: BytesMut::new(),
             wr: Some(Arc::new(wr)),
-            flushing,
+            flushing: false,
             writing: false,
+            in_flight: 0,
+            initial,
+            keep,
         }
+    }
+
+    /// Bytes pushed and not yet written, including a batch being written
+    /// (as it was taken: what a writer wrote of it since is not known here).
+    pub fn pending(&self) -> usize {
+        self.buf.len() + self.in_flight
     }
 
     /// Appends bytes with `write` (after any unwritten ones). Unless another
     /// writer is active, the caller becomes the writer ([`Pushed::Write`]),
     /// also while the task is flushing: on a runtime nobody drives the task
     /// may not run for a while, and every push moves the backlog on.
-    pub(crate) fn push(&mut self, write: impl FnOnce(&mut BytesMut)) -> io::Result<Pushed> {
+    pub fn push(&mut self, write: impl FnOnce(&mut BytesMut)) -> io::Result<Pushed> {
+        self.append(write)?;
+        Ok(self.take())
+    }
+
+    /// The first half of [`Outbox::push`]: appends bytes with `write` and
+    /// leaves them buffered, for a caller that appends under a lock of its
+    /// own and calls [`Outbox::take`] once that lock is released (so one
+    /// write carries everything appended until then).
+    pub fn append(&mut self, write: impl FnOnce(&mut BytesMut)) -> io::Result<()> {
         if self.wr.is_none() {
             return Err(io::ErrorKind::NotConnected.into());
         }
         write(&mut self.buf);
+        Ok(())
+    }
+
+    /// The second half of [`Outbox::push`]: unless another writer is active
+    /// (a caller's batch; [`Pushed::Done`] then, it picks the bytes up), the
+    /// caller becomes the writer of everything buffered.
+    pub fn take(&mut self) -> Pushed {
         if self.writing {
-            return Ok(Pushed::Done);
+            return Pushed::Done;
         }
-        Ok(self.take_batch())
+        self.take_batch()
+    }
+
+    /// True while a caller's batch is out or the connection task owns
+    /// flushing: bytes appended now are written by that writer, with no
+    /// [`Outbox::take`] (for a task that is always driven, as a server's).
+    pub fn writer_active(&self) -> bool {
+        self.writing || self.flushing
     }
 
     /// For the writer, with the lock held again after [`Batch::write`]
     /// returned `result`: gives back what the socket did not take, and
     /// returns the next batch if more bytes were appended meanwhile.
-    pub(crate) fn written(
-        &mut self,
-        mut batch: Batch,
-        result: io::Result<()>,
-    ) -> io::Result<Pushed> {
+    pub fn written(&mut self, mut batch: Batch, result: io::Result<()>) -> io::Result<Pushed> {
         self.writing = false;
+        self.in_flight = 0;
         if self.wr.is_none() {
             return Err(io::ErrorKind::NotConnected.into());
         }
@@ -170,10 +227,8 @@ impl Outbox {
             return Ok(Pushed::WakeTask);
         }
         self.flushing = false;
-        if batch.bytes.capacity() <= KEEP_CAPACITY {
-            batch.bytes.clear();
-            self.spare = batch.bytes;
-        }
+        release_if_larger(&mut batch.bytes, self.keep, 0);
+        self.spare = batch.bytes;
         Ok(self.take_batch())
     }
 
@@ -186,9 +241,10 @@ impl Outbox {
             return Pushed::Done;
         }
         self.writing = true;
+        self.in_flight = self.buf.len();
         let mut next = std::mem::take(&mut self.spare);
-        if next.capacity() < INITIAL_CAPACITY {
-            next.reserve(INITIAL_CAPACITY);
+        if next.capacity() < self.initial {
+            next.reserve(self.initial);
         }
         Pushed::Write(Batch {
             bytes: std::mem::replace(&mut self.buf, next),
@@ -205,7 +261,7 @@ impl Outbox {
     /// For the connection task, with the lock held: if the socket was full
     /// (a push handed over with [`Pushed::WakeTask`]), writes what it takes
     /// now. See [`Flush`] for what to do next.
-    pub(crate) fn flush_step(&mut self) -> io::Result<Flush> {
+    pub fn flush_step(&mut self) -> io::Result<Flush> {
         if self.writing {
             return Ok(Flush::CallerWriting);
         }
@@ -226,7 +282,7 @@ impl Outbox {
     /// end-of-file or an error). For an idle connection whose reader may not
     /// have run: on a runtime only driven while a caller waits, a server
     /// restart is otherwise noticed only after the next request was sent.
-    pub(crate) fn peer_closed(&self) -> bool {
+    pub fn peer_closed(&self) -> bool {
         let Some(wr) = &self.wr else {
             return true;
         };
@@ -242,7 +298,7 @@ impl Outbox {
     }
 
     /// Drops queued bytes and the socket's write half; later pushes fail.
-    pub(crate) fn close(&mut self) {
+    pub fn close(&mut self) {
         self.buf = BytesMut::new();
         self.spare = BytesMut::new();
         self.wr = None;
@@ -258,11 +314,7 @@ impl Outbox {
         if !write_nonblocking(wr, &mut self.buf)? {
             return Ok(false);
         }
-        if self.buf.capacity() > KEEP_CAPACITY {
-            self.buf = BytesMut::with_capacity(INITIAL_CAPACITY);
-        } else {
-            self.buf.clear();
-        }
+        release_if_larger(&mut self.buf, self.keep, self.initial);
         Ok(true)
     }
 }
@@ -272,7 +324,7 @@ impl Outbox {
 /// notifies `wake` (the connection task) if the socket is full. `relock`
 /// locks the connection again and `outbox` finds the outbox in it. An error
 /// is the socket's (the caller closes the connection).
-pub(crate) fn settle<G: std::ops::DerefMut>(
+pub fn settle<G: std::ops::DerefMut>(
     pushed: io::Result<Pushed>,
     relock: impl Fn() -> G,
     outbox: impl Fn(&mut G::Target) -> &mut Outbox,
@@ -307,7 +359,7 @@ pub(crate) fn settle<G: std::ops::DerefMut>(
 /// writing ends the flush (that caller hands back if the socket fills),
 /// unless `wait_for_caller`: then it is waited for too, as a connection
 /// about to close must send every byte first.
-pub(crate) async fn flush_until_empty(
+pub async fn flush_until_empty(
     mut step: impl FnMut() -> io::Result<Flush>,
     wait_for_caller: bool,
 ) -> io::Result<()> {
@@ -325,7 +377,7 @@ pub(crate) async fn flush_until_empty(
 
 /// For a task that flushes inside its own `select!`: completes once the
 /// full socket takes bytes again; never if `blocked` is `None`.
-pub(crate) async fn writable(blocked: &Option<Arc<OwnedWriteHalf>>) -> io::Result<()> {
+pub async fn writable(blocked: &Option<Arc<OwnedWriteHalf>>) -> io::Result<()> {
     match blocked {
         Some(wr) => wr.writable().await,
         None => std::future::pending().await,
@@ -356,6 +408,29 @@ mod tests {
         let woken = wake.notified();
         tokio::pin!(woken);
         woken.as_mut().enable()
+    }
+
+    #[tokio::test]
+    async fn appended_bytes_leave_in_one_batch() {
+        let (a, mut b) = pair().await;
+        let (_rd, wr) = a.into_split();
+        let mut out = Outbox::with_buffers(wr, 0, 1 << 10);
+        out.append(|b| b.put_slice(b"one ")).unwrap();
+        out.append(|b| b.put_slice(b"two")).unwrap();
+        assert_eq!(out.pending(), 7);
+        assert!(!out.writer_active());
+        let Pushed::Write(mut batch) = out.take() else {
+            panic!("the caller writes");
+        };
+        assert!(out.writer_active());
+        assert_eq!(out.pending(), 7, "the batch being written counts");
+        assert!(matches!(out.take(), Pushed::Done));
+        let r = batch.write();
+        assert!(matches!(out.written(batch, r).unwrap(), Pushed::Done));
+        assert_eq!(out.pending(), 0);
+        let mut got = [0u8; 7];
+        b.read_exact(&mut got).await.unwrap();
+        assert_eq!(&got, b"one two");
     }
 
     #[tokio::test]
@@ -430,6 +505,12 @@ mod tests {
             .await
             .unwrap();
         assert!(!out.lock().unwrap().flushing());
+        {
+            // The megabytes that went through were given back.
+            let mut o = out.lock().unwrap();
+            assert!(!o.buf.try_reclaim(KEEP_CAPACITY + 1), "buffer kept");
+            assert!(!o.spare.try_reclaim(KEEP_CAPACITY + 1), "spare kept");
+        }
         let got = reader.await.unwrap();
         assert_eq!(&got[..13], b"hello world!?");
         assert!(got[13..want - 3].iter().all(|&c| c == 7));

@@ -2,9 +2,10 @@
 
 use bytes::{BufMut, BytesMut};
 use polygear::protocol::admin::{AdminCommand, AdminError};
+use polygear::protocol::Decimal;
 
 use crate::state::{ConnId, State};
-use crate::wire::{parse_handle, put_dec, HandleBuf};
+use crate::wire::{parse_handle, until_nul, HandleBuf};
 
 /// Server version reported by `version`.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
@@ -31,7 +32,7 @@ impl State {
                     put_name(b, &f.name);
                     for v in [f.total, f.running, f.workers.len() as u64] {
                         b.put_u8(b'\t');
-                        put_dec(b, v);
+                        b.put_slice(Decimal::from(v).as_bytes());
                     }
                     b.put_u8(b'\n');
                 }
@@ -47,7 +48,7 @@ impl State {
                         f.workers.len() as u64,
                     ] {
                         b.put_u8(b'\t');
-                        put_dec(b, v);
+                        b.put_slice(Decimal::from(v).as_bytes());
                     }
                     b.put_u8(b'\n');
                 }
@@ -57,7 +58,7 @@ impl State {
                 let mut peers: Vec<_> = self.peers.values().collect();
                 peers.sort_by_key(|c| c.fd);
                 for c in peers {
-                    put_dec(b, c.fd.max(0) as u64);
+                    b.put_slice(Decimal::from(c.fd.max(0) as u64).as_bytes());
                     b.put_u8(b' ');
                     b.put_slice(c.ip.as_bytes());
                     b.put_u8(b' ');
@@ -83,7 +84,7 @@ impl State {
             }
             AdminCommand::Getpid => {
                 b.put_slice(b"OK ");
-                put_dec(b, std::process::id() as u64);
+                b.put_slice(Decimal::from(std::process::id()).as_bytes());
                 b.put_u8(b'\n');
             }
             AdminCommand::ShowJobs => {
@@ -93,7 +94,7 @@ impl State {
                     let j = &self.jobs[&h];
                     b.put_slice(&HandleBuf::new(&self.prefix, h));
                     b.put_u8(b'\t');
-                    put_dec(b, j.retries as u64);
+                    b.put_slice(Decimal::from(j.retries).as_bytes());
                     b.put_slice(if j.ignore { b"\t1" } else { b"\t0" });
                     b.put_slice(if j.background && !j.ignore {
                         b"\t1\n"
@@ -165,6 +166,5 @@ impl State {
 
 /// Writes a name the way gearmand's `%.*s` does: cut at the first NUL.
 fn put_name(b: &mut BytesMut, name: &[u8]) {
-    let end = name.iter().position(|&c| c == 0).unwrap_or(name.len());
-    b.put_slice(&name[..end]);
+    b.put_slice(until_nul(name));
 }

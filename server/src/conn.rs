@@ -4,11 +4,9 @@
 use std::os::fd::AsRawFd;
 use std::sync::Arc;
 
-use bytes::{Buf, BytesMut};
-use polygear::protocol::{
-    Frame, Magic, Packet, PacketCodec, PacketType, ProtocolError, HEADER_LEN,
-};
-use tokio::io::AsyncReadExt;
+use polygear::frame::FrameReader;
+use polygear::protocol::{Magic, Packet, PacketCodec, PacketType, ProtocolError, RawFrame};
+use tokio::net::tcp::OwnedReadHalf;
 use tokio::net::TcpStream;
 
 use crate::outbox::Outbox;
@@ -74,34 +72,21 @@ fn is_request(t: PacketType) -> bool {
     )
 }
 
-fn next_input(buf: &mut BytesMut, codec: &mut PacketCodec) -> Option<In> {
-    if buf.len() >= HEADER_LEN && buf[0] == 0 {
-        let magic = Magic::from_bytes(&buf[..4]);
-        let code = u32::from_be_bytes([buf[4], buf[5], buf[6], buf[7]]);
-        let size = u32::from_be_bytes([buf[8], buf[9], buf[10], buf[11]]) as usize;
-        if let (Some(magic), Some(kind)) = (magic, PacketType::from_code(code)) {
-            if size <= codec.max_packet() && buf.len() < HEADER_LEN + size {
-                // Incomplete: let the buffer grow with the bytes that actually
-                // arrive instead of reserving the declared size up front.
-                return None;
-            }
-            let skip = magic == Magic::Res || !is_request(kind);
-            if skip && size <= codec.max_packet() && buf.len() >= HEADER_LEN + size {
-                buf.advance(HEADER_LEN + size);
-                return Some(if magic == Magic::Res {
-                    In::ResMagic
-                } else {
-                    In::NotExpected
-                });
-            }
-        }
-    }
-    match codec.decode_frame(buf) {
-        Ok(Some(Frame::Packet(_, p))) => Some(In::Packet(p)),
-        Ok(Some(Frame::Text(t))) => Some(In::Text(t)),
-        Ok(None) => None,
-        Err(e) => Some(In::Fatal(e)),
-    }
+/// The next input from the bytes read, or `None` if more are needed. A
+/// packet with `\0RES` magic or of a type the server does not accept is
+/// answered from its header, like gearmand: its payload is not decoded.
+fn next_input(reader: &mut FrameReader<OwnedReadHalf>) -> Option<In> {
+    Some(match reader.next_raw_frame() {
+        Ok(None) => return None,
+        Ok(Some(RawFrame::Packet(Magic::Res, ..))) => In::ResMagic,
+        Ok(Some(RawFrame::Packet(_, kind, _))) if !is_request(kind) => In::NotExpected,
+        Ok(Some(RawFrame::Packet(_, kind, payload))) => match Packet::decode(kind, payload) {
+            Ok(p) => In::Packet(p),
+            Err(e) => In::Fatal(e),
+        },
+        Ok(Some(RawFrame::Text(line))) => In::Text(line),
+        Err(e) => In::Fatal(e),
+    })
 }
 
 /// Serves one accepted connection until it closes or the server stops.
@@ -115,20 +100,20 @@ pub(crate) async fn serve(shared: Arc<Shared>, stream: TcpStream) {
     if shared.cfg.keepalive {
         let _ = socket2::SockRef::from(&stream).set_keepalive(true);
     }
-    let (mut rd, wr) = stream.into_split();
+    let (rd, wr) = stream.into_split();
     let out = Arc::new(Outbox::new(wr, shared.cfg.max_output));
     let cid = shared.state.lock().add_peer(out.clone(), fd, peer_ip);
     let writer = {
         let out = out.clone();
         tokio::spawn(async move { out.run_writer().await })
     };
-    let mut codec = PacketCodec::server(shared.cfg.max_packet, shared.cfg.max_line);
-    let mut buf = BytesMut::with_capacity(8 << 10);
+    let codec = PacketCodec::server(shared.cfg.max_packet, shared.cfg.max_line);
+    let mut reader = FrameReader::new(rd, codec);
     let stop = shared.stop.clone();
     'conn: loop {
         // Decode and apply everything buffered, in bounded batches.
         loop {
-            let (flow, more) = apply(&shared, cid, &out, &mut buf, &mut codec);
+            let (flow, more) = apply(&shared, cid, &out, &mut reader);
             if flow == Flow::Close {
                 break 'conn;
             }
@@ -144,17 +129,8 @@ pub(crate) async fn serve(shared: Arc<Shared>, stream: TcpStream) {
                 _ = stop.cancelled() => break 'conn,
             }
         }
-        if buf.is_empty() && buf.capacity() > (1 << 20) {
-            // Give back the space of a large packet once it is consumed.
-            buf = BytesMut::with_capacity(8 << 10);
-        }
-        if buf.capacity() - buf.len() < 4096 {
-            // Grows geometrically for large packets, in step with the data received.
-            let want = (buf.len() / 2).clamp(16 << 10, 4 << 20);
-            buf.reserve(want);
-        }
         tokio::select! {
-            r = rd.read_buf(&mut buf) => match r {
+            r = reader.fill() => match r {
                 Ok(0) | Err(_) => break,
                 Ok(_) => {}
             },
@@ -176,10 +152,9 @@ fn apply(
     shared: &Shared,
     cid: u64,
     out: &Arc<Outbox>,
-    buf: &mut BytesMut,
-    codec: &mut PacketCodec,
+    reader: &mut FrameReader<OwnedReadHalf>,
 ) -> (Flow, bool) {
-    let Some(first) = next_input(buf, codec) else {
+    let Some(first) = next_input(reader) else {
         return (Flow::Continue, false);
     };
     let (flow, more, shutdown, trim) = shared.with_state(|st| {
@@ -223,7 +198,7 @@ fn apply(
             if flow == Flow::Close || n == BATCH {
                 break;
             }
-            next = next_input(buf, codec);
+            next = next_input(reader);
         }
         let shutdown = st.shutdown_requested.take();
         let trim = std::mem::take(&mut st.trim_requested);

@@ -206,6 +206,12 @@ impl Server {
         } else {
             prefix
         };
+        if prefix.contains('\0') {
+            // Handles are the first field of JOB_ASSIGN and WORK_*: a NUL would split them.
+            return Err(ServerError::Config(
+                "the job handle prefix must not contain a NUL byte".into(),
+            ));
+        }
         if config.max_packet == 0 || config.max_packet > u32::MAX as usize {
             return Err(ServerError::Config(
                 "max packet size must be between 1 and 4 GiB-1".into(),

@@ -1,35 +1,47 @@
-//! Per-connection output queue.
+//! Per-connection output queue: polygear's [`Outbox`](CoreOutbox) (the
+//! non-blocking write with the connection's lock released, the hand-over to
+//! the connection's writer task when the socket is full, buffer sizing and
+//! release) with the parts only the server needs on top:
 //!
-//! Producers append encoded packets under a short lock and register the
-//! outbox in a thread-local "dirty" list; the task that produced them
-//! flushes every dirty outbox with a non-blocking write right after it
-//! releases the state lock ([`flush_dirty`], called by
-//! [`Shared::with_state`](crate::Shared::with_state)), so a reply normally
-//! costs one `send` and no task wake-up. Whatever the socket does not take at
-//! once is left to the connection's writer task, which waits for writability.
-//!
-//! Bytes written after a *durability gate* (a background submission whose
-//! JOB_CREATED must wait for the fsync) are held back until the persistence
-//! thread releases the gate, so replies keep their order.
+//! - Replies are produced under the state lock, but written after it is
+//!   released: [`Outbox::write`] only appends and registers the outbox in a
+//!   thread-local "dirty" list; [`flush_dirty`] (called by
+//!   [`Shared::with_state`](crate::Shared::with_state)) then takes
+//!   everything appended meanwhile, by any thread, as one batch and writes
+//!   it. So a reply normally costs one `send` (shared with the replies
+//!   queued with it), no task wake-up, and no system call under a lock.
+//!   While a writer is active (a batch out, or the writer task flushing a
+//!   full socket), appended bytes are left to it.
+//! - Bytes written after a *durability gate* (a background submission whose
+//!   JOB_CREATED must wait for the fsync) are held back until the
+//!   persistence thread releases the gate, so replies keep their order.
+//! - A connection with more than the output limit queued is killed.
+//! - [`Outbox::drained`] tells a connection that stopped reading because
+//!   too much of its output was queued when it went down; [`Outbox::close`]
+//!   flushes what is queued before the connection goes away.
 
 use std::cell::RefCell;
+use std::io;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use bytes::{Buf, BytesMut};
+use bytes::BytesMut;
 use parking_lot::Mutex;
+use polygear::outbox::{flush_until_empty, settle, Outbox as CoreOutbox, Pushed};
 use tokio::net::tcp::OwnedWriteHalf;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-/// Output buffers larger than this are freed once drained.
+/// Output buffers whose allocation is larger than this are freed once
+/// drained (a server has many connections, mostly idle).
 const KEEP_CAPACITY: usize = 256 << 10;
 
 thread_local! {
     static DIRTY: RefCell<Vec<Arc<Outbox>>> = const { RefCell::new(Vec::new()) };
 }
 
-/// Flushes every outbox written to by this thread since the last call.
+/// Writes what was appended to every outbox this thread wrote to since the
+/// last call.
 pub(crate) fn flush_dirty() {
     loop {
         let batch = DIRTY.with(|d| std::mem::take(&mut *d.borrow_mut()));
@@ -44,7 +56,7 @@ pub(crate) fn flush_dirty() {
 
 pub(crate) struct Outbox {
     inner: Mutex<Inner>,
-    sock: OwnedWriteHalf,
+    /// Wakes the writer task: the socket is full, or the outbox was closed.
     wake: Notify,
     pub(crate) drained: Notify,
     pub(crate) kill: CancellationToken,
@@ -53,14 +65,12 @@ pub(crate) struct Outbox {
 }
 
 struct Inner {
-    buf: BytesMut,
+    out: CoreOutbox,
     /// Bytes waiting for a durability gate: (ticket that releases them, bytes).
     held: Option<(u64, BytesMut)>,
     closed: bool,
-    /// In some thread's dirty list (or being flushed by the writer).
+    /// In some thread's dirty list.
     dirty: bool,
-    /// The socket refused bytes; the writer task owns flushing until it drains.
-    blocked: bool,
 }
 
 impl Outbox {
@@ -69,13 +79,11 @@ impl Outbox {
     pub(crate) fn new(sock: OwnedWriteHalf, limit: usize) -> Outbox {
         Outbox {
             inner: Mutex::new(Inner {
-                buf: BytesMut::new(),
+                out: CoreOutbox::with_buffers(sock, 0, KEEP_CAPACITY),
                 held: None,
                 closed: false,
                 dirty: false,
-                blocked: false,
             }),
-            sock,
             wake: Notify::new(),
             drained: Notify::new(),
             kill: CancellationToken::new(),
@@ -93,14 +101,22 @@ impl Outbox {
             return;
         }
         let inner = &mut *g;
-        let mark = if let Some((_, held)) = inner.held.as_mut() {
-            f(held);
-            false
-        } else {
-            f(&mut inner.buf);
-            !inner.dirty && !inner.blocked
+        let mark = match inner.held.as_mut() {
+            Some((_, held)) => {
+                f(held);
+                false
+            }
+            None => {
+                if inner.out.append(f).is_err() {
+                    // Not connected: only after a kill, which `closed` excludes.
+                    drop(g);
+                    self.kill();
+                    return;
+                }
+                !inner.dirty && !inner.out.writer_active()
+            }
         };
-        let pending = inner.buf.len() + inner.held.as_ref().map_or(0, |h| h.1.len());
+        let pending = inner.out.pending() + inner.held.as_ref().map_or(0, |h| h.1.len());
         if pending > self.limit {
             drop(g);
             tracing::warn!(
@@ -117,42 +133,35 @@ impl Outbox {
         }
     }
 
-    /// Writes as much as the socket takes now; hands the rest to the writer task.
-    pub(crate) fn flush(&self) {
-        let mut g = self.inner.lock();
-        g.dirty = false;
-        if g.blocked || self.is_killed() {
-            return;
+    /// Writes what was appended, unless a writer is already active.
+    fn flush(&self) {
+        let pushed = {
+            let mut g = self.inner.lock();
+            g.dirty = false;
+            if self.is_killed() || g.out.writer_active() {
+                return;
+            }
+            g.out.take()
+        };
+        if matches!(pushed, Pushed::Write(_)) {
+            self.settle(Ok(pushed));
         }
-        self.write_some(&mut g);
     }
 
-    /// Non-blocking write of the buffer; `true` if it is now empty.
-    fn write_some(&self, g: &mut Inner) -> bool {
-        while !g.buf.is_empty() {
-            match self.sock.try_write(&g.buf) {
-                Ok(n) => g.buf.advance(n),
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                    g.blocked = true;
-                    self.wake.notify_one();
-                    return false;
-                }
-                Err(_) => {
-                    g.buf.clear();
-                    self.killed.store(true, Ordering::Release);
-                    g.closed = true;
-                    self.kill.cancel();
-                    return true;
-                }
-            }
+    /// Writes a batch with the locks released: what the socket takes now,
+    /// leaving the rest to the writer task.
+    fn settle(&self, pushed: io::Result<Pushed>) {
+        let r = settle(
+            pushed,
+            || self.inner.lock(),
+            |g: &mut Inner| &mut g.out,
+            &self.wake,
+        );
+        if r.is_err() {
+            self.kill();
         }
-        if g.buf.capacity() > KEEP_CAPACITY {
-            g.buf = BytesMut::new();
-        }
-        if g.closed && g.held.is_none() {
-            self.wake.notify_one();
-        }
-        true
+        // A reader paused for back-pressure re-checks what is pending.
+        self.drained.notify_one();
     }
 
     /// Holds back `head` and everything written after it until `release(ticket)`.
@@ -175,17 +184,24 @@ impl Outbox {
     }
 
     /// Releases held bytes whose gate ticket is `<= ticket` (tickets are
-    /// committed in order). Called from the persistence thread: the writer
-    /// task does the socket write.
+    /// committed in order). Called from the persistence thread, which writes
+    /// them like any producer (non-blocking; the writer task takes over if
+    /// the socket is full).
     pub(crate) fn release(&self, ticket: u64) {
         let mut g = self.inner.lock();
-        let ready = matches!(g.held, Some((t, _)) if t <= ticket);
-        if ready {
-            if let Some((_, held)) = g.held.take() {
-                g.buf.extend_from_slice(&held);
-            }
-            g.blocked = true;
-            drop(g);
+        let Some((t, _)) = g.held else { return };
+        if t > ticket {
+            return;
+        }
+        let Some((_, held)) = g.held.take() else {
+            return;
+        };
+        let pushed = g.out.push(|b| b.extend_from_slice(&held));
+        let closed = g.closed;
+        drop(g);
+        self.settle(pushed);
+        if closed {
+            // A closing writer task waits for the held bytes.
             self.wake.notify_one();
         }
     }
@@ -193,7 +209,7 @@ impl Outbox {
     /// Bytes queued but not yet written.
     pub(crate) fn pending(&self) -> usize {
         let g = self.inner.lock();
-        g.buf.len() + g.held.as_ref().map_or(0, |h| h.1.len())
+        g.out.pending() + g.held.as_ref().map_or(0, |h| h.1.len())
     }
 
     /// Stop accepting output; the writer flushes what is queued, then exits.
@@ -205,7 +221,12 @@ impl Outbox {
     /// Drop the connection now without flushing.
     pub(crate) fn kill(&self) {
         self.killed.store(true, Ordering::Release);
-        self.inner.lock().closed = true;
+        {
+            let mut g = self.inner.lock();
+            g.closed = true;
+            g.held = None;
+            g.out.close();
+        }
         self.kill.cancel();
         self.wake.notify_one();
     }
@@ -217,47 +238,24 @@ impl Outbox {
     /// Writer task: finishes writes the socket could not take at once, and
     /// exits when the outbox is closed and drained (or killed).
     pub(crate) async fn run_writer(&self) {
-        enum Next {
-            Exit,
-            WaitWritable,
-            WaitWake,
-            Again,
-        }
         loop {
-            let next = {
-                let mut g = self.inner.lock();
-                if self.is_killed() {
-                    Next::Exit
-                } else if g.blocked || !g.buf.is_empty() {
-                    g.blocked = false;
-                    if self.write_some(&mut g) {
-                        self.drained.notify_one();
-                        Next::Again
-                    } else {
-                        Next::WaitWritable
-                    }
-                } else if g.closed && g.held.is_none() {
-                    Next::Exit
-                } else {
-                    Next::WaitWake
-                }
-            };
-            match next {
-                Next::Exit => break,
-                Next::Again => {}
-                Next::WaitWritable => {
-                    tokio::select! {
-                        r = self.sock.writable() => if r.is_err() { self.kill(); break; },
-                        _ = self.kill.cancelled() => break,
-                    }
-                    self.inner.lock().blocked = true;
-                }
-                Next::WaitWake => {
-                    tokio::select! {
-                        _ = self.wake.notified() => {}
-                        _ = self.kill.cancelled() => break,
-                    }
-                }
+            let closing = self.inner.lock().closed;
+            // Closing, a batch a producer is writing is waited for too.
+            let flush = flush_until_empty(|| self.inner.lock().out.flush_step(), closing);
+            tokio::select! {
+                r = flush => if r.is_err() {
+                    self.kill();
+                    return;
+                },
+                _ = self.kill.cancelled() => return,
+            }
+            self.drained.notify_one();
+            if closing && self.inner.lock().held.is_none() {
+                return;
+            }
+            tokio::select! {
+                _ = self.wake.notified() => {}
+                _ = self.kill.cancelled() => return,
             }
         }
     }

@@ -1,24 +1,22 @@
-//! Small allocation-free encoders for the packets the server sends.
+//! The packets the server sends, through polygear's one encoder, and its job handles.
 
-use bytes::{BufMut, BytesMut};
-use polygear::protocol::PacketType;
+use bytes::BytesMut;
+use polygear::protocol::{encode_packet, Decimal, Magic, PacketType};
 
 /// Appends a `\0RES` packet whose payload is `fields` joined by NULs.
+///
+/// The encoder refuses a NUL in a field before the last, and a payload over
+/// 4 GiB-1. The fields before the last are the server's own (handles,
+/// numbers, error codes), arrived NUL-separated (function names, unique keys,
+/// WORK_STATUS numerators) or were cut at their first NUL (GET_STATUS); a
+/// payload that large needs a packet limit within bytes of its 4 GiB-1
+/// maximum and a job of that size. So this cannot fail; if it did, the reply
+/// is logged as an error instead of being sent with a size field that wrapped.
 pub(crate) fn put_pkt(b: &mut BytesMut, kind: PacketType, fields: &[&[u8]]) {
-    let len = if fields.is_empty() {
-        0
-    } else {
-        fields.iter().map(|f| f.len()).sum::<usize>() + fields.len() - 1
-    };
-    b.reserve(12 + len);
-    b.put_slice(b"\0RES");
-    b.put_u32(kind as u32);
-    b.put_u32(len as u32);
-    for (i, f) in fields.iter().enumerate() {
-        if i > 0 {
-            b.put_u8(0);
-        }
-        b.put_slice(f);
+    let r = encode_packet(b, Magic::Res, kind, fields);
+    debug_assert!(r.is_ok(), "unencodable {} reply: {r:?}", kind.name());
+    if let Err(e) = r {
+        tracing::error!("{} reply not sent: {e}", kind.name());
     }
 }
 
@@ -40,18 +38,8 @@ impl HandleBuf {
         let p = prefix.len().min(42);
         buf[..p].copy_from_slice(&prefix[..p]);
         buf[p] = b':';
-        let mut digits = [0u8; 20];
-        let mut i = digits.len();
-        let mut v = n;
-        loop {
-            i -= 1;
-            digits[i] = b'0' + (v % 10) as u8;
-            v /= 10;
-            if v == 0 {
-                break;
-            }
-        }
-        let d = &digits[i..];
+        let n = Decimal::from(n);
+        let d = n.as_bytes();
         buf[p + 1..p + 1 + d.len()].copy_from_slice(d);
         HandleBuf {
             buf,
@@ -83,20 +71,10 @@ pub(crate) fn parse_handle(prefix: &[u8], h: &[u8]) -> Option<u64> {
     Some(v)
 }
 
-/// Appends the decimal form of `v`.
-pub(crate) fn put_dec(b: &mut BytesMut, v: u64) {
-    let mut digits = [0u8; 20];
-    let mut i = digits.len();
-    let mut v = v;
-    loop {
-        i -= 1;
-        digits[i] = b'0' + (v % 10) as u8;
-        v /= 10;
-        if v == 0 {
-            break;
-        }
-    }
-    b.put_slice(&digits[i..]);
+/// The bytes before the first NUL, as gearmand's `%.*s` reads a name or handle.
+pub(crate) fn until_nul(b: &[u8]) -> &[u8] {
+    let end = b.iter().position(|&c| c == 0).unwrap_or(b.len());
+    &b[..end]
 }
 
 #[cfg(test)]

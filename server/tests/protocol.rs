@@ -78,6 +78,20 @@ fn background_submit_and_status_vectors() {
         c.recv_wire(),
         hex("00 52 45 53 00 00 00 2a 00 00 00 0e 6e 6f 70 65 00 30 00 30 00 30 00 30 00 30")
     );
+    // A NUL ends the handle or unique key, as in gearmand (which reads them
+    // with `%.*s`): the reply's first field stays unambiguous.
+    c.send_raw(&hex(
+        "00 52 45 51 00 00 00 0f 00 00 00 0b 48 3a 76 6d 3a 31 00 6a 75 6e 6b",
+    ));
+    assert_eq!(
+        c.recv_wire(),
+        hex("00 52 45 53 00 00 00 14 00 00 00 0e 48 3a 76 6d 3a 31 00 31 00 30 00 30 00 30")
+    );
+    c.send_raw(&hex("00 52 45 51 00 00 00 29 00 00 00 04 75 31 00 76"));
+    assert_eq!(
+        c.recv_wire(),
+        hex("00 52 45 53 00 00 00 2a 00 00 00 0c 75 31 00 31 00 30 00 30 00 30 00 30")
+    );
     // Running job status after WORK_STATUS 1/4.
     let mut w = Raw::connect(s.port());
     w.send(&can_do("reverse"));
@@ -103,6 +117,18 @@ fn background_submit_and_status_vectors() {
         c.recv_wire(),
         hex("00 52 45 53 00 00 00 14 00 00 00 0e 48 3a 76 6d 3a 31 00 31 00 31 00 31 00 34")
     );
+}
+
+#[test]
+fn a_handle_prefix_with_a_nul_is_refused() {
+    let cfg = ServerConfig {
+        job_handle_prefix: Some("H:\0".into()),
+        ..ServerConfig::default()
+    };
+    assert!(matches!(
+        BackgroundServer::start(cfg),
+        Err(polygear_server::ServerError::Config(_))
+    ));
 }
 
 #[test]

@@ -22,6 +22,18 @@ pub enum Frame {
     Text(bytes::Bytes),
 }
 
+/// One unit read from a connection, its payload not yet split into fields
+/// ([`PacketCodec::decode_raw_frame`]): for a reader that decides from the
+/// header alone what to do with a packet (a server answers a packet it does
+/// not accept as a request without decoding its payload, like gearmand).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RawFrame {
+    /// A binary packet: its magic, type and payload (for [`Packet::decode`]).
+    Packet(Magic, PacketType, bytes::Bytes),
+    /// An admin text line (servers only), without its `\n` / `\r\n`.
+    Text(bytes::Bytes),
+}
+
 /// tokio-util codec for Gearman connections.
 ///
 /// Decoding never allocates more than the configured limits: the declared
@@ -88,6 +100,21 @@ impl PacketCodec {
     /// buffered. A packet whose payload lacks separators is consumed whole
     /// before the error is returned, so the stream stays in sync.
     pub fn decode_frame(&mut self, src: &mut BytesMut) -> Result<Option<Frame>, ProtocolError> {
+        Ok(match self.decode_raw_frame(src)? {
+            Some(RawFrame::Packet(magic, kind, payload)) => {
+                Some(Frame::Packet(magic, Packet::decode(kind, payload)?))
+            }
+            Some(RawFrame::Text(line)) => Some(Frame::Text(line)),
+            None => None,
+        })
+    }
+
+    /// [`PacketCodec::decode_frame`] up to the payload: the header checks
+    /// and limits are the same, the payload is not split into fields.
+    pub fn decode_raw_frame(
+        &mut self,
+        src: &mut BytesMut,
+    ) -> Result<Option<RawFrame>, ProtocolError> {
         let Some(&first) = src.first() else {
             return Ok(None);
         };
@@ -122,10 +149,10 @@ impl PacketCodec {
         }
         src.advance(HEADER_LEN);
         let payload = src.split_to(size).freeze();
-        Ok(Some(Frame::Packet(magic, Packet::decode(kind, payload)?)))
+        Ok(Some(RawFrame::Packet(magic, kind, payload)))
     }
 
-    fn decode_text(&mut self, src: &mut BytesMut) -> Result<Option<Frame>, ProtocolError> {
+    fn decode_text(&mut self, src: &mut BytesMut) -> Result<Option<RawFrame>, ProtocolError> {
         let from = self.text_scanned.min(src.len());
         // Look no further than the limit (+1 for a `\r` before the `\n`).
         let window = src.len().min(self.max_line.saturating_add(2));
@@ -146,7 +173,7 @@ impl PacketCodec {
                         limit: self.max_line,
                     });
                 }
-                Ok(Some(Frame::Text(line)))
+                Ok(Some(RawFrame::Text(line)))
             }
             None if src.len() > self.max_line.saturating_add(1) => {
                 self.text_scanned = 0;

@@ -12,7 +12,7 @@ mod number;
 pub mod packet;
 
 pub use admin::{AdminCommand, AdminError, AdminReply};
-pub use codec::{Frame, PacketCodec, DEFAULT_MAX_PACKET, DEFAULT_MAX_TEXT_LINE};
+pub use codec::{Frame, PacketCodec, RawFrame, DEFAULT_MAX_PACKET, DEFAULT_MAX_TEXT_LINE};
 pub use packet::{atoi, encode_packet, Decimal, Magic, Packet, PacketType, Priority, HEADER_LEN};
 
 /// A violation of the wire protocol by the peer (or an unencodable packet).

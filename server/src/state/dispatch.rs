@@ -5,10 +5,10 @@
 //! here. Kept apart so the protocol surface can be read in one place.
 
 use bytes::{Bytes, BytesMut};
-use polygear::protocol::{Packet, PacketType, Priority};
+use polygear::protocol::{Decimal, Packet, PacketType, Priority};
 
 use super::{ConnId, State};
-use crate::wire::{parse_handle, put_pkt};
+use crate::wire::{parse_handle, put_pkt, until_nul};
 
 /// Longest client id kept (gearmand truncates to 127 bytes).
 const MAX_CLIENT_ID: usize = 127;
@@ -72,8 +72,10 @@ impl State {
             Packet::ResetAbilities => self.cant_do(cid, None),
             Packet::SetClientId { id } => self.set_client_id(cid, &id),
             Packet::OptionReq { name } => self.option_req(cid, &name),
-            Packet::GetStatus { handle } => self.get_status(cid, &handle),
-            Packet::GetStatusUnique { unique } => self.get_status_unique(cid, &unique),
+            // Like gearmand, which reads them with `%.*s`: cut at a NUL, which
+            // would make the echoed first field of STATUS_RES ambiguous.
+            Packet::GetStatus { handle } => self.get_status(cid, until_nul(&handle)),
+            Packet::GetStatusUnique { unique } => self.get_status_unique(cid, until_nul(&unique)),
             Packet::WorkStatus {
                 handle,
                 numerator,
@@ -183,18 +185,15 @@ fn put_status(
     den: u32,
     clients: Option<u64>,
 ) {
-    let mut tmp = BytesMut::with_capacity(64);
-    let mut n1 = BytesMut::new();
-    crate::wire::put_dec(&mut n1, num as u64);
-    let mut d1 = BytesMut::new();
-    crate::wire::put_dec(&mut d1, den as u64);
+    let (n, d) = (Decimal::from(num), Decimal::from(den));
     let k: &[u8] = if known { b"1" } else { b"0" };
     let r: &[u8] = if running { b"1" } else { b"0" };
-    match clients {
-        Some(c) => {
-            crate::wire::put_dec(&mut tmp, c);
-            put_pkt(b, kind, &[first, k, r, &n1, &d1, &tmp]);
-        }
-        None => put_pkt(b, kind, &[first, k, r, &n1, &d1]),
+    match clients.map(Decimal::from) {
+        Some(c) => put_pkt(
+            b,
+            kind,
+            &[first, k, r, n.as_bytes(), d.as_bytes(), c.as_bytes()],
+        ),
+        None => put_pkt(b, kind, &[first, k, r, n.as_bytes(), d.as_bytes()]),
     }
 }
