@@ -23,11 +23,8 @@ pub use bytes::Bytes;
 pub use client::{Client, ClientOptions, JobEvent, JobStatus, RunningJob, SubmitOptions};
 pub use error::{Error, ErrorKind, Result};
 pub use protocol::{Packet, PacketType, Priority};
-pub use servers::ServerAddr;
+pub use servers::{ServerAddr, DEFAULT_PORT};
 pub use worker::{Job, Worker, WorkerOptions};
-
-/// The default Gearman port.
-pub const DEFAULT_PORT: u16 = 4730;
 
 /// How this library was compiled: `"release"` (optimised, no debug assertions: the
 /// `release` and `dist` profiles) or `"debug"` (a dev build, several times slower).

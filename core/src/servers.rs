@@ -6,7 +6,9 @@ use std::time::Duration;
 use tokio::net::TcpStream;
 
 use crate::error::{Error, Result};
-use crate::DEFAULT_PORT;
+
+/// The default Gearman port.
+pub const DEFAULT_PORT: u16 = 4730;
 
 /// One job server: host and port.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]

@@ -70,7 +70,7 @@ pub struct ClientOptions {
 impl Default for ClientOptions {
     fn default() -> Self {
         ClientOptions {
-            servers: vec![ServerAddr::new("127.0.0.1", crate::DEFAULT_PORT)],
+            servers: vec![ServerAddr::new("127.0.0.1", crate::servers::DEFAULT_PORT)],
             connect_timeout: Duration::from_secs(5),
             submit_timeout: Duration::from_secs(30),
             job_timeout: None,

@@ -91,7 +91,7 @@ pub struct WorkerOptions {
 impl Default for WorkerOptions {
     fn default() -> Self {
         WorkerOptions {
-            servers: vec![ServerAddr::new("127.0.0.1", crate::DEFAULT_PORT)],
+            servers: vec![ServerAddr::new("127.0.0.1", crate::servers::DEFAULT_PORT)],
             client_id: None,
             concurrency: 1,
             connect_timeout: Duration::from_secs(5),
