@@ -180,15 +180,16 @@ impl Admin {
 
     /// `status`: per function, total/running jobs and registered workers.
     pub async fn status(&mut self) -> Result<Vec<FunctionStatus>> {
-        parse_status(&self.command(AdminCommand::Status).await?)
+        parse_status(&self.command(AdminCommand::Status).await?).map_err(Into::into)
     }
     /// `prioritystatus`: waiting jobs per priority.
     pub async fn priority_status(&mut self) -> Result<Vec<PriorityStatus>> {
         parse_priority_status(&self.command(AdminCommand::PriorityStatus).await?)
+            .map_err(Into::into)
     }
     /// `workers`: one entry per connection.
     pub async fn workers(&mut self) -> Result<Vec<WorkerInfo>> {
-        parse_workers(&self.command(AdminCommand::Workers).await?)
+        parse_workers(&self.command(AdminCommand::Workers).await?).map_err(Into::into)
     }
     /// `version`.
     pub async fn version(&mut self) -> Result<String> {
@@ -207,11 +208,11 @@ impl Admin {
     }
     /// `show jobs`.
     pub async fn show_jobs(&mut self) -> Result<Vec<JobInfo>> {
-        parse_jobs(&self.command(AdminCommand::ShowJobs).await?)
+        parse_jobs(&self.command(AdminCommand::ShowJobs).await?).map_err(Into::into)
     }
     /// `show unique jobs`.
     pub async fn show_unique_jobs(&mut self) -> Result<Vec<String>> {
-        parse_unique_jobs(&self.command(AdminCommand::ShowUniqueJobs).await?)
+        parse_unique_jobs(&self.command(AdminCommand::ShowUniqueJobs).await?).map_err(Into::into)
     }
     /// `cancel job HANDLE`; `Error::Server` with code `UNKNOWN_JOB` if absent.
     pub async fn cancel_job(&mut self, handle: &str) -> Result<()> {

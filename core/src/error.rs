@@ -2,7 +2,8 @@
 
 use bytes::Bytes;
 
-use crate::protocol::ProtocolError;
+use crate::protocol::admin::{AdminError, ListingError};
+use crate::protocol::{CodecError, ProtocolError};
 
 /// Everything that can go wrong talking to a Gearman server.
 #[derive(Debug, thiserror::Error)]
@@ -114,6 +115,36 @@ fn no_server_reason(last: &Option<Box<Error>>) -> String {
     match last {
         Some(e) => e.to_string(),
         None => "no server configured".into(),
+    }
+}
+
+/// An `ERR` reply of the admin protocol: the server refused the command.
+impl From<AdminError> for Error {
+    fn from(e: AdminError) -> Error {
+        Error::Server {
+            code: e.code,
+            text: e.text,
+        }
+    }
+}
+
+/// A listing reply that was an `ERR` line or malformed.
+impl From<ListingError> for Error {
+    fn from(e: ListingError) -> Error {
+        match e {
+            ListingError::Server(e) => e.into(),
+            ListingError::Malformed(e) => e.into(),
+        }
+    }
+}
+
+/// A failure of the tokio-util codec impls.
+impl From<CodecError> for Error {
+    fn from(e: CodecError) -> Error {
+        match e {
+            CodecError::Io(e) => e.into(),
+            CodecError::Protocol(e) => e.into(),
+        }
     }
 }
 

@@ -340,25 +340,28 @@ fn listing_parser_errors() {
     // No terminator: truncated reply.
     assert!(matches!(
         parse_status("a\t1\t1\t1\n"),
-        Err(Error::Protocol(_))
+        Err(ListingError::Malformed(_))
     ));
     // Garbage row.
     assert!(matches!(
         parse_status("a\tx\t1\t1\n.\n"),
-        Err(Error::Protocol(_))
+        Err(ListingError::Malformed(_))
     ));
-    assert!(matches!(parse_status("a b\n.\n"), Err(Error::Protocol(_))));
+    assert!(matches!(
+        parse_status("a b\n.\n"),
+        Err(ListingError::Malformed(_))
+    ));
     assert!(matches!(
         parse_workers("nofd 1.2.3.4 - :\n.\n"),
-        Err(Error::Protocol(_))
+        Err(ListingError::Malformed(_))
     ));
     assert!(matches!(
         parse_workers("1 1.2.3.4 -\n.\n"),
-        Err(Error::Protocol(_))
+        Err(ListingError::Malformed(_))
     ));
     // An ERR reply in place of a listing (older server without prioritystatus).
     match parse_priority_status("ERR UNKNOWN_COMMAND Unknown+server+commandprioritystatus\r\n") {
-        Err(Error::Server { code, text }) => {
+        Err(ListingError::Server(AdminError { code, text })) => {
             assert_eq!(code, "UNKNOWN_COMMAND");
             assert_eq!(text, "Unknown server commandprioritystatus");
         }

@@ -4,9 +4,9 @@
 
 use bytes::{Bytes, BytesMut};
 use polygear::protocol::{
-    Frame, Magic, Packet, PacketCodec, PacketType, Priority, ProtocolError, DEFAULT_MAX_PACKET,
+    CodecError, Frame, Magic, Packet, PacketCodec, PacketType, Priority, ProtocolError,
+    DEFAULT_MAX_PACKET,
 };
-use polygear::Error;
 use tokio_util::codec::{Decoder, Encoder};
 
 fn hex(s: &str) -> Vec<u8> {
@@ -729,7 +729,7 @@ fn truncated_frame_at_eof() {
         let mut buf = BytesMut::from(&wire[..cut]);
         assert_eq!(codec.decode(&mut buf).unwrap(), None, "cut {cut}");
         match codec.decode_eof(&mut buf) {
-            Err(Error::Protocol(ProtocolError::Truncated(n))) => assert_eq!(n, cut),
+            Err(CodecError::Protocol(ProtocolError::Truncated(n))) => assert_eq!(n, cut),
             other => panic!("cut {cut}: {other:?}"),
         }
     }
@@ -746,7 +746,7 @@ fn truncated_frame_at_eof() {
     let mut buf = BytesMut::from(&b"stat"[..]);
     assert!(matches!(
         codec.decode_eof(&mut buf),
-        Err(Error::Protocol(ProtocolError::Truncated(4)))
+        Err(CodecError::Protocol(ProtocolError::Truncated(4)))
     ));
 }
 

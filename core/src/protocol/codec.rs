@@ -5,7 +5,19 @@ use tokio_util::codec::{Decoder, Encoder};
 
 use super::packet::{Magic, Packet, PacketType, HEADER_LEN};
 use super::ProtocolError;
-use crate::error::Error;
+
+/// What the tokio-util [`Decoder`]/[`Encoder`] impls of [`PacketCodec`] fail with:
+/// the stream's I/O error or a protocol violation. (`polygear::Error` converts from
+/// it; the protocol layer itself knows nothing of the crate's error type.)
+#[derive(Debug, thiserror::Error)]
+pub enum CodecError {
+    /// Reading or writing the stream failed.
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+    /// The peer broke the wire protocol (or a packet cannot be encoded).
+    #[error(transparent)]
+    Protocol(#[from] ProtocolError),
+}
 
 /// Default maximum payload of one packet: 64 MiB.
 pub const DEFAULT_MAX_PACKET: usize = 64 << 20;
@@ -194,13 +206,13 @@ const RESERVE_STEP: usize = 1 << 20;
 
 impl Decoder for PacketCodec {
     type Item = Frame;
-    type Error = Error;
+    type Error = CodecError;
 
-    fn decode(&mut self, src: &mut BytesMut) -> Result<Option<Frame>, Error> {
+    fn decode(&mut self, src: &mut BytesMut) -> Result<Option<Frame>, CodecError> {
         Ok(self.decode_frame(src)?)
     }
 
-    fn decode_eof(&mut self, src: &mut BytesMut) -> Result<Option<Frame>, Error> {
+    fn decode_eof(&mut self, src: &mut BytesMut) -> Result<Option<Frame>, CodecError> {
         match self.decode_frame(src)? {
             Some(f) => Ok(Some(f)),
             None if src.is_empty() => Ok(None),
@@ -210,25 +222,25 @@ impl Decoder for PacketCodec {
 }
 
 impl Encoder<(Magic, Packet)> for PacketCodec {
-    type Error = Error;
+    type Error = CodecError;
 
     fn encode(
         &mut self,
         (magic, packet): (Magic, Packet),
         dst: &mut BytesMut,
-    ) -> Result<(), Error> {
+    ) -> Result<(), CodecError> {
         Ok(packet.encode(magic, dst)?)
     }
 }
 
 impl Encoder<(Magic, &Packet)> for PacketCodec {
-    type Error = Error;
+    type Error = CodecError;
 
     fn encode(
         &mut self,
         (magic, packet): (Magic, &Packet),
         dst: &mut BytesMut,
-    ) -> Result<(), Error> {
+    ) -> Result<(), CodecError> {
         Ok(packet.encode(magic, dst)?)
     }
 }

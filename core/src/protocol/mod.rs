@@ -2,7 +2,9 @@
 //! `header`, typed packets and their encoding in [`packet`], decoding in
 //! `decode`, numbers in text fields in `number`), framing of a byte stream
 //! into packets and admin text lines ([`codec`]), and the admin text
-//! protocol ([`admin`]). Depends on nothing else in the crate but its error type.
+//! protocol ([`admin`]). Depends on nothing else in the crate: its errors
+//! ([`ProtocolError`], [`CodecError`], [`ListingError`]) convert into `polygear::Error`
+//! in `error.rs`, not here.
 
 pub mod admin;
 pub mod codec;
@@ -11,8 +13,10 @@ mod header;
 mod number;
 pub mod packet;
 
-pub use admin::{AdminCommand, AdminError, AdminReply};
-pub use codec::{Frame, PacketCodec, RawFrame, DEFAULT_MAX_PACKET, DEFAULT_MAX_TEXT_LINE};
+pub use admin::{AdminCommand, AdminError, AdminReply, ListingError};
+pub use codec::{
+    CodecError, Frame, PacketCodec, RawFrame, DEFAULT_MAX_PACKET, DEFAULT_MAX_TEXT_LINE,
+};
 pub use packet::{atoi, encode_packet, Decimal, Magic, Packet, PacketType, Priority, HEADER_LEN};
 
 /// A violation of the wire protocol by the peer (or an unencodable packet).

@@ -4,7 +4,6 @@
 
 use std::fmt;
 
-use crate::error::Error;
 use crate::protocol::number::{atoi, Decimal};
 use crate::protocol::ProtocolError;
 
@@ -124,15 +123,6 @@ impl fmt::Display for AdminError {
 }
 
 impl std::error::Error for AdminError {}
-
-impl From<AdminError> for Error {
-    fn from(e: AdminError) -> Error {
-        Error::Server {
-            code: e.code,
-            text: e.text,
-        }
-    }
-}
 
 // Commands (server side)
 // ---------------------------------------------------------------------------

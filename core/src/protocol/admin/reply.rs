@@ -2,7 +2,6 @@
 //! `ERR code text`) and listings up to their terminating `.` line, parsed into
 //! the row types of [`super::rows`].
 
-use crate::error::Result;
 use crate::protocol::ProtocolError;
 
 use super::{bad, trim_eol};
@@ -45,9 +44,25 @@ pub fn is_error_line(line: &str) -> bool {
     line.ends_with("\r\n") && (line.starts_with("ERR ") || line == "ERR\r\n")
 }
 
+/// Why a listing reply has no rows to give: the server answered `ERR` instead
+/// (e.g. an older server without `prioritystatus`), or the reply is malformed.
+/// `polygear::Error` converts from it (`Server` and `Protocol`).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ListingError {
+    /// An `ERR` reply in place of the listing.
+    #[error("server error {}: {}", .0.code, .0.text)]
+    Server(#[from] AdminError),
+    /// A malformed reply or row.
+    #[error(transparent)]
+    Malformed(#[from] ProtocolError),
+}
+
+/// What the listing parsers return.
+pub type ListingResult<T> = Result<Vec<T>, ListingError>;
+
 /// Splits a listing reply (rows, then the `.` line) into its rows. An `ERR`
-/// reply in place of the listing becomes [`Error::Server`](crate::Error::Server).
-pub fn listing_rows(reply: &str) -> Result<Vec<&str>> {
+/// reply in place of the listing is [`ListingError::Server`].
+pub fn listing_rows(reply: &str) -> ListingResult<&str> {
     if is_error_line(reply) || trim_eol(reply) == "ERR" {
         return Err(AdminError::parse_line(reply)?.into());
     }
@@ -67,7 +82,7 @@ pub fn listing_rows(reply: &str) -> Result<Vec<&str>> {
     )
 }
 
-fn parse_rows<T>(reply: &str, f: impl Fn(&str) -> Result<T, ProtocolError>) -> Result<Vec<T>> {
+fn parse_rows<T>(reply: &str, f: impl Fn(&str) -> Result<T, ProtocolError>) -> ListingResult<T> {
     listing_rows(reply)?
         .into_iter()
         .map(|r| f(r).map_err(Into::into))
@@ -75,28 +90,28 @@ fn parse_rows<T>(reply: &str, f: impl Fn(&str) -> Result<T, ProtocolError>) -> R
 }
 
 /// Parses a whole `status` reply (rows and the `.` line).
-pub fn parse_status(reply: &str) -> Result<Vec<FunctionStatus>> {
+pub fn parse_status(reply: &str) -> ListingResult<FunctionStatus> {
     parse_rows(reply, FunctionStatus::parse_line)
 }
 
 /// Parses a whole `prioritystatus` reply.
-pub fn parse_priority_status(reply: &str) -> Result<Vec<PriorityStatus>> {
+pub fn parse_priority_status(reply: &str) -> ListingResult<PriorityStatus> {
     parse_rows(reply, PriorityStatus::parse_line)
 }
 
 /// Parses a whole `workers` reply.
-pub fn parse_workers(reply: &str) -> Result<Vec<WorkerInfo>> {
+pub fn parse_workers(reply: &str) -> ListingResult<WorkerInfo> {
     parse_rows(reply, WorkerInfo::parse_line)
 }
 
 /// Parses a whole `show jobs` reply.
-pub fn parse_jobs(reply: &str) -> Result<Vec<JobInfo>> {
+pub fn parse_jobs(reply: &str) -> ListingResult<JobInfo> {
     parse_rows(reply, JobInfo::parse_line)
 }
 
 /// Parses a whole `show unique jobs` reply: one unique per row (empty rows
 /// are jobs with an empty unique).
-pub fn parse_unique_jobs(reply: &str) -> Result<Vec<String>> {
+pub fn parse_unique_jobs(reply: &str) -> ListingResult<String> {
     parse_rows(reply, |r| Ok(r.to_string()))
 }
 
