@@ -9,7 +9,7 @@
 //! attached on this connection ([`Attached`]) and delivered to their
 //! `JobSlot`s (`job.rs`). When the socket fails, [`Dead`] says why and every
 //! waiter gets the error. This is separate from the pool because it is the
-//! only code that runs on the I/O tasks and the only user of [`Shared`], the
+//! only code that runs on the I/O tasks and the only user of [`ConnState`], the
 //! state behind the connection's lock.
 
 use std::collections::{HashMap, VecDeque};
@@ -104,7 +104,7 @@ impl Dead {
 }
 
 /// The connection's state behind its lock, shared by callers and the I/O tasks.
-struct Shared {
+struct ConnState {
     /// The socket's write side (direct writes; the writer task when full).
     out: Outbox,
     pending: VecDeque<Pending>,
@@ -116,7 +116,7 @@ struct Shared {
 pub(super) struct Conn {
     pub(super) addr: String,
     pub(super) alive: AtomicBool,
-    shared: Mutex<Shared>,
+    state: Mutex<ConnState>,
     wake_writer: Notify,
     /// The reader and writer tasks, aborted when the connection dies (a
     /// writer waiting on a full socket must not keep it open).
@@ -157,7 +157,7 @@ impl Conn {
         let conn = Arc::new(Conn {
             addr,
             alive: AtomicBool::new(true),
-            shared: Mutex::new(Shared {
+            state: Mutex::new(ConnState {
                 // The writer task sends the handshake.
                 out: Outbox::new(wr, wbuf),
                 pending,
@@ -194,7 +194,7 @@ impl Conn {
         }
         // A connection somebody is using right now is not idle: its reader
         // notices a close itself (and waiting for the lock would cost more).
-        let sh = match self.shared.try_lock() {
+        let sh = match self.state.try_lock() {
             Ok(sh) => sh,
             Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner(),
             Err(std::sync::TryLockError::WouldBlock) => return false,
@@ -210,7 +210,7 @@ impl Conn {
         write: impl FnOnce(&mut BytesMut) -> Result<(), ProtocolError>,
         pending: Pending,
     ) -> Result<()> {
-        let mut sh = lock(&self.shared);
+        let mut sh = lock(&self.state);
         if sh.dead {
             return Err(Error::ConnectionLost {
                 addr: self.addr.clone(),
@@ -224,11 +224,11 @@ impl Conn {
             sh.pending.push_back(pending);
         }
         drop(sh);
-        let relock = || lock(&self.shared);
+        let relock = || lock(&self.state);
         if let Err(e) = settle(
             pushed,
             relock,
-            |sh: &mut Shared| &mut sh.out,
+            |sh: &mut ConnState| &mut sh.out,
             &self.wake_writer,
         ) {
             // The pending entry just queued is failed with the rest.
@@ -243,7 +243,7 @@ impl Conn {
     /// sends each packet once per attachment of this connection, and a later
     /// coalesced submission must skip those copies.
     pub(super) fn detach(&self, key: &[u8], slot: &Arc<JobSlot>) {
-        let mut sh = lock(&self.shared);
+        let mut sh = lock(&self.state);
         let many = sh.jobs.len() > MAX_TRACKED_JOBS;
         if let Some(a) = sh.jobs.get_mut(key) {
             a.waiters.retain(|w| !Arc::ptr_eq(w, slot));
@@ -256,7 +256,7 @@ impl Conn {
     /// Marks the connection dead and fails everything waiting on it (idempotent).
     pub(super) fn fail(&self, dead: Dead) {
         let (pending, jobs) = {
-            let mut sh = lock(&self.shared);
+            let mut sh = lock(&self.state);
             if sh.dead {
                 return;
             }
@@ -285,7 +285,7 @@ impl Conn {
         }
     }
 
-    fn pop(&self, sh: &mut Shared, expect: Expect, name: &str) -> Result<Pending, String> {
+    fn pop(&self, sh: &mut ConnState, expect: Expect, name: &str) -> Result<Pending, String> {
         match sh.pending.pop_front() {
             Some(p) if p.expect == expect => Ok(p),
             Some(p) => {
@@ -299,7 +299,7 @@ impl Conn {
         }
     }
 
-    fn reply(&self, sh: &mut Shared, expect: Expect, p: Packet) -> Result<(), String> {
+    fn reply(&self, sh: &mut ConnState, expect: Expect, p: Packet) -> Result<(), String> {
         let pd = self.pop(sh, expect, p.packet_type().name())?;
         match pd.waiter {
             Waiter::Reply(tx) => {
@@ -316,7 +316,7 @@ impl Conn {
     }
 
     /// Handles one packet from the server (called by the reader with the lock held).
-    fn dispatch(&self, sh: &mut Shared, p: Packet) -> Result<(), String> {
+    fn dispatch(&self, sh: &mut ConnState, p: Packet) -> Result<(), String> {
         match p {
             Packet::JobCreated { handle } => {
                 let pd = self.pop(sh, Expect::Created, "JOB_CREATED")?;
@@ -410,7 +410,7 @@ impl Conn {
 
 /// Delivers a WORK_* event to every local waiter of `handle`; drops the
 /// per-job state after the final event.
-fn route_event(sh: &mut Shared, handle: &[u8], ev: JobEvent) {
+fn route_event(sh: &mut ConnState, handle: &[u8], ev: JobEvent) {
     let Some(a) = sh.jobs.get_mut(handle) else {
         return;
     };
@@ -455,7 +455,7 @@ async fn write_loop(conn: Arc<Conn>) {
     loop {
         conn.wake_writer.notified().await;
         let step = || {
-            let mut sh = lock(&conn.shared);
+            let mut sh = lock(&conn.state);
             if sh.dead {
                 // Ends the task; failing a dead connection again does nothing.
                 return Err(io::ErrorKind::NotConnected.into());
@@ -479,7 +479,7 @@ async fn read_loop(conn: Arc<Conn>, rd: OwnedReadHalf, max_packet: usize) {
             Ok(_) => {}
             Err(e) => break format!("read failed: {e}"),
         }
-        let mut sh = lock(&conn.shared);
+        let mut sh = lock(&conn.state);
         if sh.dead {
             return;
         }
