@@ -79,7 +79,11 @@ pg_fingerprint() {
 
 # pg_dist_fingerprint: the fingerprint of the sources dist/ is made from (package.sh
 # writes it to dist/SOURCES).
-pg_dist_fingerprint() { pg_fingerprint dist "${PG_DIST_SOURCES[@]}"; }
+pg_dist_fingerprint() {
+  local paths
+  mapfile -t paths < <(printf '%s\n' "${PG_DIST_SOURCES[@]}" | sort -u) # each path once
+  pg_fingerprint dist "${paths[@]}"
+}
 
 # pg_file_hash FILE: a short hash of one file's contents.
 pg_file_hash() { sha1sum "$1" | cut -c1-16; }
