@@ -42,14 +42,14 @@ pg_log "maturin build --profile dist (abi3 wheel)"
 tools=$PG_ENVS/build/venv
 pg_venv "$tools"
 "$tools/bin/python" -c 'import maturin' 2>/dev/null || pg_venv "$tools" "maturin>=1.9.4,<2"
+# (pipefail: a failing maturin fails the script; only grep's "nothing left" is ignored)
 (cd python && "$tools/bin/maturin" build --quiet --profile dist --out "$stage/wheel" 2>&1 |
-  grep -v '^📦\|^🔗\|^🐍\|^📡\|^🍹\|^⚠️  Warning: .*license' || true)
+  { grep -v '^📦\|^🔗\|^🐍\|^📡\|^🍹\|^⚠️  Warning: .*license' || true; })
 wheel=$(ls "$stage"/wheel/polygear-"$version"-*.whl)
 
 # --- npm tarball ----------------------------------------------------------------------
 pg_log "npm pack (prebuilt addon + Rust sources)"
-npm_key=$(node -p "process.platform + '-' + process.arch + '-' + (process.platform !== 'linux' ? 'none' :
-  process.report.getReport().header.glibcVersionRuntime ? 'gnu' : 'musl')")
+npm_key=$(node node/scripts/build.js --platform-key) # the key the install script looks for
 pkg=$stage/npm/polygear
 mkdir -p "$pkg/scripts" "$pkg/prebuilt/$npm_key" "$pkg/rust/bindings"
 cp node/package.json node/index.js node/index.d.ts node/README.md "$pkg/"

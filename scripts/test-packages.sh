@@ -55,29 +55,29 @@ done
 for tool in cargo rustc cc gcc make; do
   [ ! -e "$env/path/$tool" ] || { echo "test-packages: $tool is still on the toolchain-free PATH" >&2; exit 1; }
 done
-no_toolchain() { # no_toolchain COMMAND...: runs COMMAND with the toolchain out of reach
-  env -u CARGO -u RUSTC -u CC -u CXX PATH="$env/path" HOME="$env/home" \
-    npm_config_cache="$env/home/.npm" npm_config_update_notifier=false "$@"
+no_toolchain() { # no_toolchain COMMAND...: runs COMMAND (a lib.sh function too) with the toolchain out of reach
+  (
+    unset CARGO RUSTC CC CXX
+    export PATH="$env/path" HOME="$env/home" npm_config_cache="$env/home/.npm" npm_config_update_notifier=false
+    "$@"
+  )
 }
-export -f pg_log pg_stamp pg_stamp_ok pg_install pg_file_hash pg_venv apt_install pg_python_loads pg_python_wheel \
-  pg_node_app pg_node_loads pg_npm_install pg_node_tarball pg_gem_env pg_ruby_loads pg_ruby_gem \
-  pg_bin_runs pg_bin_tarball
-export tag
+uses_prebuilt() { # uses_prebuilt APP TGZ: installs the tarball and says it used its prebuilt addon
+  pg_node_tarball "$1" "$2" | tee "$env/npm-install.log" && grep -q "using the prebuilt addon" "$env/npm-install.log"
+}
+is_release() { # is_release: every install says it is a release build
+  [ "$("$env/venv/bin/python" -c "import polygear; print(polygear.BUILD_PROFILE)")" = release ] &&
+    [ "$(cd "$env/node" && node -p "require('polygear').BUILD_PROFILE")" = release ] &&
+    [ "$(pg_gem_env "$env/gems" && ruby -e 'require "polygear"; print Polygear::BUILD_PROFILE')" = release ] &&
+    "$env/bin/polygeard" --version | grep -q "(release build)"
+}
 
-check "pip install $(basename "$wheel") (no toolchain)" \
-  no_toolchain bash -c 'pg_python_wheel "$1" "$2"' _ "$env/venv" "$wheel"
+check "pip install $(basename "$wheel") (no toolchain)" no_toolchain pg_python_wheel "$env/venv" "$wheel"
 check "npm install $(basename "$tgz") uses its prebuilt addon (no toolchain)" \
-  no_toolchain bash -o pipefail -c 'pg_node_tarball "$1" "$2" | tee "$3" && grep -q "using the prebuilt addon" "$3"' \
-  _ "$env/node" "$tgz" "$env/npm-install.log"
-check "gem install $(basename "$native_gem") (no toolchain)" \
-  no_toolchain bash -c 'pg_ruby_gem "$1" "$2"' _ "$env/gems" "$native_gem"
-check "tar -x $(basename "$bin_tgz") (no toolchain)" \
-  no_toolchain bash -c 'pg_bin_tarball "$1" "$2"' _ "$env/bin" "$bin_tgz"
-check "the installs are release builds" bash -c '
-  [ "$("$1/venv/bin/python" -c "import polygear; print(polygear.BUILD_PROFILE)")" = release ] &&
-  [ "$(cd "$1/node" && node -p "require(\"polygear\").BUILD_PROFILE")" = release ] &&
-  [ "$(GEM_HOME="$1/gems" GEM_PATH="$1/gems" ruby -e "require \"polygear\"; print Polygear::BUILD_PROFILE")" = release ] &&
-  "$1/bin/polygeard" --version | grep -q "(release build)"' _ "$env"
+  no_toolchain uses_prebuilt "$env/node" "$tgz"
+check "gem install $(basename "$native_gem") (no toolchain)" no_toolchain pg_ruby_gem "$env/gems" "$native_gem"
+check "tar -x $(basename "$bin_tgz") (no toolchain)" no_toolchain pg_bin_tarball "$env/bin" "$bin_tgz"
+check "the installs are release builds" is_release
 
 # --- 3. the READMEs' code, against those installs ----------------------------------------------
 (
@@ -96,11 +96,16 @@ mv "$other/pkg/package/prebuilt/"* "$other/pkg/package/prebuilt/plan9-mips-none"
 (cd "$other/pkg/package" && npm pack --silent --pack-destination "$other" >/dev/null)
 # Its own cargo target folder: the packed sources may differ from this checkout's, and
 # their artifacts must never be taken for this checkout's (same relative paths).
-check "npm install on a platform without a prebuilt addon builds from the packed Rust sources" \
-  env CARGO_TARGET_DIR="$CARGO_TARGET_DIR/packed-sources-target" bash -c '
-  out=$(POLYGEAR_BUILD_PROFILE=debug pg_node_tarball "$1" "$2" 2>&1); echo "$out" | tail -n 5
+builds_from_source() { # builds_from_source APP TGZ: the install builds the addon from the packed sources
+  local out
+  out=$(CARGO_TARGET_DIR="$CARGO_TARGET_DIR/packed-sources-target" POLYGEAR_BUILD_PROFILE=debug \
+    pg_node_tarball "$1" "$2" 2>&1)
+  echo "$out" | tail -n 5
   echo "$out" | grep -q "no prebuilt addon for" && echo "$out" | grep -q "building the native addon from source" &&
-    [ "$(cd "$1" && node -p "require(\"polygear\").BUILD_PROFILE")" = debug ]' _ "$other/app" "$other/polygear-$version.tgz"
+    [ "$(cd "$1" && node -p "require('polygear').BUILD_PROFILE")" = debug ]
+}
+check "npm install on a platform without a prebuilt addon builds from the packed Rust sources" \
+  builds_from_source "$other/app" "$other/polygear-$version.tgz"
 
 if ((failed)); then
   echo "test-packages: $failed check(s) failed"

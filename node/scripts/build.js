@@ -13,6 +13,7 @@
 //   node scripts/build.js --debug         debug build (or POLYGEAR_BUILD_PROFILE=debug)
 //   POLYGEAR_BUILD_PROFILE=release|debug|dist (dist: the workspace's stripped profile)
 //   POLYGEAR_BUILD_FROM_SOURCE=1          ignore a prebuilt addon
+//   node scripts/build.js --platform-key  print this machine's prebuilt key and exit
 //
 // Honours CARGO (path to cargo) and CARGO_TARGET_DIR.
 const { spawnSync } = require('node:child_process');
@@ -41,13 +42,18 @@ function findCargo() {
   return null;
 }
 
-/** This machine's prebuilt key, e.g. linux-x64-gnu. */
+/** This machine's prebuilt key, e.g. linux-x64-gnu (scripts/package.sh asks with --platform-key). */
 function platformKey() {
   let libc = 'unknown';
   if (process.platform !== 'linux') libc = 'none';
   else if (process.report && process.report.getReport().header.glibcVersionRuntime) libc = 'gnu';
   else libc = 'musl';
   return `${process.platform}-${process.arch}-${libc}`;
+}
+
+if (process.argv.includes('--platform-key')) {
+  console.log(platformKey());
+  process.exit(0);
 }
 
 /** Copies `from` to ./polygear.node under a temporary name first: a running process never sees half a file. */
