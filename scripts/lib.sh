@@ -169,22 +169,24 @@ pg_npm_install() { # pg_npm_install APP SPEC: npm install SPEC into the app fold
 
 # pg_node APP PROFILE: APP/node_modules/polygear is this checkout's node/ package (npm
 # links a local folder), its addon compiled from source with PROFILE (debug or release).
-# The stamp also records the addon's own hash: whoever rebuilds node/polygear.node in
-# place (a benchmark, test-node.sh) makes the next call check it again.
+# The addon is built in place, so whoever rebuilds node/polygear.node (a benchmark,
+# test-node.sh) changes what the app loads: the app folder records the addon's hash and
+# the next call checks it too.
 pg_node() {
-  local app=$1 profile=$2 want
-  want=$(pg_fingerprint "source:$profile" "${PG_NODE_SOURCES[@]}")
+  local app=$1 profile=$2
   pg_node_app "$app"
-  if pg_node_loads "$app" && [ -f "$root/node/polygear.node" ] &&
-    pg_stamp_ok "$app" "$want $(pg_file_hash "$root/node/polygear.node")"; then
-    return 0
-  fi
-  pg_log "npm install ./node into $app (addon profile $profile)"
+  pg_install pg_node_loads_ours "$app" "$(pg_fingerprint "source:$profile" "${PG_NODE_SOURCES[@]}")" \
+    "npm install ./node into $app (addon profile $profile)" pg_node_build "$app" "$profile"
+}
+pg_node_loads_ours() { # pg_node_loads_ours APP: polygear loads, with the addon the app was built with
+  pg_node_loads "$1" && [ -f "$root/node/polygear.node" ] &&
+    [ "$(cat "$1/.polygear-addon" 2>/dev/null)" = "$(pg_file_hash "$root/node/polygear.node")" ]
+}
+pg_node_build() { # pg_node_build APP PROFILE: npm install ./node, which compiles the addon
   need_cargo
   rm -f "$root/node/polygear.node"
-  POLYGEAR_BUILD_PROFILE=$profile pg_npm_install "$app" "$root/node"
-  pg_node_loads "$app" || { pg_log "require('polygear') fails in $app after the install" >&2; return 1; }
-  pg_stamp "$app" "$want $(pg_file_hash "$root/node/polygear.node")"
+  POLYGEAR_BUILD_PROFILE=$2 pg_npm_install "$1" "$root/node"
+  [ -f "$root/node/polygear.node" ] && pg_file_hash "$root/node/polygear.node" >"$1/.polygear-addon"
 }
 
 # pg_node_tarball APP TGZ [STAMP]: APP/node_modules/polygear is installed from an npm tarball.
