@@ -202,9 +202,11 @@ class Worker(_Base):
             threading.Thread(target=self._serve, args=(errors,), name=f"polygear-worker-{i}", daemon=True)
             for i in range(self._concurrency)
         ]
-        for t in threads:
-            t.start()
         try:
+            # Started inside the try: a Ctrl-C that lands while the threads start
+            # (one may already be running a job) must still shut down gracefully.
+            for t in threads:
+                t.start()
             _join(threads)
         except KeyboardInterrupt:
             log.info("polygear: interrupted, finishing running jobs (Ctrl-C again to abort)")
