@@ -70,6 +70,11 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
         }
     }
 
+    /// Bytes the read buffer holds allocated (for memory accounting).
+    pub fn buffer_capacity(&self) -> usize {
+        self.buf.capacity()
+    }
+
     /// The underlying stream (e.g. to write a request on it).
     pub fn get_mut(&mut self) -> &mut R {
         &mut self.rd

@@ -46,6 +46,14 @@ use tokio::sync::Notify;
 
 use crate::util::release_if_larger;
 
+/// Unsent bytes above which a sender waits (backpressure): a client's
+/// submit awaits, a job's synchronous send blocks, until at most
+/// [`BACKLOG_LOW`] are left. Without it, a peer that stops reading would
+/// let the buffer grow without bound.
+pub const BACKLOG_HIGH: usize = 8 << 20;
+/// See [`BACKLOG_HIGH`].
+pub const BACKLOG_LOW: usize = 4 << 20;
+
 /// Write buffers whose allocation is above this are released once empty.
 const KEEP_CAPACITY: usize = 1 << 20;
 const INITIAL_CAPACITY: usize = 8 * 1024;
@@ -373,6 +381,71 @@ pub async fn flush_until_empty(
             Flush::CallerWriting | Flush::Idle => return Ok(()),
         }
     }
+}
+
+/// Blocks the calling thread until at most [`BACKLOG_LOW`] bytes are
+/// unsent, writing them itself (so it needs no runtime to be driven: the
+/// blocking APIs' runtime only runs while some thread waits on it), or
+/// until `deadline` (`ErrorKind::TimedOut`). For synchronous senders (a
+/// job's packets) whose push left more than [`BACKLOG_HIGH`] unsent.
+pub fn wait_drained<G: std::ops::DerefMut>(
+    relock: impl Fn() -> G,
+    outbox: impl Fn(&mut G::Target) -> &mut Outbox,
+    wake: &Notify,
+    deadline: std::time::Instant,
+) -> io::Result<()> {
+    loop {
+        let mut guard = relock();
+        let out = outbox(&mut guard);
+        if out.pending() <= BACKLOG_LOW {
+            return Ok(());
+        }
+        let now = std::time::Instant::now();
+        if now >= deadline {
+            return Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                format!(
+                    "the peer did not read {} unsent bytes in time",
+                    out.pending()
+                ),
+            ));
+        }
+        match out.flush_step()? {
+            Flush::Blocked(wr) => {
+                drop(guard);
+                poll_writable(&wr, (deadline - now).min(Duration::from_millis(100)))?;
+            }
+            Flush::CallerWriting => {
+                drop(guard);
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            Flush::Idle => {
+                let pushed = out.take();
+                drop(guard);
+                settle(Ok(pushed), &relock, &outbox, wake)?;
+            }
+        }
+    }
+}
+
+/// Waits (blocking the thread, at most `timeout`) until `wr` can take bytes.
+fn poll_writable(wr: &OwnedWriteHalf, timeout: Duration) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let mut fds = libc::pollfd {
+        fd: wr.as_ref().as_raw_fd(),
+        events: libc::POLLOUT,
+        revents: 0,
+    };
+    let ms = timeout.as_millis().min(i32::MAX as u128) as libc::c_int;
+    // SAFETY: one valid pollfd for the duration of the call.
+    let rc = unsafe { libc::poll(&mut fds, 1, ms) };
+    if rc < 0 {
+        let e = io::Error::last_os_error();
+        if e.kind() != io::ErrorKind::Interrupted {
+            return Err(e);
+        }
+    }
+    Ok(())
 }
 
 /// For a task that flushes inside its own `select!`: completes once the

@@ -1,6 +1,6 @@
 //! The admin text protocol (gearmand's exact reply formats).
 
-use bytes::{BufMut, BytesMut};
+use bytes::{BufMut, Bytes, BytesMut};
 use polygear::protocol::admin::{AdminCommand, AdminError};
 use polygear::protocol::Decimal;
 
@@ -10,50 +10,86 @@ use crate::wire::{parse_handle, until_nul, HandleBuf};
 /// Server version reported by `version`.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 
+/// A `status` or `prioritystatus` reply whose rows were copied under the
+/// state lock, formatted once it is released: with many functions the
+/// text is megabytes, and other connections must not wait for it.
+pub(crate) struct Listing {
+    rows: Vec<(Bytes, [u64; 4])>,
+    columns: usize,
+    /// Rows already rendered.
+    done: usize,
+}
+
+impl Listing {
+    /// Rows rendered per [`Listing::render`] call.
+    pub(crate) const CHUNK: usize = 1024;
+
+    /// Writes the next [`Listing::CHUNK`] rows of the reply (gearmand's
+    /// format: tab-separated), and the final `.` line after the last;
+    /// returns whether rows are left. In chunks, so the connection task can
+    /// let others run in between (a big listing takes a while to format).
+    pub(crate) fn render(&mut self, b: &mut BytesMut) -> bool {
+        let n = self.rows.len().saturating_sub(self.done).min(Self::CHUNK);
+        for (name, values) in &self.rows[self.done..self.done + n] {
+            put_name(b, name);
+            for v in &values[..self.columns] {
+                b.put_u8(b'\t');
+                b.put_slice(Decimal::from(*v).as_bytes());
+            }
+            b.put_u8(b'\n');
+        }
+        self.done += n;
+        if self.done == self.rows.len() {
+            b.put_slice(b".\n");
+            return false;
+        }
+        true
+    }
+}
+
 impl State {
-    /// Handles one admin line from connection `cid`.
-    pub(crate) fn handle_text(&mut self, cid: ConnId, line: &[u8]) {
+    /// Handles one admin line from connection `cid`; a [`Listing`] returned
+    /// is the reply, for the caller to render and send after the lock.
+    pub(crate) fn handle_text(&mut self, cid: ConnId, line: &[u8]) -> Option<Listing> {
         let mut b = BytesMut::new();
         match AdminCommand::parse(line) {
             Err(e) => b.put_slice(e.to_line().as_bytes()),
+            Ok(AdminCommand::Status) => {
+                let rows = self.funcs.iter().map(|f| {
+                    let v = [f.total, f.running, f.registrations, 0];
+                    (f.name.clone(), v)
+                });
+                return Some(Listing {
+                    rows: rows.collect(),
+                    columns: 3,
+                    done: 0,
+                });
+            }
+            Ok(AdminCommand::PriorityStatus) => {
+                let rows = self.funcs.iter().map(|f| {
+                    let [h, n, l] = f.waiting;
+                    (f.name.clone(), [h, n, l, f.registrations])
+                });
+                return Some(Listing {
+                    rows: rows.collect(),
+                    columns: 4,
+                    done: 0,
+                });
+            }
             Ok(cmd) => self.admin_command(cmd, line, &mut b),
         }
         if let Some(c) = self.peers.get(&cid) {
             c.out.write(|o| o.extend_from_slice(&b));
         }
+        None
     }
 }
 
 impl State {
     fn admin_command(&mut self, cmd: AdminCommand, line: &[u8], b: &mut BytesMut) {
         match cmd {
-            AdminCommand::Status => {
-                for f in self.funcs.iter().filter(|f| f.alive) {
-                    put_name(b, &f.name);
-                    for v in [f.total, f.running, f.workers.len() as u64] {
-                        b.put_u8(b'\t');
-                        b.put_slice(Decimal::from(v).as_bytes());
-                    }
-                    b.put_u8(b'\n');
-                }
-                b.put_slice(b".\n");
-            }
-            AdminCommand::PriorityStatus => {
-                for f in self.funcs.iter().filter(|f| f.alive) {
-                    put_name(b, &f.name);
-                    for v in [
-                        f.waiting[0],
-                        f.waiting[1],
-                        f.waiting[2],
-                        f.workers.len() as u64,
-                    ] {
-                        b.put_u8(b'\t');
-                        b.put_slice(Decimal::from(v).as_bytes());
-                    }
-                    b.put_u8(b'\n');
-                }
-                b.put_slice(b".\n");
-            }
+            // Answered by `handle_text` as a `Listing`.
+            AdminCommand::Status | AdminCommand::PriorityStatus => {}
             AdminCommand::Workers => {
                 let mut peers: Vec<_> = self.peers.values().collect();
                 peers.sort_by_key(|c| c.fd);
@@ -64,9 +100,12 @@ impl State {
                     b.put_u8(b' ');
                     put_name(b, &c.client_id);
                     b.put_slice(b" :");
-                    for a in c.abilities.iter().rev() {
-                        b.put_u8(b' ');
-                        put_name(b, &self.funcs[a.func as usize].name);
+                    // Newest first, duplicates repeated (gearmand's list).
+                    for (fid, a) in c.abilities.in_order().into_iter().rev() {
+                        for _ in 0..a.count {
+                            b.put_u8(b' ');
+                            put_name(b, &self.funcs[fid].name);
+                        }
                     }
                     b.put_u8(b'\n');
                 }
@@ -124,7 +163,8 @@ impl State {
             }
             AdminCommand::MaxQueue { function, limits } => {
                 if let Some(f) = self.find_func(function.as_bytes()) {
-                    self.funcs[f as usize].maxqueue = limits;
+                    self.funcs[f].maxqueue = limits;
+                    self.funcs.touch(f);
                 }
                 b.put_slice(b"OK\r\n");
             }
@@ -133,22 +173,43 @@ impl State {
                 b.put_slice(b"OK\r\n");
             }
             AdminCommand::DropFunction(name) => {
-                let found = self
-                    .funcs
-                    .iter()
-                    .position(|f| f.alive && f.name.eq_ignore_ascii_case(name.as_bytes()));
-                match found {
+                match self.funcs.find_ignore_case(name.as_bytes()) {
                     None => b.put_slice(AdminError::function_not_found().to_line().as_bytes()),
-                    Some(i) => {
-                        let f = &self.funcs[i];
+                    Some(fid) => {
+                        let f = &self.funcs[fid];
                         if !f.workers.is_empty() || f.total > 0 {
                             b.put_slice(AdminError::function_in_use().to_line().as_bytes());
                         } else {
-                            self.drop_function(i as u32);
+                            self.funcs.remove(fid);
                             b.put_slice(b"OK\r\n");
                         }
                     }
                 }
+            }
+            AdminCommand::Metrics => {
+                let running: u64 = self.funcs.iter().map(|f| f.running).sum();
+                let m = &self.metrics;
+                let budget = &self.budget;
+                for (name, v) in [
+                    ("connections", self.peers.len() as u64),
+                    ("jobs", self.jobs.len() as u64),
+                    ("jobs_running", running),
+                    ("functions", self.funcs.len() as u64),
+                    ("functions_forgotten", m.functions_forgotten),
+                    ("buffered_bytes", budget.used() as u64),
+                    ("buffered_limit_bytes", budget.limit() as u64),
+                    (
+                        "connections_dropped_over_budget",
+                        budget.dropped.load(std::sync::atomic::Ordering::Relaxed),
+                    ),
+                    ("requests_refused", m.refused),
+                ] {
+                    b.put_slice(name.as_bytes());
+                    b.put_u8(b' ');
+                    b.put_slice(Decimal::from(v).as_bytes());
+                    b.put_u8(b'\n');
+                }
+                b.put_slice(b".\n");
             }
             AdminCommand::Shutdown { graceful } => {
                 if self.cfg.allow_shutdown {

@@ -9,7 +9,8 @@ use polygear::protocol::{Magic, Packet, PacketCodec, PacketType, ProtocolError, 
 use tokio::net::tcp::OwnedReadHalf;
 use tokio::net::TcpStream;
 
-use crate::outbox::Outbox;
+use crate::admin::Listing;
+use crate::outbox::{flush_dirty, Outbox};
 use crate::wire::put_error;
 use crate::Shared;
 
@@ -22,8 +23,6 @@ enum Flow {
 
 /// Frames applied per lock acquisition.
 const BATCH: usize = 512;
-/// Pause reading while this much of our own output is unsent.
-const HIGH_WATER: usize = 4 << 20;
 
 #[allow(clippy::large_enum_variant)] // short-lived, never stored
 enum In {
@@ -101,7 +100,7 @@ pub(crate) async fn serve(shared: Arc<Shared>, stream: TcpStream) {
         let _ = socket2::SockRef::from(&stream).set_keepalive(true);
     }
     let (rd, wr) = stream.into_split();
-    let out = Arc::new(Outbox::new(wr, shared.cfg.max_output));
+    let out = Arc::new(Outbox::new(wr, shared.cfg.max_output, &shared.budget));
     let cid = shared.state.lock().add_peer(out.clone(), fd, peer_ip);
     let writer = {
         let out = out.clone();
@@ -113,26 +112,30 @@ pub(crate) async fn serve(shared: Arc<Shared>, stream: TcpStream) {
     'conn: loop {
         // Decode and apply everything buffered, in bounded batches.
         loop {
-            let (flow, more) = apply(&shared, cid, &out, &mut reader);
+            let (flow, more, listing) = apply(&shared, cid, &out, &mut reader);
+            if let Some(listing) = listing {
+                send_listing(&out, listing).await;
+            }
             if flow == Flow::Close {
                 break 'conn;
+            }
+            // Backpressure: a peer that does not read its replies stops being
+            // read (sooner while the server is short of buffer memory).
+            while out.pending() > shared.budget.high_water() {
+                tokio::select! {
+                    _ = out.drained.notified() => {}
+                    _ = out.kill.cancelled() => break 'conn,
+                    _ = stop.cancelled() => break 'conn,
+                }
             }
             if !more {
                 break;
             }
         }
-        // Backpressure: a peer that does not read its replies stops being read.
-        while out.pending() > HIGH_WATER {
-            tokio::select! {
-                _ = out.drained.notified() => {}
-                _ = out.kill.cancelled() => break 'conn,
-                _ = stop.cancelled() => break 'conn,
-            }
-        }
         tokio::select! {
             r = reader.fill() => match r {
                 Ok(0) | Err(_) => break,
-                Ok(_) => {}
+                Ok(_) => out.input.set(reader.buffer_capacity()),
             },
             _ = out.kill.cancelled() => break,
             _ = stop.cancelled() => break,
@@ -146,17 +149,35 @@ pub(crate) async fn serve(shared: Arc<Shared>, stream: TcpStream) {
     shared.conn_closed();
 }
 
+/// Renders an admin listing outside the state lock, a chunk at a time,
+/// letting other connections' tasks run in between (with many functions a
+/// `status` is megabytes: formatting it in one go would hold up everybody
+/// queued behind this task).
+async fn send_listing(out: &Arc<Outbox>, mut listing: Listing) {
+    loop {
+        let mut more = false;
+        out.write(|b| more = listing.render(b));
+        flush_dirty();
+        if !more || out.is_killed() {
+            return;
+        }
+        tokio::task::yield_now().await;
+    }
+}
+
 /// Decodes and applies up to [`BATCH`] requests under one lock; returns the
-/// flow and whether more complete requests may be buffered.
+/// flow, whether more complete requests may be buffered, and an admin
+/// listing to send (it ends the batch; see [`send_listing`]).
 fn apply(
     shared: &Shared,
     cid: u64,
     out: &Arc<Outbox>,
     reader: &mut FrameReader<OwnedReadHalf>,
-) -> (Flow, bool) {
+) -> (Flow, bool, Option<Listing>) {
     let Some(first) = next_input(reader) else {
-        return (Flow::Continue, false);
+        return (Flow::Continue, false, None);
     };
+    let mut listing = None;
     let (flow, more, shutdown, trim) = shared.with_state(|st| {
         let mut flow = Flow::Continue;
         let mut next = Some(first);
@@ -169,7 +190,10 @@ fn apply(
                     Flow::Continue
                 }
                 In::Text(line) => {
-                    st.handle_text(cid, &line);
+                    // A listing can be megabytes: it is rendered after the
+                    // lock is released, and ends the batch (so it is
+                    // written before the next request's reply).
+                    listing = st.handle_text(cid, &line);
                     Flow::Continue
                 }
                 In::ResMagic => {
@@ -195,11 +219,17 @@ fn apply(
                     Flow::Close
                 }
             };
-            if flow == Flow::Close || n == BATCH {
+            // A peer whose replies pile up unread gets no more until they
+            // drain (the caller waits): e.g. `status` pipelined by a
+            // connection that never reads.
+            let full = out.accounted_output() > shared.budget.high_water();
+            if flow == Flow::Close || n == BATCH || full || listing.is_some() {
+                n = BATCH;
                 break;
             }
             next = next_input(reader);
         }
+        st.forget_idle_functions();
         let shutdown = st.shutdown_requested.take();
         let trim = std::mem::take(&mut st.trim_requested);
         (flow, n == BATCH, shutdown, trim)
@@ -213,5 +243,5 @@ fn apply(
     if let Some(graceful) = shutdown {
         shared.request_shutdown(graceful);
     }
-    (flow, more)
+    (flow, more, listing)
 }

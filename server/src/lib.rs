@@ -12,6 +12,7 @@
 #![warn(missing_docs)]
 
 mod admin;
+mod budget;
 mod conn;
 mod index;
 mod outbox;
@@ -75,6 +76,14 @@ pub struct ServerConfig {
     pub max_line: usize,
     /// Unsent output above which a connection is dropped (slow reader).
     pub max_output: usize,
+    /// Memory for all connections' unsent output and unparsed input
+    /// together; above it the connections holding the most are dropped.
+    pub max_buffered: usize,
+    /// Functions one connection may register (0 = no limit).
+    pub max_worker_functions: usize,
+    /// Idle functions (no job, no worker) kept listed by `status`; the
+    /// longest idle are forgotten beyond it (0 = keep all, like gearmand).
+    pub max_idle_functions: usize,
     /// Enables the admin `shutdown [graceful]` command.
     pub allow_shutdown: bool,
     /// Every connection starts with the `exceptions` option on.
@@ -102,6 +111,9 @@ impl Default for ServerConfig {
             max_packet: polygear::protocol::DEFAULT_MAX_PACKET,
             max_line: polygear::protocol::DEFAULT_MAX_TEXT_LINE,
             max_output: 128 << 20,
+            max_buffered: 1 << 30,
+            max_worker_functions: 10_000,
+            max_idle_functions: 10_000,
             allow_shutdown: false,
             exceptions: false,
             keepalive: false,
@@ -136,6 +148,8 @@ pub(crate) struct Shared {
     graceful_notify: Notify,
     live_conns: AtomicUsize,
     conns_done: Notify,
+    /// Memory for all connections' buffers.
+    pub(crate) budget: Arc<budget::Budget>,
 }
 
 impl Shared {
@@ -243,14 +257,16 @@ impl Server {
                 )
             }
         };
+        let state = state::State::new(cfg.clone(), Bytes::from(prefix));
         let shared = Arc::new(Shared {
-            state: Mutex::new(state::State::new(cfg.clone(), Bytes::from(prefix))),
             cfg: cfg.clone(),
             stop: CancellationToken::new(),
             graceful: AtomicBool::new(false),
             graceful_notify: Notify::new(),
             live_conns: AtomicUsize::new(0),
             conns_done: Notify::new(),
+            budget: state.budget.clone(),
+            state: Mutex::new(state),
         });
         let mut persist_thread = None;
         if let Some((conn, rows)) = loaded {
@@ -267,6 +283,7 @@ impl Server {
         }
         tracing::info!("listening on {local}");
         let timers = tokio::spawn(crate::state::timers::run(shared.clone()));
+        tokio::spawn(budget::run_reaper(shared.clone()));
         let accept = tokio::spawn(accept_loop(shared.clone(), listener));
         Ok(RunningServer {
             addr: local,

@@ -101,6 +101,22 @@ struct Args {
     /// Largest accepted packet payload in bytes
     #[arg(long, value_name = "BYTES", default_value_t = polygear::protocol::DEFAULT_MAX_PACKET)]
     max_packet: usize,
+
+    /// Unsent output one connection may hold before it is dropped
+    #[arg(long, value_name = "BYTES", default_value_t = ServerConfig::default().max_output)]
+    max_output: usize,
+
+    /// Memory for all connections' unsent output and unparsed input together; past it the connections holding the most are dropped (logged, and counted by the admin `metrics` command)
+    #[arg(long, value_name = "BYTES", default_value_t = ServerConfig::default().max_buffered)]
+    max_buffered: usize,
+
+    /// Functions one connection may register (CAN_DO beyond it gets ERROR TOO_MANY_FUNCTIONS); 0 = no limit
+    #[arg(long, value_name = "N", default_value_t = ServerConfig::default().max_worker_functions)]
+    max_worker_functions: usize,
+
+    /// Idle functions (no job, no worker) kept listed by `status`; the longest idle are forgotten beyond it; 0 = keep all, like gearmand
+    #[arg(long, value_name = "N", default_value_t = ServerConfig::default().max_idle_functions)]
+    max_idle_functions: usize,
 }
 
 fn level_filter(name: &str) -> Option<&'static str> {
@@ -180,6 +196,10 @@ fn main() -> ExitCode {
         round_robin: args.round_robin,
         job_handle_prefix: args.job_handle_prefix.clone(),
         max_packet: args.max_packet,
+        max_output: args.max_output,
+        max_buffered: args.max_buffered,
+        max_worker_functions: args.max_worker_functions,
+        max_idle_functions: args.max_idle_functions,
         allow_shutdown: args.allow_shutdown,
         exceptions: args.exceptions,
         keepalive: args.keepalive,

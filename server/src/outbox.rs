@@ -16,6 +16,8 @@
 //!   JOB_CREATED must wait for the fsync) are held back until the
 //!   persistence thread releases the gate, so replies keep their order.
 //! - A connection with more than the output limit queued is killed.
+//! - Its unsent output (and, set by the connection task, its unparsed
+//!   input) is accounted in the server-wide [`Budget`](crate::budget::Budget).
 //! - [`Outbox::drained`] tells a connection that stopped reading because
 //!   too much of its output was queued when it went down; [`Outbox::close`]
 //!   flushes what is queued before the connection goes away.
@@ -31,6 +33,8 @@ use polygear::outbox::{flush_until_empty, settle, Outbox as CoreOutbox, Pushed};
 use tokio::net::tcp::OwnedWriteHalf;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
+
+use crate::budget::{Account, Budget};
 
 /// Output buffers whose allocation is larger than this are freed once
 /// drained (a server has many connections, mostly idle).
@@ -62,21 +66,41 @@ pub(crate) struct Outbox {
     pub(crate) kill: CancellationToken,
     killed: AtomicBool,
     limit: usize,
+    /// Unsent output, in the server's budget.
+    output: Account,
+    /// The connection's read buffer, in the server's budget.
+    pub(crate) input: Account,
 }
 
 struct Inner {
     out: CoreOutbox,
-    /// Bytes waiting for a durability gate: (ticket that releases them, bytes).
-    held: Option<(u64, BytesMut)>,
+    /// Bytes waiting for a durability gate.
+    held: Option<Held>,
     closed: bool,
     /// In some thread's dirty list.
     dirty: bool,
 }
 
+/// Output held back until the durable queue commits.
+struct Held {
+    /// The latest gate's ticket: releasing it releases everything.
+    ticket: u64,
+    bytes: BytesMut,
+    /// Each gate's ticket and the range of its head (the JOB_CREATED) in
+    /// `bytes`, so a failed commit can replace it.
+    gates: Vec<(u64, std::ops::Range<usize>)>,
+}
+
+impl Held {
+    fn len(&self) -> usize {
+        self.bytes.len()
+    }
+}
+
 impl Outbox {
     /// An outbox over `sock` that kills its connection when more than
     /// `limit` bytes are queued.
-    pub(crate) fn new(sock: OwnedWriteHalf, limit: usize) -> Outbox {
+    pub(crate) fn new(sock: OwnedWriteHalf, limit: usize, budget: &Arc<Budget>) -> Outbox {
         Outbox {
             inner: Mutex::new(Inner {
                 out: CoreOutbox::with_buffers(sock, 0, KEEP_CAPACITY),
@@ -89,6 +113,8 @@ impl Outbox {
             kill: CancellationToken::new(),
             killed: AtomicBool::new(false),
             limit,
+            output: Account::new(budget.clone()),
+            input: Account::new(budget.clone()),
         }
     }
 
@@ -102,8 +128,8 @@ impl Outbox {
         }
         let inner = &mut *g;
         let mark = match inner.held.as_mut() {
-            Some((_, held)) => {
-                f(held);
+            Some(held) => {
+                f(&mut held.bytes);
                 false
             }
             None => {
@@ -116,7 +142,8 @@ impl Outbox {
                 !inner.dirty && !inner.out.writer_active()
             }
         };
-        let pending = inner.out.pending() + inner.held.as_ref().map_or(0, |h| h.1.len());
+        let pending = inner.out.pending() + inner.held.as_ref().map_or(0, Held::len);
+        self.output.set(pending);
         if pending > self.limit {
             drop(g);
             tracing::warn!(
@@ -160,6 +187,7 @@ impl Outbox {
         if r.is_err() {
             self.kill();
         }
+        self.recount();
         // A reader paused for back-pressure re-checks what is pending.
         self.drained.notify_one();
     }
@@ -170,16 +198,36 @@ impl Outbox {
         if g.closed {
             return;
         }
-        match g.held.as_mut() {
-            Some((t, held)) => {
-                *t = ticket;
-                head(held);
-            }
-            None => {
-                let mut held = BytesMut::with_capacity(64);
-                head(&mut held);
-                g.held = Some((ticket, held));
-            }
+        let held = g.held.get_or_insert_with(|| Held {
+            ticket,
+            bytes: BytesMut::with_capacity(64),
+            gates: Vec::new(),
+        });
+        held.ticket = ticket;
+        let start = held.bytes.len();
+        head(&mut held.bytes);
+        held.gates.push((ticket, start..held.bytes.len()));
+    }
+
+    /// The commit behind gate `ticket` failed: its head is replaced by what
+    /// `instead` writes (an ERROR), keeping the order of the replies.
+    pub(crate) fn fail_gate(&self, ticket: u64, instead: impl FnOnce(&mut BytesMut)) {
+        let mut g = self.inner.lock();
+        let Some(held) = g.held.as_mut() else { return };
+        let Ok(i) = held.gates.binary_search_by_key(&ticket, |(t, _)| *t) else {
+            return;
+        };
+        let range = held.gates[i].1.clone();
+        let mut replacement = BytesMut::new();
+        instead(&mut replacement);
+        let tail = held.bytes.split_off(range.end);
+        held.bytes.truncate(range.start);
+        held.bytes.extend_from_slice(&replacement);
+        held.bytes.extend_from_slice(&tail);
+        let shift = replacement.len() as isize - range.len() as isize;
+        held.gates[i].1 = range.start..range.start + replacement.len();
+        for (_, r) in &mut held.gates[i + 1..] {
+            *r = (r.start as isize + shift) as usize..(r.end as isize + shift) as usize;
         }
     }
 
@@ -189,14 +237,16 @@ impl Outbox {
     /// the socket is full).
     pub(crate) fn release(&self, ticket: u64) {
         let mut g = self.inner.lock();
-        let Some((t, _)) = g.held else { return };
+        let Some(t) = g.held.as_ref().map(|h| h.ticket) else {
+            return;
+        };
         if t > ticket {
             return;
         }
-        let Some((_, held)) = g.held.take() else {
+        let Some(held) = g.held.take() else {
             return;
         };
-        let pushed = g.out.push(|b| b.extend_from_slice(&held));
+        let pushed = g.out.push(|b| b.extend_from_slice(&held.bytes));
         let closed = g.closed;
         drop(g);
         self.settle(pushed);
@@ -206,10 +256,29 @@ impl Outbox {
         }
     }
 
+    /// Updates the budget after bytes were written (no lock unless the
+    /// output was large enough to be accounted).
+    fn recount(&self) {
+        if !self.output.is_zero() {
+            let p = self.pending();
+            self.output.set(p);
+        }
+    }
+
+    /// Buffer bytes of this connection in the server's budget (output and input).
+    pub(crate) fn buffered(&self) -> usize {
+        self.output.get() + self.input.get()
+    }
+
+    /// Unsent output as accounted in the budget (cheap; 0 below one granule).
+    pub(crate) fn accounted_output(&self) -> usize {
+        self.output.get()
+    }
+
     /// Bytes queued but not yet written.
     pub(crate) fn pending(&self) -> usize {
         let g = self.inner.lock();
-        g.out.pending() + g.held.as_ref().map_or(0, |h| h.1.len())
+        g.out.pending() + g.held.as_ref().map_or(0, Held::len)
     }
 
     /// Stop accepting output; the writer flushes what is queued, then exits.
@@ -227,6 +296,7 @@ impl Outbox {
             g.held = None;
             g.out.close();
         }
+        self.output.set(0);
         self.kill.cancel();
         self.wake.notify_one();
     }
@@ -249,6 +319,7 @@ impl Outbox {
                 },
                 _ = self.kill.cancelled() => return,
             }
+            self.recount();
             self.drained.notify_one();
             if closing && self.inner.lock().held.is_none() {
                 return;

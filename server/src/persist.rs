@@ -2,6 +2,12 @@
 //! `synchronous=FULL`, written by one dedicated thread that commits every
 //! pending insert/delete in one transaction (group commit) and only then
 //! releases the JOB_CREATED replies waiting on those inserts.
+//!
+//! A failed commit (disk full, I/O error) acknowledges nothing: each
+//! submission in it is answered `ERROR QUEUE_ERROR` instead of JOB_CREATED,
+//! in its place among the connection's replies, and its job is dropped
+//! (the client may submit again); the connection stays usable. Deletes of
+//! finished jobs in a failed batch are retried with the next one.
 
 use std::collections::HashSet;
 use std::path::Path;
@@ -13,6 +19,7 @@ use bytes::Bytes;
 use rusqlite::{params, Connection};
 
 use crate::outbox::Outbox;
+use crate::wire::put_error;
 use crate::{ServerError, Shared};
 
 /// Most operations committed in one transaction.
@@ -106,7 +113,10 @@ pub(crate) fn start(conn: Connection, rx: Receiver<Op>, shared: Weak<Shared>) ->
 fn run(mut conn: Connection, rx: Receiver<Op>, shared: Weak<Shared>) {
     let mut batch: Vec<Op> = Vec::new();
     let mut deleted: HashSet<i64> = HashSet::new();
+    // Deletes whose commit failed, retried with the next batch.
+    let mut retry: Vec<i64> = Vec::new();
     while let Ok(first) = rx.recv() {
+        batch.extend(retry.drain(..).map(Op::Delete));
         batch.push(first);
         while batch.len() < MAX_BATCH {
             match rx.try_recv() {
@@ -130,19 +140,24 @@ fn run(mut conn: Connection, rx: Receiver<Op>, shared: Weak<Shared>) {
             }
         }
         let result = commit(&mut conn, &batch, &deleted);
-        if let Err(e) = &result {
+        let error = result.as_ref().err().map(|e| {
             tracing::error!("persistent queue write failed: {e}");
-        }
+            format!("The job could not be stored: {e}")
+        });
         let mut failed = Vec::new();
         for op in batch.drain(..) {
-            if let Op::Insert { ack: Some(ack), .. } = op {
-                if result.is_ok() {
+            match op {
+                Op::Insert { ack: Some(ack), .. } => {
+                    if let Some(msg) = &error {
+                        // The client must not believe the job is durable.
+                        ack.out
+                            .fail_gate(ack.ticket, |b| put_error(b, "QUEUE_ERROR", msg));
+                        failed.push(ack.handle);
+                    }
                     ack.out.release(ack.ticket);
-                } else {
-                    // The client must not believe the job is durable: drop the connection.
-                    ack.out.kill();
-                    failed.push(ack.handle);
                 }
+                Op::Delete(id) if error.is_some() && !deleted.contains(&id) => retry.push(id),
+                _ => {}
             }
         }
         if !failed.is_empty() {

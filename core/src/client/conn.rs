@@ -17,6 +17,7 @@ use std::fmt;
 use std::io;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use tokio::net::tcp::OwnedReadHalf;
@@ -27,7 +28,7 @@ use super::job::JobSlot;
 use super::{ClientOptions, JobEvent};
 use crate::error::{Error, Result};
 use crate::frame::FrameReader;
-use crate::outbox::{flush_until_empty, settle, Outbox};
+use crate::outbox::{flush_until_empty, settle, Outbox, BACKLOG_HIGH, BACKLOG_LOW};
 use crate::protocol::{atoi, Magic, Packet, PacketCodec, ProtocolError};
 use crate::util::lock;
 
@@ -118,6 +119,9 @@ pub(super) struct Conn {
     pub(super) alive: AtomicBool,
     state: Mutex<ConnState>,
     wake_writer: Notify,
+    /// More than [`BACKLOG_HIGH`] bytes were unsent at the last request:
+    /// senders wait in [`Conn::throttle`].
+    backlogged: AtomicBool,
     /// The reader and writer tasks, aborted when the connection dies (a
     /// writer waiting on a full socket must not keep it open).
     tasks: Mutex<Vec<tokio::task::AbortHandle>>,
@@ -165,6 +169,7 @@ impl Conn {
                 dead: false,
             }),
             wake_writer: Notify::new(),
+            backlogged: AtomicBool::new(false),
             tasks: Mutex::new(Vec::with_capacity(2)),
         });
         let writer = tokio::spawn(write_loop(conn.clone()));
@@ -218,6 +223,9 @@ impl Conn {
                 kind: std::io::ErrorKind::ConnectionReset,
             });
         }
+        if sh.out.pending() > BACKLOG_HIGH {
+            self.backlogged.store(true, Ordering::Relaxed);
+        }
         let mut encoded = Ok(());
         let pushed = sh.out.push(|buf| encoded = write(buf));
         if encoded.is_ok() {
@@ -235,6 +243,41 @@ impl Conn {
             self.fail(Dead::Lost(format!("write failed: {e}")));
         }
         Ok(encoded?)
+    }
+
+    /// Backpressure for senders: while the server leaves more than
+    /// [`BACKLOG_HIGH`] bytes of requests unread, waits until at most
+    /// [`BACKLOG_LOW`] are left (the writer task flushes meanwhile), so a
+    /// client submitting faster than the server reads does not grow its
+    /// buffer without bound. Fails after `limit`, or if the connection dies.
+    pub(super) async fn throttle(&self, limit: Duration) -> Result<()> {
+        if !self.backlogged.load(Ordering::Relaxed) {
+            return Ok(());
+        }
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            {
+                let sh = lock(&self.state);
+                if sh.dead {
+                    return Err(Error::ConnectionLost {
+                        addr: self.addr.clone(),
+                        reason: "connection closed".into(),
+                        kind: std::io::ErrorKind::ConnectionReset,
+                    });
+                }
+                if sh.out.pending() <= BACKLOG_LOW {
+                    self.backlogged.store(false, Ordering::Relaxed);
+                    return Ok(());
+                }
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(Error::Timeout(format!(
+                    "server {} did not read this client's requests within {limit:?}",
+                    self.addr
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
     }
 
     /// Stops delivering events of `key` to `slot` (job dropped or timed out).

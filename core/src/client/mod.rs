@@ -421,6 +421,7 @@ impl Client {
                 )
             })
             .await?;
+        conn.throttle(inner.options.submit_timeout).await?;
         let submit_deadline = later(start, inner.options.submit_timeout);
         let created_deadline = match deadline {
             Some(d) if d < submit_deadline => d,
@@ -482,6 +483,7 @@ impl Client {
                 Ok(())
             })
             .await?;
+        conn.throttle(inner.options.submit_timeout).await?;
         let rx = reply_rx.ok_or_else(|| Error::Closed("submission was not queued".into()))?;
         let reply = inner.wait_reply(&conn, rx, "SUBMIT_JOB_BG").await?;
         let handle = match reply {

@@ -308,6 +308,7 @@ impl Pool {
                 waiter: Waiter::Reply(tx),
             },
         )?;
+        conn.throttle(self.options.submit_timeout).await?;
         self.wait_reply(conn, rx, packet.packet_type().name()).await
     }
 

@@ -39,8 +39,13 @@ fn as_str(b: &Bytes) -> &str {
 /// [`Job::fail`] or [`Job::exception`] ends it; dropping an unfinished job
 /// sends WORK_FAIL so no client waits forever.
 ///
-/// All methods are synchronous and non-blocking (packets are written at once,
-/// or queued behind a full socket), so they can be called from any thread.
+/// All methods are synchronous (packets are written at once, or queued
+/// behind a full socket), so they can be called from any thread. The
+/// `send_*` methods (output a job may stream without end) block while the
+/// server leaves more than 8 MiB (`outbox::BACKLOG_HIGH`) of this
+/// connection's output unread: they write it out themselves until at most
+/// 4 MiB are left, and fail with [`Error::Timeout`](crate::Error) if the
+/// server does not read for 60 s. Ending a job never waits.
 pub struct Job {
     handle: Bytes,
     handle_text: Bytes,

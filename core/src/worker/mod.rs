@@ -9,8 +9,10 @@
 //! semaphore sized `concurrency`; the permit moves into the [`Job`] and is
 //! released when the job ends (or is dropped). Outgoing packets are written
 //! by the thread that makes them (non-blocking, see `outbox`); only a full
-//! socket hands them to the server task, so [`Job`] methods never block
-//! and a result leaves at once, even on a runtime nobody is driving.
+//! socket hands them to the server task, so [`Job`] methods do not wait
+//! for the task and a result leaves at once, even on a runtime nobody is
+//! driving. (They block only for backpressure: more than 8 MiB unread by
+//! the server, written out by the blocked sender itself.)
 //!
 //! # Layout
 //!

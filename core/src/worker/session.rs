@@ -24,7 +24,7 @@ use tokio::net::tcp::OwnedWriteHalf;
 use tokio::sync::{Notify, OwnedSemaphorePermit};
 
 use crate::error::{Error, Result};
-use crate::outbox::{flush_until_empty, settle, Flush, Outbox};
+use crate::outbox::{flush_until_empty, settle, wait_drained, Flush, Outbox, BACKLOG_HIGH};
 use crate::protocol::{encode_packet, Magic, PacketType, ProtocolError};
 use crate::util::lock;
 
@@ -40,6 +40,9 @@ fn encode_req(dst: &mut BytesMut, ty: PacketType, fields: &[&[u8]]) -> Result<()
         e => e.into(),
     })
 }
+
+/// How long a job's send may wait for a server that does not read.
+pub(crate) const SEND_BACKLOG_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
 
 #[derive(Debug, Clone)]
 pub(super) enum CloseReason {
@@ -115,10 +118,14 @@ impl Session {
     }
 
     /// Writes one packet now from the calling thread, or queues it behind
-    /// bytes the server task is still flushing. Never blocks.
+    /// bytes the server task is still flushing. Blocks only while the
+    /// server leaves too much unread (see [`Session::backpressure`]): for a
+    /// job's WORK_DATA, WORK_WARNING and WORK_STATUS, which it may send
+    /// without end.
     pub(super) fn send(&self, ty: PacketType, fields: &[&[u8]]) -> Result<()> {
         let out = lock(&self.out);
-        self.push(out, Some((ty, fields)), None)
+        self.push(out, Some((ty, fields)), None)?;
+        self.backpressure()
     }
 
     /// [`Session::send`] for a job's last packet: `slot` is the job's slot.
@@ -144,6 +151,9 @@ impl Session {
             }
             _ => None,
         };
+        // No wait here: a job's last packet is one per job (bounded by the
+        // concurrency), and the server may itself wait for this worker to
+        // read a large JOB_ASSIGN before it reads on (both sides waiting).
         self.push(out, Some((ty, fields)), grab)
     }
 
@@ -186,6 +196,31 @@ impl Session {
             return Err(self.write_failed(e));
         }
         encoded
+    }
+
+    /// If the server has not read more than [`BACKLOG_HIGH`] bytes, waits
+    /// (blocking, writing them itself) until it took most of them: a job
+    /// streaming output to a server that stops reading must not grow
+    /// memory without bound. Gives up after [`SEND_BACKLOG_TIMEOUT`].
+    fn backpressure(&self) -> Result<()> {
+        if lock(&self.out).outbox.pending() <= BACKLOG_HIGH {
+            return Ok(());
+        }
+        let deadline = std::time::Instant::now() + SEND_BACKLOG_TIMEOUT;
+        let relock = || lock(&self.out);
+        match wait_drained(
+            relock,
+            |out: &mut Out| &mut out.outbox,
+            &self.wake,
+            deadline,
+        ) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::TimedOut => Err(Error::Timeout(format!(
+                "server {} did not read the job's output for {SEND_BACKLOG_TIMEOUT:?}: {e}",
+                self.addr
+            ))),
+            Err(e) => Err(self.write_failed(e)),
+        }
     }
 
     /// Closes the outbox after a failed write (unless it was closed

@@ -141,13 +141,9 @@ impl State {
 
     fn get_status_unique(&self, cid: ConnId, unique: &[u8]) {
         let jobs = &self.jobs;
-        let job = self
-            .funcs
-            .iter()
-            .enumerate()
-            .filter(|(_, f)| f.alive)
-            .find_map(|(i, _)| {
-                let fid = i as u32;
+        let job = (0..self.funcs.slots())
+            .filter(|&fid| self.funcs[fid].alive && self.funcs[fid].total > 0)
+            .find_map(|fid| {
                 self.uniques.get(fid, unique, |h| {
                     jobs.get(&h)
                         .is_some_and(|j| j.func == fid && j.key() == Some(unique))

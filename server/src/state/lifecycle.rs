@@ -125,7 +125,7 @@ impl State {
         }
         job.delayed = false;
         let (fid, prio) = (job.func, job.prio);
-        self.funcs[fid as usize].queues[prio as usize].push_back(h);
+        self.enqueue(fid, prio as usize, h, false);
         self.wake(fid);
     }
 
@@ -142,7 +142,7 @@ impl State {
                 String::from_utf8_lossy(&self.handle(h))
             );
             if let Some(c) = self.peers.get_mut(&cid) {
-                c.holding.retain(|&x| x != h);
+                c.holding.remove(&h);
             }
             self.requeue_lost(h, cid);
             return;
@@ -184,10 +184,10 @@ impl State {
         job.num = 0;
         job.den = 0;
         self.timers.disarm(h);
-        let f = &mut self.funcs[fid as usize];
+        let f = &mut self.funcs[fid];
         f.running = f.running.saturating_sub(1);
         f.waiting[prio] += 1;
-        f.queues[prio].push_front(h);
+        self.enqueue(fid, prio, h, true);
         self.wake(fid);
     }
 
@@ -208,19 +208,19 @@ impl State {
         if !self.reducers.is_empty() {
             self.reducers.remove(&h);
         }
-        let f = &mut self.funcs[job.func as usize];
+        let f = &mut self.funcs[job.func];
         f.total = f.total.saturating_sub(1);
         if job.running() {
             f.running = f.running.saturating_sub(1);
             if let Some(c) = self.peers.get_mut(&job.worker) {
-                if let Some(p) = c.holding.iter().position(|&x| x == h) {
-                    c.holding.swap_remove(p);
-                }
+                c.holding.remove(&h);
+                shrink(&mut c.holding);
             }
         } else {
             f.waiting[job.prio as usize] = f.waiting[job.prio as usize].saturating_sub(1);
         }
         shrink_queue(&mut f.queues[job.prio as usize]);
+        self.funcs.touch(job.func);
         for c in &job.clients {
             if let Some(peer) = self.peers.get_mut(c) {
                 if let std::collections::hash_map::Entry::Occupied(mut e) = peer.attached.entry(h) {
@@ -280,15 +280,26 @@ impl State {
         true
     }
 
-    /// Jobs whose insert failed to commit are abandoned (their clients were disconnected).
+    /// Jobs whose insert failed to commit (their submitters got ERROR) are
+    /// dropped, unless a foreground client joined one meanwhile (it then
+    /// runs for that client, in memory).
     pub(crate) fn abandon_unpersisted(&mut self, handles: &[u64]) {
         for &h in handles {
-            if let Some(job) = self.jobs.get_mut(&h) {
-                job.durable = 0;
-                job.background = false;
-                if job.clients.is_empty() {
-                    job.ignore = true;
-                }
+            let Some(job) = self.jobs.get_mut(&h) else {
+                continue;
+            };
+            job.durable = 0;
+            job.background = false;
+            if !job.clients.is_empty() {
+                continue;
+            }
+            job.ignore = true;
+            let delayed = job.delayed;
+            self.release_unique(h);
+            if delayed {
+                // In no queue: gone now. (A waiting job is reaped when
+                // reached; a running one finishes unseen.)
+                self.discard(h);
             }
         }
     }

@@ -6,6 +6,8 @@
 //! ids, the peer registry, replies). The operations on them are split by
 //! concern, like gearmand's server.cc / job.cc / function.cc:
 //!
+//! * [`functions`]: the function table (by name, idle ones forgotten);
+//! * [`abilities`]: a worker's registrations and which of them have jobs;
 //! * [`dispatch`]: which request packet goes where;
 //! * [`submit`]: creating jobs and coalescing them by unique key;
 //! * [`schedule`]: workers, their abilities, waking and handing out jobs;
@@ -14,22 +16,26 @@
 //! * [`timers`]: the deadlines (CAN_DO_TIMEOUT, epoch jobs) and the one task
 //!   that fires them.
 
+mod abilities;
 mod dispatch;
+mod functions;
 mod lifecycle;
 mod schedule;
 mod submit;
 pub(crate) mod timers;
 
-use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
 
+use crate::budget::Budget;
 use crate::index::{IntMap, UniqueIndex};
 use crate::outbox::Outbox;
 use crate::persist::Persister;
 use crate::wire::{put_error, HandleBuf};
 use crate::ServerConfig;
+pub(crate) use abilities::Abilities;
+pub(crate) use functions::Functions;
 use timers::Timers;
 
 /// Identifies a connection: its [`Peer`] record here and its task in `crate::conn`.
@@ -77,25 +83,6 @@ impl Job {
     }
 }
 
-pub(crate) struct Function {
-    pub name: Bytes,
-    pub queues: [VecDeque<u64>; 3],
-    /// Jobs not running, per priority (including abandoned ones not yet reaped).
-    pub waiting: [u64; 3],
-    pub total: u64,
-    pub running: u64,
-    /// One entry per CAN_DO registration.
-    pub workers: Vec<ConnId>,
-    pub wake_pos: usize,
-    pub maxqueue: [u32; 3],
-    pub alive: bool,
-}
-
-pub(crate) struct Ability {
-    pub func: u32,
-    pub timeout_ms: u32,
-}
-
 /// The state's record of one connection (client, worker or admin; a peer can
 /// be all three). Its I/O lives in `crate::conn`.
 pub(crate) struct Peer {
@@ -104,13 +91,12 @@ pub(crate) struct Peer {
     pub ip: String,
     pub client_id: Bytes,
     pub exceptions: bool,
-    /// Registrations in registration order (oldest first).
-    pub abilities: Vec<Ability>,
+    pub abilities: Abilities,
     pub sleeping: bool,
     pub noop_sent: bool,
-    pub holding: Vec<u64>,
+    /// Jobs assigned to this worker.
+    pub holding: IntMap<u64, ()>,
     pub attached: IntMap<u64, u32>,
-    pub rr: usize,
     pub next_ticket: u64,
 }
 
@@ -126,14 +112,25 @@ pub(crate) struct State {
     peak_jobs: usize,
     /// Ask the caller to return freed memory to the OS (after a large drain).
     pub trim_requested: bool,
-    pub funcs: Vec<Function>,
-    func_ids: HashMap<Bytes, u32>,
+    pub funcs: Functions,
     pub peers: IntMap<ConnId, Peer>,
     next_peer: ConnId,
     pub persist: Option<Persister>,
     pub shutdown_requested: Option<bool>,
     /// CAN_DO_TIMEOUT and epoch deadlines (fired by [`timers::run`]).
     timers: Timers,
+    /// Memory for all connections' buffers (shared with the connection tasks).
+    pub budget: Arc<Budget>,
+    pub metrics: Metrics,
+}
+
+/// Counters reported by the admin `metrics` command.
+#[derive(Default)]
+pub(crate) struct Metrics {
+    /// Idle functions forgotten beyond `max_idle_functions`.
+    pub functions_forgotten: u64,
+    /// Requests refused for a limit (function name length, functions per connection).
+    pub refused: u64,
 }
 
 pub(crate) fn unix_now() -> i64 {
@@ -146,6 +143,8 @@ pub(crate) fn unix_now() -> i64 {
 impl State {
     pub(crate) fn new(cfg: Arc<ServerConfig>, prefix: Bytes) -> State {
         State {
+            funcs: Functions::new(cfg.max_idle_functions),
+            budget: Arc::new(Budget::new(cfg.max_buffered)),
             cfg,
             prefix,
             next_handle: 1,
@@ -154,13 +153,12 @@ impl State {
             reducers: IntMap::default(),
             peak_jobs: 0,
             trim_requested: false,
-            funcs: Vec::new(),
-            func_ids: HashMap::new(),
             peers: IntMap::default(),
             next_peer: 1,
             persist: None,
             shutdown_requested: None,
             timers: Timers::new(),
+            metrics: Metrics::default(),
         }
     }
 
@@ -169,36 +167,21 @@ impl State {
     }
 
     pub(crate) fn func_id(&mut self, name: &[u8]) -> u32 {
-        if let Some(&id) = self.func_ids.get(name) {
-            return id;
-        }
-        let id = self.funcs.len() as u32;
-        let name = Bytes::copy_from_slice(name);
-        self.funcs.push(Function {
-            name: name.clone(),
-            queues: Default::default(),
-            waiting: [0; 3],
-            total: 0,
-            running: 0,
-            workers: Vec::new(),
-            wake_pos: 0,
-            maxqueue: [0; 3],
-            alive: true,
-        });
-        self.func_ids.insert(name, id);
-        id
-    }
-
-    /// Forgets an (empty, unused) function.
-    pub(crate) fn drop_function(&mut self, fid: u32) {
-        let f = &mut self.funcs[fid as usize];
-        f.alive = false;
-        let name = f.name.clone();
-        self.func_ids.remove(&name);
+        self.funcs.id(name)
     }
 
     pub(crate) fn find_func(&self, name: &[u8]) -> Option<u32> {
-        self.func_ids.get(name).copied()
+        self.funcs.find(name)
+    }
+
+    /// Forgets the longest-idle functions beyond the configured number
+    /// (called between requests, when no function id is in use).
+    pub(crate) fn forget_idle_functions(&mut self) {
+        let n = self.funcs.forget_idle();
+        if n > 0 {
+            self.metrics.functions_forgotten += n as u64;
+            tracing::debug!("forgot {n} idle functions");
+        }
     }
 
     // ---------------------------------------------------------------- peers
@@ -215,12 +198,11 @@ impl State {
                 ip,
                 client_id: Bytes::from_static(b"-"),
                 exceptions: self.cfg.exceptions,
-                abilities: Vec::new(),
+                abilities: Abilities::default(),
                 sleeping: false,
                 noop_sent: false,
-                holding: Vec::new(),
+                holding: IntMap::default(),
                 attached: IntMap::default(),
-                rr: 0,
                 next_ticket: 1,
             },
         );
@@ -233,16 +215,17 @@ impl State {
         let Some(peer) = self.peers.remove(&cid) else {
             return;
         };
-        // Jobs held by this worker go back to the head of their queue.
-        for h in peer.holding {
+        // Jobs held by this worker go back to the head of their queue (in
+        // the order they were assigned, as handles grow).
+        let mut held: Vec<u64> = peer.holding.keys().copied().collect();
+        held.sort_unstable();
+        for h in held {
             self.requeue_lost(h, cid);
         }
-        for ab in &peer.abilities {
-            if let Some(f) = self.funcs.get_mut(ab.func as usize) {
-                if let Some(p) = f.workers.iter().position(|&w| w == cid) {
-                    f.workers.remove(p);
-                }
-            }
+        let mut abilities = peer.abilities;
+        let funcs: Vec<u32> = abilities.funcs().collect();
+        for (fid, ab) in abilities.take_all() {
+            self.unregister(fid, &ab);
         }
         // Detach from foreground jobs; a job nobody waits for any more is abandoned
         // unless it was submitted in the background.
@@ -261,13 +244,13 @@ impl State {
         }
         // If this worker had been woken but never grabbed, pass the wake-up on.
         if peer.noop_sent {
-            let funcs: Vec<u32> = peer.abilities.iter().map(|a| a.func).collect();
             for f in funcs {
                 if self.has_runnable(f) {
                     self.wake(f);
                 }
             }
         }
+        self.forget_idle_functions();
     }
 
     // ---------------------------------------------------------------- output

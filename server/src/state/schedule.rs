@@ -3,31 +3,34 @@
 //! jobs (GRAB_JOB*). Separate from submission (which only fills queues) and
 //! from the lifecycle (what happens once a job is out of the queue).
 //!
-//! Known costs, tracked elsewhere: duplicate CAN_DO registrations are removed
-//! one `Vec::remove` at a time (quadratic in the duplicates), and a GRAB scans
-//! the worker's abilities (O(functions of the worker)).
+//! Costs: a duplicate CAN_DO only counts, a CANT_DO or a disconnect costs
+//! O(1) per registration, and a GRAB or PRE_SLEEP is O(1) amortized,
+//! whatever the number of functions a worker registered (see
+//! [`super::abilities`]).
 
 use std::time::Duration;
 
 use polygear::protocol::PacketType;
 
+use super::abilities::Ability;
 use super::timers::TimerEvent;
-use super::{Ability, ConnId, State};
+use super::{ConnId, State};
 use crate::wire::{put_pkt, HandleBuf};
+
+/// Longest function name accepted (gearmand's `GEARMAN_FUNCTION_MAX_SIZE`).
+pub(crate) const MAX_FUNCTION_NAME: usize = 512;
 
 impl State {
     /// Whether function `f` has a job waiting in a queue.
     pub(super) fn has_runnable(&self, f: u32) -> bool {
-        self.funcs
-            .get(f as usize)
-            .is_some_and(|f| f.queues.iter().any(|q| !q.is_empty()))
+        self.funcs[f].queues.iter().any(|q| !q.is_empty())
     }
 
     /// NOOPs sleeping workers that can do `fid` (at most `worker_wakeup`, 0 = all).
     pub(super) fn wake(&mut self, fid: u32) {
         let limit = self.cfg.worker_wakeup;
         let State { funcs, peers, .. } = self;
-        let f = &mut funcs[fid as usize];
+        let f = &mut funcs[fid];
         let n = f.workers.len();
         if n == 0 {
             return;
@@ -50,12 +53,30 @@ impl State {
         }
     }
 
+    /// Puts job `h` in its function's queue (at the head for a job a worker
+    /// lost) and lists the function ready for its workers if the queue was
+    /// empty; the caller wakes a worker.
+    pub(super) fn enqueue(&mut self, fid: u32, prio: usize, h: u64, front: bool) {
+        let State { funcs, peers, .. } = self;
+        let f = &mut funcs[fid];
+        let was_empty = f.queues[prio].is_empty();
+        if front {
+            f.queues[prio].push_front(h);
+        } else {
+            f.queues[prio].push_back(h);
+        }
+        if was_empty {
+            for w in &f.workers {
+                if let Some(p) = peers.get_mut(w) {
+                    p.abilities.mark_ready(fid, prio);
+                }
+            }
+        }
+    }
+
     /// PRE_SLEEP: NOOP at once if work is waiting, else mark the worker asleep.
     pub(super) fn pre_sleep(&mut self, cid: ConnId) {
-        let runnable = match self.peers.get(&cid) {
-            Some(c) => c.abilities.iter().any(|a| self.has_runnable(a.func)),
-            None => return,
-        };
+        let runnable = (0..3).any(|prio| self.first_runnable(cid, prio).is_some());
         if let Some(c) = self.peers.get_mut(&cid) {
             if runnable {
                 c.out.write(|b| put_pkt(b, PacketType::Noop, &[]));
@@ -66,16 +87,84 @@ impl State {
         }
     }
 
-    /// CAN_DO / CAN_DO_TIMEOUT: one more registration (duplicates are kept).
-    pub(super) fn can_do(&mut self, cid: ConnId, function: &[u8], timeout_ms: u32) {
-        let fid = self.func_id(function);
-        if let Some(c) = self.peers.get_mut(&cid) {
-            c.abilities.push(Ability {
-                func: fid,
-                timeout_ms,
-            });
-            self.funcs[fid as usize].workers.push(cid);
+    /// The first of `cid`'s functions listed ready at `prio` whose queue has
+    /// a job (functions found empty are unlisted on the way).
+    fn first_runnable(&mut self, cid: ConnId, prio: usize) -> Option<u32> {
+        let State { funcs, peers, .. } = self;
+        let abilities = &mut peers.get_mut(&cid)?.abilities;
+        loop {
+            let fid = abilities.first_ready(prio)?;
+            if !funcs[fid].queues[prio].is_empty() {
+                return Some(fid);
+            }
+            abilities.unlist_first(prio);
         }
+    }
+
+    /// CAN_DO / CAN_DO_TIMEOUT: registers `function` (a duplicate counts
+    /// once more and takes the new timeout, like gearmand's).
+    pub(super) fn can_do(&mut self, cid: ConnId, function: &[u8], timeout_ms: u32) {
+        if function.len() > MAX_FUNCTION_NAME {
+            self.metrics.refused += 1;
+            self.reply_error(cid, "ARGUMENT_TOO_LARGE", &function_name_too_long(function));
+            return;
+        }
+        let Some(c) = self.peers.get_mut(&cid) else {
+            return;
+        };
+        if let Some(fid) = self.funcs.find(function) {
+            if let Some(a) = c.abilities.get_mut(fid) {
+                a.count = a.count.saturating_add(1);
+                a.timeout_ms = timeout_ms;
+                self.funcs[fid].registrations += 1;
+                return;
+            }
+        }
+        let limit = self.cfg.max_worker_functions;
+        if limit > 0 && c.abilities.len() >= limit {
+            self.metrics.refused += 1;
+            self.reply_error(
+                cid,
+                "TOO_MANY_FUNCTIONS",
+                &format!(
+                    "This connection already registered {limit} functions (polygeard --max-worker-functions)"
+                ),
+            );
+            return;
+        }
+        let fid = self.func_id(function);
+        let State { funcs, peers, .. } = self;
+        let f = &mut funcs[fid];
+        let slot = f.workers.len();
+        f.workers.push(cid);
+        f.registrations += 1;
+        let Some(c) = peers.get_mut(&cid) else {
+            return;
+        };
+        c.abilities.insert(fid, timeout_ms, slot);
+        for (prio, q) in f.queues.iter().enumerate() {
+            if !q.is_empty() {
+                c.abilities.mark_ready(fid, prio);
+            }
+        }
+        self.funcs.touch(fid);
+    }
+
+    /// Removes registration `ab` of function `fid` from the function's
+    /// worker list (O(1): the last worker takes its slot).
+    pub(super) fn unregister(&mut self, fid: u32, ab: &Ability) {
+        let State { funcs, peers, .. } = self;
+        let f = &mut funcs[fid];
+        f.registrations = f.registrations.saturating_sub(ab.count as u64);
+        if ab.slot < f.workers.len() {
+            f.workers.swap_remove(ab.slot);
+            if let Some(&moved) = f.workers.get(ab.slot) {
+                if let Some(a) = peers.get_mut(&moved).and_then(|p| p.abilities.get_mut(fid)) {
+                    a.slot = ab.slot;
+                }
+            }
+        }
+        self.funcs.touch(fid);
     }
 
     /// CANT_DO (one function) or RESET_ABILITIES (`None`): unregister and
@@ -91,32 +180,31 @@ impl State {
         let Some(c) = self.peers.get_mut(&cid) else {
             return;
         };
-        let mut removed = Vec::new();
-        c.abilities.retain(|a| {
-            let hit = fid.is_none_or(|f| a.func == f);
-            if hit {
-                removed.push(a.func);
+        let removed: Vec<(u32, Ability)> = match fid {
+            Some(f) => c.abilities.remove(f).map(|a| (f, a)).into_iter().collect(),
+            None => c.abilities.take_all(),
+        };
+        let held: Vec<u64> = match fid {
+            None => c.holding.keys().copied().collect(),
+            Some(f) => {
+                let jobs = &self.jobs;
+                c.holding
+                    .keys()
+                    .copied()
+                    .filter(|h| jobs.get(h).is_some_and(|j| j.func == f))
+                    .collect()
             }
-            !hit
-        });
-        let held: Vec<u64> = c.holding.clone();
-        for f in &removed {
-            let workers = &mut self.funcs[*f as usize].workers;
-            if let Some(p) = workers.iter().position(|&w| w == cid) {
-                workers.remove(p);
-            }
+        };
+        for (f, ab) in &removed {
+            self.unregister(*f, ab);
         }
+        let mut held = held;
+        held.sort_unstable();
         for h in held {
-            let matches = self
-                .jobs
-                .get(&h)
-                .is_some_and(|j| fid.is_none_or(|f| j.func == f));
-            if matches {
-                if let Some(c) = self.peers.get_mut(&cid) {
-                    c.holding.retain(|&x| x != h);
-                }
-                self.requeue_lost(h, cid);
+            if let Some(c) = self.peers.get_mut(&cid) {
+                c.holding.remove(&h);
             }
+            self.requeue_lost(h, cid);
         }
     }
 
@@ -144,10 +232,10 @@ impl State {
         let Some(job) = jobs.get_mut(&h) else { return };
         job.worker = cid;
         job.assign_gen = job.assign_gen.wrapping_add(1);
-        let f = &mut funcs[job.func as usize];
+        let f = &mut funcs[job.func];
         f.waiting[job.prio as usize] = f.waiting[job.prio as usize].saturating_sub(1);
         f.running += 1;
-        peer.holding.push(h);
+        peer.holding.insert(h, ());
         let hb = HandleBuf::new(prefix, h);
         let fname = &f.name;
         let reducer = if kind == PacketType::JobAssignAll {
@@ -178,33 +266,34 @@ impl State {
     }
 
     /// Pops the best job for this worker: HIGH before NORMAL before LOW across
-    /// all its functions, FIFO within a priority, functions rotated round-robin.
+    /// all its functions, FIFO within a priority, functions taking turns.
     fn take_job(&mut self, cid: ConnId) -> Option<(u64, u32)> {
         let mut reaped = Vec::new();
         let mut found = None;
-        {
-            let State {
-                peers, funcs, jobs, ..
-            } = self;
-            let peer = peers.get_mut(&cid)?;
-            let n = peer.abilities.len();
-            'search: for prio in 0..3 {
-                for i in 0..n {
-                    let idx = (peer.rr + i) % n;
-                    let ab = &peer.abilities[idx];
-                    let f = &mut funcs[ab.func as usize];
-                    while let Some(h) = f.queues[prio].pop_front() {
-                        let Some(job) = jobs.get(&h) else { continue };
-                        if job.ignore {
-                            // Abandoned or cancelled while waiting: reap it.
-                            reaped.push(h);
-                            continue;
-                        }
-                        peer.rr = idx + 1;
-                        found = Some((h, ab.timeout_ms));
-                        break 'search;
+        'search: for prio in 0..3 {
+            while let Some(fid) = self.first_runnable(cid, prio) {
+                let State {
+                    peers, funcs, jobs, ..
+                } = self;
+                let abilities = &mut peers.get_mut(&cid)?.abilities;
+                let q = &mut funcs[fid].queues[prio];
+                while let Some(h) = q.pop_front() {
+                    let Some(job) = jobs.get(&h) else { continue };
+                    if job.ignore {
+                        // Abandoned or cancelled while waiting: reap it.
+                        reaped.push(h);
+                        continue;
                     }
+                    if q.is_empty() {
+                        abilities.unlist_first(prio);
+                    } else {
+                        abilities.rotate_first(prio);
+                    }
+                    let timeout = abilities.get(fid).map_or(0, |a| a.timeout_ms);
+                    found = Some((h, timeout));
+                    break 'search;
                 }
+                abilities.unlist_first(prio);
             }
         }
         for h in reaped {
@@ -212,4 +301,12 @@ impl State {
         }
         found
     }
+}
+
+/// The ERROR text for an over-long function name.
+pub(crate) fn function_name_too_long(name: &[u8]) -> String {
+    format!(
+        "Function name of {} bytes is longer than the limit of {MAX_FUNCTION_NAME} bytes",
+        name.len()
+    )
 }

@@ -6,6 +6,7 @@
 use bytes::Bytes;
 use polygear::protocol::{PacketType, Priority};
 
+use super::schedule::{function_name_too_long, MAX_FUNCTION_NAME};
 use super::{unix_now, ConnId, Job, State};
 use crate::persist::{Ack, Op, StoredJob};
 use crate::wire::put_pkt;
@@ -38,6 +39,11 @@ impl State {
             self.reply_error(cid, "ARGUMENT_TOO_LARGE", "Unique value too large");
             return;
         }
+        if function.len() > MAX_FUNCTION_NAME {
+            self.metrics.refused += 1;
+            self.reply_error(cid, "ARGUMENT_TOO_LARGE", &function_name_too_long(function));
+            return;
+        }
         let fid = self.func_id(function);
         if let Some(key) = submission_key(&unique, &data) {
             if let Some(h) = self.lookup_unique(fid, key) {
@@ -55,7 +61,7 @@ impl State {
             }
         }
         let prio = priority.as_index();
-        let f = &self.funcs[fid as usize];
+        let f = &self.funcs[fid];
         let limit = f.maxqueue[prio];
         if limit > 0 && f.total >= limit as u64 {
             self.reply_error(cid, "QUEUE_ERROR", "Job queue is full");
@@ -98,7 +104,7 @@ impl State {
                 .gate(ticket, |b| put_pkt(b, PacketType::JobCreated, &[&hb]));
             let row = StoredJob {
                 id,
-                function: funcs[fid as usize].name.clone(),
+                function: funcs[fid].name.clone(),
                 unique,
                 priority: prio as u8,
                 when,
@@ -190,13 +196,14 @@ impl State {
         if let Some(r) = reducer {
             self.reducers.insert(h, r);
         }
-        let f = &mut self.funcs[fid as usize];
+        let f = &mut self.funcs[fid];
         f.total += 1;
         f.waiting[prio as usize] += 1;
+        self.funcs.touch(fid);
         if delayed {
             self.schedule_epoch(h, when);
         } else {
-            f.queues[prio as usize].push_back(h);
+            self.enqueue(fid, prio as usize, h, false);
             self.wake(fid);
         }
         h

@@ -159,6 +159,9 @@ pub enum AdminCommand {
     CreateFunction(String),
     /// `drop function FUNC` (gearmand matches the name case-insensitively).
     DropFunction(String),
+    /// `metrics` (polygeard only; gearmand answers `ERR UNKNOWN_COMMAND`):
+    /// `NAME VALUE` lines, then `.`.
+    Metrics,
     /// `shutdown` / `shutdown graceful`. gearmand ≥ 1.1.15 no longer accepts
     /// them; a server imitating it answers `AdminError::unknown_command("shutdown")`
     /// (the word as sent is in the line).
@@ -279,6 +282,8 @@ impl AdminCommand {
             Ok(AdminCommand::Verbose)
         } else if is("version") {
             Ok(AdminCommand::Version)
+        } else if is("metrics") {
+            Ok(AdminCommand::Metrics)
         } else {
             Err(AdminError::unknown_command(&lossy(w)))
         }
@@ -293,6 +298,7 @@ impl AdminCommand {
                 | AdminCommand::Workers
                 | AdminCommand::ShowJobs
                 | AdminCommand::ShowUniqueJobs
+                | AdminCommand::Metrics
         )
     }
 }
@@ -317,6 +323,7 @@ impl fmt::Display for AdminCommand {
             }
             AdminCommand::CreateFunction(n) => write!(f, "create function {n}"),
             AdminCommand::DropFunction(n) => write!(f, "drop function {n}"),
+            AdminCommand::Metrics => f.write_str("metrics"),
             AdminCommand::Shutdown { graceful: false } => f.write_str("shutdown"),
             AdminCommand::Shutdown { graceful: true } => f.write_str("shutdown graceful"),
         }
