@@ -143,7 +143,9 @@ impl Outbox {
             }
         };
         let pending = inner.out.pending() + inner.held.as_ref().map_or(0, Held::len);
-        self.output.set(pending);
+        if pending >= crate::budget::GRANULE || !self.output.is_zero() {
+            self.output.set(pending);
+        }
         if pending > self.limit {
             drop(g);
             tracing::warn!(
