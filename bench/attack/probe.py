@@ -196,10 +196,13 @@ class ServerSpec:
     kind: str  # "polygeard" or "gearmand"
     path: str
     threads: int = 0
+    args: tuple[str, ...] = ()
 
     @property
     def name(self) -> str:
-        return f"gearmand -t {self.threads}" if self.kind == "gearmand" else "polygeard"
+        if self.kind == "gearmand":
+            return f"gearmand -t {self.threads}"
+        return " ".join(("polygeard", *self.args))
 
 
 class Server:
@@ -213,7 +216,7 @@ class Server:
         if spec.kind == "gearmand":
             cmd = [spec.path, "-L", HOST, "-p", str(self.port), "-t", str(spec.threads), "-l", "none"]
         else:
-            cmd = [spec.path, "-L", HOST, "-p", str(self.port), "-q", "builtin", "-l", "none"]
+            cmd = [spec.path, "-L", HOST, "-p", str(self.port), "-q", "builtin", "-l", "none", *spec.args]
         self.proc = spawn(cmd, stdin=subprocess.DEVNULL, stdout=self.log, stderr=self.log)
         self.rss_limit_kib = rss_limit_mb * 1024
         self.max_rss_kib = 0
@@ -1048,6 +1051,14 @@ def main() -> int:
     )
     ap.add_argument("--no-gearmand", action="store_true", help="measure polygeard only")
     ap.add_argument(
+        "--polygeard-args",
+        action="append",
+        default=[],
+        metavar="ARGS",
+        help="also measure polygeard with these extra flags (space-separated; repeatable), "
+        "e.g. '--max-worker-functions 0 --max-idle-functions 0' (limits off, like gearmand)",
+    )
+    ap.add_argument(
         "--gearmand-threads", default="1,2", help="gearmand -t values, one column each (default 1,2)"
     )
     ap.add_argument("--only", help="comma-separated attack names (see --list)")
@@ -1074,6 +1085,7 @@ def main() -> int:
             ap.error(f"no gearmand at {a.gearmand} (apt install gearman-job-server, or --no-gearmand)")
         specs += [ServerSpec("gearmand", a.gearmand, int(t)) for t in a.gearmand_threads.split(",")]
     specs.append(ServerSpec("polygeard", a.polygeard))
+    specs += [ServerSpec("polygeard", a.polygeard, args=tuple(x.split())) for x in a.polygeard_args]
     scale = SCALES[a.scale]
 
     def on_term(*_: object) -> None:
