@@ -314,6 +314,18 @@ async fn scenario(jobs: usize, kills: usize) {
     violations.check(kill_log.len() == kills, || {
         format!("{} kills instead of {kills}", kill_log.len())
     });
+    // No worker ran yet: each restart must reload at least every job acknowledged
+    // before its kill.
+    for (n, k) in kill_log.iter().enumerate() {
+        violations.check(k.restored.is_some_and(|r| r >= k.acked as u64), || {
+            format!(
+                "restart {} reloaded {:?} jobs, {} were acknowledged before the kill",
+                n + 1,
+                k.restored,
+                k.acked
+            )
+        });
+    }
 
     // A clean stop and start: completed jobs were deleted, nothing comes back.
     {
