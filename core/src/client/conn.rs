@@ -119,9 +119,9 @@ pub(super) struct Conn {
     pub(super) alive: AtomicBool,
     state: Mutex<ConnState>,
     wake_writer: Notify,
-    /// More than [`BACKLOG_HIGH`] bytes were unsent at the last request:
-    /// senders wait in [`Conn::throttle`].
-    backlogged: AtomicBool,
+    /// The server sent at least one packet (a peer that accepts and then
+    /// resets or garbles is not a working server: see `Pool::conn`).
+    answered: AtomicBool,
     /// The reader and writer tasks, aborted when the connection dies (a
     /// writer waiting on a full socket must not keep it open).
     tasks: Mutex<Vec<tokio::task::AbortHandle>>,
@@ -169,7 +169,7 @@ impl Conn {
                 dead: false,
             }),
             wake_writer: Notify::new(),
-            backlogged: AtomicBool::new(false),
+            answered: AtomicBool::new(false),
             tasks: Mutex::new(Vec::with_capacity(2)),
         });
         let writer = tokio::spawn(write_loop(conn.clone()));
@@ -207,14 +207,18 @@ impl Conn {
         sh.pending.is_empty() && sh.out.peer_closed()
     }
 
-    /// Appends a request and its reply expectation atomically (so the FIFO
-    /// order matches the wire). If `write` cannot encode the request it
-    /// writes nothing, and nothing is queued: the error is returned.
+    /// Appends a request and its reply expectation (made by `pending`)
+    /// atomically (so the FIFO order matches the wire). If `write` cannot
+    /// encode the request it writes nothing, and nothing is queued: the
+    /// error is returned. `Ok(false)`: nothing was queued because more than
+    /// [`BACKLOG_HIGH`] bytes are unsent (backpressure: the caller waits in
+    /// [`Conn::throttle`] and tries again). The check and the append share
+    /// one lock, so concurrent senders cannot overshoot the limit.
     pub(super) fn enqueue(
         &self,
         write: impl FnOnce(&mut BytesMut) -> Result<(), ProtocolError>,
-        pending: Pending,
-    ) -> Result<()> {
+        pending: impl FnOnce() -> Pending,
+    ) -> Result<bool> {
         let mut sh = lock(&self.state);
         if sh.dead {
             return Err(Error::ConnectionLost {
@@ -224,12 +228,12 @@ impl Conn {
             });
         }
         if sh.out.pending() > BACKLOG_HIGH {
-            self.backlogged.store(true, Ordering::Relaxed);
+            return Ok(false);
         }
         let mut encoded = Ok(());
         let pushed = sh.out.push(|buf| encoded = write(buf));
         if encoded.is_ok() {
-            sh.pending.push_back(pending);
+            sh.pending.push_back(pending());
         }
         drop(sh);
         let relock = || lock(&self.state);
@@ -242,18 +246,16 @@ impl Conn {
             // The pending entry just queued is failed with the rest.
             self.fail(Dead::Lost(format!("write failed: {e}")));
         }
-        Ok(encoded?)
+        encoded?;
+        Ok(true)
     }
 
-    /// Backpressure for senders: while the server leaves more than
-    /// [`BACKLOG_HIGH`] bytes of requests unread, waits until at most
-    /// [`BACKLOG_LOW`] are left (the writer task flushes meanwhile), so a
-    /// client submitting faster than the server reads does not grow its
-    /// buffer without bound. Fails after `limit`, or if the connection dies.
+    /// Backpressure for senders refused by [`Conn::enqueue`]: waits until
+    /// at most [`BACKLOG_LOW`] bytes of requests are unread (the writer task
+    /// flushes meanwhile), so a client submitting faster than the server
+    /// reads does not grow its buffer without bound. Fails after `limit`,
+    /// or if the connection dies.
     pub(super) async fn throttle(&self, limit: Duration) -> Result<()> {
-        if !self.backlogged.load(Ordering::Relaxed) {
-            return Ok(());
-        }
         let deadline = tokio::time::Instant::now() + limit;
         loop {
             {
@@ -266,7 +268,6 @@ impl Conn {
                     });
                 }
                 if sh.out.pending() <= BACKLOG_LOW {
-                    self.backlogged.store(false, Ordering::Relaxed);
                     return Ok(());
                 }
             }
@@ -278,6 +279,11 @@ impl Conn {
             }
             tokio::time::sleep(Duration::from_millis(2)).await;
         }
+    }
+
+    /// Whether the server ever sent a packet on this connection.
+    pub(super) fn answered(&self) -> bool {
+        self.answered.load(Ordering::Relaxed)
     }
 
     /// Stops delivering events of `key` to `slot` (job dropped or timed out).
@@ -529,6 +535,7 @@ async fn read_loop(conn: Arc<Conn>, rd: OwnedReadHalf, max_packet: usize) {
         loop {
             match reader.next_packet() {
                 Ok(Some(p)) => {
+                    conn.answered.store(true, Ordering::Relaxed);
                     if let Err(reason) = conn.dispatch(&mut sh, p) {
                         drop(sh);
                         conn.fail(Dead::Lost(format!("protocol error: {reason}")));

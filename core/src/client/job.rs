@@ -130,14 +130,23 @@ pub(super) struct Submission {
     pub(super) deadline: Option<Instant>,
     /// Deadline for JOB_CREATED.
     pub(super) created_deadline: Instant,
+    /// `created_deadline` is the client's `submit_timeout` (not a shorter
+    /// job deadline): missing it means the server does not answer.
+    pub(super) created_by_submit_timeout: bool,
 }
 
 impl Submission {
-    pub(super) fn created_timeout(&self, function: &str) -> Error {
-        Error::Timeout(format!(
+    /// JOB_CREATED did not come in time; if the server had the whole
+    /// `submit_timeout`, its connection is given up (see `Pool::unresponsive`).
+    pub(super) fn created_timeout(&self, pool: &super::pool::Pool, function: &str) -> Error {
+        let why = format!(
             "no JOB_CREATED from {} for function {function:?}",
             self.conn.addr
-        ))
+        );
+        if self.created_by_submit_timeout {
+            pool.unresponsive(&self.conn, &why);
+        }
+        Error::Timeout(why)
     }
 }
 

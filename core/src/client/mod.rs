@@ -336,7 +336,7 @@ impl Client {
                             continue;
                         }
                         return Err(match &guard.key {
-                            None => sub.created_timeout(function),
+                            None => sub.created_timeout(&self.inner, function),
                             Some(k) => Error::Timeout(format!(
                                 "job {} did not finish in time",
                                 String::from_utf8_lossy(k)
@@ -367,7 +367,7 @@ impl Client {
             Ok(k) => k,
             Err(e) => {
                 guard.done = e.is_some();
-                return Err(e.unwrap_or_else(|| sub.created_timeout(function)));
+                return Err(e.unwrap_or_else(|| sub.created_timeout(&self.inner, function)));
             }
         };
         guard.done = true;
@@ -414,24 +414,24 @@ impl Client {
             .send_routed(unique, |conn| {
                 conn.enqueue(
                     |buf| encode_submit(buf, kind, function.as_bytes(), unique, None, &data),
-                    Pending {
+                    || Pending {
                         expect: Expect::Created,
                         waiter: Waiter::Job(slot.clone()),
                     },
                 )
             })
             .await?;
-        conn.throttle(inner.options.submit_timeout).await?;
         let submit_deadline = later(start, inner.options.submit_timeout);
-        let created_deadline = match deadline {
-            Some(d) if d < submit_deadline => d,
-            _ => submit_deadline,
+        let (created_deadline, created_by_submit_timeout) = match deadline {
+            Some(d) if d < submit_deadline => (d, false),
+            _ => (submit_deadline, true),
         };
         Ok(Submission {
             slot,
             conn,
             deadline,
             created_deadline,
+            created_by_submit_timeout,
         })
     }
 
@@ -462,8 +462,8 @@ impl Client {
         let mut reply_rx = None;
         let (idx, conn) = inner
             .send_routed(route_key, |conn| {
-                let (tx, rx) = oneshot::channel();
-                conn.enqueue(
+                let mut rx = None;
+                let queued = conn.enqueue(
                     |buf| {
                         encode_submit(
                             buf,
@@ -474,16 +474,21 @@ impl Client {
                             &data,
                         )
                     },
-                    Pending {
-                        expect: Expect::Created,
-                        waiter: Waiter::Reply(tx),
+                    || {
+                        let (tx, r) = oneshot::channel();
+                        rx = Some(r);
+                        Pending {
+                            expect: Expect::Created,
+                            waiter: Waiter::Reply(tx),
+                        }
                     },
                 )?;
-                reply_rx = Some(rx);
-                Ok(())
+                if queued {
+                    reply_rx = rx;
+                }
+                Ok(queued)
             })
             .await?;
-        conn.throttle(inner.options.submit_timeout).await?;
         let rx = reply_rx.ok_or_else(|| Error::Closed("submission was not queued".into()))?;
         let reply = inner.wait_reply(&conn, rx, "SUBMIT_JOB_BG").await?;
         let handle = match reply {

@@ -238,11 +238,20 @@ impl Pool {
                     conn.fail(Dead::Closed("client closed".into()));
                     return Err(Self::closed_error());
                 }
-                *g = Some(conn.clone());
+                let previous = g.replace(conn.clone());
                 drop(g);
                 let mut h = lock(&server.health);
-                h.backoff.reset();
-                h.retry_at = None;
+                if previous.is_some_and(|p| !p.answered()) {
+                    // The last connection died without a single reply (a peer
+                    // that accepts, then resets or garbles): this one is used,
+                    // but if it dies too, the next call waits out a backoff
+                    // (or goes to another server) instead of reconnecting at once.
+                    let delay = h.backoff.next_delay();
+                    h.retry_at = Some(later(Instant::now(), delay));
+                } else {
+                    h.backoff.reset();
+                    h.retry_at = None;
+                }
                 tracing::debug!(server = %server.name, "gearman client connected");
                 Ok(conn)
             }
@@ -265,7 +274,7 @@ impl Pool {
     /// `send` returns an error when the connection died meanwhile (then the next one is tried).
     pub(super) async fn send_routed<F>(&self, key: &[u8], mut send: F) -> Result<(usize, Arc<Conn>)>
     where
-        F: FnMut(&Conn) -> Result<()>,
+        F: FnMut(&Conn) -> Result<bool>,
     {
         let mut last_err = None;
         for i in self.order(key) {
@@ -276,9 +285,17 @@ impl Pool {
                     continue;
                 }
             };
-            match send(&conn) {
-                Ok(()) => return Ok((i, conn)),
-                Err(e) => last_err = Some(e),
+            loop {
+                match send(&conn) {
+                    Ok(true) => return Ok((i, conn)),
+                    // Backpressure: wait for the server to read, then retry.
+                    Ok(false) => match self.throttle(&conn).await {
+                        Ok(()) => continue,
+                        Err(e) => last_err = Some(e),
+                    },
+                    Err(e) => last_err = Some(e),
+                }
+                break;
             }
         }
         Err(self.all_failed(last_err))
@@ -300,16 +317,50 @@ impl Pool {
         packet: &Packet,
         expect: Expect,
     ) -> Result<Packet> {
-        let (tx, rx) = oneshot::channel();
-        conn.enqueue(
-            |buf| packet.encode(Magic::Req, buf),
-            Pending {
-                expect,
-                waiter: Waiter::Reply(tx),
-            },
-        )?;
-        conn.throttle(self.options.submit_timeout).await?;
+        let rx = loop {
+            let mut reply = None;
+            let queued = conn.enqueue(
+                |buf| packet.encode(Magic::Req, buf),
+                || {
+                    let (tx, rx) = oneshot::channel();
+                    reply = Some(rx);
+                    Pending {
+                        expect,
+                        waiter: Waiter::Reply(tx),
+                    }
+                },
+            )?;
+            match reply {
+                Some(rx) if queued => break rx,
+                _ => self.throttle(conn).await?,
+            }
+        };
         self.wait_reply(conn, rx, packet.packet_type().name()).await
+    }
+
+    /// A server left a request unanswered for the whole `submit_timeout`
+    /// (hung, or cut off by the network): its connection is closed (failing
+    /// what else waits on it) and the server backs off, so the next calls
+    /// go to the other servers instead of waiting on it again.
+    pub(super) fn unresponsive(&self, conn: &Conn, why: &str) {
+        conn.fail(Dead::Lost(why.to_string()));
+        if let Some(server) = self.servers.iter().find(|s| s.name == conn.addr) {
+            let mut h = lock(&server.health);
+            let delay = h.backoff.next_delay();
+            h.retry_at = Some(later(Instant::now(), delay));
+            h.last_kind = Some(std::io::ErrorKind::TimedOut);
+            h.last_error = why.to_string();
+        }
+    }
+
+    /// [`Conn::throttle`] for `submit_timeout`; a server that reads nothing
+    /// for that long is given up like one that does not answer.
+    pub(super) async fn throttle(&self, conn: &Conn) -> Result<()> {
+        let r = conn.throttle(self.options.submit_timeout).await;
+        if let Err(Error::Timeout(why)) = &r {
+            self.unresponsive(conn, why);
+        }
+        r
     }
 
     pub(super) async fn wait_reply(
@@ -325,10 +376,14 @@ impl Pool {
                 reason: "connection closed before the reply".into(),
                 kind: std::io::ErrorKind::ConnectionReset,
             }),
-            Err(_) => Err(Error::Timeout(format!(
-                "no reply to {what} from {} within {:?}",
-                conn.addr, self.options.submit_timeout
-            ))),
+            Err(_) => {
+                let why = format!(
+                    "no reply to {what} from {} within {:?}",
+                    conn.addr, self.options.submit_timeout
+                );
+                self.unresponsive(conn, &why);
+                Err(Error::Timeout(why))
+            }
         }
     }
 }

@@ -113,18 +113,32 @@ async fn a_job_streaming_to_a_server_that_stops_reading_blocks_then_resumes() {
     assert!(total > 100 * MIB, "the server received {total} bytes");
 }
 
+/// This process's resident memory in MiB.
+fn rss_mib() -> usize {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let kb: usize = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmRSS");
+    kb / 1024
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_client_submitting_to_a_server_that_does_not_read_waits_then_times_out() {
+async fn a_client_submitting_to_a_server_that_does_not_read_buffers_a_bounded_amount() {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
     let accepted = tokio::spawn(async move { listener.accept().await.unwrap().0 });
     let client = Client::new(ClientOptions {
         servers: vec![ServerAddr::new("127.0.0.1", port)],
-        submit_timeout: Duration::from_secs(2),
+        submit_timeout: Duration::from_secs(4),
         exceptions: false,
         ..ClientOptions::default()
     })
     .unwrap();
+    let before = rss_mib();
+    // 100 concurrent 1 MiB submissions (one shared buffer: only the
+    // encoded requests cost memory).
     let data = bytes::Bytes::from(vec![1u8; MIB]);
     let tasks: Vec<_> = (0..100)
         .map(|_| {
@@ -136,18 +150,22 @@ async fn a_client_submitting_to_a_server_that_does_not_read_waits_then_times_out
             })
         })
         .collect();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let grown = rss_mib().saturating_sub(before);
+    // 8 MiB unsent plus what the kernel buffers, not 100 MiB.
+    assert!(grown < 50, "the client buffered {grown} MiB");
     let mut throttled = 0;
     for t in tasks {
         match t.await.unwrap() {
             Err(Error::Timeout(msg)) if msg.contains("did not read this client's requests") => {
                 throttled += 1
             }
-            Err(Error::Timeout(_)) => {}
+            // Queued before the throttle, or failed with the connection
+            // the client then gave up.
+            Err(Error::Timeout(_)) | Err(Error::ConnectionLost { .. }) => {}
             other => panic!("unexpected result {other:?}"),
         }
     }
-    // Only what fits in 8 MiB plus the kernel's buffers went out unthrottled.
-    assert!(throttled >= 50, "only {throttled} of 100 waited");
-    let server = accepted.await.unwrap();
-    drop(server);
+    eprintln!("{throttled} submissions timed out waiting for the server to read");
+    drop(accepted.await.unwrap());
 }
