@@ -787,3 +787,130 @@ fn is_reply(t: PacketType) -> bool {
             | T::OptionRes
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+    use polygear::protocol::Priority;
+
+    fn b(s: &str) -> Bytes {
+        Bytes::copy_from_slice(s.as_bytes())
+    }
+
+    fn packets(frames: Vec<Frame>) -> Vec<Packet> {
+        frames
+            .into_iter()
+            .map(|f| match f {
+                Frame::Packet(_, p) => p,
+                Frame::Text(t) => panic!("text {t:?}"),
+            })
+            .collect()
+    }
+
+    fn submit(unique: &str, data: &str) -> Packet {
+        Packet::SubmitJob {
+            function: b("rev"),
+            unique: b(unique),
+            data: b(data),
+            priority: Priority::Normal,
+            background: false,
+        }
+    }
+
+    #[test]
+    fn worker_flow_with_coalescing_and_a_lost_worker() {
+        let mut sim = Sim::new(ServerConfig::default());
+        let (w, c1, c2) = (sim.connect(), sim.connect(), sim.connect());
+        sim.send_packet(w, &Packet::CanDo { function: b("rev") });
+        sim.send_packet(w, &Packet::PreSleep);
+        sim.send_packet(c1, &submit("same", "abc"));
+        sim.send_packet(c2, &submit("same", "DIFFERENT"));
+        sim.check_invariants();
+        let created = Packet::JobCreated {
+            handle: b("H:sim:1"),
+        };
+        assert_eq!(packets(sim.read(c1)), std::slice::from_ref(&created));
+        assert_eq!(packets(sim.read(c2)), [created]);
+        assert_eq!(packets(sim.read(w)), [Packet::Noop]);
+        sim.send_packet(w, &Packet::GrabJobUniq);
+        let assign = Packet::JobAssignUniq {
+            handle: b("H:sim:1"),
+            function: b("rev"),
+            unique: b("same"),
+            data: b("abc"),
+        };
+        assert_eq!(packets(sim.read(w)), [assign]);
+        assert_eq!(sim.held(w), [b"H:sim:1".to_vec()]);
+        sim.check_invariants();
+
+        // The worker goes away: the job is requeued for the next one.
+        sim.close(w);
+        sim.check_invariants();
+        let w2 = sim.connect();
+        sim.send_packet(w2, &Packet::CanDo { function: b("rev") });
+        sim.send_packet(w2, &Packet::GrabJob);
+        let complete = Packet::WorkComplete {
+            handle: b("H:sim:1"),
+            data: b("cba"),
+        };
+        sim.send_packet(w2, &complete);
+        sim.check_invariants();
+        assert_eq!(sim.jobs(), 0);
+        assert_eq!(packets(sim.read(c1)), std::slice::from_ref(&complete));
+        assert_eq!(packets(sim.read(c2)), [complete]);
+        assert_eq!(packets(sim.read(w2)).len(), 1, "JOB_ASSIGN");
+
+        sim.send(c1, b"show jobs\r\n");
+        assert_eq!(sim.read(c1), [Frame::Text(b(".")),]);
+    }
+
+    #[test]
+    fn timeouts_epochs_and_the_output_limit() {
+        let mut sim = Sim::new(ServerConfig {
+            max_output: 100,
+            ..ServerConfig::default()
+        });
+        let (w, c) = (sim.connect(), sim.connect());
+        sim.send_packet(
+            w,
+            &Packet::CanDoTimeout {
+                function: b("t"),
+                timeout: 10,
+            },
+        );
+        sim.send_packet(
+            c,
+            &Packet::SubmitJobEpoch {
+                function: b("t"),
+                unique: b(""),
+                when: unix_now() + 60,
+                data: b("x"),
+            },
+        );
+        sim.send_packet(w, &Packet::GrabJob);
+        assert_eq!(packets(sim.read(w)), [Packet::NoJob]);
+        sim.advance(Duration::from_secs(61));
+        sim.send_packet(w, &Packet::GrabJob);
+        assert_eq!(sim.held(w).len(), 1);
+        sim.check_invariants();
+        // CAN_DO_TIMEOUT 10 ms counts as 1 s; then the job fails.
+        sim.advance(Duration::from_millis(1001));
+        sim.check_invariants();
+        assert_eq!(sim.jobs(), 0);
+
+        // More output than the limit kills the connection.
+        sim.send_packet(
+            c,
+            &Packet::EchoReq {
+                data: b(&"e".repeat(200)),
+            },
+        );
+        assert!(!sim.is_open(c));
+        sim.check_invariants();
+    }
+
+    fn unix_now() -> i64 {
+        crate::state::unix_now()
+    }
+}
