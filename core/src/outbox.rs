@@ -173,6 +173,23 @@ impl Outbox {
         }
     }
 
+    /// An outbox without a socket, closed from the start (pushes fail with
+    /// `NotConnected`): for polygear-server's in-memory simulation (its
+    /// `fuzzing` feature), whose connections hold their output instead.
+    #[doc(hidden)]
+    pub fn detached() -> Outbox {
+        Outbox {
+            buf: BytesMut::new(),
+            spare: BytesMut::new(),
+            wr: None,
+            flushing: false,
+            writing: false,
+            in_flight: 0,
+            initial: 0,
+            keep: KEEP_CAPACITY,
+        }
+    }
+
     /// Bytes pushed and not yet written, including a batch being written
     /// (as it was taken: what a writer wrote of it since is not known here).
     pub fn pending(&self) -> usize {

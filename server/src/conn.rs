@@ -36,7 +36,7 @@ enum In {
 }
 
 /// Whether a server accepts `t` as a request.
-fn is_request(t: PacketType) -> bool {
+pub(crate) fn is_request(t: PacketType) -> bool {
     use PacketType as T;
     matches!(
         t,

@@ -17,6 +17,9 @@ mod conn;
 mod index;
 mod outbox;
 mod persist;
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod sim;
 mod state;
 mod wire;
 

@@ -118,6 +118,35 @@ impl Outbox {
         }
     }
 
+    /// An outbox without a socket, for [`crate::sim`]: everything written
+    /// accumulates behind a durability gate that is never released, under
+    /// the same output limit; [`Outbox::take_held`] takes it.
+    #[cfg(feature = "fuzzing")]
+    pub(crate) fn detached(limit: usize) -> Outbox {
+        Outbox {
+            inner: Mutex::new(Inner {
+                out: CoreOutbox::detached(),
+                held: Some((u64::MAX, BytesMut::new())),
+                closed: false,
+                dirty: false,
+            }),
+            wake: Notify::new(),
+            drained: Notify::new(),
+            kill: CancellationToken::new(),
+            killed: AtomicBool::new(false),
+            limit,
+        }
+    }
+
+    /// What a [`Outbox::detached`] outbox accumulated since the last call.
+    #[cfg(feature = "fuzzing")]
+    pub(crate) fn take_held(&self) -> BytesMut {
+        match self.inner.lock().held.as_mut() {
+            Some((_, held)) => std::mem::take(held),
+            None => BytesMut::new(),
+        }
+    }
+
     /// Appends bytes produced by `f` (after any pending gate). The caller's
     /// thread must call [`flush_dirty`] soon (after releasing the state lock;
     /// `Shared::with_state` does).

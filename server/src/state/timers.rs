@@ -117,7 +117,7 @@ impl Timers {
 impl State {
     /// Fires up to [`BATCH`] timers due at `now`; returns the next deadline
     /// (already passed if more are due).
-    fn fire_timers(&mut self, now: Instant) -> Option<Instant> {
+    pub(crate) fn fire_timers(&mut self, now: Instant) -> Option<Instant> {
         for _ in 0..BATCH {
             match self.timers.pop_due(now) {
                 Some(TimerEvent::JobTimeout { job, worker, gen }) => {

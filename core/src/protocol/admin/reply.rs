@@ -32,7 +32,8 @@ pub fn parse_reply(line: &str) -> Result<AdminReply, ProtocolError> {
     } else if let Some(v) = l.strip_prefix("OK ") {
         Ok(AdminReply::Value(v.to_string()))
     } else if l == "ERR" || l.starts_with("ERR ") {
-        Ok(AdminReply::Err(AdminError::parse_line(l)?))
+        // The whole line: `parse_line` removes the line ending itself (once).
+        Ok(AdminReply::Err(AdminError::parse_line(line)?))
     } else {
         Err(bad("unexpected admin reply", line))
     }
@@ -115,4 +116,21 @@ pub fn parse_unique_jobs(reply: &str) -> ListingResult<String> {
     parse_rows(reply, |r| Ok(r.to_string()))
 }
 
-// ---------------------------------------------------------------------------
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_err_reply_loses_only_its_line_ending() {
+        // The error text of `foo\r` sent as a command (found by the
+        // admin_command fuzz target): parse_reply used to strip a second `\r`.
+        let line = "ERR UNKNOWN_COMMAND Unknown+server+commandfoo\r\r\n";
+        let want = AdminError::new("UNKNOWN_COMMAND", "Unknown server commandfoo\r");
+        assert_eq!(AdminError::parse_line(line), Ok(want.clone()));
+        assert_eq!(parse_reply(line), Ok(AdminReply::Err(want)));
+        assert_eq!(
+            parse_reply("ERR\r\n"),
+            Ok(AdminReply::Err(AdminError::new("", "")))
+        );
+    }
+}
