@@ -2,12 +2,12 @@
 # Runs every polygear test: Rust unit + interop tests (against the C gearmand
 # and polygeard), the CLI end to end, the Python, Node and Ruby packages, the
 # cross-language matrix, the examples, the fault and soak suite (tests/chaos, short
-# form), and on a fresh clone the main demo and the prebuilt packages installed
+# form), a minute of fuzzing (fuzz/, scripts/test-fuzz.sh), and on a fresh clone the main demo and the prebuilt packages installed
 # without a toolchain, with the READMEs' code run on them.
 # Installs what it needs first, into environments under the build folder
 # (target/envs); at the end it checks that the system's gem set, site-packages and
 # global npm packages are as they were.
-# Usage: scripts/test.sh [rust|chaos|python|node|ruby|matrix|examples|demo|packages ...]
+# Usage: scripts/test.sh [rust|chaos|fuzz|python|node|ruby|matrix|examples|demo|packages ...]
 # (`packages` runs scripts/test-packages.sh in this checkout; `demo` already runs it in the clone.)
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -18,7 +18,7 @@ export CARGO_TERM_COLOR=never
 bash scripts/setup.sh || exit 1
 
 suites=("$@")
-[ ${#suites[@]} -gt 0 ] || suites=(rust chaos python node ruby matrix examples demo)
+[ ${#suites[@]} -gt 0 ] || suites=(rust chaos fuzz python node ruby matrix examples demo)
 
 passed=0 failed=0 failed_names=()
 run_suite() {
@@ -100,6 +100,7 @@ for s in "${suites[@]}"; do
   case $s in
     rust) run_suite rust rust_tests ;;
     chaos) run_suite chaos chaos_tests ;;
+    fuzz) run_suite fuzz bash scripts/test-fuzz.sh ;;
     python) run_suite python bash scripts/test-python.sh ;;
     node) run_suite node bash scripts/test-node.sh ;;
     ruby) run_suite ruby bash scripts/test-ruby.sh ;;

@@ -122,11 +122,15 @@ impl Outbox {
     /// accumulates behind a durability gate that is never released, under
     /// the same output limit; [`Outbox::take_held`] takes it.
     #[cfg(feature = "fuzzing")]
-    pub(crate) fn detached(limit: usize) -> Outbox {
+    pub(crate) fn detached(limit: usize, budget: &Arc<Budget>) -> Outbox {
         Outbox {
             inner: Mutex::new(Inner {
                 out: CoreOutbox::detached(),
-                held: Some((u64::MAX, BytesMut::new())),
+                held: Some(Held {
+                    ticket: u64::MAX,
+                    bytes: BytesMut::new(),
+                    gates: Vec::new(),
+                }),
                 closed: false,
                 dirty: false,
             }),
@@ -135,6 +139,8 @@ impl Outbox {
             kill: CancellationToken::new(),
             killed: AtomicBool::new(false),
             limit,
+            output: Account::new(budget.clone()),
+            input: Account::new(budget.clone()),
         }
     }
 
@@ -142,7 +148,7 @@ impl Outbox {
     #[cfg(feature = "fuzzing")]
     pub(crate) fn take_held(&self) -> BytesMut {
         match self.inner.lock().held.as_mut() {
-            Some((_, held)) => std::mem::take(held),
+            Some(held) => std::mem::take(&mut held.bytes),
             None => BytesMut::new(),
         }
     }

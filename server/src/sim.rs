@@ -89,7 +89,7 @@ impl Sim {
     /// Opens a connection; returns its index (connections are never reused).
     pub fn connect(&mut self) -> usize {
         let cfg = &self.st.cfg;
-        let out = Arc::new(Outbox::detached(cfg.max_output));
+        let out = Arc::new(Outbox::detached(cfg.max_output, &self.st.budget));
         let codec = PacketCodec::server(cfg.max_packet, cfg.max_line);
         let n = self.conns.len();
         let cid = self
@@ -169,7 +169,11 @@ impl Sim {
                 self.st.handle_packet(cid, p);
                 self.after(cid, check);
             }
-            In::Text(line) => self.st.handle_text(cid, &line),
+            In::Text(line) => {
+                if let Some(mut listing) = self.st.handle_text(cid, &line) {
+                    out.write(|b| while listing.render(b) {});
+                }
+            }
             In::ResMagic => {
                 out.write(|b| put_error(b, "INVALID_MAGIC", "Request magic expected"));
             }
@@ -209,7 +213,7 @@ impl Sim {
         let (held, attached) = match self.st.peers.get(&cid) {
             Some(p) => (
                 p.holding
-                    .iter()
+                    .keys()
                     .filter_map(|h| self.st.jobs.get(h).map(|j| (*h, j.retries, j.ignore)))
                     .collect::<Vec<_>>(),
                 p.attached.keys().copied().collect::<Vec<_>>(),
@@ -334,7 +338,7 @@ impl Sim {
             return Vec::new();
         };
         match self.st.peers.get(&c.cid) {
-            Some(p) => p.holding.iter().map(|&h| self.handle(h)).collect(),
+            Some(p) => p.holding.keys().map(|&h| self.handle(h)).collect(),
             None => Vec::new(),
         }
     }
@@ -355,7 +359,7 @@ impl Sim {
             .jobs
             .iter()
             .find(|(_, j)| {
-                !j.ignore && j.key() == Some(key) && self.st.funcs[j.func as usize].name == function
+                !j.ignore && j.key() == Some(key) && self.st.funcs[j.func].name == function
             })
             .map(|(&h, _)| h)
     }
@@ -413,7 +417,7 @@ impl Sim {
             }
         }
         let full = self.st.find_func(function).is_some_and(|f| {
-            let f = &self.st.funcs[f as usize];
+            let f = &self.st.funcs[f];
             f.maxqueue[prio] > 0 && f.total >= f.maxqueue[prio] as u64
         });
         if full {
@@ -427,8 +431,8 @@ impl Sim {
         let Some(peer) = self.st.peers.get(&cid) else {
             return Check::Nothing;
         };
-        let runnable = peer.abilities.iter().any(|a| {
-            self.st.funcs[a.func as usize]
+        let runnable = peer.abilities.funcs().any(|fid| {
+            self.st.funcs[fid]
                 .queues
                 .iter()
                 .flatten()
@@ -497,13 +501,13 @@ impl Sim {
                 };
                 let hit = |f: u32| fid.is_none_or(|x| x == f);
                 assert!(
-                    !peer.abilities.iter().any(|a| hit(a.func)),
+                    !peer.abilities.funcs().any(hit),
                     "CANT_DO/RESET_ABILITIES left the registration"
                 );
                 assert!(
                     !peer
                         .holding
-                        .iter()
+                        .keys()
                         .any(|h| st.jobs.get(h).is_some_and(|j| hit(j.func))),
                     "CANT_DO/RESET_ABILITIES: the worker still holds a job of the function"
                 );
@@ -537,7 +541,7 @@ impl Sim {
 
         // Queues: each entry is a job of that function and priority.
         let mut in_queues: HashMap<u64, usize> = HashMap::new();
-        for (fid, f) in st.funcs.iter().enumerate() {
+        for (fid, f) in st.funcs.all() {
             let name = String::from_utf8_lossy(&f.name);
             if !f.alive {
                 assert!(
@@ -551,7 +555,7 @@ impl Sim {
                         panic!("queue {name:?}/{prio} holds job {h}, which is not in the job table")
                     };
                     assert!(
-                        j.func as usize == fid && j.prio as usize == prio,
+                        j.func == fid && j.prio as usize == prio,
                         "job {h} (function {}, priority {}) is queued in {name:?}/{prio}",
                         j.func,
                         j.prio
@@ -564,7 +568,7 @@ impl Sim {
         // Jobs held by workers.
         let mut holder: HashMap<u64, ConnId> = HashMap::new();
         for (&cid, p) in &st.peers {
-            for &h in &p.holding {
+            for &h in p.holding.keys() {
                 if let Some(other) = holder.insert(h, cid) {
                     panic!("job {h} is held by {other} and {cid}");
                 }
@@ -580,11 +584,11 @@ impl Sim {
         }
 
         // Every job in exactly one place; counters per function.
-        let mut counts = vec![(0u64, 0u64, [0u64; 3]); st.funcs.len()];
+        let mut counts = vec![(0u64, 0u64, [0u64; 3]); st.funcs.slots() as usize];
         let mut live_keys = HashSet::new();
         let mut payload = 0u64;
         for (&h, j) in &st.jobs {
-            let f = st.funcs.get(j.func as usize);
+            let f = st.funcs.get(j.func);
             assert!(
                 f.is_some_and(|f| f.alive),
                 "job {h} belongs to a missing or dropped function {}",
@@ -644,8 +648,8 @@ impl Sim {
             }
             payload += j.payload.len() as u64;
         }
-        for (fid, f) in st.funcs.iter().enumerate() {
-            let (total, running, waiting) = counts[fid];
+        for (fid, f) in st.funcs.all() {
+            let (total, running, waiting) = counts[fid as usize];
             let name = String::from_utf8_lossy(&f.name);
             assert_eq!(
                 f.total, total,
@@ -669,6 +673,7 @@ impl Sim {
 
         // Clients' attachments and workers' registrations.
         let mut registrations: HashMap<(u32, ConnId), i64> = HashMap::new();
+        let mut counted: HashMap<u32, u64> = HashMap::new();
         for (&cid, p) in &st.peers {
             for (&h, &n) in &p.attached {
                 let Some(j) = st.jobs.get(&h) else {
@@ -679,19 +684,37 @@ impl Sim {
                     "client {cid}: stale attachment to job {h}"
                 );
             }
-            for a in &p.abilities {
-                assert!(
-                    st.funcs.get(a.func as usize).is_some_and(|f| f.alive),
-                    "worker {cid} can do a missing or dropped function {}",
-                    a.func
+            for (fid, a) in p.abilities.in_order() {
+                let f = st.funcs.get(fid).filter(|f| f.alive);
+                let Some(f) = f else {
+                    panic!("worker {cid} can do a missing or dropped function {fid}");
+                };
+                assert_eq!(
+                    f.workers.get(a.slot),
+                    Some(&cid),
+                    "worker {cid}'s slot in function {fid}'s worker list"
                 );
-                *registrations.entry((a.func, cid)).or_default() += 1;
+                *registrations.entry((fid, cid)).or_default() += 1;
+                *counted.entry(fid).or_default() += a.count as u64;
+                // A GRAB finds every function with a waiting job (O(1) GRAB).
+                for (prio, q) in f.queues.iter().enumerate() {
+                    assert!(
+                        q.is_empty() || p.abilities.is_listed(fid, prio),
+                        "worker {cid}: function {fid} has jobs of priority {prio} but is not \
+                         in its ready list"
+                    );
+                }
             }
         }
-        for (fid, f) in st.funcs.iter().enumerate() {
+        for (fid, f) in st.funcs.all() {
             for &w in &f.workers {
-                *registrations.entry((fid as u32, w)).or_default() -= 1;
+                *registrations.entry((fid, w)).or_default() -= 1;
             }
+            assert_eq!(
+                counted.get(&fid).copied().unwrap_or(0),
+                f.registrations,
+                "function {fid}: registrations counted by its workers"
+            );
         }
         for ((fid, cid), n) in registrations {
             assert_eq!(

@@ -91,6 +91,12 @@ impl Abilities {
         std::mem::take(&mut self.by_func).into_iter().collect()
     }
 
+    /// Whether function `fid` is in the ready list of priority `prio`.
+    #[cfg(feature = "fuzzing")]
+    pub(crate) fn is_listed(&self, fid: u32, prio: usize) -> bool {
+        self.by_func.get(&fid).is_some_and(|a| a.listed[prio]) && self.ready[prio].contains(&fid)
+    }
+
     /// Function `fid` may have jobs of priority `prio` waiting.
     pub(crate) fn mark_ready(&mut self, fid: u32, prio: usize) {
         let Some(a) = self.by_func.get_mut(&fid) else {

@@ -133,6 +133,18 @@ impl Functions {
         self.list.iter().filter(|f| f.alive)
     }
 
+    /// Every slot with its id, forgotten ones included (for checks).
+    #[cfg(feature = "fuzzing")]
+    pub(crate) fn all(&self) -> impl Iterator<Item = (u32, &Function)> {
+        self.list.iter().enumerate().map(|(i, f)| (i as u32, f))
+    }
+
+    /// The function in slot `fid`, if the slot exists (alive or not).
+    #[cfg(feature = "fuzzing")]
+    pub(crate) fn get(&self, fid: u32) -> Option<&Function> {
+        self.list.get(fid as usize)
+    }
+
     /// Ids below this may be in use (for scans over the table).
     pub(crate) fn slots(&self) -> u32 {
         self.list.len() as u32
