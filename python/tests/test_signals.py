@@ -45,9 +45,14 @@ CLIENT = textwrap.dedent(
 )
 
 
+# Ctrl-C as in a terminal, whatever this process inherited: a shell starts
+# background jobs with SIGINT ignored, and Python then installs no handler.
+SIGINT_AS_IN_A_TERMINAL = "import signal; signal.signal(signal.SIGINT, signal.default_int_handler)\n"
+
+
 def spawn(script: str, *args: str) -> subprocess.Popen[bytes]:
     proc = subprocess.Popen(
-        [sys.executable, "-c", script, *args],
+        [sys.executable, "-c", SIGINT_AS_IN_A_TERMINAL + script, *args],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         cwd=Path(__file__).parent,  # import the installed package, not ../polygear
