@@ -400,21 +400,22 @@ pub async fn flush_until_empty(
     }
 }
 
-/// Blocks the calling thread until at most [`BACKLOG_LOW`] bytes are
+/// Blocks the calling thread until at most `low` bytes are
 /// unsent, writing them itself (so it needs no runtime to be driven: the
 /// blocking APIs' runtime only runs while some thread waits on it), or
 /// until `deadline` (`ErrorKind::TimedOut`). For synchronous senders (a
-/// job's packets) whose push left more than [`BACKLOG_HIGH`] unsent.
+/// job's packets) whose push left too much unsent.
 pub fn wait_drained<G: std::ops::DerefMut>(
     relock: impl Fn() -> G,
     outbox: impl Fn(&mut G::Target) -> &mut Outbox,
     wake: &Notify,
+    low: usize,
     deadline: std::time::Instant,
 ) -> io::Result<()> {
     loop {
         let mut guard = relock();
         let out = outbox(&mut guard);
-        if out.pending() <= BACKLOG_LOW {
+        if out.pending() <= low {
             return Ok(());
         }
         let now = std::time::Instant::now();

@@ -40,9 +40,17 @@ impl Job {
         )))
     }
 
-    fn with<R>(&self, f: impl FnOnce(&polygear::Job) -> polygear::Result<R>) -> PyResult<R> {
-        match lock(&self.inner).as_ref() {
-            Some(job) => f(job).map_err(to_pyerr),
+    /// Runs `f` on the job with the GIL released: a send may block for
+    /// backpressure, and other threads (one of which may be reading this
+    /// worker's connection) must run meanwhile.
+    fn with<R: Send>(
+        &self,
+        py: Python<'_>,
+        f: impl FnOnce(&polygear::Job) -> polygear::Result<R> + Send,
+    ) -> PyResult<R> {
+        let inner = &self.inner;
+        match py.detach(|| lock(inner).as_ref().map(f)) {
+            Some(r) => r.map_err(to_pyerr),
             None => Err(self.finished()),
         }
     }
@@ -82,16 +90,16 @@ impl Job {
     /// WORK_DATA: sends a chunk of partial output.
     fn send_data(&self, data: &Bound<'_, PyAny>) -> PyResult<()> {
         let d = payload(data, "data")?;
-        self.with(|j| j.send_data(d))
+        self.with(data.py(), |j| j.send_data(d))
     }
     /// WORK_WARNING.
     fn send_warning(&self, data: &Bound<'_, PyAny>) -> PyResult<()> {
         let d = payload(data, "data")?;
-        self.with(|j| j.send_warning(d))
+        self.with(data.py(), |j| j.send_warning(d))
     }
     /// WORK_STATUS: progress numerator / denominator.
-    fn send_status(&self, numerator: u32, denominator: u32) -> PyResult<()> {
-        self.with(|j| j.send_status(numerator, denominator))
+    fn send_status(&self, py: Python<'_>, numerator: u32, denominator: u32) -> PyResult<()> {
+        self.with(py, |j| j.send_status(numerator, denominator))
     }
     /// WORK_COMPLETE with the result (bytes, bytearray, memoryview, str or None).
     #[pyo3(signature = (result=None))]

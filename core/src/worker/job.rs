@@ -42,10 +42,10 @@ fn as_str(b: &Bytes) -> &str {
 /// All methods are synchronous (packets are written at once, or queued
 /// behind a full socket), so they can be called from any thread. The
 /// `send_*` methods (output a job may stream without end) block while the
-/// server leaves more than 8 MiB (`outbox::BACKLOG_HIGH`) of this
-/// connection's output unread: they write it out themselves until at most
-/// 4 MiB are left, and fail with [`Error::Timeout`](crate::Error) if the
-/// server does not read for 60 s. Ending a job never waits.
+/// server leaves more than 96 MiB of this connection's output unread: they
+/// write it out themselves until at most 64 MiB are left, and fail with
+/// [`Error::Timeout`](crate::Error) if the server does not read for 60 s.
+/// Ending a job never waits.
 pub struct Job {
     handle: Bytes,
     handle_text: Bytes,

@@ -11,8 +11,8 @@
 //! by the thread that makes them (non-blocking, see `outbox`); only a full
 //! socket hands them to the server task, so [`Job`] methods do not wait
 //! for the task and a result leaves at once, even on a runtime nobody is
-//! driving. (They block only for backpressure: more than 8 MiB unread by
-//! the server, written out by the blocked sender itself.)
+//! driving. (`send_*` block only for backpressure: more than 96 MiB unread
+//! by the server, written out by the blocked sender itself.)
 //!
 //! # Layout
 //!

@@ -24,7 +24,7 @@ use tokio::net::tcp::OwnedWriteHalf;
 use tokio::sync::{Notify, OwnedSemaphorePermit};
 
 use crate::error::{Error, Result};
-use crate::outbox::{flush_until_empty, settle, wait_drained, Flush, Outbox, BACKLOG_HIGH};
+use crate::outbox::{flush_until_empty, settle, wait_drained, Flush, Outbox};
 use crate::protocol::{encode_packet, Magic, PacketType, ProtocolError};
 use crate::util::lock;
 
@@ -40,6 +40,17 @@ fn encode_req(dst: &mut BytesMut, ty: PacketType, fields: &[&[u8]]) -> Result<()
         e => e.into(),
     })
 }
+
+/// Unsent bytes of a worker connection above which a job's `send_*`
+/// waits (until [`STREAM_BACKLOG_LOW`]). Above the largest packet (64 MiB):
+/// the final packets of jobs running side by side (which never wait) may
+/// fill the socket without any job streaming, and a job that then sends a
+/// status must not wait for them; with several jobs' large results queued,
+/// the server may itself have stopped reading until this worker reads the
+/// next large JOB_ASSIGN, which another of its threads may be about to do.
+pub(crate) const STREAM_BACKLOG_HIGH: usize = 96 << 20;
+/// See [`STREAM_BACKLOG_HIGH`].
+pub(crate) const STREAM_BACKLOG_LOW: usize = 64 << 20;
 
 /// How long a job's send may wait for a server that does not read.
 pub(crate) const SEND_BACKLOG_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
@@ -198,20 +209,22 @@ impl Session {
         encoded
     }
 
-    /// If the server has not read more than [`BACKLOG_HIGH`] bytes, waits
-    /// (blocking, writing them itself) until it took most of them: a job
-    /// streaming output to a server that stops reading must not grow
+    /// If the server has not read more than [`STREAM_BACKLOG_HIGH`] bytes,
+    /// waits (blocking, writing them itself) until it took some of them: a
+    /// job streaming output to a server that stops reading must not grow
     /// memory without bound. Gives up after [`SEND_BACKLOG_TIMEOUT`].
     fn backpressure(&self) -> Result<()> {
-        if lock(&self.out).outbox.pending() <= BACKLOG_HIGH {
+        if lock(&self.out).outbox.pending() <= STREAM_BACKLOG_HIGH {
             return Ok(());
         }
         let deadline = std::time::Instant::now() + SEND_BACKLOG_TIMEOUT;
         let relock = || lock(&self.out);
+        let low = STREAM_BACKLOG_LOW;
         match wait_drained(
             relock,
             |out: &mut Out| &mut out.outbox,
             &self.wake,
+            low,
             deadline,
         ) {
             Ok(()) => Ok(()),
