@@ -81,6 +81,9 @@ for t in "${targets[@]}"; do
   fi
   opts=()
   case $t in codec_* | admin_*) opts+=(-dict="$root/fuzz/polygear.dict") ;; esac
+  # Admin lines are short, and its parsers quote the whole input in every
+  # error: 4 KiB inputs run at a third of the speed and add no coverage.
+  case $t in admin_*) opts+=(-max_len=1024) ;; esac
   [ -z "${FUZZ_RUNS:-}" ] || opts+=(-runs="$FUZZ_RUNS")
   echo "=== $t: ${seconds} s" >&2
   rc=0
