@@ -16,7 +16,7 @@ use crate::Shared;
 
 /// What the connection task does after a batch of requests.
 #[derive(Debug, PartialEq, Eq)]
-enum Flow {
+pub(crate) enum Flow {
     Continue,
     Close,
 }
@@ -24,8 +24,9 @@ enum Flow {
 /// Frames applied per lock acquisition.
 const BATCH: usize = 512;
 
+/// One decoded input (also driven by `sim.rs`, the in-memory server).
 #[allow(clippy::large_enum_variant)] // short-lived, never stored
-enum In {
+pub(crate) enum In {
     Packet(Packet),
     Text(bytes::Bytes),
     /// A valid packet with `\0RES` magic.
@@ -36,7 +37,7 @@ enum In {
 }
 
 /// Whether a server accepts `t` as a request.
-pub(crate) fn is_request(t: PacketType) -> bool {
+fn is_request(t: PacketType) -> bool {
     use PacketType as T;
     matches!(
         t,
@@ -71,21 +72,58 @@ pub(crate) fn is_request(t: PacketType) -> bool {
     )
 }
 
-/// The next input from the bytes read, or `None` if more are needed. A
-/// packet with `\0RES` magic or of a type the server does not accept is
-/// answered from its header, like gearmand: its payload is not decoded.
-fn next_input(reader: &mut FrameReader<OwnedReadHalf>) -> Option<In> {
-    Some(match reader.next_raw_frame() {
-        Ok(None) => return None,
-        Ok(Some(RawFrame::Packet(Magic::Res, ..))) => In::ResMagic,
-        Ok(Some(RawFrame::Packet(_, kind, _))) if !is_request(kind) => In::NotExpected,
-        Ok(Some(RawFrame::Packet(_, kind, payload))) => match Packet::decode(kind, payload) {
-            Ok(p) => In::Packet(p),
+impl In {
+    /// Classifies what the codec cut from the bytes read (`None`: more are
+    /// needed). A packet with `\0RES` magic or of a type the server does not
+    /// accept is answered from its header, like gearmand: its payload is not
+    /// decoded.
+    pub(crate) fn from_frame(frame: Result<Option<RawFrame>, ProtocolError>) -> Option<In> {
+        Some(match frame {
+            Ok(None) => return None,
+            Ok(Some(RawFrame::Packet(Magic::Res, ..))) => In::ResMagic,
+            Ok(Some(RawFrame::Packet(_, kind, _))) if !is_request(kind) => In::NotExpected,
+            Ok(Some(RawFrame::Packet(_, kind, payload))) => match Packet::decode(kind, payload) {
+                Ok(p) => In::Packet(p),
+                Err(e) => In::Fatal(e),
+            },
+            Ok(Some(RawFrame::Text(line))) => In::Text(line),
             Err(e) => In::Fatal(e),
-        },
-        Ok(Some(RawFrame::Text(line))) => In::Text(line),
-        Err(e) => In::Fatal(e),
-    })
+        })
+    }
+
+    /// Answers an input that is not a request, like gearmand (a protocol
+    /// error closes the connection, some without a reply); requests
+    /// (packets, admin lines) are the caller's and give [`Flow::Continue`].
+    pub(crate) fn answer_invalid(&self, out: &Arc<Outbox>) -> Flow {
+        match self {
+            In::Packet(_) | In::Text(_) => Flow::Continue,
+            In::ResMagic => {
+                out.write(|b| put_error(b, "INVALID_MAGIC", "Request magic expected"));
+                Flow::Continue
+            }
+            In::NotExpected => {
+                out.write(|b| put_error(b, "INVALID_COMMAND", "Command not expected"));
+                Flow::Continue
+            }
+            In::Fatal(e) => {
+                match e {
+                    ProtocolError::BadMagic(_)
+                    | ProtocolError::UnknownType(_)
+                    | ProtocolError::LineTooLong { .. } => {}
+                    ProtocolError::PayloadTooLarge { .. } => {
+                        out.write(|b| put_error(b, "ARGUMENT_TOO_LARGE", &e.to_string()))
+                    }
+                    _ => out.write(|b| put_error(b, "INVALID_PACKET", &e.to_string())),
+                }
+                Flow::Close
+            }
+        }
+    }
+}
+
+/// The next input from the bytes read, or `None` if more are needed.
+fn next_input(reader: &mut FrameReader<OwnedReadHalf>) -> Option<In> {
+    In::from_frame(reader.next_raw_frame())
 }
 
 /// Serves one accepted connection until it closes or the server stops.
@@ -196,27 +234,11 @@ fn apply(
                     listing = st.handle_text(cid, &line);
                     Flow::Continue
                 }
-                In::ResMagic => {
-                    out.write(|b| put_error(b, "INVALID_MAGIC", "Request magic expected"));
-                    Flow::Continue
-                }
-                In::NotExpected => {
-                    out.write(|b| put_error(b, "INVALID_COMMAND", "Command not expected"));
-                    Flow::Continue
-                }
-                In::Fatal(e) => {
-                    tracing::debug!("connection {cid}: protocol error: {e}");
-                    match &e {
-                        // Like gearmand: close without a reply.
-                        ProtocolError::BadMagic(_)
-                        | ProtocolError::UnknownType(_)
-                        | ProtocolError::LineTooLong { .. } => {}
-                        ProtocolError::PayloadTooLarge { .. } => {
-                            out.write(|b| put_error(b, "ARGUMENT_TOO_LARGE", &e.to_string()))
-                        }
-                        _ => out.write(|b| put_error(b, "INVALID_PACKET", &e.to_string())),
+                other => {
+                    if let In::Fatal(e) = &other {
+                        tracing::debug!("connection {cid}: protocol error: {e}");
                     }
-                    Flow::Close
+                    other.answer_invalid(out)
                 }
             };
             // A peer whose replies pile up unread gets no more until they

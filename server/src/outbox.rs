@@ -101,21 +101,12 @@ impl Outbox {
     /// An outbox over `sock` that kills its connection when more than
     /// `limit` bytes are queued.
     pub(crate) fn new(sock: OwnedWriteHalf, limit: usize, budget: &Arc<Budget>) -> Outbox {
-        Outbox {
-            inner: Mutex::new(Inner {
-                out: CoreOutbox::with_buffers(sock, 0, KEEP_CAPACITY),
-                held: None,
-                closed: false,
-                dirty: false,
-            }),
-            wake: Notify::new(),
-            drained: Notify::new(),
-            kill: CancellationToken::new(),
-            killed: AtomicBool::new(false),
+        Outbox::over(
+            CoreOutbox::with_buffers(sock, 0, KEEP_CAPACITY),
+            None,
             limit,
-            output: Account::new(budget.clone()),
-            input: Account::new(budget.clone()),
-        }
+            budget,
+        )
     }
 
     /// An outbox without a socket, for [`crate::sim`]: everything written
@@ -123,14 +114,19 @@ impl Outbox {
     /// the same output limit; [`Outbox::take_held`] takes it.
     #[cfg(feature = "fuzzing")]
     pub(crate) fn detached(limit: usize, budget: &Arc<Budget>) -> Outbox {
+        let held = Held {
+            ticket: u64::MAX,
+            bytes: BytesMut::new(),
+            gates: Vec::new(),
+        };
+        Outbox::over(CoreOutbox::detached(), Some(held), limit, budget)
+    }
+
+    fn over(out: CoreOutbox, held: Option<Held>, limit: usize, budget: &Arc<Budget>) -> Outbox {
         Outbox {
             inner: Mutex::new(Inner {
-                out: CoreOutbox::detached(),
-                held: Some(Held {
-                    ticket: u64::MAX,
-                    bytes: BytesMut::new(),
-                    gates: Vec::new(),
-                }),
+                out,
+                held,
                 closed: false,
                 dirty: false,
             }),

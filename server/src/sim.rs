@@ -25,13 +25,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use polygear::protocol::{Frame, Magic, Packet, PacketCodec, PacketType, ProtocolError, RawFrame};
+use polygear::protocol::{Frame, Magic, Packet, PacketCodec, PacketType};
 use tokio::time::Instant;
 
-use crate::conn::is_request;
+use crate::conn::{Flow, In};
 use crate::outbox::Outbox;
 use crate::state::{ConnId, State};
-use crate::wire::{parse_handle, put_error, HandleBuf};
+use crate::wire::{parse_handle, HandleBuf};
 use crate::ServerConfig;
 
 /// The job handle prefix of a simulated server (handles are `H:sim:N`).
@@ -60,16 +60,6 @@ struct SimConn {
     open: bool,
     /// The server's output not yet decoded by [`Sim::read`].
     outbuf: BytesMut,
-}
-
-/// One decoded input, as `conn.rs` classifies it.
-#[allow(clippy::large_enum_variant)] // short-lived, never stored (as in conn.rs)
-enum In {
-    Packet(Packet),
-    Text(Bytes),
-    ResMagic,
-    NotExpected,
-    Fatal(ProtocolError),
 }
 
 impl Sim {
@@ -131,18 +121,8 @@ impl Sim {
         self.conns[conn].inbuf.extend_from_slice(bytes);
         while self.is_open(conn) {
             let c = &mut self.conns[conn];
-            let input = match c.codec.decode_raw_frame(&mut c.inbuf) {
-                Ok(None) => break,
-                Ok(Some(RawFrame::Packet(Magic::Res, ..))) => In::ResMagic,
-                Ok(Some(RawFrame::Packet(_, kind, _))) if !is_request(kind) => In::NotExpected,
-                Ok(Some(RawFrame::Packet(_, kind, payload))) => {
-                    match Packet::decode(kind, payload) {
-                        Ok(p) => In::Packet(p),
-                        Err(e) => In::Fatal(e),
-                    }
-                }
-                Ok(Some(RawFrame::Text(line))) => In::Text(line),
-                Err(e) => In::Fatal(e),
+            let Some(input) = In::from_frame(c.codec.decode_raw_frame(&mut c.inbuf)) else {
+                break;
             };
             self.frames += 1;
             if !self.apply(conn, input) {
@@ -174,23 +154,10 @@ impl Sim {
                     out.write(|b| while listing.render(b) {});
                 }
             }
-            In::ResMagic => {
-                out.write(|b| put_error(b, "INVALID_MAGIC", "Request magic expected"));
-            }
-            In::NotExpected => {
-                out.write(|b| put_error(b, "INVALID_COMMAND", "Command not expected"));
-            }
-            In::Fatal(e) => {
-                match &e {
-                    ProtocolError::BadMagic(_)
-                    | ProtocolError::UnknownType(_)
-                    | ProtocolError::LineTooLong { .. } => {}
-                    ProtocolError::PayloadTooLarge { .. } => {
-                        out.write(|b| put_error(b, "ARGUMENT_TOO_LARGE", &e.to_string()))
-                    }
-                    _ => out.write(|b| put_error(b, "INVALID_PACKET", &e.to_string())),
+            other => {
+                if other.answer_invalid(&out) == Flow::Close {
+                    return false;
                 }
-                return false;
             }
         }
         if self.st.shutdown_requested.take().is_some() {
