@@ -9,8 +9,8 @@
 //! kill is `src/bin/chaos-worker.rs`.
 
 use std::fmt::Display;
-use std::io::{BufRead, BufReader, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::io::Write;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::Mutex;
@@ -344,16 +344,6 @@ pub fn version_of(bin: &Path) -> String {
         .unwrap_or_else(|e| format!("{}: {e}", bin.display()))
 }
 
-/// Sends `getpid` to `host:port` and returns the reply line.
-fn ask_getpid(addr: SocketAddr) -> Option<String> {
-    let mut s = TcpStream::connect_timeout(&addr, Duration::from_millis(500)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
-    s.write_all(b"getpid\n").ok()?;
-    let mut line = String::new();
-    BufReader::new(s).read_line(&mut line).ok()?;
-    Some(line.trim_end().to_string())
-}
-
 /// A `polygeard` process: started (optionally through a wrapper command such as
 /// `ip netns exec NS`), SIGKILLed, restarted on the same port and database; killed on
 /// drop. Its log goes to a file that restarts append to.
@@ -482,7 +472,7 @@ impl Daemon {
             if let Ok(Some(_)) = child.try_wait() {
                 return false;
             }
-            if ask_getpid(addr).as_deref() == Some(want.as_str()) {
+            if polygear_test_support::ask_getpid(addr).as_deref() == Some(want.as_str()) {
                 return true;
             }
             std::thread::sleep(Duration::from_millis(10));

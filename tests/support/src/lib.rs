@@ -93,10 +93,9 @@ pub fn free_port() -> u16 {
         .port()
 }
 
-/// Sends the admin `getpid` command and returns the reply line.
-fn ask_getpid(port: u16) -> Option<String> {
+/// Sends the admin `getpid` command to `addr` and returns the reply line.
+pub fn ask_getpid(addr: std::net::SocketAddr) -> Option<String> {
     use std::io::{BufRead, BufReader, Write};
-    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
     let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(500)).ok()?;
     s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
     s.write_all(b"getpid\n").ok()?;
@@ -222,7 +221,7 @@ impl TestServer {
             if let Ok(Some(_)) = child.try_wait() {
                 return false;
             }
-            if ask_getpid(self.port).as_deref() == Some(want.as_str()) {
+            if ask_getpid(([127, 0, 0, 1], self.port).into()).as_deref() == Some(want.as_str()) {
                 return true;
             }
             std::thread::sleep(Duration::from_millis(20));
