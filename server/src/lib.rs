@@ -16,7 +16,7 @@ mod budget;
 mod conn;
 mod index;
 mod outbox;
-mod persist;
+mod queue;
 #[cfg(feature = "fuzzing")]
 #[doc(hidden)]
 pub mod sim;
@@ -49,6 +49,60 @@ pub enum QueueConfig {
         /// Database file (created if missing).
         path: PathBuf,
     },
+    /// PostgreSQL table in gearmand's layout (`-q postgres`).
+    Postgres {
+        /// libpq connection string (`host=... port=... user=... dbname=...`).
+        conninfo: String,
+        /// Table name (gearmand's default: `queue`).
+        table: String,
+        /// Sharing the table with other servers (`None`: this server alone).
+        lease: Option<Lease>,
+    },
+    /// MySQL/MariaDB table in gearmand's layout (`-q mysql`).
+    Mysql {
+        /// Server host name or address.
+        host: String,
+        /// TCP port.
+        port: u16,
+        /// User name.
+        user: String,
+        /// Password (empty: none).
+        password: String,
+        /// Database.
+        db: String,
+        /// Table name (gearmand's default: `gearman_queue`).
+        table: String,
+        /// Sharing the table with other servers (`None`: this server alone).
+        lease: Option<Lease>,
+    },
+    /// Redis, one hash per job in gearmand's key layout (`-q redis`).
+    Redis {
+        /// Host name or address.
+        host: String,
+        /// TCP port.
+        port: u16,
+        /// `AUTH` password (empty: none).
+        password: String,
+        /// Key prefix (gearmand's default: `_gear_`).
+        prefix: String,
+    },
+    /// memcached (`-q libmemcached`): not durable across a memcached restart.
+    Memcached {
+        /// Comma-separated `host[:port]` list.
+        servers: String,
+        /// Key prefix (gearmand's default: `gear_`).
+        prefix: String,
+    },
+}
+
+/// How servers sharing one SQL queue table take over each other's jobs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lease {
+    /// This server's name in the table (unique among the sharing servers).
+    pub server_id: String,
+    /// How long a server's claim on its jobs lasts without renewal; a dead
+    /// server's jobs are taken over after it.
+    pub duration: Duration,
 }
 
 /// Server settings. `Default` gives an in-memory server on 127.0.0.1 with
@@ -193,7 +247,8 @@ pub struct RunningServer {
     persist_thread: Option<std::thread::JoinHandle<()>>,
 }
 
-fn hostname() -> String {
+/// This machine's host name (`localhost` if unknown).
+pub fn hostname() -> String {
     let mut buf = [0u8; 256];
     // SAFETY: gethostname writes at most buf.len() bytes into buf.
     let rc = unsafe { libc::gethostname(buf.as_mut_ptr() as *mut libc::c_char, buf.len()) };
@@ -249,17 +304,10 @@ impl Server {
         let local = listener.local_addr()?;
 
         let cfg = Arc::new(config);
-        let loaded = match &cfg.queue {
-            QueueConfig::Memory => None,
-            QueueConfig::Sqlite { path } => {
-                let path = path.clone();
-                Some(
-                    tokio::task::spawn_blocking(move || persist::load(&path))
-                        .await
-                        .map_err(|e| ServerError::Queue(e.to_string()))??,
-                )
-            }
-        };
+        let queue_cfg = cfg.queue.clone();
+        let loaded = tokio::task::spawn_blocking(move || queue::open(&queue_cfg))
+            .await
+            .map_err(|e| ServerError::Queue(e.to_string()))??;
         let state = state::State::new(cfg.clone(), Bytes::from(prefix));
         let shared = Arc::new(Shared {
             cfg: cfg.clone(),
@@ -272,17 +320,24 @@ impl Server {
             state: Mutex::new(state),
         });
         let mut persist_thread = None;
-        if let Some((conn, rows)) = loaded {
+        if let Some((store, rows)) = loaded {
             let (tx, rx) = std::sync::mpsc::channel();
             let next_id = rows.iter().map(|r| r.id).max().unwrap_or(0) + 1;
+            let keyed = store.keyed();
             let n = shared.with_state(|st| {
-                st.persist = Some(persist::Persister { tx, next_id });
+                st.persist = Some(queue::Persister {
+                    tx,
+                    next_id,
+                    keyed,
+                    generated: 0,
+                    generation: queue::generation(),
+                });
                 st.restore(rows)
             });
             if n > 0 {
                 tracing::info!("restored {n} background jobs from the persistent queue");
             }
-            persist_thread = Some(persist::start(conn, rx, Arc::downgrade(&shared)));
+            persist_thread = Some(queue::start(store, rx, Arc::downgrade(&shared)));
         }
         tracing::info!("listening on {local}");
         let timers = tokio::spawn(crate::state::timers::run(shared.clone()));

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
-use polygear_server::{QueueConfig, Server, ServerConfig};
+use polygear_server::{Lease, QueueConfig, Server, ServerConfig};
 
 /// `--version`: the version and how polygeard was compiled (benchmarks refuse a debug build).
 const VERSION_LINE: &str = if cfg!(debug_assertions) {
@@ -23,6 +23,9 @@ const VERSION_LINE: &str = if cfg!(debug_assertions) {
     after_help = "Clients, workers and gearadmin written for gearmand work unchanged.\n\
 Background jobs are durable by default: each is stored in SQLite (fsync'd, group-committed)\n\
 before JOB_CREATED is sent, and reloaded on start. Use `-q builtin` for memory only.\n\
+`-q postgres|mysql|redis` use gearmand's table and key layouts; several polygeard sharing one\n\
+PostgreSQL or MySQL table take over a dead server's queued jobs after --queue-lease.\n\
+`-q libmemcached` is not durable: memcached forgets every job when it restarts.\n\
 Signals: SIGTERM/SIGINT stop at once, SIGUSR1 stops accepting and exits when no job is left."
 )]
 struct Args {
@@ -58,9 +61,89 @@ struct Args {
     #[arg(long, value_name = "PREFIX")]
     job_handle_prefix: Option<String>,
 
-    /// Queue type: libsqlite3 (durable, default) or builtin (memory only)
+    /// Queue type: libsqlite3 (durable, default), postgres, mysql, redis, libmemcached (not durable across a memcached restart) or builtin (memory only)
     #[arg(short = 'q', long, value_name = "TYPE", default_value = "libsqlite3")]
     queue_type: String,
+
+    /// PostgreSQL connection string (libpq's `host=... port=... user=... dbname=...`)
+    #[arg(long = "libpq-conninfo", value_name = "STR", default_value = "")]
+    libpq_conninfo: String,
+
+    /// PostgreSQL table (created if missing)
+    #[arg(long = "libpq-table", value_name = "NAME", default_value = "queue")]
+    libpq_table: String,
+
+    /// MySQL/MariaDB host
+    #[arg(long = "mysql-host", value_name = "HOST", default_value = "localhost")]
+    mysql_host: String,
+
+    /// MySQL/MariaDB port
+    #[arg(long = "mysql-port", value_name = "PORT", default_value_t = 3306)]
+    mysql_port: u16,
+
+    /// MySQL/MariaDB user
+    #[arg(long = "mysql-user", value_name = "USER", default_value = "")]
+    mysql_user: String,
+
+    /// MySQL/MariaDB password
+    #[arg(long = "mysql-password", value_name = "PASSWORD", default_value = "")]
+    mysql_password: String,
+
+    /// MySQL/MariaDB database
+    #[arg(long = "mysql-db", value_name = "DB", default_value = "")]
+    mysql_db: String,
+
+    /// MySQL/MariaDB table (created if missing)
+    #[arg(
+        long = "mysql-table",
+        value_name = "NAME",
+        default_value = "gearman_queue"
+    )]
+    mysql_table: String,
+
+    /// Redis host
+    #[arg(
+        long = "redis-server",
+        value_name = "HOST",
+        default_value = "127.0.0.1"
+    )]
+    redis_server: String,
+
+    /// Redis port
+    #[arg(long = "redis-port", value_name = "PORT", default_value_t = 6379)]
+    redis_port: u16,
+
+    /// Redis password (AUTH)
+    #[arg(long = "redis-password", value_name = "PASSWORD", default_value = "")]
+    redis_password: String,
+
+    /// Redis key prefix
+    #[arg(long = "redis-prefix", value_name = "PREFIX", default_value = "_gear_")]
+    redis_prefix: String,
+
+    /// memcached servers (host[:port],...); jobs there are lost when memcached restarts
+    #[arg(
+        long = "libmemcached-servers",
+        value_name = "LIST",
+        default_value = "127.0.0.1:11211"
+    )]
+    libmemcached_servers: String,
+
+    /// memcached key prefix
+    #[arg(
+        long = "libmemcached-prefix",
+        value_name = "PREFIX",
+        default_value = "gear_"
+    )]
+    libmemcached_prefix: String,
+
+    /// Shared PostgreSQL/MySQL queue: seconds a server's claim on its queued jobs lasts without renewal; another server sharing the table takes them over after it (0 = this server alone, like gearmand)
+    #[arg(long = "queue-lease", value_name = "SECONDS", default_value_t = 10.0)]
+    queue_lease: f64,
+
+    /// Shared PostgreSQL/MySQL queue: this server's name in the table (default: <hostname>:<port>)
+    #[arg(long = "server-id", value_name = "ID")]
+    server_id: Option<String>,
 
     /// SQLite database file for the durable queue
     #[arg(
@@ -175,8 +258,34 @@ fn main() -> ExitCode {
         "libsqlite3" | "sqlite" | "sqlite3" => QueueConfig::Sqlite {
             path: args.libsqlite3_db.clone(),
         },
+        "postgres" | "postgresql" | "libpq" => QueueConfig::Postgres {
+            conninfo: args.libpq_conninfo.clone(),
+            table: args.libpq_table.clone(),
+            lease: None,
+        },
+        "mysql" | "mariadb" => QueueConfig::Mysql {
+            host: args.mysql_host.clone(),
+            port: args.mysql_port,
+            user: args.mysql_user.clone(),
+            password: args.mysql_password.clone(),
+            db: args.mysql_db.clone(),
+            table: args.mysql_table.clone(),
+            lease: None,
+        },
+        "redis" => QueueConfig::Redis {
+            host: args.redis_server.clone(),
+            port: args.redis_port,
+            password: args.redis_password.clone(),
+            prefix: args.redis_prefix.clone(),
+        },
+        "libmemcached" | "memcached" => QueueConfig::Memcached {
+            servers: args.libmemcached_servers.clone(),
+            prefix: args.libmemcached_prefix.clone(),
+        },
         other => {
-            eprintln!("polygeard: unknown queue type {other:?} (use libsqlite3 or builtin)");
+            eprintln!(
+                "polygeard: unknown queue type {other:?} (use libsqlite3, postgres, mysql, redis, libmemcached or builtin)"
+            );
             return ExitCode::from(2);
         }
     };
@@ -186,6 +295,44 @@ fn main() -> ExitCode {
             .and_then(|p| p.parse().ok())
             .unwrap_or(4730)
     });
+    if !(args.queue_lease.is_finite() && (0.0..=86400.0).contains(&args.queue_lease)) {
+        eprintln!("polygeard: --queue-lease must be between 0 and 86400 seconds");
+        return ExitCode::from(2);
+    }
+    let lease = (args.queue_lease > 0.0).then(|| Lease {
+        server_id: args
+            .server_id
+            .clone()
+            .unwrap_or_else(|| format!("{}:{port}", polygear_server::hostname())),
+        duration: std::time::Duration::from_secs_f64(args.queue_lease),
+    });
+    let queue = match queue {
+        QueueConfig::Postgres {
+            conninfo, table, ..
+        } => QueueConfig::Postgres {
+            conninfo,
+            table,
+            lease,
+        },
+        QueueConfig::Mysql {
+            host,
+            port,
+            user,
+            password,
+            db,
+            table,
+            ..
+        } => QueueConfig::Mysql {
+            host,
+            port,
+            user,
+            password,
+            db,
+            table,
+            lease,
+        },
+        other => other,
+    };
     let config = ServerConfig {
         listen: args.listen.clone(),
         port,

@@ -8,13 +8,14 @@
 use std::collections::VecDeque;
 use std::time::Duration;
 
+use bytes::Bytes;
 use polygear::protocol::{atoi, PacketType};
 
 use super::submit::submission_key;
 use super::timers::TimerEvent;
 use super::{unix_now, ConnId, State};
 use crate::index::shrink;
-use crate::persist::{Op, StoredJob};
+use crate::queue::{Op, StoredJob, StoredKey};
 use crate::wire::{parse_handle, put_pkt};
 
 impl State {
@@ -233,9 +234,7 @@ impl State {
             }
         }
         if job.durable != 0 {
-            if let Some(p) = self.persist.as_ref() {
-                let _ = p.tx.send(Op::Delete(job.durable));
-            }
+            self.delete_stored(job.durable, job.func, job.unique());
         }
         shrink(&mut self.jobs);
         if self.peak_jobs > 65536 && self.jobs.len() * 4 < self.peak_jobs {
@@ -262,15 +261,14 @@ impl State {
         job.background = false;
         let durable = std::mem::replace(&mut job.durable, 0);
         let delayed = job.delayed;
+        let (func, unique) = (job.func, Bytes::copy_from_slice(job.unique()));
         for c in clients {
             if let Some(peer) = self.peers.get_mut(&c) {
                 peer.attached.remove(&h);
             }
         }
         if durable != 0 {
-            if let Some(p) = self.persist.as_ref() {
-                let _ = p.tx.send(Op::Delete(durable));
-            }
+            self.delete_stored(durable, func, &unique);
         }
         if delayed {
             // Never reaches a queue: remove it now. (A waiting job is reaped
@@ -304,16 +302,43 @@ impl State {
         }
     }
 
-    /// Re-creates background jobs read from the persistent queue at startup.
+    /// Sends the delete of stored job `id` to the queue thread.
+    fn delete_stored(&self, id: i64, func: u32, unique: &[u8]) {
+        if let Some(p) = self.persist.as_ref() {
+            let _ = p.tx.send(Op::Delete(StoredKey {
+                id,
+                function: self.funcs[func].name.clone(),
+                unique: Bytes::copy_from_slice(unique),
+            }));
+        }
+    }
+
+    /// Re-creates background jobs read from the persistent queue (at start,
+    /// or claimed from a server whose lease expired). Rows without an id
+    /// (keyed stores) get one here.
     pub(crate) fn restore(&mut self, rows: Vec<StoredJob>) -> usize {
         let mut dups = Vec::new();
         let mut n = 0;
-        for row in rows {
+        for mut row in rows {
             let fid = self.func_id(&row.function);
             if let Some(k) = submission_key(&row.unique, &row.data) {
                 if self.lookup_unique(fid, k).is_some() {
-                    dups.push(row.id);
+                    // Only an id-keyed store (SQLite) can hold two rows for one
+                    // key; in a keyed store the row is the live job's own.
+                    if row.id != 0 {
+                        dups.push(StoredKey {
+                            id: row.id,
+                            function: row.function,
+                            unique: row.unique,
+                        });
+                    }
                     continue;
+                }
+            }
+            if row.id == 0 {
+                if let Some(p) = self.persist.as_mut() {
+                    row.id = p.next_id;
+                    p.next_id += 1;
                 }
             }
             let reducer = (!row.reducer.is_empty()).then_some(row.reducer);
@@ -333,8 +358,8 @@ impl State {
             n += 1;
         }
         if let Some(p) = self.persist.as_ref() {
-            for id in dups {
-                let _ = p.tx.send(Op::Delete(id));
+            for k in dups {
+                let _ = p.tx.send(Op::Delete(k));
             }
         }
         n

@@ -13,12 +13,14 @@
 //! * [`schedule`]: workers, their abilities, waking and handing out jobs;
 //! * [`lifecycle`]: a job's progress and end (results, timeouts, lost
 //!   workers, epoch jobs, cancel) and restoring the durable queue;
+//! * [`lease`]: fencing when a shared queue's lease runs out;
 //! * [`timers`]: the deadlines (CAN_DO_TIMEOUT, epoch jobs) and the one task
 //!   that fires them.
 
 mod abilities;
 mod dispatch;
 mod functions;
+mod lease;
 mod lifecycle;
 mod schedule;
 mod submit;
@@ -31,7 +33,7 @@ use bytes::{Bytes, BytesMut};
 use crate::budget::Budget;
 use crate::index::{IntMap, UniqueIndex};
 use crate::outbox::Outbox;
-use crate::persist::Persister;
+use crate::queue::Persister;
 use crate::wire::{put_error, HandleBuf};
 use crate::ServerConfig;
 pub(crate) use abilities::Abilities;
@@ -119,6 +121,10 @@ pub(crate) struct State {
     pub shutdown_requested: Option<bool>,
     /// CAN_DO_TIMEOUT and epoch deadlines (fired by [`timers::run`]).
     timers: Timers,
+    /// Until when this server may hand out stored jobs (shared queue only).
+    lease_until: Option<std::time::Instant>,
+    /// The lease ran out: stored jobs are not handed out nor accepted.
+    fenced: bool,
     /// Memory for all connections' buffers (shared with the connection tasks).
     pub budget: Arc<Budget>,
     pub metrics: Metrics,
@@ -158,6 +164,8 @@ impl State {
             persist: None,
             shutdown_requested: None,
             timers: Timers::new(),
+            lease_until: None,
+            fenced: false,
             metrics: Metrics::default(),
         }
     }

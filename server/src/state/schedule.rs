@@ -268,6 +268,11 @@ impl State {
     /// Pops the best job for this worker: HIGH before NORMAL before LOW across
     /// all its functions, FIFO within a priority, functions taking turns.
     fn take_job(&mut self, cid: ConnId) -> Option<(u64, u32)> {
+        if self.lease_until.is_some() {
+            self.check_lease();
+        }
+        let fenced = self.fenced;
+        let mut forgotten = Vec::new();
         let mut reaped = Vec::new();
         let mut found = None;
         'search: for prio in 0..3 {
@@ -284,6 +289,11 @@ impl State {
                         reaped.push(h);
                         continue;
                     }
+                    if fenced && job.durable != 0 {
+                        // Back in a queue (a worker left) after the lease ran out.
+                        forgotten.push(h);
+                        continue;
+                    }
                     if q.is_empty() {
                         abilities.unlist_first(prio);
                     } else {
@@ -298,6 +308,9 @@ impl State {
         }
         for h in reaped {
             self.discard(h);
+        }
+        for h in forgotten {
+            self.forget_stored(h);
         }
         found
     }

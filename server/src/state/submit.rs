@@ -8,7 +8,7 @@ use polygear::protocol::{PacketType, Priority};
 
 use super::schedule::{function_name_too_long, MAX_FUNCTION_NAME};
 use super::{unix_now, ConnId, Job, State};
-use crate::persist::{Ack, Op, StoredJob};
+use crate::queue::{Ack, Op, StoredJob};
 use crate::wire::put_pkt;
 
 /// Longest unique id accepted (gearmand rejects longer than 64 bytes).
@@ -60,6 +60,15 @@ impl State {
                 }
             }
         }
+        if background && self.persist.is_some() && self.lease_until.is_some() && !self.holds_lease()
+        {
+            self.reply_error(
+                cid,
+                "QUEUE_ERROR",
+                "This server lost its lease on the shared queue (database unreachable?); submit to another server",
+            );
+            return;
+        }
         let prio = priority.as_index();
         let f = &self.funcs[fid];
         let limit = f.maxqueue[prio];
@@ -70,6 +79,15 @@ impl State {
         let reducer = reducer
             .filter(|r| !r.is_empty())
             .map(Bytes::copy_from_slice);
+        // gearmand's table layouts key rows by (function, unique): a job
+        // without a unique of its own (empty, or `-` for "the data") gets a
+        // generated one, or it would replace another job's row.
+        let unique = match self.persist.as_mut() {
+            Some(p) if background && p.keyed && (unique.is_empty() || &unique[..] == b"-") => {
+                p.generate_unique()
+            }
+            _ => unique,
+        };
         let h = self.create_job(
             fid,
             prio as u8,

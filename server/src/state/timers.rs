@@ -36,12 +36,18 @@ pub(crate) enum TimerEvent {
     JobTimeout { job: u64, worker: ConnId, gen: u32 },
     /// Delayed job `job` reached its epoch time.
     EpochDue { job: u64 },
+    /// The shared queue's lease may have run out (one pending at a time).
+    LeaseDue,
 }
+
+/// The key of the lease timer among the jobs' (no job has this handle).
+const LEASE_KEY: u64 = u64::MAX;
 
 impl TimerEvent {
     fn job(&self) -> u64 {
         match *self {
             TimerEvent::JobTimeout { job, .. } | TimerEvent::EpochDue { job } => job,
+            TimerEvent::LeaseDue => LEASE_KEY,
         }
     }
 }
@@ -124,6 +130,7 @@ impl State {
                     self.job_timed_out(job, worker, gen)
                 }
                 Some(TimerEvent::EpochDue { job }) => self.epoch_due(job),
+                Some(TimerEvent::LeaseDue) => self.lease_due(),
                 None => break,
             }
         }

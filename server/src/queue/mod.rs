@@ -1,0 +1,360 @@
+//! The durable queue of background jobs, behind one interface ([`Store`])
+//! with one guarantee for every backend: a background job is stored
+//! (committed) before its JOB_CREATED is sent, a finished (completed, failed
+//! or cancelled) job is deleted, and on start the queue is reloaded.
+//!
+//! One dedicated thread per server ([`start`]) owns the store. It takes every
+//! pending insert and delete as one batch and commits the batch in one
+//! transaction or pipeline (group commit): a client that pipelines its
+//! submissions pays one round trip to the database per batch, not per job.
+//! Only then are the JOB_CREATED replies waiting on those inserts released.
+//!
+//! A failed commit (database down, disk full) acknowledges nothing: each
+//! submission in it is answered `ERROR QUEUE_ERROR` instead of JOB_CREATED, in
+//! its place among the connection's replies, and its job is dropped (the
+//! client may submit again); the connection stays usable. Deletes of finished
+//! jobs in a failed batch are retried with the next one.
+//!
+//! Shared stores (PostgreSQL, MySQL with a lease) let several servers use one
+//! table: each row names the server holding it, every server renews a lease,
+//! and a server whose lease expired has its queued jobs claimed by the others
+//! ([`Store::upkeep`]). A server that cannot renew its lease in time stops
+//! handing out the stored jobs it holds (see `State::lease_renewed`).
+
+mod sqlite;
+
+use std::collections::HashSet;
+use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
+use std::sync::{Arc, Weak};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+
+use crate::outbox::Outbox;
+use crate::wire::put_error;
+use crate::{QueueConfig, ServerError, Shared};
+
+/// Most operations committed in one batch.
+const MAX_BATCH: usize = 100_000;
+
+/// One change to the durable queue.
+pub(crate) enum Op {
+    Insert { row: StoredJob, ack: Option<Ack> },
+    Delete(StoredKey),
+}
+
+/// A JOB_CREATED reply to release once the insert is durable.
+pub(crate) struct Ack {
+    pub out: Arc<Outbox>,
+    pub ticket: u64,
+    pub handle: u64,
+}
+
+/// A background job as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct StoredJob {
+    /// The server's id for the stored row (0 when the store keys rows by
+    /// function and unique and the server assigns ids on restore).
+    pub id: i64,
+    pub function: Bytes,
+    pub unique: Bytes,
+    /// 0 = HIGH, 1 = NORMAL, 2 = LOW (gearmand's stored values).
+    pub priority: u8,
+    /// Epoch seconds to run at; 0 = now.
+    pub when: i64,
+    pub reducer: Bytes,
+    pub data: Bytes,
+}
+
+/// Names a stored job for its delete: by id (SQLite) or by function and
+/// unique (gearmand's layouts).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct StoredKey {
+    pub id: i64,
+    pub function: Bytes,
+    pub unique: Bytes,
+}
+
+/// A store refused one insert of a batch (the rest committed).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Rejected {
+    pub id: i64,
+    pub reason: String,
+}
+
+/// What a shared store's periodic upkeep found.
+#[derive(Debug, Default)]
+pub(crate) struct Upkeep {
+    /// Until when (at the latest) this server may hand out the stored jobs
+    /// it holds: the renewal's start plus the lease, less a safety margin.
+    pub lease_until: Option<Instant>,
+    /// The lease had expired before this renewal: other servers may have
+    /// claimed this server's jobs, so the ones held in memory are forgotten
+    /// and `claimed` holds what is still this server's.
+    pub lapsed: bool,
+    /// Jobs newly claimed (from dead servers, or re-read after a lapse).
+    pub claimed: Vec<StoredJob>,
+}
+
+/// Why a store operation failed.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum StoreError {
+    /// Connecting, or the connection broke (the store reconnects later).
+    #[error("{0}")]
+    Unavailable(String),
+    /// The database answered with an error.
+    #[error("{0}")]
+    Failed(String),
+}
+
+/// One durable queue backend, driven by the queue thread (blocking calls).
+pub(crate) trait Store: Send {
+    /// Reads every job this server is to run, at start (for a shared store:
+    /// its own rows, rows of no server, and rows of servers whose lease
+    /// expired, claimed first).
+    fn load(&mut self) -> Result<Vec<StoredJob>, StoreError>;
+
+    /// Commits one batch: the deletes, then the inserts, atomically where the
+    /// store allows it. Inserts the store refuses one by one (a job with the
+    /// same function and unique held by another server) come back in the
+    /// list; the others are durable when this returns `Ok`.
+    fn commit(
+        &mut self,
+        deletes: &[&StoredKey],
+        inserts: &[&StoredJob],
+    ) -> Result<Vec<Rejected>, StoreError>;
+
+    /// Whether rows are keyed by (function, unique) as in gearmand's layouts,
+    /// so that every stored job needs a unique of its own.
+    fn keyed(&self) -> bool;
+
+    /// How often [`Store::upkeep`] must run; `None` for a store that is not
+    /// shared.
+    fn upkeep_every(&self) -> Option<Duration> {
+        None
+    }
+
+    /// Renews this server's lease and claims the jobs of servers whose lease
+    /// expired.
+    fn upkeep(&mut self) -> Result<Upkeep, StoreError> {
+        Ok(Upkeep::default())
+    }
+}
+
+/// Handle on the queue thread, kept in the server's state.
+pub(crate) struct Persister {
+    pub tx: Sender<Op>,
+    pub next_id: i64,
+    /// Rows are keyed by (function, unique): see [`Store::keyed`].
+    pub keyed: bool,
+    /// Counts the uniques generated for stored jobs that had none.
+    pub generated: u64,
+    /// Distinguishes generated uniques of this process from earlier ones.
+    pub generation: String,
+}
+
+impl Persister {
+    /// A unique for a job stored without one (keyed stores only): unique
+    /// across restarts and servers, at most 64 bytes.
+    pub(crate) fn generate_unique(&mut self) -> Bytes {
+        self.generated += 1;
+        Bytes::from(format!("{}-{}", self.generation, self.generated))
+    }
+}
+
+/// Opens the configured store and reads its jobs (blocking: run it off the
+/// async runtime). `None` for the in-memory queue.
+pub(crate) fn open(
+    cfg: &QueueConfig,
+) -> Result<Option<(Box<dyn Store>, Vec<StoredJob>)>, ServerError> {
+    let mut store: Box<dyn Store> = match cfg {
+        QueueConfig::Memory => return Ok(None),
+        QueueConfig::Sqlite { path } => Box::new(sqlite::SqliteStore::open(path)?),
+        other => {
+            return Err(ServerError::Config(format!(
+                "this queue type is not available yet: {other:?}"
+            )))
+        }
+    };
+    let rows = store
+        .load()
+        .map_err(|e| ServerError::Queue(format!("reading the stored jobs: {e}")))?;
+    Ok(Some((store, rows)))
+}
+
+/// A value for [`Persister::generation`]: the process id and start time.
+pub(crate) fn generation() -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    format!("pg{:x}{:x}", std::process::id(), nanos)
+}
+
+/// Starts the queue thread on an opened store.
+pub(crate) fn start(
+    store: Box<dyn Store>,
+    rx: Receiver<Op>,
+    shared: Weak<Shared>,
+) -> JoinHandle<()> {
+    std::thread::Builder::new()
+        .name("polygeard-queue".into())
+        .spawn(move || run(store, rx, shared))
+        .expect("spawn queue thread")
+}
+
+fn run(mut store: Box<dyn Store>, rx: Receiver<Op>, shared: Weak<Shared>) {
+    let every = store.upkeep_every();
+    let mut last_upkeep = Instant::now();
+    let mut batch: Vec<Op> = Vec::new();
+    // Deletes whose commit failed, retried with the next batch.
+    let mut retry: Vec<StoredKey> = Vec::new();
+    loop {
+        let wait = match every {
+            Some(e) => e.saturating_sub(last_upkeep.elapsed()),
+            None if retry.is_empty() => Duration::from_secs(3600),
+            None => Duration::from_secs(1),
+        };
+        match rx.recv_timeout(wait) {
+            Ok(op) => batch.push(op),
+            Err(RecvTimeoutError::Timeout) => {}
+            Err(RecvTimeoutError::Disconnected) => break,
+        }
+        if every.is_some_and(|e| last_upkeep.elapsed() >= e) {
+            last_upkeep = Instant::now();
+            upkeep(store.as_mut(), &shared);
+        }
+        if batch.is_empty() && retry.is_empty() {
+            continue;
+        }
+        while batch.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(op) => batch.push(op),
+                Err(_) => break,
+            }
+        }
+        batch.extend(retry.drain(..).map(Op::Delete));
+        commit_batch(store.as_mut(), &mut batch, &mut retry, &shared);
+    }
+    if !retry.is_empty() {
+        // The server is stopping: one last try for the pending deletes.
+        batch.extend(retry.drain(..).map(Op::Delete));
+        commit_batch(store.as_mut(), &mut batch, &mut retry, &shared);
+    }
+    tracing::debug!("queue thread finished");
+}
+
+/// Renews the lease and hands claimed jobs to the server's state.
+fn upkeep(store: &mut dyn Store, shared: &Weak<Shared>) {
+    match store.upkeep() {
+        Ok(u) => {
+            let Some(shared) = shared.upgrade() else {
+                return;
+            };
+            let n = u.claimed.len();
+            shared.with_state(|st| {
+                if u.lapsed {
+                    st.lease_lost();
+                }
+                if let Some(until) = u.lease_until {
+                    st.lease_renewed(until);
+                }
+                if !u.claimed.is_empty() {
+                    st.restore(u.claimed);
+                }
+            });
+            if u.lapsed {
+                tracing::warn!(
+                    "the queue lease had expired; re-read {n} jobs still held by this server"
+                );
+            } else if n > 0 {
+                tracing::info!("claimed {n} queued jobs of servers whose lease expired");
+            }
+        }
+        Err(e) => tracing::warn!("queue lease renewal failed: {e}"),
+    }
+}
+
+/// Commits `batch` (emptied) and answers the submissions waiting on it.
+fn commit_batch(
+    store: &mut dyn Store,
+    batch: &mut Vec<Op>,
+    retry: &mut Vec<StoredKey>,
+    shared: &Weak<Shared>,
+) {
+    // An insert and a delete of the same job in one batch cancel out.
+    let inserted: HashSet<i64> = batch
+        .iter()
+        .filter_map(|op| match op {
+            Op::Insert { row, .. } => Some(row.id),
+            Op::Delete(_) => None,
+        })
+        .collect();
+    let cancelled: HashSet<i64> = batch
+        .iter()
+        .filter_map(|op| match op {
+            Op::Delete(k) if inserted.contains(&k.id) => Some(k.id),
+            _ => None,
+        })
+        .collect();
+    let deletes: Vec<&StoredKey> = batch
+        .iter()
+        .filter_map(|op| match op {
+            Op::Delete(k) if !cancelled.contains(&k.id) => Some(k),
+            _ => None,
+        })
+        .collect();
+    let inserts: Vec<&StoredJob> = batch
+        .iter()
+        .filter_map(|op| match op {
+            Op::Insert { row, .. } if !cancelled.contains(&row.id) => Some(row),
+            _ => None,
+        })
+        .collect();
+    let result = if deletes.is_empty() && inserts.is_empty() {
+        Ok(Vec::new())
+    } else {
+        store.commit(&deletes, &inserts)
+    };
+    let (error, rejected) = match result {
+        Ok(rejected) => (
+            None,
+            rejected
+                .into_iter()
+                .map(|r| (r.id, r.reason))
+                .collect::<std::collections::HashMap<_, _>>(),
+        ),
+        Err(e) => {
+            tracing::error!("persistent queue write failed: {e}");
+            (
+                Some(format!("The job could not be stored: {e}")),
+                Default::default(),
+            )
+        }
+    };
+    let mut failed = Vec::new();
+    for op in batch.drain(..) {
+        match op {
+            Op::Insert {
+                row,
+                ack: Some(ack),
+            } => {
+                let reason = error.as_ref().or_else(|| rejected.get(&row.id));
+                if let Some(msg) = reason {
+                    // The client must not believe the job is durable.
+                    ack.out
+                        .fail_gate(ack.ticket, |b| put_error(b, "QUEUE_ERROR", msg));
+                    failed.push(ack.handle);
+                }
+                ack.out.release(ack.ticket);
+            }
+            Op::Delete(k) if error.is_some() && !cancelled.contains(&k.id) => retry.push(k),
+            _ => {}
+        }
+    }
+    if !failed.is_empty() {
+        if let Some(shared) = shared.upgrade() {
+            shared.with_state(|st| st.abandon_unpersisted(&failed));
+        }
+    }
+}
