@@ -3,6 +3,8 @@
 //! come from `polygear-test-support` (tests/support), shared with tests/interop.
 #![allow(dead_code, unused_imports)] // each test file uses a part
 
+pub mod durable;
+
 pub use polygear_test_support::blocking::*;
 pub use polygear_test_support::{free_port, ServerKind, TestServer};
 
