@@ -143,8 +143,10 @@ class JobServer:
         self.kind = kind
         self.port = port or free_port()
         if kind == "gearmand":
+            # Its own pid file: gearmand removes the file when it exits.
+            self.pidfile = tempfile.mktemp(prefix="pgq-gearmand-", suffix=".pid")
             cmd = [GEARMAND, "-L", "127.0.0.1", "-p", str(self.port), "-t", "1", "-l", "none",
-                   "-P", "/dev/null"]
+                   "-P", self.pidfile]
         else:
             cmd = [str(POLYGEARD), "-L", "127.0.0.1", "-p", str(self.port), "-t", "2", "-l", "none"]
         self.proc = subprocess.Popen(cmd + flags, stdin=subprocess.DEVNULL,
@@ -162,6 +164,8 @@ class JobServer:
     def kill(self) -> None:
         self.proc.kill()
         self.proc.wait()
+        if self.kind == "gearmand":
+            Path(self.pidfile).unlink(missing_ok=True)
 
 
 def packet(kind: int, *args: bytes) -> bytes:

@@ -15,12 +15,5 @@ command -v node >/dev/null && command -v npm >/dev/null || need+=(nodejs npm)
 command -v python3 >/dev/null || need+=(python3 python3-venv python3-pip)
 
 apt_install ${need[@]+"${need[@]}"}
-# Seen once on this kind of machine after installing the database packages: /dev/null
-# had become a regular file (so every later `>/dev/null` filled it, and PostgreSQL's
-# initdb failed). Put the device back if so.
-if [ ! -c /dev/null ] && [ "$(id -u)" -eq 0 ]; then
-  pg_log "/dev/null is not a character device; recreating it"
-  rm -f /dev/null && mknod -m 666 /dev/null c 1 3
-fi
 need_cargo
 echo "setup: ok ($(gearmand --version 2>/dev/null | grep -m1 gearmand || echo gearmand), $(ruby --version | cut -d' ' -f1-2), node $(node --version), $(python3 --version))"
