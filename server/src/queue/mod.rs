@@ -99,6 +99,7 @@ pub(crate) struct Upkeep {
 
 /// Why a store operation failed.
 #[derive(Debug, thiserror::Error)]
+#[allow(dead_code)] // `Unavailable` is for the network stores
 pub(crate) enum StoreError {
     /// Connecting, or the connection broke (the store reconnects later).
     #[error("{0}")]
@@ -163,11 +164,12 @@ impl Persister {
     }
 }
 
+/// An opened store and the jobs it held.
+pub(crate) type Opened = (Box<dyn Store>, Vec<StoredJob>);
+
 /// Opens the configured store and reads its jobs (blocking: run it off the
 /// async runtime). `None` for the in-memory queue.
-pub(crate) fn open(
-    cfg: &QueueConfig,
-) -> Result<Option<(Box<dyn Store>, Vec<StoredJob>)>, ServerError> {
+pub(crate) fn open(cfg: &QueueConfig) -> Result<Option<Opened>, ServerError> {
     let mut store: Box<dyn Store> = match cfg {
         QueueConfig::Memory => return Ok(None),
         QueueConfig::Sqlite { path } => Box::new(sqlite::SqliteStore::open(path)?),
