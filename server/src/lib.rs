@@ -95,6 +95,18 @@ pub enum QueueConfig {
     },
 }
 
+impl QueueConfig {
+    /// The lease of a queue shared with other servers, if any.
+    pub fn lease(&self) -> Option<&Lease> {
+        match self {
+            QueueConfig::Postgres { lease, .. } | QueueConfig::Mysql { lease, .. } => {
+                lease.as_ref()
+            }
+            _ => None,
+        }
+    }
+}
+
 /// How servers sharing one SQL queue table take over each other's jobs.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Lease {
@@ -304,6 +316,9 @@ impl Server {
         let local = listener.local_addr()?;
 
         let cfg = Arc::new(config);
+        // A shared store renews this server's lease while loading: it holds
+        // from before the load started.
+        let load_started = std::time::Instant::now();
         let queue_cfg = cfg.queue.clone();
         let loaded = tokio::task::spawn_blocking(move || queue::open(&queue_cfg))
             .await
@@ -332,6 +347,9 @@ impl Server {
                     generated: 0,
                     generation: queue::generation(),
                 });
+                if let Some(lease) = cfg.queue.lease() {
+                    st.lease_renewed(load_started + lease.duration - lease.duration / 10);
+                }
                 st.restore(rows)
             });
             if n > 0 {
