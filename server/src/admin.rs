@@ -203,6 +203,9 @@ impl State {
                         budget.dropped.load(std::sync::atomic::Ordering::Relaxed),
                     ),
                     ("requests_refused", m.refused),
+                    ("queue_submissions_refused", m.queue_refused),
+                    ("queue_jobs_claimed", m.jobs_claimed),
+                    ("queue_fenced", self.fenced() as u64),
                 ] {
                     b.put_slice(name.as_bytes());
                     b.put_u8(b' ');

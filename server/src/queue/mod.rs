@@ -261,6 +261,9 @@ fn upkeep(store: &mut dyn Store, shared: &Weak<Shared>) {
                 if let Some(until) = u.lease_until {
                     st.lease_renewed(until);
                 }
+                if !u.lapsed {
+                    st.metrics.jobs_claimed += n as u64;
+                }
                 if !u.claimed.is_empty() {
                     st.restore(u.claimed);
                 }

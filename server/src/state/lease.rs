@@ -46,6 +46,11 @@ impl State {
         }
     }
 
+    /// Whether the lease ran out (stored jobs are not handed out).
+    pub(crate) fn fenced(&self) -> bool {
+        self.fenced
+    }
+
     /// Whether background jobs may be stored and handed out now.
     pub(crate) fn holds_lease(&mut self) -> bool {
         self.check_lease();

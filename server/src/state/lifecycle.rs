@@ -282,6 +282,7 @@ impl State {
     /// dropped, unless a foreground client joined one meanwhile (it then
     /// runs for that client, in memory).
     pub(crate) fn abandon_unpersisted(&mut self, handles: &[u64]) {
+        self.metrics.queue_refused += handles.len() as u64;
         for &h in handles {
             let Some(job) = self.jobs.get_mut(&h) else {
                 continue;

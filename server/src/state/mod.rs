@@ -137,6 +137,10 @@ pub(crate) struct Metrics {
     pub functions_forgotten: u64,
     /// Requests refused for a limit (function name length, functions per connection).
     pub refused: u64,
+    /// Background submissions answered ERROR because the queue could not store them.
+    pub queue_refused: u64,
+    /// Stored jobs claimed from servers whose lease expired (shared queue).
+    pub jobs_claimed: u64,
 }
 
 pub(crate) fn unix_now() -> i64 {

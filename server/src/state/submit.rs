@@ -62,6 +62,7 @@ impl State {
         }
         if background && self.persist.is_some() && self.lease_until.is_some() && !self.holds_lease()
         {
+            self.metrics.queue_refused += 1;
             self.reply_error(
                 cid,
                 "QUEUE_ERROR",
