@@ -21,6 +21,9 @@
 //! ([`Store::upkeep`]). A server that cannot renew its lease in time stops
 //! handing out the stored jobs it holds (see `State::lease_renewed`).
 
+mod memcached;
+mod net;
+mod redis;
 mod sqlite;
 
 use std::collections::HashSet;
@@ -163,14 +166,24 @@ impl Persister {
     }
 }
 
+/// An opened store and the jobs read from it.
+pub(crate) type Opened = (Box<dyn Store>, Vec<StoredJob>);
+
 /// Opens the configured store and reads its jobs (blocking: run it off the
 /// async runtime). `None` for the in-memory queue.
-pub(crate) fn open(
-    cfg: &QueueConfig,
-) -> Result<Option<(Box<dyn Store>, Vec<StoredJob>)>, ServerError> {
+pub(crate) fn open(cfg: &QueueConfig) -> Result<Option<Opened>, ServerError> {
     let mut store: Box<dyn Store> = match cfg {
         QueueConfig::Memory => return Ok(None),
         QueueConfig::Sqlite { path } => Box::new(sqlite::SqliteStore::open(path)?),
+        QueueConfig::Redis {
+            host,
+            port,
+            password,
+            prefix,
+        } => Box::new(redis::RedisStore::open(host, *port, password, prefix)?),
+        QueueConfig::Memcached { servers, prefix } => {
+            Box::new(memcached::MemcachedStore::open(servers, prefix)?)
+        }
         other => {
             return Err(ServerError::Config(format!(
                 "this queue type is not available yet: {other:?}"
