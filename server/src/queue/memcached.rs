@@ -197,7 +197,7 @@ impl MemcachedStore {
                 |c| {
                     let mut lines = Vec::new();
                     loop {
-                        let l = c.line(MAX_LINE)?;
+                        let l = c.any_line(MAX_LINE)?;
                         let last = l == b"END"
                             || l.starts_with(b"BUSY")
                             || l.starts_with(b"ERROR")

@@ -159,10 +159,12 @@ pub(crate) struct Persister {
 
 impl Persister {
     /// A unique for a job stored without one (keyed stores only): unique
-    /// across restarts and servers, at most 64 bytes.
+    /// across restarts and servers, in the text form of a UUID as libgearman
+    /// makes them (8-4-4-4-12 hex digits), so that a key
+    /// `<function>-<unique>` splits right even when the function has a `-`.
     pub(crate) fn generate_unique(&mut self) -> Bytes {
         self.generated += 1;
-        Bytes::from(format!("{}-{}", self.generation, self.generated))
+        Bytes::from(format!("{}-{:012x}", self.generation, self.generated))
     }
 }
 
@@ -196,12 +198,20 @@ pub(crate) fn open(cfg: &QueueConfig) -> Result<Option<Opened>, ServerError> {
     Ok(Some((store, rows)))
 }
 
-/// A value for [`Persister::generation`]: the process id and start time.
+/// A value for [`Persister::generation`]: the process id and start time
+/// (in nanoseconds, modulo 2^48) as the first 8-4-4-4 digits of a UUID.
 pub(crate) fn generation() -> String {
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos());
-    format!("pg{:x}{:x}", std::process::id(), nanos)
+    let part = |shift: u32| (nanos >> shift) & 0xffff;
+    format!(
+        "{:08x}-{:04x}-{:04x}-{:04x}",
+        std::process::id(),
+        part(32),
+        part(16),
+        part(0)
+    )
 }
 
 /// Starts the queue thread on an opened store.

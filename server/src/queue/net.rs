@@ -51,6 +51,25 @@ impl Conn {
 
     /// One line without its `\r\n` (at most `max` bytes).
     pub(crate) fn line(&mut self, max: usize) -> io::Result<Vec<u8>> {
+        let mut buf = self.lf_line(max)?;
+        if buf.pop() != Some(b'\r') {
+            return Err(invalid("line not terminated by CRLF"));
+        }
+        Ok(buf)
+    }
+
+    /// One line without its `\n` or `\r\n` (memcached's `metadump` ends
+    /// its lines with `\n` alone).
+    pub(crate) fn any_line(&mut self, max: usize) -> io::Result<Vec<u8>> {
+        let mut buf = self.lf_line(max)?;
+        if buf.last() == Some(&b'\r') {
+            buf.pop();
+        }
+        Ok(buf)
+    }
+
+    /// One line up to its `\n` (excluded).
+    fn lf_line(&mut self, max: usize) -> io::Result<Vec<u8>> {
         let mut buf = Vec::new();
         let n = (&mut self.reader)
             .take(max as u64 + 2)
@@ -58,10 +77,9 @@ impl Conn {
         if n == 0 {
             return Err(io::ErrorKind::UnexpectedEof.into());
         }
-        if !buf.ends_with(b"\r\n") {
-            return Err(invalid("line too long or not terminated by CRLF"));
+        if buf.pop() != Some(b'\n') {
+            return Err(invalid("line too long"));
         }
-        buf.truncate(buf.len() - 2);
         Ok(buf)
     }
 

@@ -28,11 +28,26 @@ fn command(port: u16, _dir: &Path) -> Command {
     cmd
 }
 
+/// memcached with one LRU per slab class (`-o no_lru_maintainer`): the C
+/// gearmand replays with `stats cachedump`, which lists only part of the
+/// items under memcached's default segmented LRU.
+fn command_single_lru(port: u16, dir: &Path) -> Command {
+    let mut cmd = command(port, dir);
+    cmd.args(["-o", "no_lru_maintainer"]);
+    cmd
+}
+
 const PROBE: (&[u8], &[u8]) = (b"version\r\n", b"VERSION ");
 
 /// A memcached of its own (stopped on drop), e.g. to stop and restart.
 pub fn start() -> Daemon {
     Daemon::start("memcached", command, PROBE)
+}
+
+/// A memcached of its own with one LRU per slab class, for gearmand's
+/// replay (see [`command_single_lru`]).
+pub fn start_single_lru() -> Daemon {
+    Daemon::start("memcached", command_single_lru, PROBE)
 }
 
 /// The memcached shared by the tests of this process (started on first
