@@ -121,6 +121,29 @@ fn memcached_lost_while_clients_submit() {
 }
 
 #[test]
+fn scheduled_jobs_are_refused_and_the_connection_stays_usable() {
+    let a = args(memcached::shared().port, "epoch_");
+    let d = polygeard(&strs(&a));
+    let mut c = common::Raw::connect(d.port);
+    c.send(&polygear::protocol::Packet::SubmitJobEpoch {
+        function: "later".into(),
+        unique: "e-1".into(),
+        when: 4_000_000_000,
+        data: "x".into(),
+    });
+    match c.recv() {
+        polygear::protocol::Packet::Error { code, .. } => assert_eq!(&code[..], b"QUEUE_ERROR"),
+        p => panic!("expected ERROR, got {p:?}"),
+    }
+    keyed::submit_all(
+        d.port,
+        &[("later", "n-1".into(), "now".into(), Priority::Normal)],
+    );
+    c.send(&common::submit("later", "n-2", "now too", true));
+    common::created(c.recv());
+}
+
+#[test]
 fn memcached_down_at_start_is_one_line_and_a_failure() {
     let port = polygear_test_support::free_port();
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_polygeard"))

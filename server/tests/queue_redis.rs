@@ -118,6 +118,49 @@ fn redis_lost_while_clients_submit() {
 }
 
 #[test]
+fn redis_kill9_with_appendfsync_always_loses_no_acknowledged_job() {
+    let mut server = redis::start();
+    let a = args(server.port, "rk9");
+    let mut d = polygeard(&strs(&a));
+    let port = d.port;
+    let submitter = std::thread::spawn(move || keyed::submit_until_refused(port, "rk9"));
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    server.stop(); // SIGKILL
+    let acked = submitter.join().unwrap();
+    eprintln!("{} jobs acknowledged before Redis was killed", acked.len());
+    assert!(!acked.is_empty());
+    server.restart();
+    d.restart();
+    let seen: Vec<String> = keyed::drain_all(d.port, &["rk9"])
+        .into_iter()
+        .map(|(_, u, _)| u)
+        .collect();
+    let set: std::collections::HashSet<&String> = seen.iter().collect();
+    assert_eq!(set.len(), seen.len(), "no job ran twice");
+    let lost: Vec<&String> = acked.iter().filter(|u| !set.contains(u)).take(5).collect();
+    assert!(lost.is_empty(), "acknowledged jobs lost: {lost:?}");
+}
+
+#[test]
+fn scheduled_jobs_keep_their_time_across_a_restart() {
+    let a = args(redis::shared().port, "epoch");
+    let mut d = polygeard(&strs(&a));
+    let mut c = common::Raw::connect(d.port);
+    c.send(&polygear::protocol::Packet::SubmitJobEpoch {
+        function: "later".into(),
+        unique: "e-1".into(),
+        when: 4_000_000_000,
+        data: "x".into(),
+    });
+    common::created(c.recv());
+    drop(c);
+    d.restart();
+    let mut admin = common::Raw::connect(d.port);
+    assert_eq!(admin.admin("status"), "later\t1\t0\t0\n.\n");
+    assert_eq!(keyed::drain_all(d.port, &["later"]), [], "not due yet");
+}
+
+#[test]
 fn redis_down_at_start_is_one_line_and_a_failure() {
     let port = polygear_test_support::free_port().to_string();
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_polygeard"))

@@ -13,8 +13,10 @@
 //! The key names no more than function and unique, so replay splits it as
 //! [`split_function_unique`] describes (a function name containing `-` comes
 //! back intact only with a libgearman UUID unique). A job whose key memcached
-//! cannot take (over 250 bytes, or with spaces or control characters) and a
-//! payload larger than memcached's item size are refused one by one.
+//! cannot take (over 250 bytes, or with spaces or control characters), a
+//! payload larger than memcached's item size and a scheduled (epoch) job
+//! (there is no room for its time; gearmand refuses them too) are refused
+//! one by one: the client gets an error instead of JOB_CREATED.
 //!
 //! Each batch is one round trip per server (up to [`CHUNK`] commands): the
 //! `delete`s then the `set`s are written at once and their replies read
@@ -91,6 +93,16 @@ fn one_at_a_time(key: &[u8]) -> u32 {
 /// Whether memcached's text protocol can carry `key`.
 fn valid_key(key: &[u8]) -> bool {
     !key.is_empty() && key.len() <= MAX_KEY && key.iter().all(|&b| b > b' ' && b != 0x7f)
+}
+
+/// Why the job under `key` cannot be stored, if it cannot.
+fn refusal(key: &[u8], job: &StoredJob) -> Option<&'static str> {
+    if !valid_key(key) {
+        return Some("memcached cannot take this function and unique as a key (over 250 bytes, spaces or control characters)");
+    }
+    // The value and flags are gearmand's (payload, priority): no room for a
+    // time to run at. Refused as gearmand refuses it, rather than run early.
+    (job.when != 0).then_some("the memcached queue does not keep scheduled (epoch) jobs")
 }
 
 /// Decodes `%XX` escapes (how `metadump` prints keys).
@@ -359,13 +371,12 @@ impl Store for MemcachedStore {
         }
         for (i, job) in inserts.iter().enumerate() {
             let k = self.key(&job.function, &job.unique);
-            if valid_key(&k) {
-                per_server[self.server_of(&k)].push(Cmd::Set(k, i));
-            } else {
-                rejected.push(Rejected {
+            match refusal(&k, job) {
+                None => per_server[self.server_of(&k)].push(Cmd::Set(k, i)),
+                Some(reason) => rejected.push(Rejected {
                     id: job.id,
-                    reason: "memcached cannot store this function and unique as a key (over 250 bytes, spaces or control characters)".into(),
-                });
+                    reason: reason.into(),
+                }),
             }
         }
         for (s, cmds) in per_server.iter().enumerate() {

@@ -158,6 +158,35 @@ fn functions_of(jobs: &[Job]) -> Vec<&'static str> {
     f
 }
 
+/// Pipelines background jobs of `function` (uniques `j-N`, data the unique)
+/// in batches of 50 until a batch has a refused one; returns the uniques
+/// acknowledged with JOB_CREATED.
+pub fn submit_until_refused(port: u16, function: &str) -> Vec<String> {
+    let mut c = Raw::connect(port);
+    let mut acked = Vec::new();
+    let mut next = 0;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < deadline {
+        let batch: Vec<String> = (next..next + 50).map(|i| format!("j-{i}")).collect();
+        next += 50;
+        for u in &batch {
+            c.send(&bg(function, u, u, Priority::Normal));
+        }
+        let mut refused = false;
+        for u in batch {
+            match c.recv() {
+                Packet::JobCreated { .. } => acked.push(u),
+                Packet::Error { .. } => refused = true,
+                p => panic!("{p:?}"),
+            }
+        }
+        if refused {
+            return acked;
+        }
+    }
+    panic!("no submission was refused");
+}
+
 /// Submits one background job; its JOB_CREATED handle, or the ERROR text.
 fn try_submit(c: &mut Raw, unique: &str) -> Result<String, String> {
     c.send(&bg(
