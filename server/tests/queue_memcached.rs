@@ -106,6 +106,27 @@ fn jobs_queued_by_polygeard_run_once_on_gearmand() {
 }
 
 #[test]
+fn two_servers_share_the_keys_as_libmemcached_does() {
+    // gearmand finds each job (it reads a key from the server libmemcached's
+    // hash names) and deletes it there; nothing is left for polygeard.
+    let (s1, s2) = (memcached::start_single_lru(), memcached::start_single_lru());
+    let servers = format!("127.0.0.1:{},127.0.0.1:{}", s1.port, s2.port);
+    let a = |extra: &[&str]| -> Vec<String> {
+        extra
+            .iter()
+            .chain(&["-q", "libmemcached", "--libmemcached-prefix", "two_"])
+            .map(|s| s.to_string())
+            .chain(["--libmemcached-servers".to_string(), servers.clone()])
+            .collect()
+    };
+    keyed::polygeard_jobs_run_on_gearmand(
+        &strs(&a(&[])),
+        &strs(&a(&["-t", "1"])),
+        &keyed::jobs(&["two"], 60, false),
+    );
+}
+
+#[test]
 fn memcached_lost_while_clients_submit() {
     // memcached keeps nothing across its restart: only the jobs submitted
     // after it came back are there.

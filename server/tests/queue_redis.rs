@@ -161,6 +161,35 @@ fn scheduled_jobs_keep_their_time_across_a_restart() {
 }
 
 #[test]
+fn authenticates_with_the_password() {
+    let server = redis::start_with_password();
+    let mut a = args(server.port, "auth");
+    a.extend(["--redis-password".to_string(), redis::PASSWORD.to_string()]);
+    durable::restart_keeps_queued_jobs_and_priorities(&strs(&a));
+
+    // A wrong password: one line and a failure at start.
+    let port = server.port.to_string();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_polygeard"))
+        .args([
+            "-L",
+            "127.0.0.1",
+            "-p",
+            "0",
+            "-q",
+            "redis",
+            "--redis-port",
+            &port,
+        ])
+        .args(["--redis-server", "127.0.0.1", "--redis-password", "wrong"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("AUTH"), "{err}");
+}
+
+#[test]
 fn redis_down_at_start_is_one_line_and_a_failure() {
     let port = polygear_test_support::free_port().to_string();
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_polygeard"))

@@ -21,7 +21,10 @@
 //! Each batch is one round trip per server (up to [`CHUNK`] commands): the
 //! `delete`s then the `set`s are written at once and their replies read
 //! after. Replay lists the keys with `lru_crawler metadump all` and reads
-//! them with multi-key `get`s. A broken connection fails the batch and is
+//! them with multi-key `get`s. (gearmand's replay lists them with `stats
+//! cachedump`, which under memcached 1.5+'s default segmented LRU misses
+//! items: for gearmand to take over a queue, run memcached with
+//! `-o no_lru_maintainer`.) A broken connection fails the batch and is
 //! reopened on a later batch after 100 ms, doubling to 5 s.
 
 use std::io;

@@ -32,6 +32,21 @@ fn command(port: u16, dir: &Path) -> Command {
 
 const PROBE: (&[u8], &[u8]) = (b"PING\r\n", b"+PONG\r\n");
 
+/// The password of [`start_with_password`]'s server.
+pub const PASSWORD: &str = "polygear-test-secret";
+
+fn command_with_password(port: u16, dir: &Path) -> Command {
+    let mut cmd = command(port, dir);
+    cmd.args(["--requirepass", PASSWORD]);
+    cmd
+}
+
+/// A Redis server of its own that requires [`PASSWORD`] (`requirepass`).
+pub fn start_with_password() -> Daemon {
+    // It answers PING without AUTH with an error (that it runs is enough).
+    Daemon::start("redis", command_with_password, (b"PING\r\n", b"-NOAUTH"))
+}
+
 /// A Redis server of its own (stopped on drop), e.g. to stop and restart.
 pub fn start() -> Daemon {
     Daemon::start("redis", command, PROBE)
