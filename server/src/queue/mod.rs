@@ -21,6 +21,9 @@
 //! ([`Store::upkeep`]). A server that cannot renew its lease in time stops
 //! handing out the stored jobs it holds (see `State::lease_renewed`).
 
+mod memcached;
+mod net;
+mod redis;
 mod sqlite;
 
 use std::collections::HashSet;
@@ -157,14 +160,16 @@ pub(crate) struct Persister {
 
 impl Persister {
     /// A unique for a job stored without one (keyed stores only): unique
-    /// across restarts and servers, at most 64 bytes.
+    /// across restarts and servers, in the text form of a UUID as libgearman
+    /// makes them (8-4-4-4-12 hex digits), so that a key
+    /// `<function>-<unique>` splits right even when the function has a `-`.
     pub(crate) fn generate_unique(&mut self) -> Bytes {
         self.generated += 1;
-        Bytes::from(format!("{}-{}", self.generation, self.generated))
+        Bytes::from(format!("{}-{:012x}", self.generation, self.generated))
     }
 }
 
-/// An opened store and the jobs it held.
+/// An opened store and the jobs read from it.
 pub(crate) type Opened = (Box<dyn Store>, Vec<StoredJob>);
 
 /// Opens the configured store and reads its jobs (blocking: run it off the
@@ -173,6 +178,15 @@ pub(crate) fn open(cfg: &QueueConfig) -> Result<Option<Opened>, ServerError> {
     let mut store: Box<dyn Store> = match cfg {
         QueueConfig::Memory => return Ok(None),
         QueueConfig::Sqlite { path } => Box::new(sqlite::SqliteStore::open(path)?),
+        QueueConfig::Redis {
+            host,
+            port,
+            password,
+            prefix,
+        } => Box::new(redis::RedisStore::open(host, *port, password, prefix)?),
+        QueueConfig::Memcached { servers, prefix } => {
+            Box::new(memcached::MemcachedStore::open(servers, prefix)?)
+        }
         other => {
             return Err(ServerError::Config(format!(
                 "this queue type is not available yet: {other:?}"
@@ -185,12 +199,20 @@ pub(crate) fn open(cfg: &QueueConfig) -> Result<Option<Opened>, ServerError> {
     Ok(Some((store, rows)))
 }
 
-/// A value for [`Persister::generation`]: the process id and start time.
+/// A value for [`Persister::generation`]: the process id and start time
+/// (in nanoseconds, modulo 2^48) as the first 8-4-4-4 digits of a UUID.
 pub(crate) fn generation() -> String {
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos());
-    format!("pg{:x}{:x}", std::process::id(), nanos)
+    let part = |shift: u32| (nanos >> shift) & 0xffff;
+    format!(
+        "{:08x}-{:04x}-{:04x}-{:04x}",
+        std::process::id(),
+        part(32),
+        part(16),
+        part(0)
+    )
 }
 
 /// Starts the queue thread on an opened store.

@@ -4,6 +4,7 @@
 #![allow(dead_code, unused_imports)] // each test file uses a part
 
 pub mod durable;
+pub mod keyed;
 
 pub use polygear_test_support::blocking::*;
 pub use polygear_test_support::{free_port, ServerKind, TestServer};

@@ -11,7 +11,10 @@ use std::time::{Duration, Instant};
 use polygear::ServerAddr;
 
 pub mod blocking;
+mod daemon;
+pub mod memcached;
 pub mod raw;
+pub mod redis;
 
 /// Which job server implementation to run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
