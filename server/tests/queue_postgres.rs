@@ -1,0 +1,391 @@
+//! The PostgreSQL queue (`-q postgres`) against a real PostgreSQL (Debian's,
+//! started once for this test binary as `nobody`, fsync on): durability
+//! across kill -9, gearmand's layout both ways with the C gearmand, clear
+//! errors for a bad setup, a database lost while clients submit, and the
+//! takeover of a dead server's jobs by the servers sharing its table.
+
+mod common;
+
+use std::collections::HashSet;
+use std::io::Read;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{durable, polygeard, Raw, TestServer};
+use polygear::protocol::Packet;
+use polygear_test_support::postgres::Postgres;
+
+/// A fresh database `db` on the shared server; its conninfo.
+fn database(db: &str) -> String {
+    let pg = Postgres::shared();
+    pg.create_database(db);
+    pg.conninfo(db)
+}
+
+/// polygeard's flags for the queue in `conninfo` (table `queue`) and `extra`.
+fn pg_args<'a>(conninfo: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
+    let mut a = vec!["-q", "postgres", "--libpq-conninfo", conninfo];
+    a.extend_from_slice(extra);
+    a
+}
+
+/// Rows of `table` in `db` (one line per row, `|` between columns).
+fn rows(db: &str, sql: &str) -> Vec<String> {
+    Postgres::shared()
+        .psql(db, sql)
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+#[test]
+fn kill9_loses_no_acknowledged_job_like_gearmand() {
+    let ci = database("kill9");
+    durable::kill9_loses_no_acknowledged_job(&pg_args(&ci, &["--queue-lease", "0"]));
+}
+
+#[test]
+fn kill9_loses_no_acknowledged_job_with_a_lease() {
+    let ci = database("kill9lease");
+    durable::kill9_loses_no_acknowledged_job(&pg_args(
+        &ci,
+        &["--queue-lease", "5", "--server-id", "k"],
+    ));
+}
+
+#[test]
+fn restart_keeps_queued_jobs_and_priorities() {
+    let ci = database("restart");
+    durable::restart_keeps_queued_jobs_and_priorities(&pg_args(&ci, &["--server-id", "r"]));
+}
+
+/// Submits `n` background jobs (`job-0`...) and checks each is acknowledged.
+fn fill(port: u16, n: usize) -> Vec<String> {
+    let acked = durable::submit_until_dead(port, n);
+    assert_eq!(acked.len(), n, "every submission acknowledged");
+    acked
+}
+
+/// Asserts `seen` holds each of `want` exactly once.
+fn exactly_once(want: &[String], seen: &[String]) {
+    let set: HashSet<&String> = seen.iter().collect();
+    assert_eq!(set.len(), seen.len(), "a job ran twice");
+    let missing: Vec<&String> = want.iter().filter(|u| !set.contains(u)).take(5).collect();
+    assert!(missing.is_empty(), "jobs lost: {missing:?}");
+    assert_eq!(seen.len(), want.len(), "unexpected jobs: {seen:?}");
+}
+
+fn gearmand_on(conninfo: &str) -> Option<TestServer> {
+    TestServer::gearmand(&["-q", "postgres", "--libpq-conninfo", conninfo])
+}
+
+#[test]
+fn gearmand_fills_the_table_and_polygeard_runs_its_jobs() {
+    let ci = database("g2p");
+    let Some(mut g) = gearmand_on(&ci) else {
+        eprintln!("gearmand is not installed: skipped");
+        return;
+    };
+    let acked = fill(g.port, 300);
+    g.kill();
+    assert_eq!(rows("g2p", "SELECT count(*) FROM queue"), ["300"]);
+    let p = polygeard(&pg_args(&ci, &["--queue-lease", "0"]));
+    exactly_once(&acked, &durable::drain(p.port));
+    wait_rows("g2p", 0);
+}
+
+#[test]
+fn polygeard_fills_the_table_and_gearmand_runs_its_jobs() {
+    let ci = database("p2g");
+    let mut p = polygeard(&pg_args(&ci, &["--server-id", "p"]));
+    let acked = fill(p.port, 300);
+    p.kill();
+    let Some(g) = gearmand_on(&ci) else {
+        eprintln!("gearmand is not installed: skipped");
+        return;
+    };
+    exactly_once(&acked, &durable::drain(g.port));
+    wait_rows("p2g", 0);
+}
+
+/// Waits until the queue table of `db` holds `n` rows (deletes are
+/// committed after the WORK_COMPLETE is answered).
+fn wait_rows(db: &str, n: usize) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let got = rows(db, "SELECT count(*) FROM queue");
+        if got == [n.to_string()] {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "queue holds {got:?} rows, want {n}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Runs polygeard with `args` until it exits (at most `limit`); its exit
+/// status and stderr.
+fn run_to_exit(args: &[&str], limit: Duration) -> (std::process::ExitStatus, String) {
+    let port = common::free_port().to_string();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_polygeard"))
+        .args(["-L", "127.0.0.1", "-p", &port])
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + limit;
+    let status = loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            break st;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("polygeard {args:?} did not exit within {limit:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let mut err = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    (status, err)
+}
+
+/// polygeard fails at start with one line on stderr that contains `want`.
+fn fails_with(args: &[&str], want: &[&str]) {
+    let start = Instant::now();
+    let (status, err) = run_to_exit(args, Duration::from_secs(15));
+    assert!(!status.success(), "polygeard {args:?} exited 0");
+    assert_eq!(err.trim_end().lines().count(), 1, "one line: {err:?}");
+    for w in want {
+        assert!(err.contains(w), "stderr {err:?} lacks {w:?}");
+    }
+    assert!(
+        start.elapsed() < Duration::from_secs(10),
+        "took {:?}",
+        start.elapsed()
+    );
+}
+
+#[test]
+fn a_database_that_is_down_at_start_is_one_clear_line() {
+    let port = common::free_port();
+    let ci = format!("host=127.0.0.1 port={port} user=postgres dbname=x");
+    fails_with(
+        &pg_args(&ci, &[]),
+        &["cannot connect to PostgreSQL at 127.0.0.1:", "refused"],
+    );
+}
+
+#[test]
+fn a_wrong_password_or_database_is_a_clear_error() {
+    let pg = Postgres::shared();
+    let ci = format!(
+        "host=127.0.0.1 port={} user=postgres password=wrong dbname=postgres",
+        pg.port
+    );
+    fails_with(&pg_args(&ci, &[]), &["password authentication failed"]);
+    let ci = pg.conninfo("no_such_db");
+    fails_with(
+        &pg_args(&ci, &[]),
+        &["database \"no_such_db\" does not exist"],
+    );
+}
+
+#[test]
+fn a_table_with_other_columns_is_a_clear_error() {
+    let ci = database("badcols");
+    let pg = Postgres::shared();
+    pg.psql(
+        "badcols",
+        "CREATE TABLE queue (unique_key TEXT, function_name TEXT, priority TEXT)",
+    );
+    fails_with(
+        &pg_args(&ci, &[]),
+        &[
+            "table queue does not have gearmand's layout",
+            "column priority is text",
+            "column data is missing",
+            "column when_to_run is missing",
+        ],
+    );
+    pg.psql("badcols", "CREATE TABLE nokey (unique_key VARCHAR(64), function_name VARCHAR(255), priority INTEGER, data BYTEA, when_to_run INTEGER)");
+    fails_with(
+        &pg_args(&ci, &["--libpq-table", "nokey"]),
+        &["no UNIQUE (unique_key, function_name) constraint"],
+    );
+}
+
+/// Submits one background job; true for JOB_CREATED, false for ERROR.
+fn submit_bg(c: &mut Raw, unique: &str) -> bool {
+    c.send(&common::submit(
+        "durable",
+        unique,
+        &format!("payload {unique}"),
+        true,
+    ));
+    match c.recv() {
+        Packet::JobCreated { .. } => true,
+        Packet::Error { .. } => false,
+        p => panic!("unexpected {p:?}"),
+    }
+}
+
+#[test]
+fn a_database_lost_while_running_refuses_background_jobs_and_recovers() {
+    let mut pg = Postgres::start();
+    pg.psql("postgres", "CREATE DATABASE lost");
+    let ci = pg.conninfo("lost");
+    let p = polygeard(&pg_args(&ci, &["--queue-lease", "0"]));
+    let mut c = Raw::connect(p.port);
+    let mut acked: Vec<String> = (0..20)
+        .map(|i| format!("before-{i}"))
+        .filter(|u| submit_bg(&mut c, u))
+        .collect();
+    assert_eq!(acked.len(), 20);
+
+    pg.stop();
+    for i in 0..5 {
+        assert!(
+            !submit_bg(&mut c, &format!("down-{i}")),
+            "no JOB_CREATED for an unstored job"
+        );
+    }
+    // Foreground jobs do not need the database.
+    let worker = std::thread::spawn({
+        let port = p.port;
+        move || {
+            let mut w = Raw::connect(port);
+            w.send(&common::can_do("fg"));
+            w.send(&Packet::GrabJob);
+            loop {
+                match w.recv() {
+                    Packet::JobAssign { handle, .. } => {
+                        w.send(&Packet::WorkComplete {
+                            handle,
+                            data: "done".into(),
+                        });
+                        return;
+                    }
+                    Packet::NoJob => {
+                        std::thread::sleep(Duration::from_millis(20));
+                        w.send(&Packet::GrabJob);
+                    }
+                    p => panic!("{p:?}"),
+                }
+            }
+        }
+    });
+    let mut f = Raw::connect(p.port);
+    f.send(&common::submit("fg", "", "x", false));
+    common::created(f.recv());
+    assert!(matches!(f.recv(), Packet::WorkComplete { data, .. } if &data[..] == b"done"));
+    worker.join().unwrap();
+
+    pg.restart();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let mut n = 0;
+    loop {
+        let u = format!("after-{n}");
+        n += 1;
+        if submit_bg(&mut c, &u) {
+            acked.push(u);
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "submissions still fail after PostgreSQL is back"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    for i in 0..20 {
+        let u = format!("later-{i}");
+        assert!(submit_bg(&mut c, &u), "{u} acknowledged");
+        acked.push(u);
+    }
+    exactly_once(&acked, &durable::drain(p.port));
+}
+
+/// Polls a worker on `port` for jobs of `durable` until `deadline` or until
+/// `enough` jobs were seen in total by every poller (`total`).
+fn takeover_worker(
+    port: u16,
+    deadline: Instant,
+    total: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    enough: usize,
+) -> Vec<String> {
+    use std::sync::atomic::Ordering;
+    let mut w = Raw::connect(port);
+    w.send(&common::can_do("durable"));
+    let mut seen = Vec::new();
+    while Instant::now() < deadline && total.load(Ordering::SeqCst) < enough {
+        w.send(&Packet::GrabJobUniq);
+        match w.recv() {
+            Packet::JobAssignUniq { handle, unique, .. } => {
+                seen.push(String::from_utf8(unique.to_vec()).unwrap());
+                total.fetch_add(1, Ordering::SeqCst);
+                w.send(&Packet::WorkComplete {
+                    handle,
+                    data: "".into(),
+                });
+            }
+            Packet::NoJob => std::thread::sleep(Duration::from_millis(50)),
+            p => panic!("{p:?}"),
+        }
+    }
+    seen
+}
+
+/// `survivors` servers and A share one table with a 2 s lease; A queues
+/// jobs and is killed; workers connected only to the survivors get each of
+/// A's jobs exactly once within the lease and a few seconds.
+fn takeover(db: &str, survivors: &[&str]) {
+    let ci = database(db);
+    let lease = ["--queue-lease", "2"];
+    let mut a = polygeard(&pg_args(&ci, &[&lease[..], &["--server-id", "a"]].concat()));
+    let others: Vec<TestServer> = survivors
+        .iter()
+        .map(|id| polygeard(&pg_args(&ci, &[&lease[..], &["--server-id", id]].concat())))
+        .collect();
+    let acked = fill(a.port, 200);
+    a.kill();
+    let killed = Instant::now();
+    let deadline = killed + Duration::from_secs(8);
+    let total = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let workers: Vec<_> = others
+        .iter()
+        .map(|s| {
+            let (port, total) = (s.port, total.clone());
+            std::thread::spawn(move || takeover_worker(port, deadline, total, 200))
+        })
+        .collect();
+    let per: Vec<Vec<String>> = workers.into_iter().map(|w| w.join().unwrap()).collect();
+    eprintln!(
+        "{db}: {:?} jobs per survivor, all within {:?} of the kill",
+        per.iter().map(Vec::len).collect::<Vec<_>>(),
+        killed.elapsed()
+    );
+    exactly_once(&acked, &per.concat());
+    wait_rows(db, 0);
+    // Nothing ran twice after the claims settled either.
+    std::thread::sleep(Duration::from_millis(800));
+    let late: usize = others.iter().map(|s| durable::drain(s.port).len()).sum();
+    assert_eq!(late, 0, "jobs handed out again");
+}
+
+#[test]
+fn a_survivor_takes_over_a_dead_servers_jobs() {
+    takeover("take2", &["b"]);
+}
+
+#[test]
+fn three_servers_share_a_dead_servers_jobs_exactly_once() {
+    takeover("take3", &["b", "c"]);
+}
