@@ -221,6 +221,10 @@ fn a_table_with_other_columns_is_a_clear_error() {
         &pg_args(&ci, &["--libpq-table", "nokey"]),
         &["no UNIQUE (unique_key, function_name) constraint"],
     );
+    fails_with(
+        &pg_args(&ci, &["--libpq-table", "queue; DROP TABLE nokey"]),
+        &["--libpq-table", "plain SQL name"],
+    );
 }
 
 /// Submits one background job; true for JOB_CREATED, false for ERROR.
@@ -388,4 +392,119 @@ fn a_survivor_takes_over_a_dead_servers_jobs() {
 #[test]
 fn three_servers_share_a_dead_servers_jobs_exactly_once() {
     takeover("take3", &["b", "c"]);
+}
+
+/// The reply to one submission: `Ok(())` for JOB_CREATED, the error text
+/// for ERROR.
+fn reply(c: &mut Raw) -> Result<(), String> {
+    match c.recv() {
+        Packet::JobCreated { .. } => Ok(()),
+        Packet::Error { text, .. } => Err(String::from_utf8_lossy(&text).into_owned()),
+        p => panic!("unexpected {p:?}"),
+    }
+}
+
+#[test]
+fn a_job_the_table_cannot_hold_is_refused_alone() {
+    let ci = database("refuse");
+    // gearmand's layout with a shorter unique_key (the server itself takes
+    // uniques of up to 64 bytes).
+    Postgres::shared().psql(
+        "refuse",
+        "CREATE TABLE queue (unique_key VARCHAR(10), function_name VARCHAR(255), priority INTEGER, \
+         data BYTEA, when_to_run INTEGER, UNIQUE (unique_key, function_name))",
+    );
+    let p = polygeard(&pg_args(&ci, &["--queue-lease", "0"]));
+    // A row this server does not know of (another server's) holds "taken".
+    Postgres::shared().psql(
+        "refuse",
+        "INSERT INTO queue (unique_key, function_name, priority, data, when_to_run) \
+         VALUES ('taken', 'durable', 1, 'x', 0)",
+    );
+    let long = "é".repeat(11);
+    let uniques: [&[u8]; 5] = [b"ok-1", b"taken", b"bad-\xff", long.as_bytes(), b"ok-2"];
+    let mut c = Raw::connect(p.port);
+    // Pipelined: one batch for the queue thread, as far as timing allows.
+    for u in uniques {
+        c.send(&Packet::SubmitJob {
+            function: "durable".into(),
+            unique: bytes::Bytes::copy_from_slice(u),
+            data: "payload".into(),
+            priority: polygear::protocol::Priority::Normal,
+            background: true,
+        });
+    }
+    let replies: Vec<Result<(), String>> = uniques.iter().map(|_| reply(&mut c)).collect();
+    assert_eq!(replies[0], Ok(()));
+    assert!(
+        replies[1].as_ref().unwrap_err().contains("already queued"),
+        "{replies:?}"
+    );
+    assert!(
+        replies[2].as_ref().unwrap_err().contains("not valid UTF-8"),
+        "{replies:?}"
+    );
+    assert!(
+        replies[3].as_ref().unwrap_err().contains("(10 characters)"),
+        "{replies:?}"
+    );
+    assert_eq!(replies[4], Ok(()));
+    assert_eq!(
+        rows("refuse", "SELECT unique_key FROM queue ORDER BY unique_key"),
+        ["ok-1", "ok-2", "taken"]
+    );
+}
+
+#[test]
+fn a_lapsed_lease_re_reads_the_servers_own_jobs() {
+    let ci = database("lapse");
+    let p = polygeard(&pg_args(&ci, &["--queue-lease", "2", "--server-id", "l"]));
+    let acked = fill(p.port, 50);
+    // As if the server had not renewed in time (a partition).
+    Postgres::shared().psql(
+        "lapse",
+        "UPDATE queue_polygear_leases SET lease_until = now() - interval '1 hour'",
+    );
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(
+        rows(
+            "lapse",
+            "SELECT count(*) FROM queue_polygear_leases WHERE lease_until > now()"
+        ),
+        ["1"],
+        "the lease was taken again"
+    );
+    exactly_once(&acked, &durable::drain(p.port));
+    wait_rows("lapse", 0);
+}
+
+/// Background submissions per second, pipelined 50 at a time on each of
+/// `conns` connections (each connection submits `per_conn` jobs).
+fn submit_rate(port: u16, conns: usize, per_conn: usize) -> f64 {
+    let start = Instant::now();
+    let threads: Vec<_> = (0..conns)
+        .map(|_| std::thread::spawn(move || durable::submit_until_dead(port, per_conn).len()))
+        .collect();
+    let n: usize = threads.into_iter().map(|t| t.join().unwrap()).sum();
+    assert_eq!(n, conns * per_conn);
+    n as f64 / start.elapsed().as_secs_f64()
+}
+
+/// Not a pass/fail test: prints the submission rates of gearmand -q postgres
+/// and polygeard -q postgres on the same PostgreSQL (run with --ignored
+/// --nocapture; a release build of polygeard gives the real numbers).
+#[test]
+#[ignore]
+fn measure_submissions_against_gearmand() {
+    for conns in [1, 4] {
+        let ci = database(&format!("gbench{conns}"));
+        if let Some(g) = gearmand_on(&ci) {
+            let rate = submit_rate(g.port, conns, 2000 / conns);
+            eprintln!("gearmand -q postgres, {conns} connections: {rate:.0} jobs/s");
+        }
+        let ci = database(&format!("pbench{conns}"));
+        let p = polygeard(&pg_args(&ci, &["--queue-lease", "0"]));
+        let rate = submit_rate(p.port, conns, 40000 / conns);
+        eprintln!("polygeard -q postgres, {conns} connections: {rate:.0} jobs/s");
+    }
 }

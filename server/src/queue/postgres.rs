@@ -172,9 +172,11 @@ impl Sql {
         )
     }
 
+    /// This server's rows; `FOR UPDATE` waits for a survivor claiming one
+    /// of them at this moment and then leaves it out.
     fn mine(&self) -> String {
         format!(
-            "SELECT {ROW} FROM {} WHERE polygear_owner = $1::text",
+            "SELECT {ROW} FROM {} WHERE polygear_owner = $1::text FOR UPDATE",
             self.table
         )
     }
