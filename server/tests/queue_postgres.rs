@@ -9,6 +9,8 @@ mod common;
 use std::collections::HashSet;
 use std::io::Read;
 use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::{durable, polygeard, Raw, TestServer};
@@ -242,79 +244,108 @@ fn submit_bg(c: &mut Raw, unique: &str) -> bool {
     }
 }
 
+/// What a pipelining submitter saw: acknowledged uniques and refusals.
+#[derive(Default)]
+struct Submitted {
+    acked: Vec<String>,
+    refused: usize,
+    /// `acked.len()` when PostgreSQL came back.
+    acked_before_back: Option<usize>,
+}
+
+/// Pipelines background submissions (50 at a time) until `stop`, keeping
+/// what was acknowledged; ERROR replies are counted, never retried.
+fn submit_through(port: u16, stop: Arc<AtomicBool>, back: Arc<AtomicBool>) -> Submitted {
+    let mut c = Raw::connect(port);
+    let mut out = Submitted::default();
+    let mut next = 0;
+    while !stop.load(Ordering::SeqCst) {
+        if back.load(Ordering::SeqCst) && out.acked_before_back.is_none() {
+            out.acked_before_back = Some(out.acked.len());
+        }
+        let batch: Vec<String> = (0..50).map(|i| format!("job-{}", next + i)).collect();
+        next += 50;
+        for u in &batch {
+            c.send(&common::submit("durable", u, &format!("payload {u}"), true));
+        }
+        for u in batch {
+            match reply(&mut c) {
+                Ok(()) => out.acked.push(u),
+                Err(_) => out.refused += 1,
+            }
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    out
+}
+
+/// Completes one foreground job of `fg` on `port`.
+fn foreground_works(port: u16) {
+    let worker = std::thread::spawn(move || {
+        let mut w = Raw::connect(port);
+        w.send(&common::can_do("fg"));
+        loop {
+            w.send(&Packet::GrabJob);
+            match w.recv() {
+                Packet::JobAssign { handle, .. } => {
+                    w.send(&Packet::WorkComplete {
+                        handle,
+                        data: "done".into(),
+                    });
+                    return;
+                }
+                Packet::NoJob => std::thread::sleep(Duration::from_millis(20)),
+                p => panic!("{p:?}"),
+            }
+        }
+    });
+    let mut f = Raw::connect(port);
+    f.send(&common::submit("fg", "", "x", false));
+    common::created(f.recv());
+    assert!(matches!(f.recv(), Packet::WorkComplete { data, .. } if &data[..] == b"done"));
+    worker.join().unwrap();
+}
+
 #[test]
 fn a_database_lost_while_running_refuses_background_jobs_and_recovers() {
     let mut pg = Postgres::start();
     pg.psql("postgres", "CREATE DATABASE lost");
     let ci = pg.conninfo("lost");
     let p = polygeard(&pg_args(&ci, &["--queue-lease", "0"]));
-    let mut c = Raw::connect(p.port);
-    let mut acked: Vec<String> = (0..20)
-        .map(|i| format!("before-{i}"))
-        .filter(|u| submit_bg(&mut c, u))
-        .collect();
-    assert_eq!(acked.len(), 20);
-
-    pg.stop();
-    for i in 0..5 {
-        assert!(
-            !submit_bg(&mut c, &format!("down-{i}")),
-            "no JOB_CREATED for an unstored job"
-        );
-    }
-    // Foreground jobs do not need the database.
-    let worker = std::thread::spawn({
-        let port = p.port;
-        move || {
-            let mut w = Raw::connect(port);
-            w.send(&common::can_do("fg"));
-            w.send(&Packet::GrabJob);
-            loop {
-                match w.recv() {
-                    Packet::JobAssign { handle, .. } => {
-                        w.send(&Packet::WorkComplete {
-                            handle,
-                            data: "done".into(),
-                        });
-                        return;
-                    }
-                    Packet::NoJob => {
-                        std::thread::sleep(Duration::from_millis(20));
-                        w.send(&Packet::GrabJob);
-                    }
-                    p => panic!("{p:?}"),
-                }
-            }
-        }
+    let (stop, back) = (
+        Arc::new(AtomicBool::new(false)),
+        Arc::new(AtomicBool::new(false)),
+    );
+    let submitter = std::thread::spawn({
+        let (port, stop, back) = (p.port, stop.clone(), back.clone());
+        move || submit_through(port, stop, back)
     });
-    let mut f = Raw::connect(p.port);
-    f.send(&common::submit("fg", "", "x", false));
-    common::created(f.recv());
-    assert!(matches!(f.recv(), Packet::WorkComplete { data, .. } if &data[..] == b"done"));
-    worker.join().unwrap();
-
+    std::thread::sleep(Duration::from_millis(300));
+    pg.stop();
+    // Submissions go on against the dead database; foreground jobs work.
+    std::thread::sleep(Duration::from_millis(500));
+    foreground_works(p.port);
     pg.restart();
-    let deadline = Instant::now() + Duration::from_secs(15);
-    let mut n = 0;
-    loop {
-        let u = format!("after-{n}");
-        n += 1;
-        if submit_bg(&mut c, &u) {
-            acked.push(u);
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "submissions still fail after PostgreSQL is back"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    for i in 0..20 {
-        let u = format!("later-{i}");
-        assert!(submit_bg(&mut c, &u), "{u} acknowledged");
-        acked.push(u);
-    }
-    exactly_once(&acked, &durable::drain(p.port));
+    back.store(true, Ordering::SeqCst);
+    // Reconnecting waits out a backoff of at most 5 s.
+    std::thread::sleep(Duration::from_secs(6));
+    stop.store(true, Ordering::SeqCst);
+    let sub = submitter.join().unwrap();
+    let before = sub.acked_before_back.unwrap_or(0);
+    eprintln!(
+        "{} acknowledged ({before} before PostgreSQL came back), {} refused",
+        sub.acked.len(),
+        sub.refused
+    );
+    assert!(
+        sub.refused > 0,
+        "submissions were refused while PostgreSQL was down"
+    );
+    assert!(
+        sub.acked.len() > before,
+        "submissions succeed once PostgreSQL is back"
+    );
+    exactly_once(&sub.acked, &durable::drain(p.port));
 }
 
 /// Polls a worker on `port` for jobs of `durable` until `deadline` or until
@@ -507,4 +538,20 @@ fn measure_submissions_against_gearmand() {
         let rate = submit_rate(p.port, conns, 40000 / conns);
         eprintln!("polygeard -q postgres, {conns} connections: {rate:.0} jobs/s");
     }
+}
+
+#[test]
+fn a_row_of_this_server_it_does_not_know_is_overwritten_by_a_new_submission() {
+    let ci = database("orphan");
+    let p = polygeard(&pg_args(&ci, &["--queue-lease", "5", "--server-id", "o"]));
+    // As left by an insert whose commit reply was lost with the connection.
+    Postgres::shared().psql(
+        "orphan",
+        "INSERT INTO queue (unique_key, function_name, priority, data, when_to_run, polygear_owner) \
+         VALUES ('orphan', 'durable', 1, 'old', 0, 'o')",
+    );
+    let mut c = Raw::connect(p.port);
+    assert!(submit_bg(&mut c, "orphan"), "the submission is stored");
+    assert_eq!(durable::drain(p.port), ["orphan"]);
+    wait_rows("orphan", 0);
 }

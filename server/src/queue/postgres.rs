@@ -12,9 +12,9 @@
 //! and uniques go to text columns: one that is not valid UTF-8, holds a NUL
 //! byte or is longer than its column is refused on its own (the rest of the
 //! batch commits). Each batch is one transaction: the deletes, then every
-//! insert in one statement over arrays (`unnest`) with `ON CONFLICT DO
-//! NOTHING`, so a key already stored (by another server) refuses that job
-//! only. Only plain connections are made (no TLS).
+//! insert in one statement over arrays (`unnest`) with `ON CONFLICT`, so a
+//! key already stored (by another server) refuses that job only. Only plain
+//! connections are made (no TLS).
 //!
 //! With a lease, servers share the table: the column `polygear_owner` (added
 //! when missing; gearmand names its columns, so it is not in the way) names
@@ -22,7 +22,9 @@
 //! server's lease, timed by the database clock. A server claims the rows of
 //! no server and of servers whose lease expired (`FOR UPDATE SKIP LOCKED`,
 //! so two survivors never take the same row), inserts rows as its own and
-//! deletes only its own. Without a lease the server behaves as gearmand:
+//! deletes only its own. A row of its own that the server does not know (its
+//! insert committed while the connection broke, so the submission was
+//! refused) is overwritten by a new submission of that key. Without a lease the server behaves as gearmand:
 //! it reads every row and deletes by key.
 //!
 //! A broken connection fails the call with [`StoreError::Unavailable`]; the
@@ -100,7 +102,9 @@ impl Sql {
                 format!(
                     "INSERT INTO {table} (priority, unique_key, function_name, data, when_to_run, polygear_owner) \
                      SELECT p, u, f, d, w, $6::text FROM unnest($1::int4[], $2::text[], $3::text[], $4::bytea[], $5::int4[]) AS x(p, u, f, d, w) \
-                     ON CONFLICT (unique_key, function_name) DO NOTHING RETURNING unique_key, function_name"
+                     ON CONFLICT (unique_key, function_name) DO UPDATE SET priority = EXCLUDED.priority, data = EXCLUDED.data, \
+                     when_to_run = EXCLUDED.when_to_run WHERE {table}.polygear_owner = EXCLUDED.polygear_owner \
+                     RETURNING unique_key, function_name"
                 ),
                 format!(
                     "DELETE FROM {table} AS q USING unnest($1::text[], $2::text[]) AS k(u, f) \
@@ -250,9 +254,15 @@ impl<'a> Inserts<'a> {
     /// Splits `rows` into storable ones and refusals.
     fn build(rows: &[&'a StoredJob], limits: &Limits, rejected: &mut Vec<Rejected>) -> Self {
         let mut ins = Inserts::default();
+        let mut keys = HashSet::new();
         for row in rows {
             let checked = text(&row.function, "function name", limits.function)
-                .and_then(|f| Ok((f, text(&row.unique, "unique", limits.unique)?)));
+                .and_then(|f| Ok((f, text(&row.unique, "unique", limits.unique)?)))
+                .and_then(|(f, u)| match keys.insert((f, u)) {
+                    true => Ok((f, u)),
+                    // One statement may not touch a key twice.
+                    false => Err(TAKEN.to_string()),
+                });
             match checked {
                 Ok((function, unique)) => {
                     ins.ids.push(row.id);
@@ -279,8 +289,7 @@ impl<'a> Inserts<'a> {
         }
         let mut out = Vec::new();
         for (i, id) in self.ids.iter().enumerate() {
-            // A key twice in one batch: the first is stored, the second refused.
-            if !keys.remove(&key(self.unique[i], self.function[i])) {
+            if !keys.contains(&key(self.unique[i], self.function[i])) {
                 out.push(Rejected {
                     id: *id,
                     reason: TAKEN.to_string(),
@@ -452,14 +461,14 @@ fn load_rows(conn: &mut Conn, lease: Option<&Lease>) -> Result<Vec<Row>, postgre
     Ok(rows)
 }
 
-/// Renews the lease (re-reading this server's rows if it had lapsed) and
-/// claims the rows of servers whose lease expired.
-fn renew_and_claim(conn: &mut Conn, lease: &Lease) -> Result<Upkeep, postgres::Error> {
+/// Renews the lease; if it had lapsed, takes it again and re-reads this
+/// server's rows.
+fn renew(conn: &mut Conn, lease: &Lease) -> Result<Upkeep, postgres::Error> {
+    let mut up = Upkeep::default();
     let Some(st) = &conn.lease else {
-        return Ok(Upkeep::default());
+        return Ok(up);
     };
     let (me, secs) = (&lease.server_id, lease.duration.as_secs_f64());
-    let mut up = Upkeep::default();
     let t0 = Instant::now();
     if conn.client.execute(&st.renew, &[me, &secs])? == 0 {
         conn.client.execute(&st.upsert, &[me, &secs])?;
@@ -467,12 +476,20 @@ fn renew_and_claim(conn: &mut Conn, lease: &Lease) -> Result<Upkeep, postgres::E
         up.claimed = jobs(conn.client.query(&st.mine, &[me])?)?;
     }
     up.lease_until = Some(t0 + lease.duration - lease.duration / 10);
-    let mut tx = conn.client.transaction()?;
-    let claimed = tx.query(&st.claim_dead, &[me])?;
-    tx.execute(&st.drop_dead, &[me])?;
-    tx.commit()?;
-    up.claimed.extend(jobs(claimed)?);
     Ok(up)
+}
+
+/// Claims the rows of servers whose lease expired and drops the leases of
+/// dead servers that hold no row any more, in one transaction.
+fn claim_dead(conn: &mut Conn, me: &str) -> Result<Vec<StoredJob>, postgres::Error> {
+    let Some(st) = &conn.lease else {
+        return Ok(Vec::new());
+    };
+    let mut tx = conn.client.transaction()?;
+    let claimed = tx.query(&st.claim_dead, &[&me])?;
+    tx.execute(&st.drop_dead, &[&me])?;
+    tx.commit()?;
+    jobs(claimed)
 }
 
 impl Store for PgStore {
@@ -514,8 +531,20 @@ impl Store for PgStore {
         let Some(lease) = self.lease.clone() else {
             return Ok(Upkeep::default());
         };
-        let result = renew_and_claim(self.conn()?, &lease);
-        result.map_err(|e| self.fail(e))
+        let renewed = renew(self.conn()?, &lease);
+        let mut up = renewed.map_err(|e| self.fail(e))?;
+        // A failed claim does not undo the renewal: report both.
+        let claimed = match self.conn() {
+            Ok(conn) => claim_dead(conn, &lease.server_id).map_err(|e| self.fail(e)),
+            Err(e) => Err(e),
+        };
+        match claimed {
+            Ok(jobs) => up.claimed.extend(jobs),
+            Err(e) => {
+                tracing::warn!("claiming the queued jobs of servers whose lease expired: {e}")
+            }
+        }
+        Ok(up)
     }
 }
 
