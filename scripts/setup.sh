@@ -9,6 +9,8 @@ need=()
 for pkg in gearman-job-server gearman-tools libgearman-client-perl ruby ruby-dev libclang-dev pkg-config iproute2; do
   have_pkg "$pkg" || need+=("$pkg")
 done
+# Debian's PostgreSQL server for the -q postgres tests (tests/support/src/postgres.rs).
+have_pkg postgresql || need+=(postgresql)
 command -v node >/dev/null && command -v npm >/dev/null || need+=(nodejs npm)
 command -v python3 >/dev/null || need+=(python3 python3-venv python3-pip)
 

@@ -764,7 +764,7 @@ fn check_columns(table: &str, found: &[(String, String, Option<i32>)]) -> Result
 /// cannot hang a call forever.
 fn config(conninfo: &str) -> Result<Config, ServerError> {
     let mut c = Config::from_str(conninfo)
-        .map_err(|e| ServerError::Config(format!("--libpq-conninfo: {e}")))?;
+        .map_err(|e| ServerError::Config(format!("--libpq-conninfo: {}", describe(&e))))?;
     let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
     if c.get_hosts().is_empty() {
         let host = env("PGHOST").unwrap_or_else(|| "/var/run/postgresql".into());
@@ -872,4 +872,92 @@ fn is_duplicate(e: &postgres::Error) -> bool {
         e.code(),
         Some(c) if *c == SqlState::UNIQUE_VIOLATION || *c == SqlState::DUPLICATE_TABLE || *c == SqlState::DUPLICATE_OBJECT
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn table_names_are_plain_sql_names() {
+        for ok in ["queue", "gear_q1", "jobs.queue", "_q$"] {
+            assert!(Sql::new(ok, true).is_ok(), "{ok}");
+        }
+        for bad in ["", "1q", "q;drop table x", "a.b.c", "q q", "\"q\"", "a."] {
+            assert!(Sql::new(bad, false).is_err(), "{bad}");
+        }
+        let sql = Sql::new("jobs.queue", true).unwrap();
+        assert_eq!(sql.leases, "jobs.queue_polygear_leases");
+        assert_eq!(sql.owner_index, "jobs.queue_polygear_owner");
+        assert_eq!(sql.owner_index_name, "queue_polygear_owner");
+    }
+
+    fn col(n: &str, t: &str, max: Option<i32>) -> (String, String, Option<i32>) {
+        (n.into(), t.into(), max)
+    }
+
+    #[test]
+    fn gearmands_columns_are_checked_and_give_the_limits() {
+        let good = [
+            col("unique_key", "character varying", Some(64)),
+            col("function_name", "character varying", Some(255)),
+            col("priority", "integer", None),
+            col("data", "bytea", None),
+            col("when_to_run", "integer", None),
+            col("polygear_owner", "character varying", Some(255)),
+        ];
+        let l = check_columns("queue", &good).unwrap();
+        assert_eq!((l.unique, l.function), (Some(64), Some(255)));
+        let bad = [
+            col("unique_key", "text", None),
+            col("function_name", "bytea", None),
+            col("priority", "integer", None),
+        ];
+        let e = check_columns("queue", &bad).unwrap_err();
+        assert!(e.contains("column function_name is bytea"), "{e}");
+        assert!(e.contains("column data is missing"), "{e}");
+        assert!(e.contains("column when_to_run is missing"), "{e}");
+        assert!(!e.contains("unique_key is"), "{e}");
+    }
+
+    #[test]
+    fn text_columns_take_utf8_without_nul_within_the_limit() {
+        let b = |s: &[u8]| Bytes::copy_from_slice(s);
+        assert_eq!(text(&b("ééé".as_bytes()), "unique", Some(3)), Ok("ééé"));
+        assert!(text(&b("éééé".as_bytes()), "unique", Some(3))
+            .unwrap_err()
+            .contains("(3 characters)"));
+        assert!(text(&b(b"\xff"), "unique", None)
+            .unwrap_err()
+            .contains("UTF-8"));
+        assert!(text(&b(b"a\0b"), "unique", None)
+            .unwrap_err()
+            .contains("NUL"));
+    }
+
+    fn job(id: i64, unique: &[u8]) -> StoredJob {
+        StoredJob {
+            id,
+            function: Bytes::from_static(b"f"),
+            unique: Bytes::copy_from_slice(unique),
+            priority: 7,
+            when: i64::MAX,
+            reducer: Bytes::new(),
+            data: Bytes::from_static(b"d"),
+        }
+    }
+
+    #[test]
+    fn a_batch_stores_each_key_once_and_clamps_numbers() {
+        let jobs = [job(1, b"a"), job(2, b"\xfe"), job(3, b"a"), job(4, b"b")];
+        let refs: Vec<&StoredJob> = jobs.iter().collect();
+        let mut rejected = Vec::new();
+        let ins = Inserts::build(&refs, &Limits::default(), &mut rejected);
+        assert_eq!(ins.ids, [1, 4]);
+        assert_eq!(ins.priority, [2, 2]);
+        assert_eq!(ins.when, [i32::MAX, i32::MAX]);
+        let ids: Vec<i64> = rejected.iter().map(|r| r.id).collect();
+        assert_eq!(ids, [2, 3]);
+        assert_eq!(rejected[1].reason, TAKEN);
+    }
 }
