@@ -23,6 +23,8 @@
 
 mod memcached;
 mod net;
+#[cfg(feature = "postgres")]
+mod postgres;
 mod redis;
 mod sqlite;
 
@@ -187,6 +189,12 @@ pub(crate) fn open(cfg: &QueueConfig) -> Result<Option<Opened>, ServerError> {
         QueueConfig::Memcached { servers, prefix } => {
             Box::new(memcached::MemcachedStore::open(servers, prefix)?)
         }
+        #[cfg(feature = "postgres")]
+        QueueConfig::Postgres {
+            conninfo,
+            table,
+            lease,
+        } => Box::new(postgres::PgStore::open(conninfo, table, lease.clone())?),
         other => {
             return Err(ServerError::Config(format!(
                 "this queue type is not available yet: {other:?}"

@@ -13,6 +13,7 @@ use polygear::ServerAddr;
 pub mod blocking;
 mod daemon;
 pub mod memcached;
+pub mod postgres;
 pub mod raw;
 pub mod redis;
 
