@@ -23,6 +23,8 @@ pub const PASSWORD: &str = "polygear-test";
 pub struct Postgres {
     /// Its TCP port on 127.0.0.1.
     pub port: u16,
+    /// The addresses it listens on (comma-separated, 127.0.0.1 first).
+    listen: String,
     bin: PathBuf,
     dir: PathBuf,
     child: Option<Child>,
@@ -59,8 +61,15 @@ impl Postgres {
         SHARED.get_or_init(Postgres::start)
     }
 
-    /// Initializes a fresh cluster and starts it.
+    /// Initializes a fresh cluster and starts it on 127.0.0.1.
     pub fn start() -> Postgres {
+        Postgres::start_listening(&[])
+    }
+
+    /// Like [`Postgres::start`], also listening on `extra` addresses (of this
+    /// machine) and accepting password logins from their /24s: for tests whose
+    /// servers run in network namespaces.
+    pub fn start_listening(extra: &[&str]) -> Postgres {
         let bin = bin_dir().expect("PostgreSQL server binaries in /usr/lib/postgresql/*/bin");
         let dir = make_dir();
         let pwfile = dir.join("pw");
@@ -76,8 +85,22 @@ impl Postgres {
             .output()
             .expect("run initdb");
         assert!(out.status.success(), "initdb failed: {}", text(&out));
+        let mut listen = vec!["127.0.0.1".to_string()];
+        if !extra.is_empty() {
+            let hba = dir.join("data").join("pg_hba.conf");
+            let mut rules = std::fs::read_to_string(&hba).unwrap();
+            for a in extra {
+                let net = a
+                    .rsplit_once('.')
+                    .map_or(a.to_string(), |(n, _)| n.to_string());
+                rules.push_str(&format!("host all all {net}.0/24 scram-sha-256\n"));
+                listen.push(a.to_string());
+            }
+            std::fs::write(&hba, rules).unwrap();
+        }
         let mut pg = Postgres {
             port: free_port(),
+            listen: listen.join(","),
             bin,
             dir,
             child: None,
@@ -92,6 +115,14 @@ impl Postgres {
     pub fn conninfo(&self, db: &str) -> String {
         format!(
             "host=127.0.0.1 port={} user={USER} password={PASSWORD} dbname={db}",
+            self.port
+        )
+    }
+
+    /// A libpq connection string for database `db` through address `host`.
+    pub fn conninfo_at(&self, host: &str, db: &str) -> String {
+        format!(
+            "host={host} port={} user={USER} password={PASSWORD} dbname={db} connect_timeout=3",
             self.port
         )
     }
@@ -161,7 +192,7 @@ impl Postgres {
         let child = as_nobody(&self.bin.join("postgres"))
             .arg("-D")
             .arg(self.dir.join("data"))
-            .args(["-p", &self.port.to_string(), "-h", "127.0.0.1", "-k"])
+            .args(["-p", &self.port.to_string(), "-h", &self.listen, "-k"])
             .arg(&self.dir)
             .args(["-c", "fsync=on", "-c", "synchronous_commit=on"])
             .args(["-c", "max_connections=100", "-c", "shared_buffers=32MB"])
