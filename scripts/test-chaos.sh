@@ -7,7 +7,7 @@
 # (kills, jobs acked/lost/duplicated, restart and failover times, RSS, p99 latency).
 #
 # Usage: scripts/test-chaos.sh [--long] [SCENARIO ...]
-#   SCENARIO: kill_server kill_workers network disk_full soak (default: all, in this order)
+#   SCENARIO: kill_server kill_workers network queue_partition disk_full soak (default: all, in this order)
 #   --long:   20 kills over 100,000 jobs, 12,000 jobs under worker kills, three longer
 #             partitions and a minute of latency/loss, a 10-minute soak (about 20 minutes)
 # Env: CARGO_TARGET_DIR (default ./target), CHAOS_SEED (repeat a run's random choices).
@@ -29,7 +29,7 @@ for a in "$@"; do
     *) scenarios+=("$a") ;;
   esac
 done
-[ ${#scenarios[@]} -gt 0 ] || scenarios=(kill_server kill_workers network disk_full soak)
+[ ${#scenarios[@]} -gt 0 ] || scenarios=(kill_server kill_workers network queue_partition disk_full soak)
 for s in "${scenarios[@]}"; do
   [ -f "tests/chaos/tests/$s.rs" ] || { echo "unknown scenario $s" >&2; exit 2; }
 done
