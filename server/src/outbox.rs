@@ -112,7 +112,7 @@ impl Outbox {
     /// An outbox without a socket, for [`crate::sim`]: everything written
     /// accumulates behind a durability gate that is never released, under
     /// the same output limit; [`Outbox::take_held`] takes it.
-    #[cfg(feature = "fuzzing")]
+    #[cfg(any(test, feature = "fuzzing"))]
     pub(crate) fn detached(limit: usize, budget: &Arc<Budget>) -> Outbox {
         let held = Held {
             ticket: u64::MAX,
@@ -141,7 +141,7 @@ impl Outbox {
     }
 
     /// What a [`Outbox::detached`] outbox accumulated since the last call.
-    #[cfg(feature = "fuzzing")]
+    #[cfg(any(test, feature = "fuzzing"))]
     pub(crate) fn take_held(&self) -> BytesMut {
         match self.inner.lock().held.as_mut() {
             Some(held) => std::mem::take(&mut held.bytes),

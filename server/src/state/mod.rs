@@ -13,7 +13,7 @@
 //! * [`schedule`]: workers, their abilities, waking and handing out jobs;
 //! * [`lifecycle`]: a job's progress and end (results, timeouts, lost
 //!   workers, epoch jobs, cancel) and restoring the durable queue;
-//! * [`lease`]: fencing when a shared queue's lease runs out;
+//! * [`lease`]: fencing (parking stored jobs) when a shared queue's lease runs out;
 //! * [`timers`]: the deadlines (CAN_DO_TIMEOUT, epoch jobs) and the one task
 //!   that fires them.
 
@@ -125,6 +125,8 @@ pub(crate) struct State {
     lease_until: Option<std::time::Instant>,
     /// The lease ran out: stored jobs are not handed out nor accepted.
     fenced: bool,
+    /// Waiting stored jobs taken out of their queues while fenced.
+    parked: Vec<u64>,
     /// Memory for all connections' buffers (shared with the connection tasks).
     pub budget: Arc<Budget>,
     pub metrics: Metrics,
@@ -170,6 +172,7 @@ impl State {
             timers: Timers::new(),
             lease_until: None,
             fenced: false,
+            parked: Vec::new(),
             metrics: Metrics::default(),
         }
     }

@@ -272,7 +272,7 @@ impl State {
             self.check_lease();
         }
         let fenced = self.fenced;
-        let mut forgotten = Vec::new();
+        let mut parked = Vec::new();
         let mut reaped = Vec::new();
         let mut found = None;
         'search: for prio in 0..3 {
@@ -290,8 +290,9 @@ impl State {
                         continue;
                     }
                     if fenced && job.durable != 0 {
-                        // Back in a queue (a worker left) after the lease ran out.
-                        forgotten.push(h);
+                        // Back in a queue (a worker left it, its epoch came)
+                        // after the lease ran out.
+                        parked.push(h);
                         continue;
                     }
                     if q.is_empty() {
@@ -309,8 +310,8 @@ impl State {
         for h in reaped {
             self.discard(h);
         }
-        for h in forgotten {
-            self.forget_stored(h);
+        for h in parked {
+            self.park(h);
         }
         found
     }
