@@ -49,11 +49,10 @@ impl State {
     /// Fences this server if its lease has run out (called before handing
     /// out jobs, before storing a submission and when the lease timer fires).
     pub(super) fn check_lease(&mut self) {
-        if self.fenced
-            || !self
-                .lease_until
-                .is_some_and(|until| Instant::now() >= until)
-        {
+        let expired = self
+            .lease_until
+            .is_some_and(|until| Instant::now() >= until);
+        if self.fenced || !expired {
             return;
         }
         self.fenced = true;
