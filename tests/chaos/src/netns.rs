@@ -311,6 +311,23 @@ impl Drop for NetLab {
     }
 }
 
+/// Connects to `addr` from inside namespace `ns` (the socket belongs to that
+/// namespace, so it keeps working while the namespace is cut off from the test's).
+pub fn connect_in(ns: &str, addr: std::net::SocketAddr) -> std::io::Result<std::net::TcpStream> {
+    let path = format!("/var/run/netns/{ns}");
+    std::thread::spawn(move || {
+        let f = std::fs::File::open(&path)?;
+        // SAFETY: setns on a namespace file we opened; it changes only this thread,
+        // which ends right after connecting.
+        if unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        std::net::TcpStream::connect_timeout(&addr, std::time::Duration::from_secs(3))
+    })
+    .join()
+    .map_err(|_| std::io::Error::other("connect thread panicked"))?
+}
+
 #[cfg(test)]
 mod tests {
     use super::subnet_in_use;
@@ -330,21 +347,4 @@ mod tests {
         assert!(subnet_in_use("192.0.2", 40, "", "192.0.2.0/24 dev z"));
         assert!(!subnet_in_use("192.0.2", 40, "10.0.0.1/8 127.0.0.1/8", ""));
     }
-}
-
-/// Connects to `addr` from inside namespace `ns` (the socket belongs to that
-/// namespace, so it keeps working while the namespace is cut off from the test's).
-pub fn connect_in(ns: &str, addr: std::net::SocketAddr) -> std::io::Result<std::net::TcpStream> {
-    let path = format!("/var/run/netns/{ns}");
-    std::thread::spawn(move || {
-        let f = std::fs::File::open(&path)?;
-        // SAFETY: setns on a namespace file we opened; it changes only this thread,
-        // which ends right after connecting.
-        if unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        std::net::TcpStream::connect_timeout(&addr, std::time::Duration::from_secs(3))
-    })
-    .join()
-    .map_err(|_| std::io::Error::other("connect thread panicked"))?
 }
