@@ -509,37 +509,6 @@ fn a_lapsed_lease_re_reads_the_servers_own_jobs() {
     wait_rows("lapse", 0);
 }
 
-/// Background submissions per second, pipelined 50 at a time on each of
-/// `conns` connections (each connection submits `per_conn` jobs).
-fn submit_rate(port: u16, conns: usize, per_conn: usize) -> f64 {
-    let start = Instant::now();
-    let threads: Vec<_> = (0..conns)
-        .map(|_| std::thread::spawn(move || durable::submit_until_dead(port, per_conn).len()))
-        .collect();
-    let n: usize = threads.into_iter().map(|t| t.join().unwrap()).sum();
-    assert_eq!(n, conns * per_conn);
-    n as f64 / start.elapsed().as_secs_f64()
-}
-
-/// Not a pass/fail test: prints the submission rates of gearmand -q postgres
-/// and polygeard -q postgres on the same PostgreSQL (run with --ignored
-/// --nocapture; a release build of polygeard gives the real numbers).
-#[test]
-#[ignore]
-fn measure_submissions_against_gearmand() {
-    for conns in [1, 4] {
-        let ci = database(&format!("gbench{conns}"));
-        if let Some(g) = gearmand_on(&ci) {
-            let rate = submit_rate(g.port, conns, 2000 / conns);
-            eprintln!("gearmand -q postgres, {conns} connections: {rate:.0} jobs/s");
-        }
-        let ci = database(&format!("pbench{conns}"));
-        let p = polygeard(&pg_args(&ci, &["--queue-lease", "0"]));
-        let rate = submit_rate(p.port, conns, 40000 / conns);
-        eprintln!("polygeard -q postgres, {conns} connections: {rate:.0} jobs/s");
-    }
-}
-
 #[test]
 fn a_row_of_this_server_it_does_not_know_is_overwritten_by_a_new_submission() {
     let ci = database("orphan");
