@@ -39,7 +39,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from run import GEARMAND, LOADGEN, POLYGEARD, ROOT, free_port  # noqa: E402
+from run import GEARMAND, POLYGEARD, ROOT, free_port, loadgen  # noqa: E402
 
 PG_BIN = Path("/usr/lib/postgresql/15/bin")
 NOBODY = pwd.getpwnam("nobody")
@@ -214,16 +214,6 @@ def py_submit(port: int, n: int, conns: int = 4, window: int = 64, tag: str = "p
     return rate
 
 
-def loadgen(port: int, scenario: str, **opts: object) -> float:
-    cmd = [str(LOADGEN), scenario, "--addr", f"127.0.0.1:{port}", "--func", "q"]
-    for k, v in opts.items():
-        cmd += [f"--{k}", str(v)]
-    out = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
-    if out.returncode != 0:
-        raise RuntimeError(f"{' '.join(cmd)}: {out.stderr.strip()}")
-    return float(out.stdout.split("rate=")[1])
-
-
 def measure(db: Database, server: str, n: int) -> dict[str, float]:
     """Submit rate (loadgen and Python), drain rate, CPU per job, on fresh servers."""
     res: dict[str, float] = {}
@@ -233,10 +223,10 @@ def measure(db: Database, server: str, n: int) -> dict[str, float]:
         try:
             c0 = js.cpu()
             if gen == "loadgen":
-                res["submit"] = loadgen(js.port, "bg-submit", n=n, conns=4, window=64, tag="lg")
+                res["submit"] = loadgen(js, "bg-submit", n=n, conns=4, window=64, tag="lg", func="q")
                 res["submit_cpu_us"] = (js.cpu() - c0) / n * 1e6
                 c0 = js.cpu()
-                res["drain"] = loadgen(js.port, "drain", n=n, workers=2)
+                res["drain"] = loadgen(js, "drain", n=n, workers=2, func="q")
                 res["drain_cpu_us"] = (js.cpu() - c0) / n * 1e6
             else:
                 res["submit_py"] = py_submit(js.port, n)
