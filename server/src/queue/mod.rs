@@ -21,6 +21,8 @@
 //! ([`Store::upkeep`]). A server that cannot renew its lease in time stops
 //! handing out the stored jobs it holds (see `State::lease_renewed`).
 
+#[cfg(feature = "mysql")]
+mod mysql;
 mod sqlite;
 
 use std::collections::HashSet;
@@ -165,12 +167,15 @@ impl Persister {
 
 /// Opens the configured store and reads its jobs (blocking: run it off the
 /// async runtime). `None` for the in-memory queue.
+#[allow(clippy::type_complexity)]
 pub(crate) fn open(
     cfg: &QueueConfig,
 ) -> Result<Option<(Box<dyn Store>, Vec<StoredJob>)>, ServerError> {
     let mut store: Box<dyn Store> = match cfg {
         QueueConfig::Memory => return Ok(None),
         QueueConfig::Sqlite { path } => Box::new(sqlite::SqliteStore::open(path)?),
+        #[cfg(feature = "mysql")]
+        cfg @ QueueConfig::Mysql { .. } => Box::new(mysql::MysqlStore::open(cfg)?),
         other => {
             return Err(ServerError::Config(format!(
                 "this queue type is not available yet: {other:?}"

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use polygear::ServerAddr;
 
 pub mod blocking;
+pub mod mariadb;
 pub mod raw;
 
 /// Which job server implementation to run.
