@@ -47,14 +47,20 @@ const DEADLOCK: [u16; 2] = [1213, 1205];
 /// A row's `unique_key, function_name, polygear_owner`.
 type KeyOwner = (Vec<u8>, Vec<u8>, Option<Vec<u8>>);
 
-/// What the key columns of the table accept.
+/// What the columns of the table accept.
 #[derive(Debug, Clone, Copy)]
-struct KeyColumns {
-    /// Character columns (gearmand's VARCHAR): lengths count characters,
+struct Columns {
+    /// Character key columns (gearmand's VARCHAR): lengths count characters,
     /// values must be UTF-8, and comparisons follow the collation.
     text: bool,
     unique_max: usize,
     function_max: usize,
+    /// A character `data` column: the data must be UTF-8.
+    data_text: bool,
+    /// Bytes (or characters) `data` holds.
+    data_max: usize,
+    /// `when_to_run` is narrower than BIGINT: it holds 32 bits.
+    when_32: bool,
 }
 
 pub(crate) struct MysqlStore {
@@ -72,7 +78,7 @@ pub(crate) struct MysqlStore {
     table: String,
     leases: String,
     lease: Option<Lease>,
-    keys: KeyColumns,
+    keys: Columns,
     max_packet: usize,
     /// The lease end last reported to the server (it fences itself then).
     held_until: Option<Instant>,
@@ -99,10 +105,12 @@ fn is_deadlock(e: &mysql::Error) -> bool {
     matches!(e, mysql::Error::MySqlError(m) if DEADLOCK.contains(&m.code))
 }
 
-/// `(unique_key = ? AND function_name = ?) OR ...` for `n` keys; with
-/// character columns also an exact byte comparison (collations may ignore
-/// case or trailing spaces).
+/// `(unique_key = ? AND function_name = ?) OR ...` for `n` keys rounded up
+/// to a power of two (few statement shapes; [`key_params`] repeats the last
+/// key); with character columns also an exact byte comparison (collations
+/// may ignore case or trailing spaces).
 fn keys_match(n: usize, text: bool) -> String {
+    let n = n.next_power_of_two();
     let one = if text {
         "(unique_key = ? AND function_name = ? AND BINARY unique_key = ? AND BINARY function_name = ?)"
     } else {
@@ -113,11 +121,14 @@ fn keys_match(n: usize, text: bool) -> String {
 
 /// The parameters for [`keys_match`].
 fn key_params<'a>(
-    keys: impl Iterator<Item = (&'a Bytes, &'a Bytes)>,
+    keys: impl ExactSizeIterator<Item = (&'a Bytes, &'a Bytes)> + Clone,
     text: bool,
     out: &mut Vec<Value>,
 ) {
-    for (u, f) in keys {
+    let n = keys.len();
+    let last = keys.clone().last();
+    let pad = std::iter::repeat_n(last, n.next_power_of_two() - n).flatten();
+    for (u, f) in keys.chain(pad) {
         out.push(Value::Bytes(u.to_vec()));
         out.push(Value::Bytes(f.to_vec()));
         if text {
@@ -219,10 +230,13 @@ impl MysqlStore {
             table: quote(table),
             leases: quote(&format!("{table}_polygear_leases")),
             lease: lease.clone(),
-            keys: KeyColumns {
+            keys: Columns {
                 text: false,
                 unique_max: 64,
                 function_max: 255,
+                data_text: false,
+                data_max: usize::MAX,
+                when_32: true,
             },
             max_packet: 1 << 24,
             held_until: None,
@@ -430,6 +444,18 @@ impl MysqlStore {
                 k.function_max,
                 if k.text { "characters" } else { "bytes" }
             ));
+        }
+        if k.data_text && std::str::from_utf8(&row.data).is_err() {
+            return Some("the queue table's text data column takes only UTF-8".into());
+        }
+        if row.data.len() > k.data_max {
+            return Some(format!(
+                "the queue table's data column holds at most {} bytes",
+                k.data_max
+            ));
+        }
+        if k.when_32 && i32::try_from(row.when).is_err() {
+            return Some("the queue table's when_to_run column holds 32-bit times".into());
         }
         if row_size(row) + 1024 > self.max_packet {
             return Some(format!(
@@ -711,7 +737,7 @@ impl From<StoreError> for SetupError {
 }
 
 /// Checks gearmand's columns; returns what the key columns accept.
-fn check_columns(name: &str, cols: &[(String, String, usize)]) -> Result<KeyColumns, SetupError> {
+fn check_columns(name: &str, cols: &[(String, String, usize)]) -> Result<Columns, SetupError> {
     const KEY: &[&str] = &["varchar", "char", "varbinary", "binary"];
     const INT: &[&str] = &["tinyint", "smallint", "mediumint", "int", "bigint"];
     const DATA: &[&str] = &[
@@ -728,7 +754,7 @@ fn check_columns(name: &str, cols: &[(String, String, usize)]) -> Result<KeyColu
         ("function_name", KEY, "VARBINARY(255)"),
         ("priority", INT, "INT"),
         ("data", DATA, "LONGBLOB"),
-        ("when_to_run", INT, "INT"),
+        ("when_to_run", &["int", "bigint"], "INT"),
     ];
     let mut problems = Vec::new();
     for (col, types, expect) in want {
@@ -754,10 +780,14 @@ fn check_columns(name: &str, cols: &[(String, String, usize)]) -> Result<KeyColu
             "table {name}: unique_key and function_name must both be VARCHAR or both VARBINARY"
         )));
     }
-    Ok(KeyColumns {
+    let (data, when) = (col("data"), col("when_to_run"));
+    Ok(Columns {
         text: text(&u.1),
         unique_max: u.2,
         function_max: f.2,
+        data_text: data.1.contains("text"),
+        data_max: if data.2 == 0 { usize::MAX } else { data.2 },
+        when_32: when.1 != "bigint",
     })
 }
 
