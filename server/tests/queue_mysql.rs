@@ -577,6 +577,92 @@ fn takeover_by_two_survivors_each_job_once() {
     takeover("takeover3", &["a", "b", "c"], 60);
 }
 
+/// Grabs one "durable" job from `w` and completes it; its unique, or
+/// `None` on NO_JOB.
+fn grab_one(w: &mut Raw) -> Option<String> {
+    w.send(&Packet::GrabJobUniq);
+    match w.recv() {
+        Packet::JobAssignUniq { handle, unique, .. } => {
+            w.send(&Packet::WorkComplete {
+                handle,
+                data: "".into(),
+            });
+            Some(String::from_utf8(unique.to_vec()).unwrap())
+        }
+        Packet::NoJob => None,
+        p => panic!("{p:?}"),
+    }
+}
+
+/// A server cut off from the database past its lease stops handing out its
+/// stored jobs and refuses background submissions; a survivor takes the jobs
+/// over; once the database is back the cut-off server renews its lease,
+/// re-reads what is still its own (nothing) and stores jobs again.
+#[test]
+fn partitioned_server_is_fenced_and_its_jobs_taken_over() {
+    let db = "partition";
+    let m = maria(db);
+    let relay = Relay::start(m.port);
+    let lease = |id: &'static str| ["--queue-lease", "2", "--server-id", id];
+    let a = polygeard(&strs(&queue_args(
+        relay.port,
+        db,
+        "gearman_queue",
+        &lease("a"),
+    )));
+    let b = polygeard(&strs(&queue_args(m.port, db, "gearman_queue", &lease("b"))));
+    let mut c = Raw::connect(a.port);
+    let uniques: Vec<String> = (0..30).map(|i| format!("p-{i}")).collect();
+    let packets: Vec<Packet> = uniques
+        .iter()
+        .map(|u| bg(u.as_bytes(), Priority::Normal))
+        .collect();
+    for r in pipeline(&mut c, &packets) {
+        created(r);
+    }
+    relay.cut();
+    let cut = Instant::now();
+    std::thread::sleep(Duration::from_millis(2500));
+    let mut wa = Raw::connect(a.port);
+    wa.send(&can_do("durable"));
+    assert_eq!(grab_one(&mut wa), None, "a fenced server hands out nothing");
+    let refused = pipeline(&mut c, &[bg(b"while-cut", Priority::Normal)]);
+    assert!(is_queue_error(&refused[0]), "{:?}", refused[0]);
+
+    let total = AtomicUsize::new(0);
+    let mut got = collect(b.port, 30, &total, cut + Duration::from_secs(8));
+    eprintln!("taken over {:?} after the cut", cut.elapsed());
+    got.sort();
+    let mut want = uniques.clone();
+    want.sort();
+    assert_eq!(got, want, "the survivor ran each job once");
+
+    relay.restore();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut n = 0;
+    loop {
+        n += 1;
+        let u = format!("after-{n}");
+        if let Packet::JobCreated { .. } =
+            pipeline(&mut c, &[bg(u.as_bytes(), Priority::Normal)])[0]
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the lease is renewed once the database is back"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(grab_one(&mut wa), Some(format!("after-{n}")));
+    assert_eq!(
+        grab_one(&mut wa),
+        None,
+        "none of the taken-over jobs came back"
+    );
+    wait_sql(m, db, "SELECT COUNT(*) FROM gearman_queue", "0\n");
+}
+
 /// Background jobs per second: polygeard with a pipelining client (group
 /// commit) against gearmand's MySQL plugin's way (a ping and a one-row
 /// autocommitted INSERT per job, emulated with the same driver). Run with

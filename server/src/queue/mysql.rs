@@ -93,12 +93,24 @@ fn quote(name: &str) -> String {
 
 /// Classifies a driver error.
 fn classify(e: mysql::Error) -> StoreError {
-    match &e {
+    match e {
         mysql::Error::MySqlError(m) if !CONNECTION_LOST.contains(&m.code) => {
             StoreError::Failed(format!("MySQL error {}: {}", m.code, m.message))
         }
-        _ => StoreError::Unavailable(format!("MySQL connection: {e}")),
+        mysql::Error::MySqlError(m) => StoreError::Unavailable(format!(
+            "MySQL connection lost: error {}: {}",
+            m.code, m.message
+        )),
+        mysql::Error::DriverError(d) => StoreError::Unavailable(format!("MySQL connection: {d}")),
+        mysql::Error::IoError(io) => StoreError::Unavailable(format!("MySQL connection: {io}")),
+        e => StoreError::Unavailable(format!("MySQL connection: {e}")),
     }
+}
+
+/// A read or write timed out (the server hangs: not worth an immediate retry).
+fn is_timeout(e: &mysql::Error) -> bool {
+    matches!(e, mysql::Error::IoError(io)
+        if matches!(io.kind(), std::io::ErrorKind::TimedOut | std::io::ErrorKind::WouldBlock))
 }
 
 fn is_deadlock(e: &mysql::Error) -> bool {
@@ -218,10 +230,17 @@ impl MysqlStore {
             .tcp_connect_timeout(Some(Duration::from_secs(5)))
             .read_timeout(Some(Duration::from_secs(10)))
             .write_timeout(Some(Duration::from_secs(10)))
-            .stmt_cache_size(4 * CHUNK + 32);
+            // Claims scan the table: under READ COMMITTED they keep locks
+            // only on the rows they take. A lock wait ends (as an error)
+            // before the read timeout.
+            .init(vec![
+                "SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED",
+                "SET SESSION innodb_lock_wait_timeout = 5",
+            ])
+            .stmt_cache_size(CHUNK + 64);
         let mut store = MysqlStore {
             opts: opts.into(),
-            place: place.clone(),
+            place,
             conn: None,
             conn_used: false,
             backoff: MIN_BACKOFF,
@@ -242,11 +261,12 @@ impl MysqlStore {
             held_until: None,
             pending_lapse: false,
         };
+        let place = store.place.clone();
         let queue_err = |e: StoreError| ServerError::Queue(format!("{place}: {e}"));
         store.connect().map_err(queue_err)?;
         store.prepare_tables(table).map_err(|e| match e {
             SetupError::Store(e) => queue_err(e),
-            SetupError::Schema(m) => cfg_err(m),
+            SetupError::Schema(m) => ServerError::Config(format!("{place}: {m}")),
         })?;
         Ok(store)
     }
@@ -263,9 +283,9 @@ impl MysqlStore {
         Ok(())
     }
 
-    /// The connection, reconnecting unless a recent attempt failed
-    /// (backing off from 100 ms to 5 s).
-    fn conn(&mut self) -> Result<&mut Conn, StoreError> {
+    /// Reconnects if needed, unless a recent attempt failed (backing off
+    /// from 100 ms to 5 s).
+    fn ensure_connected(&mut self) -> Result<(), StoreError> {
         if self.conn.is_none() {
             if self.retry_at.is_some_and(|at| Instant::now() < at) {
                 return Err(StoreError::Unavailable(format!(
@@ -288,7 +308,7 @@ impl MysqlStore {
             }
         }
         self.conn_used = true;
-        Ok(self.conn.as_mut().expect("connected"))
+        Ok(())
     }
 
     /// Runs `f` on the connection. A broken connection is dropped (the next
@@ -304,7 +324,7 @@ impl MysqlStore {
         loop {
             tries += 1;
             let reused = self.conn.is_some() && self.conn_used;
-            self.conn()?;
+            self.ensure_connected()?;
             // Out of `self` while `f` borrows `self`.
             let mut conn = self.conn.take().expect("connected");
             let result = f(&mut conn, self);
@@ -312,16 +332,16 @@ impl MysqlStore {
             match result {
                 Ok(v) => return Ok(v),
                 Err(e) if is_deadlock(&e) && tries < DEADLOCK_TRIES => continue,
-                Err(e) => match classify(e) {
-                    StoreError::Unavailable(m) => {
+                Err(e) => match (is_timeout(&e), classify(e)) {
+                    (timeout, StoreError::Unavailable(m)) => {
                         self.conn = None;
                         self.last_error = m.clone();
-                        if reused && tries == 1 {
+                        if reused && tries == 1 && !timeout {
                             continue;
                         }
                         return Err(StoreError::Unavailable(m));
                     }
-                    failed => return Err(failed),
+                    (_, failed) => return Err(failed),
                 },
             }
         }
@@ -707,6 +727,15 @@ impl MysqlStore {
         Ok(rows)
     }
 
+    /// Whether some server's lease has expired.
+    fn any_dead(&self, c: &mut Conn) -> Result<bool, mysql::Error> {
+        let n: Option<u64> = c.query_first(format!(
+            "SELECT COUNT(*) FROM {} WHERE lease_until < NOW(3)",
+            self.leases
+        ))?;
+        Ok(n.unwrap_or(0) > 0)
+    }
+
     /// Deletes lease rows of servers that are dead and hold no rows.
     fn forget_dead(&self, c: &mut Conn) -> Result<(), mysql::Error> {
         c.query_drop(format!(
@@ -851,12 +880,20 @@ impl Store for MysqlStore {
         // Past the reported end the server fenced itself and forgot its
         // stored jobs: they are re-read like after an expiry.
         let lapsed = self.pending_lapse || self.held_until.is_some_and(|u| t0 >= u);
-        let claimed = self.run(|c, s| s.claim(c, false, lapsed))?;
+        // The claim scans the table: only when there is something to claim.
+        let dead = self.run(|c, s| s.any_dead(c))?;
+        let claimed = if lapsed || dead {
+            self.run(|c, s| s.claim(c, false, lapsed))?
+        } else {
+            Vec::new()
+        };
         let lease_until = t0 + duration - duration / 10;
         self.held_until = Some(lease_until);
         self.pending_lapse = false;
-        if let Err(e) = self.run(|c, s| s.forget_dead(c)) {
-            tracing::warn!("{}: removing dead servers' leases: {e}", self.place);
+        if dead {
+            if let Err(e) = self.run(|c, s| s.forget_dead(c)) {
+                tracing::warn!("{}: removing dead servers' leases: {e}", self.place);
+            }
         }
         Ok(Upkeep {
             lease_until: Some(lease_until),
