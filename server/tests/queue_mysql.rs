@@ -262,6 +262,49 @@ fn duplicate_keys_replace_own_rows_and_refuse_others() {
     wait_sql(m, db, "SELECT unique_key FROM gearman_queue", "taken\n");
 }
 
+/// A job the table cannot hold (here a 4-byte character in a utf8mb3
+/// VARCHAR key) fails its batch; the batch is stored again job by job and
+/// only that job is refused.
+#[test]
+fn a_job_the_table_cannot_hold_is_refused_alone() {
+    let db = "charset";
+    let m = maria(db);
+    sql(
+        m,
+        db,
+        "CREATE TABLE gearman_queue(unique_key VARCHAR(64), function_name VARCHAR(255), \
+         priority INT, data LONGBLOB, when_to_run INT, unique key (unique_key, function_name)) \
+         DEFAULT CHARSET=utf8mb3",
+    );
+    let d = polygeard(&strs(&queue_args(m.port, db, "gearman_queue", &[])));
+    let mut c = Raw::connect(d.port);
+    let replies = pipeline(
+        &mut c,
+        &[
+            bg(b"ok-1", Priority::Normal),
+            bg("smile-\u{1F600}".as_bytes(), Priority::Normal),
+            bg(b"ok-2", Priority::Normal),
+        ],
+    );
+    created(replies[0].clone());
+    match &replies[1] {
+        Packet::Error { code, text } => {
+            assert_eq!(&code[..], b"QUEUE_ERROR");
+            assert!(String::from_utf8_lossy(text).contains("1366"), "{text:?}");
+        }
+        p => panic!("expected a refusal, got {p:?}"),
+    }
+    created(replies[2].clone());
+    assert_eq!(
+        sql(
+            m,
+            db,
+            "SELECT unique_key FROM gearman_queue ORDER BY unique_key"
+        ),
+        "ok-1\nok-2\n"
+    );
+}
+
 fn hexs(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02X}")).collect()
 }

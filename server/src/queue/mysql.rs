@@ -377,6 +377,7 @@ impl MysqlStore {
                         self.table
                     );
                     self.run(|c, _| c.query_drop(&alter))?;
+                    tracing::info!("table {name}: added the column polygear_owner (shared queue)");
                 }
                 Some((_, ty, _)) if !matches!(ty.as_str(), "varbinary" | "varchar") => {
                     return Err(SetupError::Schema(format!(
@@ -487,11 +488,14 @@ impl MysqlStore {
     }
 
     /// Writes one batch in one transaction; returns the inserts refused.
+    /// `one_by_one`: each insert alone behind a savepoint, a failing one
+    /// refused with the database's error (after a whole batch failed).
     fn write(
         &self,
         c: &mut Conn,
         deletes: &[&StoredKey],
         inserts: &[&StoredJob],
+        one_by_one: bool,
     ) -> Result<Vec<Rejected>, mysql::Error> {
         let mut tx = c.start_transaction(TxOpts::default())?;
         let owner = self.owner();
@@ -511,8 +515,25 @@ impl MysqlStore {
             tx.exec_drop(&sql, params)?;
         }
         let mut rejected = Vec::new();
-        for chunk in self.insert_chunks(inserts) {
-            rejected.extend(self.insert(&mut tx, &chunk, owner.as_deref())?);
+        if one_by_one {
+            for &row in inserts {
+                tx.query_drop("SAVEPOINT polygear_job")?;
+                match self.insert(&mut tx, &[row], owner.as_deref()) {
+                    Ok(r) => rejected.extend(r),
+                    Err(mysql::Error::MySqlError(e)) if !CONNECTION_LOST.contains(&e.code) => {
+                        tx.query_drop("ROLLBACK TO SAVEPOINT polygear_job")?;
+                        rejected.push(Rejected {
+                            id: row.id,
+                            reason: format!("MySQL error {}: {}", e.code, e.message),
+                        });
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+        } else {
+            for chunk in self.insert_chunks(inserts) {
+                rejected.extend(self.insert(&mut tx, &chunk, owner.as_deref())?);
+            }
         }
         tx.commit()?;
         Ok(rejected)
@@ -856,7 +877,16 @@ impl Store for MysqlStore {
                 None => ok.push(row),
             }
         }
-        rejected.extend(self.run(|c, s| s.write(c, deletes, &ok))?);
+        let written = match self.run(|c, s| s.write(c, deletes, &ok, false)) {
+            // One job the table cannot take (a charset, a limit) must not
+            // fail the others.
+            Err(StoreError::Failed(e)) if !ok.is_empty() => {
+                tracing::warn!("{}: {e}; storing the batch job by job", self.place);
+                self.run(|c, s| s.write(c, deletes, &ok, true))
+            }
+            other => other,
+        };
+        rejected.extend(written?);
         Ok(rejected)
     }
 
