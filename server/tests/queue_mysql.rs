@@ -472,46 +472,57 @@ fn database_lost_while_running() {
     let db = "lost";
     let relay = Relay::start(m.port);
     let mut d = polygeard(&strs(&queue_args(relay.port, db, "gearman_queue", &[])));
+    let port = d.port;
+    let o = submit_through(port, |counts| {
+        std::thread::sleep(Duration::from_millis(300));
+        // Its connection killed: polygeard reconnects at once.
+        for id in sql(
+            m,
+            db,
+            "SELECT ID FROM information_schema.PROCESSLIST \
+             WHERE DB = 'lost' AND ID <> CONNECTION_ID()",
+        )
+        .lines()
+        {
+            let _ = m.sql(&format!("KILL CONNECTION {id}"));
+        }
+        let before = counts().0;
+        std::thread::sleep(Duration::from_millis(300));
+        assert!(counts().0 > before, "submissions go on after KILL");
+        assert_eq!(counts().1, 0, "KILL refused jobs");
+
+        // Unreachable.
+        relay.cut();
+        std::thread::sleep(Duration::from_millis(300));
+        let refused = counts().1;
+        std::thread::sleep(Duration::from_millis(500));
+        assert!(
+            counts().1 > refused,
+            "submissions are refused while the database is away"
+        );
+        foreground_job_works(port);
+        relay.restore();
+    });
+    restart_and_check(&mut d, &o);
+}
+
+/// Submits from a thread until `outage` (run meanwhile) returns and then
+/// 100 more jobs are acknowledged; the outcomes.
+fn submit_through(port: u16, outage: impl FnOnce(&dyn Fn() -> (usize, usize))) -> Outcomes {
     let stop = Arc::new(AtomicBool::new(false));
     let out = Arc::new(Mutex::new(Outcomes::default()));
     let submitter = {
-        let (port, stop, out) = (d.port, stop.clone(), out.clone());
+        let (stop, out) = (stop.clone(), out.clone());
         std::thread::spawn(move || submit_until(port, stop, out))
     };
-    let acked = || out.lock().unwrap().acked.len();
-    std::thread::sleep(Duration::from_millis(300));
-
-    // Its connection killed: polygeard reconnects at once.
-    for id in sql(
-        m,
-        db,
-        "SELECT ID FROM information_schema.PROCESSLIST WHERE DB = 'lost' AND ID <> CONNECTION_ID()",
-    )
-    .lines()
-    {
-        let _ = m.sql(&format!("KILL CONNECTION {id}"));
-    }
-    let before = acked();
-    std::thread::sleep(Duration::from_millis(300));
-    assert!(acked() > before, "submissions go on after KILL");
-    assert!(out.lock().unwrap().refused.is_empty(), "KILL refused jobs");
-
-    // Unreachable.
-    relay.cut();
-    std::thread::sleep(Duration::from_millis(300));
-    let refused = out.lock().unwrap().refused.len();
-    std::thread::sleep(Duration::from_millis(500));
-    assert!(
-        out.lock().unwrap().refused.len() > refused,
-        "submissions are refused while the database is away"
-    );
-    foreground_job_works(d.port);
-
-    // Back.
-    relay.restore();
-    let back = acked();
+    let counts = || {
+        let o = out.lock().unwrap();
+        (o.acked.len(), o.refused.len())
+    };
+    outage(&counts);
+    let back = counts().0;
     let deadline = Instant::now() + Duration::from_secs(10);
-    while acked() < back + 100 {
+    while counts().0 < back + 100 {
         assert!(Instant::now() < deadline, "submissions succeed again");
         std::thread::sleep(Duration::from_millis(50));
     }
@@ -523,7 +534,13 @@ fn database_lost_while_running() {
         o.acked.len(),
         o.refused.len()
     );
+    o
+}
 
+/// `kill -9` and restart `d`: every acknowledged job runs once, and nothing
+/// else but jobs that were refused (a refused job is normally not stored;
+/// one whose COMMIT went through just as the connection broke may be).
+fn restart_and_check(d: &mut TestServer, o: &Outcomes) {
     d.kill();
     d.restart();
     let seen = durable::drain(d.port);
@@ -531,13 +548,35 @@ fn database_lost_while_running() {
     assert_eq!(seen_set.len(), seen.len(), "no job ran twice");
     let lost: Vec<&String> = o.acked.iter().filter(|u| !seen_set.contains(u)).collect();
     assert!(lost.is_empty(), "acknowledged jobs lost: {lost:?}");
-    // A refused job is normally not stored; one whose COMMIT went through
-    // just as the connection broke may be (the client was told ERROR).
     let acked: HashSet<&String> = o.acked.iter().collect();
     let refused: HashSet<&String> = o.refused.iter().collect();
     for u in &seen {
         assert!(acked.contains(u) || refused.contains(u), "unknown job {u}");
     }
+}
+
+/// mariadbd crashes (SIGKILL) while a client pipelines background jobs and
+/// comes back: submissions are refused meanwhile, then succeed, and every
+/// job acknowledged before or after the crash is there.
+#[test]
+fn database_crash_and_restart() {
+    let m = MariaDb::start();
+    let db = "crash";
+    m.fresh_database(db);
+    let mut d = polygeard(&strs(&queue_args(m.port, db, "gearman_queue", &[])));
+    let o = submit_through(d.port, |counts| {
+        std::thread::sleep(Duration::from_millis(300));
+        m.crash();
+        std::thread::sleep(Duration::from_millis(300));
+        let refused = counts().1;
+        std::thread::sleep(Duration::from_millis(300));
+        assert!(
+            counts().1 > refused,
+            "submissions are refused while mariadbd is down"
+        );
+        m.up();
+    });
+    restart_and_check(&mut d, &o);
 }
 
 /// Grabs "durable" jobs from `port` until `total` (shared by the workers)

@@ -3,9 +3,11 @@
 //! loopback port, the unprivileged user `nobody`, durable settings, and a user
 //! [`MariaDb::USER`] / [`MariaDb::PASSWORD`] with every privilege.
 //!
-//! [`shared`] starts one per test process. A small shell guard owns it: it
-//! waits on a pipe from the test process, so when that process ends (even on
-//! a panic or a kill) the guard stops mariadbd and deletes the directory.
+//! [`shared`] starts one per test process; [`MariaDb::start`] a private one
+//! (stopped on drop), which a test may crash and start again. A small shell
+//! guard owns mariadbd: it reads commands from a pipe from the test process,
+//! so when that process ends (even on a panic or a kill) the guard stops
+//! mariadbd and deletes the directory.
 
 use std::io::Write;
 use std::net::TcpStream;
@@ -132,6 +134,27 @@ impl MariaDb {
         .expect("create database");
     }
 
+    /// Kills mariadbd (SIGKILL: a crash; committed data must survive it).
+    pub fn crash(&self) {
+        self.tell("crash");
+    }
+
+    /// Starts mariadbd again after [`MariaDb::crash`] and waits until it
+    /// accepts the test user.
+    pub fn up(&self) {
+        self.tell("up");
+        self.wait_ready();
+    }
+
+    fn tell(&self, cmd: &str) {
+        let mut guard = self.guard.lock().unwrap();
+        let (_, stdin) = guard.as_mut().expect("mariadbd guard running");
+        stdin
+            .write_all(format!("{cmd}\n").as_bytes())
+            .expect("tell mariadbd guard");
+        stdin.flush().unwrap();
+    }
+
     /// Stops the server and deletes its directory (also done when the test
     /// process ends).
     pub fn stop(&self) {
@@ -149,24 +172,34 @@ impl Drop for MariaDb {
     }
 }
 
-/// Runs mariadbd in the background, waits for its stdin to close or say
-/// anything, then stops it and deletes the directory. `$1` mariadbd, `$2`
-/// directory, `$3` port.
+/// Runs mariadbd in the background and obeys its stdin: `crash` kills it
+/// (SIGKILL), `up` starts it again; at the end of input it stops mariadbd
+/// and deletes the directory. `$1` mariadbd, `$2` directory, `$3` port.
 const GUARD: &str = r#"
-"$1" --no-defaults --user=nobody --datadir="$2/data" --socket="$2/mysqld.sock" \
-    --pid-file="$2/mysqld.pid" --log-error="$2/error.log" --init-file="$2/init.sql" \
-    --bind-address=127.0.0.1 --port="$3" --skip-name-resolve --skip-log-bin \
-    --innodb-flush-log-at-trx-commit=1 --sync-binlog=1 --innodb-doublewrite=1 \
-    --innodb-buffer-pool-size=64M --innodb-log-file-size=32M \
-    --max-connections=500 --skip-performance-schema </dev/null >/dev/null 2>&1 &
-pid=$!
-read _ignored
+bin=$1 dir=$2 port=$3
+up() {
+    "$bin" --no-defaults --user=nobody --datadir="$dir/data" --socket="$dir/mysqld.sock" \
+        --pid-file="$dir/mysqld.pid" --log-error="$dir/error.log" --init-file="$dir/init.sql" \
+        --bind-address=127.0.0.1 --port="$port" --skip-name-resolve --skip-log-bin \
+        --innodb-flush-log-at-trx-commit=1 --innodb-doublewrite=1 \
+        --innodb-buffer-pool-size=64M --innodb-log-file-size=32M \
+        --max-connections=500 --skip-performance-schema </dev/null >/dev/null 2>&1 &
+    pid=$!
+}
+up
+while read -r cmd; do
+    case "$cmd" in
+        crash) kill -KILL "$pid" 2>/dev/null; wait "$pid" 2>/dev/null ;;
+        up) up ;;
+        *) break ;;
+    esac
+done
 kill -TERM "$pid" 2>/dev/null
 i=0
 while kill -0 "$pid" 2>/dev/null && [ "$i" -lt 200 ]; do sleep 0.05; i=$((i+1)); done
 kill -KILL "$pid" 2>/dev/null
 wait "$pid" 2>/dev/null
-rm -rf "$2"
+rm -rf "$dir"
 "#;
 
 /// Makes `dir` (and what is in it) belong to `nobody` when running as root.
