@@ -343,6 +343,7 @@ fn commit_batch(
         }
     };
     let mut failed = Vec::new();
+    let mut acks = Vec::new();
     for op in batch.drain(..) {
         match op {
             Op::Insert {
@@ -356,15 +357,20 @@ fn commit_batch(
                         .fail_gate(ack.ticket, |b| put_error(b, "QUEUE_ERROR", msg));
                     failed.push(ack.handle);
                 }
-                ack.out.release(ack.ticket);
+                acks.push(ack);
             }
             Op::Delete(k) if error.is_some() && !cancelled.contains(&k.id) => retry.push(k),
             _ => {}
         }
     }
+    // Refused jobs are abandoned before the replies go out: a client told
+    // ERROR must not then see its job handed to a worker.
     if !failed.is_empty() {
         if let Some(shared) = shared.upgrade() {
             shared.with_state(|st| st.abandon_unpersisted(&failed));
         }
+    }
+    for ack in acks {
+        ack.out.release(ack.ticket);
     }
 }

@@ -38,9 +38,9 @@ const MAX_BACKOFF: Duration = Duration::from_secs(5);
 /// Attempts of a batch that hits a deadlock.
 const DEADLOCK_TRIES: usize = 3;
 
-/// MySQL error codes that mean the connection is gone (server shutdown,
-/// connection killed), not that the statement was wrong.
-const CONNECTION_LOST: [u16; 4] = [1053, 1077, 1927, 4031];
+/// MySQL error codes that mean the connection is gone or the statement was
+/// killed (server shutdown, KILL, idle timeout), not that it was wrong.
+const CONNECTION_LOST: [u16; 5] = [1053, 1077, 1317, 1927, 4031];
 /// Deadlock / lock wait timeout: the transaction may be retried.
 const DEADLOCK: [u16; 2] = [1213, 1205];
 

@@ -57,7 +57,11 @@ impl MariaDb {
             std::process::id(),
             free_port()
         ));
-        std::fs::create_dir_all(dir.join("data")).expect("create mariadb dir");
+        // A temp dir of its own: servers (and mariadb-install-db runs) in
+        // parallel clash over temporary table names in /tmp.
+        for sub in ["data", "tmp"] {
+            std::fs::create_dir_all(dir.join(sub)).expect("create mariadb dir");
+        }
         let init = dir.join("init.sql");
         std::fs::write(
             &init,
@@ -180,6 +184,7 @@ bin=$1 dir=$2 port=$3
 up() {
     "$bin" --no-defaults --user=nobody --datadir="$dir/data" --socket="$dir/mysqld.sock" \
         --pid-file="$dir/mysqld.pid" --log-error="$dir/error.log" --init-file="$dir/init.sql" \
+        --tmpdir="$dir/tmp" \
         --bind-address=127.0.0.1 --port="$port" --skip-name-resolve --skip-log-bin \
         --innodb-flush-log-at-trx-commit=1 --innodb-doublewrite=1 \
         --innodb-buffer-pool-size=64M --innodb-log-file-size=32M \
@@ -216,6 +221,7 @@ fn install(dir: &Path) {
         .arg("--no-defaults")
         .arg("--user=nobody")
         .arg(format!("--datadir={}", dir.join("data").display()))
+        .arg(format!("--tmpdir={}", dir.join("tmp").display()))
         .args(["--auth-root-authentication-method=normal", "--skip-test-db"])
         .output()
         .expect("run mariadb-install-db");
