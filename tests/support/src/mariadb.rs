@@ -74,7 +74,10 @@ impl MariaDb {
         )
         .expect("write init.sql");
         chown_nobody(&dir);
-        install(&dir);
+        if let Err(e) = install(&dir) {
+            let _ = std::fs::remove_dir_all(&dir);
+            panic!("{e}");
+        }
         let port = free_port();
         let mut guard = Command::new("sh")
             .arg("-c")
@@ -216,7 +219,7 @@ fn chown_nobody(dir: &Path) {
 }
 
 /// Creates the system tables in `dir/data`.
-fn install(dir: &Path) {
+fn install(dir: &Path) -> Result<(), String> {
     let out = Command::new(which("mariadb-install-db").expect("mariadb-install-db"))
         .arg("--no-defaults")
         .arg("--user=nobody")
@@ -224,11 +227,13 @@ fn install(dir: &Path) {
         .arg(format!("--tmpdir={}", dir.join("tmp").display()))
         .args(["--auth-root-authentication-method=normal", "--skip-test-db"])
         .output()
-        .expect("run mariadb-install-db");
-    assert!(
-        out.status.success(),
+        .map_err(|e| format!("cannot run mariadb-install-db: {e}"))?;
+    if out.status.success() {
+        return Ok(());
+    }
+    Err(format!(
         "mariadb-install-db failed:\n{}{}",
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
-    );
+    ))
 }
