@@ -78,7 +78,7 @@ pub(crate) struct MysqlStore {
     table: String,
     leases: String,
     lease: Option<Lease>,
-    keys: Columns,
+    cols: Columns,
     max_packet: usize,
     /// The lease end last reported to the server (it fences itself then).
     held_until: Option<Instant>,
@@ -249,7 +249,7 @@ impl MysqlStore {
             table: quote(table),
             leases: quote(&format!("{table}_polygear_leases")),
             lease: lease.clone(),
-            keys: Columns {
+            cols: Columns {
                 text: false,
                 unique_max: 64,
                 function_max: 255,
@@ -367,7 +367,7 @@ impl MysqlStore {
         );
         self.run(|c, _| c.query_drop(&create))?;
         let cols = self.columns(name)?;
-        self.keys = check_columns(name, &cols)?;
+        self.cols = check_columns(name, &cols)?;
         self.check_unique_index(name)?;
         if self.lease.is_some() {
             match cols.iter().find(|c| c.0 == "polygear_owner") {
@@ -447,7 +447,7 @@ impl MysqlStore {
 
     /// Why the table cannot hold `row`, if it cannot.
     fn refuse(&self, row: &StoredJob) -> Option<String> {
-        let k = self.keys;
+        let k = self.cols;
         let len = |b: &Bytes| -> Option<usize> {
             if k.text {
                 std::str::from_utf8(b).ok().map(|s| s.chars().count())
@@ -506,10 +506,10 @@ impl MysqlStore {
                 sql.push_str("polygear_owner = ? AND ");
                 params.push(Value::Bytes(o.clone()));
             }
-            sql.push_str(&format!("({})", keys_match(chunk.len(), self.keys.text)));
+            sql.push_str(&format!("({})", keys_match(chunk.len(), self.cols.text)));
             key_params(
                 chunk.iter().map(|k| (&k.unique, &k.function)),
-                self.keys.text,
+                self.cols.text,
                 &mut params,
             );
             tx.exec_drop(&sql, params)?;
@@ -732,14 +732,14 @@ impl MysqlStore {
             let mut params = vec![Value::from(owner.clone())];
             key_params(
                 chunk.iter().map(|r| (&r.unique, &r.function)),
-                self.keys.text,
+                self.cols.text,
                 &mut params,
             );
             tx.exec_drop(
                 format!(
                     "UPDATE {} SET polygear_owner = ? WHERE {}",
                     self.table,
-                    keys_match(chunk.len(), self.keys.text)
+                    keys_match(chunk.len(), self.cols.text)
                 ),
                 params,
             )?;
@@ -930,5 +930,60 @@ impl Store for MysqlStore {
             lapsed,
             claimed,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn duplicates_are_read_from_the_insert_info() {
+        assert_eq!(
+            duplicates("Records: 3  Duplicates: 1  Warnings: 0"),
+            Some(1)
+        );
+        assert_eq!(
+            duplicates("Records: 2  Duplicates: 0  Warnings: 0"),
+            Some(0)
+        );
+        assert_eq!(duplicates(""), None);
+    }
+
+    #[test]
+    fn key_lists_are_padded_to_a_power_of_two_with_the_last_key() {
+        let keys = [
+            (Bytes::from("u1"), Bytes::from("f")),
+            (Bytes::from("u2"), Bytes::from("f")),
+            (Bytes::from("u3"), Bytes::from("f")),
+        ];
+        let mut params = Vec::new();
+        key_params(keys.iter().map(|(u, f)| (u, f)), false, &mut params);
+        assert_eq!(params.len(), 8);
+        assert_eq!(params[6], Value::Bytes(b"u3".to_vec()));
+        assert_eq!(keys_match(3, false).matches('?').count(), 8);
+        assert_eq!(keys_match(3, true).matches('?').count(), 16);
+    }
+
+    fn col(n: &str, t: &str, len: usize) -> (String, String, usize) {
+        (n.into(), t.into(), len)
+    }
+
+    #[test]
+    fn gearmand_columns_are_accepted_and_others_named() {
+        let gearmand = [
+            col("unique_key", "varchar", 64),
+            col("function_name", "varchar", 255),
+            col("priority", "int", 0),
+            col("data", "longblob", 4294967295),
+            col("when_to_run", "int", 0),
+        ];
+        let c = check_columns("q", &gearmand).ok().unwrap();
+        assert!(c.text && c.when_32 && !c.data_text);
+        assert_eq!((c.unique_max, c.function_max), (64, 255));
+        let Err(SetupError::Schema(m)) = check_columns("q", &gearmand[..3]) else {
+            panic!("accepted a table without data and when_to_run");
+        };
+        assert!(m.contains("missing column data") && m.contains("missing column when_to_run"));
     }
 }
