@@ -22,6 +22,8 @@
 //! handing out the stored jobs it holds (see `State::lease_renewed`).
 
 mod memcached;
+#[cfg(feature = "mysql")]
+mod mysql;
 mod net;
 #[cfg(feature = "postgres")]
 mod postgres;
@@ -195,16 +197,26 @@ pub(crate) fn open(cfg: &QueueConfig) -> Result<Option<Opened>, ServerError> {
             table,
             lease,
         } => Box::new(postgres::PgStore::open(conninfo, table, lease.clone())?),
-        other => {
-            return Err(ServerError::Config(format!(
-                "this queue type is not available yet: {other:?}"
-            )))
-        }
+        #[cfg(feature = "mysql")]
+        cfg @ QueueConfig::Mysql { .. } => Box::new(mysql::MysqlStore::open(cfg)?),
+        #[cfg(not(feature = "postgres"))]
+        QueueConfig::Postgres { .. } => return Err(not_built("PostgreSQL", "postgres")),
+        #[cfg(not(feature = "mysql"))]
+        QueueConfig::Mysql { .. } => return Err(not_built("MySQL", "mysql")),
     };
     let rows = store
         .load()
         .map_err(|e| ServerError::Queue(format!("reading the stored jobs: {e}")))?;
     Ok(Some((store, rows)))
+}
+
+/// A queue this build of the server library left out (the language
+/// bindings embed it without the SQL drivers).
+#[allow(dead_code)]
+fn not_built(what: &str, feature: &str) -> ServerError {
+    ServerError::Config(format!(
+        "this build has no {what} queue (polygear-server's `{feature}` feature); use polygeard"
+    ))
 }
 
 /// A value for [`Persister::generation`]: the process id and start time
@@ -237,6 +249,11 @@ pub(crate) fn start(
 
 fn run(mut store: Box<dyn Store>, rx: Receiver<Op>, shared: Weak<Shared>) {
     let every = store.upkeep_every();
+    if every.is_some() {
+        // Hands the server its lease at once: a server cut off from the
+        // database before its first renewal must fence itself too.
+        upkeep(store.as_mut(), &shared);
+    }
     let mut last_upkeep = Instant::now();
     let mut batch: Vec<Op> = Vec::new();
     // Deletes whose commit failed, retried with the next batch.
@@ -368,6 +385,7 @@ fn commit_batch(
         }
     };
     let mut failed = Vec::new();
+    let mut acks = Vec::new();
     for op in batch.drain(..) {
         match op {
             Op::Insert {
@@ -381,15 +399,20 @@ fn commit_batch(
                         .fail_gate(ack.ticket, |b| put_error(b, "QUEUE_ERROR", msg));
                     failed.push(ack.handle);
                 }
-                ack.out.release(ack.ticket);
+                acks.push(ack);
             }
             Op::Delete(k) if error.is_some() && !cancelled.contains(&k.id) => retry.push(k),
             _ => {}
         }
     }
+    // Refused jobs are abandoned before the replies go out: a client told
+    // ERROR must not then see its job handed to a worker.
     if !failed.is_empty() {
         if let Some(shared) = shared.upgrade() {
             shared.with_state(|st| st.abandon_unpersisted(&failed));
         }
+    }
+    for ack in acks {
+        ack.out.release(ack.ticket);
     }
 }

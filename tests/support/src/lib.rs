@@ -12,6 +12,7 @@ use polygear::ServerAddr;
 
 pub mod blocking;
 mod daemon;
+pub mod mariadb;
 pub mod memcached;
 pub mod postgres;
 pub mod raw;
