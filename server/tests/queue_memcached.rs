@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{durable, keyed, polygeard};
+use common::{durable, keyed, polygeard, strs};
 use polygear::protocol::Priority;
 use polygear_test_support::memcached;
 
@@ -26,10 +26,6 @@ fn gearmand_args(port: u16, prefix: &str) -> Vec<String> {
     let mut a = args(port, prefix);
     a.splice(0..0, ["-t".to_string(), "1".to_string()]);
     a
-}
-
-fn strs(v: &[String]) -> Vec<&str> {
-    v.iter().map(String::as_str).collect()
 }
 
 #[test]

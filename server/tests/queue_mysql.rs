@@ -15,8 +15,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
-use common::durable;
 use common::*;
+use common::{durable, strs};
 use polygear::protocol::{Magic, Packet, Priority};
 use polygear_test_support::mariadb::{self, MariaDb};
 
@@ -52,10 +52,6 @@ fn queue_args(port: u16, db: &str, table: &str, extra: &[&str]) -> Vec<String> {
     .collect();
     a.extend(extra.iter().map(|s| s.to_string()));
     a
-}
-
-fn strs(v: &[String]) -> Vec<&str> {
-    v.iter().map(|s| s.as_str()).collect()
 }
 
 /// Runs SQL in database `db`; the tab-separated output.
@@ -749,54 +745,4 @@ fn partitioned_server_is_fenced_and_its_jobs_taken_over() {
         "none of the taken-over jobs came back"
     );
     wait_sql(m, db, "SELECT COUNT(*) FROM gearman_queue", "0\n");
-}
-
-/// Background jobs per second: polygeard with a pipelining client (group
-/// commit) against gearmand's MySQL plugin's way (a ping and a one-row
-/// autocommitted INSERT per job, emulated with the same driver). Run with
-/// `cargo test --release --test queue_mysql -- --ignored --nocapture`.
-#[test]
-#[ignore]
-fn bench_group_commit_against_per_job_inserts() {
-    use mysql::prelude::Queryable;
-    let m = maria("bench");
-    let db = "bench";
-    let n = 20_000;
-    let d = polygeard(&strs(&queue_args(m.port, db, "gearman_queue", &[])));
-    let mut c = Raw::connect(d.port);
-    let start = Instant::now();
-    for batch in 0..n / 500 {
-        let packets: Vec<Packet> = (0..500)
-            .map(|i| bg(format!("b-{batch}-{i}").as_bytes(), Priority::Normal))
-            .collect();
-        for r in pipeline(&mut c, &packets) {
-            created(r);
-        }
-    }
-    let ours = n as f64 / start.elapsed().as_secs_f64();
-
-    let opts = mysql::OptsBuilder::new()
-        .ip_or_hostname(Some("127.0.0.1"))
-        .tcp_port(m.port)
-        .user(Some(MariaDb::USER))
-        .pass(Some(MariaDb::PASSWORD))
-        .db_name(Some(db));
-    let mut conn = mysql::Conn::new(opts).unwrap();
-    let per_job = 2_000;
-    let start = Instant::now();
-    for i in 0..per_job {
-        assert!(conn.ping().is_ok());
-        conn.exec_drop(
-            "INSERT INTO gearman_queue (unique_key, function_name, priority, data, when_to_run) \
-             VALUES (?, ?, ?, ?, ?)",
-            (format!("g-{i}"), "durable", 1, format!("payload g-{i}"), 0),
-        )
-        .unwrap();
-    }
-    let theirs = per_job as f64 / start.elapsed().as_secs_f64();
-    eprintln!(
-        "polygeard group commit: {ours:.0} jobs/s; per-job inserts (gearmand's way): \
-         {theirs:.0} jobs/s; {:.1}x",
-        ours / theirs
-    );
 }

@@ -25,3 +25,8 @@ pub fn polygeard_on(port: u16, extra: &[&str]) -> TestServer {
         &flags,
     )
 }
+
+/// Borrows a list of owned arguments.
+pub fn strs(v: &[String]) -> Vec<&str> {
+    v.iter().map(String::as_str).collect()
+}
