@@ -2,7 +2,8 @@
 //!
 //! The client's reconnect delay per server (`client/pool.rs`), the worker's
 //! reconnect delay per server task (`worker/grab.rs`) and the hand-off
-//! watchdog's re-check interval (`worker/queue.rs`) all wait `min` first,
+//! watchdog's re-check interval (`worker/queue.rs`), and polygeard's queue
+//! stores reconnecting to their database, all wait `min` first,
 //! then double up to `max`, and start over after a success. [`Backoff`] is
 //! that sequence; the callers only decide when to ask for the next delay and
 //! when to [`Backoff::reset`].
@@ -11,7 +12,7 @@ use std::time::Duration;
 
 /// Delays of `min`, `2 × min`, `4 × min`, … capped at `max`, until [`Backoff::reset`].
 #[derive(Debug, Clone)]
-pub(crate) struct Backoff {
+pub struct Backoff {
     min: Duration,
     max: Duration,
     /// The last delay handed out; zero before the first one (and after a reset).
@@ -20,7 +21,7 @@ pub(crate) struct Backoff {
 
 impl Backoff {
     /// A backoff from `min` to `max` (`max` is raised to `min` if lower).
-    pub(crate) fn new(min: Duration, max: Duration) -> Backoff {
+    pub fn new(min: Duration, max: Duration) -> Backoff {
         Backoff {
             min,
             max: max.max(min),
@@ -29,7 +30,7 @@ impl Backoff {
     }
 
     /// The next delay: `min` after a reset, else the last one doubled (at most `max`).
-    pub(crate) fn next_delay(&mut self) -> Duration {
+    pub fn next_delay(&mut self) -> Duration {
         self.current = if self.current.is_zero() {
             self.min
         } else {
@@ -39,7 +40,7 @@ impl Backoff {
     }
 
     /// Starts over: the next delay is `min` again.
-    pub(crate) fn reset(&mut self) {
+    pub fn reset(&mut self) {
         self.current = Duration::ZERO;
     }
 }

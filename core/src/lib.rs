@@ -8,7 +8,7 @@
 #![warn(missing_docs)]
 
 pub mod admin;
-mod backoff;
+pub mod backoff;
 pub mod client;
 mod error;
 pub mod frame;

@@ -27,14 +27,12 @@ use bytes::Bytes;
 use mysql::prelude::Queryable;
 use mysql::{Conn, Opts, OptsBuilder, TxOpts, Value};
 
+use super::net::Backoff;
 use super::{Rejected, Store, StoreError, StoredJob, StoredKey, Upkeep};
 use crate::{Lease, QueueConfig, ServerError};
 
 /// Rows per multi-row statement (bounds the prepared statement shapes).
 const CHUNK: usize = 256;
-/// First reconnect delay after a failed connect; doubles up to [`MAX_BACKOFF`].
-const MIN_BACKOFF: Duration = Duration::from_millis(100);
-const MAX_BACKOFF: Duration = Duration::from_secs(5);
 /// Attempts of a batch that hits a deadlock.
 const DEADLOCK_TRIES: usize = 3;
 
@@ -71,8 +69,7 @@ pub(crate) struct MysqlStore {
     /// Whether `conn` has been used already (a broken reused connection is
     /// retried once on a fresh one).
     conn_used: bool,
-    backoff: Duration,
-    retry_at: Option<Instant>,
+    backoff: Backoff,
     last_error: String,
     /// Quoted table names.
     table: String,
@@ -243,8 +240,7 @@ impl MysqlStore {
             place,
             conn: None,
             conn_used: false,
-            backoff: MIN_BACKOFF,
-            retry_at: None,
+            backoff: Backoff::new(),
             last_error: String::new(),
             table: quote(table),
             leases: quote(&format!("{table}_polygear_leases")),
@@ -287,7 +283,7 @@ impl MysqlStore {
     /// from 100 ms to 5 s).
     fn ensure_connected(&mut self) -> Result<(), StoreError> {
         if self.conn.is_none() {
-            if self.retry_at.is_some_and(|at| Instant::now() < at) {
+            if self.backoff.check().is_err() {
                 return Err(StoreError::Unavailable(format!(
                     "{} unreachable ({}); reconnecting",
                     self.place, self.last_error
@@ -295,14 +291,12 @@ impl MysqlStore {
             }
             match self.connect() {
                 Ok(()) => {
-                    self.backoff = MIN_BACKOFF;
-                    self.retry_at = None;
+                    self.backoff.reset();
                     tracing::info!("{}: connected", self.place);
                 }
                 Err(e) => {
                     self.last_error = e.to_string();
-                    self.retry_at = Some(Instant::now() + self.backoff);
-                    self.backoff = (self.backoff * 2).min(MAX_BACKOFF);
+                    self.backoff.failed();
                     return Err(e);
                 }
             }

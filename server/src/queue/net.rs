@@ -1,5 +1,6 @@
-//! What the network stores (Redis, memcached) share: a connection with
-//! timeouts, a reconnect backoff, and the parse of gearmand's key layout.
+//! What the network stores share: a connection with timeouts and the parse
+//! of gearmand's key layout (Redis, memcached), and the reconnect gate
+//! ([`Backoff`], every store).
 
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
@@ -13,6 +14,7 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 const IO_TIMEOUT: Duration = Duration::from_secs(10);
 /// First wait before a reconnect; doubles up to [`BACKOFF_MAX`].
 const BACKOFF_MIN: Duration = Duration::from_millis(100);
+/// Longest wait between reconnects.
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
 
 /// A buffered TCP connection with connect, read and write timeouts.
@@ -104,14 +106,14 @@ pub(crate) fn invalid(msg: &str) -> io::Error {
 /// to 5 s while the server stays unreachable.
 pub(crate) struct Backoff {
     next_try: Option<Instant>,
-    delay: Duration,
+    delays: polygear::backoff::Backoff,
 }
 
 impl Backoff {
     pub(crate) fn new() -> Backoff {
         Backoff {
             next_try: None,
-            delay: BACKOFF_MIN,
+            delays: polygear::backoff::Backoff::new(BACKOFF_MIN, BACKOFF_MAX),
         }
     }
 
@@ -125,14 +127,13 @@ impl Backoff {
 
     /// A connect (or the connection) failed: wait before the next one.
     pub(crate) fn failed(&mut self) {
-        self.next_try = Some(Instant::now() + self.delay);
-        self.delay = (self.delay * 2).min(BACKOFF_MAX);
+        self.next_try = Some(Instant::now() + self.delays.next_delay());
     }
 
     /// A connect succeeded.
     pub(crate) fn reset(&mut self) {
         self.next_try = None;
-        self.delay = BACKOFF_MIN;
+        self.delays.reset();
     }
 }
 
@@ -297,17 +298,18 @@ mod tests {
     }
 
     #[test]
-    fn backoff_doubles_up_to_five_seconds() {
+    fn no_connect_while_backing_off_and_at_once_after_a_success() {
         let mut b = Backoff::new();
         assert!(b.check().is_ok());
         b.failed();
-        assert!(b.check().is_err());
+        let first = b.check().unwrap_err();
+        assert!(first <= BACKOFF_MIN);
         for _ in 0..10 {
             b.failed();
         }
-        assert_eq!(b.delay, BACKOFF_MAX);
+        let long = b.check().unwrap_err();
+        assert!(long > BACKOFF_MAX / 2 && long <= BACKOFF_MAX);
         b.reset();
         assert!(b.check().is_ok());
-        assert_eq!(b.delay, BACKOFF_MIN);
     }
 }

@@ -39,12 +39,9 @@ use bytes::Bytes;
 use postgres::types::ToSql;
 use postgres::{Client, Config, GenericClient, NoTls, Row, Statement};
 
+use super::net::Backoff;
 use super::{Rejected, Store, StoreError, StoredJob, StoredKey, Upkeep};
 use crate::{Lease, ServerError};
-
-/// First wait after a failed reconnect; doubled up to [`MAX_BACKOFF`].
-const MIN_BACKOFF: Duration = Duration::from_millis(100);
-const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
 /// Why a job is refused when its key is already stored.
 const TAKEN: &str = "a job with this function and unique is already queued (on another server?)";
@@ -341,8 +338,7 @@ pub(crate) struct PgStore {
     lease: Option<Lease>,
     limits: Limits,
     conn: Option<Conn>,
-    backoff: Duration,
-    retry_at: Option<Instant>,
+    backoff: Backoff,
 }
 
 impl PgStore {
@@ -383,8 +379,7 @@ impl PgStore {
             lease,
             limits,
             conn: Some(conn),
-            backoff: MIN_BACKOFF,
-            retry_at: None,
+            backoff: Backoff::new(),
         })
     }
 
@@ -395,7 +390,7 @@ impl PgStore {
             self.conn = None;
         }
         if self.conn.is_none() {
-            if self.retry_at.is_some_and(|at| Instant::now() < at) {
+            if self.backoff.check().is_err() {
                 return Err(StoreError::Unavailable(format!(
                     "reconnecting to PostgreSQL at {}",
                     self.target
@@ -409,13 +404,11 @@ impl PgStore {
             match opened {
                 Ok(c) => {
                     tracing::info!("reconnected to PostgreSQL at {}", self.target);
-                    self.backoff = MIN_BACKOFF;
-                    self.retry_at = None;
+                    self.backoff.reset();
                     self.conn = Some(c);
                 }
                 Err(e) => {
-                    self.retry_at = Some(Instant::now() + self.backoff);
-                    self.backoff = (self.backoff * 2).min(MAX_BACKOFF);
+                    self.backoff.failed();
                     return Err(StoreError::Unavailable(format!(
                         "cannot connect to PostgreSQL at {}: {}",
                         self.target,
