@@ -11,7 +11,8 @@ every scenario gets a fresh job server and a fresh table or key prefix:
 
 * durable background submits with pipelining clients (4 connections x 64 in
   flight), measured with two load generators: target/release/loadgen (tokio,
-  raw packets) and a plain-socket Python submitter (this file);
+  raw packets) and a plain-socket Python submitter (this file, one process
+  per connection);
 * the drain of the stored jobs by 2 workers;
 * the job server's CPU time per job beside each rate (the database's CPU is
   not counted on either side);
@@ -26,6 +27,7 @@ PostgreSQL figures only (no gearmand column).
 from __future__ import annotations
 
 import argparse
+import multiprocessing
 import os
 import pwd
 import shutil
@@ -193,31 +195,47 @@ def read_packet(s: socket.socket, buf: bytearray) -> tuple[int, bytes]:
         buf += chunk
 
 
+def py_conn(port: int, n: int, window: int, tag: str) -> None:
+    """One connection: `window` submissions in flight until `n` are acknowledged."""
+    s = connect(port)
+    buf = bytearray()
+    sent = got = 0
+    while got < n:
+        out = []
+        while sent < n and sent - got < window:
+            out.append(packet(18, b"q", f"{tag}-{sent}".encode(), b"x" * 16))
+            sent += 1
+        if out:
+            s.sendall(b"".join(out))
+        chunk = s.recv(1 << 16)
+        if not chunk:
+            raise RuntimeError("connection closed")
+        buf += chunk
+        while len(buf) >= 12:
+            kind, size = struct.unpack(">II", buf[4:12])
+            if len(buf) < 12 + size:
+                break
+            if kind != 8:
+                raise RuntimeError(f"submit answered {kind}: {bytes(buf[12:12 + size])[:200]!r}")
+            del buf[:12 + size]
+            got += 1
+    s.close()
+
+
 def py_submit(port: int, n: int, conns: int = 4, window: int = 64, tag: str = "py") -> float:
-    """The second load generator: plain sockets, `window` submissions in flight per
-    connection, connections served round robin from one thread."""
-    socks = [connect(port) for _ in range(conns)]
-    bufs = [bytearray() for _ in socks]
-    sent, got = [0] * conns, [0] * conns
+    """The second load generator: plain sockets, one process per connection (so
+    that Python itself is not the limit), `window` submissions in flight each."""
     share = [n // conns + (1 if i < n % conns else 0) for i in range(conns)]
+    procs = [multiprocessing.Process(target=py_conn, args=(port, share[i], window, f"{tag}-{i}"))
+             for i in range(conns)]
     t0 = time.time()
-    while any(g < s for g, s in zip(got, share)):
-        for i, s in enumerate(socks):
-            out = []
-            while sent[i] < share[i] and sent[i] - got[i] < window:
-                out.append(packet(18, b"q", f"{tag}-{i}-{sent[i]}".encode(), b"x" * 16))
-                sent[i] += 1
-            if out:
-                s.sendall(b"".join(out))
-            if got[i] < share[i]:
-                kind, body = read_packet(s, bufs[i])
-                if kind != 8:
-                    raise RuntimeError(f"submit answered {kind}: {body[:200]!r}")
-                got[i] += 1
-    rate = n / (time.time() - t0)
-    for s in socks:
-        s.close()
-    return rate
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join()
+        if p.exitcode != 0:
+            raise RuntimeError("a submitter process failed")
+    return n / (time.time() - t0)
 
 
 def measure(db: Database, server: str, n: int) -> dict[str, float]:
