@@ -41,7 +41,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from run import GEARMAND, POLYGEARD, ROOT, free_port, loadgen  # noqa: E402
+from run import GEARMAND, POLYGEARD, ROOT, free_port, loadgen
 
 PG_BIN = Path("/usr/lib/postgresql/15/bin")
 NOBODY = pwd.getpwnam("nobody")
@@ -155,9 +155,10 @@ class JobServer:
                                      stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         try:
             wait_port(self.port, kind)
-        except RuntimeError:
+        except RuntimeError as e:
             self.proc.kill()
-            raise RuntimeError(f"{kind} {' '.join(flags)}: {self.proc.stderr.read().decode()[-500:]}")
+            err = self.proc.stderr.read().decode()[-500:]
+            raise RuntimeError(f"{kind} {' '.join(flags)}: {err}") from e
 
     def cpu(self) -> float:
         f = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
@@ -264,10 +265,9 @@ def takeover(db: Database, lease: float, jobs: int = 200) -> tuple[float, float]
     """Seconds from SIGKILL of A until a worker on B received the first and the
     last of A's jobs."""
     space = db.fresh()
-    a = JobServer("polygeard", db.flags("polygeard", space) + ["--queue-lease", str(lease),
-                                                                 "--server-id", "a"])
-    b = JobServer("polygeard", db.flags("polygeard", space) + ["--queue-lease", str(lease),
-                                                                 "--server-id", "b"])
+    shared = [*db.flags("polygeard", space), "--queue-lease", str(lease), "--server-id"]
+    a = JobServer("polygeard", [*shared, "a"])
+    b = JobServer("polygeard", [*shared, "b"])
     try:
         s = connect(a.port)
         buf = bytearray()
@@ -342,7 +342,8 @@ def main() -> int:
                              f"{p['submit_cpu_us'] / g['submit_cpu_us']:.2f}x | "
                              f"**{p['submit_py'] / g['submit_py']:.1f}x** | "
                              f"{p['submit_py_cpu_us'] / g['submit_py_cpu_us']:.2f}x | "
-                             f"**{p['drain'] / g['drain']:.1f}x** | {p['drain_cpu_us'] / g['drain_cpu_us']:.2f}x |")
+                             f"**{p['drain'] / g['drain']:.1f}x** | "
+                             f"{p['drain_cpu_us'] / g['drain_cpu_us']:.2f}x |")
                 print(lines[-1], flush=True)
             if kind in ("postgres", "mysql") and a.kills > 0:
                 runs = [takeover(db, a.lease) for _ in range(a.kills)]
