@@ -607,11 +607,31 @@ fn collect(port: u16, want: usize, total: &AtomicUsize, limit: Instant) -> Vec<S
 /// one reach workers connected only to the others after it is killed, each
 /// exactly once.
 fn takeover(db: &str, ids: &[&str], jobs: usize) {
+    takeover_after(
+        db,
+        ids,
+        jobs,
+        "2",
+        TestServer::kill,
+        Duration::from_secs(2 + 6),
+    );
+}
+
+/// The first server queues `jobs` and is stopped by `stop`; the others'
+/// workers must have each of them exactly once `within` that.
+fn takeover_after(
+    db: &str,
+    ids: &[&str],
+    jobs: usize,
+    lease: &str,
+    stop: impl FnOnce(&mut TestServer),
+    within: Duration,
+) {
     let m = maria(db);
     let mut servers: Vec<TestServer> = ids
         .iter()
         .map(|id| {
-            let lease = ["--queue-lease", "2", "--server-id", id];
+            let lease = ["--queue-lease", lease, "--server-id", id];
             polygeard(&strs(&queue_args(m.port, db, "gearman_queue", &lease)))
         })
         .collect();
@@ -624,9 +644,9 @@ fn takeover(db: &str, ids: &[&str], jobs: usize) {
     for r in pipeline(&mut c, &packets) {
         created(r);
     }
-    servers[0].kill();
+    stop(&mut servers[0]);
     let killed = Instant::now();
-    let limit = killed + Duration::from_secs(2 + 6);
+    let limit = killed + within;
     let total = Arc::new(AtomicUsize::new(0));
     let workers: Vec<_> = servers[1..]
         .iter()
@@ -657,6 +677,24 @@ fn takeover_by_one_survivor() {
 #[test]
 fn takeover_by_two_survivors_each_job_once() {
     takeover("takeover3", &["a", "b", "c"], 60);
+}
+
+/// A clean stop (SIGTERM) ends the lease: with a 6 s lease (claims every
+/// 2 s) the survivor has every job well before the lease would run out.
+#[test]
+fn a_clean_stop_hands_the_queued_jobs_over_at_once() {
+    let stop = |a: &mut TestServer| {
+        a.signal("-TERM");
+        assert!(a.wait_exit(Duration::from_secs(10)).success());
+    };
+    takeover_after(
+        "handover",
+        &["a", "b"],
+        40,
+        "6",
+        stop,
+        Duration::from_millis(3500),
+    );
 }
 
 /// Grabs one "durable" job from `w` and completes it; its unique, or

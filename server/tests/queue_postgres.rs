@@ -382,17 +382,39 @@ fn takeover_worker(
 /// jobs and is killed; workers connected only to the survivors get each of
 /// A's jobs exactly once within the lease and a few seconds.
 fn takeover(db: &str, survivors: &[&str]) {
+    takeover_after(db, survivors, "2", TestServer::kill, Duration::from_secs(8));
+}
+
+/// A stopped cleanly (SIGTERM) ends its lease: with a 6 s lease (claims
+/// every 2 s) the survivor has every queued job well before the lease
+/// would have run out.
+#[test]
+fn a_clean_stop_hands_the_queued_jobs_over_at_once() {
+    let stop = |a: &mut TestServer| {
+        a.signal("-TERM");
+        assert!(a.wait_exit(Duration::from_secs(10)).success());
+    };
+    takeover_after("handover", &["b"], "6", stop, Duration::from_millis(3500));
+}
+
+fn takeover_after(
+    db: &str,
+    survivors: &[&str],
+    lease: &str,
+    stop: impl FnOnce(&mut TestServer),
+    within: Duration,
+) {
     let ci = database(db);
-    let lease = ["--queue-lease", "2"];
+    let lease = ["--queue-lease", lease];
     let mut a = polygeard(&pg_args(&ci, &[&lease[..], &["--server-id", "a"]].concat()));
     let others: Vec<TestServer> = survivors
         .iter()
         .map(|id| polygeard(&pg_args(&ci, &[&lease[..], &["--server-id", id]].concat())))
         .collect();
     let acked = fill(a.port, 200);
-    a.kill();
+    stop(&mut a);
     let killed = Instant::now();
-    let deadline = killed + Duration::from_secs(8);
+    let deadline = killed + within;
     let total = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let workers: Vec<_> = others
         .iter()

@@ -148,6 +148,11 @@ pub(crate) trait Store: Send {
     fn upkeep(&mut self) -> Result<Upkeep, StoreError> {
         Ok(Upkeep::default())
     }
+
+    /// The server is stopping (it hands out nothing any more): a shared store
+    /// ends this server's lease, so that the others take over its queued jobs
+    /// at their next claim instead of after the lease.
+    fn release(&mut self) {}
 }
 
 /// Handle on the queue thread, kept in the server's state.
@@ -290,6 +295,7 @@ fn run(mut store: Box<dyn Store>, rx: Receiver<Op>, shared: Weak<Shared>) {
         batch.extend(retry.drain(..).map(Op::Delete));
         commit_batch(store.as_mut(), &mut batch, &mut retry, &shared);
     }
+    store.release();
     tracing::debug!("queue thread finished");
 }
 

@@ -892,6 +892,28 @@ impl Store for MysqlStore {
         self.lease.as_ref().map(|l| l.duration / 3)
     }
 
+    fn release(&mut self) {
+        if self.lease.is_none() {
+            return;
+        }
+        let done = self.run(|c, s| {
+            c.exec_drop(
+                format!(
+                    "UPDATE {} SET lease_until = NOW(3) - INTERVAL 1 SECOND WHERE server_id = ?",
+                    s.leases
+                ),
+                (s.owner(),),
+            )
+        });
+        match done {
+            Ok(()) => tracing::info!(
+                "{}: queue lease released: other servers take over this server's queued jobs",
+                self.place
+            ),
+            Err(e) => tracing::warn!("{}: releasing the queue lease: {e}", self.place),
+        }
+    }
+
     fn upkeep(&mut self) -> Result<Upkeep, StoreError> {
         let Some(duration) = self.lease.as_ref().map(|l| l.duration) else {
             return Ok(Upkeep::default());

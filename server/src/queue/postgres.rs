@@ -520,6 +520,26 @@ impl Store for PgStore {
         self.lease.as_ref().map(|l| l.duration / 3)
     }
 
+    fn release(&mut self) {
+        let Some(me) = self.lease.as_ref().map(|l| l.server_id.clone()) else {
+            return;
+        };
+        let sql = format!(
+            "UPDATE {} SET lease_until = now() - interval '1 second' WHERE server_id = $1::text",
+            self.sql.leases
+        );
+        let done = match self.conn() {
+            Ok(c) => c.client.execute(&sql, &[&me]).map_err(|e| describe(&e)),
+            Err(e) => Err(e.to_string()),
+        };
+        match done {
+            Ok(_) => tracing::info!(
+                "queue lease released: other servers take over this server's queued jobs"
+            ),
+            Err(e) => tracing::warn!("releasing the queue lease: {e}"),
+        }
+    }
+
     fn upkeep(&mut self) -> Result<Upkeep, StoreError> {
         let Some(lease) = self.lease.clone() else {
             return Ok(Upkeep::default());
