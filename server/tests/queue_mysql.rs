@@ -579,30 +579,6 @@ fn database_crash_and_restart() {
     restart_and_check(&mut d, &o);
 }
 
-/// Grabs "durable" jobs from `port` until `total` (shared by the workers)
-/// reaches `want` or `limit` passes; returns the uniques this worker got.
-fn collect(port: u16, want: usize, total: &AtomicUsize, limit: Instant) -> Vec<String> {
-    let mut w = Raw::connect(port);
-    w.send(&can_do("durable"));
-    let mut got = Vec::new();
-    while total.load(Ordering::SeqCst) < want && Instant::now() < limit {
-        w.send(&Packet::GrabJobUniq);
-        match w.recv() {
-            Packet::JobAssignUniq { handle, unique, .. } => {
-                got.push(String::from_utf8(unique.to_vec()).unwrap());
-                total.fetch_add(1, Ordering::SeqCst);
-                w.send(&Packet::WorkComplete {
-                    handle,
-                    data: "".into(),
-                });
-            }
-            Packet::NoJob => std::thread::sleep(Duration::from_millis(50)),
-            p => panic!("{p:?}"),
-        }
-    }
-    got
-}
-
 /// Servers `ids` share one table with a 2 s lease; jobs queued on the first
 /// one reach workers connected only to the others after it is killed, each
 /// exactly once.
@@ -652,7 +628,7 @@ fn takeover_after(
         .iter()
         .map(|s| {
             let (port, total) = (s.port, total.clone());
-            std::thread::spawn(move || collect(port, jobs, &total, limit))
+            std::thread::spawn(move || durable::collect(port, jobs, &total, limit))
         })
         .collect();
     let got: Vec<Vec<String>> = workers.into_iter().map(|w| w.join().unwrap()).collect();
@@ -752,7 +728,7 @@ fn partitioned_server_is_fenced_and_its_jobs_taken_over() {
     assert!(is_queue_error(&refused[0]), "{:?}", refused[0]);
 
     let total = AtomicUsize::new(0);
-    let mut got = collect(b.port, 30, &total, cut + Duration::from_secs(8));
+    let mut got = durable::collect(b.port, 30, &total, cut + Duration::from_secs(8));
     eprintln!("taken over {:?} after the cut", cut.elapsed());
     got.sort();
     let mut want = uniques.clone();

@@ -348,36 +348,6 @@ fn a_database_lost_while_running_refuses_background_jobs_and_recovers() {
     exactly_once(&sub.acked, &durable::drain(p.port));
 }
 
-/// Polls a worker on `port` for jobs of `durable` until `deadline` or until
-/// `enough` jobs were seen in total by every poller (`total`).
-fn takeover_worker(
-    port: u16,
-    deadline: Instant,
-    total: std::sync::Arc<std::sync::atomic::AtomicUsize>,
-    enough: usize,
-) -> Vec<String> {
-    use std::sync::atomic::Ordering;
-    let mut w = Raw::connect(port);
-    w.send(&common::can_do("durable"));
-    let mut seen = Vec::new();
-    while Instant::now() < deadline && total.load(Ordering::SeqCst) < enough {
-        w.send(&Packet::GrabJobUniq);
-        match w.recv() {
-            Packet::JobAssignUniq { handle, unique, .. } => {
-                seen.push(String::from_utf8(unique.to_vec()).unwrap());
-                total.fetch_add(1, Ordering::SeqCst);
-                w.send(&Packet::WorkComplete {
-                    handle,
-                    data: "".into(),
-                });
-            }
-            Packet::NoJob => std::thread::sleep(Duration::from_millis(50)),
-            p => panic!("{p:?}"),
-        }
-    }
-    seen
-}
-
 /// `survivors` servers and A share one table with a 2 s lease; A queues
 /// jobs and is killed; workers connected only to the survivors get each of
 /// A's jobs exactly once within the lease and a few seconds.
@@ -420,7 +390,7 @@ fn takeover_after(
         .iter()
         .map(|s| {
             let (port, total) = (s.port, total.clone());
-            std::thread::spawn(move || takeover_worker(port, deadline, total, 200))
+            std::thread::spawn(move || durable::collect(port, 200, &total, deadline))
         })
         .collect();
     let per: Vec<Vec<String>> = workers.into_iter().map(|w| w.join().unwrap()).collect();

@@ -5,6 +5,7 @@
 use std::collections::HashSet;
 use std::io::{Read, Write};
 use std::net::TcpStream;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
@@ -162,4 +163,28 @@ pub fn restart_keeps_queued_jobs_and_priorities(args: &[&str]) {
     let mut a = Raw::connect(d.port);
     assert_eq!(a.admin("prioritystatus"), "durable\t1\t0\t1\t0\n.\n");
     assert_eq!(drain(d.port), ["b", "a"]);
+}
+
+/// Grabs "durable" jobs from `port` until `total` (shared by the workers)
+/// reaches `want` or `limit` passes; returns the uniques this worker got.
+pub fn collect(port: u16, want: usize, total: &AtomicUsize, limit: Instant) -> Vec<String> {
+    let mut w = Raw::connect(port);
+    w.send(&super::can_do("durable"));
+    let mut got = Vec::new();
+    while total.load(Ordering::SeqCst) < want && Instant::now() < limit {
+        w.send(&Packet::GrabJobUniq);
+        match w.recv() {
+            Packet::JobAssignUniq { handle, unique, .. } => {
+                got.push(String::from_utf8(unique.to_vec()).unwrap());
+                total.fetch_add(1, Ordering::SeqCst);
+                w.send(&Packet::WorkComplete {
+                    handle,
+                    data: "".into(),
+                });
+            }
+            Packet::NoJob => std::thread::sleep(Duration::from_millis(50)),
+            p => panic!("{p:?}"),
+        }
+    }
+    got
 }
