@@ -253,42 +253,6 @@ fn main() -> ExitCode {
         eprintln!("polygeard: {e}");
         return ExitCode::from(2);
     }
-    let queue = match args.queue_type.to_ascii_lowercase().as_str() {
-        "builtin" | "memory" | "none" => QueueConfig::Memory,
-        "libsqlite3" | "sqlite" | "sqlite3" => QueueConfig::Sqlite {
-            path: args.libsqlite3_db.clone(),
-        },
-        "postgres" | "postgresql" | "libpq" => QueueConfig::Postgres {
-            conninfo: args.libpq_conninfo.clone(),
-            table: args.libpq_table.clone(),
-            lease: None,
-        },
-        "mysql" | "mariadb" => QueueConfig::Mysql {
-            host: args.mysql_host.clone(),
-            port: args.mysql_port,
-            user: args.mysql_user.clone(),
-            password: args.mysql_password.clone(),
-            db: args.mysql_db.clone(),
-            table: args.mysql_table.clone(),
-            lease: None,
-        },
-        "redis" => QueueConfig::Redis {
-            host: args.redis_server.clone(),
-            port: args.redis_port,
-            password: args.redis_password.clone(),
-            prefix: args.redis_prefix.clone(),
-        },
-        "libmemcached" | "memcached" => QueueConfig::Memcached {
-            servers: args.libmemcached_servers.clone(),
-            prefix: args.libmemcached_prefix.clone(),
-        },
-        other => {
-            eprintln!(
-                "polygeard: unknown queue type {other:?} (use libsqlite3, postgres, mysql, redis, libmemcached or builtin)"
-            );
-            return ExitCode::from(2);
-        }
-    };
     let port = args.port.unwrap_or_else(|| {
         std::env::var("GEARMAND_PORT")
             .ok()
@@ -306,32 +270,41 @@ fn main() -> ExitCode {
             .unwrap_or_else(|| format!("{}:{port}", polygear_server::hostname())),
         duration: std::time::Duration::from_secs_f64(args.queue_lease),
     });
-    let queue = match queue {
-        QueueConfig::Postgres {
-            conninfo, table, ..
-        } => QueueConfig::Postgres {
-            conninfo,
-            table,
+    let queue = match args.queue_type.to_ascii_lowercase().as_str() {
+        "builtin" | "memory" | "none" => QueueConfig::Memory,
+        "libsqlite3" | "sqlite" | "sqlite3" => QueueConfig::Sqlite {
+            path: args.libsqlite3_db.clone(),
+        },
+        "postgres" | "postgresql" | "libpq" => QueueConfig::Postgres {
+            conninfo: args.libpq_conninfo.clone(),
+            table: args.libpq_table.clone(),
+            lease: lease.clone(),
+        },
+        "mysql" | "mariadb" => QueueConfig::Mysql {
+            host: args.mysql_host.clone(),
+            port: args.mysql_port,
+            user: args.mysql_user.clone(),
+            password: args.mysql_password.clone(),
+            db: args.mysql_db.clone(),
+            table: args.mysql_table.clone(),
             lease,
         },
-        QueueConfig::Mysql {
-            host,
-            port,
-            user,
-            password,
-            db,
-            table,
-            ..
-        } => QueueConfig::Mysql {
-            host,
-            port,
-            user,
-            password,
-            db,
-            table,
-            lease,
+        "redis" => QueueConfig::Redis {
+            host: args.redis_server.clone(),
+            port: args.redis_port,
+            password: args.redis_password.clone(),
+            prefix: args.redis_prefix.clone(),
         },
-        other => other,
+        "libmemcached" | "memcached" => QueueConfig::Memcached {
+            servers: args.libmemcached_servers.clone(),
+            prefix: args.libmemcached_prefix.clone(),
+        },
+        other => {
+            eprintln!(
+                "polygeard: unknown queue type {other:?} (use libsqlite3, postgres, mysql, redis, libmemcached or builtin)"
+            );
+            return ExitCode::from(2);
+        }
     };
     let config = ServerConfig {
         listen: args.listen.clone(),
