@@ -54,6 +54,20 @@ fn queue_args(port: u16, db: &str, table: &str, extra: &[&str]) -> Vec<String> {
     a
 }
 
+/// Queues `n` normal-priority background jobs `<prefix>-<i>` on `c`,
+/// pipelined; asserts each JOB_CREATED; their uniques.
+fn queue_jobs(c: &mut Raw, prefix: &str, n: usize) -> Vec<String> {
+    let uniques: Vec<String> = (0..n).map(|i| format!("{prefix}-{i}")).collect();
+    let packets: Vec<Packet> = uniques
+        .iter()
+        .map(|u| bg(u.as_bytes(), Priority::Normal))
+        .collect();
+    for r in pipeline(c, &packets) {
+        created(r);
+    }
+    uniques
+}
+
 /// Runs SQL in database `db`; the tab-separated output.
 fn sql(m: &MariaDb, db: &str, q: &str) -> String {
     m.sql(&format!("USE `{db}`; {q}"))
@@ -611,15 +625,7 @@ fn takeover_after(
             polygeard(&strs(&queue_args(m.port, db, "gearman_queue", &lease)))
         })
         .collect();
-    let mut c = Raw::connect(servers[0].port);
-    let uniques: Vec<String> = (0..jobs).map(|i| format!("t-{i}")).collect();
-    let packets: Vec<Packet> = uniques
-        .iter()
-        .map(|u| bg(u.as_bytes(), Priority::Normal))
-        .collect();
-    for r in pipeline(&mut c, &packets) {
-        created(r);
-    }
+    let uniques = queue_jobs(&mut Raw::connect(servers[0].port), "t", jobs);
     stop(&mut servers[0]);
     let killed = Instant::now();
     let limit = killed + within;
@@ -708,14 +714,7 @@ fn partitioned_server_is_fenced_and_its_jobs_taken_over() {
     )));
     let b = polygeard(&strs(&queue_args(m.port, db, "gearman_queue", &lease("b"))));
     let mut c = Raw::connect(a.port);
-    let uniques: Vec<String> = (0..30).map(|i| format!("p-{i}")).collect();
-    let packets: Vec<Packet> = uniques
-        .iter()
-        .map(|u| bg(u.as_bytes(), Priority::Normal))
-        .collect();
-    for r in pipeline(&mut c, &packets) {
-        created(r);
-    }
+    let uniques = queue_jobs(&mut c, "p", 30);
     relay.cut();
     let cut = Instant::now();
     // Its last renewal was at most lease/3 before the cut; it fences itself

@@ -61,32 +61,44 @@ pub fn submit_until_dead(port: u16, limit: usize) -> Vec<String> {
     acked
 }
 
-/// Grabs and completes every job; returns the uniques seen.
-pub fn drain(port: u16) -> Vec<String> {
+/// Grabs and completes every job of `functions` on one worker connection
+/// until NO_JOB, handing each job's function, unique and data to `seen`.
+pub fn drain_with(port: u16, functions: &[&str], mut seen: impl FnMut(&[u8], &[u8], &[u8])) {
     let mut w = Raw::connect(port);
-    w.send(&super::can_do("durable"));
-    let mut seen = Vec::new();
+    for f in functions {
+        w.send(&super::can_do(f));
+    }
     loop {
         w.send(&Packet::GrabJobUniq);
         match w.recv() {
             Packet::JobAssignUniq {
                 handle,
+                function,
                 unique,
                 data,
-                ..
             } => {
-                let u = String::from_utf8(unique.to_vec()).unwrap();
-                assert_eq!(&data[..], format!("payload {u}").as_bytes());
-                seen.push(u);
+                seen(&function, &unique, &data);
                 w.send(&Packet::WorkComplete {
                     handle,
                     data: "".into(),
                 });
             }
-            Packet::NoJob => return seen,
+            Packet::NoJob => return,
             p => panic!("{p:?}"),
         }
     }
+}
+
+/// Grabs and completes every `durable` job (each must carry `payload
+/// <unique>`); returns the uniques seen.
+pub fn drain(port: u16) -> Vec<String> {
+    let mut seen = Vec::new();
+    drain_with(port, &["durable"], |_, unique, data| {
+        let u = String::from_utf8(unique.to_vec()).unwrap();
+        assert_eq!(data, format!("payload {u}").as_bytes());
+        seen.push(u);
+    });
+    seen
 }
 
 /// SIGKILL while a client pipelines background submissions: after a restart

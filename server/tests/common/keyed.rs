@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use polygear::protocol::{Packet, Priority};
 
-use super::{can_do, created, polygeard, Raw, TestServer};
+use super::{can_do, created, durable, polygeard, Raw, TestServer};
 
 /// A background job to submit: function, unique, data, priority.
 pub type Job = (&'static str, String, String, Priority);
@@ -36,31 +36,12 @@ fn bg(function: &str, unique: &str, data: &str, priority: Priority) -> Packet {
 /// Grabs and completes every job of `functions`; returns (function,
 /// unique, data) in the order they were handed out.
 pub fn drain_all(port: u16, functions: &[&str]) -> Vec<(String, String, String)> {
-    let mut w = Raw::connect(port);
-    for f in functions {
-        w.send(&can_do(f));
-    }
     let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
     let mut seen = Vec::new();
-    loop {
-        w.send(&Packet::GrabJobUniq);
-        match w.recv() {
-            Packet::JobAssignUniq {
-                handle,
-                function,
-                unique,
-                data,
-            } => {
-                seen.push((text(&function), text(&unique), text(&data)));
-                w.send(&Packet::WorkComplete {
-                    handle,
-                    data: "".into(),
-                });
-            }
-            Packet::NoJob => return seen,
-            p => panic!("{p:?}"),
-        }
-    }
+    durable::drain_with(port, functions, |f, u, d| {
+        seen.push((text(f), text(u), text(d)))
+    });
+    seen
 }
 
 /// Asserts that `seen` holds each job of `jobs` exactly once (by its data,
