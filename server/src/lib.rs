@@ -117,6 +117,15 @@ pub struct Lease {
     pub duration: Duration,
 }
 
+impl Lease {
+    /// Until when a lease renewed by a request sent at `sent` may be relied
+    /// on here: the database counts the lease from when it got the request,
+    /// later than `sent`; a tenth is kept back against clock drift.
+    pub(crate) fn held_from(&self, sent: std::time::Instant) -> std::time::Instant {
+        sent + self.duration - self.duration / 10
+    }
+}
+
 /// Server settings. `Default` gives an in-memory server on 127.0.0.1 with
 /// an ephemeral port.
 #[derive(Debug, Clone)]
@@ -348,7 +357,7 @@ impl Server {
                     generation: queue::generation(),
                 });
                 if let Some(lease) = cfg.queue.lease() {
-                    st.lease_renewed(load_started + lease.duration - lease.duration / 10);
+                    st.lease_renewed(lease.held_from(load_started));
                 }
                 st.restore(rows)
             });

@@ -253,12 +253,10 @@ pub(crate) fn start(
 }
 
 fn run(mut store: Box<dyn Store>, rx: Receiver<Op>, shared: Weak<Shared>) {
+    // A shared store renewed the lease while loading, and the server fences
+    // itself from that renewal on (`Server::bind`): the first upkeep is due
+    // a period later.
     let every = store.upkeep_every();
-    if every.is_some() {
-        // Hands the server its lease at once: a server cut off from the
-        // database before its first renewal must fence itself too.
-        upkeep(store.as_mut(), &shared);
-    }
     let mut last_upkeep = Instant::now();
     let mut batch: Vec<Op> = Vec::new();
     // Deletes whose commit failed, retried with the next batch.

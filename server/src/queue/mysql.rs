@@ -853,8 +853,7 @@ impl Store for MysqlStore {
             s.upsert_lease(c)?;
             s.claim(c, true, true)
         })?;
-        let d = self.lease.as_ref().map_or(Duration::ZERO, |l| l.duration);
-        self.held_until = Some(t0 + d - d / 10);
+        self.held_until = self.lease.as_ref().map(|l| l.held_from(t0));
         Ok(rows)
     }
 
@@ -915,7 +914,7 @@ impl Store for MysqlStore {
     }
 
     fn upkeep(&mut self) -> Result<Upkeep, StoreError> {
-        let Some(duration) = self.lease.as_ref().map(|l| l.duration) else {
+        let Some(lease) = self.lease.clone() else {
             return Ok(Upkeep::default());
         };
         let t0 = Instant::now();
@@ -933,7 +932,7 @@ impl Store for MysqlStore {
         } else {
             Vec::new()
         };
-        let lease_until = t0 + duration - duration / 10;
+        let lease_until = lease.held_from(t0);
         self.held_until = Some(lease_until);
         self.pending_lapse = false;
         if dead {

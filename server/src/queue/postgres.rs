@@ -468,7 +468,7 @@ fn renew(conn: &mut Conn, lease: &Lease) -> Result<Upkeep, postgres::Error> {
         up.lapsed = true;
         up.claimed = jobs(conn.client.query(&st.mine, &[me])?)?;
     }
-    up.lease_until = Some(t0 + lease.duration - lease.duration / 10);
+    up.lease_until = Some(lease.held_from(t0));
     Ok(up)
 }
 

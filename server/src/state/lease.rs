@@ -41,13 +41,9 @@ impl State {
         }
     }
 
-    /// The lease timer fired: fence unless it was renewed meanwhile.
-    pub(super) fn lease_due(&mut self) {
-        self.check_lease();
-    }
-
     /// Fences this server if its lease has run out (called before handing
-    /// out jobs, before storing a submission and when the lease timer fires).
+    /// out jobs, before storing a submission and when the lease timer fires:
+    /// it does nothing if the lease was renewed meanwhile).
     pub(super) fn check_lease(&mut self) {
         let expired = self
             .lease_until

@@ -268,9 +268,7 @@ impl State {
     /// Pops the best job for this worker: HIGH before NORMAL before LOW across
     /// all its functions, FIFO within a priority, functions taking turns.
     fn take_job(&mut self, cid: ConnId) -> Option<(u64, u32)> {
-        if self.lease_until.is_some() {
-            self.check_lease();
-        }
+        self.check_lease();
         let fenced = self.fenced;
         let mut parked = Vec::new();
         let mut reaped = Vec::new();

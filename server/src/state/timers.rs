@@ -130,7 +130,7 @@ impl State {
                     self.job_timed_out(job, worker, gen)
                 }
                 Some(TimerEvent::EpochDue { job }) => self.epoch_due(job),
-                Some(TimerEvent::LeaseDue) => self.lease_due(),
+                Some(TimerEvent::LeaseDue) => self.check_lease(),
                 None => break,
             }
         }
