@@ -22,12 +22,6 @@ fn args(port: u16, prefix: &str) -> Vec<String> {
     ]
 }
 
-fn gearmand_args(port: u16, prefix: &str) -> Vec<String> {
-    let mut a = args(port, prefix);
-    a.splice(0..0, ["-t".to_string(), "1".to_string()]);
-    a
-}
-
 #[test]
 fn kill9_loses_no_acknowledged_job_and_runs_each_once() {
     let a = args(memcached::shared().port, "k9_");
@@ -82,7 +76,7 @@ fn jobs_queued_by_gearmand_run_once_on_polygeard() {
         ("g2p-dash", u, format!("dash {i}"), Priority::Low)
     }));
     keyed::gearmand_jobs_run_on_polygeard(
-        &strs(&gearmand_args(port, "g2p_")),
+        &strs(&keyed::for_gearmand(args(port, "g2p_"))),
         &strs(&args(port, "g2p_")),
         &jobs,
     );
@@ -96,7 +90,7 @@ fn jobs_queued_by_polygeard_run_once_on_gearmand() {
     let port = server.port;
     keyed::polygeard_jobs_run_on_gearmand(
         &strs(&args(port, "p2g_")),
-        &strs(&gearmand_args(port, "p2g_")),
+        &strs(&keyed::for_gearmand(args(port, "p2g_"))),
         &keyed::jobs(&["p2g"], 40, false),
     );
 }

@@ -18,13 +18,6 @@ fn args(port: u16, prefix: &str) -> Vec<String> {
         .collect()
 }
 
-/// gearmand's flags for the same queue.
-fn gearmand_args(port: u16, prefix: &str) -> Vec<String> {
-    let mut a = args(port, prefix);
-    a.splice(0..0, ["-t".to_string(), "1".to_string()]);
-    a
-}
-
 #[test]
 fn kill9_loses_no_acknowledged_job_and_runs_each_once() {
     let a = args(redis::shared().port, "k9");
@@ -84,7 +77,7 @@ fn jobs_queued_by_gearmand_run_once_on_polygeard() {
     }));
     jobs.push(("g2p-no-unique", String::new(), "none".into(), Priority::Low));
     keyed::gearmand_jobs_run_on_polygeard(
-        &strs(&gearmand_args(port, "g2p")),
+        &strs(&keyed::for_gearmand(args(port, "g2p"))),
         &strs(&args(port, "g2p")),
         &jobs,
     );
@@ -95,7 +88,7 @@ fn jobs_queued_by_polygeard_run_once_on_gearmand() {
     let port = redis::shared().port;
     keyed::polygeard_jobs_run_on_gearmand(
         &strs(&args(port, "p2g")),
-        &strs(&gearmand_args(port, "p2g")),
+        &strs(&keyed::for_gearmand(args(port, "p2g"))),
         &keyed::jobs(&["p2g"], 40, false),
     );
 }

@@ -106,7 +106,6 @@ pub(crate) struct Upkeep {
 
 /// Why a store operation failed.
 #[derive(Debug, thiserror::Error)]
-#[allow(dead_code)] // `Unavailable` is for the network stores
 pub(crate) enum StoreError {
     /// Connecting, or the connection broke (the store reconnects later).
     #[error("{0}")]

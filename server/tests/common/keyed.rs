@@ -33,6 +33,13 @@ fn bg(function: &str, unique: &str, data: &str, priority: Priority) -> Packet {
     }
 }
 
+/// gearmand's arguments for the queue of polygeard's `args` (same flags;
+/// one I/O thread).
+pub fn for_gearmand(mut args: Vec<String>) -> Vec<String> {
+    args.splice(0..0, ["-t".to_string(), "1".to_string()]);
+    args
+}
+
 /// Grabs and completes every job of `functions`; returns (function,
 /// unique, data) in the order they were handed out.
 pub fn drain_all(port: u16, functions: &[&str]) -> Vec<(String, String, String)> {
