@@ -261,14 +261,13 @@ impl State {
         job.background = false;
         let durable = std::mem::replace(&mut job.durable, 0);
         let delayed = job.delayed;
-        let (func, unique) = (job.func, Bytes::copy_from_slice(job.unique()));
         for c in clients {
             if let Some(peer) = self.peers.get_mut(&c) {
                 peer.attached.remove(&h);
             }
         }
-        if durable != 0 {
-            self.delete_stored(durable, func, &unique);
+        if let Some(job) = self.jobs.get(&h).filter(|_| durable != 0) {
+            self.delete_stored(durable, job.func, job.unique());
         }
         if delayed {
             // Never reaches a queue: remove it now. (A waiting job is reaped
@@ -304,13 +303,23 @@ impl State {
     }
 
     /// Sends the delete of stored job `id` to the queue thread.
+    /// (Function and unique are copied only for a store keyed by them.)
     fn delete_stored(&self, id: i64, func: u32, unique: &[u8]) {
         if let Some(p) = self.persist.as_ref() {
-            let _ = p.tx.send(Op::Delete(StoredKey {
-                id,
-                function: self.funcs[func].name.clone(),
-                unique: Bytes::copy_from_slice(unique),
-            }));
+            let key = if p.keyed {
+                StoredKey {
+                    id,
+                    function: self.funcs[func].name.clone(),
+                    unique: Bytes::copy_from_slice(unique),
+                }
+            } else {
+                StoredKey {
+                    id,
+                    function: Bytes::new(),
+                    unique: Bytes::new(),
+                }
+            };
+            let _ = p.tx.send(Op::Delete(key));
         }
     }
 
