@@ -6,6 +6,7 @@
 //! loadgen bg-submit --addr H:P [--conns 4] [--n 100000] [--window 64] [--size 16] [--func F] [--tag T]
 //! loadgen drain     --addr H:P [--workers 2] [--n 100000] [--func F]
 //! loadgen fg        --addr H:P [--clients 4] [--workers 4] [--window 1] [--n 50000] [--size 16]
+//!                   [--style separate|batched]    (drain and fg)
 //! loadgen pair      --addr H:P [--window 1] [--n 20000] [--size 16]
 //! loadgen floor     --addr H:P [--n 20000] [--size 16]
 //! ```
@@ -17,6 +18,14 @@
 //! and a worker thread on blocking sockets, hand-written packets, nothing
 //! but the happy path (no polygear code). It bounds what any library, in
 //! any language, can reach against that server on this machine.
+//! `--style` is how the generator's peers write: `separate` (the default)
+//! writes every packet on its own — a worker's WORK_COMPLETE and its next
+//! GRAB_JOB_UNIQ are two writes, a client tops up its window one SUBMIT_JOB
+//! per write; `batched` writes one batch per wake-up — WORK_COMPLETE and the
+//! next GRAB_JOB_UNIQ in one write (as a pipelining worker does, polygear's
+//! own included), and a client reads every reply already received before it
+//! writes all its new submissions at once. A server that is really faster
+//! is faster under both.
 //! Prints one line: `<scenario> n=<jobs> secs=<s> rate=<jobs/s>`.
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -24,7 +33,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use futures_util::{SinkExt, StreamExt};
+use futures_util::{FutureExt, SinkExt, StreamExt};
 use polygear::protocol::{Frame, Magic, Packet, PacketCodec, PacketType, Priority};
 use tokio::net::TcpStream;
 use tokio::sync::Notify;
@@ -45,6 +54,16 @@ struct Args {
     func: String,
     tag: String,
     timeout: Duration,
+    style: Style,
+}
+
+/// How the generator's clients and workers write (see the module docs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Style {
+    /// One packet per write.
+    Separate,
+    /// One write per batch of replies received.
+    Batched,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -63,6 +82,7 @@ fn parse_args() -> Result<Args, String> {
         func: "bench".into(),
         tag: format!("{}", std::process::id()),
         timeout: Duration::from_secs(300),
+        style: Style::Separate,
     };
     while let Some(flag) = it.next() {
         let mut val = || it.next().ok_or(format!("{flag} needs a value"));
@@ -80,6 +100,13 @@ fn parse_args() -> Result<Args, String> {
             "--func" => a.func = val()?,
             "--tag" => a.tag = val()?,
             "--timeout" => a.timeout = Duration::from_secs(num(val()?)?),
+            "--style" => {
+                a.style = match val()?.as_str() {
+                    "separate" => Style::Separate,
+                    "batched" => Style::Batched,
+                    other => return Err(format!("--style: separate or batched, not {other}")),
+                }
+            }
             other => return Err(format!("unknown option {other}")),
         }
     }
@@ -170,27 +197,45 @@ async fn fg_client(args: Args, n: u64) -> Result<(), BoxError> {
                 background: false,
             };
             c.feed((Magic::Req, p)).await?;
+            if args.style == Style::Separate {
+                SinkExt::<(Magic, Packet)>::flush(&mut c).await?;
+            }
             sent += 1;
         }
         SinkExt::<(Magic, Packet)>::flush(&mut c).await?;
-        match recv(&mut c).await? {
-            Packet::JobCreated { .. } => {}
-            Packet::WorkComplete { .. } => done += 1,
-            other => return Err(format!("unexpected {other:?}").into()),
+        let mut reply = Some(recv(&mut c).await?);
+        while let Some(p) = reply.take() {
+            match p {
+                Packet::JobCreated { .. } => {}
+                Packet::WorkComplete { .. } => done += 1,
+                other => return Err(format!("unexpected {other:?}").into()),
+            }
+            if args.style == Style::Batched {
+                // Every reply already here, before writing again.
+                reply = match c.next().now_or_never() {
+                    Some(Some(Ok(Frame::Packet(_, p)))) => Some(p),
+                    Some(Some(Err(e))) => return Err(e.into()),
+                    Some(None) => return Err("server closed the connection".into()),
+                    _ => None,
+                };
+            }
         }
     }
     Ok(())
 }
 
-/// Worker: GRAB_JOB_UNIQ → WORK_COMPLETE (echoing the data) until `stop`.
+/// Worker: GRAB_JOB_UNIQ → WORK_COMPLETE (echoing the data) until `stop`;
+/// with [`Style::Batched`] the WORK_COMPLETE and the next GRAB_JOB_UNIQ go
+/// out in one write.
 async fn worker(
     addr: String,
     func: String,
+    style: Style,
     done: Arc<AtomicU64>,
     stop: Arc<Notify>,
 ) -> Result<(), BoxError> {
     let mut c = connect(&addr).await?;
-    c.send((
+    c.feed((
         Magic::Req,
         Packet::CanDo {
             function: Bytes::from(func),
@@ -198,6 +243,7 @@ async fn worker(
     ))
     .await?;
     loop {
+        // Batched: the WORK_COMPLETE fed below leaves with this GRAB_JOB_UNIQ.
         c.send((Magic::Req, Packet::GrabJobUniq)).await?;
         let reply = tokio::select! {
             r = recv(&mut c) => r?,
@@ -205,8 +251,11 @@ async fn worker(
         };
         match reply {
             Packet::JobAssignUniq { handle, data, .. } => {
-                c.send((Magic::Req, Packet::WorkComplete { handle, data }))
+                c.feed((Magic::Req, Packet::WorkComplete { handle, data }))
                     .await?;
+                if style == Style::Separate {
+                    SinkExt::<(Magic, Packet)>::flush(&mut c).await?;
+                }
                 done.fetch_add(1, Ordering::Relaxed);
             }
             Packet::NoJob => {
@@ -251,6 +300,7 @@ async fn run(args: Args) -> Result<(String, u64), BoxError> {
                 tasks.spawn(worker(
                     args.addr.clone(),
                     args.func.clone(),
+                    args.style,
                     done.clone(),
                     stop.clone(),
                 ));
@@ -272,6 +322,7 @@ async fn run(args: Args) -> Result<(String, u64), BoxError> {
                 workers.spawn(worker(
                     args.addr.clone(),
                     args.func.clone(),
+                    args.style,
                     done.clone(),
                     stop.clone(),
                 ));
