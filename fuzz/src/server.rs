@@ -279,6 +279,8 @@ pub fn run(input: &Input) {
         max_output,
         max_packet,
         max_line,
+        // GRABs that find nothing wait (polygeard's default) or not (gearmand).
+        grab_wait: Duration::from_millis(u64::from(c.limits / 3 % 2)),
         ..ServerConfig::default()
     };
     let mut sim = Sim::new(cfg);

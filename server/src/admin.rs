@@ -51,6 +51,8 @@ impl State {
     /// Handles one admin line from connection `cid`; a [`Listing`] returned
     /// is the reply, for the caller to render and send after the lock.
     pub(crate) fn handle_text(&mut self, cid: ConnId, line: &[u8]) -> Option<Listing> {
+        // Replies keep the requests' order: a waiting GRAB is answered first.
+        self.end_grab_wait(cid, None);
         let mut b = BytesMut::new();
         match AdminCommand::parse(line) {
             Err(e) => b.put_slice(e.to_line().as_bytes()),

@@ -181,6 +181,10 @@ struct Args {
     #[arg(long)]
     timeout_requeue: bool,
 
+    /// How long a worker's GRAB_JOB that finds no job waits for one before NO_JOB, in milliseconds (0: answer at once, like gearmand)
+    #[arg(long, value_name = "MS", default_value_t = 1)]
+    grab_wait: u64,
+
     /// Largest accepted packet payload in bytes
     #[arg(long, value_name = "BYTES", default_value_t = polygear::protocol::DEFAULT_MAX_PACKET)]
     max_packet: usize,
@@ -325,13 +329,14 @@ fn main() -> ExitCode {
         keepalive: args.keepalive,
         verbose: args.verbose.to_ascii_uppercase(),
         timeout_requeue: args.timeout_requeue,
+        grab_wait: std::time::Duration::from_millis(args.grab_wait),
         ..ServerConfig::default()
     };
     let mut rt = tokio::runtime::Builder::new_multi_thread();
     if args.threads > 0 {
         rt.worker_threads(args.threads);
     }
-    let rt = match rt.enable_all().build() {
+    let rt = match polygear_server::tune_runtime(rt.enable_all()).build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("polygeard: cannot start runtime: {e}");

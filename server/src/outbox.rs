@@ -22,7 +22,7 @@
 //!   too much of its output was queued when it went down; [`Outbox::close`]
 //!   flushes what is queued before the connection goes away.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::io;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -42,11 +42,23 @@ const KEEP_CAPACITY: usize = 256 << 10;
 
 thread_local! {
     static DIRTY: RefCell<Vec<Arc<Outbox>>> = const { RefCell::new(Vec::new()) };
+    /// This thread is a runtime worker with [`crate::tune_runtime`]'s hooks:
+    /// it flushes when it runs out of tasks, so [`end_of_batch`] may leave
+    /// the flush to then.
+    static DEFERS: Cell<bool> = const { Cell::new(false) };
+    /// Batches ended since this thread last flushed.
+    static UNFLUSHED: Cell<u32> = const { Cell::new(0) };
 }
+
+/// Batches a runtime thread may end without writing their replies; past
+/// it the thread writes even though it has more tasks to run, so a busy
+/// thread delays no reply by more than this many other batches.
+const DEFERRED_BATCHES: u32 = 16;
 
 /// Writes what was appended to every outbox this thread wrote to since the
 /// last call.
 pub(crate) fn flush_dirty() {
+    UNFLUSHED.with(|u| u.set(0));
     loop {
         let batch = DIRTY.with(|d| std::mem::take(&mut *d.borrow_mut()));
         if batch.is_empty() {
@@ -56,6 +68,31 @@ pub(crate) fn flush_dirty() {
             o.flush();
         }
     }
+}
+
+/// A batch of requests was applied: writes its replies now, or — on a
+/// runtime thread that flushes before it parks — leaves them to join the
+/// replies of the other connections this thread serves before it sleeps,
+/// so a connection gets one write per wake-up instead of one per peer
+/// whose request answered it.
+pub(crate) fn end_of_batch() {
+    if DEFERS.with(Cell::get) {
+        let n = UNFLUSHED.with(|u| {
+            let n = u.get() + 1;
+            u.set(n);
+            n
+        });
+        if n < DEFERRED_BATCHES {
+            return;
+        }
+    }
+    flush_dirty();
+}
+
+/// The runtime's park hook: this thread has run out of tasks.
+pub(crate) fn before_park() {
+    DEFERS.with(|d| d.set(true));
+    flush_dirty();
 }
 
 pub(crate) struct Outbox {

@@ -641,7 +641,24 @@ impl Sim {
         // Clients' attachments and workers' registrations.
         let mut registrations: HashMap<(u32, ConnId), i64> = HashMap::new();
         let mut counted: HashMap<u32, u64> = HashMap::new();
+        let mut grabs_waiting = 0;
         for (&cid, p) in &st.peers {
+            // A GRAB waits only while no job it could take is queued (a job
+            // queued meanwhile goes to it at once).
+            if p.grab_waiting.is_some() {
+                grabs_waiting += 1;
+                let runnable = p.abilities.funcs().any(|fid| {
+                    st.funcs[fid]
+                        .queues
+                        .iter()
+                        .flatten()
+                        .any(|h| st.jobs.get(h).is_some_and(|j| !j.ignore))
+                });
+                assert!(
+                    !runnable,
+                    "worker {cid}'s GRAB waits although a job it can do is queued"
+                );
+            }
             for (&h, &n) in &p.attached {
                 let Some(j) = st.jobs.get(&h) else {
                     panic!("client {cid} is attached to job {h}, which is not in the job table")
@@ -673,6 +690,10 @@ impl Sim {
                 }
             }
         }
+        assert_eq!(
+            grabs_waiting, st.grabs_waiting,
+            "peers with a waiting GRAB counted"
+        );
         for (fid, f) in st.funcs.all() {
             for &w in &f.workers {
                 *registrations.entry((fid, w)).or_default() -= 1;
@@ -859,6 +880,7 @@ mod tests {
     fn timeouts_epochs_and_the_output_limit() {
         let mut sim = Sim::new(ServerConfig {
             max_output: 100,
+            grab_wait: Duration::ZERO,
             ..ServerConfig::default()
         });
         let (w, c) = (sim.connect(), sim.connect());
@@ -898,6 +920,101 @@ mod tests {
         );
         assert!(!sim.is_open(c));
         sim.check_invariants();
+    }
+
+    #[test]
+    fn a_grab_that_finds_nothing_waits_for_the_next_job() {
+        let mut sim = Sim::new(ServerConfig {
+            grab_wait: Duration::from_millis(5),
+            ..ServerConfig::default()
+        });
+        let (w, c) = (sim.connect(), sim.connect());
+        sim.send_packet(w, &Packet::CanDo { function: b("rev") });
+        sim.send_packet(w, &Packet::GrabJobUniq);
+        assert_eq!(packets(sim.read(w)), [], "the GRAB waits");
+        sim.check_invariants();
+
+        // A job submitted meanwhile goes straight to it: no NOOP, no second GRAB.
+        sim.send_packet(c, &submit("u1", "abc"));
+        let handle = b("H:sim:1");
+        assert_eq!(
+            packets(sim.read(w)),
+            [Packet::JobAssignUniq {
+                handle: handle.clone(),
+                function: b("rev"),
+                unique: b("u1"),
+                data: b("abc"),
+            }]
+        );
+        sim.check_invariants();
+
+        // WORK_COMPLETE with the next GRAB: the GRAB waits, the result goes out.
+        let complete = Packet::WorkComplete {
+            handle,
+            data: b("cba"),
+        };
+        sim.send_packet(w, &complete);
+        sim.send_packet(w, &Packet::GrabJobUniq);
+        sim.send_packet(w, &Packet::GrabJobUniq); // pipelined: waits with it
+        assert_eq!(packets(sim.read(w)), []);
+        sim.check_invariants();
+        assert_eq!(
+            packets(sim.read(c)),
+            [
+                Packet::JobCreated {
+                    handle: b("H:sim:1")
+                },
+                complete
+            ]
+        );
+
+        // Another request is answered after the waiting GRABs' NO_JOBs.
+        sim.send_packet(w, &Packet::EchoReq { data: b("e") });
+        assert_eq!(
+            packets(sim.read(w)),
+            [
+                Packet::NoJob,
+                Packet::NoJob,
+                Packet::EchoRes { data: b("e") }
+            ]
+        );
+        sim.check_invariants();
+
+        // Or the wait runs out.
+        sim.send_packet(w, &Packet::GrabJob);
+        sim.advance(Duration::from_millis(4));
+        assert_eq!(packets(sim.read(w)), []);
+        sim.advance(Duration::from_millis(2));
+        assert_eq!(packets(sim.read(w)), [Packet::NoJob]);
+        sim.check_invariants();
+
+        // A worker without a function, or with waiting off, hears at once.
+        let idle = sim.connect();
+        sim.send_packet(idle, &Packet::GrabJob);
+        assert_eq!(packets(sim.read(idle)), [Packet::NoJob]);
+        let mut gearmand_like = Sim::new(ServerConfig {
+            grab_wait: Duration::ZERO,
+            ..ServerConfig::default()
+        });
+        let w = gearmand_like.connect();
+        gearmand_like.send_packet(w, &Packet::CanDo { function: b("rev") });
+        gearmand_like.send_packet(w, &Packet::GrabJob);
+        assert_eq!(packets(gearmand_like.read(w)), [Packet::NoJob]);
+    }
+
+    #[test]
+    fn a_lost_worker_with_a_waiting_grab_leaves_no_trace() {
+        let mut sim = Sim::new(ServerConfig::default());
+        let (w, c) = (sim.connect(), sim.connect());
+        sim.send_packet(w, &Packet::CanDo { function: b("rev") });
+        sim.send_packet(w, &Packet::GrabJob);
+        sim.close(w);
+        sim.check_invariants();
+        // The job waits for the next worker; the old GRAB's timer finds no one.
+        sim.send_packet(c, &submit("", "x"));
+        sim.advance(Duration::from_millis(10));
+        sim.check_invariants();
+        assert_eq!(sim.jobs(), 1);
     }
 
     fn unix_now() -> i64 {

@@ -47,6 +47,11 @@ impl Abilities {
         self.by_func.len()
     }
 
+    /// Whether no function is registered.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.by_func.is_empty()
+    }
+
     /// The registered functions, in no particular order.
     pub(crate) fn funcs(&self) -> impl Iterator<Item = u32> + '_ {
         self.by_func.keys().copied()

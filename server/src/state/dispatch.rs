@@ -16,6 +16,10 @@ const MAX_CLIENT_ID: usize = 127;
 impl State {
     /// Handles one request packet from connection `cid`.
     pub(crate) fn handle_packet(&mut self, cid: ConnId, p: Packet) {
+        if self.grabs_waiting > 0 && !self.answers_nothing(cid, &p) {
+            // Replies keep the requests' order: a waiting GRAB is answered first.
+            self.end_grab_wait(cid, None);
+        }
         match p {
             Packet::EchoReq { data } => {
                 self.reply(cid, |b| put_pkt(b, PacketType::EchoRes, &[&data]));
@@ -94,6 +98,25 @@ impl State {
                 self.reply_error(cid, "INVALID_COMMAND", "Command not expected");
             }
         }
+    }
+
+    /// Whether `p` writes nothing back to its sender: a worker's update on
+    /// a job it holds (which may come while its GRAB for the next job
+    /// waits), or a further GRAB in the same form (it waits with them).
+    fn answers_nothing(&self, cid: ConnId, p: &Packet) -> bool {
+        let handle = match p {
+            Packet::WorkStatus { handle, .. }
+            | Packet::WorkData { handle, .. }
+            | Packet::WorkWarning { handle, .. }
+            | Packet::WorkComplete { handle, .. }
+            | Packet::WorkFail { handle }
+            | Packet::WorkException { handle, .. } => handle,
+            Packet::GrabJob => return self.joins_grab_wait(cid, PacketType::JobAssign),
+            Packet::GrabJobUniq => return self.joins_grab_wait(cid, PacketType::JobAssignUniq),
+            Packet::GrabJobAll => return self.joins_grab_wait(cid, PacketType::JobAssignAll),
+            _ => return false,
+        };
+        handle.len() < 64 && self.held_job(cid, handle).is_some()
     }
 
     fn set_client_id(&mut self, cid: ConnId, id: &[u8]) {

@@ -139,10 +139,12 @@ mod tests {
     /// A state with a keyed store (the ops it sends come out of the receiver),
     /// two stored jobs and a worker for them.
     fn setup() -> (State, Receiver<Op>, ConnId, Arc<Outbox>) {
-        let mut st = State::new(
-            Arc::new(ServerConfig::default()),
-            Bytes::from_static(b"H:t"),
-        );
+        // A GRAB that finds nothing is answered at once (no waiting).
+        let cfg = ServerConfig {
+            grab_wait: Duration::ZERO,
+            ..ServerConfig::default()
+        };
+        let mut st = State::new(Arc::new(cfg), Bytes::from_static(b"H:t"));
         let (tx, rx) = channel();
         st.persist = Some(Persister {
             tx,

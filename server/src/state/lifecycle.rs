@@ -104,7 +104,7 @@ impl State {
     }
 
     /// The job `handle` if this connection currently holds it.
-    fn held_job(&self, cid: ConnId, handle: &[u8]) -> Option<u64> {
+    pub(super) fn held_job(&self, cid: ConnId, handle: &[u8]) -> Option<u64> {
         let n = parse_handle(&self.prefix, handle)?;
         let job = self.jobs.get(&n)?;
         (job.worker == cid).then_some(n)

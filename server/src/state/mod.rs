@@ -96,6 +96,8 @@ pub(crate) struct Peer {
     pub abilities: Abilities,
     pub sleeping: bool,
     pub noop_sent: bool,
+    /// GRAB_JOB*s that found no job and wait for one (see [`schedule`]).
+    pub grab_waiting: Option<schedule::GrabWait>,
     /// Jobs assigned to this worker.
     pub holding: IntMap<u64, ()>,
     pub attached: IntMap<u64, u32>,
@@ -130,6 +132,8 @@ pub(crate) struct State {
     /// Memory for all connections' buffers (shared with the connection tasks).
     pub budget: Arc<Budget>,
     pub metrics: Metrics,
+    /// Workers whose GRAB waits for a job (see [`schedule`]).
+    pub(crate) grabs_waiting: usize,
 }
 
 /// Counters reported by the admin `metrics` command.
@@ -174,6 +178,7 @@ impl State {
             fenced: false,
             parked: Vec::new(),
             metrics: Metrics::default(),
+            grabs_waiting: 0,
         }
     }
 
@@ -216,6 +221,7 @@ impl State {
                 abilities: Abilities::default(),
                 sleeping: false,
                 noop_sent: false,
+                grab_waiting: None,
                 holding: IntMap::default(),
                 attached: IntMap::default(),
                 next_ticket: 1,
@@ -230,6 +236,9 @@ impl State {
         let Some(peer) = self.peers.remove(&cid) else {
             return;
         };
+        if peer.grab_waiting.is_some() {
+            self.grabs_waiting -= 1;
+        }
         // Jobs held by this worker go back to the head of their queue (in
         // the order they were assigned, as handles grow).
         let mut held: Vec<u64> = peer.holding.keys().copied().collect();

@@ -20,14 +20,36 @@ use crate::wire::{put_pkt, HandleBuf};
 /// Longest function name accepted (gearmand's `GEARMAN_FUNCTION_MAX_SIZE`).
 pub(crate) const MAX_FUNCTION_NAME: usize = 512;
 
+/// A worker's GRABs that found no job and wait for one: a job submitted
+/// meanwhile goes to the oldest at once, without a NOOP and a second GRAB;
+/// at the end of the wait, or before any other reply to the worker, each is
+/// answered NO_JOB. Several GRABs of a pipelining worker wait together.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct GrabWait {
+    /// The JOB_ASSIGN* form they asked for.
+    kind: PacketType,
+    /// How many wait.
+    count: u32,
+    /// The timer entry of the first (see [`super::timers::Timers::add_grab`]).
+    entry: u64,
+}
+
 impl State {
     /// Whether function `f` has a job waiting in a queue.
     pub(super) fn has_runnable(&self, f: u32) -> bool {
         self.funcs[f].queues.iter().any(|q| !q.is_empty())
     }
 
-    /// NOOPs sleeping workers that can do `fid` (at most `worker_wakeup`, 0 = all).
+    /// A job for `fid` is waiting: hands it to a worker whose GRAB waits
+    /// for one, or NOOPs sleeping workers that can do `fid` (at most
+    /// `worker_wakeup`, 0 = all).
     pub(super) fn wake(&mut self, fid: u32) {
+        if self.grabs_waiting > 0 {
+            if let Some(cid) = self.grab_waiting_for(fid) {
+                self.serve_waiting_grab(cid);
+                return;
+            }
+        }
         let limit = self.cfg.worker_wakeup;
         let State { funcs, peers, .. } = self;
         let f = &mut funcs[fid];
@@ -51,6 +73,53 @@ impl State {
                 }
             }
         }
+    }
+
+    /// A worker that can do `fid` whose GRAB waits for a job (taking turns
+    /// like the NOOPs).
+    fn grab_waiting_for(&mut self, fid: u32) -> Option<ConnId> {
+        let State { funcs, peers, .. } = self;
+        let f = &mut funcs[fid];
+        let n = f.workers.len();
+        for i in 0..n {
+            let idx = (f.wake_pos + i) % n;
+            let cid = f.workers[idx];
+            if peers.get(&cid).is_some_and(|c| c.grab_waiting.is_some()) {
+                f.wake_pos = idx + 1;
+                return Some(cid);
+            }
+        }
+        None
+    }
+
+    /// Whether a GRAB answered in form `kind` joins worker `cid`'s waiting
+    /// GRABs (one of another form ends their wait first).
+    pub(super) fn joins_grab_wait(&self, cid: ConnId, kind: PacketType) -> bool {
+        self.peers
+            .get(&cid)
+            .and_then(|c| c.grab_waiting)
+            .is_some_and(|w| w.kind == kind)
+    }
+
+    /// Ends worker `cid`'s wait for a job with a NO_JOB per waiting GRAB:
+    /// the wait ran out (`entry` is the timer's, ignored if the GRABs got
+    /// jobs since), or (`None`) the worker sent a request whose reply must
+    /// follow the GRABs'.
+    pub(crate) fn end_grab_wait(&mut self, cid: ConnId, entry: Option<u64>) {
+        let Some(c) = self.peers.get_mut(&cid) else {
+            return;
+        };
+        let count = match c.grab_waiting {
+            Some(w) if entry.is_none_or(|e| e == w.entry) => w.count,
+            _ => return,
+        };
+        c.grab_waiting = None;
+        self.grabs_waiting -= 1;
+        c.out.write(|b| {
+            for _ in 0..count {
+                put_pkt(b, PacketType::NoJob, &[]);
+            }
+        });
     }
 
     /// Puts job `h` in its function's queue (at the head for a job a worker
@@ -209,9 +278,74 @@ impl State {
     }
 
     /// GRAB_JOB*: assigns the best waiting job (JOB_ASSIGN* in the requested
-    /// form) or answers NO_JOB; arms the CAN_DO_TIMEOUT timer if any.
+    /// form) and arms its CAN_DO_TIMEOUT timer if any. With none waiting the
+    /// GRAB waits up to `grab_wait` for one (see [`GrabWait`]) and is then
+    /// answered NO_JOB; with `grab_wait` 0, at once (gearmand).
     pub(super) fn grab(&mut self, cid: ConnId, kind: PacketType) {
-        let found = self.take_job(cid);
+        let wait = self.cfg.grab_wait;
+        let Some(peer) = self.peers.get_mut(&cid) else {
+            return;
+        };
+        peer.sleeping = false;
+        peer.noop_sent = false;
+        if let Some(w) = &mut peer.grab_waiting {
+            // Its GRABs wait because no job is there for it (a job queued
+            // since would have gone to them): this one waits behind them.
+            // (A GRAB of another form ended the wait before it came here.)
+            w.count += 1;
+            return;
+        }
+        match self.take_job(cid) {
+            Some((h, timeout_ms)) => self.assign(cid, kind, h, timeout_ms),
+            None => {
+                let State {
+                    peers,
+                    timers,
+                    grabs_waiting,
+                    ..
+                } = self;
+                let Some(peer) = peers.get_mut(&cid) else {
+                    return;
+                };
+                if wait.is_zero() || peer.abilities.is_empty() {
+                    peer.out.write(|b| put_pkt(b, PacketType::NoJob, &[]));
+                } else {
+                    let entry = timers.add_grab(wait, cid);
+                    peer.grab_waiting = Some(GrabWait {
+                        kind,
+                        count: 1,
+                        entry,
+                    });
+                    *grabs_waiting += 1;
+                }
+            }
+        }
+    }
+
+    /// Answers worker `cid`'s oldest waiting GRAB with the best job for it,
+    /// if there is one now.
+    fn serve_waiting_grab(&mut self, cid: ConnId) {
+        let Some(w) = self.peers.get(&cid).and_then(|c| c.grab_waiting) else {
+            return;
+        };
+        let Some((h, timeout_ms)) = self.take_job(cid) else {
+            return;
+        };
+        if let Some(c) = self.peers.get_mut(&cid) {
+            c.grab_waiting = (w.count > 1).then_some(GrabWait {
+                count: w.count - 1,
+                ..w
+            });
+            if c.grab_waiting.is_none() {
+                self.grabs_waiting -= 1;
+            }
+        }
+        self.assign(cid, w.kind, h, timeout_ms);
+    }
+
+    /// Hands job `h` to worker `cid` (JOB_ASSIGN* in form `kind`) and arms
+    /// its CAN_DO_TIMEOUT timer if any.
+    fn assign(&mut self, cid: ConnId, kind: PacketType, h: u64, timeout_ms: u32) {
         let State {
             jobs,
             peers,
@@ -221,12 +355,6 @@ impl State {
             ..
         } = self;
         let Some(peer) = peers.get_mut(&cid) else {
-            return;
-        };
-        peer.sleeping = false;
-        peer.noop_sent = false;
-        let Some((h, timeout_ms)) = found else {
-            peer.out.write(|b| put_pkt(b, PacketType::NoJob, &[]));
             return;
         };
         let Some(job) = jobs.get_mut(&h) else { return };

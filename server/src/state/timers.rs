@@ -1,5 +1,6 @@
-//! Deadlines: the CAN_DO_TIMEOUT of a running job and the time of a delayed
-//! (epoch) job. All of a server's deadlines sit in one ordered map behind the
+//! Deadlines: the CAN_DO_TIMEOUT of a running job, the time of a delayed
+//! (epoch) job, and the end of a worker's wait for a job (a GRAB that found
+//! none). All of a server's deadlines sit in one ordered map behind the
 //! state lock and are fired by one task ([`run`]) that sleeps until the
 //! earliest one, instead of one task per deadline. Kept apart from the
 //! lifecycle because it is about *when*; what firing means is
@@ -11,7 +12,7 @@
 //! only holds live deadlines; firing still checks the job (and, for a
 //! timeout, its assignment generation), so a late timer can do no harm.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -61,6 +62,11 @@ pub(crate) struct Timers {
     /// The pending timer of each job that has one.
     by_job: IntMap<u64, Key>,
     next_id: u64,
+    /// Waiting GRABs (deadline, worker, entry id) in arrival order: they all
+    /// wait equally long, so the front is the earliest. An entry whose GRAB
+    /// got a job stays until its deadline and is then skipped.
+    grabs: VecDeque<(Instant, ConnId, u64)>,
+    next_grab: u64,
     /// Wakes the timer task when the earliest deadline moves closer.
     wake: Arc<Notify>,
 }
@@ -71,6 +77,8 @@ impl Timers {
             due: BTreeMap::new(),
             by_job: IntMap::default(),
             next_id: 0,
+            grabs: VecDeque::new(),
+            next_grab: 0,
             wake: Arc::new(Notify::new()),
         }
     }
@@ -90,6 +98,32 @@ impl Timers {
             // Stores a permit if the task is busy, so the wake-up is not lost.
             self.wake.notify_one();
         }
+    }
+
+    /// Lists worker `cid`'s GRAB as waiting `after` from now; returns its
+    /// entry id.
+    pub(crate) fn add_grab(&mut self, after: Duration, cid: ConnId) -> u64 {
+        let at = Instant::now() + after.min(FAR_FUTURE);
+        let id = self.next_grab;
+        self.next_grab += 1;
+        if self.grabs.is_empty() && self.due.first_key_value().is_none_or(|(k, _)| at < k.0) {
+            self.wake.notify_one();
+        }
+        self.grabs.push_back((at, cid, id));
+        id
+    }
+
+    /// Removes and returns the earliest waiting GRAB whose wait ran out at `now`.
+    fn pop_grab_due(&mut self, now: Instant) -> Option<(ConnId, u64)> {
+        let &(at, cid, id) = self.grabs.front()?;
+        if at > now {
+            return None;
+        }
+        self.grabs.pop_front();
+        if self.grabs.is_empty() && self.grabs.capacity() > 1024 {
+            self.grabs.shrink_to(64);
+        }
+        Some((cid, id))
     }
 
     /// Drops job `job`'s pending timer (it ended or went back to its queue).
@@ -116,7 +150,12 @@ impl Timers {
     }
 
     fn next_deadline(&self) -> Option<Instant> {
-        self.due.first_key_value().map(|(k, _)| k.0)
+        let job = self.due.first_key_value().map(|(k, _)| k.0);
+        let grab = self.grabs.front().map(|g| g.0);
+        match (job, grab) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 }
 
@@ -131,7 +170,10 @@ impl State {
                 }
                 Some(TimerEvent::EpochDue { job }) => self.epoch_due(job),
                 Some(TimerEvent::LeaseDue) => self.check_lease(),
-                None => break,
+                None => match self.timers.pop_grab_due(now) {
+                    Some((cid, id)) => self.end_grab_wait(cid, Some(id)),
+                    None => break,
+                },
             }
         }
         self.timers.next_deadline()
