@@ -256,6 +256,9 @@ fn apply(
         let trim = std::mem::take(&mut st.trim_requested);
         (flow, n == BATCH, shutdown, trim)
     });
+    // This connection's own replies go out now (its peer waits for them);
+    // what the batch sent to others may wait for the thread's other batches.
+    out.flush();
     if trim {
         // SAFETY: malloc_trim only releases free heap memory back to the OS.
         unsafe {

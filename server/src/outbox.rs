@@ -70,11 +70,12 @@ pub(crate) fn flush_dirty() {
     }
 }
 
-/// A batch of requests was applied: writes its replies now, or — on a
-/// runtime thread that flushes before it parks — leaves them to join the
-/// replies of the other connections this thread serves before it sleeps,
-/// so a connection gets one write per wake-up instead of one per peer
-/// whose request answered it.
+/// A batch of requests was applied: writes what it sent to other
+/// connections now, or — on a runtime thread that flushes before it parks —
+/// leaves it to join what the other batches this thread applies before it
+/// sleeps send them, so a client whose jobs several workers finished gets
+/// one write per wake-up instead of one per worker. (The connection task
+/// writes its own replies at once: its peer is waiting for them.)
 pub(crate) fn end_of_batch() {
     if DEFERS.with(Cell::get) {
         let n = UNFLUSHED.with(|u| {
@@ -231,7 +232,7 @@ impl Outbox {
     }
 
     /// Writes what was appended, unless a writer is already active.
-    fn flush(&self) {
+    pub(crate) fn flush(&self) {
         let pushed = {
             let mut g = self.inner.lock();
             g.dirty = false;
