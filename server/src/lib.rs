@@ -126,6 +126,9 @@ impl Lease {
     }
 }
 
+/// Longest [`ServerConfig::grab_wait`] accepted.
+pub const MAX_GRAB_WAIT: Duration = Duration::from_secs(1);
+
 /// Server settings. `Default` gives an in-memory server on 127.0.0.1 with
 /// an ephemeral port.
 #[derive(Debug, Clone)]
@@ -174,6 +177,7 @@ pub struct ServerConfig {
     /// before NO_JOB (a job submitted meanwhile is assigned at once,
     /// saving the NOOP and the second GRAB); zero answers at once, like
     /// gearmand. Any other request from the worker ends the wait first.
+    /// At most [`MAX_GRAB_WAIT`].
     pub grab_wait: Duration,
     /// On a CAN_DO_TIMEOUT expiry, requeue the job (gearmand, counted by
     /// `job_retries`) instead of failing it back to its clients (default).
@@ -321,6 +325,13 @@ impl Server {
             return Err(ServerError::Config(
                 "the job handle prefix must not contain a NUL byte".into(),
             ));
+        }
+        if config.grab_wait > MAX_GRAB_WAIT {
+            // Waiting GRABs are listed until their deadline: keep that short.
+            return Err(ServerError::Config(format!(
+                "the GRAB wait must be at most {} ms",
+                MAX_GRAB_WAIT.as_millis()
+            )));
         }
         if config.max_packet == 0 || config.max_packet > u32::MAX as usize {
             return Err(ServerError::Config(

@@ -181,7 +181,7 @@ struct Args {
     #[arg(long)]
     timeout_requeue: bool,
 
-    /// How long a worker's GRAB_JOB that finds no job waits for one before NO_JOB, in milliseconds (0: answer at once, like gearmand)
+    /// How long a worker's GRAB_JOB that finds no job waits for one before NO_JOB, in milliseconds (0: answer at once, like gearmand; at most 1000)
     #[arg(long, value_name = "MS", default_value_t = 1)]
     grab_wait: u64,
 

@@ -132,6 +132,64 @@ fn a_handle_prefix_with_a_nul_is_refused() {
 }
 
 #[test]
+fn a_grab_that_finds_nothing_waits_for_the_next_job() {
+    let s = server(|c| c.grab_wait = Duration::from_millis(1000));
+    let (mut w, mut c) = (Raw::connect(s.port()), Raw::connect(s.port()));
+    w.send(&can_do("rev"));
+    w.send(&Packet::GrabJobUniq);
+    w.expect_silence(100);
+    // A job submitted while the GRAB waits is its answer: no NO_JOB, no NOOP.
+    c.send(&submit("rev", "u1", "abc", false));
+    assert_eq!(created(c.recv()), "H:vm:1");
+    assert!(
+        matches!(w.recv(), Packet::JobAssignUniq { ref unique, .. } if &unique[..] == b"u1"),
+        "the waiting GRAB got the job"
+    );
+    // The result and the next GRAB in one write: the result goes out at once.
+    w.send_raw(
+        &[
+            Packet::WorkComplete {
+                handle: b("H:vm:1"),
+                data: b("cba"),
+            },
+            Packet::GrabJob,
+        ]
+        .iter()
+        .flat_map(|p| p.to_bytes(polygear::protocol::Magic::Req).unwrap())
+        .collect::<Vec<u8>>(),
+    );
+    assert!(matches!(c.recv(), Packet::WorkComplete { .. }));
+    // Another request ends the wait: NO_JOB first, then its reply.
+    w.send(&Packet::EchoReq { data: b("e") });
+    assert_eq!(w.recv(), Packet::NoJob);
+    assert!(matches!(w.recv(), Packet::EchoRes { .. }));
+    // Or the wait runs out.
+    let t0 = Instant::now();
+    w.send(&Packet::GrabJob);
+    assert_eq!(w.recv(), Packet::NoJob);
+    assert!(
+        t0.elapsed() >= Duration::from_millis(900),
+        "{:?}",
+        t0.elapsed()
+    );
+
+    // --grab-wait 0 answers at once, like gearmand; more than a second is refused.
+    let s = server(|c| c.grab_wait = Duration::ZERO);
+    let mut w = Raw::connect(s.port());
+    w.send(&can_do("rev"));
+    w.send(&Packet::GrabJob);
+    assert_eq!(w.recv(), Packet::NoJob);
+    let cfg = ServerConfig {
+        grab_wait: Duration::from_millis(1001),
+        ..ServerConfig::default()
+    };
+    assert!(matches!(
+        BackgroundServer::start(cfg),
+        Err(polygear_server::ServerError::Config(_))
+    ));
+}
+
+#[test]
 fn invalid_input_closes_or_errors_like_gearmand() {
     let s = server(|_| {});
     for bad in [

@@ -292,7 +292,7 @@ impl State {
             // Its GRABs wait because no job is there for it (a job queued
             // since would have gone to them): this one waits behind them.
             // (A GRAB of another form ended the wait before it came here.)
-            w.count += 1;
+            w.count = w.count.saturating_add(1);
             return;
         }
         match self.take_job(cid) {
