@@ -120,7 +120,17 @@ async fn connect(addr: &str) -> Result<Conn, BoxError> {
 }
 
 async fn recv(conn: &mut Conn) -> Result<Packet, BoxError> {
-    match conn.next().await {
+    packet(conn.next().await)
+}
+
+/// The next reply if it is already here (received, or readable at once).
+fn recv_ready(conn: &mut Conn) -> Result<Option<Packet>, BoxError> {
+    conn.next().now_or_never().map(packet).transpose()
+}
+
+/// What the connection gave: a reply packet, or why there is none.
+fn packet(item: Option<Result<Frame, polygear::protocol::CodecError>>) -> Result<Packet, BoxError> {
+    match item {
         Some(Ok(Frame::Packet(_, p))) => Ok(p),
         Some(Ok(Frame::Text(_))) => Err("unexpected text frame".into()),
         Some(Err(e)) => Err(e.into()),
@@ -212,12 +222,7 @@ async fn fg_client(args: Args, n: u64) -> Result<(), BoxError> {
             }
             if args.style == Style::Batched {
                 // Every reply already here, before writing again.
-                reply = match c.next().now_or_never() {
-                    Some(Some(Ok(Frame::Packet(_, p)))) => Some(p),
-                    Some(Some(Err(e))) => return Err(e.into()),
-                    Some(None) => return Err("server closed the connection".into()),
-                    _ => None,
-                };
+                reply = recv_ready(&mut c)?;
             }
         }
     }
