@@ -106,6 +106,9 @@ impl State {
     /// jobs since), or (`None`) the worker sent a request whose reply must
     /// follow the GRABs'.
     pub(crate) fn end_grab_wait(&mut self, cid: ConnId, entry: Option<u64>) {
+        if self.grabs_waiting == 0 {
+            return;
+        }
         let Some(c) = self.peers.get_mut(&cid) else {
             return;
         };
