@@ -12,9 +12,6 @@
 
 use std::time::Duration;
 
-use tokio::io::AsyncWriteExt;
-use tokio::net::TcpStream;
-
 use crate::error::{Error, Result};
 use crate::frame::{FrameReader, Line};
 use crate::protocol::admin::{
@@ -23,6 +20,8 @@ use crate::protocol::admin::{
 };
 use crate::protocol::{PacketCodec, ProtocolError};
 use crate::servers::ServerAddr;
+use crate::tls::{TlsConnector, TlsOptions};
+use crate::transport::{ReadHalf, Stream, WriteHalf};
 
 /// Longest reply line accepted (a `workers` line lists every registration).
 const MAX_REPLY_LINE: usize = 16 << 20;
@@ -32,19 +31,23 @@ const MAX_REPLY_LINE: usize = 16 << 20;
 pub struct Admin {
     addr: ServerAddr,
     timeout: Duration,
+    tls: Option<TlsConnector>,
     conn: Option<Conn>,
 }
 
 /// The socket, read through the crate's one [`FrameReader`] (text lines only).
 #[derive(Debug)]
 struct Conn {
-    reader: FrameReader<TcpStream>,
+    reader: FrameReader<ReadHalf>,
+    writer: WriteHalf,
 }
 
 impl Conn {
-    fn new(stream: TcpStream) -> Conn {
+    fn new(stream: Stream) -> Conn {
+        let (rd, writer) = stream.into_split();
         Conn {
-            reader: FrameReader::new(stream, PacketCodec::default()),
+            reader: FrameReader::new(rd, PacketCodec::default()),
+            writer,
         }
     }
 
@@ -91,10 +94,22 @@ fn check_word(what: &str, s: &str) -> Result<()> {
 impl Admin {
     /// Connects; every later call fails with `Error::Timeout` after `timeout`.
     pub async fn connect(addr: &ServerAddr, timeout: Duration) -> Result<Admin> {
-        let stream = addr.connect(timeout).await?;
+        Admin::connect_with(addr, timeout, None).await
+    }
+
+    /// [`Admin::connect`] over TLS when `tls` is given (a server started
+    /// with `--ssl` speaks TLS on every connection, admin ones included).
+    pub async fn connect_with(
+        addr: &ServerAddr,
+        timeout: Duration,
+        tls: Option<&TlsOptions>,
+    ) -> Result<Admin> {
+        let tls = tls.map(TlsConnector::new).transpose()?;
+        let stream = addr.open(timeout, tls.as_ref()).await?;
         Ok(Admin {
             addr: addr.clone(),
             timeout,
+            tls,
             conn: Some(Conn::new(stream)),
         })
     }
@@ -103,7 +118,7 @@ impl Admin {
     /// (unless the server answers with an `ERR` line), else one line.
     async fn exchange(&mut self, command: &str, listing: bool) -> Result<String> {
         if self.conn.is_none() {
-            let stream = self.addr.connect(self.timeout).await?;
+            let stream = self.addr.open(self.timeout, self.tls.as_ref()).await?;
             self.conn = Some(Conn::new(stream));
         }
         let Some(conn) = self.conn.as_mut() else {
@@ -112,7 +127,7 @@ impl Admin {
         let mut msg = Vec::with_capacity(command.len() + 2);
         msg.extend_from_slice(command.as_bytes());
         msg.extend_from_slice(b"\r\n");
-        conn.reader.get_mut().write_all(&msg).await?;
+        conn.writer.write_all(&msg).await?;
         let first = conn.read_line(&self.addr).await?;
         if !listing || is_error_line(&first) {
             return Ok(first);

@@ -15,6 +15,8 @@ pub mod frame;
 pub mod outbox;
 pub mod protocol;
 pub mod servers;
+pub mod tls;
+pub mod transport;
 mod util;
 pub mod worker;
 
@@ -24,6 +26,7 @@ pub use client::{Client, ClientOptions, JobEvent, JobStatus, RunningJob, SubmitO
 pub use error::{Error, ErrorKind, Result};
 pub use protocol::{Packet, PacketType, Priority};
 pub use servers::{ServerAddr, DEFAULT_PORT};
+pub use tls::{TlsConnector, TlsOptions};
 pub use worker::{Job, Worker, WorkerOptions};
 
 /// How this library was compiled: `"release"` (optimised, no debug assertions: the

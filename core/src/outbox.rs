@@ -40,10 +40,10 @@ use std::io;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::{Buf, BytesMut};
-use tokio::net::tcp::OwnedWriteHalf;
+use bytes::BytesMut;
 use tokio::sync::Notify;
 
+use crate::transport::WriteHalf;
 use crate::util::release_if_larger;
 
 /// Unsent bytes above which a sender waits (backpressure): a client's
@@ -81,12 +81,12 @@ pub enum Flush {
     CallerWriting,
     /// The socket is full: await writability on this write half (without
     /// the lock), then step again.
-    Blocked(Arc<OwnedWriteHalf>),
+    Blocked(Arc<WriteHalf>),
 }
 
 impl Flush {
     /// The write half to await, if the socket is full.
-    pub fn blocked(self) -> Option<Arc<OwnedWriteHalf>> {
+    pub fn blocked(self) -> Option<Arc<WriteHalf>> {
         match self {
             Flush::Blocked(wr) => Some(wr),
             Flush::Idle | Flush::CallerWriting => None,
@@ -98,28 +98,18 @@ impl Flush {
 #[derive(Debug)]
 pub struct Batch {
     bytes: BytesMut,
-    wr: Arc<OwnedWriteHalf>,
+    wr: Arc<WriteHalf>,
+    /// Everything went out (with TLS an empty batch may still have
+    /// encrypted records waiting inside the session).
+    sent: bool,
 }
 
 impl Batch {
     /// Writes what the socket takes now; unwritten bytes stay in the batch.
     pub fn write(&mut self) -> io::Result<()> {
-        write_nonblocking(&self.wr, &mut self.bytes).map(|_| ())
+        self.sent = self.wr.write_buf(&mut self.bytes)?;
+        Ok(())
     }
-}
-
-/// Writes from the front of `buf` what the socket takes without blocking;
-/// `Ok(true)` once `buf` is empty.
-fn write_nonblocking(wr: &OwnedWriteHalf, buf: &mut BytesMut) -> io::Result<bool> {
-    while !buf.is_empty() {
-        match wr.try_write(buf) {
-            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-            Ok(n) => buf.advance(n),
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(true)
 }
 
 /// Buffered, direct-write side of a socket. Callers keep it behind the
@@ -130,7 +120,7 @@ pub struct Outbox {
     /// An emptied batch buffer, reused for the next batch.
     spare: BytesMut,
     /// Taken (and so released) when the connection is closed.
-    wr: Option<Arc<OwnedWriteHalf>>,
+    wr: Option<Arc<WriteHalf>>,
     /// The socket was full: the connection task owns flushing until `buf` is empty.
     flushing: bool,
     /// A caller holds a [`Batch`]: it alone writes until it reports back.
@@ -145,7 +135,7 @@ pub struct Outbox {
 
 impl Outbox {
     /// An outbox whose first bytes (a handshake) the connection task sends.
-    pub fn new(wr: OwnedWriteHalf, handshake: BytesMut) -> Outbox {
+    pub fn new(wr: impl Into<WriteHalf>, handshake: BytesMut) -> Outbox {
         let flushing = !handshake.is_empty();
         let mut out = Outbox::with_buffers(wr, INITIAL_CAPACITY, KEEP_CAPACITY);
         out.buf = handshake;
@@ -160,11 +150,11 @@ impl Outbox {
     /// is allocated before the first push, for a server's many idle
     /// connections) and are released once emptied if their allocation grew
     /// beyond `keep` bytes.
-    pub fn with_buffers(wr: OwnedWriteHalf, initial: usize, keep: usize) -> Outbox {
+    pub fn with_buffers(wr: impl Into<WriteHalf>, initial: usize, keep: usize) -> Outbox {
         Outbox {
             buf: BytesMut::with_capacity(initial),
             spare: BytesMut::new(),
-            wr: Some(Arc::new(wr)),
+            wr: Some(Arc::new(wr.into())),
             flushing: false,
             writing: false,
             in_flight: 0,
@@ -244,7 +234,7 @@ impl Outbox {
             return Err(io::ErrorKind::NotConnected.into());
         }
         result?;
-        if !batch.bytes.is_empty() {
+        if !batch.sent {
             // The socket is full: the rest goes back in front, for the task.
             batch.bytes.extend_from_slice(&self.buf);
             self.buf = batch.bytes;
@@ -274,6 +264,7 @@ impl Outbox {
         Pushed::Write(Batch {
             bytes: std::mem::replace(&mut self.buf, next),
             wr: wr.clone(),
+            sent: false,
         })
     }
 
@@ -311,7 +302,9 @@ impl Outbox {
         let Some(wr) = &self.wr else {
             return true;
         };
-        let socket = socket2::SockRef::from(wr.as_ref().as_ref());
+        // SAFETY: the descriptor stays open while `wr` is held.
+        let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(wr.raw_fd()) };
+        let socket = socket2::SockRef::from(&fd);
         let mut byte = [std::mem::MaybeUninit::<u8>::uninit(); 1];
         match socket.peek(&mut byte) {
             Ok(n) => n == 0,
@@ -336,7 +329,7 @@ impl Outbox {
         let Some(wr) = &self.wr else {
             return Err(io::ErrorKind::NotConnected.into());
         };
-        if !write_nonblocking(wr, &mut self.buf)? {
+        if !wr.write_buf(&mut self.buf)? {
             return Ok(false);
         }
         release_if_larger(&mut self.buf, self.keep, self.initial);
@@ -447,10 +440,9 @@ pub fn wait_drained<G: std::ops::DerefMut>(
 }
 
 /// Waits (blocking the thread, at most `timeout`) until `wr` can take bytes.
-fn poll_writable(wr: &OwnedWriteHalf, timeout: Duration) -> io::Result<()> {
-    use std::os::fd::AsRawFd;
+fn poll_writable(wr: &WriteHalf, timeout: Duration) -> io::Result<()> {
     let mut fds = libc::pollfd {
-        fd: wr.as_ref().as_raw_fd(),
+        fd: wr.raw_fd(),
         events: libc::POLLOUT,
         revents: 0,
     };
@@ -468,7 +460,7 @@ fn poll_writable(wr: &OwnedWriteHalf, timeout: Duration) -> io::Result<()> {
 
 /// For a task that flushes inside its own `select!`: completes once the
 /// full socket takes bytes again; never if `blocked` is `None`.
-pub async fn writable(blocked: &Option<Arc<OwnedWriteHalf>>) -> io::Result<()> {
+pub async fn writable(blocked: &Option<Arc<WriteHalf>>) -> io::Result<()> {
     match blocked {
         Some(wr) => wr.writable().await,
         None => std::future::pending().await,

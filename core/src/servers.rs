@@ -6,6 +6,8 @@ use std::time::Duration;
 use tokio::net::TcpStream;
 
 use crate::error::{Error, Result};
+use crate::tls::TlsConnector;
+use crate::transport::Stream;
 
 /// The default Gearman port.
 pub const DEFAULT_PORT: u16 = 4730;
@@ -59,6 +61,27 @@ impl ServerAddr {
         };
         stream.set_nodelay(true)?;
         Ok(stream)
+    }
+
+    /// Connects and, with `tls`, runs the TLS handshake: both within `timeout`.
+    pub async fn open(&self, timeout: Duration, tls: Option<&TlsConnector>) -> Result<Stream> {
+        let Some(tls) = tls else {
+            return Ok(Stream::plain(self.connect(timeout).await?));
+        };
+        let opened = async {
+            let tcp = self.connect(timeout).await?;
+            tls.handshake(tcp, &self.host, &self.to_string()).await
+        };
+        match tokio::time::timeout(timeout, opened).await {
+            Ok(r) => r,
+            Err(_) => Err(Error::Connect {
+                addr: self.to_string(),
+                source: std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    format!("TLS handshake did not finish within {timeout:?}"),
+                ),
+            }),
+        }
     }
 }
 

@@ -19,9 +19,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use crate::transport::{ReadHalf, Stream};
 use bytes::{Bytes, BytesMut};
-use tokio::net::tcp::OwnedReadHalf;
-use tokio::net::TcpStream;
 use tokio::sync::{oneshot, Notify};
 
 use super::job::JobSlot;
@@ -138,7 +137,7 @@ impl fmt::Debug for Conn {
 
 impl Conn {
     /// Wraps a connected stream, queues the handshake and spawns the I/O tasks.
-    pub(super) fn start(stream: TcpStream, addr: String, options: &ClientOptions) -> Arc<Conn> {
+    pub(super) fn start(stream: Stream, addr: String, options: &ClientOptions) -> Arc<Conn> {
         let (rd, wr) = stream.into_split();
         let mut wbuf = BytesMut::with_capacity(8 * 1024);
         let mut pending = VecDeque::new();
@@ -519,7 +518,7 @@ async fn write_loop(conn: Arc<Conn>) {
 }
 
 /// Reads replies and dispatches everything one read brought under one lock.
-async fn read_loop(conn: Arc<Conn>, rd: OwnedReadHalf, max_packet: usize) {
+async fn read_loop(conn: Arc<Conn>, rd: ReadHalf, max_packet: usize) {
     let _guard = DeadOnDrop(conn.clone());
     let mut reader = FrameReader::new(rd, PacketCodec::new(max_packet));
     let reason = loop {

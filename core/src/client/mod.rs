@@ -31,6 +31,7 @@ use tokio::time::Instant;
 use crate::error::{Error, Result};
 use crate::protocol::{Decimal, Packet, PacketType, Priority};
 use crate::servers::ServerAddr;
+use crate::tls::{TlsConnector, TlsOptions};
 use crate::util::{later, lock};
 
 mod conn;
@@ -65,6 +66,8 @@ pub struct ClientOptions {
     pub min_backoff: Duration,
     /// Longest delay between reconnection attempts.
     pub max_backoff: Duration,
+    /// Speak TLS to the servers (all of them); `None`: plain TCP.
+    pub tls: Option<TlsOptions>,
 }
 
 impl Default for ClientOptions {
@@ -79,6 +82,7 @@ impl Default for ClientOptions {
             max_packet: crate::protocol::DEFAULT_MAX_PACKET,
             min_backoff: Duration::from_millis(100),
             max_backoff: Duration::from_secs(5),
+            tls: None,
         }
     }
 }
@@ -260,8 +264,9 @@ impl Client {
                 ));
             }
         }
+        let tls = options.tls.as_ref().map(TlsConnector::new).transpose()?;
         Ok(Client {
-            inner: Arc::new(Pool::new(options)),
+            inner: Arc::new(Pool::new(options, tls)),
         })
     }
 

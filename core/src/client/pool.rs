@@ -30,6 +30,7 @@ use crate::backoff::Backoff;
 use crate::error::{Error, Result};
 use crate::protocol::{Magic, Packet};
 use crate::servers::{route, ServerAddr};
+use crate::tls::TlsConnector;
 use crate::util::{later, lock};
 
 /// How many background handles remember which server created them.
@@ -38,6 +39,8 @@ const HANDLE_MEMORY: usize = 16_384;
 /// The state shared by all clones of one `Client`.
 pub(super) struct Pool {
     pub(super) options: ClientOptions,
+    /// `options.tls`, loaded.
+    tls: Option<TlsConnector>,
     /// One per `options.servers` entry, in the same order.
     pub(super) servers: Vec<Server>,
     /// Round-robin position for requests without a unique.
@@ -145,7 +148,7 @@ impl HandleMemory {
 
 impl Pool {
     /// The pool for validated options; connects nothing yet.
-    pub(super) fn new(options: ClientOptions) -> Pool {
+    pub(super) fn new(options: ClientOptions, tls: Option<TlsConnector>) -> Pool {
         let servers = options
             .servers
             .iter()
@@ -163,6 +166,7 @@ impl Pool {
             })
             .collect();
         Pool {
+            tls,
             options,
             servers,
             rr: AtomicUsize::new(0),
@@ -229,7 +233,11 @@ impl Pool {
                 "polygear::Client must be used inside a tokio runtime".into(),
             ));
         }
-        match server.addr.connect(self.options.connect_timeout).await {
+        match server
+            .addr
+            .open(self.options.connect_timeout, self.tls.as_ref())
+            .await
+        {
             Ok(stream) => {
                 let conn = Conn::start(stream, server.name.clone(), &self.options);
                 let mut g = lock(&server.conn);

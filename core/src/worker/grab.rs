@@ -28,9 +28,8 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::transport::{ReadHalf, Stream};
 use bytes::Bytes;
-use tokio::net::tcp::OwnedReadHalf;
-use tokio::net::TcpStream;
 use tokio::sync::{watch, OwnedSemaphorePermit};
 use tokio::time::Instant;
 
@@ -85,7 +84,7 @@ pub(super) async fn server_task(state: Arc<WorkerState>, idx: usize) {
             return;
         }
         let connected = tokio::select! {
-            r = addr.connect(state.opts.connect_timeout) => r,
+            r = addr.open(state.opts.connect_timeout, state.tls.as_ref()) => r,
             _ = closing.changed() => return,
         };
         match connected {
@@ -363,7 +362,7 @@ impl Grabber<'_> {
 async fn run_session(
     state: &Arc<WorkerState>,
     idx: usize,
-    stream: TcpStream,
+    stream: Stream,
     use_all: &mut bool,
     closing: &mut watch::Receiver<bool>,
 ) -> SessionEnd {
@@ -476,7 +475,7 @@ impl Drop for Grabber<'_> {
 /// full socket, until the connection fails or the worker closes.
 async fn session_loop(
     grabber: &mut Grabber<'_>,
-    reader: &mut FrameReader<OwnedReadHalf>,
+    reader: &mut FrameReader<ReadHalf>,
     use_all: &mut bool,
     closing: &mut watch::Receiver<bool>,
 ) -> SessionEnd {

@@ -37,6 +37,7 @@
 //! is whoever waits in `next_job`. [`Worker`] handles share one
 //! `CloseOnDrop`, which closes the connections when the last handle goes.
 
+use crate::tls::{TlsConnector, TlsOptions};
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -88,6 +89,8 @@ pub struct WorkerOptions {
     /// context switch: a busy thread then runs queued jobs back to back.
     /// `Some(Duration::ZERO)` is the same as `None`.
     pub handoff_delay: Option<Duration>,
+    /// Speak TLS to the servers (all of them); `None`: plain TCP.
+    pub tls: Option<TlsOptions>,
 }
 
 impl Default for WorkerOptions {
@@ -102,6 +105,7 @@ impl Default for WorkerOptions {
             max_backoff: Duration::from_secs(5),
             poll_interval: Duration::from_secs(10),
             handoff_delay: None,
+            tls: None,
         }
     }
 }
@@ -192,6 +196,7 @@ impl Worker {
         if options.handoff_delay == Some(Duration::ZERO) {
             options.handoff_delay = None;
         }
+        let tls = options.tls.as_ref().map(TlsConnector::new).transpose()?;
         let n = options.servers.len();
         let state = WorkerState {
             addrs: options
@@ -215,6 +220,7 @@ impl Worker {
             deferred: Notify::new(),
             tasks: Mutex::new(Tasks::default()),
             opts: options,
+            tls,
         };
         Ok(Worker {
             inner: Arc::new(CloseOnDrop {

@@ -80,6 +80,8 @@ pub(super) struct Tasks {
 pub(super) struct WorkerState {
     /// The validated options.
     pub(super) opts: WorkerOptions,
+    /// `opts.tls`, loaded.
+    pub(super) tls: Option<crate::tls::TlsConnector>,
     /// Each server's address as text (for logs and errors).
     pub(super) addrs: Vec<Arc<str>>,
     /// SET_CLIENT_ID payload, sent after every connect.

@@ -19,8 +19,8 @@
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use crate::transport::WriteHalf;
 use bytes::BytesMut;
-use tokio::net::tcp::OwnedWriteHalf;
 use tokio::sync::{Notify, OwnedSemaphorePermit};
 
 use crate::error::{Error, Result};
@@ -98,7 +98,7 @@ pub(super) struct Session {
 impl Session {
     pub(super) fn new(
         addr: Arc<str>,
-        wr: OwnedWriteHalf,
+        wr: WriteHalf,
         stopped: Arc<AtomicBool>,
         wanting: Arc<AtomicUsize>,
     ) -> Session {
@@ -314,7 +314,7 @@ impl Session {
     pub(super) fn before_wait(
         &self,
         want: Option<bool>,
-    ) -> std::io::Result<Option<Arc<OwnedWriteHalf>>> {
+    ) -> std::io::Result<Option<Arc<WriteHalf>>> {
         let mut out = lock(&self.out);
         self.set_wanted(&mut out, want);
         Self::flush_locked(&mut out).map(Flush::blocked)

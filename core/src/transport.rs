@@ -1,0 +1,290 @@
+//! A connection's byte stream: plain TCP, or TLS (rustls) over TCP.
+//!
+//! Everything above reads through a [`ReadHalf`] (an [`AsyncRead`], driven
+//! by the connection's task through [`FrameReader`](crate::frame::FrameReader))
+//! and writes through a [`WriteHalf`] the way the [`Outbox`](crate::outbox)
+//! does: a non-blocking [`WriteHalf::write_buf`] from whatever thread produced
+//! the bytes, and [`WriteHalf::writable`] for the task that flushes a full
+//! socket. Plain TCP keeps tokio's own halves (no extra cost). TLS shares one
+//! rustls session between both halves behind a mutex held only for
+//! non-blocking calls: the reader decrypts records as they arrive, a writer
+//! encrypts its bytes and sends the records the socket takes, leaving the
+//! rest inside the session for the next write or the task's flush (a write
+//! reports "not done" until the session has nothing left to send).
+//!
+//! The handshake happens before: [`Stream::tls`] takes a session that
+//! finished it (tokio-rustls' connector or acceptor, see
+//! [`TlsConnector`](crate::tls::TlsConnector)).
+
+use std::io::{self, Read, Write};
+use std::os::fd::{AsRawFd, RawFd};
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll};
+
+use bytes::{Buf, BytesMut};
+use tokio::io::{AsyncRead, ReadBuf};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::TcpStream;
+
+/// Plaintext handed to the TLS session per step: its records are sent
+/// before more is encrypted, so a full socket holds back at most this much
+/// ciphertext inside the session.
+const TLS_CHUNK: usize = 64 << 10;
+
+/// A connected stream, plain or TLS, before it is split.
+#[derive(Debug)]
+pub struct Stream {
+    tcp: TcpStream,
+    tls: Option<rustls::Connection>,
+}
+
+impl Stream {
+    /// Plain TCP.
+    pub fn plain(tcp: TcpStream) -> Stream {
+        Stream { tcp, tls: None }
+    }
+
+    /// TLS over `tcp` with a session whose handshake is complete.
+    pub fn tls(tcp: TcpStream, session: impl Into<rustls::Connection>) -> Stream {
+        Stream {
+            tcp,
+            tls: Some(session.into()),
+        }
+    }
+
+    /// True if the stream is encrypted.
+    pub fn is_tls(&self) -> bool {
+        self.tls.is_some()
+    }
+
+    /// The TCP socket under the stream (for socket options and addresses).
+    pub fn tcp(&self) -> &TcpStream {
+        &self.tcp
+    }
+
+    /// The read and write halves.
+    pub fn into_split(self) -> (ReadHalf, WriteHalf) {
+        match self.tls {
+            None => {
+                let (rd, wr) = self.tcp.into_split();
+                (ReadHalf(Read_::Plain(rd)), WriteHalf(Write_::Plain(wr)))
+            }
+            Some(session) => {
+                let shared = Arc::new(TlsShared {
+                    tcp: self.tcp,
+                    session: Mutex::new(session),
+                });
+                (
+                    ReadHalf(Read_::Tls(shared.clone())),
+                    WriteHalf(Write_::Tls(shared)),
+                )
+            }
+        }
+    }
+}
+
+/// The read side of a [`Stream`].
+#[derive(Debug)]
+pub struct ReadHalf(Read_);
+
+#[derive(Debug)]
+enum Read_ {
+    Plain(OwnedReadHalf),
+    Tls(Arc<TlsShared>),
+}
+
+/// The write side of a [`Stream`]: non-blocking writes from any thread.
+#[derive(Debug)]
+pub struct WriteHalf(Write_);
+
+#[derive(Debug)]
+enum Write_ {
+    Plain(OwnedWriteHalf),
+    Tls(Arc<TlsShared>),
+}
+
+/// One TLS session shared by both halves.
+struct TlsShared {
+    tcp: TcpStream,
+    session: Mutex<rustls::Connection>,
+}
+
+impl std::fmt::Debug for TlsShared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TlsShared").field("tcp", &self.tcp).finish()
+    }
+}
+
+/// `std::io` over a tokio socket's non-blocking calls, for rustls.
+struct Sock<'a>(&'a TcpStream);
+
+impl Read for Sock<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.0.try_read(buf)
+    }
+}
+
+impl Write for Sock<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.0.try_write(buf)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+fn tls_error(e: rustls::Error) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, format!("TLS: {e}"))
+}
+
+impl TlsShared {
+    fn lock(&self) -> MutexGuard<'_, rustls::Connection> {
+        // A panic while the lock was held left no partial state that
+        // matters more than the connection itself: keep going.
+        self.session.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Sends the session's pending records; `Ok(false)` if the socket is full.
+    fn send_records(&self, session: &mut rustls::Connection) -> io::Result<bool> {
+        while session.wants_write() {
+            match session.write_tls(&mut Sock(&self.tcp)) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(true)
+    }
+
+    fn write_buf(&self, buf: &mut BytesMut) -> io::Result<bool> {
+        let mut session = self.lock();
+        loop {
+            if !self.send_records(&mut session)? {
+                return Ok(false);
+            }
+            if buf.is_empty() {
+                return Ok(true);
+            }
+            let n = session.writer().write(&buf[..buf.len().min(TLS_CHUNK)])?;
+            if n == 0 && !session.wants_write() {
+                return Err(io::ErrorKind::WriteZero.into());
+            }
+            buf.advance(n);
+        }
+    }
+
+    fn poll_read(&self, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        loop {
+            let mut session = self.lock();
+            match session.reader().read(buf.initialize_unfilled()) {
+                Ok(n) => {
+                    buf.advance(n);
+                    return Poll::Ready(Ok(()));
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                // The peer closed without close_notify: the framing above
+                // notices a cut packet, so this is an ordinary end of stream.
+                Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Poll::Ready(Ok(())),
+                Err(e) => return Poll::Ready(Err(e)),
+            }
+            match session.read_tls(&mut Sock(&self.tcp)) {
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    drop(session);
+                    match self.tcp.poll_read_ready(cx) {
+                        Poll::Ready(Ok(())) => continue,
+                        Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                        Poll::Pending => return Poll::Pending,
+                    }
+                }
+                Err(e) => return Poll::Ready(Err(e)),
+            }
+            if let Err(e) = session.process_new_packets() {
+                // Tell the peer why (the alert), best effort.
+                let _ = self.send_records(&mut session);
+                return Poll::Ready(Err(tls_error(e)));
+            }
+            // Records the session owes the peer (a key update, an alert):
+            // what the socket does not take goes with the next write.
+            if session.wants_write() {
+                self.send_records(&mut session)?;
+            }
+        }
+    }
+}
+
+impl AsyncRead for ReadHalf {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match &mut self.get_mut().0 {
+            Read_::Plain(rd) => Pin::new(rd).poll_read(cx, buf),
+            Read_::Tls(tls) => tls.poll_read(cx, buf),
+        }
+    }
+}
+
+impl WriteHalf {
+    /// Writes from the front of `buf` what the socket takes without
+    /// blocking; `Ok(true)` once everything is sent (`buf` is empty and, with
+    /// TLS, no encrypted record is left inside the session), `Ok(false)` if
+    /// the socket is full: await [`WriteHalf::writable`] and call again
+    /// (with `buf` empty, that sends what the session holds).
+    pub fn write_buf(&self, buf: &mut BytesMut) -> io::Result<bool> {
+        match &self.0 {
+            Write_::Plain(wr) => {
+                while !buf.is_empty() {
+                    match wr.try_write(buf) {
+                        Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                        Ok(n) => buf.advance(n),
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
+                        Err(e) => return Err(e),
+                    }
+                }
+                Ok(true)
+            }
+            Write_::Tls(tls) => tls.write_buf(buf),
+        }
+    }
+
+    /// Writes all of `bytes`, awaiting the socket when it is full.
+    pub async fn write_all(&self, bytes: &[u8]) -> io::Result<()> {
+        let mut buf = BytesMut::from(bytes);
+        while !self.write_buf(&mut buf)? {
+            self.writable().await?;
+        }
+        Ok(())
+    }
+
+    /// Completes once the socket may take bytes again.
+    pub async fn writable(&self) -> io::Result<()> {
+        match &self.0 {
+            Write_::Plain(wr) => wr.writable().await,
+            Write_::Tls(tls) => tls.tcp.writable().await,
+        }
+    }
+
+    /// The TCP socket's descriptor (for `poll`, `peek` and socket options).
+    pub fn raw_fd(&self) -> RawFd {
+        match &self.0 {
+            Write_::Plain(wr) => wr.as_ref().as_raw_fd(),
+            Write_::Tls(tls) => tls.tcp.as_raw_fd(),
+        }
+    }
+
+    /// True if the stream is encrypted.
+    pub fn is_tls(&self) -> bool {
+        matches!(self.0, Write_::Tls(_))
+    }
+}
+
+impl From<OwnedWriteHalf> for WriteHalf {
+    fn from(wr: OwnedWriteHalf) -> WriteHalf {
+        WriteHalf(Write_::Plain(wr))
+    }
+}
