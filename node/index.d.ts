@@ -79,6 +79,32 @@ export class AbortError extends GearmanError {
   constructor(message?: string, options?: { cause?: unknown });
 }
 
+// --------------------------------------------------------------------- tls
+
+/**
+ * TLS files for `tls`. Only the files given are used (the environment is not
+ * read). A file that cannot be read throws an `InvalidArgumentError` naming it
+ * when the Client, Worker or Admin is made; a handshake that fails rejects with
+ * a `ConnectionError` whose message says why.
+ */
+export interface TlsOptions {
+  /** PEM file of the CAs that sign the server's certificate (default: the system's trust store). */
+  caFile?: string;
+  /** Client certificate (PEM) for a server that verifies clients; needs `keyFile`. */
+  certFile?: string;
+  /** Private key (PEM) of `certFile`. */
+  keyFile?: string;
+  /** Name the server's certificate must carry (default: the host connected to). */
+  serverName?: string;
+}
+
+/**
+ * `true`: TLS with libgearman's variables GEARMAND_CA_CERTIFICATE,
+ * GEARMAN_CLIENT_PEM and GEARMAN_CLIENT_KEY (unset: the system's trust store,
+ * no client certificate); an object: exactly those files; `false`: plain TCP.
+ */
+export type TlsSetting = boolean | TlsOptions;
+
 // ------------------------------------------------------------------ client
 
 /** Client options; times in milliseconds. */
@@ -93,6 +119,8 @@ export interface ClientOptions {
   submitTimeout?: number;
   /** Sent with SET_CLIENT_ID. */
   clientId?: string;
+  /** Connect with TLS (the server must run with `--ssl`). */
+  tls?: TlsSetting;
 }
 
 /** Options of one submission. */
@@ -195,6 +223,8 @@ export interface WorkerOptions {
   clientId?: string;
   /** Deadline for establishing a connection, in milliseconds (default 5000). */
   connectTimeout?: number;
+  /** Connect with TLS (the server must run with `--ssl`). */
+  tls?: TlsSetting;
 }
 
 /** Options of `worker.register()`. */
@@ -260,6 +290,8 @@ export interface AdminOptions {
   server?: string;
   /** Deadline of every call in milliseconds (default 5000). */
   timeout?: number;
+  /** Connect with TLS (the server must run with `--ssl`). */
+  tls?: TlsSetting;
 }
 
 /** A `status` line. */

@@ -183,6 +183,39 @@ function checkServers(value) {
   return list.slice();
 }
 
+const TLS_KEYS = ['caFile', 'certFile', 'keyFile', 'serverName'];
+
+/**
+ * `tls`: `true` (libgearman's GEARMAND_CA_CERTIFICATE, GEARMAN_CLIENT_PEM and
+ * GEARMAN_CLIENT_KEY; else the system's trust store), or an object with some
+ * of caFile, certFile, keyFile, serverName (only those files are used).
+ * `undefined`, `null` and `false` mean plain TCP.
+ */
+function checkTls(name, value) {
+  if (value === undefined || value === null || value === false) return undefined;
+  if (value === true) return { fromEnv: true };
+  if (typeof value !== 'object' || Array.isArray(value)) {
+    throw typeError(name, 'true or an object { caFile, certFile, keyFile, serverName }', value);
+  }
+  const out = {};
+  for (const key of Object.keys(value)) {
+    if (!TLS_KEYS.includes(key)) {
+      const e = new TypeError(`Unknown option "${name}.${key}"; expected one of ${TLS_KEYS.join(', ')}`);
+      e.code = 'ERR_INVALID_ARG_VALUE';
+      throw e;
+    }
+    if (value[key] !== undefined && value[key] !== null) {
+      out[key] = checkString(`${name}.${key}`, value[key]);
+    }
+  }
+  if ((out.certFile === undefined) !== (out.keyFile === undefined)) {
+    const e = new TypeError(`${name}.certFile and ${name}.keyFile must be given together`);
+    e.code = 'ERR_INVALID_ARG_VALUE';
+    throw e;
+  }
+  return out;
+}
+
 function checkSignal(signal) {
   if (signal === undefined || signal === null) return undefined;
   if (typeof signal !== 'object' || typeof signal.aborted !== 'boolean' || typeof signal.addEventListener !== 'function') {
@@ -375,6 +408,8 @@ class Client {
     const submitTimeout = checkMillis('options.submitTimeout', o.submitTimeout);
     if (submitTimeout !== undefined) args.submitTimeout = submitTimeout;
     if (o.clientId !== undefined) args.clientId = checkString('options.clientId', o.clientId);
+    const tls = checkTls('options.tls', o.tls);
+    if (tls !== undefined) args.tls = tls;
     this._native = callSync(() => new native.NativeClient(args));
     this._closed = false;
   }
@@ -531,6 +566,8 @@ class Worker {
     if (o.clientId !== undefined) args.clientId = checkString('options.clientId', o.clientId);
     const connectTimeout = checkMillis('options.connectTimeout', o.connectTimeout);
     if (connectTimeout !== undefined) args.connectTimeout = connectTimeout;
+    const tls = checkTls('options.tls', o.tls);
+    if (tls !== undefined) args.tls = tls;
     this._native = callSync(() => new native.NativeWorker(args));
     this._handlers = new Map();
     this._working = null;
@@ -621,7 +658,8 @@ class Admin {
     const o = checkObject('options', options);
     const server = o.server === undefined ? DEFAULT_SERVER : checkString('options.server', o.server);
     const timeout = checkMillis('options.timeout', o.timeout);
-    this._native = callSync(() => new native.NativeAdmin(server, timeout));
+    const tls = checkTls('options.tls', o.tls);
+    this._native = callSync(() => new native.NativeAdmin(server, timeout, tls));
   }
 
   /** `status`: per function total/running jobs and workers. */

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use polygear::{Admin, Error, ServerAddr};
+use polygear::{Admin, Error, ServerAddr, TlsOptions};
 
 use crate::fail::{describe, CliError};
 use crate::out::{write, Stream};
@@ -18,7 +18,7 @@ pub struct AdminCommand {
 
 /// The admin sub-commands, for `--help`.
 pub const USAGE: &str = "\
-Admin mode:   polygear admin [-h HOST] [-p PORT] [-t MS] COMMAND [ARGS]
+Admin mode:   polygear admin [-h HOST] [-p PORT] [-t MS] [-S] COMMAND [ARGS]
   -h/-p as above but they win over GEARMAN_SERVER; a list of servers runs
   the command on each in turn. -t: deadline per server (default 10000 ms).
 
@@ -120,10 +120,11 @@ pub fn command(words: &[String]) -> Result<AdminCommand, CliError> {
 pub async fn run(
     servers: &[ServerAddr],
     timeout: Duration,
+    tls: Option<&TlsOptions>,
     cmd: &AdminCommand,
 ) -> Result<(), CliError> {
     for server in servers {
-        let mut admin = match Admin::connect(server, timeout).await {
+        let mut admin = match Admin::connect_with(server, timeout, tls).await {
             Ok(a) => a,
             Err(e) => {
                 let msg = describe(&e);

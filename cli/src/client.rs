@@ -7,6 +7,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use polygear::{
     Client, ClientOptions, Error, ErrorKind, JobEvent, Priority, ServerAddr, SubmitOptions,
+    TlsOptions,
 };
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
 use tokio::task::JoinSet;
@@ -50,12 +51,15 @@ pub struct ClientConfig {
     pub verbose: bool,
     /// `-P`.
     pub prefix: bool,
+    /// `-S` and its files (`None`: plain TCP).
+    pub tls: Option<TlsOptions>,
 }
 
 /// Runs the client; `Err(Failed)` when at least one job failed.
 pub async fn run(cfg: ClientConfig) -> Result<(), CliError> {
     let mut opts = ClientOptions {
         servers: cfg.servers.clone(),
+        tls: cfg.tls.clone(),
         ..ClientOptions::default()
     };
     if let Some(t) = cfg.timeout {

@@ -106,7 +106,7 @@ fn real_main(args: Vec<String>) -> Result<(), CliError> {
     }
     let o = opts::parse(&args)?;
     if o.help {
-        print!("{HELP}{}{EXIT_CODES}", admin::USAGE);
+        print!("{HELP}{}{}{EXIT_CODES}", admin::USAGE, opts::TLS_USAGE);
         return Ok(());
     }
     if o.version {
@@ -121,6 +121,7 @@ fn real_main(args: Vec<String>) -> Result<(), CliError> {
     if o.daemon && std::env::var_os(DAEMON_ENV).is_none() {
         return daemonize();
     }
+    let tls = o.tls.options(polygear::TlsOptions::from_env());
     let _pid = o.pid_file.as_deref().map(PidFile::create).transpose()?;
     let rt = runtime()?;
     if o.worker {
@@ -131,6 +132,7 @@ fn real_main(args: Vec<String>) -> Result<(), CliError> {
             lines: o.lines,
             count: o.count,
             timeout: o.timeout,
+            tls,
         };
         rt.block_on(worker::run(cfg))
     } else {
@@ -154,6 +156,7 @@ fn real_main(args: Vec<String>) -> Result<(), CliError> {
             count: o.count,
             verbose: o.verbose,
             prefix: o.prefix,
+            tls,
         };
         rt.block_on(client::run(cfg))
     }
@@ -175,11 +178,20 @@ fn admin_main(args: &[String]) -> Result<(), CliError> {
     let mut host = None;
     let mut port = None;
     let mut timeout = ADMIN_TIMEOUT;
+    let mut tls = opts::TlsFlags::default();
     let mut words = Vec::new();
     let mut i = 0;
     while i < args.len() {
         let a = args[i].as_str();
         i += 1;
+        if a.starts_with("--ssl")
+            && tls.long_option(&a[2..], || {
+                i += 1;
+                args.get(i - 1).cloned()
+            })?
+        {
+            continue;
+        }
         let mut value = |name: &str| -> Result<String, CliError> {
             i += 1;
             args.get(i - 1)
@@ -192,9 +204,10 @@ fn admin_main(args: &[String]) -> Result<(), CliError> {
                 break;
             }
             "-H" | "--help" => {
-                print!("{}{EXIT_CODES}", admin::USAGE);
+                print!("{}{}{EXIT_CODES}", admin::USAGE, opts::TLS_USAGE);
                 return Ok(());
             }
+            "-S" => tls.enabled = true,
             "-h" | "--host" => host = Some(value(a)?),
             "-p" | "--port" => port = Some(opts::parse_port(&value(a)?)?),
             "-t" | "--timeout" => timeout = opts::parse_timeout(&value(a)?)?,
@@ -215,7 +228,8 @@ fn admin_main(args: &[String]) -> Result<(), CliError> {
         std::env::var("GEARMAN_SERVER").ok()
     };
     let servers = opts::servers(host.as_deref(), port, env.as_deref())?;
-    runtime()?.block_on(admin::run(&servers, timeout, &cmd))
+    let tls = tls.options(polygear::TlsOptions::from_env());
+    runtime()?.block_on(admin::run(&servers, timeout, tls.as_ref(), &cmd))
 }
 
 /// Set in the detached child started by `-d`.

@@ -5,7 +5,9 @@
 
 use std::time::Duration;
 
-use polygear::{Priority, ServerAddr, DEFAULT_PORT};
+use std::path::PathBuf;
+
+use polygear::{Priority, ServerAddr, TlsOptions, DEFAULT_PORT};
 
 use crate::fail::CliError;
 
@@ -46,6 +48,8 @@ pub struct Opts {
     pub worker: bool,
     /// `-c`.
     pub count: Option<u64>,
+    /// `-S` / `--ssl` and the `--ssl-*` files.
+    pub tls: TlsFlags,
     /// Data words (client) or command and its arguments (worker).
     pub rest: Vec<String>,
 }
@@ -69,7 +73,14 @@ pub fn parse(args: &[String]) -> Result<Opts, CliError> {
             match long {
                 "help" => o.help = true,
                 "version" => o.version = true,
-                _ => return Err(CliError::Usage(format!("unknown option '--{long}'"))),
+                _ => {
+                    if !o.tls.long_option(long, || {
+                        i += 1;
+                        args.get(i - 1).cloned()
+                    })? {
+                        return Err(CliError::Usage(format!("unknown option '--{long}'")));
+                    }
+                }
             }
             continue;
         }
@@ -106,7 +117,7 @@ pub fn parse(args: &[String]) -> Result<Opts, CliError> {
                 'w' => o.worker = true,
                 'b' => o.background = true,
                 'd' => o.daemon = true,
-                'S' => return Err(CliError::Usage("TLS (-S) is not supported".into())),
+                'S' => o.tls.enabled = true,
                 _ => return Err(CliError::Usage(format!("unknown option '-{c}'"))),
             }
         }
@@ -137,6 +148,93 @@ fn set_value(o: &mut Opts, c: char, v: String) -> Result<(), CliError> {
         _ => unreachable!("takes_value and set_value disagree on -{c}"),
     }
     Ok(())
+}
+
+/// `-S` / `--ssl` and the files given with `--ssl-ca-file`,
+/// `--ssl-certificate`, `--ssl-key` and `--ssl-server-name` (each of which
+/// turns TLS on too).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TlsFlags {
+    /// TLS was asked for.
+    pub enabled: bool,
+    /// `--ssl-ca-file`.
+    pub ca_file: Option<PathBuf>,
+    /// `--ssl-certificate`.
+    pub cert_file: Option<PathBuf>,
+    /// `--ssl-key`.
+    pub key_file: Option<PathBuf>,
+    /// `--ssl-server-name`.
+    pub server_name: Option<String>,
+}
+
+/// The TLS options' help lines (client, worker and admin mode).
+pub const TLS_USAGE: &str = "\
+TLS (every mode; the server must run with --ssl):
+  -S, --ssl   connect with TLS. Files from libgearman's variables:
+              GEARMAND_CA_CERTIFICATE (CAs to trust; unset: the system's),
+              GEARMAN_CLIENT_PEM and GEARMAN_CLIENT_KEY (client certificate
+              and key, for servers that verify clients)
+  --ssl-ca-file FILE       CA certificates (PEM) instead of GEARMAND_CA_CERTIFICATE
+  --ssl-certificate FILE   client certificate (PEM) instead of GEARMAN_CLIENT_PEM
+  --ssl-key FILE           client key (PEM) instead of GEARMAN_CLIENT_KEY
+  --ssl-server-name NAME   name the server's certificate must carry
+                           (default: the host connected to)
+  Each --ssl-* option turns TLS on; '--opt=VALUE' works too.
+";
+
+impl TlsFlags {
+    /// Takes `long` (without its `--`) if it is one of the TLS options;
+    /// `next` gives the following word for a value not attached with `=`.
+    /// `Ok(false)`: not a TLS option.
+    pub fn long_option(
+        &mut self,
+        long: &str,
+        next: impl FnOnce() -> Option<String>,
+    ) -> Result<bool, CliError> {
+        let (name, attached) = match long.split_once('=') {
+            Some((n, v)) => (n, Some(v.to_string())),
+            None => (long, None),
+        };
+        if name == "ssl" {
+            if attached.is_some() {
+                return Err(CliError::Usage("option '--ssl' takes no value".into()));
+            }
+            self.enabled = true;
+            return Ok(true);
+        }
+        if !matches!(
+            name,
+            "ssl-ca-file" | "ssl-certificate" | "ssl-key" | "ssl-server-name"
+        ) {
+            return Ok(false);
+        }
+        let value = attached
+            .or_else(next)
+            .filter(|v| !v.is_empty())
+            .ok_or_else(|| CliError::Usage(format!("option '--{name}' requires an argument")))?;
+        match name {
+            "ssl-ca-file" => self.ca_file = Some(value.into()),
+            "ssl-certificate" => self.cert_file = Some(value.into()),
+            "ssl-key" => self.key_file = Some(value.into()),
+            _ => self.server_name = Some(value),
+        }
+        self.enabled = true;
+        Ok(true)
+    }
+
+    /// The TLS settings (`None`: plain TCP): libgearman's variables in `env`,
+    /// each overridden by its flag.
+    pub fn options(&self, env: TlsOptions) -> Option<TlsOptions> {
+        if !self.enabled {
+            return None;
+        }
+        Some(TlsOptions {
+            ca_file: self.ca_file.clone().or(env.ca_file),
+            cert_file: self.cert_file.clone().or(env.cert_file),
+            key_file: self.key_file.clone().or(env.key_file),
+            server_name: self.server_name.clone().or(env.server_name),
+        })
+    }
 }
 
 /// A TCP port number (1-65535).
@@ -235,12 +333,55 @@ mod tests {
             &["-t", "0"],
             &["-c", "-1"],
             &["--frob"],
-            &["-S"],
+            &["--ssl-ca-file"],
+            &["--ssl-key="],
+            &["--ssl=yes"],
         ] {
             assert!(matches!(p(bad), Err(CliError::Usage(_))), "{bad:?}");
         }
         assert!(p(&["--help"]).unwrap().help);
         assert!(p(&["-H"]).unwrap().help);
+    }
+
+    #[test]
+    fn tls_flags() {
+        assert_eq!(
+            p(&["-f", "x"]).unwrap().tls.options(TlsOptions::default()),
+            None
+        );
+        let o = p(&["-Sbf", "x", "data"]).unwrap();
+        assert!(o.tls.enabled && o.background);
+        assert_eq!(o.rest, ["data"]);
+        let env = TlsOptions {
+            ca_file: Some("env-ca".into()),
+            cert_file: Some("env-cert".into()),
+            key_file: Some("env-key".into()),
+            server_name: None,
+        };
+        // -S alone: libgearman's variables.
+        assert_eq!(o.tls.options(env.clone()), Some(env.clone()));
+        // A flag overrides its variable and turns TLS on by itself.
+        let o = p(&[
+            "--ssl-ca-file",
+            "ca.pem",
+            "--ssl-key=k.pem",
+            "--ssl-server-name",
+            "gm.example",
+            "-f",
+            "x",
+        ])
+        .unwrap();
+        assert_eq!(
+            o.tls.options(env),
+            Some(TlsOptions {
+                ca_file: Some("ca.pem".into()),
+                cert_file: Some("env-cert".into()),
+                key_file: Some("k.pem".into()),
+                server_name: Some("gm.example".into()),
+            })
+        );
+        let o = p(&["--ssl", "-w", "-f", "x"]).unwrap();
+        assert!(o.tls.enabled && o.worker);
     }
 
     #[test]

@@ -5,7 +5,7 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use bytes::Bytes;
-use polygear::{Job, ServerAddr, Worker, WorkerOptions};
+use polygear::{Job, ServerAddr, TlsConnector, TlsOptions, Worker, WorkerOptions};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::process::Command;
 
@@ -27,6 +27,8 @@ pub struct WorkerConfig {
     pub count: Option<u64>,
     /// `-t`: connect deadline, and exit (timeout) when no job arrives for this long.
     pub timeout: Option<Duration>,
+    /// `-S` and its files (`None`: plain TCP).
+    pub tls: Option<TlsOptions>,
 }
 
 /// How long a finished worker waits for its last packets to be flushed.
@@ -37,12 +39,14 @@ pub async fn run(cfg: WorkerConfig) -> Result<(), CliError> {
     let mut opts = WorkerOptions {
         servers: cfg.servers.clone(),
         concurrency: 1,
+        tls: cfg.tls.clone(),
         ..WorkerOptions::default()
     };
     if let Some(t) = cfg.timeout {
         opts.connect_timeout = t;
     }
-    probe(&cfg.servers, opts.connect_timeout).await?;
+    let tls = cfg.tls.as_ref().map(TlsConnector::new).transpose()?;
+    probe(&cfg.servers, opts.connect_timeout, tls.as_ref()).await?;
     let worker = Worker::new(opts)?;
     for f in &cfg.functions {
         worker.register(f, None)?;
@@ -87,10 +91,16 @@ pub async fn run(cfg: WorkerConfig) -> Result<(), CliError> {
 
 /// Fails fast with one clear line when no server can be reached at start;
 /// later outages are survived by the worker's reconnect logic.
-async fn probe(servers: &[ServerAddr], timeout: Duration) -> Result<(), CliError> {
+/// With TLS the probe runs the handshake too, so a refused certificate is
+/// reported at once instead of as endless reconnects.
+async fn probe(
+    servers: &[ServerAddr],
+    timeout: Duration,
+    tls: Option<&TlsConnector>,
+) -> Result<(), CliError> {
     let mut last = None;
     for s in servers {
-        match s.connect(timeout).await {
+        match s.open(timeout, tls).await {
             Ok(_) => return Ok(()),
             Err(e) => last = Some(e),
         }

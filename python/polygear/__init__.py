@@ -36,6 +36,7 @@ from ._polygear import (
     Server,
     WorkerInfo,
 )
+from ._tls import TLS, TLSSetting
 from ._worker import AsyncWorker, Payload, Worker
 
 __version__ = "0.1.0"
@@ -66,6 +67,8 @@ __all__ = [
     "RunningJob",
     "Server",
     "ServerError",
+    "TLS",
+    "TLSSetting",
     "Worker",
     "WorkerInfo",
 ]

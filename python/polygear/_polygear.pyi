@@ -6,6 +6,8 @@ from typing import Any, Final, Literal, final
 
 from typing_extensions import Self
 
+from ._tls import TLSSetting
+
 _Data = bytes | bytearray | memoryview | str
 _Servers = str | Iterable[str] | None
 _Priority = Literal["high", "normal", "low"]
@@ -99,6 +101,7 @@ class Client:
         connect_timeout: float | None = None,
         client_id: str | None = None,
         exceptions: bool = True,
+        tls: TLSSetting = None,
     ) -> Self: ...
     def submit(
         self,
@@ -163,6 +166,7 @@ class AsyncClient:
         connect_timeout: float | None = None,
         client_id: str | None = None,
         exceptions: bool = True,
+        tls: TLSSetting = None,
     ) -> Self: ...
     async def submit(
         self,
@@ -244,6 +248,7 @@ class NativeWorker:
         concurrency: int = 1,
         client_id: str | None = None,
         handoff: bool = False,
+        tls: TLSSetting = None,
     ) -> Self: ...
     def register(self, name: str, timeout: float | None = None) -> None: ...
     def unregister(self, name: str) -> None: ...
@@ -306,7 +311,9 @@ class JobInfo:
 class Admin:
     """A blocking admin-protocol connection to one server."""
 
-    def __new__(cls, server: str | None = None, timeout: float = 5.0) -> Self: ...
+    def __new__(
+        cls, server: str | None = None, timeout: float = 5.0, *, tls: TLSSetting = None
+    ) -> Self: ...
     def status(self) -> list[FunctionStatus]: ...
     def priority_status(self) -> list[PriorityStatus]: ...
     def workers(self) -> list[WorkerInfo]: ...

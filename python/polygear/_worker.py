@@ -11,6 +11,7 @@ from typing import Callable, TypeVar, Union
 
 from ._errors import ClosedError, GearmanConnectionError
 from ._polygear import Job, NativeWorker
+from ._tls import TLSSetting
 
 __all__ = ["AsyncWorker", "Payload", "Worker"]
 
@@ -66,12 +67,13 @@ class _Base:
         concurrency: int = 1,
         *,
         client_id: str | None = None,
+        tls: TLSSetting = None,
     ) -> None:
         if not isinstance(concurrency, int) or isinstance(concurrency, bool):
             raise TypeError(f"concurrency must be an int, not {type(concurrency).__name__}")
         if concurrency < 1:
             raise ValueError("concurrency must be at least 1")
-        self._native = NativeWorker(servers, concurrency, client_id, self._handoff)
+        self._native = NativeWorker(servers, concurrency, client_id, self._handoff, tls)
         self._concurrency = concurrency
         self._functions: dict[str, Callable[[Job], object]] = {}
 

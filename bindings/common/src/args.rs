@@ -6,9 +6,10 @@
 //! number) and raise their own `TypeError`s; the values that then reach these
 //! functions are plain Rust values.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
-use polygear::{Priority, ServerAddr, DEFAULT_PORT};
+use polygear::{Priority, ServerAddr, TlsOptions, DEFAULT_PORT};
 
 /// Why an argument was refused.
 #[derive(Debug)]
@@ -110,6 +111,61 @@ pub fn opt_millis(name: &str, ms: Option<f64>) -> Result<Option<Duration>, ArgEr
     ms.map(|m| millis(name, m)).transpose()
 }
 
+/// The fields of an explicit TLS setting, by their snake_case names (Node
+/// spells them in camelCase: [`TLS_FIELDS_CAMEL`]).
+pub const TLS_FIELDS: [&str; 4] = ["ca_file", "cert_file", "key_file", "server_name"];
+
+/// [`TLS_FIELDS`] as Node's option object spells them.
+pub const TLS_FIELDS_CAMEL: [&str; 4] = ["caFile", "certFile", "keyFile", "serverName"];
+
+/// `tls: true`: libgearman's environment variables
+/// (`GEARMAND_CA_CERTIFICATE`, `GEARMAN_CLIENT_PEM`, `GEARMAN_CLIENT_KEY`);
+/// without them the system's trust store and no client certificate.
+pub fn tls_default() -> TlsOptions {
+    TlsOptions::from_env()
+}
+
+/// An explicit TLS setting: exactly these files (the environment is not
+/// read), each `None` when not given. An empty string is refused here, a
+/// missing or unreadable file when the client, worker or admin is made (an
+/// `InvalidArgument` error naming it).
+pub fn tls(
+    ca_file: Option<PathBuf>,
+    cert_file: Option<PathBuf>,
+    key_file: Option<PathBuf>,
+    server_name: Option<String>,
+) -> Result<TlsOptions, ArgError> {
+    let named = [
+        (
+            "ca_file",
+            ca_file.as_ref().map(|p| p.as_os_str().is_empty()),
+        ),
+        (
+            "cert_file",
+            cert_file.as_ref().map(|p| p.as_os_str().is_empty()),
+        ),
+        (
+            "key_file",
+            key_file.as_ref().map(|p| p.as_os_str().is_empty()),
+        ),
+        ("server_name", server_name.as_ref().map(|n| n.is_empty())),
+    ];
+    if let Some((name, _)) = named.iter().find(|(_, empty)| *empty == Some(true)) {
+        return Err(ArgError::Value(format!("tls {name} must not be empty")));
+    }
+    if cert_file.is_some() != key_file.is_some() {
+        return Err(ArgError::Value(
+            "tls needs cert_file and key_file together (a client certificate and its key)".into(),
+        ));
+    }
+    Ok(TlsOptions {
+        ca_file,
+        cert_file,
+        key_file,
+        server_name,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -184,5 +240,24 @@ mod tests {
                 "connectTimeout must be a finite number of milliseconds ≥ 0"
             );
         }
+    }
+
+    #[test]
+    fn tls_settings() {
+        let t = tls(Some("ca.pem".into()), None, None, Some("gm".into())).unwrap();
+        assert_eq!(t.ca_file, Some(PathBuf::from("ca.pem")));
+        assert_eq!(t.server_name.as_deref(), Some("gm"));
+        assert_eq!(t.cert_file, None);
+        assert_eq!(
+            value(tls(Some("".into()), None, None, None).unwrap_err()),
+            "tls ca_file must not be empty"
+        );
+        assert_eq!(
+            value(tls(None, None, None, Some(String::new())).unwrap_err()),
+            "tls server_name must not be empty"
+        );
+        assert!(value(tls(None, Some("c".into()), None, None).unwrap_err())
+            .contains("cert_file and key_file together"));
+        assert_eq!(tls(None, None, None, None).unwrap(), TlsOptions::default());
     }
 }

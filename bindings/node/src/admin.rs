@@ -117,6 +117,7 @@ impl From<JobInfo> for JsJobInfo {
 pub struct NativeAdmin {
     addr: ServerAddr,
     timeout: Duration,
+    tls: Option<polygear::TlsOptions>,
     conn: Arc<Mutex<Option<Admin>>>,
 }
 
@@ -129,12 +130,14 @@ impl NativeAdmin {
         Fut: Future<Output = (Admin, polygear::Result<T>)> + Send,
     {
         let conn = self.conn.clone();
-        let (addr, timeout) = (self.addr.clone(), self.timeout);
+        let (addr, timeout, tls) = (self.addr.clone(), self.timeout, self.tls.clone());
         AsyncBlockBuilder::new(async move {
             let mut guard = conn.lock().await;
             let admin = match guard.take() {
                 Some(a) => a,
-                None => Admin::connect(&addr, timeout).await.map_err(to_napi)?,
+                None => Admin::connect_with(&addr, timeout, tls.as_ref())
+                    .await
+                    .map_err(to_napi)?,
             };
             let (admin, r) = op(admin).await;
             let broken = matches!(&r, Err(e) if matches!(e.kind(), polygear::ErrorKind::Connection | polygear::ErrorKind::Timeout));
@@ -167,9 +170,15 @@ macro_rules! admin_call {
 
 #[napi]
 impl NativeAdmin {
-    /// `server` is `host[:port]`; `timeout` (ms) bounds every call.
+    /// `server` is `host[:port]`; `timeout` (ms) bounds every call; `tls`
+    /// is checked (its files loaded) here, though the connection opens on
+    /// first use.
     #[napi(constructor)]
-    pub fn new(server: String, timeout: Option<f64>) -> Result<Self> {
+    pub fn new(
+        server: String,
+        timeout: Option<f64>,
+        tls: Option<crate::util::TlsArgs>,
+    ) -> Result<Self> {
         let addr: ServerAddr = server
             .parse()
             .map_err(|e: polygear::Error| invalid(e.to_string()))?;
@@ -177,9 +186,14 @@ impl NativeAdmin {
             Some(t) => millis("timeout", t)?,
             None => Duration::from_secs(5),
         };
+        let tls = crate::util::tls_options(tls)?;
+        if let Some(t) = &tls {
+            polygear::TlsConnector::new(t).map_err(to_napi)?;
+        }
         Ok(NativeAdmin {
             addr,
             timeout,
+            tls,
             conn: Arc::new(Mutex::new(None)),
         })
     }

@@ -23,6 +23,8 @@ pub struct ClientArgs {
     pub submit_timeout: Option<f64>,
     /// SET_CLIENT_ID value.
     pub client_id: Option<String>,
+    /// TLS towards the servers.
+    pub tls: Option<crate::util::TlsArgs>,
 }
 
 /// Per-submission options (times in milliseconds).
@@ -206,6 +208,7 @@ impl NativeClient {
     pub fn new(args: ClientArgs) -> Result<Self> {
         let mut o = ClientOptions {
             servers: parse_servers(&args.servers)?,
+            tls: crate::util::tls_options(args.tls)?,
             ..ClientOptions::default()
         };
         if let Some(t) = args.timeout {

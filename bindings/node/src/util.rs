@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use napi_derive::napi;
-use polygear::ServerAddr;
+use polygear::{ServerAddr, TlsOptions};
 use polygear_bindings::args;
 use tokio::sync::watch;
 
@@ -15,6 +15,39 @@ pub use polygear_bindings::lock;
 /// Parses `host[:port]` strings (each may also be a comma-separated list).
 pub fn parse_servers(list: &[String]) -> napi::Result<Vec<ServerAddr>> {
     args::servers(list).map_err(arg_err)
+}
+
+/// TLS settings as index.js passes them: `tls: true` arrives as
+/// `{ fromEnv: true }`, an object with the file names as itself (unknown
+/// keys are refused in index.js).
+#[napi(object)]
+pub struct TlsArgs {
+    /// `tls: true`: libgearman's environment variables.
+    pub from_env: Option<bool>,
+    /// PEM file of the CAs that sign the server's certificate.
+    pub ca_file: Option<String>,
+    /// Client certificate (PEM), for servers that verify clients.
+    pub cert_file: Option<String>,
+    /// Its private key (PEM).
+    pub key_file: Option<String>,
+    /// Name the server's certificate must carry.
+    pub server_name: Option<String>,
+}
+
+/// [`TlsArgs`] as the core's settings (`None`: plain TCP).
+pub fn tls_options(a: Option<TlsArgs>) -> napi::Result<Option<TlsOptions>> {
+    let Some(a) = a else { return Ok(None) };
+    if a.from_env == Some(true) {
+        return Ok(Some(args::tls_default()));
+    }
+    args::tls(
+        a.ca_file.map(Into::into),
+        a.cert_file.map(Into::into),
+        a.key_file.map(Into::into),
+        a.server_name,
+    )
+    .map(Some)
+    .map_err(arg_err)
 }
 
 /// Milliseconds (finite, ≥ 0) to a `Duration`.

@@ -23,6 +23,8 @@ pub struct WorkerArgs {
     pub client_id: Option<String>,
     /// Deadline for establishing a TCP connection.
     pub connect_timeout: Option<f64>,
+    /// TLS towards the servers.
+    pub tls: Option<crate::util::TlsArgs>,
 }
 
 /// The JS dispatcher, called (fire-and-forget, weak: it does not keep Node
@@ -210,6 +212,7 @@ impl NativeWorker {
     pub fn new(args: WorkerArgs) -> Result<Self> {
         let mut o = WorkerOptions {
             servers: parse_servers(&args.servers)?,
+            tls: crate::util::tls_options(args.tls)?,
             ..WorkerOptions::default()
         };
         if let Some(c) = args.concurrency {

@@ -116,8 +116,14 @@ impl Admin {
 #[pymethods]
 impl Admin {
     #[new]
-    #[pyo3(signature = (server=None, timeout=5.0))]
-    fn new(py: Python<'_>, server: Option<&Bound<'_, PyAny>>, timeout: f64) -> PyResult<Self> {
+    #[pyo3(signature = (server=None, timeout=5.0, *, tls=None))]
+    fn new(
+        py: Python<'_>,
+        server: Option<&Bound<'_, PyAny>>,
+        timeout: f64,
+        tls: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<Self> {
+        let tls = util::tls(tls)?;
         let mut addrs = util::servers(server)?;
         if addrs.len() != 1 {
             return Err(pyo3::exceptions::PyValueError::new_err(
@@ -126,10 +132,9 @@ impl Admin {
         }
         let addr = addrs.remove(0);
         let timeout = polygear_bindings::args::seconds("timeout", timeout).map_err(arg_err)?;
-        let admin = wait(
-            py,
-            async move { polygear::Admin::connect(&addr, timeout).await },
-        )?
+        let admin = wait(py, async move {
+            polygear::Admin::connect_with(&addr, timeout, tls.as_ref()).await
+        })?
         .map_err(to_pyerr)?;
         Ok(Admin {
             inner: Arc::new(AsyncMutex::new(Some(admin))),

@@ -403,12 +403,14 @@ fn options(
     connect_timeout: Option<&Bound<'_, PyAny>>,
     client_id: Option<String>,
     exceptions: bool,
+    tls: Option<&Bound<'_, PyAny>>,
 ) -> PyResult<polygear::Client> {
     let mut o = ClientOptions {
         servers: util::servers(servers)?,
         job_timeout: util::seconds(timeout, "timeout")?,
         client_id,
         exceptions,
+        tls: util::tls(tls)?,
         ..ClientOptions::default()
     };
     if let Some(ct) = util::seconds(connect_timeout, "connect_timeout")? {
@@ -588,16 +590,17 @@ macro_rules! client_class {
         #[pymethods]
         impl $class {
             #[new]
-            #[pyo3(signature = (servers=None, timeout=None, *, connect_timeout=None, client_id=None, exceptions=true))]
+            #[pyo3(signature = (servers=None, timeout=None, *, connect_timeout=None, client_id=None, exceptions=true, tls=None))]
             fn new(
                 servers: Option<&Bound<'_, PyAny>>,
                 timeout: Option<&Bound<'_, PyAny>>,
                 connect_timeout: Option<&Bound<'_, PyAny>>,
                 client_id: Option<String>,
                 exceptions: bool,
+                tls: Option<&Bound<'_, PyAny>>,
             ) -> PyResult<Self> {
                 Ok($class {
-                    inner: options(servers, timeout, connect_timeout, client_id, exceptions)?,
+                    inner: options(servers, timeout, connect_timeout, client_id, exceptions, tls)?,
                 })
             }
 

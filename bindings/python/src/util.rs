@@ -3,14 +3,16 @@
 //! [`polygear_bindings::errors`]).
 
 use bytes::Bytes;
-use polygear::{Error, Priority, ServerAddr};
+use std::path::PathBuf;
+
+use polygear::{Error, Priority, ServerAddr, TlsOptions};
 use polygear_bindings::args::{self, ArgError};
 use polygear_bindings::errors;
 use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::pybacked::PyBackedBytes;
 use pyo3::sync::PyOnceLock;
-use pyo3::types::{PyByteArray, PyBytes, PyMemoryView, PyModule, PyString};
+use pyo3::types::{PyBool, PyByteArray, PyBytes, PyDict, PyMemoryView, PyModule, PyString};
 
 pub(crate) use polygear_bindings::lock;
 
@@ -158,6 +160,73 @@ pub(crate) fn servers(obj: Option<&Bound<'_, PyAny>>) -> PyResult<Vec<ServerAddr
         }
     };
     args::servers(list).map_err(arg_err)
+}
+
+/// The `tls=` argument: `None`/`False` (plain TCP), `True` (libgearman's
+/// environment variables, else the system's trust store), a `polygear.TLS`
+/// (any object with its four attributes) or a dict with its field names.
+pub(crate) fn tls(obj: Option<&Bound<'_, PyAny>>) -> PyResult<Option<TlsOptions>> {
+    let Some(o) = obj.filter(|o| !o.is_none()) else {
+        return Ok(None);
+    };
+    if let Ok(b) = o.cast::<PyBool>() {
+        return Ok(b.is_true().then(args::tls_default));
+    }
+    let mut fields: [Option<Bound<'_, PyAny>>; 4] = Default::default();
+    if let Ok(d) = o.cast::<PyDict>() {
+        for (k, v) in d.iter() {
+            let key = k.cast::<PyString>().ok().map(|s| s.to_string());
+            let at = key
+                .as_deref()
+                .and_then(|k| args::TLS_FIELDS.iter().position(|f| *f == k))
+                .ok_or_else(|| {
+                    PyTypeError::new_err(format!(
+                        "unknown tls key {}; the keys are {}",
+                        k.repr().map(|r| r.to_string()).unwrap_or_default(),
+                        args::TLS_FIELDS.join(", ")
+                    ))
+                })?;
+            fields[at] = Some(v);
+        }
+    } else {
+        for (slot, name) in fields.iter_mut().zip(args::TLS_FIELDS) {
+            *slot = Some(o.getattr(name).map_err(|_| {
+                PyTypeError::new_err(format!(
+                    "tls must be True, False, None, a polygear.TLS or a dict, not {}",
+                    type_name(o)
+                ))
+            })?);
+        }
+    }
+    let [ca, cert, key, name] = fields;
+    let path = |v: Option<Bound<'_, PyAny>>, what: &str| -> PyResult<Option<PathBuf>> {
+        match v {
+            Some(v) if !v.is_none() => {
+                if !(v.is_instance_of::<PyString>() || v.hasattr("__fspath__")?) {
+                    return Err(PyTypeError::new_err(format!(
+                        "tls {what} must be a str or os.PathLike path, not {}",
+                        type_name(&v)
+                    )));
+                }
+                v.extract::<PathBuf>()
+                    .map(Some)
+                    .map_err(|_| PyTypeError::new_err(format!("tls {what} must be a str path")))
+            }
+            _ => Ok(None),
+        }
+    };
+    let server_name = match name {
+        Some(v) if !v.is_none() => Some(text(&v, "tls server_name")?),
+        _ => None,
+    };
+    args::tls(
+        path(ca, "ca_file")?,
+        path(cert, "cert_file")?,
+        path(key, "key_file")?,
+        server_name,
+    )
+    .map(Some)
+    .map_err(arg_err)
 }
 
 /// A refused argument as a Python exception: `ValueError`, or the core's error.

@@ -137,15 +137,17 @@ impl NativeWorker {
     /// `try_next_job` before ending the current one (see
     /// `WorkerOptions::handoff_delay`); off for asyncio tasks.
     #[new]
-    #[pyo3(signature = (servers=None, concurrency=1, client_id=None, handoff=false))]
+    #[pyo3(signature = (servers=None, concurrency=1, client_id=None, handoff=false, tls=None))]
     fn new(
         servers: Option<&Bound<'_, PyAny>>,
         concurrency: usize,
         client_id: Option<String>,
         handoff: bool,
+        tls: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<Self> {
         let opts = WorkerOptions {
             servers: util::servers(servers)?,
+            tls: util::tls(tls)?,
             concurrency: args::concurrency(concurrency).map_err(util::arg_err)?,
             client_id,
             handoff_delay: handoff.then_some(HANDOFF_DELAY),

@@ -43,11 +43,17 @@ struct NativeAdmin {
 }
 
 impl NativeAdmin {
-    fn connect(ruby: &Ruby, server: String, timeout: Option<f64>) -> Result<Self, Error> {
+    fn connect(
+        ruby: &Ruby,
+        server: String,
+        timeout: Option<f64>,
+        tls: crate::TlsArg,
+    ) -> Result<Self, Error> {
         let addr: polygear::ServerAddr = server.parse().map_err(|e| map_err(ruby, e))?;
         let timeout = opt_secs(ruby, "timeout", timeout)?.unwrap_or(Duration::from_secs(5));
+        let tls = crate::tls_options(ruby, tls)?;
         let admin = gvl::wait(ruby, async move {
-            polygear::Admin::connect(&addr, timeout).await
+            polygear::Admin::connect_with(&addr, timeout, tls.as_ref()).await
         })?
         .map_err(|e| map_err(ruby, e))?;
         Ok(NativeAdmin {
@@ -164,7 +170,7 @@ impl NativeAdmin {
 
 pub(crate) fn define(ruby: &Ruby, native: RModule) -> Result<(), Error> {
     let c = native.define_class("Admin", ruby.class_object())?;
-    c.define_singleton_method("connect", function!(NativeAdmin::connect, 2))?;
+    c.define_singleton_method("connect", function!(NativeAdmin::connect, 3))?;
     c.define_method("status", method!(NativeAdmin::status, 0))?;
     c.define_method("priority_status", method!(NativeAdmin::priority_status, 0))?;
     c.define_method("workers", method!(NativeAdmin::workers, 0))?;

@@ -84,9 +84,11 @@ impl NativeClient {
         connect_timeout: Option<f64>,
         client_id: Option<String>,
         exceptions: bool,
+        tls: crate::TlsArg,
     ) -> Result<Self, Error> {
         let mut opts = ClientOptions {
             servers: parse_servers(ruby, servers)?,
+            tls: crate::tls_options(ruby, tls)?,
             job_timeout: opt_secs(ruby, "timeout", job_timeout)?,
             client_id,
             exceptions,
@@ -289,7 +291,7 @@ impl NativeRunningJob {
 
 pub(crate) fn define(ruby: &Ruby, _polygear: RModule, native: RModule) -> Result<(), Error> {
     let c = native.define_class("Client", ruby.class_object())?;
-    c.define_singleton_method("new", function!(NativeClient::new, 5))?;
+    c.define_singleton_method("new", function!(NativeClient::new, 6))?;
     c.define_method("submit", method!(NativeClient::submit, 5))?;
     c.define_method(
         "submit_background",

@@ -138,6 +138,35 @@ pub(crate) fn parse_servers(
     args::servers(list).map_err(|e| arg_err(ruby, e))
 }
 
+/// `tls:` as `Polygear::Util.tls` passes it: `nil` (plain TCP) or
+/// `[from_env, ca_file, cert_file, key_file, server_name]`.
+pub(crate) type TlsArg = Option<(
+    bool,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+)>;
+
+/// [`TlsArg`] as the core's settings: `from_env` reads libgearman's
+/// variables; otherwise exactly the files given.
+pub(crate) fn tls_options(ruby: &Ruby, tls: TlsArg) -> Result<Option<polygear::TlsOptions>, Error> {
+    let Some((from_env, ca, cert, key, name)) = tls else {
+        return Ok(None);
+    };
+    if from_env {
+        return Ok(Some(args::tls_default()));
+    }
+    args::tls(
+        ca.map(Into::into),
+        cert.map(Into::into),
+        key.map(Into::into),
+        name,
+    )
+    .map(Some)
+    .map_err(|e| arg_err(ruby, e))
+}
+
 #[magnus::init(name = "polygear_ext")]
 fn init(ruby: &Ruby) -> Result<(), Error> {
     let m = ruby.define_module("Polygear")?;

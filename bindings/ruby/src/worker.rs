@@ -22,9 +22,11 @@ impl NativeWorker {
         servers: Vec<String>,
         concurrency: usize,
         client_id: Option<String>,
+        tls: crate::TlsArg,
     ) -> Result<Self, Error> {
         let opts = WorkerOptions {
             servers: parse_servers(ruby, servers)?,
+            tls: crate::tls_options(ruby, tls)?,
             concurrency: polygear_bindings::args::concurrency(concurrency)
                 .map_err(|e| arg_err(ruby, e))?,
             client_id,
@@ -197,7 +199,7 @@ impl RbJob {
 
 pub(crate) fn define(ruby: &Ruby, polygear: RModule, native: RModule) -> Result<(), Error> {
     let w = native.define_class("Worker", ruby.class_object())?;
-    w.define_singleton_method("new", function!(NativeWorker::new, 3))?;
+    w.define_singleton_method("new", function!(NativeWorker::new, 4))?;
     w.define_method("register", method!(NativeWorker::register, 2))?;
     w.define_method("unregister", method!(NativeWorker::unregister, 1))?;
     w.define_method("next_job", method!(NativeWorker::next_job, 0))?;

@@ -18,15 +18,15 @@ module Polygear
     JobInfo = Struct.new(:handle, :retries, :ignore, :queued)
 
     # Connects to +server+ ("host:port"); every call raises TimeoutError
-    # after +timeout+ seconds.
-    def initialize(server = DEFAULT_SERVERS.first, timeout: 5)
+    # after +timeout+ seconds. +tls+: as for Client.new.
+    def initialize(server = DEFAULT_SERVERS.first, timeout: 5, tls: nil)
       Util.string(server, "server")
-      @native = Native::Admin.connect(server, Util.seconds(timeout))
+      @native = Native::Admin.connect(server, Util.seconds(timeout), Util.tls(tls))
     end
 
     # Like new, but with a block: yields the admin and closes it afterwards.
-    def self.open(server = DEFAULT_SERVERS.first, timeout: 5)
-      admin = new(server, timeout: timeout)
+    def self.open(server = DEFAULT_SERVERS.first, timeout: 5, tls: nil)
+      admin = new(server, timeout: timeout, tls: tls)
       return admin unless block_given?
 
       begin

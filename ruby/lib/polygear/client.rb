@@ -43,10 +43,17 @@ module Polygear
     # client_id:: sent with SET_CLIENT_ID.
     # exceptions:: ask for WORK_EXCEPTION messages (JobException); when false
     #              a worker's exception arrives as WORK_FAIL (JobFailed).
-    def initialize(servers: DEFAULT_SERVERS, timeout: nil, connect_timeout: nil, client_id: nil, exceptions: true)
+    # tls:: +true+ (TLS with libgearman's GEARMAND_CA_CERTIFICATE,
+    #       GEARMAN_CLIENT_PEM, GEARMAN_CLIENT_KEY; else the system's CAs) or
+    #       a Hash +ca_file:+, +cert_file:+, +key_file:+, +server_name:+ (only
+    #       those files). An unreadable file raises ArgumentError naming it; a
+    #       refused handshake raises ConnectionError with the reason.
+    def initialize(servers: DEFAULT_SERVERS, timeout: nil, connect_timeout: nil, client_id: nil, exceptions: true,
+                   tls: nil)
       @native = Native::Client.new(Util.servers(servers), Util.seconds(timeout),
                                    Util.seconds(connect_timeout, "connect_timeout"),
-                                   Util.opt_string(client_id, "client_id"), exceptions ? true : false)
+                                   Util.opt_string(client_id, "client_id"), exceptions ? true : false,
+                                   Util.tls(tls))
     end
 
     # Runs +func+ on a worker with +data+ and returns its result (a binary

@@ -38,5 +38,36 @@ module Polygear
     def opt_string(value, name)
       value.nil? ? nil : string(value, name)
     end
+
+    # The keys of an explicit +tls:+ Hash.
+    TLS_KEYS = %i[ca_file cert_file key_file server_name].freeze
+
+    # +tls:+ -> nil (plain TCP) or [from_env, ca_file, cert_file, key_file,
+    # server_name] for the extension. +true+: libgearman's variables
+    # (GEARMAND_CA_CERTIFICATE, GEARMAN_CLIENT_PEM, GEARMAN_CLIENT_KEY); a
+    # Hash: exactly the files it names (Strings or Pathnames).
+    def tls(value)
+      case value
+      when nil, false then nil
+      when true then [true, nil, nil, nil, nil]
+      when Hash
+        unknown = value.keys - TLS_KEYS
+        unless unknown.empty?
+          raise ArgumentError,
+                "unknown tls key(s) #{unknown.map(&:inspect).join(', ')}; the keys are #{TLS_KEYS.join(', ')}"
+        end
+
+        [false] + TLS_KEYS.map { |k| tls_value(value[k], k) }
+      else
+        raise TypeError, "tls must be true, false, nil or a Hash (#{TLS_KEYS.join(', ')}), not #{value.class}"
+      end
+    end
+
+    def tls_value(value, key)
+      return nil if value.nil?
+      return value.to_path if key != :server_name && value.respond_to?(:to_path)
+
+      string(value, "tls #{key}")
+    end
   end
 end

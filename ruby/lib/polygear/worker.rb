@@ -41,12 +41,14 @@ module Polygear
     # servers:: "host:port" strings; the worker serves all of them.
     # concurrency:: how many jobs run at once (Ruby threads).
     # client_id:: sent with SET_CLIENT_ID (shown by `gearadmin --workers`).
-    def initialize(servers: DEFAULT_SERVERS, concurrency: 1, client_id: nil)
+    # tls:: TLS towards the servers, as for Client.new.
+    def initialize(servers: DEFAULT_SERVERS, concurrency: 1, client_id: nil, tls: nil)
       raise TypeError, "concurrency must be an Integer, not #{concurrency.class}" unless concurrency.is_a?(Integer)
       raise ArgumentError, "concurrency must be at least 1" if concurrency < 1
 
       @concurrency = concurrency
-      @native = Native::Worker.new(Util.servers(servers), concurrency, Util.opt_string(client_id, "client_id"))
+      @native = Native::Worker.new(Util.servers(servers), concurrency, Util.opt_string(client_id, "client_id"),
+                                   Util.tls(tls))
       @handlers = {}
       @lock = Mutex.new
       @working = false
