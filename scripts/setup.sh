@@ -11,6 +11,10 @@ for pkg in gearman-job-server gearman-tools libgearman-client-perl ruby ruby-dev
     postgresql mariadb-server redis-server memcached; do
   have_pkg "$pkg" || need+=("$pkg")
 done
+# The TLS and HTTP tests drive `openssl s_client` and curl.
+for pkg in openssl curl; do
+  have_pkg "$pkg" || need+=("$pkg")
+done
 command -v node >/dev/null && command -v npm >/dev/null || need+=(nodejs npm)
 command -v python3 >/dev/null || need+=(python3 python3-venv python3-pip)
 

@@ -135,8 +135,26 @@ impl Write for Sock<'_> {
     }
 }
 
+/// A TLS failure as an I/O error, with what an alert from the server
+/// means for the user.
 fn tls_error(e: rustls::Error) -> io::Error {
-    io::Error::new(io::ErrorKind::InvalidData, format!("TLS: {e}"))
+    use rustls::AlertDescription as A;
+    let hint = match &e {
+        rustls::Error::AlertReceived(A::CertificateRequired) => {
+            " (the server requires a client certificate: mutual TLS)"
+        }
+        rustls::Error::AlertReceived(
+            A::UnknownCA
+            | A::BadCertificate
+            | A::CertificateUnknown
+            | A::CertificateExpired
+            | A::CertificateRevoked
+            | A::UnsupportedCertificate
+            | A::AccessDenied,
+        ) => " (the server refused this client certificate)",
+        _ => "",
+    };
+    io::Error::new(io::ErrorKind::InvalidData, format!("TLS: {e}{hint}"))
 }
 
 impl TlsShared {

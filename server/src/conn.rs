@@ -6,8 +6,7 @@ use std::sync::Arc;
 
 use polygear::frame::FrameReader;
 use polygear::protocol::{Magic, Packet, PacketCodec, PacketType, ProtocolError, RawFrame};
-use tokio::net::tcp::OwnedReadHalf;
-use tokio::net::TcpStream;
+use polygear::transport::{ReadHalf, Stream};
 
 use crate::admin::Listing;
 use crate::outbox::{flush_dirty, Outbox};
@@ -122,20 +121,21 @@ impl In {
 }
 
 /// The next input from the bytes read, or `None` if more are needed.
-fn next_input(reader: &mut FrameReader<OwnedReadHalf>) -> Option<In> {
+fn next_input(reader: &mut FrameReader<ReadHalf>) -> Option<In> {
     In::from_frame(reader.next_raw_frame())
 }
 
 /// Serves one accepted connection until it closes or the server stops.
-pub(crate) async fn serve(shared: Arc<Shared>, stream: TcpStream) {
-    let peer_ip = stream
+pub(crate) async fn serve(shared: Arc<Shared>, stream: Stream) {
+    let tcp = stream.tcp();
+    let peer_ip = tcp
         .peer_addr()
         .map(|a| a.ip().to_string())
         .unwrap_or_else(|_| "-".into());
-    let fd = stream.as_raw_fd() as i64;
-    let _ = stream.set_nodelay(true);
+    let fd = tcp.as_raw_fd() as i64;
+    let _ = tcp.set_nodelay(true);
     if shared.cfg.keepalive {
-        let _ = socket2::SockRef::from(&stream).set_keepalive(true);
+        let _ = socket2::SockRef::from(tcp).set_keepalive(true);
     }
     let (rd, wr) = stream.into_split();
     let out = Arc::new(Outbox::new(wr, shared.cfg.max_output, &shared.budget));
@@ -210,7 +210,7 @@ fn apply(
     shared: &Shared,
     cid: u64,
     out: &Arc<Outbox>,
-    reader: &mut FrameReader<OwnedReadHalf>,
+    reader: &mut FrameReader<ReadHalf>,
 ) -> (Flow, bool, Option<Listing>) {
     let Some(first) = next_input(reader) else {
         return (Flow::Continue, false, None);

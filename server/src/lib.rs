@@ -21,6 +21,7 @@ mod queue;
 #[doc(hidden)]
 pub mod sim;
 mod state;
+mod tls;
 mod wire;
 
 use std::net::SocketAddr;
@@ -36,6 +37,7 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 pub use admin::VERSION;
+pub use tls::TlsConfig;
 
 /// Where background jobs are kept.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -182,6 +184,8 @@ pub struct ServerConfig {
     /// On a CAN_DO_TIMEOUT expiry, requeue the job (gearmand, counted by
     /// `job_retries`) instead of failing it back to its clients (default).
     pub timeout_requeue: bool,
+    /// TLS on every port (gearmand's `--ssl`); `None`: plain TCP.
+    pub tls: Option<TlsConfig>,
 }
 
 impl Default for ServerConfig {
@@ -207,6 +211,7 @@ impl Default for ServerConfig {
             verbose: "ERROR".into(),
             timeout_requeue: false,
             grab_wait: Duration::from_millis(1),
+            tls: None,
         }
     }
 }
@@ -238,6 +243,8 @@ pub(crate) struct Shared {
     conns_done: Notify,
     /// Memory for all connections' buffers.
     pub(crate) budget: Arc<budget::Budget>,
+    /// `cfg.tls`, loaded.
+    pub(crate) tls: Option<tls::Acceptor>,
 }
 
 impl Shared {
@@ -338,6 +345,10 @@ impl Server {
                 "max packet size must be between 1 and 4 GiB-1".into(),
             ));
         }
+        let tls = match &config.tls {
+            Some(t) => Some(tls::Acceptor::new(t, &[])?),
+            None => None,
+        };
         let addr = tokio::net::lookup_host((config.listen.as_str(), config.port))
             .await?
             .next()
@@ -369,6 +380,7 @@ impl Server {
             live_conns: AtomicUsize::new(0),
             conns_done: Notify::new(),
             budget: state.budget.clone(),
+            tls,
             state: Mutex::new(state),
         });
         let mut persist_thread = None;
@@ -408,6 +420,27 @@ impl Server {
     }
 }
 
+/// Serves one accepted connection, after its TLS handshake if TLS is on.
+async fn open_and_serve(shared: Arc<Shared>, tcp: tokio::net::TcpStream) {
+    let stream = match &shared.tls {
+        None => polygear::transport::Stream::plain(tcp),
+        Some(tls) => {
+            let accepted = tokio::select! {
+                a = tls.accept(tcp, tls::Port::Gearman) => a,
+                _ = shared.stop.cancelled() => None,
+            };
+            match accepted {
+                Some((stream, _verified)) => stream,
+                None => {
+                    shared.conn_closed();
+                    return;
+                }
+            }
+        }
+    };
+    conn::serve(shared, stream).await
+}
+
 async fn accept_loop(shared: Arc<Shared>, listener: tokio::net::TcpListener) {
     loop {
         if shared.graceful.load(Ordering::Acquire) {
@@ -417,7 +450,7 @@ async fn accept_loop(shared: Arc<Shared>, listener: tokio::net::TcpListener) {
             r = listener.accept() => match r {
                 Ok((stream, _)) => {
                     shared.live_conns.fetch_add(1, Ordering::AcqRel);
-                    tokio::spawn(conn::serve(shared.clone(), stream));
+                    tokio::spawn(open_and_serve(shared.clone(), stream));
                 }
                 Err(e) => {
                     tracing::warn!("accept failed: {e}");

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
-use polygear_server::{Lease, QueueConfig, Server, ServerConfig};
+use polygear_server::{Lease, QueueConfig, Server, ServerConfig, TlsConfig};
 
 /// `--version`: the version and how polygeard was compiled (benchmarks refuse a debug build).
 const VERSION_LINE: &str = if cfg!(debug_assertions) {
@@ -185,6 +185,38 @@ struct Args {
     #[arg(long, value_name = "MS", default_value_t = 1)]
     grab_wait: u64,
 
+    /// Speak TLS on every port (no plain-text connection is accepted; gearmand's --ssl)
+    #[arg(long)]
+    ssl: bool,
+
+    /// PEM file of the CA that signs client certificates (env GEARMAND_CA_CERTIFICATE overrides it, as in gearmand)
+    #[arg(
+        long,
+        value_name = "FILE",
+        default_value = "/etc/ssl/certs/gearmand-ca.pem"
+    )]
+    ssl_ca_file: PathBuf,
+
+    /// The server's PEM certificate (env GEARMAND_SERVER_PEM overrides it)
+    #[arg(
+        long,
+        value_name = "FILE",
+        default_value = "/etc/ssl/certs/gearmand.pem"
+    )]
+    ssl_certificate: PathBuf,
+
+    /// The server's PEM private key (env GEARMAND_SERVER_KEY overrides it)
+    #[arg(
+        long,
+        value_name = "FILE",
+        default_value = "/etc/ssl/certs/gearmand.key"
+    )]
+    ssl_key: PathBuf,
+
+    /// With --ssl: require a client certificate signed by --ssl-ca-file (mutual TLS)
+    #[arg(long)]
+    ssl_verify_client: bool,
+
     /// Largest accepted packet payload in bytes
     #[arg(long, value_name = "BYTES", default_value_t = polygear::protocol::DEFAULT_MAX_PACKET)]
     max_packet: usize,
@@ -245,6 +277,28 @@ fn init_logging(dest: &str, level: &'static str) -> Result<(), String> {
             Ok(())
         }
     }
+}
+
+/// `--ssl`'s files, gearmand's environment variables taking precedence.
+fn tls_config(args: &Args) -> Option<TlsConfig> {
+    if !args.ssl {
+        if args.ssl_verify_client {
+            eprintln!("polygeard: --ssl-verify-client has no effect without --ssl");
+        }
+        return None;
+    }
+    let file = |var: &str, flag: &PathBuf| {
+        std::env::var_os(var)
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+            .unwrap_or_else(|| flag.clone())
+    };
+    Some(TlsConfig {
+        cert_file: file("GEARMAND_SERVER_PEM", &args.ssl_certificate),
+        key_file: file("GEARMAND_SERVER_KEY", &args.ssl_key),
+        ca_file: Some(file("GEARMAND_CA_CERTIFICATE", &args.ssl_ca_file)),
+        verify_clients: args.ssl_verify_client,
+    })
 }
 
 fn main() -> ExitCode {
@@ -330,6 +384,7 @@ fn main() -> ExitCode {
         verbose: args.verbose.to_ascii_uppercase(),
         timeout_requeue: args.timeout_requeue,
         grab_wait: std::time::Duration::from_millis(args.grab_wait),
+        tls: tls_config(&args),
         ..ServerConfig::default()
     };
     let mut rt = tokio::runtime::Builder::new_multi_thread();

@@ -30,7 +30,7 @@ use std::sync::Arc;
 use bytes::BytesMut;
 use parking_lot::Mutex;
 use polygear::outbox::{flush_until_empty, settle, Outbox as CoreOutbox, Pushed};
-use tokio::net::tcp::OwnedWriteHalf;
+use polygear::transport::WriteHalf;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
@@ -138,7 +138,7 @@ impl Held {
 impl Outbox {
     /// An outbox over `sock` that kills its connection when more than
     /// `limit` bytes are queued.
-    pub(crate) fn new(sock: OwnedWriteHalf, limit: usize, budget: &Arc<Budget>) -> Outbox {
+    pub(crate) fn new(sock: WriteHalf, limit: usize, budget: &Arc<Budget>) -> Outbox {
         Outbox::over(
             CoreOutbox::with_buffers(sock, 0, KEEP_CAPACITY),
             None,

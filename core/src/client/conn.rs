@@ -110,6 +110,8 @@ struct ConnState {
     pending: VecDeque<Pending>,
     jobs: HashMap<Bytes, Attached>,
     dead: bool,
+    /// Why it died (for requests made after that).
+    why: String,
 }
 
 /// One connection to one server.
@@ -166,6 +168,7 @@ impl Conn {
                 pending,
                 jobs: HashMap::new(),
                 dead: false,
+                why: String::new(),
             }),
             wake_writer: Notify::new(),
             answered: AtomicBool::new(false),
@@ -222,7 +225,7 @@ impl Conn {
         if sh.dead {
             return Err(Error::ConnectionLost {
                 addr: self.addr.clone(),
-                reason: "connection closed".into(),
+                reason: sh.why.clone(),
                 kind: std::io::ErrorKind::ConnectionReset,
             });
         }
@@ -262,7 +265,7 @@ impl Conn {
                 if sh.dead {
                     return Err(Error::ConnectionLost {
                         addr: self.addr.clone(),
-                        reason: "connection closed".into(),
+                        reason: sh.why.clone(),
                         kind: std::io::ErrorKind::ConnectionReset,
                     });
                 }
@@ -309,6 +312,9 @@ impl Conn {
                 return;
             }
             sh.dead = true;
+            sh.why = match &dead {
+                Dead::Lost(reason) | Dead::Closed(reason) => reason.clone(),
+            };
             self.alive.store(false, Ordering::Release);
             sh.out.close();
             (
@@ -402,6 +408,10 @@ impl Conn {
                     }
                     Waiter::Nobody => {}
                 }
+            }
+            // A TLS server reached without TLS answers this before closing.
+            Packet::Error { code, text } if &code[..] == b"TLS_REQUIRED" => {
+                return Err(String::from_utf8_lossy(&text).into_owned())
             }
             Packet::Error { code, text } => match sh.pending.pop_front() {
                 Some(pd) => {

@@ -37,7 +37,7 @@ use super::job::Job;
 use super::queue::WorkerState;
 use super::session::{CloseReason, Session};
 use crate::backoff::Backoff;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::frame::FrameReader;
 use crate::outbox::writable;
 use crate::protocol::{Decimal, Packet, PacketCodec, PacketType};
@@ -248,6 +248,13 @@ impl Grabber<'_> {
                 return self.go_to_sleep(poll);
             }
             Packet::Error { code, text } => {
+                if &code[..] == b"TLS_REQUIRED" {
+                    // A TLS server reached without TLS: it closes next.
+                    return Err(Error::Server {
+                        code: "TLS_REQUIRED".into(),
+                        text: String::from_utf8_lossy(&text).into_owned(),
+                    });
+                }
                 if &code[..] == b"JOB_NOT_FOUND" {
                     tracing::warn!(
                         server = %self.session.addr,

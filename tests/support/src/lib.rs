@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use polygear::ServerAddr;
 
 pub mod blocking;
+pub mod certs;
 mod daemon;
 pub mod mariadb;
 pub mod memcached;
