@@ -5,7 +5,7 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use bytes::Bytes;
-use polygear::{Job, ServerAddr, TlsConnector, TlsOptions, Worker, WorkerOptions};
+use polygear::{Client, ClientOptions, Job, ServerAddr, TlsOptions, Worker, WorkerOptions};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::process::Command;
 
@@ -45,8 +45,7 @@ pub async fn run(cfg: WorkerConfig) -> Result<(), CliError> {
     if let Some(t) = cfg.timeout {
         opts.connect_timeout = t;
     }
-    let tls = cfg.tls.as_ref().map(TlsConnector::new).transpose()?;
-    probe(&cfg.servers, opts.connect_timeout, tls.as_ref()).await?;
+    probe(&cfg.servers, opts.connect_timeout, cfg.tls.as_ref()).await?;
     let worker = Worker::new(opts)?;
     for f in &cfg.functions {
         worker.register(f, None)?;
@@ -91,17 +90,35 @@ pub async fn run(cfg: WorkerConfig) -> Result<(), CliError> {
 
 /// Fails fast with one clear line when no server can be reached at start;
 /// later outages are survived by the worker's reconnect logic.
-/// With TLS the probe runs the handshake too, so a refused certificate is
-/// reported at once instead of as endless reconnects.
+///
+/// With TLS the probe is an ECHO round trip through a client with the same
+/// settings: a server that refuses our certificate (mutual TLS) says so
+/// only after the handshake, at the first read, and a worker would
+/// otherwise keep reconnecting without a word.
 async fn probe(
     servers: &[ServerAddr],
     timeout: Duration,
-    tls: Option<&TlsConnector>,
+    tls: Option<&TlsOptions>,
 ) -> Result<(), CliError> {
     let mut last = None;
     for s in servers {
-        match s.open(timeout, tls).await {
-            Ok(_) => return Ok(()),
+        let reached = match tls {
+            None => s.connect(timeout).await.map(drop),
+            Some(tls) => {
+                let client = Client::new(ClientOptions {
+                    servers: vec![s.clone()],
+                    connect_timeout: timeout,
+                    submit_timeout: timeout,
+                    tls: Some(tls.clone()),
+                    ..ClientOptions::default()
+                })?;
+                let r = client.echo(Bytes::from_static(b"probe")).await.map(drop);
+                client.close().await;
+                r
+            }
+        };
+        match reached {
+            Ok(()) => return Ok(()),
             Err(e) => last = Some(e),
         }
     }
