@@ -368,6 +368,20 @@ export interface ServerOptions {
   allowShutdown?: boolean;
   /** Job handle prefix (handles become `PREFIX:N`). */
   handlePrefix?: string;
+  /** TLS on the port: every connection (admin text included) must then speak TLS. */
+  tls?: ServerTlsOptions;
+}
+
+/** TLS files of the embedded server. */
+export interface ServerTlsOptions {
+  /** The server's PEM certificate (chain). */
+  certFile: string;
+  /** Its PEM private key. */
+  keyFile: string;
+  /** PEM file of the CA that signs client certificates. */
+  caFile?: string;
+  /** Require a client certificate signed by `caFile` (mutual TLS). */
+  verifyClients?: boolean;
 }
 
 /**

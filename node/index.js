@@ -216,6 +216,34 @@ function checkTls(name, value) {
   return out;
 }
 
+const SERVER_TLS_KEYS = ['certFile', 'keyFile', 'caFile', 'verifyClients'];
+
+/** The embedded server's `tls`: { certFile, keyFile, caFile?, verifyClients? }. */
+function checkServerTls(value) {
+  if (typeof value !== 'object' || Array.isArray(value)) {
+    throw typeError('options.tls', 'an object { certFile, keyFile, caFile, verifyClients }', value);
+  }
+  for (const key of Object.keys(value)) {
+    if (!SERVER_TLS_KEYS.includes(key)) {
+      const e = new TypeError(`Unknown option "options.tls.${key}"; expected one of ${SERVER_TLS_KEYS.join(', ')}`);
+      e.code = 'ERR_INVALID_ARG_VALUE';
+      throw e;
+    }
+  }
+  const out = {
+    certFile: checkString('options.tls.certFile', value.certFile),
+    keyFile: checkString('options.tls.keyFile', value.keyFile),
+  };
+  if (value.caFile !== undefined && value.caFile !== null) out.caFile = checkString('options.tls.caFile', value.caFile);
+  if (value.verifyClients !== undefined) {
+    if (typeof value.verifyClients !== 'boolean') {
+      throw typeError('options.tls.verifyClients', 'a boolean', value.verifyClients);
+    }
+    out.verifyClients = value.verifyClients;
+  }
+  return out;
+}
+
 function checkSignal(signal) {
   if (signal === undefined || signal === null) return undefined;
   if (typeof signal !== 'object' || typeof signal.aborted !== 'boolean' || typeof signal.addEventListener !== 'function') {
@@ -765,6 +793,7 @@ class Server {
       }
     }
     if (o.handlePrefix !== undefined) args.handlePrefix = checkString('options.handlePrefix', o.handlePrefix);
+    if (o.tls !== undefined && o.tls !== null) args.tls = checkServerTls(o.tls);
     this._args = args;
     this._native = null;
     this._starting = null;

@@ -36,7 +36,7 @@ from ._polygear import (
     Server,
     WorkerInfo,
 )
-from ._tls import TLS, TLSSetting
+from ._tls import TLS, ServerTLS, ServerTLSSetting, TLSSetting
 from ._worker import AsyncWorker, Payload, Worker
 
 __version__ = "0.1.0"
@@ -67,6 +67,8 @@ __all__ = [
     "RunningJob",
     "Server",
     "ServerError",
+    "ServerTLS",
+    "ServerTLSSetting",
     "TLS",
     "TLSSetting",
     "Worker",

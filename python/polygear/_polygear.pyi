@@ -6,7 +6,7 @@ from typing import Any, Final, Literal, final
 
 from typing_extensions import Self
 
-from ._tls import TLSSetting
+from ._tls import ServerTLSSetting, TLSSetting
 
 _Data = bytes | bytearray | memoryview | str
 _Servers = str | Iterable[str] | None
@@ -341,7 +341,7 @@ class Admin:
 class Server:
     """The Rust job server running in this process (port 0 picks a free port)."""
 
-    def __new__(cls, port: int = 0, host: str = "127.0.0.1") -> Self: ...
+    def __new__(cls, port: int = 0, host: str = "127.0.0.1", *, tls: ServerTLSSetting = None) -> Self: ...
     def start(self) -> None: ...
     def stop(self) -> None: ...
     @property

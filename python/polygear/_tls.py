@@ -6,7 +6,7 @@ import os
 from dataclasses import dataclass
 from typing import Dict, Union
 
-__all__ = ["TLS", "TLSSetting"]
+__all__ = ["TLS", "ServerTLS", "ServerTLSSetting", "TLSSetting"]
 
 _Path = Union[str, "os.PathLike[str]"]
 
@@ -44,3 +44,24 @@ class TLS:
 
 #: What ``tls=`` accepts.
 TLSSetting = Union[bool, TLS, Dict[str, Union[str, "os.PathLike[str]", None]], None]
+
+
+@dataclass(frozen=True)
+class ServerTLS:
+    """TLS on the port of the in-process :class:`Server` (``Server(tls=...)``).
+
+    ``cert_file`` / ``key_file``: the server's PEM certificate (chain) and
+    key. ``ca_file``: the CA that signs client certificates; with
+    ``verify_clients=True`` every client must present one (mutual TLS).
+    Every connection on the port must then speak TLS, admin text included.
+    A dict with these field names works like ``ServerTLS(**dict)``.
+    """
+
+    cert_file: _Path
+    key_file: _Path
+    ca_file: _Path | None = None
+    verify_clients: bool = False
+
+
+#: What ``Server(tls=...)`` accepts.
+ServerTLSSetting = Union[ServerTLS, Dict[str, Union[str, "os.PathLike[str]", bool, None]], None]

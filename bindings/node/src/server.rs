@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use napi::bindgen_prelude::*;
 use napi::threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode};
 use napi_derive::napi;
-use polygear_server::{QueueConfig, RunningServer, Server, ServerConfig, ServerError};
+use polygear_server::{QueueConfig, RunningServer, Server, ServerConfig, ServerError, TlsConfig};
 use std::sync::Mutex;
 
 use tokio::sync::{oneshot, watch};
@@ -32,6 +32,21 @@ pub struct ServerArgs {
     pub allow_shutdown: Option<bool>,
     /// Job handle prefix (handles become `PREFIX:N`).
     pub handle_prefix: Option<String>,
+    /// TLS on the port (checked in index.js).
+    pub tls: Option<ServerTlsArgs>,
+}
+
+/// The embedded server's TLS files.
+#[napi(object)]
+pub struct ServerTlsArgs {
+    /// The server's PEM certificate (chain).
+    pub cert_file: String,
+    /// Its PEM private key.
+    pub key_file: String,
+    /// The CA that signs client certificates.
+    pub ca_file: Option<String>,
+    /// Require a client certificate signed by `ca_file` (mutual TLS).
+    pub verify_clients: Option<bool>,
 }
 
 fn server_err(e: ServerError) -> napi::Error {
@@ -81,6 +96,20 @@ pub fn start_server(env: Env, args: Option<ServerArgs>) -> Result<AsyncBlock<Nat
             cfg.allow_shutdown = s;
         }
         cfg.job_handle_prefix = a.handle_prefix;
+        if let Some(t) = a.tls {
+            let verify_clients = t.verify_clients.unwrap_or(false);
+            if verify_clients && t.ca_file.is_none() {
+                return Err(invalid(
+                    "options.tls.verifyClients needs options.tls.caFile (the CA that signs client certificates)",
+                ));
+            }
+            cfg.tls = Some(TlsConfig {
+                cert_file: t.cert_file.into(),
+                key_file: t.key_file.into(),
+                ca_file: t.ca_file.map(Into::into),
+                verify_clients,
+            });
+        }
     }
     AsyncBlockBuilder::new(async move {
         let running: RunningServer = Server::bind(cfg).await.map_err(server_err)?;

@@ -1,10 +1,12 @@
 //! `polygear.Server`: the Rust job server running inside this process.
 
+use std::path::PathBuf;
 use std::sync::Mutex;
 
-use polygear_server::{BackgroundServer, ServerConfig};
-use pyo3::exceptions::PyRuntimeError;
+use polygear_server::{BackgroundServer, ServerConfig, TlsConfig};
+use pyo3::exceptions::{PyRuntimeError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
+use pyo3::types::{PyBool, PyDict, PyString};
 
 use crate::util::{lock, py_bool};
 
@@ -13,20 +15,93 @@ use crate::util::{lock, py_bool};
 pub struct Server {
     host: String,
     port: u16,
+    tls: Option<TlsConfig>,
     running: Mutex<Option<BackgroundServer>>,
+}
+
+/// The fields of the server's `tls=`, in `polygear.ServerTLS`'s order.
+const SERVER_TLS_FIELDS: [&str; 4] = ["cert_file", "key_file", "ca_file", "verify_clients"];
+
+/// The server's `tls=`: `None`, a `polygear.ServerTLS` (any object with its
+/// attributes) or a dict with its field names.
+fn server_tls(obj: Option<&Bound<'_, PyAny>>) -> PyResult<Option<TlsConfig>> {
+    let Some(o) = obj.filter(|o| !o.is_none()) else {
+        return Ok(None);
+    };
+    let mut fields: [Option<Bound<'_, PyAny>>; 4] = Default::default();
+    if let Ok(d) = o.cast::<PyDict>() {
+        for (k, v) in d.iter() {
+            let key = k.cast::<PyString>().ok().map(|s| s.to_string());
+            let at = key
+                .as_deref()
+                .and_then(|k| SERVER_TLS_FIELDS.iter().position(|f| *f == k))
+                .ok_or_else(|| {
+                    PyTypeError::new_err(format!(
+                        "unknown Server tls key {}; the keys are {}",
+                        k.repr().map(|r| r.to_string()).unwrap_or_default(),
+                        SERVER_TLS_FIELDS.join(", ")
+                    ))
+                })?;
+            fields[at] = Some(v);
+        }
+    } else {
+        for (slot, name) in fields.iter_mut().zip(SERVER_TLS_FIELDS) {
+            *slot = Some(o.getattr(name).map_err(|_| {
+                PyTypeError::new_err(format!(
+                    "Server tls must be None, a polygear.ServerTLS or a dict, not {}",
+                    crate::util::type_name(o)
+                ))
+            })?);
+        }
+    }
+    let [cert, key, ca, verify] = fields;
+    let path = |v: Option<Bound<'_, PyAny>>, what: &str| -> PyResult<Option<PathBuf>> {
+        match v {
+            Some(v) if !v.is_none() => v.extract::<PathBuf>().map(Some).map_err(|_| {
+                PyTypeError::new_err(format!(
+                    "Server tls {what} must be a str or os.PathLike path, not {}",
+                    crate::util::type_name(&v)
+                ))
+            }),
+            _ => Ok(None),
+        }
+    };
+    let required = |p: Option<PathBuf>, what: &str| {
+        p.ok_or_else(|| PyValueError::new_err(format!("Server tls needs {what}")))
+    };
+    let verify_clients = match verify {
+        Some(v) if !v.is_none() => v
+            .cast::<PyBool>()
+            .map_err(|_| PyTypeError::new_err("Server tls verify_clients must be a bool"))?
+            .is_true(),
+        _ => false,
+    };
+    let ca_file = path(ca, "ca_file")?;
+    if verify_clients && ca_file.is_none() {
+        return Err(PyValueError::new_err(
+            "Server tls verify_clients needs ca_file (the CA that signs client certificates)",
+        ));
+    }
+    Ok(Some(TlsConfig {
+        cert_file: required(path(cert, "cert_file")?, "cert_file")?,
+        key_file: required(path(key, "key_file")?, "key_file")?,
+        ca_file,
+        verify_clients,
+    }))
 }
 
 #[pymethods]
 impl Server {
     #[new]
     // the default is not a literal: spell the signature out for introspection
-    #[pyo3(signature = (port=0, host="127.0.0.1".to_string()), text_signature = "(port=0, host='127.0.0.1')")]
-    fn new(port: u16, host: String) -> Self {
-        Server {
+    #[pyo3(signature = (port=0, host="127.0.0.1".to_string(), *, tls=None), text_signature = "(port=0, host='127.0.0.1', *, tls=None)")]
+    fn new(port: u16, host: String, tls: Option<&Bound<'_, PyAny>>) -> PyResult<Self> {
+        Ok(Server {
             host,
             port,
+            tls: server_tls(tls)?,
             running: Mutex::new(None),
-        }
+        })
     }
 
     /// Starts the server (no-op if it already runs).
@@ -38,6 +113,7 @@ impl Server {
         let config = ServerConfig {
             port: self.port,
             listen: self.host.clone(),
+            tls: self.tls.clone(),
             ..ServerConfig::default()
         };
         let server = py

@@ -3,7 +3,7 @@
 use std::sync::Mutex;
 
 use magnus::{function, method, prelude::*, Error, RModule, Ruby};
-use polygear_server::{BackgroundServer, ServerConfig};
+use polygear_server::{BackgroundServer, ServerConfig, TlsConfig};
 
 use crate::{gvl, lock};
 
@@ -15,10 +15,23 @@ struct NativeServer {
 }
 
 impl NativeServer {
-    fn start(ruby: &Ruby, host: String, port: u16) -> Result<Self, Error> {
+    /// `tls`: `nil` or `[cert_file, key_file, ca_file, verify_clients]`
+    /// (checked by `Polygear::Server`).
+    fn start(
+        ruby: &Ruby,
+        host: String,
+        port: u16,
+        tls: Option<(String, String, Option<String>, bool)>,
+    ) -> Result<Self, Error> {
         let config = ServerConfig {
             listen: host,
             port,
+            tls: tls.map(|(cert, key, ca, verify_clients)| TlsConfig {
+                cert_file: cert.into(),
+                key_file: key.into(),
+                ca_file: ca.map(Into::into),
+                verify_clients,
+            }),
             ..Default::default()
         };
         let server = BackgroundServer::start(config).map_err(|e| {
@@ -57,7 +70,7 @@ impl NativeServer {
 
 pub(crate) fn define(ruby: &Ruby, native: RModule) -> Result<(), Error> {
     let c = native.define_class("Server", ruby.class_object())?;
-    c.define_singleton_method("start", function!(NativeServer::start, 2))?;
+    c.define_singleton_method("start", function!(NativeServer::start, 3))?;
     c.define_method("port", method!(NativeServer::port, 0))?;
     c.define_method("running?", method!(NativeServer::is_running, 0))?;
     c.define_method("stop", method!(NativeServer::stop, 0))?;

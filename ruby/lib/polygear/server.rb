@@ -14,19 +14,44 @@ module Polygear
     # The address it was bound to (default "127.0.0.1"; "0.0.0.0" for all).
     attr_reader :host
 
+    # The keys of +tls:+.
+    TLS_KEYS = %i[cert_file key_file ca_file verify_clients].freeze
+
     # Starts a server on +host+:+port+ (port 0: any free port); returns once
     # it accepts connections. Jobs are kept in memory.
-    def initialize(port: 0, host: "127.0.0.1")
+    #
+    # tls:: TLS on the port: a Hash +cert_file:+, +key_file:+ (the server's
+    #       PEM certificate and key), +ca_file:+ (the CA that signs client
+    #       certificates) and +verify_clients:+ (require one: mutual TLS).
+    def initialize(port: 0, host: "127.0.0.1", tls: nil)
       raise TypeError, "port must be an Integer, not #{port.class}" unless port.is_a?(Integer)
       raise ArgumentError, "port must be in 0..65535" unless (0..65_535).cover?(port)
 
       @host = Util.string(host, "host")
-      @native = Native::Server.start(host, port)
+      @native = Native::Server.start(host, port, self.class.tls(tls))
+    end
+
+    # +tls:+ -> nil or [cert_file, key_file, ca_file, verify_clients] (internal).
+    def self.tls(value)
+      return nil if value.nil?
+      raise TypeError, "tls must be a Hash (#{TLS_KEYS.join(', ')}), not #{value.class}" unless value.is_a?(Hash)
+
+      unknown = value.keys - TLS_KEYS
+      raise ArgumentError, "unknown tls key(s) #{unknown.map(&:inspect).join(', ')}" unless unknown.empty?
+
+      files = %i[cert_file key_file ca_file].map { |k| Util.tls_value(value[k], k) }
+      raise ArgumentError, "tls needs cert_file and key_file" if files[0].nil? || files[1].nil?
+
+      verify = value.fetch(:verify_clients, false)
+      raise TypeError, "tls verify_clients must be true or false" unless [true, false].include?(verify)
+      raise ArgumentError, "tls verify_clients needs ca_file" if verify && files[2].nil?
+
+      files + [verify]
     end
 
     # Like new; with a block, yields the server and stops it afterwards.
-    def self.start(port: 0, host: "127.0.0.1")
-      server = new(port: port, host: host)
+    def self.start(port: 0, host: "127.0.0.1", tls: nil)
+      server = new(port: port, host: host, tls: tls)
       return server unless block_given?
 
       begin
