@@ -44,6 +44,7 @@ __version__ = "0.1.0"
 __all__ = [
     "BUILD_PROFILE",
     "DEFAULT_PORT",
+    "TLS",
     "Admin",
     "AsyncClient",
     "AsyncRunningJob",
@@ -69,7 +70,6 @@ __all__ = [
     "ServerError",
     "ServerTLS",
     "ServerTLSSetting",
-    "TLS",
     "TLSSetting",
     "Worker",
     "WorkerInfo",

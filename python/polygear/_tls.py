@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import Dict, Union
+from typing import Union
 
 __all__ = ["TLS", "ServerTLS", "ServerTLSSetting", "TLSSetting"]
 
-_Path = Union[str, "os.PathLike[str]"]
+_Path = Union[str, os.PathLike[str]]
 
 
 @dataclass(frozen=True)
@@ -43,7 +43,7 @@ class TLS:
 
 
 #: What ``tls=`` accepts.
-TLSSetting = Union[bool, TLS, Dict[str, Union[str, "os.PathLike[str]", None]], None]
+TLSSetting = Union[bool, TLS, dict[str, Union[str, os.PathLike[str], None]], None]
 
 
 @dataclass(frozen=True)
@@ -64,4 +64,4 @@ class ServerTLS:
 
 
 #: What ``Server(tls=...)`` accepts.
-ServerTLSSetting = Union[ServerTLS, Dict[str, Union[str, "os.PathLike[str]", bool, None]], None]
+ServerTLSSetting = Union[ServerTLS, dict[str, Union[str, os.PathLike[str], bool, None]], None]

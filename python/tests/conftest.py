@@ -104,9 +104,10 @@ def running_worker(
     address: str,
     functions: Mapping[str, Callable[[polygear.Job], Any]],
     concurrency: int = 1,
+    tls: polygear.TLSSetting = None,
 ) -> Iterator[polygear.Worker]:
     """A polygear.Worker serving `functions` in a background thread."""
-    worker = polygear.Worker([address], concurrency=concurrency)
+    worker = polygear.Worker([address], concurrency=concurrency, tls=tls)
     for name, fn in functions.items():
         worker.register(name, fn)
     errors: list[BaseException] = []
