@@ -91,10 +91,11 @@ pub async fn run(cfg: WorkerConfig) -> Result<(), CliError> {
 /// Fails fast with one clear line when no server can be reached at start;
 /// later outages are survived by the worker's reconnect logic.
 ///
-/// With TLS the probe is an ECHO round trip through a client with the same
-/// settings: a server that refuses our certificate (mutual TLS) says so
-/// only after the handshake, at the first read, and a worker would
-/// otherwise keep reconnecting without a word.
+/// The probe is an ECHO round trip through a client with the worker's
+/// settings, not just a connect: a server that refuses our TLS client
+/// certificate says so only after the handshake, at the first read, and a
+/// TLS port answers a plain peer only once it has sent something; either
+/// way a worker would otherwise keep reconnecting without a word.
 async fn probe(
     servers: &[ServerAddr],
     timeout: Duration,
@@ -102,23 +103,17 @@ async fn probe(
 ) -> Result<(), CliError> {
     let mut last = None;
     for s in servers {
-        let reached = match tls {
-            None => s.connect(timeout).await.map(drop),
-            Some(tls) => {
-                let client = Client::new(ClientOptions {
-                    servers: vec![s.clone()],
-                    connect_timeout: timeout,
-                    submit_timeout: timeout,
-                    tls: Some(tls.clone()),
-                    ..ClientOptions::default()
-                })?;
-                let r = client.echo(Bytes::from_static(b"probe")).await.map(drop);
-                client.close().await;
-                r
-            }
-        };
+        let client = Client::new(ClientOptions {
+            servers: vec![s.clone()],
+            connect_timeout: timeout,
+            submit_timeout: timeout,
+            tls: tls.cloned(),
+            ..ClientOptions::default()
+        })?;
+        let reached = client.echo(Bytes::from_static(b"probe")).await;
+        client.close().await;
         match reached {
-            Ok(()) => return Ok(()),
+            Ok(_) => return Ok(()),
             Err(e) => last = Some(e),
         }
     }

@@ -363,6 +363,11 @@ fn a_plain_client_on_the_tls_port_fails_quickly() {
     let o = run(pg_admin(&s).args(["-t", "5000", "status"]), b"");
     assert!(matches!(o.code, Some(1) | Some(3) | Some(4)), "{o:?}");
     assert!(o.elapsed < Duration::from_secs(10), "{o:?}");
+    // A worker says so at start instead of reconnecting in silence.
+    let w = Proc::start(pg(&s).args(["-w", "-f", "f"]), b"").finish();
+    assert_eq!(w.code, Some(3), "{w:?}");
+    assert!(w.stderr.contains("TLS"), "{}", w.stderr);
+    assert!(w.elapsed < Duration::from_secs(10), "{w:?}");
 }
 
 #[test]
