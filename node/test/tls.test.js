@@ -164,6 +164,14 @@ describe('TLS', { timeout: 60000 }, () => {
     }
   });
 
+  it('names a missing server file (InvalidArgumentError) when the server starts', async () => {
+    const missing = file('nope.pem');
+    await assert.rejects(
+      pg.Server.start({ tls: { certFile: missing, keyFile: file('server.key') } }),
+      (e) => e instanceof pg.InvalidArgumentError && e.message.includes(missing),
+    );
+  });
+
   it('checks the tls option', async () => {
     assert.throws(() => new pg.Client({ tls: 'yes' }), { name: 'TypeError', code: 'ERR_INVALID_ARG_TYPE' });
     assert.throws(() => new pg.Client({ tls: { cafile: 'x' } }), { name: 'TypeError', message: /Unknown option "options.tls.cafile"/ });

@@ -149,6 +149,9 @@ def test_missing_files_name_the_file(certs: Path) -> None:
     ):
         with pytest.raises(polygear.InvalidArgumentError, match=str(missing)):
             make()
+    server = polygear.Server(tls=ServerTLS(cert_file=missing, key_file=certs / "server.key"))
+    with pytest.raises(polygear.InvalidArgumentError, match=str(missing)):
+        server.start()
 
 
 def test_tls_argument_checks(certs: Path) -> None:

@@ -140,6 +140,8 @@ class TestTls < Minitest::Test
       e = assert_raises(ArgumentError) { make.call }
       assert_includes e.message, missing
     end
+    e = assert_raises(ArgumentError) { Polygear::Server.new(tls: { cert_file: missing, key_file: file("server.key") }) }
+    assert_includes e.message, missing
   end
 
   def test_the_tls_option_is_checked

@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 use std::sync::Mutex;
 
-use polygear_server::{BackgroundServer, ServerConfig, TlsConfig};
+use polygear_server::{BackgroundServer, ServerConfig, ServerError, TlsConfig};
 use pyo3::exceptions::{PyRuntimeError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyBool, PyDict, PyString};
@@ -118,8 +118,14 @@ impl Server {
         };
         let server = py
             .detach(move || BackgroundServer::start(config))
-            .map_err(|e| {
-                PyRuntimeError::new_err(format!("could not start the polygear server: {e}"))
+            .map_err(|e| match e {
+                // bad settings, e.g. a TLS file that cannot be read
+                ServerError::Config(msg) => {
+                    crate::util::to_pyerr(polygear::Error::InvalidArgument(format!(
+                        "could not start the polygear server: {msg}"
+                    )))
+                }
+                e => PyRuntimeError::new_err(format!("could not start the polygear server: {e}")),
             })?;
         *guard = Some(server);
         Ok(())

@@ -3,7 +3,7 @@
 use std::sync::Mutex;
 
 use magnus::{function, method, prelude::*, Error, RModule, Ruby};
-use polygear_server::{BackgroundServer, ServerConfig, TlsConfig};
+use polygear_server::{BackgroundServer, ServerConfig, ServerError, TlsConfig};
 
 use crate::{gvl, lock};
 
@@ -34,12 +34,17 @@ impl NativeServer {
             }),
             ..Default::default()
         };
-        let server = BackgroundServer::start(config).map_err(|e| {
-            crate::error_of_kind(
+        let server = BackgroundServer::start(config).map_err(|e| match e {
+            // bad settings, e.g. a TLS file that cannot be read
+            ServerError::Config(msg) => Error::new(
+                ruby.exception_arg_error(),
+                format!("cannot start the server: {msg}"),
+            ),
+            e => crate::error_of_kind(
                 ruby,
                 polygear::ErrorKind::Connection,
                 format!("no server available (cannot start the server: {e})"),
-            )
+            ),
         })?;
         Ok(NativeServer {
             port: server.port(),
