@@ -426,7 +426,7 @@ async fn open_and_serve(shared: Arc<Shared>, tcp: tokio::net::TcpStream) {
         None => polygear::transport::Stream::plain(tcp),
         Some(tls) => {
             let accepted = tokio::select! {
-                a = tls.accept(tcp, tls::Port::Gearman) => a,
+                a = tls.accept(tcp) => a,
                 _ = shared.stop.cancelled() => None,
             };
             match accepted {
