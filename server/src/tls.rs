@@ -51,7 +51,6 @@ pub struct TlsConfig {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Port {
     Gearman,
-    #[allow(dead_code)] // until the HTTP port lands
     Http,
 }
 
