@@ -14,6 +14,7 @@
 mod admin;
 mod budget;
 mod conn;
+pub(crate) mod http;
 mod index;
 mod outbox;
 mod queue;
@@ -21,11 +22,14 @@ mod queue;
 #[doc(hidden)]
 pub mod sim;
 mod state;
+mod stats;
+#[cfg(test)]
+mod stats_tests;
 mod wire;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -182,6 +186,9 @@ pub struct ServerConfig {
     /// On a CAN_DO_TIMEOUT expiry, requeue the job (gearmand, counted by
     /// `job_retries`) instead of failing it back to its clients (default).
     pub timeout_requeue: bool,
+    /// Token the dashboard's actions (cancel a job, drop a function) require
+    /// as `Authorization: Bearer <token>`; `None`: actions only over mutual TLS.
+    pub admin_token: Option<String>,
 }
 
 impl Default for ServerConfig {
@@ -207,6 +214,7 @@ impl Default for ServerConfig {
             verbose: "ERROR".into(),
             timeout_requeue: false,
             grab_wait: Duration::from_millis(1),
+            admin_token: None,
         }
     }
 }
@@ -238,6 +246,10 @@ pub(crate) struct Shared {
     conns_done: Notify,
     /// Memory for all connections' buffers.
     pub(crate) budget: Arc<budget::Budget>,
+    /// Connections accepted since start (`polygear_connections_accepted_total`).
+    pub(crate) accepted: AtomicU64,
+    /// The durable queue's commit times and batch sizes.
+    pub(crate) commits: stats::CommitStats,
 }
 
 impl Shared {
@@ -369,6 +381,8 @@ impl Server {
             live_conns: AtomicUsize::new(0),
             conns_done: Notify::new(),
             budget: state.budget.clone(),
+            accepted: AtomicU64::new(0),
+            commits: stats::CommitStats::default(),
             state: Mutex::new(state),
         });
         let mut persist_thread = None;
@@ -397,6 +411,7 @@ impl Server {
         tracing::info!("listening on {local}");
         let timers = tokio::spawn(crate::state::timers::run(shared.clone()));
         tokio::spawn(budget::run_reaper(shared.clone()));
+        tokio::spawn(run_sampler(shared.clone()));
         let accept = tokio::spawn(accept_loop(shared.clone(), listener));
         Ok(RunningServer {
             addr: local,
@@ -405,6 +420,19 @@ impl Server {
             timers: Some(timers),
             persist_thread,
         })
+    }
+}
+
+/// Closes a sample of the dashboard's charts every [`stats::SAMPLE_EVERY`].
+async fn run_sampler(shared: Arc<Shared>) {
+    let mut tick = tokio::time::interval(stats::SAMPLE_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tick.tick().await;
+    loop {
+        tokio::select! {
+            _ = tick.tick() => shared.state.lock().take_sample(),
+            _ = shared.stop.cancelled() => return,
+        }
     }
 }
 
@@ -417,6 +445,7 @@ async fn accept_loop(shared: Arc<Shared>, listener: tokio::net::TcpListener) {
             r = listener.accept() => match r {
                 Ok((stream, _)) => {
                     shared.live_conns.fetch_add(1, Ordering::AcqRel);
+                    shared.accepted.fetch_add(1, Ordering::Relaxed);
                     tokio::spawn(conn::serve(shared.clone(), stream));
                 }
                 Err(e) => {
