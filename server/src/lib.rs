@@ -14,7 +14,7 @@
 mod admin;
 mod budget;
 mod conn;
-pub(crate) mod http;
+mod http;
 mod index;
 mod outbox;
 mod queue;
@@ -141,6 +141,9 @@ pub struct ServerConfig {
     pub listen: String,
     /// TCP port; 0 picks a free one.
     pub port: u16,
+    /// Port of the HTTP front end on the same address (`-r http`,
+    /// `--http-port`; 0 picks a free one); `None`: no HTTP.
+    pub http_port: Option<u16>,
     /// listen() backlog.
     pub backlog: u32,
     /// Background job storage.
@@ -196,6 +199,7 @@ impl Default for ServerConfig {
         ServerConfig {
             listen: "127.0.0.1".into(),
             port: 0,
+            http_port: None,
             backlog: 1024,
             queue: QueueConfig::Memory,
             job_retries: 0,
@@ -240,9 +244,9 @@ pub(crate) struct Shared {
     /// Stop everything now.
     pub(crate) stop: CancellationToken,
     /// Stop accepting; exit once no job is left.
-    graceful: AtomicBool,
-    graceful_notify: Notify,
-    live_conns: AtomicUsize,
+    pub(crate) graceful: AtomicBool,
+    pub(crate) graceful_notify: Notify,
+    pub(crate) live_conns: AtomicUsize,
     conns_done: Notify,
     /// Memory for all connections' buffers.
     pub(crate) budget: Arc<budget::Budget>,
@@ -295,8 +299,10 @@ pub struct Server;
 /// A started server. Dropping it does not stop it; call [`RunningServer::shutdown`].
 pub struct RunningServer {
     addr: SocketAddr,
+    http_addr: Option<SocketAddr>,
     shared: Arc<Shared>,
     accept: Option<tokio::task::JoinHandle<()>>,
+    http_accept: Option<tokio::task::JoinHandle<()>>,
     timers: Option<tokio::task::JoinHandle<()>>,
     persist_thread: Option<std::thread::JoinHandle<()>>,
 }
@@ -350,19 +356,16 @@ impl Server {
                 "max packet size must be between 1 and 4 GiB-1".into(),
             ));
         }
-        let addr = tokio::net::lookup_host((config.listen.as_str(), config.port))
-            .await?
-            .next()
-            .ok_or_else(|| ServerError::Config(format!("cannot resolve {}", config.listen)))?;
-        let socket = if addr.is_ipv4() {
-            TcpSocket::new_v4()?
-        } else {
-            TcpSocket::new_v6()?
-        };
-        socket.set_reuseaddr(true)?;
-        socket.bind(addr)?;
-        let listener = socket.listen(config.backlog)?;
+        let listener = listen(&config.listen, config.port, config.backlog).await?;
         let local = listener.local_addr()?;
+        let http_listener = match config.http_port {
+            Some(port) => Some(listen(&config.listen, port, config.backlog).await?),
+            None => None,
+        };
+        let http_addr = match &http_listener {
+            Some(l) => Some(l.local_addr()?),
+            None => None,
+        };
 
         let cfg = Arc::new(config);
         // A shared store renews this server's lease while loading: it holds
@@ -409,14 +412,20 @@ impl Server {
             persist_thread = Some(queue::start(store, rx, Arc::downgrade(&shared)));
         }
         tracing::info!("listening on {local}");
+        if let Some(a) = http_addr {
+            tracing::info!("HTTP on {a}");
+        }
         let timers = tokio::spawn(crate::state::timers::run(shared.clone()));
         tokio::spawn(budget::run_reaper(shared.clone()));
         tokio::spawn(run_sampler(shared.clone()));
         let accept = tokio::spawn(accept_loop(shared.clone(), listener));
+        let http_accept = http_listener.map(|l| tokio::spawn(http::accept_loop(shared.clone(), l)));
         Ok(RunningServer {
             addr: local,
+            http_addr,
             shared,
             accept: Some(accept),
+            http_accept,
             timers: Some(timers),
             persist_thread,
         })
@@ -434,6 +443,26 @@ async fn run_sampler(shared: Arc<Shared>) {
             _ = shared.stop.cancelled() => return,
         }
     }
+}
+
+/// A listening socket on `host:port`.
+async fn listen(
+    host: &str,
+    port: u16,
+    backlog: u32,
+) -> Result<tokio::net::TcpListener, ServerError> {
+    let addr = tokio::net::lookup_host((host, port))
+        .await?
+        .next()
+        .ok_or_else(|| ServerError::Config(format!("cannot resolve {host}")))?;
+    let socket = if addr.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    Ok(socket.listen(backlog)?)
 }
 
 async fn accept_loop(shared: Arc<Shared>, listener: tokio::net::TcpListener) {
@@ -478,6 +507,11 @@ impl RunningServer {
         self.addr
     }
 
+    /// The HTTP front end's address, if [`ServerConfig::http_port`] is set.
+    pub fn http_addr(&self) -> Option<SocketAddr> {
+        self.http_addr
+    }
+
     /// Stops accepting connections and exits once no job is left (SIGUSR1).
     pub fn begin_graceful_shutdown(&self) {
         self.shared.request_shutdown(true);
@@ -494,6 +528,9 @@ impl RunningServer {
     pub async fn shutdown(mut self) {
         self.shared.stop.cancel();
         if let Some(a) = self.accept.take() {
+            let _ = a.await;
+        }
+        if let Some(a) = self.http_accept.take() {
             let _ = a.await;
         }
         if let Some(t) = self.timers.take() {
@@ -523,6 +560,7 @@ impl RunningServer {
 /// and language bindings. Dropping it stops it.
 pub struct BackgroundServer {
     addr: SocketAddr,
+    http_addr: Option<SocketAddr>,
     stop_tx: Option<tokio::sync::oneshot::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
@@ -550,7 +588,7 @@ impl BackgroundServer {
                             return;
                         }
                     };
-                    let _ = ready_tx.send(Ok(server.local_addr()));
+                    let _ = ready_tx.send(Ok((server.local_addr(), server.http_addr())));
                     tokio::select! {
                         _ = stop_rx => {}
                         _ = server.stopped() => {}
@@ -559,8 +597,9 @@ impl BackgroundServer {
                 });
             })?;
         match ready_rx.recv() {
-            Ok(Ok(addr)) => Ok(BackgroundServer {
+            Ok(Ok((addr, http_addr))) => Ok(BackgroundServer {
                 addr,
+                http_addr,
                 stop_tx: Some(stop_tx),
                 thread: Some(thread),
             }),
@@ -580,6 +619,11 @@ impl BackgroundServer {
     /// The bound address.
     pub fn local_addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// The HTTP front end's address, if [`ServerConfig::http_port`] is set.
+    pub fn http_addr(&self) -> Option<SocketAddr> {
+        self.http_addr
     }
 
     /// The bound port.

@@ -1,0 +1,98 @@
+//! The HTTP port: its accept loop and one connection's service, hyper's
+//! HTTP/1 server (keep-alive, HTTP/1.0 too) over any byte stream.
+
+use std::convert::Infallible;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper::header::{HeaderValue, SERVER};
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpListener;
+
+use super::{route, ConnInfo};
+use crate::Shared;
+
+/// How long a client may take to send a request's headers.
+const HEADER_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Accepts HTTP connections until the server stops (or, on a graceful
+/// shutdown, stops accepting: open connections are served until the end).
+pub(crate) async fn accept_loop(shared: Arc<Shared>, listener: TcpListener) {
+    loop {
+        let graceful = shared.graceful_notify.notified();
+        tokio::pin!(graceful);
+        graceful.as_mut().enable();
+        if shared.graceful.load(Ordering::Acquire) {
+            return;
+        }
+        tokio::select! {
+            r = listener.accept() => match r {
+                Ok((stream, peer)) => {
+                    let _ = stream.set_nodelay(true);
+                    let info = ConnInfo { peer, client_cert_verified: false };
+                    tokio::spawn(serve(shared.clone(), stream, info));
+                }
+                Err(e) => {
+                    tracing::warn!("HTTP accept failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            },
+            _ = shared.stop.cancelled() => return,
+            _ = graceful => {}
+        }
+    }
+}
+
+/// Counts a connection in the server's live connections while it lives
+/// (the server's shutdown waits for them).
+struct Live(Arc<Shared>);
+
+impl Live {
+    fn new(shared: &Arc<Shared>) -> Live {
+        shared.live_conns.fetch_add(1, Ordering::AcqRel);
+        Live(shared.clone())
+    }
+}
+
+impl Drop for Live {
+    fn drop(&mut self) {
+        self.0.conn_closed();
+    }
+}
+
+/// Serves HTTP on one connection until the client closes it, a protocol
+/// error ends it (hyper answers a malformed request 400 itself) or the
+/// server stops. `io` is any byte stream: a TCP stream, or a TLS stream
+/// over one (then `info` says whether the client's certificate was verified).
+pub(crate) async fn serve<IO>(shared: Arc<Shared>, io: IO, info: ConnInfo)
+where
+    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let _live = Live::new(&shared);
+    let stop = shared.stop.clone();
+    let server = HeaderValue::from_static(concat!("polygeard/", env!("CARGO_PKG_VERSION")));
+    let svc = service_fn(move |req| {
+        let shared = shared.clone();
+        let server = server.clone();
+        async move {
+            let mut r = route(&shared, req, &info).await;
+            r.headers_mut().insert(SERVER, server);
+            Ok::<_, Infallible>(r)
+        }
+    });
+    let conn = http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_TIMEOUT)
+        .keep_alive(true)
+        .serve_connection(TokioIo::new(io), svc);
+    tokio::select! {
+        r = conn => if let Err(e) = r {
+            tracing::debug!("HTTP connection from {}: {e}", info.peer);
+        },
+        _ = stop.cancelled() => {}
+    }
+}
