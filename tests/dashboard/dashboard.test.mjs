@@ -116,8 +116,11 @@ try {
   assert.match(await page.locator('#failures tbody').textContent(), /flaky/);
   assert.equal(await page.locator('#actions-disabled').isHidden(), true, 'a token is configured');
   fs.mkdirSync(artifacts, { recursive: true });
-  // Wait for one sample so the charts have a line (samples close every 5 s).
-  await until('a chart sample', async () => (await (await fetch(base + '/api/status')).json()).samples.length > 0, 12000);
+  // Wait for two samples so the charts have a line (samples close every 5 s).
+  await until('chart samples', async () => (await (await fetch(base + '/api/status')).json()).samples.length > 1, 17000);
+  for (const chart of ['#chart-throughput', '#chart-latency']) {
+    await page.waitForFunction((sel) => document.querySelector(sel + ' polyline')?.getAttribute('points').includes(' '), chart);
+  }
   await page.waitForTimeout(2200);
   await page.screenshot({ path: path.join(artifacts, 'dashboard.png'), fullPage: true });
   log('screenshot', path.join(artifacts, 'dashboard.png'));
@@ -149,7 +152,7 @@ try {
   await page.waitForFunction((h) => !document.querySelector(`#jobs tr[data-handle="${h}"]`), victim);
   assert.equal(await page.locator('#jobs tbody tr').count(), 3);
   assert.deepEqual((await statusOf('resize')).slice(0, 2), [3, 0]);
-  assert.ok(!(await admin('show', 'jobs')).includes(victim + '\t'), 'the job is gone from show jobs');
+  assert.ok(!(await admin('show-jobs')).includes(victim + '\t'), 'the job is gone from show jobs');
   await until('the page shows 2 normal', async () => (await cell('resize', 'q-normal').textContent()) === '2');
   await page.screenshot({ path: path.join(artifacts, 'dashboard-after-cancel.png'), fullPage: true });
   assert.deepEqual(pageErrors, [], 'no script errors on the page');

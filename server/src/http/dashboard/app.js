@@ -125,12 +125,22 @@
     for (const s of samples) for (const [key] of series) max = Math.max(max, s[key] / per);
     max = max > 0 ? max * 1.1 : 1;
     const x0 = n - samples.length;
+    const x = (i) => (x0 + i) * (W - 4) / (n - 1) + 2;
+    const y = (v) => H - 2 - (v / per) * (H - 14) / max;
     series.forEach(([key, cls]) => {
       const p = document.createElementNS(SVG, 'polyline');
       p.setAttribute('class', cls);
-      p.setAttribute('points', samples.map((s, i) =>
-        ((x0 + i) * W / (n - 1)).toFixed(1) + ',' + (H - (s[key] / per) * H / max).toFixed(1)).join(' '));
+      p.setAttribute('points', samples.map((s, i) => x(i).toFixed(1) + ',' + y(s[key]).toFixed(1)).join(' '));
       svg.appendChild(p);
+      if (samples.length) {
+        // The latest value as a dot (a single sample draws no line).
+        const c = document.createElementNS(SVG, 'circle');
+        c.setAttribute('class', cls);
+        c.setAttribute('cx', x(samples.length - 1).toFixed(1));
+        c.setAttribute('cy', y(samples[samples.length - 1][key]).toFixed(1));
+        c.setAttribute('r', 2.5);
+        svg.appendChild(c);
+      }
     });
     const t = document.createElementNS(SVG, 'text');
     t.setAttribute('x', 4); t.setAttribute('y', 12);
