@@ -111,7 +111,8 @@ pub(crate) fn latency() -> Latency {
     Histogram::new(&SECONDS_BOUNDS)
 }
 
-/// How a job ended (`outcome` label of `polygear_jobs_total`).
+/// How a job ended (`outcome` label of `polygear_jobs_total`); its
+/// discriminant is its index in [`FuncStats::outcomes`] and [`Outcome::ALL`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Outcome {
     /// WORK_COMPLETE.
@@ -134,6 +135,7 @@ pub(crate) enum Outcome {
 }
 
 impl Outcome {
+    /// Every outcome, in discriminant order.
     pub(crate) const ALL: [Outcome; 8] = [
         Outcome::Complete,
         Outcome::Fail,
@@ -144,6 +146,10 @@ impl Outcome {
         Outcome::Abandoned,
         Outcome::LeaseLost,
     ];
+
+    pub(crate) fn index(self) -> usize {
+        self as usize
+    }
 
     pub(crate) fn label(self) -> &'static str {
         match self {
@@ -309,8 +315,7 @@ impl State {
         message: &[u8],
     ) {
         let f = &mut self.funcs[fid];
-        let i = Outcome::ALL.iter().position(|&o| o == outcome).unwrap_or(0);
-        f.stats.outcomes[i] += 1;
+        f.stats.outcomes[outcome.index()] += 1;
         let t = &mut self.stats.totals;
         if let Some(d) = ran {
             f.stats.run.observe_duration(d);
@@ -604,5 +609,17 @@ impl State {
         }
         self.funcs.remove(fid);
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Outcome;
+
+    #[test]
+    fn outcome_discriminants_index_all() {
+        for (i, o) in Outcome::ALL.iter().enumerate() {
+            assert_eq!(o.index(), i, "{o:?}");
+        }
     }
 }

@@ -211,13 +211,8 @@ fn status(shared: &Shared) -> ApiResponse {
         .state
         .lock()
         .snapshot(STATUS_FUNCTIONS, STATUS_WORKERS, true);
-    let outcome = |f: &crate::stats::FuncSnapshot, o: crate::stats::Outcome| {
-        let i = crate::stats::Outcome::ALL
-            .iter()
-            .position(|&x| x == o)
-            .unwrap_or(0);
-        f.stats.outcomes[i]
-    };
+    let outcome =
+        |f: &crate::stats::FuncSnapshot, o: crate::stats::Outcome| f.stats.outcomes[o.index()];
     use crate::stats::Outcome as O;
     let functions = snap
         .functions
