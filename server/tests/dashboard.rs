@@ -173,3 +173,71 @@ fn actions_over_http_need_the_token() {
     assert_eq!(status, 413);
     rt.block_on(client.close());
 }
+
+/// The binary takes the token from `--admin-token` or, without it, from
+/// `POLYGEARD_ADMIN_TOKEN`.
+#[test]
+fn polygeard_reads_the_token_from_the_flag_or_the_environment() {
+    for (flag, env) in [
+        (Some("from-flag"), Some("from-env")),
+        (None, Some("from-env")),
+    ] {
+        let (port, http_port) = (
+            polygear_test_support::free_port(),
+            polygear_test_support::free_port(),
+        );
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_polygeard"));
+        cmd.args([
+            "-q",
+            "builtin",
+            "-L",
+            "127.0.0.1",
+            "-p",
+            &port.to_string(),
+            "--http-port",
+            &http_port.to_string(),
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+        if let Some(t) = flag {
+            cmd.args(["--admin-token", t]);
+        }
+        if let Some(t) = env {
+            cmd.env("POLYGEARD_ADMIN_TOKEN", t);
+        }
+        let mut child = cmd.spawn().unwrap();
+        let http: SocketAddr = ([127, 0, 0, 1], http_port).into();
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while TcpStream::connect(http).is_err() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "polygeard did not listen"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let want = flag.or(env).unwrap();
+        let body = br#"{"function":"none"}"#;
+        for (token, status) in [(want, 404), ("from-env-not", 403)] {
+            let auth = format!("Authorization: Bearer {token}");
+            let (got, _, reply) = request(http, "POST", "/api/drop", &[&auth], body);
+            assert_eq!(
+                got,
+                status,
+                "{flag:?} {token}: {}",
+                String::from_utf8_lossy(&reply)
+            );
+        }
+        if flag.is_some() {
+            let (got, _, _) = request(
+                http,
+                "POST",
+                "/api/drop",
+                &["Authorization: Bearer from-env"],
+                body,
+            );
+            assert_eq!(got, 403, "the flag wins over the environment");
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+}
