@@ -619,8 +619,10 @@ fn malformed_and_refused_requests_leave_the_server_serving() {
         &fx.url("/rev"),
     ]);
     assert_eq!(status, 413);
-    // No function; a unique over 64 bytes (the server's ERROR).
+    // No function, a NUL in it; a unique over 64 bytes (the server's ERROR).
     let (status, _, _) = curl_i(&["-d", "x", &fx.url("/")]);
+    assert_eq!(status, 400);
+    let (status, _, _) = curl_i(&["-d", "x", &fx.url("/r%00ev")]);
     assert_eq!(status, 400);
     let long_unique = format!("X-Gearman-Unique: {}", "u".repeat(65));
     let (status, _, body) = curl_i(&["-H", &long_unique, "-d", "x", &fx.url("/rev")]);
