@@ -22,12 +22,15 @@ mod queue;
 #[doc(hidden)]
 pub mod sim;
 mod state;
+mod stats;
+#[cfg(test)]
+mod stats_tests;
 mod tls;
 mod wire;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -190,6 +193,9 @@ pub struct ServerConfig {
     pub timeout_requeue: bool,
     /// TLS on every port (gearmand's `--ssl`); `None`: plain TCP.
     pub tls: Option<TlsConfig>,
+    /// Token the dashboard's actions (cancel a job, drop a function) require
+    /// as `Authorization: Bearer <token>`; `None`: actions only over mutual TLS.
+    pub admin_token: Option<String>,
 }
 
 impl Default for ServerConfig {
@@ -217,6 +223,7 @@ impl Default for ServerConfig {
             timeout_requeue: false,
             grab_wait: Duration::from_millis(1),
             tls: None,
+            admin_token: None,
         }
     }
 }
@@ -252,6 +259,10 @@ pub(crate) struct Shared {
     pub(crate) tls: Option<tls::Acceptor>,
     /// The same for the HTTP port (ALPN `http/1.1`).
     pub(crate) http_tls: Option<tls::Acceptor>,
+    /// Connections accepted since start (`polygear_connections_accepted_total`).
+    pub(crate) accepted: AtomicU64,
+    /// The durable queue's commit times and batch sizes.
+    pub(crate) commits: stats::CommitStats,
 }
 
 impl Shared {
@@ -391,6 +402,8 @@ impl Server {
             budget: state.budget.clone(),
             tls,
             http_tls,
+            accepted: AtomicU64::new(0),
+            commits: stats::CommitStats::default(),
             state: Mutex::new(state),
         });
         let mut persist_thread = None;
@@ -422,6 +435,7 @@ impl Server {
         }
         let timers = tokio::spawn(crate::state::timers::run(shared.clone()));
         tokio::spawn(budget::run_reaper(shared.clone()));
+        tokio::spawn(run_sampler(shared.clone()));
         let accept = tokio::spawn(accept_loop(shared.clone(), listener));
         let http_accept = http_listener.map(|l| tokio::spawn(http::accept_loop(shared.clone(), l)));
         Ok(RunningServer {
@@ -457,6 +471,19 @@ async fn open_and_serve(shared: Arc<Shared>, tcp: tokio::net::TcpStream) {
     conn::serve(shared, stream).await
 }
 
+/// Closes a sample of the dashboard's charts every [`stats::SAMPLE_EVERY`].
+async fn run_sampler(shared: Arc<Shared>) {
+    let mut tick = tokio::time::interval(stats::SAMPLE_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tick.tick().await;
+    loop {
+        tokio::select! {
+            _ = tick.tick() => shared.state.lock().take_sample(),
+            _ = shared.stop.cancelled() => return,
+        }
+    }
+}
+
 /// A listening socket on `host:port`.
 async fn listen(
     host: &str,
@@ -486,6 +513,7 @@ async fn accept_loop(shared: Arc<Shared>, listener: tokio::net::TcpListener) {
             r = listener.accept() => match r {
                 Ok((stream, _)) => {
                     shared.live_conns.fetch_add(1, Ordering::AcqRel);
+                    shared.accepted.fetch_add(1, Ordering::Relaxed);
                     tokio::spawn(open_and_serve(shared.clone(), stream));
                 }
                 Err(e) => {

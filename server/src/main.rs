@@ -188,6 +188,10 @@ struct Args {
     #[arg(long)]
     allow_shutdown: bool,
 
+    /// Token the HTTP dashboard's actions (cancel a queued job, drop a function) require, sent as `Authorization: Bearer TOKEN` (env POLYGEARD_ADMIN_TOKEN when not given); without it the actions are refused unless the client has a verified TLS certificate
+    #[arg(long, value_name = "TOKEN")]
+    admin_token: Option<String>,
+
     /// On a CAN_DO_TIMEOUT expiry requeue the job like gearmand (default: fail it to its clients)
     #[arg(long)]
     timeout_requeue: bool,
@@ -410,6 +414,11 @@ fn main() -> ExitCode {
         timeout_requeue: args.timeout_requeue,
         grab_wait: std::time::Duration::from_millis(args.grab_wait),
         tls: tls_config(&args),
+        admin_token: args
+            .admin_token
+            .clone()
+            .or_else(|| std::env::var("POLYGEARD_ADMIN_TOKEN").ok())
+            .filter(|t| !t.is_empty()),
         ..ServerConfig::default()
     };
     let mut rt = tokio::runtime::Builder::new_multi_thread();

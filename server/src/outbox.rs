@@ -460,3 +460,30 @@ impl Outbox {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_local_outbox_holds_gated_output_until_released() {
+        let budget = Arc::new(Budget::new(1 << 20));
+        let out = Arc::new(Outbox::local(1 << 10, &budget));
+        out.write(|b| b.extend_from_slice(b"a"));
+        assert_eq!(&out.take_local()[..], b"a");
+        out.gate(1, |b| b.extend_from_slice(b"created"));
+        out.write(|b| b.extend_from_slice(b"+after"));
+        assert!(
+            out.take_local().is_empty(),
+            "gated output was released early"
+        );
+        out.release(1);
+        assert_eq!(&out.take_local()[..], b"created+after");
+        out.write(|b| b.extend_from_slice(b"z"));
+        assert_eq!(&out.take_local()[..], b"z");
+        // Over the limit: killed, nothing left to take.
+        out.write(|b| b.extend_from_slice(&[0; 2048]));
+        assert!(out.is_killed());
+        assert!(out.take_local().is_empty());
+    }
+}

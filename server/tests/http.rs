@@ -619,8 +619,10 @@ fn malformed_and_refused_requests_leave_the_server_serving() {
         &fx.url("/rev"),
     ]);
     assert_eq!(status, 413);
-    // No function; a unique over 64 bytes (the server's ERROR).
+    // No function, a NUL in it; a unique over 64 bytes (the server's ERROR).
     let (status, _, _) = curl_i(&["-d", "x", &fx.url("/")]);
+    assert_eq!(status, 400);
+    let (status, _, _) = curl_i(&["-d", "x", &fx.url("/r%00ev")]);
     assert_eq!(status, 400);
     let long_unique = format!("X-Gearman-Unique: {}", "u".repeat(65));
     let (status, _, body) = curl_i(&["-H", &long_unique, "-d", "x", &fx.url("/rev")]);
@@ -739,7 +741,7 @@ fn router_serves_metrics_and_dashboard_paths() {
     assert_eq!(status, 200);
     assert_eq!(
         header(&headers, "content-type"),
-        Some("text/plain; version=0.0.4")
+        Some("application/openmetrics-text; version=1.0.0; charset=utf-8")
     );
     assert!(header(&headers, "server").is_some_and(|s| s.starts_with("polygeard/")));
     // POST /metrics is a job for the function `metrics`.
@@ -799,4 +801,82 @@ fn stopping_the_server_closes_http_connections() {
         "the HTTP port still accepts"
     );
     drop(idle);
+}
+
+#[test]
+fn polygeard_flags_and_graceful_stop() {
+    let bin = env!("CARGO_BIN_EXE_polygeard");
+    let out = Command::new(bin)
+        .args(["-q", "builtin", "-p", "0", "-r", "gopher"])
+        .output()
+        .expect("run polygeard");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("unknown protocol \"gopher\""),
+        "{out:?}"
+    );
+    let help = Command::new(bin).arg("--help").output().expect("help");
+    let help = String::from_utf8_lossy(&help.stdout);
+    assert!(
+        help.contains("--protocol") && help.contains("--http-port"),
+        "{help}"
+    );
+
+    let http_port = common::free_port();
+    let hp = http_port.to_string();
+    let mut server = common::polygeard(&["-q", "builtin", "-r", "http", "--http-port", &hp]);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let release = Arc::new(Notify::new());
+    let r = release.clone();
+    let w = Worker::new(WorkerOptions {
+        servers: vec![server.addr()],
+        ..WorkerOptions::default()
+    })
+    .unwrap();
+    w.register("hold", None).unwrap();
+    let run = w.clone();
+    rt.spawn(async move {
+        let _ = run
+            .run(move |job: Job| {
+                let r = r.clone();
+                async move {
+                    r.notified().await;
+                    let _ = job.complete("done");
+                }
+            })
+            .await;
+    });
+    let url = format!("http://127.0.0.1:{http_port}/hold");
+    let mut admin = Raw::connect(server.addr().port);
+    let waiting = std::thread::spawn({
+        let url = url.clone();
+        move || {
+            // Retried until the worker is registered (503 before).
+            let deadline = Instant::now() + Duration::from_secs(10);
+            loop {
+                let out = curl(&["-i", "-d", "x", &url]);
+                let (status, _, body) = parse_response(&out.stdout);
+                if status != 503 || Instant::now() > deadline {
+                    return (status, body);
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !admin.admin("status").contains("hold\t1\t1\t1") {
+        assert!(Instant::now() < deadline, "the job never ran");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    // Graceful: the HTTP port stops accepting, the waiting request is answered.
+    server.signal("-USR1");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while TcpStream::connect(("127.0.0.1", http_port)).is_ok() {
+        assert!(Instant::now() < deadline, "the HTTP port still accepts");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    release.notify_one();
+    let (status, body) = waiting.join().unwrap();
+    assert_eq!((status, &body[..]), (200, &b"done"[..]));
+    assert!(server.wait_exit(Duration::from_secs(10)).success());
 }

@@ -63,6 +63,8 @@ enum JobError {
     Method(Method),
     #[error("no function: the path names the function (POST /<function>)")]
     NoFunction,
+    #[error("a function name or unique must not contain a NUL byte")]
+    Nul,
     #[error("bad {0} header: {1}")]
     BadHeader(&'static str, &'static str),
     #[error("Content-Length required for an HTTP/1.0 request with a body")]
@@ -93,7 +95,7 @@ impl JobError {
     fn status(&self) -> StatusCode {
         match self {
             JobError::Method(_) => StatusCode::METHOD_NOT_ALLOWED,
-            JobError::NoFunction | JobError::BadHeader(..) | JobError::Body(_) => {
+            JobError::NoFunction | JobError::Nul | JobError::BadHeader(..) | JobError::Body(_) => {
                 StatusCode::BAD_REQUEST
             }
             JobError::LengthRequired => StatusCode::LENGTH_REQUIRED,
@@ -185,6 +187,11 @@ fn parse(req: &Request<Incoming>) -> Result<Submission, JobError> {
     if function.is_empty() {
         return Err(JobError::NoFunction);
     }
+    let unique = header(req, UNIQUE).unwrap_or_default();
+    // Both are NUL-separated fields of the packets the job travels in.
+    if function.contains(&0) || unique.contains(&0) {
+        return Err(JobError::Nul);
+    }
     let background = match header(req, BACKGROUND).map(<[u8]>::to_ascii_lowercase) {
         None => false,
         Some(v) => match &v[..] {
@@ -232,7 +239,7 @@ fn parse(req: &Request<Incoming>) -> Result<Submission, JobError> {
     }
     Ok(Submission {
         function: Bytes::from(function),
-        unique: Bytes::copy_from_slice(header(req, UNIQUE).unwrap_or_default()),
+        unique: Bytes::copy_from_slice(unique),
         background,
         priority,
         timeout,

@@ -22,6 +22,11 @@ use crate::Shared;
 /// How long a client may take to send a request's headers.
 const HEADER_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// When the server stops, how long a connection may take to finish the
+/// response it is writing (a request still waiting for its job is answered
+/// 503 at once).
+const STOP_GRACE: Duration = Duration::from_secs(1);
+
 /// Accepts HTTP connections until the server stops (or, on a graceful
 /// shutdown, stops accepting: open connections are served until the end).
 pub(crate) async fn accept_loop(shared: Arc<Shared>, listener: TcpListener) {
@@ -114,10 +119,20 @@ where
         .header_read_timeout(HEADER_TIMEOUT)
         .keep_alive(true)
         .serve_connection(TokioIo::new(io), svc);
-    tokio::select! {
-        r = conn => if let Err(e) = r {
-            tracing::debug!("HTTP connection from {}: {e}", info.peer);
-        },
-        _ = stop.cancelled() => {}
+    tokio::pin!(conn);
+    let r = tokio::select! {
+        r = conn.as_mut() => r,
+        _ = stop.cancelled() => {
+            // Finish the response being written (like the Gearman port's
+            // queued replies), then close; an idle connection closes now.
+            conn.as_mut().graceful_shutdown();
+            match tokio::time::timeout(STOP_GRACE, conn.as_mut()).await {
+                Ok(r) => r,
+                Err(_) => Ok(()),
+            }
+        }
+    };
+    if let Err(e) = r {
+        tracing::debug!("HTTP connection from {}: {e}", info.peer);
     }
 }

@@ -18,9 +18,10 @@ pub(crate) fn with_body(status: StatusCode, content_type: &str, body: Body) -> R
     r
 }
 
-/// `GET /metrics`: Prometheus' text exposition format.
+/// `GET /metrics`: the OpenMetrics text format that `prometheus-client`
+/// writes (Prometheus scrapes it; `# EOF` last, counters typed without `_total`).
 pub(crate) fn metrics(text: String) -> Response<Body> {
-    with_body(StatusCode::OK, "text/plain; version=0.0.4", full(text))
+    with_body(StatusCode::OK, super::metrics::CONTENT_TYPE, full(text))
 }
 
 /// An error as JSON: `{"error": message, "handle": handle or null}`.
