@@ -426,3 +426,42 @@ async fn mutual_tls_on_the_http_port_needs_a_client_certificate() {
     assert!(matches!(code, 35 | 56), "curl exit {code}");
     w.stop();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_verified_client_certificate_authorises_the_dashboards_actions() {
+    let p = pki();
+    // Mutual TLS and no --admin-token: the certificate is the credential.
+    let s = https_server(&p, true);
+    let c = client(&s, Some(trust(&p.ca.pem, Some(&p.client))));
+    c.submit_background("queued", "x", SubmitOptions::default())
+        .await
+        .unwrap();
+    let port = s.http_addr().unwrap().port();
+    let (ca, cert, key) = (
+        p.ca.pem.cert.to_str().unwrap().to_string(),
+        p.client.cert.to_str().unwrap().to_string(),
+        p.client.key.to_str().unwrap().to_string(),
+    );
+    let drop_url = format!("https://127.0.0.1:{port}/api/drop");
+    let (code, body) = tokio::task::spawn_blocking(move || {
+        curl(&[
+            "--cacert",
+            &ca,
+            "--cert",
+            &cert,
+            "--key",
+            &key,
+            "-H",
+            "Content-Type: application/json",
+            "--data-binary",
+            r#"{"function": "queued"}"#,
+            &drop_url,
+        ])
+    })
+    .await
+    .unwrap()
+    .unwrap();
+    // Authorised: refused only because the function still has a job (409),
+    // not for want of a token (403).
+    assert_eq!(code, 409, "{body}");
+}
