@@ -473,7 +473,10 @@ mod tests {
         assert_eq!(&out.take_local()[..], b"a");
         out.gate(1, |b| b.extend_from_slice(b"created"));
         out.write(|b| b.extend_from_slice(b"+after"));
-        assert!(out.take_local().is_empty(), "gated output was released early");
+        assert!(
+            out.take_local().is_empty(),
+            "gated output was released early"
+        );
         out.release(1);
         assert_eq!(&out.take_local()[..], b"created+after");
         out.write(|b| b.extend_from_slice(b"z"));

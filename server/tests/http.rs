@@ -880,3 +880,17 @@ fn polygeard_flags_and_graceful_stop() {
     assert_eq!((status, &body[..]), (200, &b"done"[..]));
     assert!(server.wait_exit(Duration::from_secs(10)).success());
 }
+
+#[test]
+fn a_body_over_the_memory_budget_is_refused() {
+    let fx = start(|c| c.max_buffered = 512 << 10);
+    let _w = fx.worker("rev", reverse);
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in");
+    std::fs::write(&input, vec![b'x'; 1 << 20]).unwrap();
+    let at = format!("@{}", input.display());
+    let (status, _, body) = curl_i(&["--data-binary", &at, &fx.url("/rev")]);
+    assert_eq!(status, 503, "{}", String::from_utf8_lossy(&body));
+    assert!(String::from_utf8_lossy(&body).contains("--max-buffered"));
+    fx.still_serves();
+}
