@@ -440,6 +440,16 @@ fn work_data_is_streamed_before_the_job_completes() {
         .unwrap();
     let mut again = Vec::new();
     read_until(&mut s, &mut again, b"0\r\n\r\n");
+    // A client that accepts trailers learns how it ended.
+    release.notify_one();
+    s.write_all(b"POST /stream HTTP/1.1\r\nHost: t\r\nTE: trailers\r\nContent-Length: 1\r\n\r\ny")
+        .unwrap();
+    let mut trailed = Vec::new();
+    read_until(
+        &mut s,
+        &mut trailed,
+        b"end\r\n0\r\nx-gearman-command: WORK_COMPLETE\r\n\r\n",
+    );
     // curl -N sees the same body; HTTP/1.0 gets it in one piece.
     release.notify_one();
     let out = curl(&["-N", "-d", "x", &fx.url("/stream")]);

@@ -10,8 +10,9 @@
 //!   the handle in `X-Gearman-Job-Handle` and as the body.
 //! * Foreground: 200 with the result (`X-Gearman-Command: WORK_COMPLETE`).
 //!   On HTTP/1.1 the first WORK_DATA starts a chunked response that streams
-//!   every WORK_DATA chunk, then the WORK_COMPLETE payload; a failure after
-//!   that aborts the response (see [`super::Body`]). On HTTP/1.0 the chunks
+//!   every WORK_DATA chunk, then the WORK_COMPLETE payload (and, to a client
+//!   that sent `TE: trailers`, the trailer `X-Gearman-Command: WORK_COMPLETE`);
+//!   a failure after that aborts the response (see [`super::Body`]). On HTTP/1.0 the chunks
 //!   are collected and sent with the result.
 //! * WORK_FAIL and WORK_EXCEPTION: 500 with a JSON body `{"error", "handle"}`.
 //! * No worker registered for the function: 503 at once, unless the request
@@ -31,7 +32,7 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use http_body_util::BodyExt;
 use hyper::body::{Frame, Incoming};
-use hyper::header::{HeaderName, HeaderValue, ALLOW, CONTENT_LENGTH};
+use hyper::header::{HeaderMap, HeaderName, HeaderValue, ALLOW, CONTENT_LENGTH, TRAILER};
 use hyper::{Method, Request, Response, StatusCode, Version};
 use percent_encoding::percent_decode_str;
 use polygear::protocol::{Packet, Priority};
@@ -409,9 +410,11 @@ fn stream(
         "application/octet-stream",
         ChannelBody(rx).boxed(),
     );
+    let h = r.headers_mut();
     if let Ok(v) = HeaderValue::from_bytes(&handle) {
-        r.headers_mut().insert(JOB_HANDLE, v);
+        h.insert(JOB_HANDLE, v);
     }
+    h.insert(TRAILER, HeaderValue::from_static("X-Gearman-Command"));
     r
 }
 
@@ -450,9 +453,16 @@ async fn feed(
             Ok(_) => continue,
             Err(e) => (Err(io::Error::other(e)), true),
         };
+        let complete = last && chunk.is_ok();
         let empty = matches!(&chunk, Ok(f) if f.data_ref().is_some_and(Bytes::is_empty));
         if !empty && tx.send(chunk).await.is_err() {
             return;
+        }
+        if complete {
+            // Sent by hyper only to a client that asked (`TE: trailers`).
+            let mut trailers = HeaderMap::new();
+            trailers.insert(COMMAND, HeaderValue::from_static("WORK_COMPLETE"));
+            let _ = tx.send(Ok(Frame::trailers(trailers))).await;
         }
         if last {
             return;
