@@ -38,6 +38,9 @@ pub(crate) async fn accept_loop(shared: Arc<Shared>, listener: TcpListener) {
             r = listener.accept() => match r {
                 Ok((stream, peer)) => {
                     let _ = stream.set_nodelay(true);
+                    if shared.cfg.keepalive {
+                        let _ = socket2::SockRef::from(&stream).set_keepalive(true);
+                    }
                     let info = ConnInfo { peer, client_cert_verified: false };
                     tokio::spawn(serve(shared.clone(), stream, info));
                 }
