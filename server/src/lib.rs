@@ -14,6 +14,7 @@
 mod admin;
 mod budget;
 mod conn;
+#[cfg(feature = "http")]
 mod http;
 mod index;
 mod outbox;
@@ -347,6 +348,11 @@ impl Server {
         }
         let listener = listen(&config.listen, config.port, config.backlog).await?;
         let local = listener.local_addr()?;
+        if config.http_port.is_some() && !cfg!(feature = "http") {
+            return Err(ServerError::Config(
+                "this build has no HTTP front end (polygear-server's feature `http`)".into(),
+            ));
+        }
         let http_listener = match config.http_port {
             Some(port) => Some(listen(&config.listen, port, config.backlog).await?),
             None => None,
@@ -405,7 +411,7 @@ impl Server {
         let timers = tokio::spawn(crate::state::timers::run(shared.clone()));
         tokio::spawn(budget::run_reaper(shared.clone()));
         let accept = tokio::spawn(accept_loop(shared.clone(), listener));
-        let http_accept = http_listener.map(|l| tokio::spawn(http::accept_loop(shared.clone(), l)));
+        let http_accept = http_listener.map(|l| spawn_http(shared.clone(), l));
         Ok(RunningServer {
             addr: local,
             http_addr,
@@ -416,6 +422,24 @@ impl Server {
             persist_thread,
         })
     }
+}
+
+/// Starts the HTTP port's accept loop.
+#[cfg(feature = "http")]
+fn spawn_http(
+    shared: Arc<Shared>,
+    listener: tokio::net::TcpListener,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(http::accept_loop(shared, listener))
+}
+
+/// Without the `http` feature no HTTP port is opened (`bind` refuses one).
+#[cfg(not(feature = "http"))]
+fn spawn_http(
+    _shared: Arc<Shared>,
+    _listener: tokio::net::TcpListener,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async {})
 }
 
 /// A listening socket on `host:port`.
