@@ -904,3 +904,62 @@ fn a_body_over_the_memory_budget_is_refused() {
     assert!(String::from_utf8_lossy(&body).contains("--max-buffered"));
     fx.still_serves();
 }
+
+/// Reads one response with a `Content-Length` from a keep-alive connection.
+fn read_response(s: &mut TcpStream, buf: &mut Vec<u8>) -> (u16, Vec<u8>) {
+    let mut chunk = [0u8; 4096];
+    loop {
+        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            let (status, headers, _) = parse_response(&buf[..end + 4]);
+            let len: usize = header(&headers, "content-length")
+                .and_then(|v| v.parse().ok())
+                .expect("content-length");
+            if buf.len() >= end + 4 + len {
+                let body = buf[end + 4..end + 4 + len].to_vec();
+                buf.drain(..end + 4 + len);
+                return (status, body);
+            }
+        }
+        let n = s.read(&mut chunk).expect("read response");
+        assert!(n > 0, "closed mid-response");
+        buf.extend_from_slice(&chunk[..n]);
+    }
+}
+
+#[test]
+fn many_clients_with_keep_alive_and_pipelining() {
+    let fx = start(|_| {});
+    let _a = fx.worker("rev", reverse);
+    let _b = fx.worker("rev", reverse);
+    std::thread::scope(|scope| {
+        for t in 0..16 {
+            let addr = fx.http;
+            scope.spawn(move || {
+                let mut s = TcpStream::connect(addr).unwrap();
+                s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+                let mut buf = Vec::new();
+                for i in 0..25 {
+                    // Two requests per write: the second waits for the first.
+                    let (x, y) = (format!("{t}-{i}-x"), format!("{t}-{i}-y"));
+                    let mut req = Vec::new();
+                    for body in [&x, &y] {
+                        req.extend_from_slice(
+                            format!(
+                                "POST /rev HTTP/1.1\r\nHost: t\r\nContent-Length: {}\r\n\r\n{body}",
+                                body.len()
+                            )
+                            .as_bytes(),
+                        );
+                    }
+                    s.write_all(&req).unwrap();
+                    for body in [&x, &y] {
+                        let (status, got) = read_response(&mut s, &mut buf);
+                        let want: Vec<u8> = body.bytes().rev().collect();
+                        assert_eq!((status, got), (200, want));
+                    }
+                }
+            });
+        }
+    });
+    fx.wait_no_http_peers();
+}
