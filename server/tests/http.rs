@@ -325,10 +325,13 @@ fn unique_requests_coalesce_onto_one_job() {
     let fx = start(|_| {});
     let runs = Arc::new(AtomicUsize::new(0));
     let n = runs.clone();
+    let release = Arc::new(Notify::new());
+    let r = release.clone();
     let _w = fx.worker("slow", move |job: Job| {
         let run = n.fetch_add(1, Ordering::SeqCst) + 1;
+        let r = r.clone();
         async move {
-            tokio::time::sleep(Duration::from_millis(1500)).await;
+            r.notified().await;
             let _ = job.complete(format!("run {run}"));
         }
     });
@@ -346,10 +349,31 @@ fn unique_requests_coalesce_onto_one_job() {
             .args(["--data-binary", body, &url])
             .output()
     };
+    // Released once both requests wait for the one job (GET_STATUS_UNIQUE
+    // counts its clients).
+    let clients = || {
+        let mut c = Raw::connect(fx.port());
+        c.send(&polygear::Packet::GetStatusUnique {
+            unique: polygear::Bytes::from_static(b"same"),
+        });
+        match c.recv() {
+            polygear::Packet::StatusResUnique { client_count, .. } => client_count,
+            other => panic!("{other:?}"),
+        }
+    };
+    let wait_clients = |n: u32| {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while clients() != n {
+            assert!(Instant::now() < deadline, "never {n} clients");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    };
     let first = std::thread::scope(|s| {
         let a = s.spawn(|| spawn("one"));
-        std::thread::sleep(Duration::from_millis(300));
+        wait_clients(1);
         let b = s.spawn(|| spawn("two"));
+        wait_clients(2);
+        release.notify_one();
         [a.join().unwrap(), b.join().unwrap()]
     });
     let [a, b] = first.map(|o| parse_response(&o.expect("curl").stdout));
