@@ -14,6 +14,7 @@
 mod admin;
 mod budget;
 mod conn;
+#[cfg(feature = "http")]
 mod http;
 mod index;
 mod outbox;
@@ -22,9 +23,12 @@ mod queue;
 #[doc(hidden)]
 pub mod sim;
 mod state;
+// What the HTTP front end reads (snapshots, histograms, actions) is unused without it.
+#[cfg_attr(not(feature = "http"), allow(dead_code))]
 mod stats;
-#[cfg(test)]
+#[cfg(all(test, feature = "http"))]
 mod stats_tests;
+#[cfg_attr(not(feature = "http"), allow(dead_code))] // the HTTP port's acceptor
 mod tls;
 mod wire;
 
@@ -258,6 +262,7 @@ pub(crate) struct Shared {
     /// `cfg.tls`, loaded, for the Gearman port.
     pub(crate) tls: Option<tls::Acceptor>,
     /// The same for the HTTP port (ALPN `http/1.1`).
+    #[cfg_attr(not(feature = "http"), allow(dead_code))]
     pub(crate) http_tls: Option<tls::Acceptor>,
     /// Connections accepted since start (`polygear_connections_accepted_total`).
     pub(crate) accepted: AtomicU64,
@@ -374,6 +379,11 @@ impl Server {
         };
         let listener = listen(&config.listen, config.port, config.backlog).await?;
         let local = listener.local_addr()?;
+        if config.http_port.is_some() && !cfg!(feature = "http") {
+            return Err(ServerError::Config(
+                "this build has no HTTP front end (polygear-server's feature `http`)".into(),
+            ));
+        }
         let http_listener = match config.http_port {
             Some(port) => Some(listen(&config.listen, port, config.backlog).await?),
             None => None,
@@ -437,7 +447,7 @@ impl Server {
         tokio::spawn(budget::run_reaper(shared.clone()));
         tokio::spawn(run_sampler(shared.clone()));
         let accept = tokio::spawn(accept_loop(shared.clone(), listener));
-        let http_accept = http_listener.map(|l| tokio::spawn(http::accept_loop(shared.clone(), l)));
+        let http_accept = http_listener.map(|l| spawn_http(shared.clone(), l));
         Ok(RunningServer {
             addr: local,
             http_addr,
@@ -482,6 +492,24 @@ async fn run_sampler(shared: Arc<Shared>) {
             _ = shared.stop.cancelled() => return,
         }
     }
+}
+
+/// Starts the HTTP port's accept loop.
+#[cfg(feature = "http")]
+fn spawn_http(
+    shared: Arc<Shared>,
+    listener: tokio::net::TcpListener,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(http::accept_loop(shared, listener))
+}
+
+/// Without the `http` feature no HTTP port is opened (`bind` refuses one).
+#[cfg(not(feature = "http"))]
+fn spawn_http(
+    _shared: Arc<Shared>,
+    _listener: tokio::net::TcpListener,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async {})
 }
 
 /// A listening socket on `host:port`.

@@ -180,6 +180,7 @@ impl Outbox {
     /// An outbox without a socket for an in-process peer: what is written
     /// (once past any durability gate) accumulates until
     /// [`Outbox::take_local`], and [`Outbox::ready`] is notified.
+    #[cfg_attr(not(feature = "http"), allow(dead_code))]
     pub(crate) fn local(limit: usize, budget: &Arc<Budget>) -> Outbox {
         let out = Outbox::over(CoreOutbox::detached(), None, limit, budget);
         out.inner.lock().local = Some(BytesMut::new());
@@ -207,6 +208,7 @@ impl Outbox {
     }
 
     /// What a [`Outbox::local`] outbox received since the last call.
+    #[cfg_attr(not(feature = "http"), allow(dead_code))]
     pub(crate) fn take_local(&self) -> BytesMut {
         let taken = match self.inner.lock().local.as_mut() {
             Some(buf) => std::mem::take(buf),

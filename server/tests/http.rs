@@ -325,10 +325,13 @@ fn unique_requests_coalesce_onto_one_job() {
     let fx = start(|_| {});
     let runs = Arc::new(AtomicUsize::new(0));
     let n = runs.clone();
+    let release = Arc::new(Notify::new());
+    let r = release.clone();
     let _w = fx.worker("slow", move |job: Job| {
         let run = n.fetch_add(1, Ordering::SeqCst) + 1;
+        let r = r.clone();
         async move {
-            tokio::time::sleep(Duration::from_millis(1500)).await;
+            r.notified().await;
             let _ = job.complete(format!("run {run}"));
         }
     });
@@ -346,10 +349,31 @@ fn unique_requests_coalesce_onto_one_job() {
             .args(["--data-binary", body, &url])
             .output()
     };
+    // Released once both requests wait for the one job (GET_STATUS_UNIQUE
+    // counts its clients).
+    let clients = || {
+        let mut c = Raw::connect(fx.port());
+        c.send(&polygear::Packet::GetStatusUnique {
+            unique: polygear::Bytes::from_static(b"same"),
+        });
+        match c.recv() {
+            polygear::Packet::StatusResUnique { client_count, .. } => client_count,
+            other => panic!("{other:?}"),
+        }
+    };
+    let wait_clients = |n: u32| {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while clients() != n {
+            assert!(Instant::now() < deadline, "never {n} clients");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    };
     let first = std::thread::scope(|s| {
         let a = s.spawn(|| spawn("one"));
-        std::thread::sleep(Duration::from_millis(300));
+        wait_clients(1);
         let b = s.spawn(|| spawn("two"));
+        wait_clients(2);
+        release.notify_one();
         [a.join().unwrap(), b.join().unwrap()]
     });
     let [a, b] = first.map(|o| parse_response(&o.expect("curl").stdout));
@@ -440,6 +464,16 @@ fn work_data_is_streamed_before_the_job_completes() {
         .unwrap();
     let mut again = Vec::new();
     read_until(&mut s, &mut again, b"0\r\n\r\n");
+    // A client that accepts trailers learns how it ended.
+    release.notify_one();
+    s.write_all(b"POST /stream HTTP/1.1\r\nHost: t\r\nTE: trailers\r\nContent-Length: 1\r\n\r\ny")
+        .unwrap();
+    let mut trailed = Vec::new();
+    read_until(
+        &mut s,
+        &mut trailed,
+        b"end\r\n0\r\nx-gearman-command: WORK_COMPLETE\r\n\r\n",
+    );
     // curl -N sees the same body; HTTP/1.0 gets it in one piece.
     release.notify_one();
     let out = curl(&["-N", "-d", "x", &fx.url("/stream")]);
@@ -879,4 +913,77 @@ fn polygeard_flags_and_graceful_stop() {
     let (status, body) = waiting.join().unwrap();
     assert_eq!((status, &body[..]), (200, &b"done"[..]));
     assert!(server.wait_exit(Duration::from_secs(10)).success());
+}
+
+#[test]
+fn a_body_over_the_memory_budget_is_refused() {
+    let fx = start(|c| c.max_buffered = 512 << 10);
+    let _w = fx.worker("rev", reverse);
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in");
+    std::fs::write(&input, vec![b'x'; 1 << 20]).unwrap();
+    let at = format!("@{}", input.display());
+    let (status, _, body) = curl_i(&["--data-binary", &at, &fx.url("/rev")]);
+    assert_eq!(status, 503, "{}", String::from_utf8_lossy(&body));
+    assert!(String::from_utf8_lossy(&body).contains("--max-buffered"));
+    fx.still_serves();
+}
+
+/// Reads one response with a `Content-Length` from a keep-alive connection.
+fn read_response(s: &mut TcpStream, buf: &mut Vec<u8>) -> (u16, Vec<u8>) {
+    let mut chunk = [0u8; 4096];
+    loop {
+        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            let (status, headers, _) = parse_response(&buf[..end + 4]);
+            let len: usize = header(&headers, "content-length")
+                .and_then(|v| v.parse().ok())
+                .expect("content-length");
+            if buf.len() >= end + 4 + len {
+                let body = buf[end + 4..end + 4 + len].to_vec();
+                buf.drain(..end + 4 + len);
+                return (status, body);
+            }
+        }
+        let n = s.read(&mut chunk).expect("read response");
+        assert!(n > 0, "closed mid-response");
+        buf.extend_from_slice(&chunk[..n]);
+    }
+}
+
+#[test]
+fn many_clients_with_keep_alive_and_pipelining() {
+    let fx = start(|_| {});
+    let _a = fx.worker("rev", reverse);
+    let _b = fx.worker("rev", reverse);
+    std::thread::scope(|scope| {
+        for t in 0..16 {
+            let addr = fx.http;
+            scope.spawn(move || {
+                let mut s = TcpStream::connect(addr).unwrap();
+                s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+                let mut buf = Vec::new();
+                for i in 0..25 {
+                    // Two requests per write: the second waits for the first.
+                    let (x, y) = (format!("{t}-{i}-x"), format!("{t}-{i}-y"));
+                    let mut req = Vec::new();
+                    for body in [&x, &y] {
+                        req.extend_from_slice(
+                            format!(
+                                "POST /rev HTTP/1.1\r\nHost: t\r\nContent-Length: {}\r\n\r\n{body}",
+                                body.len()
+                            )
+                            .as_bytes(),
+                        );
+                    }
+                    s.write_all(&req).unwrap();
+                    for body in [&x, &y] {
+                        let (status, got) = read_response(&mut s, &mut buf);
+                        let want: Vec<u8> = body.bytes().rev().collect();
+                        assert_eq!((status, got), (200, want));
+                    }
+                }
+            });
+        }
+    });
+    fx.wait_no_http_peers();
 }

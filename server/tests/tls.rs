@@ -327,84 +327,130 @@ fn openssl_s_client_speaks_the_binary_and_admin_protocols() {
     assert!(refused.is_empty(), "{refused:?}");
 }
 
-fn https_server(p: &Pki, verify_clients: bool) -> BackgroundServer {
-    BackgroundServer::start(ServerConfig {
-        http_port: Some(0),
-        tls: Some(TlsConfig {
-            cert_file: p.server.cert.clone(),
-            key_file: p.server.key.clone(),
-            ca_file: Some(p.ca.pem.cert.clone()),
-            verify_clients,
-        }),
-        ..ServerConfig::default()
-    })
-    .expect("start HTTPS server")
-}
+/// The HTTP port behind TLS (needs the `http` feature, on by default).
+#[cfg(feature = "http")]
+mod https {
+    use super::*;
 
-/// curl's status line code and body (`-s`, no `-f`), or its exit code.
-fn curl(args: &[&str]) -> Result<(u16, String), i32> {
-    let out = Command::new("curl")
-        .args(["-s", "-m", "10", "-w", "\n%{http_code}"])
-        .args(args)
-        .output()
-        .expect("curl (Debian package curl) runs");
-    if !out.status.success() {
-        return Err(out.status.code().unwrap_or(-1));
+    fn https_server(p: &Pki, verify_clients: bool) -> BackgroundServer {
+        BackgroundServer::start(ServerConfig {
+            http_port: Some(0),
+            tls: Some(TlsConfig {
+                cert_file: p.server.cert.clone(),
+                key_file: p.server.key.clone(),
+                ca_file: Some(p.ca.pem.cert.clone()),
+                verify_clients,
+            }),
+            ..ServerConfig::default()
+        })
+        .expect("start HTTPS server")
     }
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    let (body, code) = text.rsplit_once('\n').unwrap();
-    Ok((code.parse().unwrap(), body.to_string()))
-}
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_http_port_speaks_tls_too() {
-    let p = pki();
-    let s = https_server(&p, false);
-    let w = worker(&s, Some(trust(&p.ca.pem, None)));
-    let port = s.http_addr().unwrap().port();
-    let url = format!("https://localhost:{port}/echo");
-    let ca = p.ca.pem.cert.to_str().unwrap().to_string();
-    let (code, body) = tokio::task::spawn_blocking({
-        let (url, ca) = (url.clone(), ca.clone());
-        move || curl(&["--cacert", &ca, "--data-binary", "via HTTPS", &url])
-    })
-    .await
-    .unwrap()
-    .unwrap();
-    // The worker's WORK_DATA ("via") streams ahead of its result.
-    assert_eq!((code, body.as_str()), (200, "viavia HTTPS"));
-    // curl refuses the server without the CA (exit 60: peer certificate).
-    let untrusted = tokio::task::spawn_blocking({
-        let url = url.clone();
-        move || curl(&["--data-binary", "x", &url])
-    })
-    .await
-    .unwrap();
-    assert_eq!(untrusted, Err(60));
-    // Plain HTTP on the TLS port: a 400 saying TLS is required.
-    let plain = format!("http://127.0.0.1:{port}/echo");
-    let (code, body) = tokio::task::spawn_blocking(move || curl(&["--data-binary", "x", &plain]))
+    /// curl's status line code and body (`-s`, no `-f`), or its exit code.
+    fn curl(args: &[&str]) -> Result<(u16, String), i32> {
+        let out = Command::new("curl")
+            .args(["-s", "-m", "10", "-w", "\n%{http_code}"])
+            .args(args)
+            .output()
+            .expect("curl (Debian package curl) runs");
+        if !out.status.success() {
+            return Err(out.status.code().unwrap_or(-1));
+        }
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let (body, code) = text.rsplit_once('\n').unwrap();
+        Ok((code.parse().unwrap(), body.to_string()))
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_http_port_speaks_tls_too() {
+        let p = pki();
+        let s = https_server(&p, false);
+        let w = worker(&s, Some(trust(&p.ca.pem, None)));
+        let port = s.http_addr().unwrap().port();
+        let url = format!("https://localhost:{port}/echo");
+        let ca = p.ca.pem.cert.to_str().unwrap().to_string();
+        let (code, body) = tokio::task::spawn_blocking({
+            let (url, ca) = (url.clone(), ca.clone());
+            move || curl(&["--cacert", &ca, "--data-binary", "via HTTPS", &url])
+        })
         .await
         .unwrap()
         .unwrap();
-    assert_eq!(code, 400);
-    assert!(body.contains("requires TLS"), "{body}");
-    w.stop();
-}
+        // The worker's WORK_DATA ("via") streams ahead of its result.
+        assert_eq!((code, body.as_str()), (200, "viavia HTTPS"));
+        // curl refuses the server without the CA (exit 60: peer certificate).
+        let untrusted = tokio::task::spawn_blocking({
+            let url = url.clone();
+            move || curl(&["--data-binary", "x", &url])
+        })
+        .await
+        .unwrap();
+        assert_eq!(untrusted, Err(60));
+        // Plain HTTP on the TLS port: a 400 saying TLS is required.
+        let plain = format!("http://127.0.0.1:{port}/echo");
+        let (code, body) =
+            tokio::task::spawn_blocking(move || curl(&["--data-binary", "x", &plain]))
+                .await
+                .unwrap()
+                .unwrap();
+        assert_eq!(code, 400);
+        assert!(body.contains("requires TLS"), "{body}");
+        w.stop();
+    }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn mutual_tls_on_the_http_port_needs_a_client_certificate() {
-    let p = pki();
-    let s = https_server(&p, true);
-    let w = worker(&s, Some(trust(&p.ca.pem, Some(&p.client))));
-    let port = s.http_addr().unwrap().port();
-    let url = format!("https://127.0.0.1:{port}/echo");
-    let ca = p.ca.pem.cert.to_str().unwrap().to_string();
-    let cert = p.client.cert.to_str().unwrap().to_string();
-    let key = p.client.key.to_str().unwrap().to_string();
-    let with = {
-        let (url, ca) = (url.clone(), ca.clone());
-        tokio::task::spawn_blocking(move || {
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn mutual_tls_on_the_http_port_needs_a_client_certificate() {
+        let p = pki();
+        let s = https_server(&p, true);
+        let w = worker(&s, Some(trust(&p.ca.pem, Some(&p.client))));
+        let port = s.http_addr().unwrap().port();
+        let url = format!("https://127.0.0.1:{port}/echo");
+        let ca = p.ca.pem.cert.to_str().unwrap().to_string();
+        let cert = p.client.cert.to_str().unwrap().to_string();
+        let key = p.client.key.to_str().unwrap().to_string();
+        let with = {
+            let (url, ca) = (url.clone(), ca.clone());
+            tokio::task::spawn_blocking(move || {
+                curl(&[
+                    "--cacert",
+                    &ca,
+                    "--cert",
+                    &cert,
+                    "--key",
+                    &key,
+                    "--data-binary",
+                    "mutual",
+                    &url,
+                ])
+            })
+        };
+        assert_eq!(with.await.unwrap().unwrap(), (200, "mutmutual".to_string()));
+        let without = tokio::task::spawn_blocking(move || {
+            curl(&["--cacert", &ca, "--data-binary", "x", &url])
+        });
+        // curl fails in the handshake or on the server's alert (35 or 56).
+        let code = without.await.unwrap().unwrap_err();
+        assert!(matches!(code, 35 | 56), "curl exit {code}");
+        w.stop();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_verified_client_certificate_authorises_the_dashboards_actions() {
+        let p = pki();
+        // Mutual TLS and no --admin-token: the certificate is the credential.
+        let s = https_server(&p, true);
+        let c = client(&s, Some(trust(&p.ca.pem, Some(&p.client))));
+        c.submit_background("queued", "x", SubmitOptions::default())
+            .await
+            .unwrap();
+        let port = s.http_addr().unwrap().port();
+        let (ca, cert, key) = (
+            p.ca.pem.cert.to_str().unwrap().to_string(),
+            p.client.cert.to_str().unwrap().to_string(),
+            p.client.key.to_str().unwrap().to_string(),
+        );
+        let drop_url = format!("https://127.0.0.1:{port}/api/drop");
+        let (code, body) = tokio::task::spawn_blocking(move || {
             curl(&[
                 "--cacert",
                 &ca,
@@ -412,56 +458,18 @@ async fn mutual_tls_on_the_http_port_needs_a_client_certificate() {
                 &cert,
                 "--key",
                 &key,
+                "-H",
+                "Content-Type: application/json",
                 "--data-binary",
-                "mutual",
-                &url,
+                r#"{"function": "queued"}"#,
+                &drop_url,
             ])
         })
-    };
-    assert_eq!(with.await.unwrap().unwrap(), (200, "mutmutual".to_string()));
-    let without =
-        tokio::task::spawn_blocking(move || curl(&["--cacert", &ca, "--data-binary", "x", &url]));
-    // curl fails in the handshake or on the server's alert (35 or 56).
-    let code = without.await.unwrap().unwrap_err();
-    assert!(matches!(code, 35 | 56), "curl exit {code}");
-    w.stop();
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_verified_client_certificate_authorises_the_dashboards_actions() {
-    let p = pki();
-    // Mutual TLS and no --admin-token: the certificate is the credential.
-    let s = https_server(&p, true);
-    let c = client(&s, Some(trust(&p.ca.pem, Some(&p.client))));
-    c.submit_background("queued", "x", SubmitOptions::default())
         .await
+        .unwrap()
         .unwrap();
-    let port = s.http_addr().unwrap().port();
-    let (ca, cert, key) = (
-        p.ca.pem.cert.to_str().unwrap().to_string(),
-        p.client.cert.to_str().unwrap().to_string(),
-        p.client.key.to_str().unwrap().to_string(),
-    );
-    let drop_url = format!("https://127.0.0.1:{port}/api/drop");
-    let (code, body) = tokio::task::spawn_blocking(move || {
-        curl(&[
-            "--cacert",
-            &ca,
-            "--cert",
-            &cert,
-            "--key",
-            &key,
-            "-H",
-            "Content-Type: application/json",
-            "--data-binary",
-            r#"{"function": "queued"}"#,
-            &drop_url,
-        ])
-    })
-    .await
-    .unwrap()
-    .unwrap();
-    // Authorised: refused only because the function still has a job (409),
-    // not for want of a token (403).
-    assert_eq!(code, 409, "{body}");
+        // Authorised: refused only because the function still has a job (409),
+        // not for want of a token (403).
+        assert_eq!(code, 409, "{body}");
+    }
 }

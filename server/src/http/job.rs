@@ -10,8 +10,9 @@
 //!   the handle in `X-Gearman-Job-Handle` and as the body.
 //! * Foreground: 200 with the result (`X-Gearman-Command: WORK_COMPLETE`).
 //!   On HTTP/1.1 the first WORK_DATA starts a chunked response that streams
-//!   every WORK_DATA chunk, then the WORK_COMPLETE payload; a failure after
-//!   that aborts the response (see [`super::Body`]). On HTTP/1.0 the chunks
+//!   every WORK_DATA chunk, then the WORK_COMPLETE payload (and, to a client
+//!   that sent `TE: trailers`, the trailer `X-Gearman-Command: WORK_COMPLETE`);
+//!   a failure after that aborts the response (see [`super::Body`]). On HTTP/1.0 the chunks
 //!   are collected and sent with the result.
 //! * WORK_FAIL and WORK_EXCEPTION: 500 with a JSON body `{"error", "handle"}`.
 //! * No worker registered for the function: 503 at once, unless the request
@@ -29,9 +30,9 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use http_body_util::{BodyExt, LengthLimitError, Limited};
+use http_body_util::BodyExt;
 use hyper::body::{Frame, Incoming};
-use hyper::header::{HeaderName, HeaderValue, ALLOW, CONTENT_LENGTH};
+use hyper::header::{HeaderMap, HeaderName, HeaderValue, ALLOW, CONTENT_LENGTH, TRAILER};
 use hyper::{Method, Request, Response, StatusCode, Version};
 use percent_encoding::percent_decode_str;
 use polygear::protocol::{Packet, Priority};
@@ -41,6 +42,7 @@ use tokio::time::Instant;
 use super::peer::{LocalPeer, PeerError};
 use super::reply::{self, with_body};
 use super::{full, Body, ConnInfo};
+use crate::budget::Account;
 use crate::state::State;
 use crate::Shared;
 
@@ -73,6 +75,8 @@ enum JobError {
     TooLarge(usize),
     #[error("reading the request body: {0}")]
     Body(String),
+    #[error("the server is short of memory for request bodies (--max-buffered); try again later")]
+    OverBudget,
     #[error("no worker is registered for this function (send X-Gearman-Timeout to queue the job and wait)")]
     NoWorker,
     #[error("{code}: {text}")]
@@ -100,7 +104,7 @@ impl JobError {
             }
             JobError::LengthRequired => StatusCode::LENGTH_REQUIRED,
             JobError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
-            JobError::NoWorker => StatusCode::SERVICE_UNAVAILABLE,
+            JobError::NoWorker | JobError::OverBudget => StatusCode::SERVICE_UNAVAILABLE,
             JobError::Refused { code, .. } => match code.as_str() {
                 "QUEUE_ERROR" => StatusCode::SERVICE_UNAVAILABLE,
                 "ARGUMENT_TOO_LARGE" => StatusCode::BAD_REQUEST,
@@ -248,7 +252,10 @@ fn parse(req: &Request<Incoming>) -> Result<Submission, JobError> {
 }
 
 /// The workload: the body of a POST or PUT (GET: empty), refused before
-/// it is read when its declared length is over the packet limit.
+/// it is read when its declared length is over the packet limit. While it
+/// is read it counts in the server's memory budget (`--max-buffered`), as a
+/// Gearman connection's read buffer does; a body that finds the budget
+/// exhausted is refused (503) rather than making the server drop connections.
 async fn read_body(
     shared: &Shared,
     sub: &Submission,
@@ -263,11 +270,25 @@ async fn read_body(
     if declared > limit as u64 {
         return Err(JobError::TooLarge(max));
     }
-    match Limited::new(req.into_body(), limit).collect().await {
-        Ok(c) => Ok(c.to_bytes()),
-        Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => Err(JobError::TooLarge(max)),
-        Err(e) => Err(JobError::Body(e.to_string())),
+    let held = Account::new(shared.budget.clone());
+    let mut body = req.into_body();
+    // Grown with the bytes received, not reserved from Content-Length.
+    let mut data = BytesMut::new();
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| JobError::Body(e.to_string()))?;
+        let Ok(chunk) = frame.into_data() else {
+            continue; // trailers
+        };
+        if data.len() + chunk.len() > limit {
+            return Err(JobError::TooLarge(max));
+        }
+        data.extend_from_slice(&chunk);
+        held.set(data.len());
+        if shared.budget.used() > shared.budget.limit() {
+            return Err(JobError::OverBudget);
+        }
     }
+    Ok(data.freeze())
 }
 
 /// Whether a worker has registered `function`.
@@ -389,9 +410,11 @@ fn stream(
         "application/octet-stream",
         ChannelBody(rx).boxed(),
     );
+    let h = r.headers_mut();
     if let Ok(v) = HeaderValue::from_bytes(&handle) {
-        r.headers_mut().insert(JOB_HANDLE, v);
+        h.insert(JOB_HANDLE, v);
     }
+    h.insert(TRAILER, HeaderValue::from_static("X-Gearman-Command"));
     r
 }
 
@@ -430,9 +453,16 @@ async fn feed(
             Ok(_) => continue,
             Err(e) => (Err(io::Error::other(e)), true),
         };
+        let complete = last && chunk.is_ok();
         let empty = matches!(&chunk, Ok(f) if f.data_ref().is_some_and(Bytes::is_empty));
         if !empty && tx.send(chunk).await.is_err() {
             return;
+        }
+        if complete {
+            // Sent by hyper only to a client that asked (`TE: trailers`).
+            let mut trailers = HeaderMap::new();
+            trailers.insert(COMMAND, HeaderValue::from_static("WORK_COMPLETE"));
+            let _ = tx.send(Ok(Frame::trailers(trailers))).await;
         }
         if last {
             return;

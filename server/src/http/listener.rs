@@ -41,6 +41,9 @@ pub(crate) async fn accept_loop(shared: Arc<Shared>, listener: TcpListener) {
             r = listener.accept() => match r {
                 Ok((stream, peer)) => {
                     let _ = stream.set_nodelay(true);
+                    if shared.cfg.keepalive {
+                        let _ = socket2::SockRef::from(&stream).set_keepalive(true);
+                    }
                     tokio::spawn(open_and_serve(shared.clone(), stream, peer));
                 }
                 Err(e) => {

@@ -291,6 +291,7 @@ impl State {
 
     /// Cancels job `h` at once (taken out of its queue by the caller): its
     /// clients get WORK_FAIL, its stored copy is deleted.
+    #[cfg_attr(not(feature = "http"), allow(dead_code))] // the dashboard's cancel
     pub(crate) fn cancel_now(&mut self, h: u64) {
         let hb = self.handle(h);
         self.forward(h, |b, _| put_pkt(b, PacketType::WorkFail, &[&hb]));
