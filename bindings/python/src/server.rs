@@ -6,7 +6,7 @@ use std::sync::Mutex;
 use polygear_server::{BackgroundServer, ServerConfig, ServerError, TlsConfig};
 use pyo3::exceptions::{PyRuntimeError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
-use pyo3::types::{PyBool, PyDict, PyString};
+use pyo3::types::PyBool;
 
 use crate::util::{lock, py_bool};
 
@@ -28,33 +28,12 @@ fn server_tls(obj: Option<&Bound<'_, PyAny>>) -> PyResult<Option<TlsConfig>> {
     let Some(o) = obj.filter(|o| !o.is_none()) else {
         return Ok(None);
     };
-    let mut fields: [Option<Bound<'_, PyAny>>; 4] = Default::default();
-    if let Ok(d) = o.cast::<PyDict>() {
-        for (k, v) in d.iter() {
-            let key = k.cast::<PyString>().ok().map(|s| s.to_string());
-            let at = key
-                .as_deref()
-                .and_then(|k| SERVER_TLS_FIELDS.iter().position(|f| *f == k))
-                .ok_or_else(|| {
-                    PyTypeError::new_err(format!(
-                        "unknown Server tls key {}; the keys are {}",
-                        k.repr().map(|r| r.to_string()).unwrap_or_default(),
-                        SERVER_TLS_FIELDS.join(", ")
-                    ))
-                })?;
-            fields[at] = Some(v);
-        }
-    } else {
-        for (slot, name) in fields.iter_mut().zip(SERVER_TLS_FIELDS) {
-            *slot = Some(o.getattr(name).map_err(|_| {
-                PyTypeError::new_err(format!(
-                    "Server tls must be None, a polygear.ServerTLS or a dict, not {}",
-                    crate::util::type_name(o)
-                ))
-            })?);
-        }
-    }
-    let [cert, key, ca, verify] = fields;
+    let [cert, key, ca, verify] = crate::util::fields_of(
+        o,
+        SERVER_TLS_FIELDS,
+        "Server tls",
+        "None, a polygear.ServerTLS or a dict",
+    )?;
     let path = |v: Option<Bound<'_, PyAny>>, what: &str| -> PyResult<Option<PathBuf>> {
         match v {
             Some(v) if !v.is_none() => v.extract::<PathBuf>().map(Some).map_err(|_| {

@@ -162,6 +162,42 @@ pub(crate) fn servers(obj: Option<&Bound<'_, PyAny>>) -> PyResult<Vec<ServerAddr
     args::servers(list).map_err(arg_err)
 }
 
+/// The fields `names` of a settings object (a dataclass such as
+/// `polygear.TLS`, or any object with those attributes) or of a dict with
+/// those keys (an unknown key is a `TypeError`); `what` names the argument
+/// in errors, `accepted` lists what it may be.
+pub(crate) fn fields_of<'py, const N: usize>(
+    o: &Bound<'py, PyAny>,
+    names: [&str; N],
+    what: &str,
+    accepted: &str,
+) -> PyResult<[Option<Bound<'py, PyAny>>; N]> {
+    let mut fields: [Option<Bound<'py, PyAny>>; N] = std::array::from_fn(|_| None);
+    if let Ok(d) = o.cast::<PyDict>() {
+        for (k, v) in d.iter() {
+            let key = k.cast::<PyString>().ok().map(|s| s.to_string());
+            let at = key
+                .as_deref()
+                .and_then(|k| names.iter().position(|f| *f == k))
+                .ok_or_else(|| {
+                    PyTypeError::new_err(format!(
+                        "unknown {what} key {}; the keys are {}",
+                        k.repr().map(|r| r.to_string()).unwrap_or_default(),
+                        names.join(", ")
+                    ))
+                })?;
+            fields[at] = Some(v);
+        }
+    } else {
+        for (slot, name) in fields.iter_mut().zip(names) {
+            *slot = Some(o.getattr(name).map_err(|_| {
+                PyTypeError::new_err(format!("{what} must be {accepted}, not {}", type_name(o)))
+            })?);
+        }
+    }
+    Ok(fields)
+}
+
 /// The `tls=` argument: `None`/`False` (plain TCP), `True` (libgearman's
 /// environment variables, else the system's trust store), a `polygear.TLS`
 /// (any object with its four attributes) or a dict with its field names.
@@ -172,33 +208,12 @@ pub(crate) fn tls(obj: Option<&Bound<'_, PyAny>>) -> PyResult<Option<TlsOptions>
     if let Ok(b) = o.cast::<PyBool>() {
         return Ok(b.is_true().then(args::tls_default));
     }
-    let mut fields: [Option<Bound<'_, PyAny>>; 4] = Default::default();
-    if let Ok(d) = o.cast::<PyDict>() {
-        for (k, v) in d.iter() {
-            let key = k.cast::<PyString>().ok().map(|s| s.to_string());
-            let at = key
-                .as_deref()
-                .and_then(|k| args::TLS_FIELDS.iter().position(|f| *f == k))
-                .ok_or_else(|| {
-                    PyTypeError::new_err(format!(
-                        "unknown tls key {}; the keys are {}",
-                        k.repr().map(|r| r.to_string()).unwrap_or_default(),
-                        args::TLS_FIELDS.join(", ")
-                    ))
-                })?;
-            fields[at] = Some(v);
-        }
-    } else {
-        for (slot, name) in fields.iter_mut().zip(args::TLS_FIELDS) {
-            *slot = Some(o.getattr(name).map_err(|_| {
-                PyTypeError::new_err(format!(
-                    "tls must be True, False, None, a polygear.TLS or a dict, not {}",
-                    type_name(o)
-                ))
-            })?);
-        }
-    }
-    let [ca, cert, key, name] = fields;
+    let [ca, cert, key, name] = fields_of(
+        o,
+        args::TLS_FIELDS,
+        "tls",
+        "True, False, None, a polygear.TLS or a dict",
+    )?;
     let path = |v: Option<Bound<'_, PyAny>>, what: &str| -> PyResult<Option<PathBuf>> {
         match v {
             Some(v) if !v.is_none() => {
