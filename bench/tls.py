@@ -117,7 +117,8 @@ def main() -> int:
                 print(f"-t {threads} {gen:<36} {style:<8} {window:>2} in flight {size:>5} B "
                       f"| plain {p.rate:>7.0f}/s {p.server_us:5.1f} us | TLS {t.rate:>7.0f}/s "
                       f"{t.server_us:5.1f} us | rate {t.rate / p.rate:4.2f}x "
-                      f"CPU {t.server_us / p.server_us:4.2f}x | loadgen {p.loadgen_us:5.1f} / {t.loadgen_us:5.1f} us", flush=True)
+                      f"CPU {t.server_us / p.server_us:4.2f}x "
+                      f"| loadgen {p.loadgen_us:5.1f} / {t.loadgen_us:5.1f} us", flush=True)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
