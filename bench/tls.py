@@ -82,6 +82,8 @@ def main() -> int:
         if "(release build)" not in version:  # loadgen checks itself
             sys.exit(f"bench: {run.POLYGEARD} is not a release build ({version.strip()!r})")
         ca, cert, key = make_certs(tmp)
+        rows: list[tuple[int, str, str, int, int, run.Run, run.Run]] = []
+        extras: list[tuple[str, str, run.Run]] = []
         ssl_args = ["--ssl", "--ssl-certificate", str(cert), "--ssl-key", str(key)]
 
         # (generator, peers write, in flight, size, loadgen scenario options)
@@ -99,26 +101,54 @@ def main() -> int:
                 cases.append(("pair (polygear Client + Worker) 1x1", "polygear", window, size,
                               dict(scenario="pair", n=n, window=window, size=size)))
 
-        rows = []
+        plain_v = ("plain", [], {})
+        tls_v = ("TLS", ssl_args, {"tls": ca})
+
+        def measure(threads: int, opts: dict[str, object], variants) -> list[run.Run]:
+            """Median per variant; the variants alternate, so drift in the machine's load hits all."""
+            runs: list[list[run.Run]] = [[] for _ in variants]
+            for _ in range(repeat):
+                for i, (_, extra, lg_extra) in enumerate(variants):
+                    s = run.Server("polygeard", threads, extra=extra)
+                    try:
+                        o = {**opts, **lg_extra}
+                        runs[i].append(run.loadgen(s, str(o.pop("scenario")), **o))
+                    finally:
+                        s.stop()
+            return [median(r) for r in runs]
+
         for threads in a.threads:
             for gen, style, window, size, opts in cases:
-                plain: list[run.Run] = []
-                tls: list[run.Run] = []
-                for _ in range(repeat):  # alternate, so drift in the machine's load hits both
-                    for runs, extra, lg_extra in ((plain, [], {}), (tls, ssl_args, {"tls": ca})):
-                        s = run.Server("polygeard", threads, extra=extra)
-                        try:
-                            o = dict(opts)
-                            runs.append(run.loadgen(s, str(o.pop("scenario")), **o, **lg_extra))
-                        finally:
-                            s.stop()
-                p, t = median(plain), median(tls)
+                p, t = measure(threads, opts, (plain_v, tls_v))
                 rows.append((threads, gen, style, window, size, p, t))
                 print(f"-t {threads} {gen:<36} {style:<8} {window:>2} in flight {size:>5} B "
                       f"| plain {p.rate:>7.0f}/s {p.server_us:5.1f} us | TLS {t.rate:>7.0f}/s "
                       f"{t.server_us:5.1f} us | rate {t.rate / p.rate:4.2f}x "
                       f"CPU {t.server_us / p.server_us:4.2f}x "
                       f"| loadgen {p.loadgen_us:5.1f} / {t.loadgen_us:5.1f} us", flush=True)
+
+        # What the server's TLS preferences cost: the loadgen client offers one choice only.
+        threads = a.threads[0]
+        conns = 1000 // k
+        hs_opts: dict[str, object] = dict(scenario="echo", n=conns, conns=conns)
+        hs_variants = (plain_v,
+                       ("TLS, rustls' default key exchange (P-384 first)", ssl_args, {"tls": ca}),
+                       ("TLS, X25519", ssl_args, {"tls": ca, "tls-kx": "X25519"}),
+                       ("TLS, P-256", ssl_args, {"tls": ca, "tls-kx": "secp256r1"}))
+        for (label, _, _), r in zip(hs_variants, measure(threads, hs_opts, hs_variants), strict=True):
+            extras.append((f"{conns} connections, one ECHO each", label, r))
+        fg_opts: dict[str, object] = dict(scenario="fg", n=200_000 // k, conns=4, workers=4, window=16,
+                                          size=4096, style="batched")
+        fg_variants = (plain_v,
+                       ("TLS, AES-256-GCM (rustls' first choice)", ssl_args, {"tls": ca}),
+                       ("TLS, AES-128-GCM", ssl_args, {"tls": ca, "tls-suite": "TLS13_AES_128_GCM_SHA256"}),
+                       ("TLS, ChaCha20-Poly1305", ssl_args,
+                        {"tls": ca, "tls-suite": "TLS13_CHACHA20_POLY1305_SHA256"}))
+        for (label, _, _), r in zip(fg_variants, measure(threads, fg_opts, fg_variants), strict=True):
+            extras.append(("fg 4x4, batched, 16 in flight, 4096 B", label, r))
+        for what, label, r in extras:
+            print(f"-t {threads} {what:<40} {label:<48} {r.rate:>7.0f}/s {r.server_us:7.1f} us "
+                  f"(per job or connection)", flush=True)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
@@ -132,6 +162,10 @@ def main() -> int:
             lines.append(f"| {threads or 'default'} | {gen} | {style} | {window} | {size} B "
                          f"| {p.rate:.0f}/s, {p.server_us:.1f} µs | {t.rate:.0f}/s, {t.server_us:.1f} µs "
                          f"| {t.rate / p.rate:.2f}x | {mark} | {p.loadgen_us:.1f} / {t.loadgen_us:.1f} µs |")
+        lines += ["", f"| polygeard -t {a.threads[0] or 'default'} | client offers | rate | "
+                  "server CPU per job (per connection for the handshakes) |", "|---|---|---|---|"]
+        for what, label, r in extras:
+            lines.append(f"| {what} | {label} | {r.rate:.0f}/s | {r.server_us:.1f} µs |")
         Path(a.out).write_text("\n".join(lines) + "\n")
     return 0
 

@@ -22,6 +22,10 @@
 //! server's certificate checked against CA_FILE and the host of `--addr`):
 //! the raw scenarios wrap their sockets in a tokio-rustls stream under the
 //! same framing, `pair` gives the file to polygear's `TlsOptions`.
+//! `--tls-suite NAME` and `--tls-kx NAME` (raw scenarios only) offer the
+//! server only that cipher suite (e.g. `TLS13_AES_128_GCM_SHA256`) or key
+//! exchange group (e.g. `X25519`), to measure what a server-side
+//! preference would change.
 //! `--style` is how the generator's peers write: `separate` (the default)
 //! writes every packet on its own — a worker's WORK_COMPLETE and its next
 //! GRAB_JOB_UNIQ are two writes, a client tops up its window one SUBMIT_JOB
@@ -64,6 +68,8 @@ struct Args {
     timeout: Duration,
     style: Style,
     tls: Option<PathBuf>,
+    tls_suite: Option<String>,
+    tls_kx: Option<String>,
 }
 
 /// How the generator's clients and workers write (see the module docs).
@@ -93,6 +99,8 @@ fn parse_args() -> Result<Args, String> {
         timeout: Duration::from_secs(300),
         style: Style::Separate,
         tls: None,
+        tls_suite: None,
+        tls_kx: None,
     };
     while let Some(flag) = it.next() {
         let mut val = || it.next().ok_or(format!("{flag} needs a value"));
@@ -110,6 +118,8 @@ fn parse_args() -> Result<Args, String> {
             "--func" => a.func = val()?,
             "--tag" => a.tag = val()?,
             "--tls" => a.tls = Some(PathBuf::from(val()?)),
+            "--tls-suite" => a.tls_suite = Some(val()?),
+            "--tls-kx" => a.tls_kx = Some(val()?),
             "--timeout" => a.timeout = Duration::from_secs(num(val()?)?),
             "--style" => {
                 a.style = match val()?.as_str() {
@@ -132,14 +142,33 @@ struct Dialer {
 }
 
 impl Dialer {
-    /// With `ca_file`, TLS trusting the certificates in it, the server's
-    /// name being the host of `addr` (a name or an IP address).
-    fn new(addr: &str, ca_file: Option<&std::path::Path>) -> Result<Dialer, BoxError> {
-        let tls = match ca_file {
+    /// With `--tls`, TLS trusting the certificates in its file, the server's
+    /// name being the host of `addr` (a name or an IP address), polygear's
+    /// crypto provider narrowed to `--tls-suite` / `--tls-kx` if given.
+    fn new(args: &Args) -> Result<Dialer, BoxError> {
+        let addr = args.addr.as_str();
+        let tls = match &args.tls {
             None => None,
             Some(path) => {
                 let roots = polygear::tls::load_roots(path)?;
-                let config = rustls::ClientConfig::builder_with_provider(polygear::tls::provider())
+                let mut provider = (*polygear::tls::provider()).clone();
+                if let Some(name) = &args.tls_suite {
+                    provider
+                        .cipher_suites
+                        .retain(|s| format!("{:?}", s.suite()).eq_ignore_ascii_case(name));
+                    if provider.cipher_suites.is_empty() {
+                        return Err(format!("--tls-suite: no cipher suite {name}").into());
+                    }
+                }
+                if let Some(name) = &args.tls_kx {
+                    provider
+                        .kx_groups
+                        .retain(|g| format!("{:?}", g.name()).eq_ignore_ascii_case(name));
+                    if provider.kx_groups.is_empty() {
+                        return Err(format!("--tls-kx: no key exchange group {name}").into());
+                    }
+                }
+                let config = rustls::ClientConfig::builder_with_provider(Arc::new(provider))
                     .with_safe_default_protocol_versions()?
                     .with_root_certificates(roots)
                     .with_no_client_auth();
@@ -329,7 +358,7 @@ async fn worker(
 }
 
 async fn run(args: Args) -> Result<(String, u64), BoxError> {
-    let dial = Dialer::new(&args.addr, args.tls.as_deref())?;
+    let dial = Dialer::new(&args)?;
     let mut tasks = tokio::task::JoinSet::new();
     match args.scenario.as_str() {
         "echo" => {
