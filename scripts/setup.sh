@@ -6,9 +6,14 @@ tag=setup
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 need=()
-# The queue backends' tests start their own PostgreSQL, MariaDB, Redis and memcached.
+# The queue backends' tests start their own PostgreSQL, MariaDB, Redis and memcached;
+# the dashboard's browser test (scripts/test-dashboard.sh) drives Debian's headless chromium.
 for pkg in gearman-job-server gearman-tools libgearman-client-perl ruby ruby-dev libclang-dev pkg-config iproute2 \
-    postgresql mariadb-server redis-server memcached; do
+    postgresql mariadb-server redis-server memcached chromium; do
+  have_pkg "$pkg" || need+=("$pkg")
+done
+# The TLS and HTTP tests drive `openssl s_client` and curl.
+for pkg in openssl curl; do
   have_pkg "$pkg" || need+=("$pkg")
 done
 command -v node >/dev/null && command -v npm >/dev/null || need+=(nodejs npm)

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Cross-language test matrix (tests/matrix/): every client language (Rust,
-# Python, Node, Ruby, the C `gearman` CLI) x every worker language (Rust,
-# Python, Node, Ruby, the C `gearman -w` worker), on polygeard and on the C
-# gearmand. Prints the matrix and "N passed, N failed"; exits non-zero on any
+# Python, Node, Ruby, the C `gearman` CLI; on polygeard also HTTP, its
+# --http-port) x every worker language (Rust, Python, Node, Ruby, the C
+# `gearman -w` worker), on polygeard and on the C gearmand. Prints the matrix and "N passed, N failed"; exits non-zero on any
 # failure.
 #
 # Builds polygeard, the polygear CLI and the Rust matrix binary; the Python, Node

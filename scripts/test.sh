@@ -7,7 +7,8 @@
 # Installs what it needs first, into environments under the build folder
 # (target/envs); at the end it checks that the system's gem set, site-packages and
 # global npm packages are as they were.
-# Usage: scripts/test.sh [rust|chaos|fuzz|python|node|ruby|matrix|examples|demo|packages ...]
+# Usage: scripts/test.sh [rust|chaos|fuzz|python|node|ruby|matrix|examples|dashboard|demo|packages ...]
+# (`dashboard`: polygeard's web dashboard in headless chromium, scripts/test-dashboard.sh.)
 # (`packages` runs scripts/test-packages.sh in this checkout; `demo` already runs it in the clone.)
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -18,7 +19,7 @@ export CARGO_TERM_COLOR=never
 bash scripts/setup.sh || exit 1
 
 suites=("$@")
-[ ${#suites[@]} -gt 0 ] || suites=(rust chaos fuzz python node ruby matrix examples demo)
+[ ${#suites[@]} -gt 0 ] || suites=(rust chaos fuzz python node ruby matrix examples dashboard demo)
 
 passed=0 failed=0 failed_names=()
 run_suite() {
@@ -106,6 +107,7 @@ for s in "${suites[@]}"; do
     ruby) run_suite ruby bash scripts/test-ruby.sh ;;
     matrix) run_suite matrix bash scripts/test-matrix.sh ;;
     examples) run_suite examples bash scripts/test-examples.sh ;;
+    dashboard) run_suite dashboard bash scripts/test-dashboard.sh ;;
     demo) run_suite demo demo_test ;;
     packages) run_suite packages bash scripts/test-packages.sh ;;
     *) echo "unknown suite $s" >&2; exit 2 ;;

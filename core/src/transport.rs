@@ -70,10 +70,20 @@ impl Stream {
                 let (rd, wr) = self.tcp.into_split();
                 (ReadHalf(Read_::Plain(rd)), WriteHalf(Write_::Plain(wr)))
             }
-            Some(session) => {
+            Some(mut session) => {
+                // The handshake may have decrypted the peer's first
+                // requests already: count them.
+                let (plaintext, closed) = match session.process_new_packets() {
+                    Ok(state) => (state.plaintext_bytes_to_read(), state.peer_has_closed()),
+                    Err(_) => (0, true),
+                };
                 let shared = Arc::new(TlsShared {
                     tcp: self.tcp,
-                    session: Mutex::new(session),
+                    session: Mutex::new(Session {
+                        conn: session,
+                        plaintext,
+                        closed,
+                    }),
                 });
                 (
                     ReadHalf(Read_::Tls(shared.clone())),
@@ -107,7 +117,17 @@ enum Write_ {
 /// One TLS session shared by both halves.
 struct TlsShared {
     tcp: TcpStream,
-    session: Mutex<rustls::Connection>,
+    session: Mutex<Session>,
+}
+
+/// The rustls connection and what the reader knows of it.
+struct Session {
+    conn: rustls::Connection,
+    /// Decrypted bytes waiting to be read (so a read initialises only
+    /// that much of the caller's buffer).
+    plaintext: usize,
+    /// The peer closed (close_notify or end of the TCP stream).
+    closed: bool,
 }
 
 impl std::fmt::Debug for TlsShared {
@@ -158,7 +178,7 @@ fn tls_error(e: rustls::Error) -> io::Error {
 }
 
 impl TlsShared {
-    fn lock(&self) -> MutexGuard<'_, rustls::Connection> {
+    fn lock(&self) -> MutexGuard<'_, Session> {
         // A panic while the lock was held left no partial state that
         // matters more than the connection itself: keep going.
         self.session.lock().unwrap_or_else(|p| p.into_inner())
@@ -178,9 +198,10 @@ impl TlsShared {
     }
 
     fn write_buf(&self, buf: &mut BytesMut) -> io::Result<bool> {
-        let mut session = self.lock();
+        let mut guard = self.lock();
+        let session = &mut guard.conn;
         loop {
-            if !self.send_records(&mut session)? {
+            if !self.send_records(session)? {
                 return Ok(false);
             }
             if buf.is_empty() {
@@ -196,22 +217,24 @@ impl TlsShared {
 
     fn poll_read(&self, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
         loop {
-            let mut session = self.lock();
-            match session.reader().read(buf.initialize_unfilled()) {
-                Ok(n) => {
-                    buf.advance(n);
-                    return Poll::Ready(Ok(()));
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                // The peer closed without close_notify: the framing above
-                // notices a cut packet, so this is an ordinary end of stream.
-                Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Poll::Ready(Ok(())),
-                Err(e) => return Poll::Ready(Err(e)),
+            let mut guard = self.lock();
+            let s = &mut *guard;
+            if s.plaintext > 0 && buf.remaining() > 0 {
+                let n = s.plaintext.min(buf.remaining());
+                let got = s.conn.reader().read(buf.initialize_unfilled_to(n))?;
+                s.plaintext -= got;
+                buf.advance(got);
+                return Poll::Ready(Ok(()));
             }
-            match session.read_tls(&mut Sock(&self.tcp)) {
-                Ok(_) => {}
+            if s.closed || buf.remaining() == 0 {
+                // End of stream (the peer closed without close_notify
+                // too: the framing above notices a cut packet).
+                return Poll::Ready(Ok(()));
+            }
+            let eof = match s.conn.read_tls(&mut Sock(&self.tcp)) {
+                Ok(n) => n == 0,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    drop(session);
+                    drop(guard);
                     match self.tcp.poll_read_ready(cx) {
                         Poll::Ready(Ok(())) => continue,
                         Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
@@ -219,16 +242,22 @@ impl TlsShared {
                     }
                 }
                 Err(e) => return Poll::Ready(Err(e)),
-            }
-            if let Err(e) = session.process_new_packets() {
-                // Tell the peer why (the alert), best effort.
-                let _ = self.send_records(&mut session);
-                return Poll::Ready(Err(tls_error(e)));
+            };
+            match s.conn.process_new_packets() {
+                Ok(state) => {
+                    s.plaintext = state.plaintext_bytes_to_read();
+                    s.closed = eof || state.peer_has_closed();
+                }
+                Err(e) => {
+                    // Tell the peer why (the alert), best effort.
+                    let _ = self.send_records(&mut s.conn);
+                    return Poll::Ready(Err(tls_error(e)));
+                }
             }
             // Records the session owes the peer (a key update, an alert):
             // what the socket does not take goes with the next write.
-            if session.wants_write() {
-                self.send_records(&mut session)?;
+            if s.conn.wants_write() {
+                self.send_records(&mut s.conn)?;
             }
         }
     }

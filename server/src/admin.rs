@@ -5,6 +5,7 @@ use polygear::protocol::admin::{AdminCommand, AdminError};
 use polygear::protocol::Decimal;
 
 use crate::state::{ConnId, State};
+use crate::stats::ActionError;
 use crate::wire::{parse_handle, until_nul, HandleBuf};
 
 /// Server version reported by `version`.
@@ -174,20 +175,13 @@ impl State {
                 self.func_id(name.as_bytes());
                 b.put_slice(b"OK\r\n");
             }
-            AdminCommand::DropFunction(name) => {
-                match self.funcs.find_ignore_case(name.as_bytes()) {
-                    None => b.put_slice(AdminError::function_not_found().to_line().as_bytes()),
-                    Some(fid) => {
-                        let f = &self.funcs[fid];
-                        if !f.workers.is_empty() || f.total > 0 {
-                            b.put_slice(AdminError::function_in_use().to_line().as_bytes());
-                        } else {
-                            self.funcs.remove(fid);
-                            b.put_slice(b"OK\r\n");
-                        }
-                    }
+            AdminCommand::DropFunction(name) => match self.drop_function(name.as_bytes()) {
+                Err(ActionError::NoSuchFunction) => {
+                    b.put_slice(AdminError::function_not_found().to_line().as_bytes())
                 }
-            }
+                Err(_) => b.put_slice(AdminError::function_in_use().to_line().as_bytes()),
+                Ok(()) => b.put_slice(b"OK\r\n"),
+            },
             AdminCommand::Metrics => {
                 let running: u64 = self.funcs.iter().map(|f| f.running).sum();
                 let m = &self.metrics;

@@ -14,6 +14,7 @@
 mod admin;
 mod budget;
 mod conn;
+mod http;
 mod index;
 mod outbox;
 mod queue;
@@ -21,12 +22,15 @@ mod queue;
 #[doc(hidden)]
 pub mod sim;
 mod state;
+mod stats;
+#[cfg(test)]
+mod stats_tests;
 mod tls;
 mod wire;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -139,6 +143,9 @@ pub struct ServerConfig {
     pub listen: String,
     /// TCP port; 0 picks a free one.
     pub port: u16,
+    /// Port of the HTTP front end on the same address (`-r http`,
+    /// `--http-port`; 0 picks a free one); `None`: no HTTP.
+    pub http_port: Option<u16>,
     /// listen() backlog.
     pub backlog: u32,
     /// Background job storage.
@@ -186,6 +193,9 @@ pub struct ServerConfig {
     pub timeout_requeue: bool,
     /// TLS on every port (gearmand's `--ssl`); `None`: plain TCP.
     pub tls: Option<TlsConfig>,
+    /// Token the dashboard's actions (cancel a job, drop a function) require
+    /// as `Authorization: Bearer <token>`; `None`: actions only over mutual TLS.
+    pub admin_token: Option<String>,
 }
 
 impl Default for ServerConfig {
@@ -193,6 +203,7 @@ impl Default for ServerConfig {
         ServerConfig {
             listen: "127.0.0.1".into(),
             port: 0,
+            http_port: None,
             backlog: 1024,
             queue: QueueConfig::Memory,
             job_retries: 0,
@@ -212,6 +223,7 @@ impl Default for ServerConfig {
             timeout_requeue: false,
             grab_wait: Duration::from_millis(1),
             tls: None,
+            admin_token: None,
         }
     }
 }
@@ -237,14 +249,20 @@ pub(crate) struct Shared {
     /// Stop everything now.
     pub(crate) stop: CancellationToken,
     /// Stop accepting; exit once no job is left.
-    graceful: AtomicBool,
-    graceful_notify: Notify,
-    live_conns: AtomicUsize,
+    pub(crate) graceful: AtomicBool,
+    pub(crate) graceful_notify: Notify,
+    pub(crate) live_conns: AtomicUsize,
     conns_done: Notify,
     /// Memory for all connections' buffers.
     pub(crate) budget: Arc<budget::Budget>,
-    /// `cfg.tls`, loaded.
+    /// `cfg.tls`, loaded, for the Gearman port.
     pub(crate) tls: Option<tls::Acceptor>,
+    /// The same for the HTTP port (ALPN `http/1.1`).
+    pub(crate) http_tls: Option<tls::Acceptor>,
+    /// Connections accepted since start (`polygear_connections_accepted_total`).
+    pub(crate) accepted: AtomicU64,
+    /// The durable queue's commit times and batch sizes.
+    pub(crate) commits: stats::CommitStats,
 }
 
 impl Shared {
@@ -290,8 +308,10 @@ pub struct Server;
 /// A started server. Dropping it does not stop it; call [`RunningServer::shutdown`].
 pub struct RunningServer {
     addr: SocketAddr,
+    http_addr: Option<SocketAddr>,
     shared: Arc<Shared>,
     accept: Option<tokio::task::JoinHandle<()>>,
+    http_accept: Option<tokio::task::JoinHandle<()>>,
     timers: Option<tokio::task::JoinHandle<()>>,
     persist_thread: Option<std::thread::JoinHandle<()>>,
 }
@@ -345,23 +365,23 @@ impl Server {
                 "max packet size must be between 1 and 4 GiB-1".into(),
             ));
         }
-        let tls = match &config.tls {
-            Some(t) => Some(tls::Acceptor::new(t, &[])?),
+        let (tls, http_tls) = match &config.tls {
+            Some(t) => (
+                Some(tls::Acceptor::new(t, &[])?),
+                Some(tls::Acceptor::new(t, &[b"http/1.1", b"http/1.0"])?),
+            ),
+            None => (None, None),
+        };
+        let listener = listen(&config.listen, config.port, config.backlog).await?;
+        let local = listener.local_addr()?;
+        let http_listener = match config.http_port {
+            Some(port) => Some(listen(&config.listen, port, config.backlog).await?),
             None => None,
         };
-        let addr = tokio::net::lookup_host((config.listen.as_str(), config.port))
-            .await?
-            .next()
-            .ok_or_else(|| ServerError::Config(format!("cannot resolve {}", config.listen)))?;
-        let socket = if addr.is_ipv4() {
-            TcpSocket::new_v4()?
-        } else {
-            TcpSocket::new_v6()?
+        let http_addr = match &http_listener {
+            Some(l) => Some(l.local_addr()?),
+            None => None,
         };
-        socket.set_reuseaddr(true)?;
-        socket.bind(addr)?;
-        let listener = socket.listen(config.backlog)?;
-        let local = listener.local_addr()?;
 
         let cfg = Arc::new(config);
         // A shared store renews this server's lease while loading: it holds
@@ -381,6 +401,9 @@ impl Server {
             conns_done: Notify::new(),
             budget: state.budget.clone(),
             tls,
+            http_tls,
+            accepted: AtomicU64::new(0),
+            commits: stats::CommitStats::default(),
             state: Mutex::new(state),
         });
         let mut persist_thread = None;
@@ -407,13 +430,20 @@ impl Server {
             persist_thread = Some(queue::start(store, rx, Arc::downgrade(&shared)));
         }
         tracing::info!("listening on {local}");
+        if let Some(a) = http_addr {
+            tracing::info!("HTTP on {a}");
+        }
         let timers = tokio::spawn(crate::state::timers::run(shared.clone()));
         tokio::spawn(budget::run_reaper(shared.clone()));
+        tokio::spawn(run_sampler(shared.clone()));
         let accept = tokio::spawn(accept_loop(shared.clone(), listener));
+        let http_accept = http_listener.map(|l| tokio::spawn(http::accept_loop(shared.clone(), l)));
         Ok(RunningServer {
             addr: local,
+            http_addr,
             shared,
             accept: Some(accept),
+            http_accept,
             timers: Some(timers),
             persist_thread,
         })
@@ -426,7 +456,7 @@ async fn open_and_serve(shared: Arc<Shared>, tcp: tokio::net::TcpStream) {
         None => polygear::transport::Stream::plain(tcp),
         Some(tls) => {
             let accepted = tokio::select! {
-                a = tls.accept(tcp, tls::Port::Gearman) => a,
+                a = tls.accept(tcp) => a,
                 _ = shared.stop.cancelled() => None,
             };
             match accepted {
@@ -441,6 +471,39 @@ async fn open_and_serve(shared: Arc<Shared>, tcp: tokio::net::TcpStream) {
     conn::serve(shared, stream).await
 }
 
+/// Closes a sample of the dashboard's charts every [`stats::SAMPLE_EVERY`].
+async fn run_sampler(shared: Arc<Shared>) {
+    let mut tick = tokio::time::interval(stats::SAMPLE_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tick.tick().await;
+    loop {
+        tokio::select! {
+            _ = tick.tick() => shared.state.lock().take_sample(),
+            _ = shared.stop.cancelled() => return,
+        }
+    }
+}
+
+/// A listening socket on `host:port`.
+async fn listen(
+    host: &str,
+    port: u16,
+    backlog: u32,
+) -> Result<tokio::net::TcpListener, ServerError> {
+    let addr = tokio::net::lookup_host((host, port))
+        .await?
+        .next()
+        .ok_or_else(|| ServerError::Config(format!("cannot resolve {host}")))?;
+    let socket = if addr.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    Ok(socket.listen(backlog)?)
+}
+
 async fn accept_loop(shared: Arc<Shared>, listener: tokio::net::TcpListener) {
     loop {
         if shared.graceful.load(Ordering::Acquire) {
@@ -450,6 +513,7 @@ async fn accept_loop(shared: Arc<Shared>, listener: tokio::net::TcpListener) {
             r = listener.accept() => match r {
                 Ok((stream, _)) => {
                     shared.live_conns.fetch_add(1, Ordering::AcqRel);
+                    shared.accepted.fetch_add(1, Ordering::Relaxed);
                     tokio::spawn(open_and_serve(shared.clone(), stream));
                 }
                 Err(e) => {
@@ -482,6 +546,11 @@ impl RunningServer {
         self.addr
     }
 
+    /// The HTTP front end's address, if [`ServerConfig::http_port`] is set.
+    pub fn http_addr(&self) -> Option<SocketAddr> {
+        self.http_addr
+    }
+
     /// Stops accepting connections and exits once no job is left (SIGUSR1).
     pub fn begin_graceful_shutdown(&self) {
         self.shared.request_shutdown(true);
@@ -498,6 +567,9 @@ impl RunningServer {
     pub async fn shutdown(mut self) {
         self.shared.stop.cancel();
         if let Some(a) = self.accept.take() {
+            let _ = a.await;
+        }
+        if let Some(a) = self.http_accept.take() {
             let _ = a.await;
         }
         if let Some(t) = self.timers.take() {
@@ -527,6 +599,7 @@ impl RunningServer {
 /// and language bindings. Dropping it stops it.
 pub struct BackgroundServer {
     addr: SocketAddr,
+    http_addr: Option<SocketAddr>,
     stop_tx: Option<tokio::sync::oneshot::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
@@ -554,7 +627,7 @@ impl BackgroundServer {
                             return;
                         }
                     };
-                    let _ = ready_tx.send(Ok(server.local_addr()));
+                    let _ = ready_tx.send(Ok((server.local_addr(), server.http_addr())));
                     tokio::select! {
                         _ = stop_rx => {}
                         _ = server.stopped() => {}
@@ -563,8 +636,9 @@ impl BackgroundServer {
                 });
             })?;
         match ready_rx.recv() {
-            Ok(Ok(addr)) => Ok(BackgroundServer {
+            Ok(Ok((addr, http_addr))) => Ok(BackgroundServer {
                 addr,
+                http_addr,
                 stop_tx: Some(stop_tx),
                 thread: Some(thread),
             }),
@@ -584,6 +658,11 @@ impl BackgroundServer {
     /// The bound address.
     pub fn local_addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// The HTTP front end's address, if [`ServerConfig::http_port`] is set.
+    pub fn http_addr(&self) -> Option<SocketAddr> {
+        self.http_addr
     }
 
     /// The bound port.

@@ -26,6 +26,9 @@ before JOB_CREATED is sent, and reloaded on start. Use `-q builtin` for memory o
 `-q postgres|mysql|redis` use gearmand's table and key layouts; several polygeard sharing one\n\
 PostgreSQL or MySQL table take over a dead server's queued jobs after --queue-lease.\n\
 `-q libmemcached` is not durable: memcached forgets every job when it restarts.\n\
+HTTP (`-r http` or --http-port): `curl --data-binary @in http://HOST:8080/<function>` runs a job\n\
+(headers X-Gearman-Background: true, X-Gearman-Priority: high|low, X-Gearman-Unique,\n\
+X-Gearman-Timeout: <ms>); GET /status/<handle> gives its status as JSON; see server/README.md.\n\
 Signals: SIGTERM/SIGINT stop at once, SIGUSR1 stops accepting and exits when no job is left."
 )]
 struct Args {
@@ -33,7 +36,15 @@ struct Args {
     #[arg(short = 'p', long, value_name = "PORT")]
     port: Option<u16>,
 
-    /// Address to listen on
+    /// Protocol plugin to load, as gearmand's `-r`: only `http` (the HTTP front end on --http-port); repeatable
+    #[arg(short = 'r', long = "protocol", value_name = "NAME")]
+    protocol: Vec<String>,
+
+    /// Port of the HTTP front end (POST /<function> runs a job; GET /status/<handle>, /metrics); given alone it enables HTTP too [default with -r http: 8080]
+    #[arg(long = "http-port", value_name = "PORT")]
+    http_port: Option<u16>,
+
+    /// Address to listen on (Gearman and HTTP ports)
     #[arg(short = 'L', long, value_name = "ADDR", default_value = "0.0.0.0")]
     listen: String,
 
@@ -176,6 +187,10 @@ struct Args {
     /// Enable the admin commands `shutdown` and `shutdown graceful`
     #[arg(long)]
     allow_shutdown: bool,
+
+    /// Token the HTTP dashboard's actions (cancel a queued job, drop a function) require, sent as `Authorization: Bearer TOKEN` (env POLYGEARD_ADMIN_TOKEN when not given); without it the actions are refused unless the client has a verified TLS certificate
+    #[arg(long, value_name = "TOKEN")]
+    admin_token: Option<String>,
 
     /// On a CAN_DO_TIMEOUT expiry requeue the job like gearmand (default: fail it to its clients)
     #[arg(long)]
@@ -364,9 +379,23 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    let mut http = args.http_port.is_some();
+    for name in &args.protocol {
+        match name.to_ascii_lowercase().as_str() {
+            "http" => http = true,
+            other => {
+                eprintln!(
+                    "polygeard: unknown protocol {other:?} for -r/--protocol (only http exists)"
+                );
+                return ExitCode::from(2);
+            }
+        }
+    }
+    let http_port = http.then(|| args.http_port.unwrap_or(8080));
     let config = ServerConfig {
         listen: args.listen.clone(),
         port,
+        http_port,
         backlog: args.backlog,
         queue,
         job_retries: args.job_retries,
@@ -385,6 +414,11 @@ fn main() -> ExitCode {
         timeout_requeue: args.timeout_requeue,
         grab_wait: std::time::Duration::from_millis(args.grab_wait),
         tls: tls_config(&args),
+        admin_token: args
+            .admin_token
+            .clone()
+            .or_else(|| std::env::var("POLYGEARD_ADMIN_TOKEN").ok())
+            .filter(|t| !t.is_empty()),
         ..ServerConfig::default()
     };
     let mut rt = tokio::runtime::Builder::new_multi_thread();

@@ -21,6 +21,10 @@
 //! - [`Outbox::drained`] tells a connection that stopped reading because
 //!   too much of its output was queued when it went down; [`Outbox::close`]
 //!   flushes what is queued before the connection goes away.
+//! - A [`Outbox::local`] outbox has no socket: an in-process peer (an HTTP
+//!   request, `crate::http`) takes what the state wrote with
+//!   [`Outbox::take_local`] when [`Outbox::ready`] wakes it. Gates, the
+//!   output limit and the budget work as for a socket.
 
 use std::cell::{Cell, RefCell};
 use std::io;
@@ -108,6 +112,8 @@ pub(crate) struct Outbox {
     output: Account,
     /// The connection's read buffer, in the server's budget.
     pub(crate) input: Account,
+    /// A [`Outbox::local`] outbox has output to take (or was killed).
+    pub(crate) ready: Notify,
 }
 
 struct Inner {
@@ -117,6 +123,17 @@ struct Inner {
     closed: bool,
     /// In some thread's dirty list.
     dirty: bool,
+    /// A [`Outbox::local`] outbox's output, until [`Outbox::take_local`].
+    local: Option<BytesMut>,
+}
+
+impl Inner {
+    /// Bytes queued but not yet written (or taken).
+    fn pending(&self) -> usize {
+        self.out.pending()
+            + self.held.as_ref().map_or(0, Held::len)
+            + self.local.as_ref().map_or(0, BytesMut::len)
+    }
 }
 
 /// Output held back until the durable queue commits.
@@ -160,6 +177,15 @@ impl Outbox {
         Outbox::over(CoreOutbox::detached(), Some(held), limit, budget)
     }
 
+    /// An outbox without a socket for an in-process peer: what is written
+    /// (once past any durability gate) accumulates until
+    /// [`Outbox::take_local`], and [`Outbox::ready`] is notified.
+    pub(crate) fn local(limit: usize, budget: &Arc<Budget>) -> Outbox {
+        let out = Outbox::over(CoreOutbox::detached(), None, limit, budget);
+        out.inner.lock().local = Some(BytesMut::new());
+        out
+    }
+
     fn over(out: CoreOutbox, held: Option<Held>, limit: usize, budget: &Arc<Budget>) -> Outbox {
         Outbox {
             inner: Mutex::new(Inner {
@@ -167,6 +193,7 @@ impl Outbox {
                 held,
                 closed: false,
                 dirty: false,
+                local: None,
             }),
             wake: Notify::new(),
             drained: Notify::new(),
@@ -175,7 +202,18 @@ impl Outbox {
             limit,
             output: Account::new(budget.clone()),
             input: Account::new(budget.clone()),
+            ready: Notify::new(),
         }
+    }
+
+    /// What a [`Outbox::local`] outbox received since the last call.
+    pub(crate) fn take_local(&self) -> BytesMut {
+        let taken = match self.inner.lock().local.as_mut() {
+            Some(buf) => std::mem::take(buf),
+            None => BytesMut::new(),
+        };
+        self.recount();
+        taken
     }
 
     /// What a [`Outbox::detached`] outbox accumulated since the last call.
@@ -196,12 +234,18 @@ impl Outbox {
             return;
         }
         let inner = &mut *g;
-        let mark = match inner.held.as_mut() {
-            Some(held) => {
+        let mut ready = false;
+        let mark = match (inner.held.as_mut(), inner.local.as_mut()) {
+            (Some(held), _) => {
                 f(&mut held.bytes);
                 false
             }
-            None => {
+            (None, Some(local)) => {
+                f(local);
+                ready = true;
+                false
+            }
+            (None, None) => {
                 if inner.out.append(f).is_err() {
                     // Not connected: only after a kill, which `closed` excludes.
                     drop(g);
@@ -211,7 +255,7 @@ impl Outbox {
                 !inner.dirty && !inner.out.writer_active()
             }
         };
-        let pending = inner.out.pending() + inner.held.as_ref().map_or(0, Held::len);
+        let pending = inner.pending();
         if pending >= crate::budget::GRANULE || !self.output.is_zero() {
             self.output.set(pending);
         }
@@ -222,6 +266,11 @@ impl Outbox {
                 self.limit
             );
             self.kill();
+            return;
+        }
+        if ready {
+            drop(g);
+            self.ready.notify_one();
             return;
         }
         if mark {
@@ -317,6 +366,12 @@ impl Outbox {
         let Some(held) = g.held.take() else {
             return;
         };
+        if let Some(local) = g.local.as_mut() {
+            local.extend_from_slice(&held.bytes);
+            drop(g);
+            self.ready.notify_one();
+            return;
+        }
         let pushed = g.out.push(|b| b.extend_from_slice(&held.bytes));
         let closed = g.closed;
         drop(g);
@@ -348,8 +403,7 @@ impl Outbox {
 
     /// Bytes queued but not yet written.
     pub(crate) fn pending(&self) -> usize {
-        let g = self.inner.lock();
-        g.out.pending() + g.held.as_ref().map_or(0, Held::len)
+        self.inner.lock().pending()
     }
 
     /// Stop accepting output; the writer flushes what is queued, then exits.
@@ -365,11 +419,15 @@ impl Outbox {
             let mut g = self.inner.lock();
             g.closed = true;
             g.held = None;
+            if g.local.is_some() {
+                g.local = Some(BytesMut::new());
+            }
             g.out.close();
         }
         self.output.set(0);
         self.kill.cancel();
         self.wake.notify_one();
+        self.ready.notify_one();
     }
 
     pub(crate) fn is_killed(&self) -> bool {
@@ -400,5 +458,32 @@ impl Outbox {
                 _ = self.kill.cancelled() => return,
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_local_outbox_holds_gated_output_until_released() {
+        let budget = Arc::new(Budget::new(1 << 20));
+        let out = Arc::new(Outbox::local(1 << 10, &budget));
+        out.write(|b| b.extend_from_slice(b"a"));
+        assert_eq!(&out.take_local()[..], b"a");
+        out.gate(1, |b| b.extend_from_slice(b"created"));
+        out.write(|b| b.extend_from_slice(b"+after"));
+        assert!(
+            out.take_local().is_empty(),
+            "gated output was released early"
+        );
+        out.release(1);
+        assert_eq!(&out.take_local()[..], b"created+after");
+        out.write(|b| b.extend_from_slice(b"z"));
+        assert_eq!(&out.take_local()[..], b"z");
+        // Over the limit: killed, nothing left to take.
+        out.write(|b| b.extend_from_slice(&[0; 2048]));
+        assert!(out.is_killed());
+        assert!(out.take_local().is_empty());
     }
 }

@@ -51,7 +51,6 @@ pub struct TlsConfig {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Port {
     Gearman,
-    #[allow(dead_code)] // until the HTTP port lands
     Http,
 }
 
@@ -98,11 +97,22 @@ impl Acceptor {
         })
     }
 
-    /// Runs the handshake on a new connection. `Ok(None)`: the peer went
-    /// away, failed the handshake (logged at debug) or spoke plain text
-    /// (answered, see the module doc). The stream's flag is true when the
-    /// peer presented a certificate the server verified.
-    pub(crate) async fn accept(&self, tcp: TcpStream, port: Port) -> Option<(Stream, bool)> {
+    /// Runs the handshake on a new Gearman connection. `None`: the peer
+    /// went away, failed the handshake (logged at debug) or spoke plain
+    /// text (answered, see the module doc). The flag is true when the peer
+    /// presented a certificate the server verified.
+    pub(crate) async fn accept(&self, tcp: TcpStream) -> Option<(Stream, bool)> {
+        let (tls, verified) = self.handshake(tcp, Port::Gearman).await?;
+        let (tcp, session) = tls.into_inner();
+        Some((Stream::tls(tcp, session), verified))
+    }
+
+    /// [`Acceptor::accept`] keeping tokio-rustls' stream (for hyper).
+    pub(crate) async fn handshake(
+        &self,
+        tcp: TcpStream,
+        port: Port,
+    ) -> Option<(tokio_rustls::server::TlsStream<TcpStream>, bool)> {
         let handshake = async {
             let mut first = [0u8; 1];
             match tcp.peek(&mut first).await {
@@ -115,9 +125,12 @@ impl Acceptor {
             }
             match self.inner.accept(tcp).into_fallible().await {
                 Ok(tls) => {
-                    let (tcp, session) = tls.into_inner();
-                    let verified = session.peer_certificates().is_some_and(|c| !c.is_empty());
-                    Some((Stream::tls(tcp, session), verified))
+                    let verified = tls
+                        .get_ref()
+                        .1
+                        .peer_certificates()
+                        .is_some_and(|c| !c.is_empty());
+                    Some((tls, verified))
                 }
                 Err((e, tcp)) => {
                     tracing::debug!("TLS handshake failed: {e}");

@@ -256,10 +256,17 @@ async fn plain_text_on_a_tls_port_is_told_tls_is_required() {
     w.stop();
 }
 
-/// `openssl s_client` as the peer: bytes in, bytes out, through TLS.
-fn s_client(port: u16, ca: &Pem, cert: Option<&Pem>, input: &[u8]) -> Vec<u8> {
+/// `openssl s_client` as the peer: writes `input` and reads until `enough`
+/// says so, the peer closes, or 10 s pass.
+fn s_client(
+    port: u16,
+    ca: &Pem,
+    cert: Option<&Pem>,
+    input: &[u8],
+    enough: impl Fn(&[u8]) -> bool,
+) -> Vec<u8> {
     let mut cmd = Command::new("openssl");
-    cmd.args(["s_client", "-quiet", "-no_ign_eof", "-verify_return_error"])
+    cmd.args(["s_client", "-quiet", "-verify_return_error"])
         .args(["-connect", &format!("127.0.0.1:{port}")])
         .arg("-CAfile")
         .arg(&ca.cert);
@@ -272,35 +279,189 @@ fn s_client(port: u16, ca: &Pem, cert: Option<&Pem>, input: &[u8]) -> Vec<u8> {
         .stderr(Stdio::null())
         .spawn()
         .expect("openssl (Debian package openssl) runs");
-    child.stdin.take().unwrap().write_all(input).unwrap();
-    let out = child.wait_with_output().unwrap();
-    out.stdout
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(input).unwrap();
+    let mut stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 4096];
+        while let Ok(n @ 1..) = stdout.read(&mut buf) {
+            if tx.send(buf[..n].to_vec()).is_err() {
+                break;
+            }
+        }
+    });
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let mut got = Vec::new();
+    while !enough(&got) {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(chunk) => got.extend_from_slice(&chunk),
+            Err(_) => break,
+        }
+    }
+    drop(stdin);
+    let _ = child.kill();
+    let _ = child.wait();
+    got
 }
 
 #[test]
 fn openssl_s_client_speaks_the_binary_and_admin_protocols() {
     let p = pki();
     let s = tls_server(&p.server, Some(&p.ca.pem), true);
-    // ECHO_REQ "hello" then the admin `version` line on the same connection:
-    // -no_ign_eof closes after stdin ends, so the replies must come first;
-    // give the server a moment by sending them in one write.
+    // ECHO_REQ "hello", then the admin `version` line on the same connection.
     let mut input = b"\0REQ\0\0\0\x10\0\0\0\x05hello".to_vec();
     input.extend_from_slice(b"version\n");
-    let mut got = Vec::new();
-    for _ in 0..20 {
-        got = s_client(s.port(), &p.ca.pem, Some(&p.client), &input);
-        if got.len() >= 17 + 2 {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    let both = |got: &[u8]| got.len() > 17 && got.ends_with(b"\n");
+    let got = s_client(s.port(), &p.ca.pem, Some(&p.client), &input, both);
     assert!(
         got.starts_with(b"\0RES\0\0\0\x11\0\0\0\x05hello"),
         "ECHO_RES through TLS: {got:?}"
     );
     let text = String::from_utf8_lossy(&got[17..]);
-    assert!(text.starts_with("OK ") || text.contains('.'), "{text:?}");
-    // Without a client certificate the mutual-TLS server answers nothing.
-    let refused = s_client(s.port(), &p.ca.pem, None, &input);
+    assert!(text.starts_with("OK "), "{text:?}");
+    // Without a client certificate the mutual-TLS server answers nothing
+    // and closes.
+    let refused = s_client(s.port(), &p.ca.pem, None, &input, |_| false);
     assert!(refused.is_empty(), "{refused:?}");
+}
+
+fn https_server(p: &Pki, verify_clients: bool) -> BackgroundServer {
+    BackgroundServer::start(ServerConfig {
+        http_port: Some(0),
+        tls: Some(TlsConfig {
+            cert_file: p.server.cert.clone(),
+            key_file: p.server.key.clone(),
+            ca_file: Some(p.ca.pem.cert.clone()),
+            verify_clients,
+        }),
+        ..ServerConfig::default()
+    })
+    .expect("start HTTPS server")
+}
+
+/// curl's status line code and body (`-s`, no `-f`), or its exit code.
+fn curl(args: &[&str]) -> Result<(u16, String), i32> {
+    let out = Command::new("curl")
+        .args(["-s", "-m", "10", "-w", "\n%{http_code}"])
+        .args(args)
+        .output()
+        .expect("curl (Debian package curl) runs");
+    if !out.status.success() {
+        return Err(out.status.code().unwrap_or(-1));
+    }
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, code) = text.rsplit_once('\n').unwrap();
+    Ok((code.parse().unwrap(), body.to_string()))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_http_port_speaks_tls_too() {
+    let p = pki();
+    let s = https_server(&p, false);
+    let w = worker(&s, Some(trust(&p.ca.pem, None)));
+    let port = s.http_addr().unwrap().port();
+    let url = format!("https://localhost:{port}/echo");
+    let ca = p.ca.pem.cert.to_str().unwrap().to_string();
+    let (code, body) = tokio::task::spawn_blocking({
+        let (url, ca) = (url.clone(), ca.clone());
+        move || curl(&["--cacert", &ca, "--data-binary", "via HTTPS", &url])
+    })
+    .await
+    .unwrap()
+    .unwrap();
+    // The worker's WORK_DATA ("via") streams ahead of its result.
+    assert_eq!((code, body.as_str()), (200, "viavia HTTPS"));
+    // curl refuses the server without the CA (exit 60: peer certificate).
+    let untrusted = tokio::task::spawn_blocking({
+        let url = url.clone();
+        move || curl(&["--data-binary", "x", &url])
+    })
+    .await
+    .unwrap();
+    assert_eq!(untrusted, Err(60));
+    // Plain HTTP on the TLS port: a 400 saying TLS is required.
+    let plain = format!("http://127.0.0.1:{port}/echo");
+    let (code, body) = tokio::task::spawn_blocking(move || curl(&["--data-binary", "x", &plain]))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(code, 400);
+    assert!(body.contains("requires TLS"), "{body}");
+    w.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mutual_tls_on_the_http_port_needs_a_client_certificate() {
+    let p = pki();
+    let s = https_server(&p, true);
+    let w = worker(&s, Some(trust(&p.ca.pem, Some(&p.client))));
+    let port = s.http_addr().unwrap().port();
+    let url = format!("https://127.0.0.1:{port}/echo");
+    let ca = p.ca.pem.cert.to_str().unwrap().to_string();
+    let cert = p.client.cert.to_str().unwrap().to_string();
+    let key = p.client.key.to_str().unwrap().to_string();
+    let with = {
+        let (url, ca) = (url.clone(), ca.clone());
+        tokio::task::spawn_blocking(move || {
+            curl(&[
+                "--cacert",
+                &ca,
+                "--cert",
+                &cert,
+                "--key",
+                &key,
+                "--data-binary",
+                "mutual",
+                &url,
+            ])
+        })
+    };
+    assert_eq!(with.await.unwrap().unwrap(), (200, "mutmutual".to_string()));
+    let without =
+        tokio::task::spawn_blocking(move || curl(&["--cacert", &ca, "--data-binary", "x", &url]));
+    // curl fails in the handshake or on the server's alert (35 or 56).
+    let code = without.await.unwrap().unwrap_err();
+    assert!(matches!(code, 35 | 56), "curl exit {code}");
+    w.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_verified_client_certificate_authorises_the_dashboards_actions() {
+    let p = pki();
+    // Mutual TLS and no --admin-token: the certificate is the credential.
+    let s = https_server(&p, true);
+    let c = client(&s, Some(trust(&p.ca.pem, Some(&p.client))));
+    c.submit_background("queued", "x", SubmitOptions::default())
+        .await
+        .unwrap();
+    let port = s.http_addr().unwrap().port();
+    let (ca, cert, key) = (
+        p.ca.pem.cert.to_str().unwrap().to_string(),
+        p.client.cert.to_str().unwrap().to_string(),
+        p.client.key.to_str().unwrap().to_string(),
+    );
+    let drop_url = format!("https://127.0.0.1:{port}/api/drop");
+    let (code, body) = tokio::task::spawn_blocking(move || {
+        curl(&[
+            "--cacert",
+            &ca,
+            "--cert",
+            &cert,
+            "--key",
+            &key,
+            "-H",
+            "Content-Type: application/json",
+            "--data-binary",
+            r#"{"function": "queued"}"#,
+            &drop_url,
+        ])
+    })
+    .await
+    .unwrap()
+    .unwrap();
+    // Authorised: refused only because the function still has a job (409),
+    // not for want of a token (403).
+    assert_eq!(code, 409, "{body}");
 }

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import http.client
+import json
 import os
 import re
 import shutil
@@ -23,14 +25,25 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.parse
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
-LANGS = ["rs", "py", "node", "rb", "c"]
-NAMES = {"rs": "Rust", "py": "Python", "node": "Node", "rb": "Ruby", "c": "C CLI"}
+WORKER_LANGS = ["rs", "py", "node", "rb", "c"]
+# "http": polygeard's HTTP front end (--http-port) as a client, driven by this script
+# with Python's http.client; a client only, and on polygeard only.
+LANGS = [*WORKER_LANGS, "http"]
+NAMES = {
+    "rs": "Rust",
+    "py": "Python",
+    "node": "Node",
+    "rb": "Ruby",
+    "c": "C CLI",
+    "http": "HTTP",
+}
 CHECKS = ["binary", "big", "unicode", "stream", "exception", "background", "coalesce"]
 FUNCS = ["echo", "text", "stream", "raise", "bg", "slow"]
 TEXT = "héllo wörld — 日本語 🎉 ∑ Ω"
@@ -92,6 +105,12 @@ NOTES = [
         "output so far (libgearman quirk, protocol.md) and no WORK_STATUS; checked as such."
     ),
     "C worker background: no WORK_STATUS, so only queued -> running -> finished is checked.",
+    (
+        "HTTP client (polygeard only): POST /<worker>.<function> to polygeard's --http-port; "
+        "stream checks the chunked body (WORK_DATA chunks, then the WORK_COMPLETE payload; "
+        "WORK_STATUS does not reach HTTP), exception the 500 JSON error, background "
+        "GET /status/<handle>."
+    ),
     (
         "C CLI client exception (polygeard): the CLI never asks for exceptions, so the typed "
         "error is 'Job failed' + exit status 1 (the message cannot reach it)."
@@ -506,6 +525,133 @@ def c_client_checks(run: Run, port: int, workers: list[str]) -> None:
         attempt(w, "background", lambda: "no GET_STATUS in the gearman CLI")
 
 
+# ------------------------------------------------------------------ HTTP client
+
+
+def http_request(
+    port: int,
+    method: str,
+    path: str,
+    body: bytes = b"",
+    headers: dict[str, str] | None = None,
+    timeout: float = 60,
+) -> tuple[int, dict[str, str], bytes]:
+    """One request to polygeard's HTTP port: (status, lowercased headers, body)."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    try:
+        conn.request(method, path, body=body, headers=headers or {})
+        r = conn.getresponse()
+        data = r.read()
+        return r.status, {k.lower(): v for k, v in r.getheaders()}, data
+    finally:
+        conn.close()
+
+
+def http_path(function: str) -> str:
+    return "/" + urllib.parse.quote(function)
+
+
+def http_client_checks(run: Run, http_port: int, gate: str, workers: list[str]) -> None:
+    binary = (
+        bytes(range(256))
+        + b"\x00\x00mid\x00"
+        + b"\xff\xfe\xc3\x28\xa0\xa1\xe2\x28\xa1\x00"
+    )
+    big = (bytes(range(251)) * (MIB16 // 251 + 1))[:MIB16]
+
+    def attempt(w: str, check: str, fn: Callable[[], str | None]) -> None:
+        reason = na_reason("http", w, check, run.server)
+        if reason:
+            run.put("http", w, check, "na", reason)
+            return
+        try:
+            problem = fn()
+        except Exception as e:  # noqa: BLE001 - reported as the cell's failure
+            problem = f"{type(e).__name__}: {e}"
+        run.put("http", w, check, "fail" if problem else "pass", problem or "")
+
+    def echo(w: str, payload: bytes) -> str | None:
+        st, _, got = http_request(http_port, "POST", http_path(f"{w}.echo"), payload, timeout=120)
+        if st != 200 or got != payload:
+            return f"HTTP {st}, sent {len(payload)} bytes, got {len(got)}: {got[:200]!r}"
+        return None
+
+    def unicode(w: str) -> str | None:
+        st, _, got = http_request(http_port, "POST", http_path(f"{w}.text"), TEXT.encode())
+        text = got.decode("utf-8", "replace")
+        return None if st == 200 and text == TEXT[::-1] else f"HTTP {st}, got {text!r}"
+
+    def stream(w: str) -> str | None:
+        n = 4
+        st, headers, got = http_request(
+            http_port, "POST", http_path(f"{w}.stream"), str(n).encode()
+        )
+        data = got.decode("utf-8", "replace")
+        if w == "c":
+            want = "".join("\n".join(f"chunk-{j}" for j in range(i + 1)) for i in range(n))
+        else:
+            want = "".join(f"chunk-{i}" for i in range(n)) + "done"
+        chunked = headers.get("transfer-encoding") == "chunked"
+        if st != 200 or data != want or not chunked:
+            return f"HTTP {st}, chunked {chunked}, body {data!r}; want {want!r}"
+        return None
+
+    def exception(w: str) -> str | None:
+        msg = f"matrix boom http->{w} ✗ ünï"
+        st, headers, got = http_request(http_port, "POST", http_path(f"{w}.raise"), msg.encode())
+        try:
+            error = json.loads(got)["error"]
+        except (ValueError, KeyError, TypeError):
+            return f"HTTP {st}, body not a JSON error: {got[:200]!r}"
+        command = headers.get("x-gearman-command")
+        if st != 500 or command != "WORK_EXCEPTION" or msg not in error:
+            return f"HTTP {st}, {command}, error {error!r} lacks {msg!r}"
+        return None
+
+    def background(w: str) -> str | None:
+        token = f"bg-http-{w}-{os.getpid()}-{time.time_ns()}"
+        st, headers, handle = http_request(
+            http_port,
+            "POST",
+            http_path(f"{w}.bg"),
+            token.encode(),
+            {"X-Gearman-Background": "true"},
+        )
+        if st != 200 or headers.get("x-gearman-job-handle", "").encode() != handle:
+            return f"HTTP {st}, handle header/body mismatch: {headers} {handle!r}"
+        status_path = "/status/" + urllib.parse.quote(handle.decode())
+
+        def status() -> dict[str, Any]:
+            st, _, body = http_request(http_port, "GET", status_path)
+            if st != 200:
+                raise RuntimeError(f"GET {status_path}: HTTP {st} {body[:200]!r}")
+            return dict(json.loads(body))
+
+        deadline = time.monotonic() + 20
+        while True:
+            s = status()
+            reported = w == "c" or (s["numerator"], s["denominator"]) == (1, 2)
+            if s["known"] and s["running"] and reported:
+                break
+            if time.monotonic() > deadline:
+                return f"never running 1/2: last {s}"
+            time.sleep(0.03)
+        open(os.path.join(gate, token), "wb").close()
+        while status()["known"]:
+            if time.monotonic() > deadline:
+                return "job never finished"
+            time.sleep(0.03)
+        return None
+
+    for w in workers:
+        attempt(w, "binary", lambda w=w: echo(w, binary))
+        attempt(w, "big", lambda w=w: echo(w, big))
+        attempt(w, "unicode", lambda w=w: unicode(w))
+        attempt(w, "stream", lambda w=w: stream(w))
+        attempt(w, "exception", lambda w=w: exception(w))
+        attempt(w, "background", lambda w=w: background(w))
+
+
 # ------------------------------------------------------------------ phases
 
 
@@ -543,6 +689,7 @@ def coalesce_phase(
     run: Run,
     procs: Procs,
     port: int,
+    http_port: int,
     gate: str,
     clients: list[str],
     workers: list[str],
@@ -598,10 +745,24 @@ def coalesce_phase(
         with rlock:
             results[("c", u)] = res
 
+    def http_job(u: str, w: str) -> None:
+        try:
+            st, _, body = http_request(
+                http_port, "POST", http_path(f"{w}.slow"), b"coal", {"X-Gearman-Unique": u}
+            )
+            res = ("ok", body.hex()) if st == 200 else ("err", f"HTTP {st} {body[:200]!r}")
+        except OSError as e:
+            res = ("err", f"{type(e).__name__}: {e}")
+        with rlock:
+            results[("http", u)] = res
+
     for lang in clients:
         if lang == "c":
             for u, w in duties["c"]:
                 threads.append(threading.Thread(target=cli_job, args=(u, w)))
+        elif lang == "http":
+            for u, w in duties["http"]:
+                threads.append(threading.Thread(target=http_job, args=(u, w)))
         else:
             threads.append(threading.Thread(target=lang_client, args=(lang,)))
     for t in threads:
@@ -651,6 +812,7 @@ def run_server(env: Env, kind: str, clients: list[str], workers: list[str]) -> R
     gate = os.path.join(logdir, "gate")
     os.makedirs(gate, exist_ok=True)
     port = free_port()
+    http_port = free_port()
     try:
         if kind == "polygeard":
             argv = [
@@ -663,6 +825,10 @@ def run_server(env: Env, kind: str, clients: list[str], workers: list[str]) -> R
                 "builtin",
                 "-l",
                 "none",
+                "-r",
+                "http",
+                "--http-port",
+                str(http_port),
             ]
         else:
             argv = [
@@ -686,7 +852,7 @@ def run_server(env: Env, kind: str, clients: list[str], workers: list[str]) -> R
         if missing:
             log(f"functions without a worker after 60s: {missing}")
         log(f"{kind}: coalescing phase")
-        coalesce_phase(env, run, procs, port, gate, clients, workers, logdir)
+        coalesce_phase(env, run, procs, port, http_port, gate, clients, workers, logdir)
         log(f"{kind}: main phase (clients {', '.join(clients)} in parallel)")
         threads = []
         server = f"127.0.0.1:{port}"
@@ -707,6 +873,12 @@ def run_server(env: Env, kind: str, clients: list[str], workers: list[str]) -> R
             if lang == "c":
                 threads.append(
                     threading.Thread(target=c_client_checks, args=(run, port, workers))
+                )
+            elif lang == "http":
+                threads.append(
+                    threading.Thread(
+                        target=http_client_checks, args=(run, http_port, gate, workers)
+                    )
                 )
             else:
                 threads.append(threading.Thread(target=lang_main, args=(lang,)))
@@ -730,8 +902,10 @@ def run_server(env: Env, kind: str, clients: list[str], workers: list[str]) -> R
 
 
 def print_matrix(
-    run: Run, clients: list[str], workers: list[str], missing_lang: dict[str, str]
+    run: Run, langs: list[str], missing_lang: dict[str, str]
 ) -> None:
+    clients = [c for c in langs if c != "http" or run.server == "polygeard"]
+    workers = [w for w in langs if w in WORKER_LANGS]
     width = 22
     print()
     print(
@@ -833,12 +1007,14 @@ def main() -> int:
     runs = []
     for kind in [s for s in a.servers.split(",") if s]:
         t0 = time.monotonic()
-        runs.append(run_server(env, kind, active, active))
+        clients = [c for c in active if c != "http" or kind == "polygeard"]
+        workers = [w for w in active if w in WORKER_LANGS]
+        runs.append(run_server(env, kind, clients, workers))
         log(f"{kind} done in {time.monotonic() - t0:.1f}s")
 
     passed = failed = na = 0
     for run in runs:
-        print_matrix(run, langs, langs, missing_lang)
+        print_matrix(run, langs, missing_lang)
         for o in run.results.values():
             passed += o.status == "pass"
             failed += o.status == "fail"

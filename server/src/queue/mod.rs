@@ -369,7 +369,14 @@ fn commit_batch(
     let result = if deletes.is_empty() && inserts.is_empty() {
         Ok(Vec::new())
     } else {
-        store.commit(&deletes, &inserts)
+        let started = std::time::Instant::now();
+        let r = store.commit(&deletes, &inserts);
+        if let Some(shared) = shared.upgrade() {
+            shared
+                .commits
+                .observe(started.elapsed(), deletes.len() + inserts.len());
+        }
+        r
     };
     let (error, rejected) = match result {
         Ok(rejected) => (

@@ -28,6 +28,8 @@ pub(crate) struct Function {
     pub wake_pos: usize,
     pub maxqueue: [u32; 3],
     pub alive: bool,
+    /// Counters and histograms for `/metrics` (see [`crate::stats`]).
+    pub stats: crate::stats::FuncStats,
     /// Non-zero while idle: its entry in the idle queue.
     idle_stamp: u64,
 }
@@ -45,6 +47,7 @@ impl Function {
             wake_pos: 0,
             maxqueue: [0; 3],
             alive: true,
+            stats: Default::default(),
             idle_stamp: 0,
         }
     }

@@ -117,7 +117,7 @@ impl State {
         if let Some(job) = self.jobs.get_mut(&h) {
             job.durable = 0;
         }
-        self.discard(h);
+        self.discard(h, crate::stats::Outcome::LeaseLost, b"");
     }
 }
 

@@ -16,6 +16,7 @@ use super::timers::TimerEvent;
 use super::{unix_now, ConnId, State};
 use crate::index::shrink;
 use crate::queue::{Op, StoredJob, StoredKey};
+use crate::stats::Outcome;
 use crate::wire::{parse_handle, put_pkt};
 
 impl State {
@@ -58,7 +59,7 @@ impl State {
         self.forward(n, |b, _| {
             put_pkt(b, PacketType::WorkComplete, &[handle, data])
         });
-        self.finish(n);
+        self.discard(n, Outcome::Complete, b"");
     }
 
     /// WORK_FAIL: the clients are told and the job ends.
@@ -76,7 +77,7 @@ impl State {
             return;
         };
         self.forward(n, |b, _| put_pkt(b, PacketType::WorkFail, &[handle]));
-        self.finish(n);
+        self.discard(n, Outcome::Fail, b"");
     }
 
     /// WORK_EXCEPTION: clients with the `exceptions` option get it, the
@@ -100,7 +101,7 @@ impl State {
                 put_pkt(b, PacketType::WorkFail, &[handle])
             }
         });
-        self.finish(n);
+        self.discard(n, Outcome::Exception, data);
     }
 
     /// The job `handle` if this connection currently holds it.
@@ -125,6 +126,7 @@ impl State {
             return;
         }
         job.delayed = false;
+        job.since = std::time::Instant::now();
         let (fid, prio) = (job.func, job.prio);
         self.enqueue(fid, prio as usize, h, false);
         self.wake(fid);
@@ -154,7 +156,7 @@ impl State {
         );
         let hb = self.handle(h);
         self.forward(h, |b, _| put_pkt(b, PacketType::WorkFail, &[&hb]));
-        self.finish(h);
+        self.discard(h, Outcome::Timeout, b"");
     }
 
     /// A worker lost job `h` (disconnect, CANT_DO, RESET_ABILITIES): back to
@@ -170,6 +172,11 @@ impl State {
         let (fid, prio) = (job.func, job.prio as usize);
         let retries = self.cfg.job_retries;
         if job.ignore || (retries > 0 && job.retries >= retries) {
+            let outcome = if job.ignore {
+                Outcome::Abandoned
+            } else {
+                Outcome::RetriesExhausted
+            };
             if !job.ignore {
                 tracing::warn!(
                     "dropped job due to max retry count: {}",
@@ -178,10 +185,11 @@ impl State {
                 let hb = self.handle(h);
                 self.forward(h, |b, _| put_pkt(b, PacketType::WorkFail, &[&hb]));
             }
-            self.finish(h);
+            self.discard(h, outcome, b"");
             return;
         }
         job.worker = 0;
+        job.since = std::time::Instant::now();
         job.num = 0;
         job.den = 0;
         self.timers.disarm(h);
@@ -192,16 +200,19 @@ impl State {
         self.wake(fid);
     }
 
-    /// Removes a job that ended (completed, failed, dropped) or was reaped.
-    fn finish(&mut self, h: u64) {
-        self.discard(h);
-    }
-
-    /// Removes job `h` and everything that refers to it.
-    pub(super) fn discard(&mut self, h: u64) {
+    /// Removes job `h`, which ended with `outcome` (`message`: an
+    /// exception's data), and everything that refers to it.
+    pub(super) fn discard(&mut self, h: u64, outcome: Outcome, message: &[u8]) {
         let Some(job) = self.jobs.remove(&h) else {
             return;
         };
+        let outcome = if job.cancelled {
+            Outcome::Cancelled
+        } else {
+            outcome
+        };
+        let ran = job.running().then(|| job.since.elapsed());
+        self.count_end(job.func, h, outcome, ran, message);
         self.timers.disarm(h);
         if let Some(k) = job.key() {
             self.uniques.remove(job.func, k, h);
@@ -258,6 +269,7 @@ impl State {
         };
         let clients = std::mem::take(&mut job.clients);
         job.ignore = true;
+        job.cancelled = true;
         job.background = false;
         let durable = std::mem::replace(&mut job.durable, 0);
         let delayed = job.delayed;
@@ -272,9 +284,20 @@ impl State {
         if delayed {
             // Never reaches a queue: remove it now. (A waiting job is reaped
             // by the next grab that reaches it; a running one finishes unseen.)
-            self.discard(h);
+            self.discard(h, Outcome::Cancelled, b"");
         }
         true
+    }
+
+    /// Cancels job `h` at once (taken out of its queue by the caller): its
+    /// clients get WORK_FAIL, its stored copy is deleted.
+    pub(crate) fn cancel_now(&mut self, h: u64) {
+        let hb = self.handle(h);
+        self.forward(h, |b, _| put_pkt(b, PacketType::WorkFail, &[&hb]));
+        if let Some(job) = self.jobs.get_mut(&h) {
+            job.cancelled = true;
+        }
+        self.discard(h, Outcome::Cancelled, b"");
     }
 
     /// Jobs whose insert failed to commit (their submitters got ERROR) are
@@ -297,7 +320,7 @@ impl State {
             if delayed {
                 // In no queue: gone now. (A waiting job is reaped when
                 // reached; a running one finishes unseen.)
-                self.discard(h);
+                self.discard(h, Outcome::Abandoned, b"");
             }
         }
     }

@@ -62,6 +62,11 @@ pub(crate) struct Job {
     /// Row id in the persistent queue, 0 if not stored.
     pub durable: i64,
     pub clients: Vec<ConnId>,
+    /// When it entered its queue (submit, epoch due, requeue) while it
+    /// waits; when a worker got it while it runs (for the latency histograms).
+    pub since: std::time::Instant,
+    /// Cancelled (admin `cancel job`, dashboard): counted so when it ends.
+    pub cancelled: bool,
 }
 
 impl Job {
@@ -134,6 +139,8 @@ pub(crate) struct State {
     pub metrics: Metrics,
     /// Workers whose GRAB waits for a job (see [`schedule`]).
     pub(crate) grabs_waiting: usize,
+    /// Totals, recent failures and samples for `/metrics` and the dashboard.
+    pub stats: crate::stats::ServerStats,
 }
 
 /// Counters reported by the admin `metrics` command.
@@ -179,6 +186,7 @@ impl State {
             parked: Vec::new(),
             metrics: Metrics::default(),
             grabs_waiting: 0,
+            stats: Default::default(),
         }
     }
 

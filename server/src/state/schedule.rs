@@ -15,6 +15,7 @@ use polygear::protocol::PacketType;
 use super::abilities::Ability;
 use super::timers::TimerEvent;
 use super::{ConnId, State};
+use crate::stats::Outcome;
 use crate::wire::{put_pkt, HandleBuf};
 
 /// Longest function name accepted (gearmand's `GEARMAN_FUNCTION_MAX_SIZE`).
@@ -361,11 +362,15 @@ impl State {
             return;
         };
         let Some(job) = jobs.get_mut(&h) else { return };
+        let now = std::time::Instant::now();
+        let waited = now.saturating_duration_since(job.since);
+        job.since = now;
         job.worker = cid;
         job.assign_gen = job.assign_gen.wrapping_add(1);
         let f = &mut funcs[job.func];
         f.waiting[job.prio as usize] = f.waiting[job.prio as usize].saturating_sub(1);
         f.running += 1;
+        let fid = job.func;
         peer.holding.insert(h, ());
         let hb = HandleBuf::new(prefix, h);
         let fname = &f.name;
@@ -394,6 +399,7 @@ impl State {
             self.timers
                 .arm(Duration::from_millis(timeout_ms as u64), ev);
         }
+        self.count_assigned(fid, waited);
     }
 
     /// Pops the best job for this worker: HIGH before NORMAL before LOW across
@@ -437,7 +443,7 @@ impl State {
             }
         }
         for h in reaped {
-            self.discard(h);
+            self.discard(h, Outcome::Abandoned, b"");
         }
         for h in parked {
             self.park(h);

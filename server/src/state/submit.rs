@@ -200,6 +200,8 @@ impl State {
             worker: 0,
             durable: 0,
             clients,
+            since: std::time::Instant::now(),
+            cancelled: false,
         };
         if let Some(k) = job.key() {
             let jobs = &self.jobs;
@@ -215,6 +217,7 @@ impl State {
         if let Some(r) = reducer {
             self.reducers.insert(h, r);
         }
+        self.count_submitted(fid, prio);
         let f = &mut self.funcs[fid];
         f.total += 1;
         f.waiting[prio as usize] += 1;
