@@ -9,7 +9,15 @@
 //!                   [--style separate|batched]    (drain and fg)
 //! loadgen pair      --addr H:P [--window 1] [--n 20000] [--size 16]
 //! loadgen floor     --addr H:P [--n 20000] [--size 16]
+//! loadgen http-bg   --addr H:HTTP_PORT [--conns 16] [--n 20000] [--size 16] [--keepalive]
+//! loadgen http-fg   --addr H:HTTP_PORT --worker-addr H:P [--workers 1] [--conns 16] [--n 20000]
+//!                   [--size 16] [--keepalive] [--style separate|batched]
 //! ```
+//! `http-bg` and `http-fg` POST each job to `/<func>` (`http-bg` with
+//! `X-Gearman-Background: true`): `--conns` clients, one request at a time
+//! each, HTTP/1.0 on a new connection per request (both servers alike), or
+//! with `--keepalive` one HTTP/1.1 connection per client (see `http.rs`).
+//! `http-fg` runs `--workers` raw workers on the Gearman port `--worker-addr`.
 //! `pair` is the reference for the language bindings: one polygear `Client`
 //! and one polygear `Worker` (concurrency = window), the raw Rust pair; with
 //! `--window 1` each runs on its own thread, blocking on a current-thread
@@ -35,6 +43,8 @@
 //! writes all its new submissions at once. A server that is really faster
 //! is faster under both.
 //! Prints one line: `<scenario> n=<jobs> secs=<s> rate=<jobs/s>`.
+
+mod http;
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -70,6 +80,8 @@ struct Args {
     tls: Option<PathBuf>,
     tls_suite: Option<String>,
     tls_kx: Option<String>,
+    keepalive: bool,
+    worker_addr: Option<String>,
 }
 
 /// How the generator's clients and workers write (see the module docs).
@@ -101,6 +113,8 @@ fn parse_args() -> Result<Args, String> {
         tls: None,
         tls_suite: None,
         tls_kx: None,
+        keepalive: false,
+        worker_addr: None,
     };
     while let Some(flag) = it.next() {
         let mut val = || it.next().ok_or(format!("{flag} needs a value"));
@@ -120,6 +134,8 @@ fn parse_args() -> Result<Args, String> {
             "--tls" => a.tls = Some(PathBuf::from(val()?)),
             "--tls-suite" => a.tls_suite = Some(val()?),
             "--tls-kx" => a.tls_kx = Some(val()?),
+            "--keepalive" => a.keepalive = true,
+            "--worker-addr" => a.worker_addr = Some(val()?),
             "--timeout" => a.timeout = Duration::from_secs(num(val()?)?),
             "--style" => {
                 a.style = match val()?.as_str() {
@@ -314,6 +330,7 @@ async fn worker(
     style: Style,
     done: Arc<AtomicU64>,
     stop: Arc<Notify>,
+    registered: Arc<AtomicU64>,
 ) -> Result<(), BoxError> {
     let mut c = connect(&dial).await?;
     c.feed((
@@ -323,6 +340,13 @@ async fn worker(
         },
     ))
     .await?;
+    // The ECHO's answer says the CAN_DO was taken (a server answers in order).
+    c.send((Magic::Req, Packet::EchoReq { data: Bytes::new() }))
+        .await?;
+    match recv(&mut c).await? {
+        Packet::EchoRes { .. } => registered.fetch_add(1, Ordering::Relaxed),
+        other => return Err(format!("worker got unexpected {other:?}").into()),
+    };
     loop {
         // Batched: the WORK_COMPLETE fed below leaves with this GRAB_JOB_UNIQ.
         c.send((Magic::Req, Packet::GrabJobUniq)).await?;
@@ -378,6 +402,7 @@ async fn run(args: Args) -> Result<(String, u64), BoxError> {
         "drain" => {
             let done = Arc::new(AtomicU64::new(0));
             let stop = Arc::new(Notify::new());
+            let registered = Arc::new(AtomicU64::new(0));
             for _ in 0..args.workers {
                 tasks.spawn(worker(
                     dial.clone(),
@@ -385,6 +410,7 @@ async fn run(args: Args) -> Result<(String, u64), BoxError> {
                     args.style,
                     done.clone(),
                     stop.clone(),
+                    registered.clone(),
                 ));
             }
             while done.load(Ordering::Relaxed) < args.n {
@@ -399,6 +425,7 @@ async fn run(args: Args) -> Result<(String, u64), BoxError> {
         "fg" => {
             let done = Arc::new(AtomicU64::new(0));
             let stop = Arc::new(Notify::new());
+            let registered = Arc::new(AtomicU64::new(0));
             let mut workers = tokio::task::JoinSet::new();
             for _ in 0..args.workers {
                 workers.spawn(worker(
@@ -407,6 +434,7 @@ async fn run(args: Args) -> Result<(String, u64), BoxError> {
                     args.style,
                     done.clone(),
                     stop.clone(),
+                    registered.clone(),
                 ));
             }
             for i in 0..args.conns {
@@ -418,6 +446,49 @@ async fn run(args: Args) -> Result<(String, u64), BoxError> {
             workers.abort_all();
         }
         "pair" => rust_pair(&args).await?,
+        "http-bg" | "http-fg" => {
+            let fg = args.scenario == "http-fg";
+            let req = http::Request::new(&args.addr, &args.func, args.size, !fg, args.keepalive);
+            let done = Arc::new(AtomicU64::new(0));
+            let stop = Arc::new(Notify::new());
+            let registered = Arc::new(AtomicU64::new(0));
+            let mut workers = tokio::task::JoinSet::new();
+            if fg {
+                let addr = args
+                    .worker_addr
+                    .clone()
+                    .ok_or("http-fg needs --worker-addr (the Gearman port)")?;
+                let dial = Dialer::new(&Args {
+                    addr,
+                    ..args.clone()
+                })?;
+                for _ in 0..args.workers {
+                    workers.spawn(worker(
+                        dial.clone(),
+                        args.func.clone(),
+                        args.style,
+                        done.clone(),
+                        stop.clone(),
+                        registered.clone(),
+                    ));
+                }
+                // Every worker registered before the first job: polygeard
+                // answers 503 to a foreground job no worker can do.
+                while registered.load(Ordering::Relaxed) < args.workers as u64 {
+                    if let Some(r) = workers.try_join_next() {
+                        r??;
+                    }
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                }
+            }
+            for i in 0..args.conns {
+                let n = share(args.n, args.conns, i);
+                tasks.spawn(http::client(args.addr.clone(), req.clone(), n));
+            }
+            join_all(tasks).await?;
+            stop.notify_waiters();
+            workers.abort_all();
+        }
         "floor" if args.tls.is_some() => return Err("floor has no TLS variant".into()),
         "floor" => {
             let args = args.clone();
