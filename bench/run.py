@@ -25,6 +25,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import NamedTuple
 
@@ -44,7 +45,7 @@ def free_port() -> int:
 class Server:
     """One server process on a free port."""
 
-    def __init__(self, kind: str, threads: int = 1, durable: bool = False):
+    def __init__(self, kind: str, threads: int = 1, durable: bool = False, extra: Sequence[str] = ()):
         self.kind, self.threads, self.durable = kind, threads, durable
         self.port = free_port()
         self.tmp = tempfile.mkdtemp(prefix="pgbench-")
@@ -57,6 +58,7 @@ class Server:
             cmd = [str(POLYGEARD), "-L", "127.0.0.1", "-p", str(self.port), "-t", str(threads),
                    "-l", "none"]
             cmd += ["--libsqlite3-db", f"{self.tmp}/q.sqlite3"] if durable else ["-q", "builtin"]
+        cmd += extra
         self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
         deadline = time.time() + 15
         while time.time() < deadline:
@@ -134,7 +136,8 @@ def main() -> int:
 
     subprocess.run(["cargo", "build", "--release", "-q", "-p", "polygear-server", "-p", "polygear-bench"],
                    cwd=ROOT, check=True)
-    version = subprocess.run([str(POLYGEARD), "--version"], capture_output=True, text=True, check=False).stdout
+    version = subprocess.run([str(POLYGEARD), "--version"], capture_output=True, text=True,
+                             check=False).stdout
     if "(release build)" not in version:  # loadgen checks itself
         sys.exit(f"bench: {POLYGEARD} is not a release build ({version.strip()!r}); refusing to measure it")
 
@@ -223,7 +226,8 @@ def main() -> int:
             g = max(g1, g2, key=lambda r: r.rate)
             g_cpu = min(g1.server_us, g2.server_us)
             lines.append(f"| {label} | {style} | {cell(g1)} | {cell(g2)} | {cell(p1)} | {cell(pn)} "
-                         f"| {pn.rate / g.rate:.2f}x | {pn.server_us / g_cpu:.2f}x | {pn.loadgen_us:.1f} µs |")
+                         f"| {pn.rate / g.rate:.2f}x | {pn.server_us / g_cpu:.2f}x "
+                         f"| {pn.loadgen_us:.1f} µs |")
         lines += ["", "| server | bytes per queued 16-byte job | share still held after the drain |",
                   "|---|---|---|"]
         for label, per_job, kept in mem_rows:

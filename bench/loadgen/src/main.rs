@@ -9,7 +9,15 @@
 //!                   [--style separate|batched]    (drain and fg)
 //! loadgen pair      --addr H:P [--window 1] [--n 20000] [--size 16]
 //! loadgen floor     --addr H:P [--n 20000] [--size 16]
+//! loadgen http-bg   --addr H:HTTP_PORT [--conns 16] [--n 20000] [--size 16] [--keepalive]
+//! loadgen http-fg   --addr H:HTTP_PORT --worker-addr H:P [--workers 1] [--conns 16] [--n 20000]
+//!                   [--size 16] [--keepalive] [--style separate|batched]
 //! ```
+//! `http-bg` and `http-fg` POST each job to `/<func>` (`http-bg` with
+//! `X-Gearman-Background: true`): `--conns` clients, one request at a time
+//! each, HTTP/1.0 on a new connection per request (both servers alike), or
+//! with `--keepalive` one HTTP/1.1 connection per client (see `http.rs`).
+//! `http-fg` runs `--workers` raw workers on the Gearman port `--worker-addr`.
 //! `pair` is the reference for the language bindings: one polygear `Client`
 //! and one polygear `Worker` (concurrency = window), the raw Rust pair; with
 //! `--window 1` each runs on its own thread, blocking on a current-thread
@@ -18,6 +26,14 @@
 //! and a worker thread on blocking sockets, hand-written packets, nothing
 //! but the happy path (no polygear code). It bounds what any library, in
 //! any language, can reach against that server on this machine.
+//! `--tls CA_FILE` runs every scenario but `floor` over TLS (rustls, the
+//! server's certificate checked against CA_FILE and the host of `--addr`):
+//! the raw scenarios wrap their sockets in a tokio-rustls stream under the
+//! same framing, `pair` gives the file to polygear's `TlsOptions`.
+//! `--tls-suite NAME` and `--tls-kx NAME` (raw scenarios only) offer the
+//! server only that cipher suite (e.g. `TLS13_AES_128_GCM_SHA256`) or key
+//! exchange group (e.g. `X25519`), to measure what a server-side
+//! preference would change.
 //! `--style` is how the generator's peers write: `separate` (the default)
 //! writes every packet on its own — a worker's WORK_COMPLETE and its next
 //! GRAB_JOB_UNIQ are two writes, a client tops up its window one SUBMIT_JOB
@@ -28,6 +44,9 @@
 //! is faster under both.
 //! Prints one line: `<scenario> n=<jobs> secs=<s> rate=<jobs/s>`.
 
+mod http;
+
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -35,11 +54,14 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use futures_util::{FutureExt, SinkExt, StreamExt};
 use polygear::protocol::{Frame, Magic, Packet, PacketCodec, PacketType, Priority};
+use rustls::pki_types::ServerName;
 use tokio::net::TcpStream;
 use tokio::sync::Notify;
+use tokio_rustls::client::TlsStream;
 use tokio_util::codec::Framed;
+use tokio_util::either::Either;
 
-type Conn = Framed<TcpStream, PacketCodec>;
+type Conn = Framed<Either<TcpStream, TlsStream<TcpStream>>, PacketCodec>;
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 #[derive(Debug, Clone)]
@@ -55,6 +77,11 @@ struct Args {
     tag: String,
     timeout: Duration,
     style: Style,
+    tls: Option<PathBuf>,
+    tls_suite: Option<String>,
+    tls_kx: Option<String>,
+    keepalive: bool,
+    worker_addr: Option<String>,
 }
 
 /// How the generator's clients and workers write (see the module docs).
@@ -83,6 +110,11 @@ fn parse_args() -> Result<Args, String> {
         tag: format!("{}", std::process::id()),
         timeout: Duration::from_secs(300),
         style: Style::Separate,
+        tls: None,
+        tls_suite: None,
+        tls_kx: None,
+        keepalive: false,
+        worker_addr: None,
     };
     while let Some(flag) = it.next() {
         let mut val = || it.next().ok_or(format!("{flag} needs a value"));
@@ -99,6 +131,11 @@ fn parse_args() -> Result<Args, String> {
             "--size" => a.size = num(val()?)? as usize,
             "--func" => a.func = val()?,
             "--tag" => a.tag = val()?,
+            "--tls" => a.tls = Some(PathBuf::from(val()?)),
+            "--tls-suite" => a.tls_suite = Some(val()?),
+            "--tls-kx" => a.tls_kx = Some(val()?),
+            "--keepalive" => a.keepalive = true,
+            "--worker-addr" => a.worker_addr = Some(val()?),
             "--timeout" => a.timeout = Duration::from_secs(num(val()?)?),
             "--style" => {
                 a.style = match val()?.as_str() {
@@ -113,9 +150,64 @@ fn parse_args() -> Result<Args, String> {
     Ok(a)
 }
 
-async fn connect(addr: &str) -> Result<Conn, BoxError> {
-    let s = TcpStream::connect(addr).await?;
+/// Where and how the raw scenarios connect: plain TCP, or TLS.
+#[derive(Clone)]
+struct Dialer {
+    addr: String,
+    tls: Option<(tokio_rustls::TlsConnector, ServerName<'static>)>,
+}
+
+impl Dialer {
+    /// With `--tls`, TLS trusting the certificates in its file, the server's
+    /// name being the host of `addr` (a name or an IP address), polygear's
+    /// crypto provider narrowed to `--tls-suite` / `--tls-kx` if given.
+    fn new(args: &Args) -> Result<Dialer, BoxError> {
+        let addr = args.addr.as_str();
+        let tls = match &args.tls {
+            None => None,
+            Some(path) => {
+                let roots = polygear::tls::load_roots(path)?;
+                let mut provider = (*polygear::tls::provider()).clone();
+                if let Some(name) = &args.tls_suite {
+                    provider
+                        .cipher_suites
+                        .retain(|s| format!("{:?}", s.suite()).eq_ignore_ascii_case(name));
+                    if provider.cipher_suites.is_empty() {
+                        return Err(format!("--tls-suite: no cipher suite {name}").into());
+                    }
+                }
+                if let Some(name) = &args.tls_kx {
+                    provider
+                        .kx_groups
+                        .retain(|g| format!("{:?}", g.name()).eq_ignore_ascii_case(name));
+                    if provider.kx_groups.is_empty() {
+                        return Err(format!("--tls-kx: no key exchange group {name}").into());
+                    }
+                }
+                let config = rustls::ClientConfig::builder_with_provider(Arc::new(provider))
+                    .with_safe_default_protocol_versions()?
+                    .with_root_certificates(roots)
+                    .with_no_client_auth();
+                let host = addr.rsplit_once(':').map_or(addr, |(h, _)| h);
+                let host = host.trim_start_matches('[').trim_end_matches(']');
+                let name = ServerName::try_from(host.to_string())?;
+                Some((tokio_rustls::TlsConnector::from(Arc::new(config)), name))
+            }
+        };
+        Ok(Dialer {
+            addr: addr.to_string(),
+            tls,
+        })
+    }
+}
+
+async fn connect(dial: &Dialer) -> Result<Conn, BoxError> {
+    let s = TcpStream::connect(&dial.addr).await?;
     s.set_nodelay(true)?;
+    let s = match &dial.tls {
+        None => Either::Left(s),
+        Some((connector, name)) => Either::Right(connector.connect(name.clone(), s).await?),
+    };
     Ok(Framed::new(s, PacketCodec::default()))
 }
 
@@ -144,8 +236,8 @@ fn share(n: u64, parts: usize, i: usize) -> u64 {
 }
 
 /// ECHO round trips with `window` in flight per connection.
-async fn echo_conn(addr: String, n: u64, window: usize, size: usize) -> Result<(), BoxError> {
-    let mut c = connect(&addr).await?;
+async fn echo_conn(dial: Dialer, n: u64, window: usize, size: usize) -> Result<(), BoxError> {
+    let mut c = connect(&dial).await?;
     let data = Bytes::from(vec![b'e'; size]);
     let (mut sent, mut got) = (0u64, 0u64);
     while got < n {
@@ -164,8 +256,8 @@ async fn echo_conn(addr: String, n: u64, window: usize, size: usize) -> Result<(
 }
 
 /// Background submissions, each with a distinct unique.
-async fn bg_conn(args: Args, conn_no: usize, n: u64) -> Result<(), BoxError> {
-    let mut c = connect(&args.addr).await?;
+async fn bg_conn(dial: Dialer, args: Args, conn_no: usize, n: u64) -> Result<(), BoxError> {
+    let mut c = connect(&dial).await?;
     let data = Bytes::from(vec![b'x'; args.size]);
     let func = Bytes::from(args.func.clone());
     let (mut sent, mut got) = (0u64, 0u64);
@@ -192,8 +284,8 @@ async fn bg_conn(args: Args, conn_no: usize, n: u64) -> Result<(), BoxError> {
 }
 
 /// Foreground client: keeps `window` jobs in flight until `n` completed.
-async fn fg_client(args: Args, n: u64) -> Result<(), BoxError> {
-    let mut c = connect(&args.addr).await?;
+async fn fg_client(dial: Dialer, args: Args, n: u64) -> Result<(), BoxError> {
+    let mut c = connect(&dial).await?;
     let data = Bytes::from(vec![b'x'; args.size]);
     let func = Bytes::from(args.func.clone());
     let (mut sent, mut done) = (0u64, 0u64);
@@ -233,13 +325,14 @@ async fn fg_client(args: Args, n: u64) -> Result<(), BoxError> {
 /// with [`Style::Batched`] the WORK_COMPLETE and the next GRAB_JOB_UNIQ go
 /// out in one write.
 async fn worker(
-    addr: String,
+    dial: Dialer,
     func: String,
     style: Style,
     done: Arc<AtomicU64>,
     stop: Arc<Notify>,
+    registered: Arc<AtomicU64>,
 ) -> Result<(), BoxError> {
-    let mut c = connect(&addr).await?;
+    let mut c = connect(&dial).await?;
     c.feed((
         Magic::Req,
         Packet::CanDo {
@@ -247,6 +340,13 @@ async fn worker(
         },
     ))
     .await?;
+    // The ECHO's answer says the CAN_DO was taken (a server answers in order).
+    c.send((Magic::Req, Packet::EchoReq { data: Bytes::new() }))
+        .await?;
+    match recv(&mut c).await? {
+        Packet::EchoRes { .. } => registered.fetch_add(1, Ordering::Relaxed),
+        other => return Err(format!("worker got unexpected {other:?}").into()),
+    };
     loop {
         // Batched: the WORK_COMPLETE fed below leaves with this GRAB_JOB_UNIQ.
         c.send((Magic::Req, Packet::GrabJobUniq)).await?;
@@ -282,32 +382,35 @@ async fn worker(
 }
 
 async fn run(args: Args) -> Result<(String, u64), BoxError> {
+    let dial = Dialer::new(&args)?;
     let mut tasks = tokio::task::JoinSet::new();
     match args.scenario.as_str() {
         "echo" => {
             for i in 0..args.conns {
                 let n = share(args.n, args.conns, i);
-                tasks.spawn(echo_conn(args.addr.clone(), n, args.window, args.size));
+                tasks.spawn(echo_conn(dial.clone(), n, args.window, args.size));
             }
             join_all(tasks).await?;
         }
         "bg-submit" => {
             for i in 0..args.conns {
                 let n = share(args.n, args.conns, i);
-                tasks.spawn(bg_conn(args.clone(), i, n));
+                tasks.spawn(bg_conn(dial.clone(), args.clone(), i, n));
             }
             join_all(tasks).await?;
         }
         "drain" => {
             let done = Arc::new(AtomicU64::new(0));
             let stop = Arc::new(Notify::new());
+            let registered = Arc::new(AtomicU64::new(0));
             for _ in 0..args.workers {
                 tasks.spawn(worker(
-                    args.addr.clone(),
+                    dial.clone(),
                     args.func.clone(),
                     args.style,
                     done.clone(),
                     stop.clone(),
+                    registered.clone(),
                 ));
             }
             while done.load(Ordering::Relaxed) < args.n {
@@ -322,25 +425,71 @@ async fn run(args: Args) -> Result<(String, u64), BoxError> {
         "fg" => {
             let done = Arc::new(AtomicU64::new(0));
             let stop = Arc::new(Notify::new());
+            let registered = Arc::new(AtomicU64::new(0));
             let mut workers = tokio::task::JoinSet::new();
             for _ in 0..args.workers {
                 workers.spawn(worker(
-                    args.addr.clone(),
+                    dial.clone(),
                     args.func.clone(),
                     args.style,
                     done.clone(),
                     stop.clone(),
+                    registered.clone(),
                 ));
             }
             for i in 0..args.conns {
                 let n = share(args.n, args.conns, i);
-                tasks.spawn(fg_client(args.clone(), n));
+                tasks.spawn(fg_client(dial.clone(), args.clone(), n));
             }
             join_all(tasks).await?;
             stop.notify_waiters();
             workers.abort_all();
         }
         "pair" => rust_pair(&args).await?,
+        "http-bg" | "http-fg" => {
+            let fg = args.scenario == "http-fg";
+            let req = http::Request::new(&args.addr, &args.func, args.size, !fg, args.keepalive);
+            let done = Arc::new(AtomicU64::new(0));
+            let stop = Arc::new(Notify::new());
+            let registered = Arc::new(AtomicU64::new(0));
+            let mut workers = tokio::task::JoinSet::new();
+            if fg {
+                let addr = args
+                    .worker_addr
+                    .clone()
+                    .ok_or("http-fg needs --worker-addr (the Gearman port)")?;
+                let dial = Dialer::new(&Args {
+                    addr,
+                    ..args.clone()
+                })?;
+                for _ in 0..args.workers {
+                    workers.spawn(worker(
+                        dial.clone(),
+                        args.func.clone(),
+                        args.style,
+                        done.clone(),
+                        stop.clone(),
+                        registered.clone(),
+                    ));
+                }
+                // Every worker registered before the first job: polygeard
+                // answers 503 to a foreground job no worker can do.
+                while registered.load(Ordering::Relaxed) < args.workers as u64 {
+                    if let Some(r) = workers.try_join_next() {
+                        r??;
+                    }
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                }
+            }
+            for i in 0..args.conns {
+                let n = share(args.n, args.conns, i);
+                tasks.spawn(http::client(args.addr.clone(), req.clone(), n));
+            }
+            join_all(tasks).await?;
+            stop.notify_waiters();
+            workers.abort_all();
+        }
+        "floor" if args.tls.is_some() => return Err("floor has no TLS variant".into()),
         "floor" => {
             let args = args.clone();
             tokio::task::spawn_blocking(move || floor_pair(&args)).await??;
@@ -348,6 +497,14 @@ async fn run(args: Args) -> Result<(String, u64), BoxError> {
         other => return Err(format!("unknown scenario {other}").into()),
     }
     Ok((args.scenario.clone(), args.n))
+}
+
+/// `--tls` as polygear's options (the server name: the host connected to).
+fn tls_options(args: &Args) -> Option<polygear::TlsOptions> {
+    args.tls.as_ref().map(|ca| polygear::TlsOptions {
+        ca_file: Some(ca.clone()),
+        ..Default::default()
+    })
 }
 
 /// One polygear Client and one polygear Worker, `window` jobs in flight.
@@ -361,6 +518,7 @@ async fn rust_pair(args: &Args) -> Result<(), BoxError> {
     let worker = Worker::new(WorkerOptions {
         servers: vec![server.clone()],
         concurrency: args.window,
+        tls: tls_options(args),
         ..Default::default()
     })?;
     worker.register(&args.func, None)?;
@@ -374,6 +532,7 @@ async fn rust_pair(args: &Args) -> Result<(), BoxError> {
     });
     let client = Client::new(ClientOptions {
         servers: vec![server],
+        tls: tls_options(args),
         ..Default::default()
     })?;
     let data = Bytes::from(vec![b'x'; args.size]);
@@ -409,6 +568,7 @@ fn serial_pair(args: &Args) -> Result<(), BoxError> {
     };
     let worker = Worker::new(WorkerOptions {
         servers: vec![server.clone()],
+        tls: tls_options(args),
         ..Default::default()
     })?;
     worker.register(&args.func, None)?;
@@ -424,6 +584,7 @@ fn serial_pair(args: &Args) -> Result<(), BoxError> {
     let crt = driven()?;
     let client = Client::new(ClientOptions {
         servers: vec![server],
+        tls: tls_options(args),
         ..Default::default()
     })?;
     let data = Bytes::from(vec![b'x'; args.size]);
