@@ -77,16 +77,24 @@ impl Stream {
                     Ok(state) => (state.plaintext_bytes_to_read(), state.peer_has_closed()),
                     Err(_) => (0, true),
                 };
+                let (rd, wr) = self.tcp.into_split();
                 let shared = Arc::new(TlsShared {
-                    tcp: self.tcp,
+                    wr,
                     session: Mutex::new(Session {
                         conn: session,
                         plaintext,
                         closed,
                     }),
                 });
+                let reader = TlsReader {
+                    rd,
+                    shared: shared.clone(),
+                    cipher: Vec::new(),
+                    fed: 0,
+                    end: 0,
+                };
                 (
-                    ReadHalf(Read_::Tls(shared.clone())),
+                    ReadHalf(Read_::Tls(Box::new(reader))),
                     WriteHalf(Write_::Tls(shared)),
                 )
             }
@@ -101,7 +109,20 @@ pub struct ReadHalf(Read_);
 #[derive(Debug)]
 enum Read_ {
     Plain(OwnedReadHalf),
-    Tls(Arc<TlsShared>),
+    Tls(Box<TlsReader>),
+}
+
+/// The read side of a TLS stream: the socket's read half, and the
+/// ciphertext read from it that rustls has not taken yet.
+#[derive(Debug)]
+struct TlsReader {
+    rd: OwnedReadHalf,
+    shared: Arc<TlsShared>,
+    /// Allocated by the first read, [`CIPHER_READ`] bytes.
+    cipher: Vec<u8>,
+    /// `cipher[fed..end]` is read and not yet given to rustls.
+    fed: usize,
+    end: usize,
 }
 
 /// The write side of a [`Stream`]: non-blocking writes from any thread.
@@ -114,9 +135,10 @@ enum Write_ {
     Tls(Arc<TlsShared>),
 }
 
-/// One TLS session shared by both halves.
+/// One TLS session shared by both halves (the socket's write half is here
+/// because the reader may owe the peer a record too).
 struct TlsShared {
-    tcp: TcpStream,
+    wr: OwnedWriteHalf,
     session: Mutex<Session>,
 }
 
@@ -132,18 +154,12 @@ struct Session {
 
 impl std::fmt::Debug for TlsShared {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TlsShared").field("tcp", &self.tcp).finish()
+        f.debug_struct("TlsShared").field("wr", &self.wr).finish()
     }
 }
 
-/// `std::io` over a tokio socket's non-blocking calls, for rustls.
-struct Sock<'a>(&'a TcpStream);
-
-impl Read for Sock<'_> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        self.0.try_read(buf)
-    }
-}
+/// `std::io::Write` over a socket's non-blocking write, for rustls.
+struct Sock<'a>(&'a OwnedWriteHalf);
 
 impl Write for Sock<'_> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
@@ -187,7 +203,7 @@ impl TlsShared {
     /// Sends the session's pending records; `Ok(false)` if the socket is full.
     fn send_records(&self, session: &mut rustls::Connection) -> io::Result<bool> {
         while session.wants_write() {
-            match session.write_tls(&mut Sock(&self.tcp)) {
+            match session.write_tls(&mut Sock(&self.wr)) {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
                 Ok(_) => {}
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
@@ -214,50 +230,73 @@ impl TlsShared {
             buf.advance(n);
         }
     }
+}
 
-    fn poll_read(&self, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+/// Ciphertext read from the socket per system call (at most).
+const CIPHER_READ: usize = 32 << 10;
+
+impl TlsReader {
+    /// Hands out decrypted bytes; when none are left, gives rustls the
+    /// ciphertext already read, and only when that is used up reads the
+    /// socket (one `recv` per wake-up: tokio's read clears the readiness
+    /// after a short read).
+    fn poll_read(&mut self, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
         loop {
-            let mut guard = self.lock();
-            let s = &mut *guard;
-            if s.plaintext > 0 && buf.remaining() > 0 {
-                let n = s.plaintext.min(buf.remaining());
-                let got = s.conn.reader().read(buf.initialize_unfilled_to(n))?;
-                s.plaintext -= got;
-                buf.advance(got);
-                return Poll::Ready(Ok(()));
+            {
+                let tls = &self.shared;
+                let mut guard = tls.lock();
+                let s = &mut *guard;
+                if s.plaintext > 0 && buf.remaining() > 0 {
+                    let n = s.plaintext.min(buf.remaining());
+                    let got = s.conn.reader().read(buf.initialize_unfilled_to(n))?;
+                    s.plaintext -= got;
+                    buf.advance(got);
+                    return Poll::Ready(Ok(()));
+                }
+                if s.closed || buf.remaining() == 0 {
+                    // End of stream (the peer closed without close_notify
+                    // too: the framing above notices a cut packet).
+                    return Poll::Ready(Ok(()));
+                }
+                if self.fed < self.end {
+                    let mut rest = &self.cipher[self.fed..self.end];
+                    self.fed += s.conn.read_tls(&mut rest)?;
+                    match s.conn.process_new_packets() {
+                        Ok(state) => {
+                            s.plaintext = state.plaintext_bytes_to_read();
+                            s.closed = state.peer_has_closed();
+                        }
+                        Err(e) => {
+                            // Tell the peer why (the alert), best effort.
+                            let _ = tls.send_records(&mut s.conn);
+                            return Poll::Ready(Err(tls_error(e)));
+                        }
+                    }
+                    // Records the session owes the peer (a key update, an
+                    // alert): what the socket does not take goes with the
+                    // next write.
+                    if s.conn.wants_write() {
+                        tls.send_records(&mut s.conn)?;
+                    }
+                    continue;
+                }
             }
-            if s.closed || buf.remaining() == 0 {
-                // End of stream (the peer closed without close_notify
-                // too: the framing above notices a cut packet).
-                return Poll::Ready(Ok(()));
+            // Everything read was fed: read the socket (no lock held).
+            if self.cipher.is_empty() {
+                self.cipher = vec![0; CIPHER_READ];
             }
-            let eof = match s.conn.read_tls(&mut Sock(&self.tcp)) {
-                Ok(n) => n == 0,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    drop(guard);
-                    match self.tcp.poll_read_ready(cx) {
-                        Poll::Ready(Ok(())) => continue,
-                        Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
-                        Poll::Pending => return Poll::Pending,
+            let mut rb = ReadBuf::new(&mut self.cipher);
+            match Pin::new(&mut self.rd).poll_read(cx, &mut rb) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Ready(Ok(())) => {
+                    let n = rb.filled().len();
+                    self.fed = 0;
+                    self.end = n;
+                    if n == 0 {
+                        self.shared.lock().closed = true;
                     }
                 }
-                Err(e) => return Poll::Ready(Err(e)),
-            };
-            match s.conn.process_new_packets() {
-                Ok(state) => {
-                    s.plaintext = state.plaintext_bytes_to_read();
-                    s.closed = eof || state.peer_has_closed();
-                }
-                Err(e) => {
-                    // Tell the peer why (the alert), best effort.
-                    let _ = self.send_records(&mut s.conn);
-                    return Poll::Ready(Err(tls_error(e)));
-                }
-            }
-            // Records the session owes the peer (a key update, an alert):
-            // what the socket does not take goes with the next write.
-            if s.conn.wants_write() {
-                self.send_records(&mut s.conn)?;
             }
         }
     }
@@ -312,7 +351,7 @@ impl WriteHalf {
     pub async fn writable(&self) -> io::Result<()> {
         match &self.0 {
             Write_::Plain(wr) => wr.writable().await,
-            Write_::Tls(tls) => tls.tcp.writable().await,
+            Write_::Tls(tls) => tls.wr.writable().await,
         }
     }
 
@@ -320,7 +359,7 @@ impl WriteHalf {
     pub fn raw_fd(&self) -> RawFd {
         match &self.0 {
             Write_::Plain(wr) => wr.as_ref().as_raw_fd(),
-            Write_::Tls(tls) => tls.tcp.as_raw_fd(),
+            Write_::Tls(tls) => tls.wr.as_ref().as_raw_fd(),
         }
     }
 

@@ -92,6 +92,9 @@ impl Acceptor {
             .with_single_cert(certs, key)
             .map_err(|e| config_error(format!("certificate {}: {e}", cfg.cert_file.display())))?;
         config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+        // The provider's order (AES-128-GCM first, polygear::tls::provider),
+        // not the client's.
+        config.ignore_client_order = true;
         Ok(Acceptor {
             inner: tokio_rustls::TlsAcceptor::from(Arc::new(config)),
         })
