@@ -290,29 +290,14 @@ fn jobs(shared: &Shared, query: &str) -> ApiResponse {
 pub(crate) fn query_param(query: &str, name: &str) -> Option<Vec<u8>> {
     query.split('&').find_map(|pair| {
         let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-        (percent_decode(k.as_bytes()) == name.as_bytes()).then(|| percent_decode(v.as_bytes()))
+        (form_decode(k) == name.as_bytes()).then(|| form_decode(v))
     })
 }
 
-fn percent_decode(s: &[u8]) -> Vec<u8> {
-    let hex = |c: u8| (c as char).to_digit(16).map(|d| d as u8);
-    let mut out = Vec::with_capacity(s.len());
-    let mut i = 0;
-    while i < s.len() {
-        match s[i] {
-            b'+' => out.push(b' '),
-            b'%' if i + 2 < s.len() => match (hex(s[i + 1]), hex(s[i + 2])) {
-                (Some(h), Some(l)) => {
-                    out.push(h << 4 | l);
-                    i += 2;
-                }
-                _ => out.push(b'%'),
-            },
-            c => out.push(c),
-        }
-        i += 1;
-    }
-    out
+/// A form-encoded component: `+` is a space, then percent-decoding (the
+/// crate the job paths use; an invalid escape stays as it is).
+fn form_decode(s: &str) -> Vec<u8> {
+    percent_encoding::percent_decode_str(&s.replace('+', " ")).collect()
 }
 
 // ------------------------------------------------------------------ actions
