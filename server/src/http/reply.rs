@@ -38,24 +38,14 @@ pub(crate) fn error(status: StatusCode, message: &str, handle: Option<&[u8]>) ->
     with_body(status, JSON, full(body))
 }
 
-/// Appends `bytes` as a JSON string (invalid UTF-8 replaced by U+FFFD).
+/// Appends `bytes` as a JSON string (invalid UTF-8 replaced by U+FFFD),
+/// escaped by serde_json.
 pub(crate) fn push_json_string(out: &mut String, bytes: &[u8]) {
-    use std::fmt::Write;
-    out.push('"');
-    for c in String::from_utf8_lossy(bytes).chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            c if (c as u32) < 0x20 => {
-                let _ = write!(out, "\\u{:04x}", c as u32);
-            }
-            c => out.push(c),
-        }
+    match serde_json::to_string(&String::from_utf8_lossy(bytes)) {
+        Ok(s) => out.push_str(&s),
+        // Serialising a string cannot fail.
+        Err(_) => out.push_str("null"),
     }
-    out.push('"');
 }
 
 #[cfg(test)]
