@@ -34,6 +34,14 @@ module Polygear
       value
     end
 
+    # A non-empty String naming a Gearman function.
+    def function_name(value)
+      string(value, "function name")
+      raise ArgumentError, "function name must not be empty" if value.empty?
+
+      value
+    end
+
     # nil or a String.
     def opt_string(value, name)
       value.nil? ? nil : string(value, name)
