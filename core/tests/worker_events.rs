@@ -212,3 +212,40 @@ async fn events_follow_a_server_that_goes_away_and_comes_back() {
     })
     .await;
 }
+
+/// A peer that answers every connection like an HTTP server refusing the
+/// request: the worker's lost-connection event says it is not Gearman.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_that_is_not_gearman_is_named_in_the_event() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        use tokio::io::AsyncWriteExt;
+        while let Ok((mut s, _)) = listener.accept().await {
+            let _ = s
+                .write_all(b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\n\r\n")
+                .await;
+            // Keep the socket open: the worker must judge the bytes, not a close.
+            tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_secs(30)).await;
+                drop(s);
+            });
+        }
+    });
+    let w = Worker::new(opts(vec![ServerAddr::new("127.0.0.1", port)])).unwrap();
+    w.register("f", None).unwrap();
+    let mut events = w.events();
+    let _ = timeout(STEP, w.connect()).await.expect("connect hangs");
+    let want = format!("the server at 127.0.0.1:{port} answered 'HTTP', not Gearman");
+    let found = timeout(TEST_LIMIT, async {
+        loop {
+            if let WorkerEvent::Disconnected { reason, .. } = next_event(&mut events).await {
+                break reason;
+            }
+        }
+    })
+    .await
+    .expect("no Disconnected event");
+    assert!(found.contains(&want), "{found:?} lacks {want:?}");
+    w.shutdown().await;
+}
