@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
-# Cross-language test matrix (tests/matrix/): every client language (Rust,
+# Cross-language test matrix (tests/matrix/), then the failure table
+# (tests/failures/: the same failure scenarios from Python, Node and Ruby, which
+# must raise the same kind of error with the same message). The matrix: every client language (Rust,
 # Python, Node, Ruby, the C `gearman` CLI; on polygeard also HTTP, its
 # --http-port) x every worker language (Rust, Python, Node, Ruby, the C
 # `gearman -w` worker), on polygeard and on the C gearmand. Prints the matrix and "N passed, N failed"; exits non-zero on any
@@ -58,5 +60,12 @@ wait "$driver" || rc=$?
 # A trapped signal interrupts the first wait: wait again for the driver's clean-up.
 kill -0 "$driver" 2>/dev/null && { wait "$driver" || rc=$?; }
 trap - TERM INT
+
+# --- the cross-language failure table (tests/failures): same failures, same errors ---
+log "failure table (tests/failures/run.py)"
+"$venv/bin/python" tests/failures/run.py \
+  --polygeard "$CARGO_TARGET_DIR/debug/polygeard" \
+  --python "$venv/bin/python" \
+  --node-module "$PG_TEST/node/node_modules/polygear" || rc=1
 log "done in $((SECONDS - t0)) s"
 exit $rc

@@ -44,8 +44,18 @@ NAMES = {
     "c": "C CLI",
     "http": "HTTP",
 }
-CHECKS = ["binary", "big", "unicode", "stream", "exception", "background", "coalesce"]
-FUNCS = ["echo", "text", "stream", "raise", "bg", "slow"]
+CHECKS = ["binary", "big", "unicode", "stream", "exception", "background", "json", "coalesce"]
+FUNCS = ["echo", "text", "stream", "raise", "bg", "json", "slow"]
+# The value every client sends with the json check; the worker answers
+# {"worker": <its lang>, "echo": <the value it decoded>, "map": <it decoded a map>}.
+JSON_VALUE: dict[str, Any] = {
+    "text": TEXT,
+    "n": 42,
+    "f": 1.5,
+    "neg": -7,
+    "list": [1, "two", None, True, False],
+    "nested": {"empty": [], "obj": {}},
+}
 TEXT = "héllo wörld — 日本語 🎉 ∑ Ω"
 MIB16 = 16 * 1024 * 1024
 
@@ -85,6 +95,27 @@ NA_RULES: list[tuple[str | None, str | None, str, str | None, str]] = [
         "background",
         None,
         "the `gearman` CLI cannot ask GET_STATUS for a handle (no status command)",
+    ),
+    (
+        "c",
+        None,
+        "json",
+        None,
+        "the `gearman` CLI sends bytes; JSON mode is a feature of the Python, Node and Ruby packages",
+    ),
+    (
+        None,
+        "c",
+        "json",
+        None,
+        "`gearman -w` runs a shell command; JSON mode is a feature of the Python, Node and Ruby packages",
+    ),
+    (
+        "rs",
+        None,
+        "json",
+        None,
+        "the Rust core moves bytes (serde_json is the Rust program's choice); its worker takes part",
     ),
     (
         "c",
@@ -643,6 +674,16 @@ def http_client_checks(run: Run, http_port: int, gate: str, workers: list[str]) 
             time.sleep(0.03)
         return None
 
+    def json_check(w: str) -> str | None:
+        body = json.dumps(JSON_VALUE, ensure_ascii=False).encode()
+        st, _, got = http_request(http_port, "POST", http_path(f"{w}.json"), body)
+        want = {"worker": w, "echo": JSON_VALUE, "map": True}
+        try:
+            value = json.loads(got)
+        except ValueError:
+            return f"HTTP {st}, not JSON: {got[:200]!r}"
+        return None if st == 200 and value == want else f"HTTP {st}, got {value!r}"
+
     for w in workers:
         attempt(w, "binary", lambda w=w: echo(w, binary))
         attempt(w, "big", lambda w=w: echo(w, big))
@@ -650,6 +691,7 @@ def http_client_checks(run: Run, http_port: int, gate: str, workers: list[str]) 
         attempt(w, "stream", lambda w=w: stream(w))
         attempt(w, "exception", lambda w=w: exception(w))
         attempt(w, "background", lambda w=w: background(w))
+        attempt(w, "json", lambda w=w: json_check(w))
 
 
 # ------------------------------------------------------------------ phases

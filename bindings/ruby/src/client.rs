@@ -9,7 +9,7 @@ use magnus::{function, method, prelude::*, Error, RArray, RModule, RString, Ruby
 use polygear::{ClientOptions, JobEvent, Priority, SubmitOptions};
 use polygear_bindings::batch::Batch;
 
-use crate::{arg_err, gvl, map_err, opt_secs, parse_servers};
+use crate::{arg_err, gvl, map_err, opt_timeout, parse_servers};
 
 /// Copies a Ruby String's bytes (binary-safe). Must run with the GVL.
 pub(crate) fn bytes_of(s: RString) -> Bytes {
@@ -45,7 +45,7 @@ fn submit_options(
     Ok(SubmitOptions {
         unique: unique.map(bytes_of),
         priority: priority(ruby, prio)?,
-        timeout: opt_secs(ruby, "timeout", timeout)?,
+        timeout: opt_timeout(ruby, "timeout", timeout)?,
         epoch,
     })
 }
@@ -89,12 +89,12 @@ impl NativeClient {
         let mut opts = ClientOptions {
             servers: parse_servers(ruby, servers)?,
             tls: crate::tls_options(ruby, tls)?,
-            job_timeout: opt_secs(ruby, "timeout", job_timeout)?,
+            job_timeout: opt_timeout(ruby, "timeout", job_timeout)?,
             client_id,
             exceptions,
             ..ClientOptions::default()
         };
-        if let Some(t) = opt_secs(ruby, "connect_timeout", connect_timeout)? {
+        if let Some(t) = opt_timeout(ruby, "connect_timeout", connect_timeout)? {
             opts.connect_timeout = t;
         }
         let _guard = crate::runtime(ruby)?.enter();
@@ -272,7 +272,10 @@ impl NativeRunningJob {
                 a.push(denominator)?;
                 return Ok(Some(a));
             }
-            JobEvent::Failed => return Err(map_err(ruby, polygear::Error::JobFailed { handle })),
+            JobEvent::Failed => {
+                let reason = None;
+                return Err(map_err(ruby, polygear::Error::JobFailed { handle, reason }));
+            }
             JobEvent::Exception(m) => {
                 return Err(map_err(
                     ruby,

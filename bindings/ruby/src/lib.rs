@@ -20,7 +20,7 @@ use std::time::Duration;
 use magnus::{prelude::*, value::Opaque, Error, ExceptionClass, RModule, Ruby, Value};
 use polygear::ErrorKind;
 use polygear_bindings::args::{self, ArgError};
-use polygear_bindings::errors;
+use polygear_bindings::errors::{self, TimeUnit};
 
 mod admin;
 mod client;
@@ -101,13 +101,19 @@ fn exception(ruby: &Ruby, kind: ErrorKind, msg: String, ivars: Vec<(&str, String
 ///
 /// Every `Polygear::Error` carries `@code` (the table's stable code; a
 /// `ServerError` the server's own), `JobFailed`/`JobException` carry
-/// `@handle` (and `@worker_message`).
+/// `@handle` (and `@reason` / `@worker_message`). The message is the shared
+/// table's, timeouts in seconds ("(timeout is in seconds)").
 pub(crate) fn map_err(ruby: &Ruby, e: polygear::Error) -> Error {
     use polygear::Error as E;
-    let (kind, msg, code) = (e.kind(), e.to_string(), errors::code(&e).to_string());
+    let msg = errors::message(&e, TimeUnit::Seconds);
+    let (kind, code) = (e.kind(), errors::code(&e).to_string());
     let mut ivars = match e {
         E::Server { code, .. } => return exception(ruby, kind, msg, vec![("@code", code)]),
-        E::JobFailed { handle } => vec![("@handle", handle)],
+        E::JobFailed { handle, reason } => {
+            let mut v = vec![("@handle", handle)];
+            v.extend(reason.map(|r| ("@reason", r)));
+            v
+        }
         E::JobException { handle, message } => {
             vec![("@handle", handle), ("@worker_message", message)]
         }
@@ -141,6 +147,18 @@ pub(crate) fn opt_secs(
     secs: Option<f64>,
 ) -> Result<Option<Duration>, Error> {
     args::opt_seconds(name, secs).map_err(|e| arg_err(ruby, e))
+}
+
+/// An optional job, connect or admin timeout in seconds: nil, or more than
+/// zero (0, negative, NaN: an `ArgumentError` naming the unit).
+pub(crate) fn opt_timeout(
+    ruby: &Ruby,
+    name: &str,
+    secs: Option<f64>,
+) -> Result<Option<Duration>, Error> {
+    secs.map(|s| args::timeout_seconds(name, s))
+        .transpose()
+        .map_err(|e| arg_err(ruby, e))
 }
 
 /// Parses `["host:port", "h2,h3:4731"]` into server addresses.

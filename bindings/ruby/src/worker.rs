@@ -8,7 +8,7 @@ use polygear::WorkerOptions;
 use polygear_bindings::runtime::HANDOFF_DELAY;
 
 use crate::client::bytes_of;
-use crate::{arg_err, gvl, lock, map_err, opt_secs, parse_servers};
+use crate::{arg_err, gvl, lock, map_err, opt_timeout, parse_servers};
 
 /// Native worker; `Polygear::Worker` runs the Ruby threads around it.
 #[magnus::wrap(class = "Polygear::Native::Worker", free_immediately, size)]
@@ -44,7 +44,7 @@ impl NativeWorker {
         function: String,
         timeout: Option<f64>,
     ) -> Result<(), Error> {
-        let timeout = opt_secs(ruby, "timeout", timeout)?;
+        let timeout = opt_timeout(ruby, "timeout", timeout)?;
         let _guard = crate::runtime(ruby)?.enter();
         rb_self
             .inner

@@ -4,10 +4,20 @@
 //   node matrix.js client <server> <gate-dir> <lang> main <w1,w2,..>
 //   node matrix.js client <server> <gate-dir> <lang> coal <unique:worker,..>
 const fs = require('node:fs');
+const { isDeepStrictEqual } = require('node:util');
 const path = require('node:path');
 const pg = require(process.env.POLYGEAR_NODE || 'polygear');
 
 const TEXT = 'héllo wörld — 日本語 🎉 ∑ Ω';
+// The json check's value (the same in every language's script and run.py).
+const JSON_VALUE = {
+  text: TEXT,
+  n: 42,
+  f: 1.5,
+  neg: -7,
+  list: [1, 'two', null, true, false],
+  nested: { empty: [], obj: {} },
+};
 const GATE_WAIT = 30_000;
 const JOB_TIMEOUT = 60_000;
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
@@ -48,6 +58,11 @@ async function worker(server, gate, lang) {
     }
     return 'bg-done';
   });
+  w.register(`${lang}.json`, (value) => ({
+    worker: lang,
+    echo: value,
+    map: value !== null && typeof value === 'object' && !Array.isArray(value),
+  }), { json: true });
   w.register(`${lang}.slow`, async (job) => {
     if (!(await waitFile(path.join(gate, 'release')))) throw new Error('release file never appeared');
     const nonce = `|${lang}-${process.pid}-${counter++}-${process.hrtime.bigint()}`;
@@ -162,6 +177,11 @@ async function clientMain(c, lang, gate, workers) {
       await sleep(30);
     }
   };
+  const jsonCheck = async (w) => {
+    const got = await c.submitJson(`${w}.json`, JSON_VALUE);
+    const want = { worker: w, echo: JSON_VALUE, map: true };
+    check(isDeepStrictEqual(got, want), `got ${JSON.stringify(got)}, want ${JSON.stringify(want)}`);
+  };
   const binary = binaryPayload();
   const big = bigPayload();
   for (const w of workers) {
@@ -172,6 +192,7 @@ async function clientMain(c, lang, gate, workers) {
     await report(lang, w, 'stream', () => stream(w));
     if (w !== 'c') await report(lang, w, 'exception', () => exception(w));
     await report(lang, w, 'background', () => background(w));
+    if (w !== 'c') await report(lang, w, 'json', () => jsonCheck(w));
   }
 }
 

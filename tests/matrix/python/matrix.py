@@ -18,6 +18,15 @@ from collections.abc import Callable
 import polygear
 
 TEXT = "héllo wörld — 日本語 🎉 ∑ Ω"
+# The json check's value (the same in every language's script and run.py).
+JSON_VALUE = {
+    "text": TEXT,
+    "n": 42,
+    "f": 1.5,
+    "neg": -7,
+    "list": [1, "two", None, True, False],
+    "nested": {"empty": [], "obj": {}},
+}
 GATE_WAIT = 30.0
 JOB_TIMEOUT = 60.0
 
@@ -70,6 +79,10 @@ def worker(server: str, gate: str, lang: str) -> None:
         if not is_token(token) or not wait_file(os.path.join(gate, token)):
             raise MatrixError(f"gate file {token!r} never appeared")
         return b"bg-done"
+
+    @w.function(f"{lang}.json", json=True)
+    def json_fn(value: object) -> object:
+        return {"worker": lang, "echo": value, "map": isinstance(value, dict)}
 
     @w.function(f"{lang}.slow")
     def slow(job: polygear.Job) -> bytes:
@@ -182,6 +195,11 @@ def client_main(c: polygear.Client, lang: str, gate: str, workers: list[str]) ->
             check(time.monotonic() < deadline, "job never finished")
             time.sleep(0.03)
 
+    def json_check(w: str) -> None:
+        got = c.submit_json(f"{w}.json", JSON_VALUE)
+        want = {"worker": w, "echo": JSON_VALUE, "map": True}
+        check(got == want, f"got {got!r}, want {want!r}")
+
     binary, big = binary_payload(), big_payload()
     for w in workers:
         report(lang, w, "binary", lambda w=w: echo(w, binary))
@@ -192,6 +210,8 @@ def client_main(c: polygear.Client, lang: str, gate: str, workers: list[str]) ->
         if w != "c":
             report(lang, w, "exception", lambda w=w: exception(w))
         report(lang, w, "background", lambda w=w: background(w))
+        if w != "c":
+            report(lang, w, "json", lambda w=w: json_check(w))
 
 
 def client_coal(c: polygear.Client, lang: str, items: list[str]) -> None:

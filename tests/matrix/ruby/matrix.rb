@@ -7,6 +7,15 @@
 require "polygear"
 
 TEXT = "héllo wörld — 日本語 🎉 ∑ Ω"
+# The json check's value (the same in every language's script and run.py).
+JSON_VALUE = {
+  "text" => TEXT,
+  "n" => 42,
+  "f" => 1.5,
+  "neg" => -7,
+  "list" => [1, "two", nil, true, false],
+  "nested" => { "empty" => [], "obj" => {} }
+}.freeze
 GATE_WAIT = 30.0
 JOB_TIMEOUT = 60.0
 
@@ -53,6 +62,9 @@ def worker(server, gate, lang)
     raise MatrixError, "gate file #{token.inspect} never appeared" unless token?(token) && wait_file(File.join(gate, token))
 
     "bg-done"
+  end
+  w.register("#{lang}.json", json: true) do |value, _job|
+    { "worker" => lang, "echo" => value, "map" => value.is_a?(Hash) }
   end
   w.register("#{lang}.slow") do |job|
     raise MatrixError, "release file never appeared" unless wait_file(File.join(gate, "release"))
@@ -157,6 +169,13 @@ def client_main(c, lang, gate, workers)
         check(now < deadline, "job never finished")
         sleep 0.03
       end
+    end
+    next if w == "c"
+
+    report(lang, w, "json") do
+      got = c.submit_json("#{w}.json", JSON_VALUE)
+      want = { "worker" => w, "echo" => JSON_VALUE, "map" => true }
+      check(got == want, "got #{got.inspect}, want #{want.inspect}")
     end
   end
 end

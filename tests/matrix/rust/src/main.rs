@@ -75,7 +75,7 @@ async fn worker(server: &str, gate: &str, lang: &str) -> Res<()> {
         ..WorkerOptions::default()
     })
     .map_err(|e| e.to_string())?;
-    for f in ["echo", "text", "stream", "raise", "bg", "slow"] {
+    for f in ["echo", "text", "stream", "raise", "bg", "json", "slow"] {
         w.register(&format!("{lang}.{f}"), None)
             .map_err(|e| e.to_string())?;
     }
@@ -109,6 +109,17 @@ async fn worker(server: &str, gate: &str, lang: &str) -> Res<()> {
             let data = job.data().clone();
             let outcome = match name.as_str() {
                 "echo" => job.complete(data),
+                // The Rust core moves bytes: the value the client encoded is
+                // embedded as is, so the answer is JSON without a JSON crate.
+                "json" => match std::str::from_utf8(&data) {
+                    Ok(text) => {
+                        let map = text.trim_start().starts_with('{');
+                        job.complete(format!(
+                            "{{\"worker\":\"{lang}\",\"echo\":{text},\"map\":{map}}}"
+                        ))
+                    }
+                    Err(e) => job.exception(format!("not UTF-8: {e}")),
+                },
                 "text" => match std::str::from_utf8(&data) {
                     Ok(s) => job.complete(s.chars().rev().collect::<String>()),
                     Err(e) => job.exception(format!("not UTF-8: {e}")),
