@@ -63,26 +63,35 @@ module Polygear
     # concurrency:: how many jobs run at once (Ruby threads).
     # client_id:: sent with SET_CLIENT_ID (shown by `gearadmin --workers`).
     # tls:: TLS towards the servers, as for Client.new.
-    # logger:: a Logger for exceptions raised by blocks (error) and signals
+    # connect_timeout:: seconds to establish a connection (default 5).
+    # fail_fast:: when true, #work raises ConnectionError if no server can
+    #             be reached at start (each server failed its first
+    #             attempt), instead of retrying in the background.
+    # logger:: a Logger for connection trouble (warn: a failed connect, its
+    #          first attempt and every 10th; a lost connection), connects
+    #          (info), exceptions raised by blocks (error) and signals
     #          (warn); default: <tt>Logger.new($stderr, level: Logger::WARN,
     #          progname: "polygear")</tt>.
     # on_error:: called as <tt>on_error.call(job, exception)</tt> after a
     #            block raised (see #on_error).
-    def initialize(servers: DEFAULT_SERVERS, concurrency: 1, client_id: nil, tls: nil, logger: nil,
-                   on_error: nil)
+    def initialize(servers: DEFAULT_SERVERS, concurrency: 1, client_id: nil, tls: nil, connect_timeout: nil,
+                   fail_fast: false, logger: nil, on_error: nil)
       raise TypeError, "concurrency must be an Integer, not #{concurrency.class}" unless concurrency.is_a?(Integer)
       raise ArgumentError, "concurrency must be at least 1" if concurrency < 1
+      unless on_error.nil? || on_error.respond_to?(:call)
+        raise TypeError, "on_error must respond to #call, not be a #{on_error.class}"
+      end
 
       @concurrency = concurrency
+      @fail_fast = fail_fast ? true : false
       @logger = logger || Logger.new($stderr, level: Logger::WARN, progname: "polygear")
-      raise TypeError, "on_error must respond to #call, not be a #{on_error.class}" unless on_error.nil? || on_error.respond_to?(:call)
-
       @on_error = on_error
       @native = Native::Worker.new(Util.servers(servers), concurrency, Util.opt_string(client_id, "client_id"),
-                                   Util.tls(tls))
+                                   Util.tls(tls), Util.seconds(connect_timeout, "connect_timeout"))
       @handlers = {}
       @lock = Mutex.new
       @working = false
+      @stop_timeout = nil
     end
 
     # Sets the hook called with <tt>(job, exception)</tt> after a block
@@ -142,7 +151,8 @@ module Polygear
     # thread with +trap_signals+), then waits for running jobs and closes
     # the connections. Returns the number of jobs processed. An exception
     # that is not a StandardError (e.g. Interrupt) stops the worker and is
-    # re-raised after the shutdown.
+    # re-raised after the shutdown. With +fail_fast+, raises ConnectionError
+    # (and stops) when no server can be reached at start.
     def work(trap_signals: true)
       raise ArgumentError, "register a function before calling work" if functions.empty?
       raise ClosedError, "the worker was stopped; create a new one" if @native.stopped?
@@ -153,18 +163,17 @@ module Polygear
         @working = true
       end
       @processed = 0
+      events = start_event_log
       previous = trap_signals && Thread.current == Thread.main ? install_traps : {}
-      threads = Array.new(@concurrency) { |i| Thread.new { run_loop(i) } }
+      threads = []
       begin
-        threads.each(&:join)
+        @native.connect if @fail_fast
+        threads = Array.new(@concurrency) { |i| Thread.new { run_loop(i) } }
+        threads.each { |t| nil until t.join(0.1) || @stop_timeout }
       ensure
         @native.stop
-        threads.each do |t|
-          t.join
-        rescue Exception # rubocop:disable Lint/RescueException
-          nil # the first error is already propagating
-        end
-        @native.shutdown
+        shut_down(threads)
+        stop_event_log(events)
         previous.each { |sig, handler| Signal.trap(sig, handler || "SYSTEM_DEFAULT") }
         @lock.synchronize { @working = false }
       end
@@ -173,7 +182,14 @@ module Polygear
 
     # Graceful stop: take no new jobs; running blocks finish. Safe to call
     # from any thread, from a job block, or from a signal handler.
-    def stop
+    #
+    # With +timeout+ (seconds), #work waits at most that long for running
+    # blocks; then it closes the connections, which hands the unfinished
+    # jobs back to the server (it requeues them for another worker; they
+    # are not failed), kills the threads still running their blocks (their
+    # results would be dropped), logs how many were handed back and returns.
+    def stop(timeout: nil)
+      @stop_timeout = Util.seconds(timeout, "stop timeout") unless timeout.nil?
       @native.stop
       nil
     end
@@ -184,6 +200,83 @@ module Polygear
     end
 
     private
+
+    # After #stop: waits for the job threads and closes the connections;
+    # with a stop timeout, hands back the jobs still running after it.
+    def shut_down(threads)
+      timeout = @stop_timeout
+      if timeout.nil?
+        join_all(threads)
+        return @native.shutdown
+      end
+
+      handed = @native.shutdown_timeout(timeout)
+      if handed.positive?
+        threads.each(&:kill)
+        log(:warn) do
+          jobs = handed == 1 ? "1 unfinished job" : "#{handed} unfinished jobs"
+          "stop timeout of #{timeout} s passed: handed #{jobs} back to the server, which requeues " \
+            "#{handed == 1 ? 'it' : 'them'} for another worker"
+        end
+      end
+      join_all(threads)
+    end
+
+    # Joins every thread; the first error is already propagating, or the
+    # thread was killed.
+    def join_all(threads)
+      threads.each do |t|
+        t.join
+      rescue Exception # rubocop:disable Lint/RescueException
+        nil
+      end
+      nil
+    end
+
+    # A failed connect is logged at warn for attempt 1 and every Nth.
+    WARN_EVERY = 10
+
+    # Raised in the event thread to end it (internal).
+    class StopEvents < Exception; end # rubocop:disable Lint/InheritException
+
+    # A Ruby thread that logs the native worker's connection events (they
+    # are read with the GVL released; Ruby code never runs on tokio's
+    # side). #stop_event_log interrupts its wait, never a log write.
+    def start_event_log
+      Thread.handle_interrupt(StopEvents => :never) do
+        Thread.new do
+          Thread.current.name = "polygear-events"
+          Thread.current.report_on_exception = false
+          begin
+            loop do
+              ev = Thread.handle_interrupt(StopEvents => :immediate) { @native.next_event(3600) }
+              log_event(*ev) if ev
+            end
+          rescue StopEvents
+            nil
+          end
+          while (ev = @native.next_event(0))
+            log_event(*ev)
+          end
+        end
+      end
+    end
+
+    def stop_event_log(thread)
+      thread.raise(StopEvents)
+      thread.join
+    rescue StandardError
+      nil # a broken logger; the worker has stopped anyway
+    end
+
+    def log_event(kind, message, attempt)
+      level = case kind
+              when :connect_failed then attempt == 1 || (attempt % WARN_EVERY).zero? ? :warn : :debug
+              when :disconnected then :warn
+              else :info
+              end
+      log(level) { message }
+    end
 
     def install_traps
       %w[INT TERM].to_h do |sig|
