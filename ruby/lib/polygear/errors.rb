@@ -54,6 +54,9 @@ module Polygear
     include Error
     # The job handle.
     attr_reader :handle
+    # Why, when the server failed the job itself and said so (polygeard:
+    # "the worker exceeded its 1 s timeout"); nil for a worker's WORK_FAIL.
+    attr_reader :reason
   end
 
   # The worker raised an exception (WORK_EXCEPTION).
