@@ -83,7 +83,7 @@ class TestErrorClasses < Minitest::Test
     }
     calls.each do |name, call|
       e = assert_raises(ArgumentError, name.to_s) { call.call }
-      assert_equal "function name must not be empty", e.message
+      assert_equal "empty function name", e.message
     end
     Polygear::Admin.open(server.address) { |a| refute(a.status.any? { |s| s.function.empty? }) }
   end

@@ -10,7 +10,7 @@ use polygear_bindings::runtime::HANDOFF_DELAY;
 use tokio::sync::broadcast;
 
 use crate::client::bytes_of;
-use crate::{arg_err, gvl, lock, map_err, opt_timeout, parse_servers};
+use crate::{arg_err, gvl, lock, map_err, opt_secs, opt_timeout, parse_servers};
 
 /// Native worker; `Polygear::Worker` runs the Ruby threads around it.
 #[magnus::wrap(class = "Polygear::Native::Worker", free_immediately, size)]
@@ -40,7 +40,7 @@ impl NativeWorker {
             handoff_delay: Some(HANDOFF_DELAY),
             ..WorkerOptions::default()
         };
-        if let Some(t) = opt_secs(ruby, "connect_timeout", connect_timeout)? {
+        if let Some(t) = opt_timeout(ruby, "connect_timeout", connect_timeout)? {
             opts.connect_timeout = t;
         }
         let _guard = crate::runtime(ruby)?.enter();

@@ -38,7 +38,7 @@ module Polygear
     # A non-empty String naming a Gearman function.
     def function_name(value)
       string(value, "function name")
-      raise ArgumentError, "function name must not be empty" if value.empty?
+      raise ArgumentError, "empty function name" if value.empty?
 
       value
     end

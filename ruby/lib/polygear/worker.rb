@@ -119,8 +119,15 @@ module Polygear
       raise ArgumentError, "register needs a block" unless block
 
       secs = Util.seconds(timeout)
-      @lock.synchronize { @handlers[name] = [block, json ? true : false] }
-      @native.register(name, secs)
+      previous = @lock.synchronize do
+        @handlers[name].tap { @handlers[name] = [block, json ? true : false] }
+      end
+      begin
+        @native.register(name, secs)
+      rescue StandardError
+        @lock.synchronize { previous ? @handlers[name] = previous : @handlers.delete(name) }
+        raise
+      end
       self
     end
 
@@ -189,7 +196,12 @@ module Polygear
     # are not failed), kills the threads still running their blocks (their
     # results would be dropped), logs how many were handed back and returns.
     def stop(timeout: nil)
-      @stop_timeout = Util.seconds(timeout, "stop timeout") unless timeout.nil?
+      unless timeout.nil?
+        secs = Util.seconds(timeout, "stop timeout")
+        raise ArgumentError, "stop timeout must not be negative (seconds), not #{timeout}" if secs.negative? || secs.nan?
+
+        @stop_timeout = secs
+      end
       @native.stop
       nil
     end
