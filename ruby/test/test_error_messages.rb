@@ -77,6 +77,9 @@ class TestErrorMessages < Minitest::Test
       e = assert_raises(Polygear::JobFailed) { client.submit(f, "x") }
       assert_match(/\Ajob H:\S+ failed: the worker exceeded its 1 s timeout\z/, e.message)
       assert_equal "the worker exceeded its 1 s timeout", e.reason
+      # the same through submit_job's events
+      e = assert_raises(Polygear::JobFailed) { client.submit_job(f, "y").result }
+      assert_equal "the worker exceeded its 1 s timeout", e.reason
     end
   end
 end

@@ -240,14 +240,18 @@ impl NativeRunningJob {
 
     /// `[:data, str]`, `[:warning, str]`, `[:status, n, d]`, `[:complete, str]`,
     /// or nil after the final event; WORK_FAIL / WORK_EXCEPTION raise
-    /// `JobFailed` / `JobException`.
+    /// `JobFailed` (with the server's reason, if it gave one) / `JobException`.
     fn next_event(ruby: &Ruby, rb_self: &Self) -> Result<Option<RArray>, Error> {
         let inner = rb_self.inner.clone();
         let handle = rb_self.handle.clone();
-        let ev = gvl::wait(ruby, async move {
+        let mut reason = None;
+        let ev = gvl::wait(ruby, async {
             let mut guard = inner.lock().await;
             let job = guard.as_mut()?;
             let ev = job.next_event().await;
+            if matches!(ev, Some(Ok(JobEvent::Failed))) {
+                reason = job.fail_reason();
+            }
             if !matches!(ev, Some(Ok(ref e)) if !e.is_final()) {
                 *guard = None;
             }
@@ -273,7 +277,6 @@ impl NativeRunningJob {
                 return Ok(Some(a));
             }
             JobEvent::Failed => {
-                let reason = None;
                 return Err(map_err(ruby, polygear::Error::JobFailed { handle, reason }));
             }
             JobEvent::Exception(m) => {
