@@ -16,11 +16,20 @@ __all__ = [
 
 
 class GearmanError(Exception):
-    """Base class of every error raised by polygear."""
+    """Base class of every error raised by polygear.
+
+    ``code`` is the stable code of the shared error table (the same as Node's
+    ``err.code``): ``ECONNREFUSED``, ``ENOTFOUND``, ``EADDRINUSE``, ...
+    for connection errors, else ``ETIMEDOUT``, ``EPROTOCOL``, ``ESERVER``,
+    ``EJOBFAILED``, ``EJOBEXCEPTION``, ``EINVAL`` or ``ECLOSED``.
+    """
+
+    code: str = ""
 
 
 class GearmanConnectionError(GearmanError, ConnectionError):
-    """A server could not be reached, or the connection was lost."""
+    """A server could not be reached, or the connection was lost (``errno`` is
+    set when ``code`` names an errno, e.g. ``errno.ECONNREFUSED``)."""
 
 
 class GearmanTimeoutError(GearmanError, TimeoutError):

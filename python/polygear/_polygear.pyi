@@ -115,6 +115,18 @@ class Client:
         on_warning: Callable[[bytes], object] | None = None,
         on_status: Callable[[int, int], object] | None = None,
     ) -> bytes: ...
+    def submit_json(
+        self,
+        func: str,
+        obj: Any,
+        *,
+        unique: str | bytes | None = None,
+        priority: _Priority | None = None,
+        timeout: float | None = None,
+        on_data: Callable[[bytes], object] | None = None,
+        on_warning: Callable[[bytes], object] | None = None,
+        on_status: Callable[[int, int], object] | None = None,
+    ) -> Any: ...
     def submit_job(
         self,
         func: str,
@@ -180,6 +192,18 @@ class AsyncClient:
         on_warning: Callable[[bytes], object] | None = None,
         on_status: Callable[[int, int], object] | None = None,
     ) -> bytes: ...
+    async def submit_json(
+        self,
+        func: str,
+        obj: Any,
+        *,
+        unique: str | bytes | None = None,
+        priority: _Priority | None = None,
+        timeout: float | None = None,
+        on_data: Callable[[bytes], object] | None = None,
+        on_warning: Callable[[bytes], object] | None = None,
+        on_status: Callable[[int, int], object] | None = None,
+    ) -> Any: ...
     async def submit_job(
         self,
         func: str,
@@ -230,12 +254,15 @@ class Job:
     @property
     def function(self) -> str: ...
     @property
+    def task(self) -> str: ...
+    @property
     def unique(self) -> str: ...
     @property
     def done(self) -> bool: ...
     def send_data(self, data: _Data) -> None: ...
     def send_warning(self, data: _Data) -> None: ...
     def send_status(self, numerator: int, denominator: int) -> None: ...
+    def json(self) -> Any: ...
     def complete(self, result: _Data | None = None) -> None: ...
     def fail(self) -> None: ...
     def exception(self, message: _Data) -> None: ...
@@ -339,7 +366,9 @@ class Admin:
 class Server:
     """The Rust job server running in this process (port 0 picks a free port)."""
 
-    def __new__(cls, port: int = 0, host: str = "127.0.0.1", *, tls: ServerTLSSetting = None) -> Self: ...
+    def __new__(
+        cls, port: int | None = 0, host: str = "127.0.0.1", *, tls: ServerTLSSetting = None
+    ) -> Self: ...
     def start(self) -> None: ...
     def stop(self) -> None: ...
     @property

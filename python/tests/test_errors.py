@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import errno
+import socket
 import time
 
 import pytest
@@ -61,9 +63,9 @@ def test_bad_constructor_arguments() -> None:
         polygear.Worker("127.0.0.1:4730", concurrency="2")  # type: ignore[arg-type]
     worker = polygear.Worker("127.0.0.1:4730")
     with pytest.raises(TypeError, match="fn must be callable, not bytes"):
-        worker.register("f", b"not callable")  # type: ignore[arg-type]
+        worker.register("f", b"not callable")  # type: ignore[call-overload]
     with pytest.raises(TypeError, match="function name must be str, not int"):
-        worker.register(3, lambda job: None)  # type: ignore[arg-type]
+        worker.register(3, lambda job: None)  # type: ignore[call-overload]
 
 
 def test_job_payload_type_checks(rust_server: str, fname: str) -> None:
@@ -151,3 +153,65 @@ def test_job_finished_twice(rust_server: str, fname: str) -> None:
     with running_worker(rust_server, {fname: twice}), polygear.Client([rust_server], timeout=10) as c:
         assert c.submit(fname, b"") == b"first"
     assert len(seen) == 1
+
+
+def test_out_of_range_integers_are_value_errors(rust_server: str, fname: str) -> None:
+    with pytest.raises(ValueError, match=r"^port must be 0\.\.65535, not 99999$"):
+        polygear.Server(port=99999)
+    with pytest.raises(ValueError, match=r"^port must be 0\.\.65535, not -1$"):
+        polygear.Server(port=-1)
+    with pytest.raises(TypeError, match="port must be an int, not str"):
+        polygear.Server(port="4730")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match=r"concurrency must be at least 1 \(and at most \d+\), not 10{30}"):
+        polygear.Worker(rust_server, concurrency=10**30)
+    with polygear.Client([rust_server], timeout=5) as c:
+        with pytest.raises(ValueError, match=r"^epoch must be 0\.\.9223372036854775807, not -5$"):
+            c.submit_background(fname, b"", epoch=-5)
+    with polygear.Admin(rust_server) as admin:
+        with pytest.raises(ValueError, match=r"^limit must be 0\.\.4294967295, not -1$"):
+            admin.maxqueue(fname, -1)
+        with pytest.raises(ValueError, match=r"^low limit must be 0\.\.4294967295, not 4294967296$"):
+            admin.maxqueue(fname, (1, 2, 2**32))
+
+    errors: list[str] = []
+
+    def status(job: polygear.Job) -> bytes:
+        for n, d in ((-1, 5), (1, 2**40)):
+            try:
+                job.send_status(n, d)
+            except ValueError as exc:
+                errors.append(str(exc))
+        job.send_status(1, 2)
+        return b"ok"
+
+    from conftest import running_worker
+
+    with running_worker(rust_server, {fname: status}), polygear.Client([rust_server], timeout=10) as c:
+        assert c.submit(fname, b"") == b"ok"
+    assert errors == [
+        "numerator must be 0..4294967295, not -1",
+        "denominator must be 0..4294967295, not 1099511627776",
+    ]
+
+
+def test_busy_port_says_so() -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        server = polygear.Server(port=port)
+        with pytest.raises(polygear.GearmanConnectionError) as info:
+            server.start()
+    assert f"port {port} on 127.0.0.1 is already in use" in str(info.value)
+    assert info.value.code == "EADDRINUSE"
+    assert info.value.errno == errno.EADDRINUSE
+    assert not server.running
+
+
+def test_errors_carry_their_code() -> None:
+    port = free_port()
+    with pytest.raises(polygear.GearmanConnectionError) as info:
+        polygear.Client([f"127.0.0.1:{port}"], connect_timeout=2).submit("f", b"")
+    assert info.value.code == "ECONNREFUSED"
+    assert info.value.errno == errno.ECONNREFUSED
+    assert polygear.GearmanError.code == ""

@@ -7,6 +7,7 @@
 
 mod admin;
 mod client;
+mod json;
 mod run;
 mod server;
 mod util;

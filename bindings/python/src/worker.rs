@@ -9,6 +9,7 @@ use polygear_bindings::runtime::HANDOFF_DELAY;
 use pyo3::prelude::*;
 use pyo3::types::PyBytes;
 
+use crate::json;
 use crate::run::{none, Awaitable, Blocking, Runner};
 use crate::util::{self, lock, opt_payload, payload, to_pyerr};
 
@@ -67,6 +68,10 @@ impl Job {
     fn data(&self, py: Python<'_>) -> Py<PyBytes> {
         self.data.clone_ref(py)
     }
+    /// The workload decoded from UTF-8 JSON (ValueError if it is not JSON).
+    fn json(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
+        json::decode(py, self.data.as_bytes(py))
+    }
     /// The job handle given by the server.
     #[getter]
     fn handle(&self) -> &str {
@@ -75,6 +80,11 @@ impl Job {
     /// The function name.
     #[getter]
     fn function(&self) -> &str {
+        &self.function
+    }
+    /// python-gearman's name of `function`.
+    #[getter]
+    fn task(&self) -> &str {
         &self.function
     }
     /// The unique key ('' if none).
@@ -98,8 +108,14 @@ impl Job {
         self.with(data.py(), |j| j.send_warning(d))
     }
     /// WORK_STATUS: progress numerator / denominator.
-    fn send_status(&self, py: Python<'_>, numerator: u32, denominator: u32) -> PyResult<()> {
-        self.with(py, |j| j.send_status(numerator, denominator))
+    fn send_status(
+        &self,
+        numerator: &Bound<'_, PyAny>,
+        denominator: &Bound<'_, PyAny>,
+    ) -> PyResult<()> {
+        let n = util::uint(numerator, "numerator", u32::MAX)?;
+        let d = util::uint(denominator, "denominator", u32::MAX)?;
+        self.with(numerator.py(), |j| j.send_status(n, d))
     }
     /// WORK_COMPLETE with the result (bytes, bytearray, memoryview, str or None).
     #[pyo3(signature = (result=None))]
