@@ -21,7 +21,8 @@ class GearmanError(Exception):
     ``code`` is the stable code of the shared error table (the same as Node's
     ``err.code``): ``ECONNREFUSED``, ``ENOTFOUND``, ``EADDRINUSE``, ...
     for connection errors, else ``ETIMEDOUT``, ``EPROTOCOL``, ``ESERVER``,
-    ``EJOBFAILED``, ``EJOBEXCEPTION``, ``EINVAL`` or ``ECLOSED``.
+    ``EJOBFAILED``, ``EJOBEXCEPTION``, ``EINVAL`` or ``ECLOSED`` (``ServerError``:
+    the server's own code, e.g. ``QUEUE_ERROR``).
     """
 
     code: str = ""
@@ -50,11 +51,13 @@ class ServerError(GearmanError):
 
 
 class JobFailed(GearmanError):
-    """The job failed (WORK_FAIL)."""
+    """The job failed (WORK_FAIL); ``reason`` says why when the server failed it
+    itself and said so (polygeard: "the worker exceeded its 1 s timeout")."""
 
-    def __init__(self, message: str, handle: str = "") -> None:
+    def __init__(self, message: str, handle: str = "", reason: str | None = None) -> None:
         super().__init__(message)
         self.handle = handle
+        self.reason = reason
 
 
 class JobException(JobFailed):

@@ -9,7 +9,7 @@ import logging
 import signal
 import sys
 import threading
-from collections.abc import Awaitable, Iterable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Iterable, Iterator
 from typing import Any, Callable, Literal, TypeVar, Union, overload
 
 from . import _json
@@ -92,11 +92,61 @@ def _send_exception(job: Job, message: str) -> None:
         _end(job, lambda: job.exception(message))
 
 
-def _join(threads: list[threading.Thread]) -> None:
-    """Joins threads while staying responsive to Ctrl-C."""
-    for t in threads:
-        while t.is_alive():
-            t.join(0.1)
+#: How often a waiting work() checks for signals, the stop timeout and its own end.
+_TICK = 0.1
+
+
+@contextlib.contextmanager
+def _logging_events(native: NativeWorker) -> Iterator[None]:
+    """Logs the worker's connection events to ``polygear`` from a thread, until
+    the end of the block (then the events that are left)."""
+    done = threading.Event()
+
+    def run() -> None:
+        while not done.is_set():
+            record = native.next_event(_TICK)
+            if record is not None:
+                log.log(*record)
+        while (record := native.next_event(0)) is not None:
+            log.log(*record)
+
+    thread = threading.Thread(target=run, name="polygear-events", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        done.set()
+        thread.join()
+
+
+@contextlib.asynccontextmanager
+async def _logging_events_async(native: NativeWorker) -> AsyncIterator[None]:
+    """``_logging_events`` as an asyncio task."""
+    done = False
+
+    async def run() -> None:
+        while not done:
+            record = await native.next_event_async(_TICK)
+            if record is not None:
+                log.log(*record)
+        while (record := await native.next_event_async(0)) is not None:
+            log.log(*record)
+
+    task = asyncio.ensure_future(run())
+    try:
+        yield
+    finally:
+        done = True
+        await task
+
+
+def _log_handed_back(count: int) -> None:
+    if count:
+        log.warning(
+            "polygear: the stop timeout passed; %d unfinished job(s) handed back to the server "
+            "(it gives them to another worker)",
+            count,
+        )
 
 
 def _log_failure(job: Job, exc: BaseException) -> None:
@@ -166,12 +216,16 @@ class _Base:
         client_id: str | None = None,
         tls: TLSSetting = None,
         on_error: ErrorHook | None = None,
+        fail_fast: bool = False,
     ) -> None:
         if not isinstance(concurrency, int) or isinstance(concurrency, bool):
             raise TypeError(f"concurrency must be an int, not {type(concurrency).__name__}")
         if not 1 <= concurrency <= sys.maxsize:
             raise ValueError(f"concurrency must be at least 1 (and at most {sys.maxsize}), not {concurrency}")
+        if not isinstance(fail_fast, bool):
+            raise TypeError(f"fail_fast must be a bool, not {type(fail_fast).__name__}")
         self._on_error = _check_hook(on_error)
+        self._fail_fast = fail_fast
         self._native = NativeWorker(servers, concurrency, client_id, self._handoff, tls)
         self._concurrency = concurrency
         self._functions: dict[str, _Function] = {}
@@ -222,9 +276,14 @@ class _Base:
         self._native.unregister(name)
         self._functions.pop(name, None)
 
-    def stop(self) -> None:
-        """Graceful stop: grab no new jobs; running jobs finish, then work() returns."""
-        self._native.stop()
+    def stop(self, timeout: float | None = None) -> None:
+        """Graceful stop: grab no new jobs; running jobs finish, then work() returns.
+
+        With ``timeout`` (seconds), jobs still running when it passes are handed
+        back to the server, which gives them to another worker (they are not
+        failed; what their functions do afterwards is dropped), and work()
+        returns then."""
+        self._native.stop(timeout)
 
     @property
     def stopped(self) -> bool:
@@ -253,7 +312,11 @@ class _Base:
 class Worker(_Base):
     """A blocking Gearman worker; functions run on ``concurrency`` threads.
 
-    ``work()`` blocks until ``stop()`` or Ctrl-C, then lets running jobs finish.
+    ``work()`` blocks until ``stop()``, Ctrl-C or SIGTERM, then lets running jobs
+    finish. It keeps (re)connecting to servers it cannot reach, logging it to the
+    ``polygear`` logger; with ``fail_fast=True`` it raises ``GearmanConnectionError``
+    at the start instead if no server can be reached. ``on_error(job, exc)``
+    replaces the log line of a failed function.
     """
 
     @overload
@@ -346,10 +409,21 @@ class Worker(_Base):
         when work() returns."""
         if not self._functions:
             raise RuntimeError("no function registered; use register() or @worker.function()")
-        with _sigterm_stops(self._native.stop):
+        with _sigterm_stops(self._native.stop), _logging_events(self._native):
             self._work()
 
+    def _join(self, threads: list[threading.Thread]) -> None:
+        """Joins threads while staying responsive to Ctrl-C, until the stop
+        timeout (if any) passed."""
+        for t in threads:
+            while t.is_alive():
+                t.join(_TICK)
+                if self._native.stop_remaining == 0:
+                    return
+
     def _work(self) -> None:
+        if self._fail_fast:
+            self._native.connect()
         errors: list[BaseException] = []
         threads = [
             threading.Thread(target=self._serve, args=(errors,), name=f"polygear-worker-{i}", daemon=True)
@@ -360,18 +434,19 @@ class Worker(_Base):
             # (one may already be running a job) must still shut down gracefully.
             for t in threads:
                 t.start()
-            _join(threads)
+            self._join(threads)
         except KeyboardInterrupt:
             log.info("polygear: interrupted, finishing running jobs (Ctrl-C again to abort)")
             self._native.stop()
-            _join(threads)  # a second Ctrl-C propagates from here, skipping the graceful shutdown
-        self._native.shutdown()
+            self._join(threads)  # a second Ctrl-C propagates from here, skipping the graceful shutdown
+        _log_handed_back(self._native.shutdown())
         if errors:
             raise errors[0]
 
     def close(self) -> None:
-        """Stops and closes the connections (waits for unfinished jobs)."""
-        self._native.shutdown()
+        """Stops and closes the connections (waits for unfinished jobs, or until
+        the timeout given to stop())."""
+        _log_handed_back(self._native.shutdown())
 
     def __enter__(self) -> Worker:
         return self
@@ -381,7 +456,9 @@ class Worker(_Base):
 
 
 class AsyncWorker(_Base):
-    """An asyncio Gearman worker; ``async def`` functions run as ``concurrency`` tasks."""
+    """An asyncio Gearman worker; ``async def`` functions run as ``concurrency`` tasks.
+
+    The options are those of ``Worker``."""
 
     @overload
     def register(
@@ -451,18 +528,31 @@ class AsyncWorker(_Base):
         if not self._functions:
             raise RuntimeError("no function registered; use register() or @worker.function()")
         with _sigterm_stops(self._native.stop, asyncio.get_running_loop()):
-            await self._work()
+            async with _logging_events_async(self._native):
+                await self._work()
+
+    async def _settle(self, serving: asyncio.Future[Any]) -> bool:
+        """Waits until ``serving`` is done (True) or the stop timeout passed (False).
+        Cancelling this wait does not cancel ``serving``: the running functions go on."""
+        while not serving.done():
+            await asyncio.wait({serving}, timeout=_TICK)
+            if self._native.stop_remaining == 0:
+                return serving.done()
+        return True
 
     async def _work(self) -> None:
+        if self._fail_fast:
+            await self._native.connect_async()
         tasks = [asyncio.ensure_future(self._serve()) for _ in range(self._concurrency)]
         serving = asyncio.gather(*tasks)
         try:
-            # shielded: cancelling work() must not cancel the running functions
-            await asyncio.shield(serving)
+            if await self._settle(serving):
+                serving.result()  # a task's error
         except asyncio.CancelledError:
             self._native.stop()
-            # running jobs finish; tasks waiting for a job see the stop and return
-            await asyncio.gather(*tasks, return_exceptions=True)
+            # running jobs finish (or the stop timeout passes); tasks waiting
+            # for a job see the stop and return
+            await self._settle(serving)
             raise
         except BaseException:
             self._native.stop()
@@ -471,11 +561,16 @@ class AsyncWorker(_Base):
             await asyncio.gather(*tasks, return_exceptions=True)
             raise
         finally:
-            await self._native.shutdown_async()
+            _log_handed_back(await self._native.shutdown_async())
+            # functions still running after a hand-back: their results would be dropped
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
 
     async def close(self) -> None:
-        """Stops and closes the connections (waits for unfinished jobs)."""
-        await self._native.shutdown_async()
+        """Stops and closes the connections (waits for unfinished jobs, or until
+        the timeout given to stop())."""
+        _log_handed_back(await self._native.shutdown_async())
 
     async def __aenter__(self) -> AsyncWorker:
         return self

@@ -132,7 +132,8 @@ impl Admin {
             ));
         }
         let addr = addrs.remove(0);
-        let timeout = polygear_bindings::args::seconds("timeout", timeout).map_err(arg_err)?;
+        let timeout =
+            polygear_bindings::args::timeout_seconds("timeout", timeout).map_err(arg_err)?;
         let admin = wait(py, async move {
             polygear::Admin::connect_with(&addr, timeout, tls.as_ref()).await
         })?

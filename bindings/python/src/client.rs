@@ -152,10 +152,11 @@ impl JobInner {
                 handle,
                 message: String::from_utf8_lossy(&m).into_owned(),
             }),
-            // WORK_FAIL, or the event stream ended without a final event
+            // WORK_FAIL (with the server's reason, if it gave one), or the
+            // event stream ended without a final event
             _ => Err(polygear::Error::JobFailed {
                 handle,
-                reason: None,
+                reason: self.job.fail_reason(),
             }),
         }
     }
@@ -358,7 +359,7 @@ impl Submission {
             opts: SubmitOptions {
                 unique: util::unique(unique)?,
                 priority: util::opt_priority(priority)?,
-                timeout: util::seconds(timeout, "timeout")?,
+                timeout: util::timeout(timeout, "timeout")?,
                 epoch: None,
             },
         })
@@ -411,13 +412,13 @@ fn options(
 ) -> PyResult<polygear::Client> {
     let mut o = ClientOptions {
         servers: util::servers(servers)?,
-        job_timeout: util::seconds(timeout, "timeout")?,
+        job_timeout: util::timeout(timeout, "timeout")?,
         client_id,
         exceptions,
         tls: util::tls(tls)?,
         ..ClientOptions::default()
     };
-    if let Some(ct) = util::seconds(connect_timeout, "connect_timeout")? {
+    if let Some(ct) = util::timeout(connect_timeout, "connect_timeout")? {
         o.connect_timeout = ct;
     }
     polygear::Client::new(o).map_err(to_pyerr)
@@ -757,7 +758,7 @@ macro_rules! client_class {
                 let data = items(iterable)?;
                 let opts = SubmitOptions {
                     priority: util::opt_priority(priority)?,
-                    timeout: util::seconds(timeout, "timeout")?,
+                    timeout: util::timeout(timeout, "timeout")?,
                     ..SubmitOptions::default()
                 };
                 let rt = <$runner>::runtime()?.handle();

@@ -7,6 +7,7 @@
 
 mod admin;
 mod client;
+mod events;
 mod json;
 mod run;
 mod server;

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 
 use polygear::{Error, Priority, ServerAddr, TlsOptions};
 use polygear_bindings::args::{self, ArgError};
-use polygear_bindings::errors;
+use polygear_bindings::errors::{self, TimeUnit};
 use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::pybacked::PyBackedBytes;
@@ -135,8 +135,8 @@ where
         })
 }
 
-/// Seconds (int or float, or None) as a duration.
-pub(crate) fn seconds(
+/// A timeout in seconds (int or float, greater than 0), or None.
+pub(crate) fn timeout(
     obj: Option<&Bound<'_, PyAny>>,
     what: &str,
 ) -> PyResult<Option<std::time::Duration>> {
@@ -152,7 +152,9 @@ pub(crate) fn seconds(
             type_name(o)
         )));
     }
-    args::seconds(what, o.extract()?).map(Some).map_err(arg_err)
+    args::timeout_seconds(what, o.extract()?)
+        .map(Some)
+        .map_err(arg_err)
 }
 
 /// Servers as `"host:port"` strings: one string (comma-separated list allowed)
@@ -288,10 +290,10 @@ fn error_class<'py>(py: Python<'py>, name: &str) -> PyResult<Bound<'py, PyAny>> 
 /// arguments of the job and server errors, and its stable `code`.
 pub(crate) fn to_pyerr(e: Error) -> PyErr {
     let (class, code) = errors::classify(&e);
-    let msg = e.to_string();
+    let msg = errors::message(&e, TimeUnit::Seconds);
     new_error(class.python, code, |c| match &e {
         Error::JobException { handle, message } => c.call1((msg, handle.clone(), message.clone())),
-        Error::JobFailed { handle } => c.call1((msg, handle.clone())),
+        Error::JobFailed { handle, reason } => c.call1((msg, handle.clone(), reason.clone())),
         Error::Server { code, text } => c.call1((msg, code.clone(), text.clone())),
         _ => c.call1((msg,)),
     })
@@ -303,9 +305,9 @@ pub(crate) fn error(class: &str, code: &'static str, msg: String) -> PyErr {
     new_error(class, code, |c| c.call1((msg,)))
 }
 
-/// Makes the exception with `make` and sets its `code`; a code that names an
-/// errno (`ECONNREFUSED`, `EADDRINUSE`, ...) also becomes the `errno` of the
-/// connection errors (which are `OSError`s).
+/// Makes the exception with `make` and sets its `code` (unless it has one);
+/// a code that names an errno (`ECONNREFUSED`, `EADDRINUSE`, ...) also
+/// becomes the `errno` of the connection errors (which are `OSError`s).
 fn new_error(
     class: &str,
     code: &'static str,
@@ -314,7 +316,10 @@ fn new_error(
     Python::attach(|py| {
         let made = error_class(py, class).and_then(|c| {
             let inst = make(&c)?;
-            inst.setattr("code", code)?;
+            // ServerError's own `code` is the server's (e.g. QUEUE_ERROR)
+            if !inst.getattr("code")?.is_truthy()? {
+                inst.setattr("code", code)?;
+            }
             if inst.is_instance_of::<pyo3::exceptions::PyOSError>() {
                 if let Ok(n) = py.import("errno").and_then(|m| m.getattr(code)) {
                     inst.setattr("errno", n)?;
