@@ -124,3 +124,25 @@ def test_stop_timeout_hands_unfinished_jobs_back(
         release.set()
     with pytest.raises(ValueError, match=r"timeout must be greater than 0 \(seconds\), not 0"):
         first.stop(timeout=0)
+
+
+def test_lost_connection_is_a_warning(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="polygear")
+    server = polygear.Server()
+    server.start()
+    address = server.address
+    worker = polygear.Worker([address])
+    worker.register("x", lambda job: b"")
+    thread = threading.Thread(target=worker.work, daemon=True)
+    thread.start()
+    try:
+        wait_for(lambda: any("connected to" in r.getMessage() for r in polygear_records(caplog)))
+        server.stop()
+        wait_for(lambda: any("lost its connection" in r.getMessage() for r in polygear_records(caplog)))
+    finally:
+        worker.stop()
+        thread.join(15)
+        server.stop()
+    [lost, *_] = [r for r in polygear_records(caplog) if "lost its connection" in r.getMessage()]
+    assert lost.levelno == logging.WARNING
+    assert lost.getMessage().startswith(f"polygear: worker lost its connection to {address}: ")
