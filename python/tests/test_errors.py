@@ -202,12 +202,20 @@ def test_busy_port_says_so() -> None:
         busy.bind(("127.0.0.1", 0))
         busy.listen()
         port = busy.getsockname()[1]
-        server = polygear.Server(port=port)
         with pytest.raises(polygear.GearmanConnectionError) as info:
-            server.start()
+            polygear.Server(port=port)
     assert f"port {port} on 127.0.0.1 is already in use" in str(info.value)
     assert info.value.code == "EADDRINUSE"
     assert info.value.errno == errno.EADDRINUSE
+    # taken between Server() and start()
+    port = free_port()
+    server = polygear.Server(port=port)
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", port))
+        busy.listen()
+        with pytest.raises(polygear.GearmanConnectionError, match="already in use") as info:
+            server.start()
+    assert info.value.code == "EADDRINUSE"
     assert not server.running
 
 

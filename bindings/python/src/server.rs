@@ -72,6 +72,20 @@ fn server_tls(obj: Option<&Bound<'_, PyAny>>) -> PyResult<Option<TlsConfig>> {
 }
 
 impl Server {
+    /// A port in use is said when the server is made, not only by start():
+    /// a listener is bound (std sets `SO_REUSEADDR`, as the server does, so
+    /// a port in `TIME_WAIT` passes) and closed again. Other failures (a host
+    /// that does not resolve, a port it may not use) are left to start().
+    fn check_port(&self) -> PyResult<()> {
+        if self.port == 0 {
+            return Ok(());
+        }
+        match std::net::TcpListener::bind((self.host.as_str(), self.port)) {
+            Err(e) if e.kind() == ErrorKind::AddrInUse => Err(self.start_error(e.into())),
+            _ => Ok(()),
+        }
+    }
+
     /// Why the server did not start, as a `polygear` exception: bad settings
     /// are invalid arguments, a port in use or a host it cannot listen on
     /// are connection errors (with the errno's code), anything else a
@@ -122,12 +136,14 @@ impl Server {
             Some(p) => util::uint(p, "port", u16::MAX)?,
             None => 0,
         };
-        Ok(Server {
+        let server = Server {
             host,
             port,
             tls: server_tls(tls)?,
             running: Mutex::new(None),
-        })
+        };
+        server.check_port()?;
+        Ok(server)
     }
 
     /// Starts the server (no-op if it already runs).
