@@ -16,11 +16,21 @@ __all__ = [
 
 
 class GearmanError(Exception):
-    """Base class of every error raised by polygear."""
+    """Base class of every error raised by polygear.
+
+    ``code`` is the stable code of the shared error table (the same as Node's
+    ``err.code``): ``ECONNREFUSED``, ``ENOTFOUND``, ``EADDRINUSE``, ...
+    for connection errors, else ``ETIMEDOUT``, ``EPROTOCOL``, ``ESERVER``,
+    ``EJOBFAILED``, ``EJOBEXCEPTION``, ``EINVAL`` or ``ECLOSED`` (``ServerError``:
+    the server's own code, e.g. ``QUEUE_ERROR``).
+    """
+
+    code: str = ""
 
 
 class GearmanConnectionError(GearmanError, ConnectionError):
-    """A server could not be reached, or the connection was lost."""
+    """A server could not be reached, or the connection was lost (``errno`` is
+    set when ``code`` names an errno, e.g. ``errno.ECONNREFUSED``)."""
 
 
 class GearmanTimeoutError(GearmanError, TimeoutError):
@@ -41,11 +51,13 @@ class ServerError(GearmanError):
 
 
 class JobFailed(GearmanError):
-    """The job failed (WORK_FAIL)."""
+    """The job failed (WORK_FAIL); ``reason`` says why when the server failed it
+    itself and said so (polygeard: "the worker exceeded its 1 s timeout")."""
 
-    def __init__(self, message: str, handle: str = "") -> None:
+    def __init__(self, message: str, handle: str = "", reason: str | None = None) -> None:
         super().__init__(message)
         self.handle = handle
+        self.reason = reason
 
 
 class JobException(JobFailed):

@@ -105,11 +105,18 @@ def running_worker(
     functions: Mapping[str, Callable[[polygear.Job], Any]],
     concurrency: int = 1,
     tls: polygear.TLSSetting = None,
+    *,
+    json: bool = False,
+    on_error: Callable[[polygear.Job, BaseException], object] | None = None,
 ) -> Iterator[polygear.Worker]:
-    """A polygear.Worker serving `functions` in a background thread."""
-    worker = polygear.Worker([address], concurrency=concurrency, tls=tls)
+    """A polygear.Worker serving `functions` in a background thread (all registered
+    with `json`)."""
+    worker = polygear.Worker([address], concurrency=concurrency, tls=tls, on_error=on_error)
     for name, fn in functions.items():
-        worker.register(name, fn)
+        if json:
+            worker.register(name, fn, json=True)
+        else:
+            worker.register(name, fn)
     errors: list[BaseException] = []
 
     def run() -> None:

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import errno
+import re
+import socket
+import threading
 import time
+from collections.abc import Callable
 
 import pytest
 from conftest import free_port
@@ -34,7 +39,7 @@ def test_bad_argument_types(client: polygear.Client) -> None:
         client.submit("f", b"x", priority="urgent")  # type: ignore[arg-type]
     with pytest.raises(TypeError, match="timeout must be a number of seconds or None, not str"):
         client.submit("f", b"x", timeout="soon")  # type: ignore[arg-type]
-    with pytest.raises(ValueError, match="timeout must be a finite, non-negative"):
+    with pytest.raises(ValueError, match=r"timeout must be greater than 0 \(seconds\), not -1"):
         client.submit("f", b"x", timeout=-1)
     with pytest.raises(TypeError, match="unique must be str, bytes or None, not int"):
         client.submit("f", b"x", unique=7)  # type: ignore[arg-type]
@@ -61,9 +66,9 @@ def test_bad_constructor_arguments() -> None:
         polygear.Worker("127.0.0.1:4730", concurrency="2")  # type: ignore[arg-type]
     worker = polygear.Worker("127.0.0.1:4730")
     with pytest.raises(TypeError, match="fn must be callable, not bytes"):
-        worker.register("f", b"not callable")  # type: ignore[arg-type]
+        worker.register("f", b"not callable")  # type: ignore[call-overload]
     with pytest.raises(TypeError, match="function name must be str, not int"):
-        worker.register(3, lambda job: None)  # type: ignore[arg-type]
+        worker.register(3, lambda job: None)  # type: ignore[call-overload]
 
 
 def test_job_payload_type_checks(rust_server: str, fname: str) -> None:
@@ -151,3 +156,196 @@ def test_job_finished_twice(rust_server: str, fname: str) -> None:
     with running_worker(rust_server, {fname: twice}), polygear.Client([rust_server], timeout=10) as c:
         assert c.submit(fname, b"") == b"first"
     assert len(seen) == 1
+
+
+def test_out_of_range_integers_are_value_errors(rust_server: str, fname: str) -> None:
+    with pytest.raises(ValueError, match=r"^port must be 0\.\.65535, not 99999$"):
+        polygear.Server(port=99999)
+    with pytest.raises(ValueError, match=r"^port must be 0\.\.65535, not -1$"):
+        polygear.Server(port=-1)
+    with pytest.raises(TypeError, match="port must be an int, not str"):
+        polygear.Server(port="4730")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match=r"concurrency must be at least 1 \(and at most \d+\), not 10{30}"):
+        polygear.Worker(rust_server, concurrency=10**30)
+    with polygear.Client([rust_server], timeout=5) as c:
+        with pytest.raises(ValueError, match=r"^epoch must be 0\.\.9223372036854775807, not -5$"):
+            c.submit_background(fname, b"", epoch=-5)
+    with polygear.Admin(rust_server) as admin:
+        with pytest.raises(ValueError, match=r"^limit must be 0\.\.4294967295, not -1$"):
+            admin.maxqueue(fname, -1)
+        with pytest.raises(ValueError, match=r"^low limit must be 0\.\.4294967295, not 4294967296$"):
+            admin.maxqueue(fname, (1, 2, 2**32))
+
+    errors: list[str] = []
+
+    def status(job: polygear.Job) -> bytes:
+        for n, d in ((-1, 5), (1, 2**40)):
+            try:
+                job.send_status(n, d)
+            except ValueError as exc:
+                errors.append(str(exc))
+        job.send_status(1, 2)
+        return b"ok"
+
+    from conftest import running_worker
+
+    with running_worker(rust_server, {fname: status}), polygear.Client([rust_server], timeout=10) as c:
+        assert c.submit(fname, b"") == b"ok"
+    assert errors == [
+        "numerator must be 0..4294967295, not -1",
+        "denominator must be 0..4294967295, not 1099511627776",
+    ]
+
+
+def test_busy_port_says_so() -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        with pytest.raises(polygear.GearmanConnectionError) as info:
+            polygear.Server(port=port)
+    assert f"port {port} on 127.0.0.1 is already in use" in str(info.value)
+    assert info.value.code == "EADDRINUSE"
+    assert info.value.errno == errno.EADDRINUSE
+    # taken between Server() and start()
+    port = free_port()
+    server = polygear.Server(port=port)
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", port))
+        busy.listen()
+        with pytest.raises(polygear.GearmanConnectionError, match="already in use") as info:
+            server.start()
+    assert info.value.code == "EADDRINUSE"
+    assert not server.running
+
+
+def test_errors_carry_their_code() -> None:
+    port = free_port()
+    with pytest.raises(polygear.GearmanConnectionError) as info:
+        polygear.Client([f"127.0.0.1:{port}"], connect_timeout=2).submit("f", b"")
+    assert info.value.code == "ECONNREFUSED"
+    assert info.value.errno == errno.ECONNREFUSED
+    assert polygear.GearmanError.code == ""
+
+
+def test_empty_function_names_are_refused_on_submit(rust_server: str) -> None:
+    with polygear.Client([rust_server], timeout=5) as c:
+        calls: list[Callable[[], object]] = [
+            lambda: c.submit("", b"x"),
+            lambda: c.submit_job("", b"x"),
+            lambda: c.submit_background("", b"x"),
+            lambda: c.submit_json("", 1),
+        ]
+        for call in calls:
+            with pytest.raises(polygear.InvalidArgumentError, match="function"):
+                call()
+
+
+def test_zero_timeouts_are_refused(rust_server: str, fname: str) -> None:
+    def zero(name: str = "timeout") -> str:
+        return rf"^{name} must be greater than 0 \(seconds\), not 0"
+
+    with pytest.raises(ValueError, match=zero()):
+        polygear.Client([rust_server], timeout=0)
+    with pytest.raises(ValueError, match=zero("connect_timeout")):
+        polygear.Client([rust_server], connect_timeout=0)
+    with pytest.raises(ValueError, match=zero()):
+        polygear.Admin(rust_server, timeout=0)
+    with polygear.Client([rust_server]) as c:
+        with pytest.raises(ValueError, match=zero()):
+            c.submit(fname, b"", timeout=0)
+        with pytest.raises(ValueError, match=zero()):
+            c.submit_job(fname, b"", timeout=0)
+        with pytest.raises(ValueError, match=zero()):
+            c.submit_many(fname, [b""], timeout=0)
+        with pytest.raises(ValueError, match=r"^timeout must be greater than 0 \(seconds\), not -1"):
+            c.submit(fname, b"", timeout=-1)
+    worker = polygear.Worker([rust_server])
+    with pytest.raises(ValueError, match=zero()):
+        worker.register(fname, lambda job: None, timeout=0)
+
+
+def test_no_worker_timeout_says_so(rust_server: str, fname: str) -> None:
+    with polygear.Client([rust_server]) as c:
+        with pytest.raises(polygear.GearmanTimeoutError) as info:
+            c.submit(fname, b"", timeout=0.3)
+    assert re.fullmatch(
+        rf"no worker has taken job \S+ for function '{fname}' in 0\.3 s; "
+        r"is a worker registered\? \(timeout is in seconds\)",
+        str(info.value),
+    ), str(info.value)
+    assert info.value.code == "ETIMEDOUT"
+
+
+def test_slow_job_timeout_names_the_deadline_and_unit(server: str, fname: str) -> None:
+    from conftest import running_worker
+
+    def slow(job: polygear.Job) -> bytes:
+        time.sleep(1.5)
+        return b""
+
+    with running_worker(server, {fname: slow}), polygear.Client([server]) as c:
+        with pytest.raises(polygear.GearmanTimeoutError) as info:
+            c.submit(fname, b"", timeout=0.5)
+    assert re.fullmatch(r"job \S+ did not finish within 0\.5 s \(timeout is in seconds\)", str(info.value)), (
+        str(info.value)
+    )
+
+
+def test_a_peer_that_is_not_gearman(fname: str) -> None:
+    # what any HTTP server answers to bytes it cannot parse
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.settimeout(0.1)
+    stop = threading.Event()
+
+    def serve() -> None:
+        while not stop.is_set():
+            try:
+                conn, _ = listener.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            with conn:
+                conn.sendall(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n")
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    address = f"127.0.0.1:{listener.getsockname()[1]}"
+    try:
+        with pytest.raises(polygear.ProtocolError) as info:
+            polygear.Client([address], timeout=5).submit(fname, b"")
+    finally:
+        stop.set()
+        thread.join(5)
+        listener.close()
+    assert str(info.value) == f"the server at {address} answered 'HTTP', not Gearman"
+    assert info.value.code == "EPROTOCOL"
+
+
+def test_worker_timeout_reason_reaches_the_client(rust_server: str, fname: str) -> None:
+    worker = polygear.Worker([rust_server])
+
+    @worker.function(fname, timeout=1)
+    def overrun(job: polygear.Job) -> bytes:
+        time.sleep(2)
+        return b"too late"
+
+    thread = threading.Thread(target=worker.work, daemon=True)
+    thread.start()
+    try:
+        with polygear.Client([rust_server], timeout=20) as c:
+            with pytest.raises(polygear.JobFailed) as info:
+                c.submit(fname, b"")
+    finally:
+        worker.stop()
+        thread.join(15)
+    assert info.value.reason == "the worker exceeded its 1 s timeout"
+    assert str(info.value) == f"job {info.value.handle} failed: the worker exceeded its 1 s timeout"
+
+
+def test_unresolvable_host_is_enotfound(fname: str) -> None:
+    with pytest.raises(polygear.GearmanConnectionError) as info:
+        polygear.Client(["nosuch.invalid:4730"], connect_timeout=5).submit(fname, b"")
+    assert info.value.code == "ENOTFOUND"
+    assert "nosuch.invalid" in str(info.value)

@@ -44,6 +44,7 @@ NAMES = {
     "c": "C CLI",
     "http": "HTTP",
 }
+TEXT = "héllo wörld — 日本語 🎉 ∑ Ω"
 CHECKS = ["binary", "big", "unicode", "stream", "exception", "background", "json", "coalesce"]
 FUNCS = ["echo", "text", "stream", "raise", "bg", "json", "slow"]
 # The value every client sends with the json check; the worker answers
@@ -56,7 +57,6 @@ JSON_VALUE: dict[str, Any] = {
     "list": [1, "two", None, True, False],
     "nested": {"empty": [], "obj": {}},
 }
-TEXT = "héllo wörld — 日本語 🎉 ∑ Ω"
 MIB16 = 16 * 1024 * 1024
 
 # Checks a peer cannot take part in, with the reason. Keys: (client, worker, check, server);

@@ -3,6 +3,7 @@
 use std::sync::Arc;
 
 use pyo3::prelude::*;
+use pyo3::types::PyInt;
 use tokio::sync::Mutex as AsyncMutex;
 
 use crate::run::wait;
@@ -131,7 +132,8 @@ impl Admin {
             ));
         }
         let addr = addrs.remove(0);
-        let timeout = polygear_bindings::args::seconds("timeout", timeout).map_err(arg_err)?;
+        let timeout =
+            polygear_bindings::args::timeout_seconds("timeout", timeout).map_err(arg_err)?;
         let admin = wait(py, async move {
             polygear::Admin::connect_with(&addr, timeout, tls.as_ref()).await
         })?
@@ -231,22 +233,24 @@ impl Admin {
         limit: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<()> {
         let function = util::text(function, "function")?;
-        let limits: Option<[u32; 3]> = match limit {
+        let limits = match limit.filter(|l| !l.is_none()) {
             None => None,
-            Some(l) if l.is_none() => None,
-            Some(l) => match l.extract::<u32>() {
-                Ok(n) => Some([n, n, n]),
-                Err(_) => Some(
-                    l.extract::<(u32, u32, u32)>()
-                        .map(|(h, n, lo)| [h, n, lo])
-                        .map_err(|_| {
-                            pyo3::exceptions::PyTypeError::new_err(format!(
+            Some(l) if l.is_instance_of::<PyInt>() => Some([util::uint(l, "limit", u32::MAX)?; 3]),
+            Some(l) => {
+                match l.extract::<(Bound<'_, PyAny>, Bound<'_, PyAny>, Bound<'_, PyAny>)>() {
+                    Ok((h, n, lo)) => Some([
+                        util::uint(&h, "high limit", u32::MAX)?,
+                        util::uint(&n, "normal limit", u32::MAX)?,
+                        util::uint(&lo, "low limit", u32::MAX)?,
+                    ]),
+                    Err(_) => {
+                        return Err(pyo3::exceptions::PyTypeError::new_err(format!(
                         "limit must be an int, a (high, normal, low) tuple of ints or None, not {}",
                         util::type_name(l)
-                    ))
-                        })?,
-                ),
-            },
+                    )))
+                    }
+                }
+            }
         };
         self.call(py, move |a| {
             Box::pin(async move { a.maxqueue(&function, limits).await })

@@ -17,6 +17,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyBool, PyBytes, PyList, PyTuple};
 use tokio::sync::Mutex as AsyncMutex;
 
+use crate::json::{self, Output};
 use crate::run::{none, wait, Awaitable, Blocking, Runner};
 use crate::util::{self, payload, py_bool, to_bytes, to_pyerr};
 
@@ -151,10 +152,11 @@ impl JobInner {
                 handle,
                 message: String::from_utf8_lossy(&m).into_owned(),
             }),
-            // WORK_FAIL, or the event stream ended without a final event
+            // WORK_FAIL (with the server's reason, if it gave one), or the
+            // event stream ended without a final event
             _ => Err(polygear::Error::JobFailed {
                 handle,
-                reason: None,
+                reason: self.job.fail_reason(),
             }),
         }
     }
@@ -191,13 +193,13 @@ fn next_event<R: Runner>(
     )
 }
 
-/// The result of a job, or JobFailed / JobException.
-fn job_result<R: Runner>(py: Python<'_>, job: &SharedJob) -> PyResult<Py<PyAny>> {
+/// The result of a job as `out` makes it, or JobFailed / JobException.
+fn job_result<R: Runner>(py: Python<'_>, job: &SharedJob, out: Output) -> PyResult<Py<PyAny>> {
     let job = job.clone();
     R::run(
         py,
         async move { job.lock().await.result().await.map_err(to_pyerr) },
-        |py, b| Ok(to_bytes(py, &b).into_any()),
+        move |py, b| out.convert(py, &b),
     )
 }
 
@@ -238,7 +240,7 @@ macro_rules! running_job_class {
 
             #[doc = concat!($awaitable, "The result of the job, or JobFailed / JobException.")]
             fn result(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
-                job_result::<$runner>(py, &self.inner)
+                job_result::<$runner>(py, &self.inner, Output::Bytes)
             }
 
             fn __repr__(&self) -> String {
@@ -343,21 +345,21 @@ struct Submission {
 }
 
 impl Submission {
-    /// A foreground job (`priority` None means normal).
+    /// A foreground job with payload `data` (`priority` None means normal).
     fn foreground(
         func: &Bound<'_, PyAny>,
-        data: &Bound<'_, PyAny>,
+        data: Bytes,
         unique: Option<&Bound<'_, PyAny>>,
         priority: Option<&Bound<'_, PyAny>>,
         timeout: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<Submission> {
         Ok(Submission {
             function: util::text(func, "func")?,
-            data: payload(data, "data")?,
+            data,
             opts: SubmitOptions {
                 unique: util::unique(unique)?,
                 priority: util::opt_priority(priority)?,
-                timeout: util::seconds(timeout, "timeout")?,
+                timeout: util::timeout(timeout, "timeout")?,
                 epoch: None,
             },
         })
@@ -410,13 +412,13 @@ fn options(
 ) -> PyResult<polygear::Client> {
     let mut o = ClientOptions {
         servers: util::servers(servers)?,
-        job_timeout: util::seconds(timeout, "timeout")?,
+        job_timeout: util::timeout(timeout, "timeout")?,
         client_id,
         exceptions,
         tls: util::tls(tls)?,
         ..ClientOptions::default()
     };
-    if let Some(ct) = util::seconds(connect_timeout, "connect_timeout")? {
+    if let Some(ct) = util::timeout(connect_timeout, "connect_timeout")? {
         o.connect_timeout = ct;
     }
     polygear::Client::new(o).map_err(to_pyerr)
@@ -440,9 +442,39 @@ trait ClientRunner: Runner {
 
     /// Runs the job `submit` starts to its result, calling the callbacks for
     /// its intermediate events.
-    fn submit_with_callbacks<F>(py: Python<'_>, start: F, cbs: Callbacks) -> PyResult<Py<PyAny>>
+    fn submit_with_callbacks<F>(
+        py: Python<'_>,
+        start: F,
+        cbs: Callbacks,
+        out: Output,
+    ) -> PyResult<Py<PyAny>>
     where
         F: std::future::Future<Output = PyResult<polygear::RunningJob>> + Send + 'static;
+
+    /// Runs submission `s` to its result as `out` makes it, calling `cbs`
+    /// (if any) for its intermediate events.
+    fn submit(
+        py: Python<'_>,
+        c: &polygear::Client,
+        s: Submission,
+        cbs: Option<Callbacks>,
+        out: Output,
+    ) -> PyResult<Py<PyAny>> {
+        let c = c.clone();
+        match cbs {
+            None => Self::run(
+                py,
+                async move { s.result(c).await.map_err(to_pyerr) },
+                move |py, b| out.convert(py, &b),
+            ),
+            Some(cbs) => Self::submit_with_callbacks(
+                py,
+                async move { s.job(c).await.map_err(to_pyerr) },
+                cbs,
+                out,
+            ),
+        }
+    }
 }
 
 impl ClientRunner for Blocking {
@@ -452,7 +484,12 @@ impl ClientRunner for Blocking {
 
     /// The callbacks run on the calling thread between waits (outside the
     /// runtime, so they may use blocking polygear calls themselves).
-    fn submit_with_callbacks<F>(py: Python<'_>, start: F, cbs: Callbacks) -> PyResult<Py<PyAny>>
+    fn submit_with_callbacks<F>(
+        py: Python<'_>,
+        start: F,
+        cbs: Callbacks,
+        out: Output,
+    ) -> PyResult<Py<PyAny>>
     where
         F: std::future::Future<Output = PyResult<polygear::RunningJob>> + Send + 'static,
     {
@@ -469,7 +506,7 @@ impl ClientRunner for Blocking {
                 _ => break,
             }
         }
-        job_result::<Blocking>(py, &job)
+        job_result::<Blocking>(py, &job, out)
     }
 }
 
@@ -479,7 +516,12 @@ impl ClientRunner for Awaitable {
     }
 
     /// The callbacks run on the event loop's thread, in order, before the result.
-    fn submit_with_callbacks<F>(py: Python<'_>, start: F, cbs: Callbacks) -> PyResult<Py<PyAny>>
+    fn submit_with_callbacks<F>(
+        py: Python<'_>,
+        start: F,
+        cbs: Callbacks,
+        out: Output,
+    ) -> PyResult<Py<PyAny>>
     where
         F: std::future::Future<Output = PyResult<polygear::RunningJob>> + Send + 'static,
     {
@@ -508,7 +550,7 @@ impl ClientRunner for Awaitable {
                 }
                 guard.result().await.map_err(to_pyerr)
             },
-            |py, b| Ok(to_bytes(py, &b).into_any()),
+            move |py, b| out.convert(py, &b),
         )
     }
 }
@@ -626,20 +668,34 @@ macro_rules! client_class {
                 on_warning: Option<&Bound<'_, PyAny>>,
                 on_status: Option<&Bound<'_, PyAny>>,
             ) -> PyResult<Py<PyAny>> {
-                let s = Submission::foreground(func, data, unique, priority, timeout)?;
-                let c = self.inner.clone();
-                match Callbacks::new(on_data, on_warning, on_status)? {
-                    None => <$runner>::run(
-                        py,
-                        async move { s.result(c).await.map_err(to_pyerr) },
-                        |py, b| Ok(to_bytes(py, &b).into_any()),
-                    ),
-                    Some(cbs) => <$runner>::submit_with_callbacks(
-                        py,
-                        async move { s.job(c).await.map_err(to_pyerr) },
-                        cbs,
-                    ),
-                }
+                let s = Submission::foreground(func, payload(data, "data")?, unique, priority, timeout)?;
+                let cbs = Callbacks::new(on_data, on_warning, on_status)?;
+                <$runner>::submit(py, &self.inner, s, cbs, Output::Bytes)
+            }
+
+            #[doc = concat!(
+                "Runs a foreground job with `obj` as its UTF-8 JSON payload and ", $returns, "\n",
+                "its result decoded from JSON (ProtocolError if it is not JSON); the same\n",
+                "options as submit()."
+            )]
+            #[pyo3(signature = (func, obj, *, unique=None, priority=None, timeout=None, on_data=None, on_warning=None, on_status=None))]
+            #[allow(clippy::too_many_arguments)]
+            fn submit_json(
+                &self,
+                py: Python<'_>,
+                func: &Bound<'_, PyAny>,
+                obj: &Bound<'_, PyAny>,
+                unique: Option<&Bound<'_, PyAny>>,
+                priority: Option<&Bound<'_, PyAny>>,
+                timeout: Option<&Bound<'_, PyAny>>,
+                on_data: Option<&Bound<'_, PyAny>>,
+                on_warning: Option<&Bound<'_, PyAny>>,
+                on_status: Option<&Bound<'_, PyAny>>,
+            ) -> PyResult<Py<PyAny>> {
+                let s = Submission::foreground(func, json::encode(obj, "obj")?, unique, priority, timeout)?;
+                let cbs = Callbacks::new(on_data, on_warning, on_status)?;
+                let out = Output::Json(s.function.clone());
+                <$runner>::submit(py, &self.inner, s, cbs, out)
             }
 
             #[doc = concat!("Submits a foreground job and ", $returns, " its running job, to read its events.")]
@@ -653,7 +709,7 @@ macro_rules! client_class {
                 priority: Option<&Bound<'_, PyAny>>,
                 timeout: Option<&Bound<'_, PyAny>>,
             ) -> PyResult<Py<PyAny>> {
-                let s = Submission::foreground(func, data, unique, priority, timeout)?;
+                let s = Submission::foreground(func, payload(data, "data")?, unique, priority, timeout)?;
                 let c = self.inner.clone();
                 <$runner>::run(
                     py,
@@ -671,8 +727,13 @@ macro_rules! client_class {
                 data: &Bound<'_, PyAny>,
                 unique: Option<&Bound<'_, PyAny>>,
                 priority: Option<&Bound<'_, PyAny>>,
-                epoch: Option<i64>,
+                epoch: Option<&Bound<'_, PyAny>>,
             ) -> PyResult<Py<PyAny>> {
+                let epoch = match epoch.filter(|e| !e.is_none()) {
+                    // i64::MAX fits in u64: the conversion cannot fail
+                    Some(e) => Some(util::uint(e, "epoch", i64::MAX as u64)? as i64),
+                    None => None,
+                };
                 let s = Submission::background(func, data, unique, priority, epoch)?;
                 let c = self.inner.clone();
                 <$runner>::run(
@@ -697,7 +758,7 @@ macro_rules! client_class {
                 let data = items(iterable)?;
                 let opts = SubmitOptions {
                     priority: util::opt_priority(priority)?,
-                    timeout: util::seconds(timeout, "timeout")?,
+                    timeout: util::timeout(timeout, "timeout")?,
                     ..SubmitOptions::default()
                 };
                 let rt = <$runner>::runtime()?.handle();

@@ -7,6 +7,8 @@
 
 mod admin;
 mod client;
+mod events;
+mod json;
 mod run;
 mod server;
 mod util;

@@ -4,11 +4,13 @@ use std::path::PathBuf;
 use std::sync::Mutex;
 
 use polygear_server::{BackgroundServer, ServerConfig, ServerError, TlsConfig};
-use pyo3::exceptions::{PyRuntimeError, PyTypeError, PyValueError};
+use std::io::ErrorKind;
+
+use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::PyBool;
 
-use crate::util::{lock, py_bool};
+use crate::util::{self, lock, py_bool};
 
 /// An in-process polygear job server on a loopback port (0 = pick a free one).
 #[pyclass(module = "polygear", frozen)]
@@ -69,18 +71,79 @@ fn server_tls(obj: Option<&Bound<'_, PyAny>>) -> PyResult<Option<TlsConfig>> {
     }))
 }
 
+impl Server {
+    /// A port in use is said when the server is made, not only by start():
+    /// a listener is bound (std sets `SO_REUSEADDR`, as the server does, so
+    /// a port in `TIME_WAIT` passes) and closed again. Other failures (a host
+    /// that does not resolve, a port it may not use) are left to start().
+    fn check_port(&self) -> PyResult<()> {
+        if self.port == 0 {
+            return Ok(());
+        }
+        match std::net::TcpListener::bind((self.host.as_str(), self.port)) {
+            Err(e) if e.kind() == ErrorKind::AddrInUse => Err(self.start_error(e.into())),
+            _ => Ok(()),
+        }
+    }
+
+    /// Why the server did not start, as a `polygear` exception: bad settings
+    /// are invalid arguments, a port in use or a host it cannot listen on
+    /// are connection errors (with the errno's code), anything else a
+    /// `GearmanError`.
+    fn start_error(&self, e: ServerError) -> PyErr {
+        let at = format!("port {} on {}", self.port, self.host);
+        match e {
+            // e.g. a TLS file that cannot be read
+            ServerError::Config(msg) => util::to_pyerr(polygear::Error::InvalidArgument(format!(
+                "could not start the polygear server: {msg}"
+            ))),
+            ServerError::Io(io) if io.kind() == ErrorKind::AddrInUse => util::error(
+                "GearmanConnectionError",
+                "EADDRINUSE",
+                format!(
+                    "could not start the polygear server: {at} is already in use; stop what \
+                     listens there or pick another port (port=0 picks a free one)"
+                ),
+            ),
+            ServerError::Io(io) => {
+                let code = polygear_bindings::errors::io_code(io.kind());
+                util::error(
+                    "GearmanConnectionError",
+                    code,
+                    format!("could not start the polygear server on {at}: {io}"),
+                )
+            }
+            e => util::error(
+                "GearmanError",
+                "ESERVER",
+                format!("could not start the polygear server: {e}"),
+            ),
+        }
+    }
+}
+
 #[pymethods]
 impl Server {
     #[new]
     // the default is not a literal: spell the signature out for introspection
-    #[pyo3(signature = (port=0, host="127.0.0.1".to_string(), *, tls=None), text_signature = "(port=0, host='127.0.0.1', *, tls=None)")]
-    fn new(port: u16, host: String, tls: Option<&Bound<'_, PyAny>>) -> PyResult<Self> {
-        Ok(Server {
+    #[pyo3(signature = (port=None, host="127.0.0.1".to_string(), *, tls=None), text_signature = "(port=0, host='127.0.0.1', *, tls=None)")]
+    fn new(
+        port: Option<&Bound<'_, PyAny>>,
+        host: String,
+        tls: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<Self> {
+        let port = match port.filter(|p| !p.is_none()) {
+            Some(p) => util::uint(p, "port", u16::MAX)?,
+            None => 0,
+        };
+        let server = Server {
             host,
             port,
             tls: server_tls(tls)?,
             running: Mutex::new(None),
-        })
+        };
+        server.check_port()?;
+        Ok(server)
     }
 
     /// Starts the server (no-op if it already runs).
@@ -97,15 +160,7 @@ impl Server {
         };
         let server = py
             .detach(move || BackgroundServer::start(config))
-            .map_err(|e| match e {
-                // bad settings, e.g. a TLS file that cannot be read
-                ServerError::Config(msg) => {
-                    crate::util::to_pyerr(polygear::Error::InvalidArgument(format!(
-                        "could not start the polygear server: {msg}"
-                    )))
-                }
-                e => PyRuntimeError::new_err(format!("could not start the polygear server: {e}")),
-            })?;
+            .map_err(|e| self.start_error(e))?;
         *guard = Some(server);
         Ok(())
     }

@@ -7,12 +7,12 @@ use std::path::PathBuf;
 
 use polygear::{Error, Priority, ServerAddr, TlsOptions};
 use polygear_bindings::args::{self, ArgError};
-use polygear_bindings::errors;
+use polygear_bindings::errors::{self, TimeUnit};
 use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::pybacked::PyBackedBytes;
 use pyo3::sync::PyOnceLock;
-use pyo3::types::{PyBool, PyByteArray, PyBytes, PyDict, PyMemoryView, PyModule, PyString};
+use pyo3::types::{PyBool, PyByteArray, PyBytes, PyDict, PyInt, PyMemoryView, PyModule, PyString};
 
 pub(crate) use polygear_bindings::lock;
 
@@ -111,8 +111,32 @@ pub(crate) fn py_bool(b: bool) -> &'static str {
     }
 }
 
-/// Seconds (int or float, or None) as a duration.
-pub(crate) fn seconds(
+/// An int argument in `0..=max` (a `TypeError` if it is not an `int`, a
+/// `ValueError` naming the range and the value otherwise, never an
+/// `OverflowError`).
+pub(crate) fn uint<T>(obj: &Bound<'_, PyAny>, what: &str, max: T) -> PyResult<T>
+where
+    T: Copy + Into<u64> + TryFrom<u64>,
+{
+    if obj.is_instance_of::<PyBool>() || !obj.is_instance_of::<PyInt>() {
+        return Err(PyTypeError::new_err(format!(
+            "{what} must be an int, not {}",
+            type_name(obj)
+        )));
+    }
+    let max_u64: u64 = max.into();
+    obj.extract::<u64>()
+        .ok()
+        .filter(|n| *n <= max_u64)
+        .and_then(|n| T::try_from(n).ok())
+        .ok_or_else(|| {
+            let shown = obj.repr().map(|r| r.to_string()).unwrap_or_default();
+            PyValueError::new_err(format!("{what} must be 0..{max_u64}, not {shown}"))
+        })
+}
+
+/// A timeout in seconds (int or float, greater than 0), or None.
+pub(crate) fn timeout(
     obj: Option<&Bound<'_, PyAny>>,
     what: &str,
 ) -> PyResult<Option<std::time::Duration>> {
@@ -128,7 +152,9 @@ pub(crate) fn seconds(
             type_name(o)
         )));
     }
-    args::seconds(what, o.extract()?).map(Some).map_err(arg_err)
+    args::timeout_seconds(what, o.extract()?)
+        .map(Some)
+        .map_err(arg_err)
 }
 
 /// Servers as `"host:port"` strings: one string (comma-separated list allowed)
@@ -261,17 +287,45 @@ fn error_class<'py>(py: Python<'py>, name: &str) -> PyResult<Bound<'py, PyAny>> 
 
 /// Builds the Python exception for a core error: the class of its kind in the
 /// shared table (see `polygear/_errors.py`), with the handle / server code
-/// arguments of the job and server errors.
+/// arguments of the job and server errors, and its stable `code`.
 pub(crate) fn to_pyerr(e: Error) -> PyErr {
+    let (class, code) = errors::classify(&e);
+    let msg = errors::message(&e, TimeUnit::Seconds);
+    new_error(class.python, code, |c| match &e {
+        Error::JobException { handle, message } => c.call1((msg, handle.clone(), message.clone())),
+        Error::JobFailed { handle, reason } => c.call1((msg, handle.clone(), reason.clone())),
+        Error::Server { code, text } => c.call1((msg, code.clone(), text.clone())),
+        _ => c.call1((msg,)),
+    })
+}
+
+/// An exception of class `class` of `polygear._errors` with message `msg`
+/// and code `code` (e.g. `EADDRINUSE`), for failures that are no core error.
+pub(crate) fn error(class: &str, code: &'static str, msg: String) -> PyErr {
+    new_error(class, code, |c| c.call1((msg,)))
+}
+
+/// Makes the exception with `make` and sets its `code` (unless it has one);
+/// a code that names an errno (`ECONNREFUSED`, `EADDRINUSE`, ...) also
+/// becomes the `errno` of the connection errors (which are `OSError`s).
+fn new_error(
+    class: &str,
+    code: &'static str,
+    make: impl for<'py> FnOnce(&Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>>,
+) -> PyErr {
     Python::attach(|py| {
-        let msg = e.to_string();
-        let made = error_class(py, errors::class_of(e.kind()).python).and_then(|c| match &e {
-            Error::JobException { handle, message } => {
-                c.call1((msg, handle.clone(), message.clone()))
+        let made = error_class(py, class).and_then(|c| {
+            let inst = make(&c)?;
+            // ServerError's own `code` is the server's (e.g. QUEUE_ERROR)
+            if !inst.getattr("code")?.is_truthy()? {
+                inst.setattr("code", code)?;
             }
-            Error::JobFailed { handle, .. } => c.call1((msg, handle.clone())),
-            Error::Server { code, text } => c.call1((msg, code.clone(), text.clone())),
-            _ => c.call1((msg,)),
+            if inst.is_instance_of::<pyo3::exceptions::PyOSError>() {
+                if let Ok(n) = py.import("errno").and_then(|m| m.getattr(code)) {
+                    inst.setattr("errno", n)?;
+                }
+            }
+            Ok(inst)
         });
         match made {
             Ok(inst) => PyErr::from_value(inst),

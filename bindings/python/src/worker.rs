@@ -1,14 +1,18 @@
 //! The native side of `polygear.Worker` / `polygear.AsyncWorker`: job
 //! delivery to Python threads or asyncio tasks, and the `Job` object.
 
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 use polygear::WorkerOptions;
 use polygear_bindings::args;
 use polygear_bindings::runtime::HANDOFF_DELAY;
 use pyo3::prelude::*;
 use pyo3::types::PyBytes;
+use tokio::sync::Mutex as AsyncMutex;
 
+use crate::events;
+use crate::json;
 use crate::run::{none, Awaitable, Blocking, Runner};
 use crate::util::{self, lock, opt_payload, payload, to_pyerr};
 
@@ -67,6 +71,10 @@ impl Job {
     fn data(&self, py: Python<'_>) -> Py<PyBytes> {
         self.data.clone_ref(py)
     }
+    /// The workload decoded from UTF-8 JSON (ValueError if it is not JSON).
+    fn json(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
+        json::decode(py, self.data.as_bytes(py))
+    }
     /// The job handle given by the server.
     #[getter]
     fn handle(&self) -> &str {
@@ -75,6 +83,11 @@ impl Job {
     /// The function name.
     #[getter]
     fn function(&self) -> &str {
+        &self.function
+    }
+    /// python-gearman's name of `function`.
+    #[getter]
+    fn task(&self) -> &str {
         &self.function
     }
     /// The unique key ('' if none).
@@ -98,8 +111,14 @@ impl Job {
         self.with(data.py(), |j| j.send_warning(d))
     }
     /// WORK_STATUS: progress numerator / denominator.
-    fn send_status(&self, py: Python<'_>, numerator: u32, denominator: u32) -> PyResult<()> {
-        self.with(py, |j| j.send_status(numerator, denominator))
+    fn send_status(
+        &self,
+        numerator: &Bound<'_, PyAny>,
+        denominator: &Bound<'_, PyAny>,
+    ) -> PyResult<()> {
+        let n = util::uint(numerator, "numerator", u32::MAX)?;
+        let d = util::uint(denominator, "denominator", u32::MAX)?;
+        self.with(numerator.py(), |j| j.send_status(n, d))
     }
     /// WORK_COMPLETE with the result (bytes, bytearray, memoryview, str or None).
     #[pyo3(signature = (result=None))]
@@ -129,6 +148,10 @@ impl Job {
 #[pyclass(module = "polygear._polygear", frozen)]
 pub struct NativeWorker {
     worker: polygear::Worker,
+    /// When unfinished jobs are handed back: set by `stop(timeout)`.
+    hand_back_at: Mutex<Option<Instant>>,
+    /// Its connection events, for `next_event`.
+    events: events::Events,
 }
 
 #[pymethods]
@@ -154,7 +177,11 @@ impl NativeWorker {
             ..WorkerOptions::default()
         };
         let worker = polygear::Worker::new(opts).map_err(to_pyerr)?;
-        Ok(NativeWorker { worker })
+        Ok(NativeWorker {
+            events: Arc::new(AsyncMutex::new(worker.events())),
+            worker,
+            hand_back_at: Mutex::new(None),
+        })
     }
 
     /// CAN_DO (or CAN_DO_TIMEOUT).
@@ -165,7 +192,7 @@ impl NativeWorker {
         timeout: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<()> {
         let name = util::text(name, "name")?;
-        let timeout = util::seconds(timeout, "timeout")?;
+        let timeout = util::timeout(timeout, "timeout")?;
         self.worker.register(&name, timeout).map_err(to_pyerr)
     }
 
@@ -191,9 +218,41 @@ impl NativeWorker {
         self.next::<Awaitable>(py)
     }
 
-    /// Graceful stop: grab no new jobs.
-    fn stop(&self) {
+    /// The next connection event as a `(level, message)` record for the
+    /// `polygear` logger, waiting (GIL released) at most `timeout` seconds;
+    /// None if none came.
+    fn next_event(&self, py: Python<'_>, timeout: f64) -> PyResult<Py<PyAny>> {
+        self.next_event_with::<Blocking>(py, timeout)
+    }
+
+    /// Awaitable form of next_event().
+    fn next_event_async(&self, py: Python<'_>, timeout: f64) -> PyResult<Py<PyAny>> {
+        self.next_event_with::<Awaitable>(py, timeout)
+    }
+
+    /// Fail-fast start (GIL released): returns once a server is connected
+    /// with the functions registered; raises once every server failed.
+    fn connect(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
+        self.connect_with::<Blocking>(py)
+    }
+
+    /// Awaitable form of connect().
+    fn connect_async(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
+        self.connect_with::<Awaitable>(py)
+    }
+
+    /// Graceful stop: grab no new jobs; with `timeout` (seconds), shutdown()
+    /// hands the jobs still running then back to the server.
+    #[pyo3(signature = (timeout=None))]
+    fn stop(&self, timeout: Option<&Bound<'_, PyAny>>) -> PyResult<()> {
+        if let Some(t) = util::timeout(timeout, "timeout")? {
+            let at = Instant::now() + t;
+            let mut slot = lock(&self.hand_back_at);
+            // a later stop() can only bring the hand-back forward
+            *slot = Some(slot.map_or(at, |prev| prev.min(at)));
+        }
         self.worker.stop();
+        Ok(())
     }
 
     /// True once stop() was called.
@@ -202,7 +261,16 @@ impl NativeWorker {
         self.worker.is_stopped()
     }
 
-    /// Waits (GIL released) until unfinished jobs ended, then closes the connections.
+    /// Seconds until the stop timeout passes (0.0 once it did), None without one.
+    #[getter]
+    fn stop_remaining(&self) -> Option<f64> {
+        lock(&self.hand_back_at)
+            .map(|at| at.saturating_duration_since(Instant::now()).as_secs_f64())
+    }
+
+    /// Waits (GIL released) until unfinished jobs ended, or until the stop
+    /// timeout passed (the jobs still running are handed back to the
+    /// server), then closes the connections; returns how many were handed back.
     fn shutdown(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
         self.shutdown_with::<Blocking>(py)
     }
@@ -227,17 +295,44 @@ impl NativeWorker {
         )
     }
 
-    /// Stops, waits until unfinished jobs ended, then closes the connections.
+    /// The next event's record, waiting at most `timeout` seconds.
+    fn next_event_with<R: Runner>(&self, py: Python<'_>, timeout: f64) -> PyResult<Py<PyAny>> {
+        let wait = args::seconds("timeout", timeout).map_err(util::arg_err)?;
+        let events = self.events.clone();
+        R::run(
+            py,
+            async move { Ok(events::next(events, wait).await) },
+            |py, record| Ok(record.into_pyobject(py)?.into_any().unbind()),
+        )
+    }
+
+    /// Connects (fail-fast) and registers the functions.
+    fn connect_with<R: Runner>(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
+        let w = self.worker.clone();
+        R::run(py, async move { w.connect().await.map_err(to_pyerr) }, none)
+    }
+
+    /// Stops, waits until unfinished jobs ended or the stop timeout passed
+    /// (then hands them back), closes the connections; the number handed back.
     fn shutdown_with<R: Runner>(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
         self.worker.stop();
         let w = self.worker.clone();
+        let at = *lock(&self.hand_back_at);
         R::run(
             py,
             async move {
-                w.shutdown().await;
-                Ok(())
+                Ok(match at {
+                    Some(at) => {
+                        w.shutdown_timeout(at.saturating_duration_since(Instant::now()))
+                            .await
+                    }
+                    None => {
+                        w.shutdown().await;
+                        0
+                    }
+                })
             },
-            none,
+            |py, n: usize| Ok(n.into_pyobject(py)?.into_any().unbind()),
         )
     }
 }
