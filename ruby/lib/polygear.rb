@@ -12,13 +12,13 @@ module Polygear
 end
 
 require_relative "polygear/version"
+require_relative "polygear/errors" # before the extension, which raises these classes
 begin
   # a precompiled, per-Ruby-version layout (not produced by this gem today)
   require "polygear/#{RUBY_VERSION[/\d+\.\d+/]}/polygear_ext"
 rescue LoadError
   require "polygear/polygear_ext" # compiled by `gem install`
 end
-require_relative "polygear/errors"
 require_relative "polygear/util"
 require_relative "polygear/client"
 require_relative "polygear/worker"

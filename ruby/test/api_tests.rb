@@ -46,7 +46,10 @@ module ApiTests
       assert_equal f, function
       assert_equal "payload", data
       assert_equal Encoding::ASCII_8BIT, enc
-      assert_equal "8", client.submit(g, "abcd")
+      # a result that is neither a String nor nil fails the job, naming its class
+      err = assert_raises(Polygear::JobException) { client.submit(g, "abcd") }
+      assert_equal "worker block returned Integer; return a String or nil (or register with json: true)",
+                   err.worker_message
     end
   end
 
@@ -322,9 +325,7 @@ module ApiTests
     g = on(fname("badjob2")) do |job|
       job.send_data(42)
     end
-    odd = Object.new
-    def odd.to_s = 42
-    h = on(fname("badresult")) { |_job| odd }
+    h = on(fname("badresult")) { |_job| Object.new }
     broken = Class.new(StandardError) { def message = raise("no message") }
     k = on(fname("badmessage")) { |_job| raise broken }
     with_worker do |_worker, thread|
@@ -333,7 +334,7 @@ module ApiTests
       assert_match(/no implicit conversion|String|Integer/, err.worker_message)
       assert_raises(Polygear::JobException) { client.submit(g, "x") }
       err = assert_raises(Polygear::JobException) { client.submit(h, "x") }
-      assert_match(/to_s returned Integer/, err.worker_message)
+      assert_match(/worker block returned Object; return a String or nil/, err.worker_message)
       assert thread.alive?, "a bad result stopped the worker"
     end
   end

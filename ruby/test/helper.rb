@@ -116,8 +116,9 @@ module PolygearTest
 
     # Runs a worker in a thread for the duration of the block; stops it and
     # joins (bounded) afterwards. Returns the block's value.
-    def with_worker(concurrency: 1, **kw)
-      worker = Polygear::Worker.new(servers: [server.address], concurrency: concurrency, **kw)
+    # Its logger is quiet unless +logger:+ is given.
+    def with_worker(concurrency: 1, logger: Logger.new(IO::NULL), **kw)
+      worker = Polygear::Worker.new(servers: [server.address], concurrency: concurrency, logger: logger, **kw)
       yield_registrations(worker)
       thread = Thread.new { worker.work }
       thread.report_on_exception = false
@@ -130,13 +131,13 @@ module PolygearTest
     end
 
     def yield_registrations(worker)
-      @registrations&.each { |(n, t, b)| worker.register(n, timeout: t, &b) }
+      @registrations&.each { |(n, t, j, b)| worker.register(n, timeout: t, json: j, &b) }
       @registrations = nil
     end
 
     # Queues a registration for the next with_worker.
-    def on(func, timeout: nil, &block)
-      (@registrations ||= []) << [func, timeout, block]
+    def on(func, timeout: nil, json: false, &block)
+      (@registrations ||= []) << [func, timeout, json, block]
       func
     end
 

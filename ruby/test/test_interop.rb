@@ -105,7 +105,7 @@ class TestInterop < Minitest::Test
       $stdout.puts("stopped after \#{n}")
     RUBY
     c = client
-    Open3.popen2(RbConfig.ruby, "-I", PolygearTest.lib_dir, "-e", script) do |stdin, stdout, wait|
+    Open3.popen3(RbConfig.ruby, "-I", PolygearTest.lib_dir, "-e", script) do |stdin, stdout, stderr, wait|
       stdin.close
       submitter = Thread.new { c.submit(f, "x") }
       assert_equal "started", Timeout.timeout(20) { stdout.gets }&.chomp
@@ -113,6 +113,8 @@ class TestInterop < Minitest::Test
       assert_equal "graceful:x", submitter.value
       assert_equal "stopped after 1", Timeout.timeout(10) { stdout.gets }&.chomp
       assert Timeout.timeout(10) { wait.value }.success?
+      # the default Logger (stderr, WARN) says why the worker stopped
+      assert_match(/WARN -- polygear: received SIGTERM: finishing running jobs, taking no new ones/, stderr.read)
     end
   end
 end

@@ -275,7 +275,8 @@ mod tests {
             );
             if !class.ruby.starts_with("::") {
                 assert!(
-                    ruby.contains(&format!("class {} < {RUBY_BASE}", class.ruby)),
+                    ruby.contains(&format!("class {} <", class.ruby))
+                        && ruby.contains(&format!("module {RUBY_BASE}")),
                     "errors.rb: {}",
                     class.ruby
                 );

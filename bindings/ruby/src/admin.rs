@@ -7,7 +7,7 @@ use std::time::Duration;
 use magnus::{function, method, prelude::*, Error, IntoValue, RArray, RModule, Ruby};
 use tokio::sync::Mutex;
 
-use crate::{gvl, map_err, opt_secs};
+use crate::{gvl, map_err, opt_timeout};
 
 /// One admin call on the connection of `$rb_self`: `|a| a.method(args)`
 /// (through [`NativeAdmin::call`], which hands the connection back).
@@ -50,7 +50,7 @@ impl NativeAdmin {
         tls: crate::TlsArg,
     ) -> Result<Self, Error> {
         let addr: polygear::ServerAddr = server.parse().map_err(|e| map_err(ruby, e))?;
-        let timeout = opt_secs(ruby, "timeout", timeout)?.unwrap_or(Duration::from_secs(5));
+        let timeout = opt_timeout(ruby, "timeout", timeout)?.unwrap_or(Duration::from_secs(5));
         let tls = crate::tls_options(ruby, tls)?;
         let admin = gvl::wait(ruby, async move {
             polygear::Admin::connect_with(&addr, timeout, tls.as_ref()).await

@@ -9,7 +9,7 @@ use magnus::{function, method, prelude::*, Error, RArray, RModule, RString, Ruby
 use polygear::{ClientOptions, JobEvent, Priority, SubmitOptions};
 use polygear_bindings::batch::Batch;
 
-use crate::{arg_err, gvl, map_err, opt_secs, parse_servers};
+use crate::{arg_err, gvl, map_err, opt_timeout, parse_servers};
 
 /// Copies a Ruby String's bytes (binary-safe). Must run with the GVL.
 pub(crate) fn bytes_of(s: RString) -> Bytes {
@@ -45,7 +45,7 @@ fn submit_options(
     Ok(SubmitOptions {
         unique: unique.map(bytes_of),
         priority: priority(ruby, prio)?,
-        timeout: opt_secs(ruby, "timeout", timeout)?,
+        timeout: opt_timeout(ruby, "timeout", timeout)?,
         epoch,
     })
 }
@@ -89,12 +89,12 @@ impl NativeClient {
         let mut opts = ClientOptions {
             servers: parse_servers(ruby, servers)?,
             tls: crate::tls_options(ruby, tls)?,
-            job_timeout: opt_secs(ruby, "timeout", job_timeout)?,
+            job_timeout: opt_timeout(ruby, "timeout", job_timeout)?,
             client_id,
             exceptions,
             ..ClientOptions::default()
         };
-        if let Some(t) = opt_secs(ruby, "connect_timeout", connect_timeout)? {
+        if let Some(t) = opt_timeout(ruby, "connect_timeout", connect_timeout)? {
             opts.connect_timeout = t;
         }
         let _guard = crate::runtime(ruby)?.enter();
@@ -240,14 +240,18 @@ impl NativeRunningJob {
 
     /// `[:data, str]`, `[:warning, str]`, `[:status, n, d]`, `[:complete, str]`,
     /// or nil after the final event; WORK_FAIL / WORK_EXCEPTION raise
-    /// `JobFailed` / `JobException`.
+    /// `JobFailed` (with the server's reason, if it gave one) / `JobException`.
     fn next_event(ruby: &Ruby, rb_self: &Self) -> Result<Option<RArray>, Error> {
         let inner = rb_self.inner.clone();
         let handle = rb_self.handle.clone();
-        let ev = gvl::wait(ruby, async move {
+        let mut reason = None;
+        let ev = gvl::wait(ruby, async {
             let mut guard = inner.lock().await;
             let job = guard.as_mut()?;
             let ev = job.next_event().await;
+            if matches!(ev, Some(Ok(JobEvent::Failed))) {
+                reason = job.fail_reason();
+            }
             if !matches!(ev, Some(Ok(ref e)) if !e.is_final()) {
                 *guard = None;
             }
@@ -273,7 +277,6 @@ impl NativeRunningJob {
                 return Ok(Some(a));
             }
             JobEvent::Failed => {
-                let reason = None;
                 return Err(map_err(ruby, polygear::Error::JobFailed { handle, reason }));
             }
             JobEvent::Exception(m) => {

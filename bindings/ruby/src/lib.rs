@@ -20,7 +20,7 @@ use std::time::Duration;
 use magnus::{prelude::*, value::Opaque, Error, ExceptionClass, RModule, Ruby, Value};
 use polygear::ErrorKind;
 use polygear_bindings::args::{self, ArgError};
-use polygear_bindings::errors;
+use polygear_bindings::errors::{self, TimeUnit};
 
 mod admin;
 mod client;
@@ -44,19 +44,27 @@ pub(crate) fn runtime(ruby: &Ruby) -> Result<&'static tokio::runtime::Runtime, E
 }
 
 /// The exception class of each row of the shared error table
-/// ([`errors::CLASSES`]), created (or, for built-in ones, looked up) once by
-/// `Init_polygear_ext`.
+/// ([`errors::CLASSES`]), looked up once by `Init_polygear_ext`.
 static ERRORS: OnceLock<Vec<Opaque<ExceptionClass>>> = OnceLock::new();
 
-/// Defines `Polygear::Error` and, below it, the class of every kind in the
-/// shared error table (`ArgumentError` is Ruby's own).
+/// Looks up the class of every kind in the shared error table: `Polygear::*`
+/// as `ruby/lib/polygear/errors.rb` defines them (each includes the module
+/// `Polygear::Error` and subclasses a built-in exception, which a class
+/// defined here could not express as readably), `ArgumentError` is Ruby's.
 fn define_errors(ruby: &Ruby, m: RModule) -> Result<(), Error> {
-    let base = m.define_error(errors::RUBY_BASE, ruby.exception_standard_error())?;
     let mut classes = Vec::with_capacity(errors::CLASSES.len());
     for row in &errors::CLASSES {
         let class: ExceptionClass = match row.ruby.strip_prefix("::") {
             Some(builtin) => ruby.class_object().const_get(builtin)?,
-            None => m.define_error(row.ruby, base)?,
+            None => m.const_get(row.ruby).map_err(|_| {
+                Error::new(
+                    ruby.exception_load_error(),
+                    format!(
+                        "Polygear::{} is not defined: load the extension with `require \"polygear\"`",
+                        row.ruby
+                    ),
+                )
+            })?,
         };
         classes.push(class.into());
     }
@@ -91,25 +99,36 @@ fn exception(ruby: &Ruby, kind: ErrorKind, msg: String, ivars: Vec<(&str, String
 /// Converts a core error into the exception of its kind in the shared table
 /// (`Polygear::ConnectionError`, ..., `ArgumentError` for invalid arguments).
 ///
-/// `JobFailed`/`JobException` carry `@handle` (and `@worker_message`),
-/// `ServerError` carries `@code`.
+/// Every `Polygear::Error` carries `@code` (the table's stable code; a
+/// `ServerError` the server's own), `JobFailed`/`JobException` carry
+/// `@handle` (and `@reason` / `@worker_message`). The message is the shared
+/// table's, timeouts in seconds ("(timeout is in seconds)").
 pub(crate) fn map_err(ruby: &Ruby, e: polygear::Error) -> Error {
     use polygear::Error as E;
-    let (kind, msg) = (e.kind(), e.to_string());
-    let ivars = match e {
-        E::Server { code, .. } => vec![("@code", code)],
-        E::JobFailed { handle, .. } => vec![("@handle", handle)],
+    let msg = errors::message(&e, TimeUnit::Seconds);
+    let (kind, code) = (e.kind(), errors::code(&e).to_string());
+    let mut ivars = match e {
+        E::Server { code, .. } => return exception(ruby, kind, msg, vec![("@code", code)]),
+        E::JobFailed { handle, reason } => {
+            let mut v = vec![("@handle", handle)];
+            v.extend(reason.map(|r| ("@reason", r)));
+            v
+        }
         E::JobException { handle, message } => {
             vec![("@handle", handle), ("@worker_message", message)]
         }
         _ => vec![],
     };
+    if kind != ErrorKind::InvalidArgument {
+        ivars.push(("@code", code));
+    }
     exception(ruby, kind, msg, ivars)
 }
 
-/// The exception for an error of `kind` that has no core error value.
-pub(crate) fn error_of_kind(ruby: &Ruby, kind: ErrorKind, msg: String) -> Error {
-    exception(ruby, kind, msg, vec![])
+/// The exception for an error of `kind` with stable code `code` that has no
+/// core error value.
+pub(crate) fn error_of_kind(ruby: &Ruby, kind: ErrorKind, code: &str, msg: String) -> Error {
+    exception(ruby, kind, msg, vec![("@code", code.to_string())])
 }
 
 /// A refused argument: `ArgumentError`, or the core's error.
@@ -128,6 +147,18 @@ pub(crate) fn opt_secs(
     secs: Option<f64>,
 ) -> Result<Option<Duration>, Error> {
     args::opt_seconds(name, secs).map_err(|e| arg_err(ruby, e))
+}
+
+/// An optional job, connect or admin timeout in seconds: nil, or more than
+/// zero (0, negative, NaN: an `ArgumentError` naming the unit).
+pub(crate) fn opt_timeout(
+    ruby: &Ruby,
+    name: &str,
+    secs: Option<f64>,
+) -> Result<Option<Duration>, Error> {
+    secs.map(|s| args::timeout_seconds(name, s))
+        .transpose()
+        .map_err(|e| arg_err(ruby, e))
 }
 
 /// Parses `["host:port", "h2,h3:4731"]` into server addresses.

@@ -3,6 +3,8 @@
 use std::sync::Mutex;
 
 use magnus::{function, method, prelude::*, Error, RModule, Ruby};
+use polygear::ErrorKind;
+use polygear_bindings::errors;
 use polygear_server::{BackgroundServer, ServerConfig, ServerError, TlsConfig};
 
 use crate::{gvl, lock};
@@ -24,7 +26,7 @@ impl NativeServer {
         tls: Option<(String, String, Option<String>, bool)>,
     ) -> Result<Self, Error> {
         let config = ServerConfig {
-            listen: host,
+            listen: host.clone(),
             port,
             tls: tls.map(|(cert, key, ca, verify_clients)| TlsConfig {
                 cert_file: cert.into(),
@@ -34,18 +36,8 @@ impl NativeServer {
             }),
             ..Default::default()
         };
-        let server = BackgroundServer::start(config).map_err(|e| match e {
-            // bad settings, e.g. a TLS file that cannot be read
-            ServerError::Config(msg) => Error::new(
-                ruby.exception_arg_error(),
-                format!("cannot start the server: {msg}"),
-            ),
-            e => crate::error_of_kind(
-                ruby,
-                polygear::ErrorKind::Connection,
-                format!("no server available (cannot start the server: {e})"),
-            ),
-        })?;
+        let server =
+            BackgroundServer::start(config).map_err(|e| start_error(ruby, &host, port, e))?;
         Ok(NativeServer {
             port: server.port(),
             inner: Mutex::new(Some(server)),
@@ -70,6 +62,36 @@ impl NativeServer {
             })?;
         }
         Ok(())
+    }
+}
+
+/// Why the server did not start, as the exception to raise: bad settings
+/// (e.g. a TLS file that cannot be read) are an `ArgumentError`; a port in
+/// use or another socket error a `Polygear::ConnectionError` that says so,
+/// with the I/O code (`EADDRINUSE`, `EACCES`, ...) as `#code`.
+fn start_error(ruby: &Ruby, host: &str, port: u16, e: ServerError) -> Error {
+    match e {
+        ServerError::Config(msg) => Error::new(
+            ruby.exception_arg_error(),
+            format!("cannot start the server: {msg}"),
+        ),
+        ServerError::Io(io) => {
+            let code = errors::io_code(io.kind());
+            let msg = match io.kind() {
+                std::io::ErrorKind::AddrInUse => format!(
+                    "cannot start the server: port {port} on {host} is already in use \
+                     ({code}); stop what listens there or pick another port (port: 0 picks a free one)"
+                ),
+                _ => format!("cannot start the server on {host}:{port}: {io} ({code})"),
+            };
+            crate::error_of_kind(ruby, ErrorKind::Connection, code, msg)
+        }
+        e => crate::error_of_kind(
+            ruby,
+            ErrorKind::Connection,
+            errors::CLASSES[errors::index_of(ErrorKind::Connection)].code,
+            format!("cannot start the server: {e}"),
+        ),
     }
 }
 

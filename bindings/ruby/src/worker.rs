@@ -1,19 +1,25 @@
 //! `Polygear::Native::Worker` and `Polygear::Job`.
 
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use bytes::Bytes;
-use magnus::{function, method, prelude::*, Error, RModule, RString, Ruby};
-use polygear::WorkerOptions;
+use magnus::{function, method, prelude::*, Error, RModule, RString, Ruby, Symbol};
+use polygear::{WorkerEvent, WorkerOptions};
 use polygear_bindings::runtime::HANDOFF_DELAY;
+use tokio::sync::broadcast;
 
 use crate::client::bytes_of;
-use crate::{arg_err, gvl, lock, map_err, opt_secs, parse_servers};
+use crate::{arg_err, gvl, lock, map_err, opt_secs, opt_timeout, parse_servers};
 
 /// Native worker; `Polygear::Worker` runs the Ruby threads around it.
 #[magnus::wrap(class = "Polygear::Native::Worker", free_immediately, size)]
 struct NativeWorker {
     inner: polygear::Worker,
+    /// Connection events, subscribed before the worker starts; a Ruby
+    /// thread reads them with `next_event` (Ruby code never runs on tokio's
+    /// side, so the events cannot be pushed to the Logger from there).
+    events: Arc<tokio::sync::Mutex<broadcast::Receiver<WorkerEvent>>>,
 }
 
 impl NativeWorker {
@@ -23,8 +29,9 @@ impl NativeWorker {
         concurrency: usize,
         client_id: Option<String>,
         tls: crate::TlsArg,
+        connect_timeout: Option<f64>,
     ) -> Result<Self, Error> {
-        let opts = WorkerOptions {
+        let mut opts = WorkerOptions {
             servers: parse_servers(ruby, servers)?,
             tls: crate::tls_options(ruby, tls)?,
             concurrency: polygear_bindings::args::concurrency(concurrency)
@@ -33,9 +40,66 @@ impl NativeWorker {
             handoff_delay: Some(HANDOFF_DELAY),
             ..WorkerOptions::default()
         };
+        if let Some(t) = opt_timeout(ruby, "connect_timeout", connect_timeout)? {
+            opts.connect_timeout = t;
+        }
         let _guard = crate::runtime(ruby)?.enter();
         let inner = polygear::Worker::new(opts).map_err(|e| map_err(ruby, e))?;
-        Ok(NativeWorker { inner })
+        let events = Arc::new(tokio::sync::Mutex::new(inner.events()));
+        Ok(NativeWorker { inner, events })
+    }
+
+    /// Fail-fast start (GVL released): returns once one server is connected
+    /// with the functions registered; raises `ConnectionError` once every
+    /// server failed its first attempt.
+    fn connect(ruby: &Ruby, rb_self: &Self) -> Result<(), Error> {
+        let worker = rb_self.inner.clone();
+        gvl::wait(ruby, async move { worker.connect().await })?.map_err(|e| map_err(ruby, e))
+    }
+
+    /// The next connection event, waiting at most `timeout` seconds (GVL
+    /// released; 0: only one already there), as `[kind, message, attempt]`
+    /// (`kind`: `:connected`, `:reconnected`, `:connect_failed`,
+    /// `:disconnected` or `:other`; `attempt`: the consecutive failed
+    /// attempts of a `:connect_failed`, else 0), or nil if none came. Events
+    /// a slow reader missed are skipped.
+    fn next_event(
+        ruby: &Ruby,
+        rb_self: &Self,
+        timeout: f64,
+    ) -> Result<Option<(Symbol, String, u32)>, Error> {
+        let wait = Duration::try_from_secs_f64(timeout).map_err(|_| {
+            Error::new(
+                ruby.exception_arg_error(),
+                format!("timeout must be a number of seconds >= 0, not {timeout}"),
+            )
+        })?;
+        let events = rb_self.events.clone();
+        let ev = gvl::wait(ruby, async move {
+            let mut rx = events.lock().await;
+            let next = async {
+                loop {
+                    match rx.recv().await {
+                        Ok(ev) => return Some(ev),
+                        Err(broadcast::error::RecvError::Lagged(_)) => continue,
+                        Err(broadcast::error::RecvError::Closed) => return None,
+                    }
+                }
+            };
+            tokio::time::timeout(wait, next).await.ok().flatten()
+        })?;
+        Ok(ev.map(|ev| {
+            let (kind, attempt) = match &ev {
+                WorkerEvent::Connected {
+                    reconnect: false, ..
+                } => ("connected", 0),
+                WorkerEvent::Connected { .. } => ("reconnected", 0),
+                WorkerEvent::ConnectFailed { attempt, .. } => ("connect_failed", *attempt),
+                WorkerEvent::Disconnected { .. } => ("disconnected", 0),
+                _ => ("other", 0),
+            };
+            (ruby.to_symbol(kind), ev.to_string(), attempt)
+        }))
     }
 
     fn register(
@@ -44,7 +108,7 @@ impl NativeWorker {
         function: String,
         timeout: Option<f64>,
     ) -> Result<(), Error> {
-        let timeout = opt_secs(ruby, "timeout", timeout)?;
+        let timeout = opt_timeout(ruby, "timeout", timeout)?;
         let _guard = crate::runtime(ruby)?.enter();
         rb_self
             .inner
@@ -86,6 +150,15 @@ impl NativeWorker {
     fn shutdown(ruby: &Ruby, rb_self: &Self) -> Result<(), Error> {
         let worker = rb_self.inner.clone();
         gvl::wait(ruby, async move { worker.shutdown().await })
+    }
+
+    /// Like `shutdown`, but waits at most `timeout` seconds (0 allowed) for unfinished
+    /// jobs, then closes the connections, which hands those jobs back to the
+    /// server (it requeues them). Returns how many were handed back.
+    fn shutdown_timeout(ruby: &Ruby, rb_self: &Self, timeout: f64) -> Result<usize, Error> {
+        let timeout = opt_secs(ruby, "timeout", Some(timeout))?.unwrap_or_default();
+        let worker = rb_self.inner.clone();
+        gvl::wait(ruby, async move { worker.shutdown_timeout(timeout).await })
     }
 }
 
@@ -199,7 +272,7 @@ impl RbJob {
 
 pub(crate) fn define(ruby: &Ruby, polygear: RModule, native: RModule) -> Result<(), Error> {
     let w = native.define_class("Worker", ruby.class_object())?;
-    w.define_singleton_method("new", function!(NativeWorker::new, 4))?;
+    w.define_singleton_method("new", function!(NativeWorker::new, 5))?;
     w.define_method("register", method!(NativeWorker::register, 2))?;
     w.define_method("unregister", method!(NativeWorker::unregister, 1))?;
     w.define_method("next_job", method!(NativeWorker::next_job, 0))?;
@@ -207,6 +280,12 @@ pub(crate) fn define(ruby: &Ruby, polygear: RModule, native: RModule) -> Result<
     w.define_method("stop", method!(NativeWorker::stop, 0))?;
     w.define_method("stopped?", method!(NativeWorker::is_stopped, 0))?;
     w.define_method("shutdown", method!(NativeWorker::shutdown, 0))?;
+    w.define_method(
+        "shutdown_timeout",
+        method!(NativeWorker::shutdown_timeout, 1),
+    )?;
+    w.define_method("connect", method!(NativeWorker::connect, 0))?;
+    w.define_method("next_event", method!(NativeWorker::next_event, 1))?;
 
     let j = polygear.define_class("Job", ruby.class_object())?;
     j.undef_default_alloc_func();

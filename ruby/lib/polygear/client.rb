@@ -1,5 +1,7 @@
 # frozen_string_literal: true
 
+require_relative "json_payload"
+
 module Polygear
   # Answer to Client#status: what the server knows about a job.
   #
@@ -19,10 +21,67 @@ module Polygear
   end
 
   # Something a running foreground job reported, yielded by Client#submit's
-  # block form. +type+ is :data, :warning or :status; +data+ is the
-  # (ASCII-8BIT) payload of :data/:warning; +numerator+ / +denominator+ the
-  # progress of :status.
+  # block form and Client#submit_job. +type+ is :data, :warning, :status or
+  # (only from submit_job) :complete; +data+ is the (ASCII-8BIT) payload of
+  # :data/:warning/:complete; +numerator+ / +denominator+ the progress of
+  # :status. A failed job raises JobFailed / JobException instead.
   JobEvent = Struct.new(:type, :data, :numerator, :denominator)
+
+  # A submitted foreground job (Client#submit_job without a block): read its
+  # events with #each / #next_event, or wait for #result.
+  #
+  #   job = client.submit_job("import", csv)
+  #   job.handle                       # => "H:host:42"
+  #   job.each { |ev| p ev }           # :data, :warning, :status, then :complete
+  #   job.result                       # the result (also after #each)
+  class RunningJob
+    include Enumerable
+
+    # The server's job handle.
+    attr_reader :handle
+
+    def initialize(native) # :nodoc:
+      @native = native
+      @handle = native.handle
+      @result = nil
+      @failure = nil
+    end
+
+    # The next JobEvent (waiting for it, GVL released), or nil once the job
+    # has ended. Raises JobFailed / JobException when the job fails.
+    def next_event
+      raise @failure if @failure
+
+      ev = @native.next_event
+      return nil if ev.nil?
+      return JobEvent.new(:status, nil, ev[1], ev[2]) if ev[0] == :status
+
+      @result = ev[1] if ev[0] == :complete
+      JobEvent.new(ev[0], ev[1], nil, nil)
+    rescue Error => e
+      @failure = e
+      raise
+    end
+
+    # Yields every remaining event; returns self (an Enumerator without a block).
+    def each
+      return enum_for(:each) unless block_given?
+
+      while (ev = next_event)
+        yield ev
+      end
+      self
+    end
+
+    # Waits for the end of the job and returns its result (binary String);
+    # raises JobFailed, JobException, TimeoutError, ConnectionError.
+    def result
+      each { nil }
+      @result or raise ProtocolError, "job #{handle} ended without a result"
+    end
+
+    def inspect = "#<Polygear::RunningJob #{handle}>"
+  end
 
   # A Gearman client: submits jobs and asks for their status. Thread-safe:
   # share one instance between threads; requests are pipelined over one
@@ -56,6 +115,21 @@ module Polygear
                                    Util.tls(tls))
     end
 
+    # Like new; with a block, yields the client, closes it afterwards and
+    # returns the block's value (as Admin.open):
+    #
+    #   Polygear::Client.open(servers: ["127.0.0.1:4730"]) { |c| c.submit("reverse", "abc") }
+    def self.open(**options)
+      client = new(**options)
+      return client unless block_given?
+
+      begin
+        yield client
+      ensure
+        client.close
+      end
+    end
+
     # Runs +func+ on a worker with +data+ and returns its result (a binary
     # String). With a block, yields every WORK_DATA / WORK_WARNING /
     # WORK_STATUS as a Polygear::JobEvent before returning the result.
@@ -70,15 +144,47 @@ module Polygear
       timeout = Util.seconds(timeout)
       return @native.submit(*args, timeout) unless block_given?
 
-      job = @native.submit_job(*args, timeout)
-      while (ev = job.next_event)
-        case ev[0]
-        when :complete then return ev[1]
-        when :status then yield JobEvent.new(:status, nil, ev[1], ev[2])
-        else yield JobEvent.new(ev[0], ev[1], nil, nil)
-        end
+      job = RunningJob.new(@native.submit_job(*args, timeout))
+      job.each { |ev| yield ev unless ev.type == :complete }
+      job.result
+    end
+
+    # Submits a foreground job and returns once the server accepted it.
+    # With a block, yields every Polygear::JobEvent (:data, :warning,
+    # :status and finally :complete) and returns the result, raising as
+    # #submit does; without one, returns a Polygear::RunningJob to read the
+    # events from. Options as for #submit.
+    #
+    #   client.submit_job("import", csv) { |ev| puts ev.type }   # => the result
+    def submit_job(func, data, unique: nil, priority: :normal, timeout: nil, &block)
+      native = @native.submit_job(*job_args(func, data, unique, priority), Util.seconds(timeout))
+      job = RunningJob.new(native)
+      return job unless block
+
+      job.each(&block)
+      job.result
+    end
+
+    # JSON mode: sends +value+ as UTF-8 JSON and returns the worker's JSON
+    # result decoded (objects as Hashes with String keys; null as nil).
+    # Options and block as for #submit. For workers registered with
+    # <tt>json: true</tt> in any of polygear's languages.
+    #
+    # Raises ArgumentError if +value+ cannot be encoded (e.g. NaN),
+    # ProtocolError if the result is not JSON, and what #submit raises.
+    def submit_json(func, value, **options, &block)
+      Util.function_name(func)
+      data = begin
+        JSONPayload.encode(value, "the data for '#{func}'")
+      rescue JSON::GeneratorError => e
+        raise ArgumentError, e.message
       end
-      raise ProtocolError, "job #{job.handle} ended without a result"
+      result = submit(func, data, **options, &block)
+      begin
+        JSONPayload.decode(result, "the result of '#{func}'")
+      rescue JSON::ParserError => e
+        raise ProtocolError, "#{e.message} (is the worker registered with json: true?)"
+      end
     end
 
     # Queues +func+ with +data+ as a background job and returns its handle
@@ -101,7 +207,7 @@ module Polygear
     # JobException, TimeoutError, ...); with +return_exceptions: true+ the
     # exception objects take their jobs' places instead.
     def submit_many(func, items, priority: :normal, timeout: nil, return_exceptions: false)
-      Util.string(func, "function name")
+      Util.function_name(func)
       raise TypeError, "items must be an Enumerable of Strings, not #{items.class}" unless items.respond_to?(:to_a)
 
       results = @native.submit_many(func, items.to_a, priority_symbol(priority), Util.seconds(timeout))
@@ -137,7 +243,7 @@ module Polygear
     private
 
     def job_args(func, data, unique, priority)
-      Util.string(func, "function name")
+      Util.function_name(func)
       Util.string(data, "data")
       Util.opt_string(unique, "unique")
       [func, data, unique, priority_symbol(priority)]

@@ -1,44 +1,67 @@
 # frozen_string_literal: true
 
+require "timeout"
+
 module Polygear
-  # The classes are created by the native extension; this file documents
-  # them and adds their readers.
+  # Every polygear exception includes this module, so
+  # <tt>rescue Polygear::Error</tt> catches them all, while each class
+  # subclasses the Ruby exception it is a kind of, so generic rescues work
+  # too (<tt>rescue Timeout::Error</tt>, <tt>rescue IOError</tt>):
   #
-  #   Polygear::Error < StandardError
-  #     ConnectionError  could not connect / connection lost / no server up
-  #     TimeoutError     a deadline passed (connect, submit, job timeout)
-  #     ProtocolError    the peer broke the wire protocol
-  #     ServerError      the server answered with an ERROR packet (#code)
-  #     JobFailed        the worker reported WORK_FAIL (#handle)
-  #     JobException     the worker raised (#handle, #worker_message)
-  #     ClosedError      used after close/stop, or a job that already ended
+  #   Polygear::Error (module)
+  #     ConnectionError < IOError          could not connect / connection lost / no server up / port in use
+  #     TimeoutError    < Timeout::Error   a deadline passed (connect, submit, job timeout)
+  #     ProtocolError   < StandardError    the peer broke the wire protocol (or a JSON result is not JSON)
+  #     ServerError     < StandardError    the server answered with an ERROR packet
+  #     JobFailed       < StandardError    the worker reported WORK_FAIL (#handle)
+  #     JobException    < StandardError    the worker raised (#handle, #worker_message)
+  #     ClosedError     < StandardError    used after close/stop, or a job that already ended
+  #
+  # #code is the stable code shared with the Python and Node packages
+  # ("ECONNREFUSED", "EADDRINUSE", "ETIMEDOUT", "EJOBFAILED", ...); for a
+  # ServerError it is the server's own code (e.g. "QUEUE_ERROR").
   #
   # Invalid arguments raise ArgumentError; wrong types raise TypeError.
-  class Error < StandardError; end
-
-  # Could not connect, the connection was lost, or no server is reachable.
-  class ConnectionError < Error; end
-
-  # An operation ran past its deadline.
-  class TimeoutError < Error; end
-
-  # The peer sent something that is not valid Gearman.
-  class ProtocolError < Error; end
-
-  # The server answered with an ERROR packet.
-  class ServerError < Error
-    # The server's error code, e.g. "QUEUE_ERROR".
+  # The native extension raises these classes (it looks them up by name).
+  module Error
+    # The stable error code (see above), or nil.
     attr_reader :code
   end
 
+  # Could not connect, the connection was lost, no server is reachable, or
+  # (Server.new) the port is in use. An IOError.
+  class ConnectionError < IOError
+    include Error
+  end
+
+  # An operation ran past its deadline (in seconds). A Timeout::Error.
+  class TimeoutError < Timeout::Error
+    include Error
+  end
+
+  # The peer sent something that is not valid Gearman.
+  class ProtocolError < StandardError
+    include Error
+  end
+
+  # The server answered with an ERROR packet; #code is the server's code.
+  class ServerError < StandardError
+    include Error
+  end
+
   # The worker reported WORK_FAIL (or the server gave up on the job).
-  class JobFailed < Error
+  class JobFailed < StandardError
+    include Error
     # The job handle.
     attr_reader :handle
+    # Why, when the server failed the job itself and said so (polygeard:
+    # "the worker exceeded its 1 s timeout"); nil for a worker's WORK_FAIL.
+    attr_reader :reason
   end
 
   # The worker raised an exception (WORK_EXCEPTION).
-  class JobException < Error
+  class JobException < StandardError
+    include Error
     # The job handle.
     attr_reader :handle
     # The text the worker sent with WORK_EXCEPTION.
@@ -46,5 +69,7 @@ module Polygear
   end
 
   # The client, worker, admin connection or job was closed or has ended.
-  class ClosedError < Error; end
+  class ClosedError < StandardError
+    include Error
+  end
 end

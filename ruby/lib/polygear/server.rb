@@ -25,7 +25,7 @@ module Polygear
     #       certificates) and +verify_clients:+ (require one: mutual TLS).
     def initialize(port: 0, host: "127.0.0.1", tls: nil)
       raise TypeError, "port must be an Integer, not #{port.class}" unless port.is_a?(Integer)
-      raise ArgumentError, "port must be in 0..65535" unless (0..65_535).cover?(port)
+      raise ArgumentError, "port must be in 0..65535, not #{port}" unless (0..65_535).cover?(port)
 
       @host = Util.string(host, "host")
       @native = Native::Server.start(host, port, self.class.tls(tls))

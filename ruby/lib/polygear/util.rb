@@ -18,11 +18,12 @@ module Polygear
       end.tap { |l| raise ArgumentError, "at least one server is required" if l.empty? }
     end
 
-    # nil or a non-negative number of seconds -> Float or nil.
+    # nil or a number of seconds -> Float or nil; the extension checks the
+    # value (timeouts must be more than 0), with the same message in every
+    # language.
     def seconds(value, name = "timeout")
       return nil if value.nil?
       raise TypeError, "#{name} must be a number of seconds or nil, not #{value.class}" unless value.is_a?(Numeric)
-      raise ArgumentError, "#{name} must not be negative" if value.negative?
 
       value.to_f
     end
@@ -30,6 +31,14 @@ module Polygear
     # Checks that +value+ is a String (no implicit conversion surprises).
     def string(value, name)
       raise TypeError, "#{name} must be a String, not #{value.class}" unless value.is_a?(String)
+
+      value
+    end
+
+    # A non-empty String naming a Gearman function.
+    def function_name(value)
+      string(value, "function name")
+      raise ArgumentError, "empty function name" if value.empty?
 
       value
     end
