@@ -27,7 +27,7 @@ pub use error::{Error, ErrorKind, Result};
 pub use protocol::{Packet, PacketType, Priority};
 pub use servers::{ServerAddr, DEFAULT_PORT};
 pub use tls::{TlsConnector, TlsOptions};
-pub use worker::{Job, Worker, WorkerOptions};
+pub use worker::{Job, Worker, WorkerEvent, WorkerOptions};
 
 /// How this library was compiled: `"release"` (optimised, no debug assertions: the
 /// `release` and `dist` profiles) or `"debug"` (a dev build, several times slower).

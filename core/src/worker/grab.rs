@@ -76,9 +76,13 @@ enum SessionEnd {
 pub(super) async fn server_task(state: Arc<WorkerState>, idx: usize) {
     let mut closing = state.closing.subscribe();
     let addr = state.opts.servers[idx].clone();
+    let name = state.addrs[idx].clone();
     let mut backoff = Backoff::new(state.opts.min_backoff, state.opts.max_backoff);
     let mut use_all = true;
+    // Failures since the start or the last loss (for the tracing level and
+    // `reconnect`), and consecutive failed attempts (for the events).
     let mut failures = 0u32;
+    let mut attempts = 0u32;
     loop {
         if *closing.borrow() {
             return;
@@ -87,19 +91,24 @@ pub(super) async fn server_task(state: Arc<WorkerState>, idx: usize) {
             r = addr.open(state.opts.connect_timeout, state.tls.as_ref()) => r,
             _ = closing.changed() => return,
         };
-        match connected {
+        let delay = match connected {
             Ok(stream) => {
                 if failures > 0 {
                     tracing::info!(server = %addr, "worker reconnected");
                 }
                 backoff.reset();
-                match run_session(&state, idx, stream, &mut use_all, &mut closing).await {
+                attempts = 0;
+                let reconnect = failures > 0;
+                match run_session(&state, idx, stream, &mut use_all, &mut closing, reconnect).await
+                {
                     SessionEnd::Closing => return,
                     SessionEnd::Lost(reason) => {
                         failures = 1;
                         tracing::warn!(server = %addr, %reason, "worker connection lost; reconnecting");
+                        state.reports.disconnected(idx, &name, &reason);
                     }
                 }
+                backoff.next_delay()
             }
             Err(e) => {
                 if failures == 0 {
@@ -108,10 +117,16 @@ pub(super) async fn server_task(state: Arc<WorkerState>, idx: usize) {
                     tracing::debug!(server = %addr, error = %e, "worker cannot connect; retrying");
                 }
                 failures = failures.saturating_add(1);
+                attempts = attempts.saturating_add(1);
+                let delay = backoff.next_delay();
+                state
+                    .reports
+                    .connect_failed(idx, &name, &e, attempts, delay);
+                delay
             }
-        }
+        };
         tokio::select! {
-            _ = tokio::time::sleep(backoff.next_delay()) => {}
+            _ = tokio::time::sleep(delay) => {}
             _ = closing.changed() => return,
         }
     }
@@ -320,7 +335,8 @@ impl Grabber<'_> {
                 crate::protocol::ProtocolError::Unexpected("JOB_ASSIGN without GRAB").into(),
             );
         };
-        let job = Job::new(
+        let timeout = self.state.registered_timeout(&function);
+        let mut job = Job::new(
             handle,
             function,
             unique,
@@ -329,13 +345,13 @@ impl Grabber<'_> {
             self.session.clone(),
             slot,
         );
+        job.timeout = timeout;
         {
             let mut q = lock(&self.state.queue);
             q.grabs -= 1;
             if self.state.draining.load(Ordering::Acquire) {
                 // Shutting down: leave the job to the server, which requeues
                 // it when this connection closes.
-                let mut job = job;
                 job.finished = true;
                 drop(q);
                 drop(job);
@@ -372,6 +388,7 @@ async fn run_session(
     stream: Stream,
     use_all: &mut bool,
     closing: &mut watch::Receiver<bool>,
+    reconnect: bool,
 ) -> SessionEnd {
     let (rd, wr) = stream.into_split();
     let mut reader = FrameReader::new(rd, PacketCodec::new(state.opts.max_packet));
@@ -402,6 +419,7 @@ async fn run_session(
         }
         reg.sessions[idx] = Some(session.clone());
     }
+    state.reports.connected(idx, &state.addrs[idx], reconnect);
     let mut grabber = Grabber {
         state,
         session: session.clone(),

@@ -12,6 +12,7 @@
 use std::fmt;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use tokio::sync::OwnedSemaphorePermit;
@@ -63,6 +64,8 @@ pub struct Job {
     slot: Option<OwnedSemaphorePermit>,
     /// When the job was assigned (how long it has waited to be handed out).
     pub(super) assigned: Instant,
+    /// The CAN_DO_TIMEOUT its function was registered with when it was assigned.
+    pub(super) timeout: Option<Duration>,
 }
 
 impl fmt::Debug for Job {
@@ -102,6 +105,7 @@ impl Job {
             running: None,
             slot: Some(slot),
             assigned: Instant::now(),
+            timeout: None,
         }
     }
 
@@ -124,6 +128,13 @@ impl Job {
     /// The workload.
     pub fn data(&self) -> &Bytes {
         &self.data
+    }
+    /// The timeout the job's function was registered with (CAN_DO_TIMEOUT)
+    /// when the job was assigned, rounded up to milliseconds: once the job
+    /// runs longer the server gives up on it (polygeard fails it to its
+    /// clients, gearmand requeues it). `None` if registered without one.
+    pub fn timeout(&self) -> Option<Duration> {
+        self.timeout
     }
     /// WORK_DATA: send a chunk of partial output to waiting clients.
     pub fn send_data(&self, data: impl Into<Bytes>) -> Result<()> {
@@ -168,6 +179,18 @@ impl Job {
         let slot = self.slot.take();
         self.session
             .send_final(PacketType::WorkException, &[&self.handle, &message], slot)
+    }
+    /// Ends the job locally without telling the server anything: its slot
+    /// is free for the next job and [`Worker::shutdown`](super::Worker::shutdown)
+    /// no longer waits for it. For a job the server has already given up on
+    /// (its [`Job::timeout`] passed: the server failed or requeued it and
+    /// refuses this worker's results). For any other job, prefer an ending
+    /// method: the server keeps an abandoned job assigned to this worker
+    /// until the connection closes.
+    pub fn abandon(mut self) {
+        self.finished = true;
+        // Dropped with `self`: the slot returns to the semaphore.
+        drop(self.slot.take());
     }
 }
 

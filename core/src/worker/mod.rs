@@ -27,6 +27,9 @@
 //!   `CloseReason`), plus the request encoding.
 //! - `grab.rs`: `Grabber`, the grab/sleep state machine over one session,
 //!   and the server task that runs it connection after connection.
+//! - `events.rs`: [`WorkerEvent`], what the server tasks report about
+//!   their connections, and each server's link status for
+//!   [`Worker::connect`].
 //! - `queue.rs`: `WorkerState`, what the handles and tasks share; the job
 //!   `Queue`, its hand-out to `next_job` callers (`Running`, `Wake`), the
 //!   `Registry` of functions and live sessions, and the hand-off watchdog.
@@ -52,11 +55,13 @@ use crate::protocol::{Decimal, PacketType, HEADER_LEN};
 use crate::servers::ServerAddr;
 use crate::util::lock;
 
+mod events;
 mod grab;
 mod job;
 mod queue;
 mod session;
 
+pub use events::WorkerEvent;
 pub use job::Job;
 use queue::{Queue, Registry, Running, Tasks, WorkerState};
 
@@ -219,6 +224,7 @@ impl Worker {
             job_ready: Notify::new(),
             deferred: Notify::new(),
             tasks: Mutex::new(Tasks::default()),
+            reports: events::Reports::new(n),
             opts: options,
             tls,
         };
@@ -415,20 +421,56 @@ impl Worker {
     /// running jobs end (plus at most a few seconds to flush their results).
     /// After it returns, `next_job` returns `None`.
     pub async fn shutdown(&self) {
+        self.drain();
+        self.state().idle().await;
+        self.close_and_join().await;
+    }
+
+    /// [`Worker::shutdown`] that waits at most `timeout` for the running
+    /// jobs. Jobs still running then are handed back: the connections
+    /// close, and the server requeues those jobs for another worker (their
+    /// clients keep waiting). Whatever those jobs send later
+    /// ([`Job::complete`] included) is dropped and returns `Ok`. Returns how
+    /// many jobs were handed back (0 if all ended in time); they count as
+    /// running until they end (a later [`Worker::shutdown`] waits for them).
+    ///
+    /// A server that failed a job on its own (its CAN_DO_TIMEOUT passed)
+    /// does not requeue it.
+    pub async fn shutdown_timeout(&self, timeout: Duration) -> usize {
+        self.drain();
+        let state = self.state();
+        let handed_back = match tokio::time::timeout(timeout, state.idle()).await {
+            Ok(()) => 0,
+            Err(_) => {
+                let n = state.hand_back();
+                if n > 0 {
+                    tracing::warn!(
+                        jobs = n,
+                        ?timeout,
+                        "jobs still running at the shutdown timeout; handed back to the server"
+                    );
+                }
+                n
+            }
+        };
+        self.close_and_join().await;
+        handed_back
+    }
+
+    /// First step of a shutdown: stop, hand out no more jobs, drop the
+    /// grabbed ones (the server requeues them).
+    fn drain(&self) {
         let state = self.state();
         state.stop();
         state.draining.store(true, Ordering::Release);
         state.job_ready.notify_waiters();
         state.discard_buffered(|_| true);
-        loop {
-            let idle = state.running.idle.notified();
-            tokio::pin!(idle);
-            idle.as_mut().enable();
-            if state.running.count.load(Ordering::Acquire) == 0 {
-                break;
-            }
-            idle.await;
-        }
+    }
+
+    /// Last step of a shutdown: closes the connections (after flushing) and
+    /// waits for the server tasks to end.
+    async fn close_and_join(&self) {
+        let state = self.state();
         state.close();
         let handles = std::mem::take(&mut lock(&state.tasks).handles);
         for h in handles {
@@ -436,6 +478,39 @@ impl Worker {
         }
         // Assigned while closing; the server has requeued them.
         state.discard_buffered(|_| true);
+    }
+
+    /// Subscribes to connection events (connected, a connect failed, a
+    /// connection lost) from now on: subscribe before the worker starts
+    /// (`connect`, `next_job` or `run`) to see the first attempts. A
+    /// receiver that falls more than 256 events behind skips the oldest
+    /// ([`RecvError::Lagged`](tokio::sync::broadcast::error::RecvError)).
+    pub fn events(&self) -> tokio::sync::broadcast::Receiver<WorkerEvent> {
+        self.state().reports.subscribe()
+    }
+
+    /// Fail-fast start: opens the connections (as the first `next_job`
+    /// would) and waits until one server is connected with the registered
+    /// functions sent (`Ok`), or until every configured server has failed
+    /// its latest attempt: `Err(Error::NoServer(Some(last)))`, `last` being
+    /// the latest failure as an [`Error::Connect`] with its
+    /// [`io_kind`](Error::io_kind) (e.g. `ConnectionRefused`). Each attempt
+    /// ends within `connect_timeout`.
+    ///
+    /// Either way the worker keeps reconnecting in the background; a caller
+    /// that gives up calls [`Worker::shutdown`]. `Err(Error::Closed)` once
+    /// the worker was stopped, or outside a tokio runtime.
+    pub async fn connect(&self) -> Result<()> {
+        let state = self.state();
+        if tokio::runtime::Handle::try_current().is_err() {
+            return Err(Error::Closed(
+                "Worker::connect needs a tokio runtime".into(),
+            ));
+        }
+        if state.is_stopped() || !state.ensure_started() {
+            return Err(Error::Closed("the worker was stopped".into()));
+        }
+        state.reports.reachable(state.closing.subscribe()).await
     }
 }
 
@@ -520,6 +595,309 @@ mod tests {
         assert!(names(&w).is_empty());
         assert!(w.register("", None).is_err());
         assert!(w.register(&"x".repeat(MAX_FUNCTION_LEN + 1), None).is_err());
+    }
+
+    /// A fake job server with one worker connection: reads what the worker
+    /// sends, answers what the test says.
+    struct FakeServer {
+        stream: tokio::net::TcpStream,
+        buf: bytes::BytesMut,
+        codec: crate::protocol::PacketCodec,
+    }
+
+    impl FakeServer {
+        /// Listens on a free port; the worker options to reach it.
+        async fn listen() -> (tokio::net::TcpListener, WorkerOptions) {
+            let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let port = l.local_addr().unwrap().port();
+            let opts = WorkerOptions {
+                servers: vec![ServerAddr::new("127.0.0.1", port)],
+                ..WorkerOptions::default()
+            };
+            (l, opts)
+        }
+
+        async fn accept(l: &tokio::net::TcpListener) -> FakeServer {
+            let (stream, _) = l.accept().await.unwrap();
+            FakeServer {
+                stream,
+                buf: bytes::BytesMut::new(),
+                codec: crate::protocol::PacketCodec::default(),
+            }
+        }
+
+        /// The worker's next packet (within 5 s).
+        async fn recv(&mut self) -> crate::protocol::Packet {
+            use tokio::io::AsyncReadExt;
+            use tokio_util::codec::Decoder;
+            let read = async {
+                loop {
+                    if let Some(frame) = self.codec.decode(&mut self.buf).unwrap() {
+                        match frame {
+                            crate::protocol::Frame::Packet(_, p) => return p,
+                            crate::protocol::Frame::Text(t) => panic!("text line {t:?}"),
+                        }
+                    }
+                    assert_ne!(self.stream.read_buf(&mut self.buf).await.unwrap(), 0);
+                }
+            };
+            tokio::time::timeout(Duration::from_secs(5), read)
+                .await
+                .expect("the worker sent nothing")
+        }
+
+        async fn send(&mut self, p: crate::protocol::Packet) {
+            use tokio::io::AsyncWriteExt;
+            let b = p.to_bytes(crate::protocol::Magic::Res).unwrap();
+            self.stream.write_all(&b).await.unwrap();
+        }
+    }
+
+    #[tokio::test]
+    async fn an_abandoned_job_frees_its_slot_and_sends_nothing() {
+        use crate::protocol::Packet;
+        let (l, opts) = FakeServer::listen().await;
+        let w = Worker::new(opts).unwrap();
+        w.register("f", Some(Duration::from_millis(1500))).unwrap();
+        let mut events = w.events();
+        let connect = tokio::spawn({
+            let w = w.clone();
+            async move { w.connect().await }
+        });
+        let mut srv = FakeServer::accept(&l).await;
+        assert_eq!(
+            srv.recv().await,
+            Packet::CanDoTimeout {
+                function: "f".into(),
+                timeout: 1500
+            }
+        );
+        connect.await.unwrap().unwrap();
+        let ev = events.recv().await.unwrap();
+        assert!(
+            matches!(
+                &ev,
+                WorkerEvent::Connected {
+                    reconnect: false,
+                    ..
+                }
+            ),
+            "{ev}"
+        );
+        assert_eq!(srv.recv().await, Packet::GrabJobAll);
+        srv.send(Packet::JobAssign {
+            handle: "H:1".into(),
+            function: "f".into(),
+            data: Bytes::from_static(b"x"),
+        })
+        .await;
+        let job = w.next_job().await.unwrap();
+        assert_eq!(job.timeout(), Some(Duration::from_millis(1500)));
+        // One slot, taken: the next GRAB waits for it. Abandoning frees it
+        // and sends no WORK_FAIL: the next packet is that GRAB.
+        job.abandon();
+        assert_eq!(srv.recv().await, Packet::GrabJobAll);
+        srv.send(Packet::JobAssign {
+            handle: "H:2".into(),
+            function: "f".into(),
+            data: Bytes::new(),
+        })
+        .await;
+        let job = w.next_job().await.unwrap();
+        assert_eq!(job.handle(), "H:2");
+        job.complete("done").unwrap();
+        assert_eq!(
+            srv.recv().await,
+            Packet::WorkComplete {
+                handle: "H:2".into(),
+                data: Bytes::from_static(b"done")
+            }
+        );
+        // Nothing left running: shutdown does not wait.
+        tokio::time::timeout(Duration::from_secs(5), w.shutdown())
+            .await
+            .unwrap();
+    }
+
+    #[tokio::test]
+    async fn jobs_of_functions_without_a_timeout_have_none() {
+        use crate::protocol::Packet;
+        let (l, opts) = FakeServer::listen().await;
+        let w = Worker::new(opts).unwrap();
+        w.register("g", None).unwrap();
+        let next = tokio::spawn({
+            let w = w.clone();
+            async move { w.next_job().await }
+        });
+        let mut srv = FakeServer::accept(&l).await;
+        assert_eq!(
+            srv.recv().await,
+            Packet::CanDo {
+                function: "g".into()
+            }
+        );
+        assert_eq!(srv.recv().await, Packet::GrabJobAll);
+        srv.send(Packet::JobAssign {
+            handle: "H:1".into(),
+            function: "g".into(),
+            data: Bytes::new(),
+        })
+        .await;
+        let job = next.await.unwrap().unwrap();
+        assert_eq!(job.timeout(), None);
+        job.complete("").unwrap();
+        w.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn a_handed_back_job_sends_nothing_more() {
+        use crate::protocol::Packet;
+        let (l, opts) = FakeServer::listen().await;
+        let w = Worker::new(WorkerOptions {
+            concurrency: 2,
+            ..opts
+        })
+        .unwrap();
+        w.register("f", None).unwrap();
+        let next = tokio::spawn({
+            let w = w.clone();
+            async move { w.next_job().await }
+        });
+        let mut srv = FakeServer::accept(&l).await;
+        assert_eq!(
+            srv.recv().await,
+            Packet::CanDo {
+                function: "f".into()
+            }
+        );
+        assert_eq!(srv.recv().await, Packet::GrabJobAll);
+        srv.send(Packet::JobAssign {
+            handle: "H:1".into(),
+            function: "f".into(),
+            data: Bytes::new(),
+        })
+        .await;
+        let job = next.await.unwrap().unwrap();
+        // The GRAB the free slot sends meanwhile.
+        assert_eq!(srv.recv().await, Packet::GrabJobAll);
+        job.send_status(1, 2).unwrap();
+        let handed_back = w.shutdown_timeout(Duration::from_millis(50)).await;
+        assert_eq!(handed_back, 1);
+        // Dropped without an error, and without a write.
+        job.send_data("late").unwrap();
+        job.complete("late").unwrap();
+        assert_eq!(
+            srv.recv().await,
+            Packet::WorkStatus {
+                handle: "H:1".into(),
+                numerator: "1".into(),
+                denominator: "2".into()
+            }
+        );
+        // Then the connection closes: that is the hand-back.
+        use tokio::io::AsyncReadExt;
+        let mut rest = Vec::new();
+        let n = tokio::time::timeout(Duration::from_secs(5), srv.stream.read_to_end(&mut rest))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!((n, rest.len(), srv.buf.len()), (0, 0, 0));
+    }
+
+    #[tokio::test]
+    async fn shutdown_timeout_hands_back_nothing_when_jobs_end_in_time() {
+        use crate::protocol::Packet;
+        let (l, opts) = FakeServer::listen().await;
+        let w = Worker::new(opts).unwrap();
+        w.register("f", None).unwrap();
+        let next = tokio::spawn({
+            let w = w.clone();
+            async move { w.next_job().await }
+        });
+        let mut srv = FakeServer::accept(&l).await;
+        srv.recv().await;
+        srv.recv().await;
+        srv.send(Packet::JobAssign {
+            handle: "H:1".into(),
+            function: "f".into(),
+            data: Bytes::new(),
+        })
+        .await;
+        let job = next.await.unwrap().unwrap();
+        let ender = tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            job.complete("ok")
+        });
+        assert_eq!(w.shutdown_timeout(Duration::from_secs(10)).await, 0);
+        ender.await.unwrap().unwrap();
+        assert_eq!(
+            srv.recv().await,
+            Packet::WorkComplete {
+                handle: "H:1".into(),
+                data: Bytes::from_static(b"ok")
+            }
+        );
+    }
+
+    #[tokio::test]
+    async fn connect_fails_fast_and_events_tell_why() {
+        // A port nobody listens on (bound, then released).
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let w = Worker::new(WorkerOptions {
+            servers: vec![ServerAddr::new("127.0.0.1", port)],
+            min_backoff: Duration::from_millis(20),
+            max_backoff: Duration::from_millis(40),
+            ..WorkerOptions::default()
+        })
+        .unwrap();
+        let mut events = w.events();
+        let err = tokio::time::timeout(Duration::from_secs(5), w.connect())
+            .await
+            .unwrap()
+            .unwrap_err();
+        assert_eq!(err.io_kind(), Some(std::io::ErrorKind::ConnectionRefused));
+        assert!(matches!(&err, Error::NoServer(Some(_))), "{err}");
+        let server = format!("127.0.0.1:{port}");
+        for (attempt, delay) in [(1, 20), (2, 40), (3, 40)] {
+            let ev = tokio::time::timeout(Duration::from_secs(5), events.recv())
+                .await
+                .unwrap()
+                .unwrap();
+            assert!(ev.is_problem());
+            match ev {
+                WorkerEvent::ConnectFailed {
+                    server: s,
+                    attempt: a,
+                    retry_in,
+                    ..
+                } => {
+                    assert_eq!((s.as_str(), a), (server.as_str(), attempt));
+                    assert_eq!(retry_in, Duration::from_millis(delay));
+                }
+                other => panic!("unexpected {other}"),
+            }
+        }
+        // Still failing: connect says so again at once.
+        assert!(w.connect().await.is_err());
+        w.shutdown().await;
+        assert_eq!(
+            w.connect().await.unwrap_err().kind(),
+            crate::ErrorKind::Closed
+        );
+    }
+
+    #[tokio::test]
+    async fn connect_on_a_stopped_worker_is_closed() {
+        let w = Worker::new(WorkerOptions::default()).unwrap();
+        w.stop();
+        assert_eq!(
+            w.connect().await.unwrap_err().kind(),
+            crate::ErrorKind::Closed
+        );
     }
 
     #[tokio::test]

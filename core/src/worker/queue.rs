@@ -27,9 +27,10 @@ use tokio::sync::{watch, Notify, Semaphore};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
+use super::events::Reports;
 use super::grab::server_task;
 use super::job::Job;
-use super::session::Session;
+use super::session::{CloseReason, Session};
 use super::WorkerOptions;
 use crate::backoff::Backoff;
 use crate::protocol::PacketType;
@@ -105,6 +106,8 @@ pub(super) struct WorkerState {
     /// A job was queued without waking a caller (see `handoff_delay`).
     pub(super) deferred: Notify,
     pub(super) tasks: Mutex<Tasks>,
+    /// Connection events and each server's link status.
+    pub(super) reports: Reports,
 }
 
 impl WorkerState {
@@ -141,6 +144,7 @@ impl WorkerState {
             tracing::warn!("polygear worker tasks were stopped with their runtime; restarting");
             tasks.handles.clear();
             tasks.started = false;
+            self.reports.restart();
         }
         if self.is_stopped() {
             return false;
@@ -185,6 +189,40 @@ impl WorkerState {
             // Other callers may now return None.
             Wake::All => self.job_ready.notify_waiters(),
         }
+    }
+
+    /// The CAN_DO_TIMEOUT `function` is registered with now, if any.
+    pub(super) fn registered_timeout(&self, function: &[u8]) -> Option<Duration> {
+        let reg = lock(&self.registry);
+        let (_, ms) = reg.functions.iter().find(|(f, _)| &f[..] == function)?;
+        ms.map(|ms| Duration::from_millis(u64::from(ms)))
+    }
+
+    /// Waits until every handed-out job has ended.
+    pub(super) async fn idle(&self) {
+        loop {
+            let idle = self.running.idle.notified();
+            tokio::pin!(idle);
+            idle.as_mut().enable();
+            if self.running.count.load(Ordering::Acquire) == 0 {
+                return;
+            }
+            idle.await;
+        }
+    }
+
+    /// Closes every live connection for a hand-back: nothing more is sent
+    /// over them (the results of jobs still running are dropped), and the
+    /// server requeues their jobs once the server tasks close the sockets.
+    /// Returns how many handed-out jobs had not ended.
+    pub(super) fn hand_back(&self) -> usize {
+        {
+            let reg = lock(&self.registry);
+            for s in reg.sessions.iter().flatten() {
+                s.close(CloseReason::HandedBack);
+            }
+        }
+        self.running.count.load(Ordering::Acquire)
     }
 
     /// True if some connection has GRABs written but not yet tracked.

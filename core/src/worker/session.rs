@@ -61,6 +61,10 @@ pub(super) enum CloseReason {
     Lost(String),
     /// The worker shuts down; queued packets may still be flushed.
     Shutdown,
+    /// The worker gave up waiting for its jobs and hands them back to the
+    /// server (which requeues them when the connection closes): queued
+    /// packets may still be flushed, later ones are dropped without an error.
+    HandedBack,
 }
 
 /// A session's outgoing side, under one lock: the outbox and the GRAB
@@ -125,6 +129,9 @@ impl Session {
                 kind: std::io::ErrorKind::ConnectionReset,
             },
             CloseReason::Shutdown => Error::Closed("worker shut down".into()),
+            CloseReason::HandedBack => {
+                Error::Closed("worker shut down; its jobs were handed back to the server".into())
+            }
         }
     }
 
@@ -181,8 +188,12 @@ impl Session {
         packet: Option<(PacketType, &[&[u8]])>,
         grab: Option<(OwnedSemaphorePermit, bool)>,
     ) -> Result<()> {
-        if let Some(reason) = &out.closed {
-            return Err(self.closed_error(reason));
+        match &out.closed {
+            None => {}
+            // The job was handed back: another worker runs it; this result
+            // (or GRAB) has nowhere to go.
+            Some(CloseReason::HandedBack) => return Ok(()),
+            Some(reason) => return Err(self.closed_error(reason)),
         }
         let mut encoded = Ok(());
         let pushed = out.outbox.push(|buf| {
@@ -214,8 +225,13 @@ impl Session {
     /// job streaming output to a server that stops reading must not grow
     /// memory without bound. Gives up after [`SEND_BACKLOG_TIMEOUT`].
     fn backpressure(&self) -> Result<()> {
-        if lock(&self.out).outbox.pending() <= STREAM_BACKLOG_HIGH {
-            return Ok(());
+        {
+            let out = lock(&self.out);
+            if out.outbox.pending() <= STREAM_BACKLOG_HIGH
+                || matches!(out.closed, Some(CloseReason::HandedBack))
+            {
+                return Ok(());
+            }
         }
         let deadline = std::time::Instant::now() + SEND_BACKLOG_TIMEOUT;
         let relock = || lock(&self.out);
