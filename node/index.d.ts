@@ -243,6 +243,38 @@ export interface WorkerOptions {
   logLevel?: LogLevel;
   /** Called with each error of a handler (after it is logged), like a `'jobError'` listener. */
   onError?: (err: unknown, job: Job) => void | Promise<void>;
+  /** `work()` first calls `connect()`: it rejects (and the worker stops) when no server can be reached. */
+  failFast?: boolean;
+}
+
+/** `'connect'`: a connection is up and the functions are registered over it. */
+export interface ConnectEvent {
+  /** `host:port`. */
+  server: string;
+  /** An earlier attempt failed or a connection to this server was lost. */
+  reconnect: boolean;
+  /** The log line. */
+  message: string;
+}
+
+/** `'connectError'`: an attempt to connect failed; the worker retries after `retryIn` ms. */
+export interface ConnectErrorEvent {
+  server: string;
+  /** Why, e.g. `Connection refused (os error 111)`. */
+  error: string;
+  /** Consecutive failed attempts to this server, from 1. */
+  attempt: number;
+  /** Milliseconds until the next attempt. */
+  retryIn: number;
+  message: string;
+}
+
+/** `'disconnect'`: an established connection failed; the worker reconnects. */
+export interface DisconnectEvent {
+  server: string;
+  /** What happened. */
+  reason: string;
+  message: string;
 }
 
 /** Log levels, lowest first; `'silent'` logs nothing. */
@@ -326,7 +358,8 @@ export type JsonHandler = (value: any, job: Job) => unknown;
 
 /**
  * A Gearman worker. Events (it never emits 'error'): `'jobError'`
- * (err, job) for each handler error.
+ * (err, job) for each handler error; `'connect'`, `'connectError'` and
+ * `'disconnect'` for its connections (logged as warnings when nobody listens).
  */
 export class Worker extends EventEmitter {
   constructor(options?: WorkerOptions);
@@ -341,6 +374,12 @@ export class Worker extends EventEmitter {
   /** Unregisters every function. */
   resetAbilities(): this;
   /**
+   * Fail-fast start: resolves once a server is connected with the functions
+   * registered; rejects with a ConnectionError once every server failed its
+   * first attempt (the worker keeps retrying until stop()).
+   */
+  connect(): Promise<void>;
+  /**
    * Processes jobs until stop() (or SIGINT / SIGTERM); resolves once the
    * running handlers finished. Rejects with InvalidArgumentError when no
    * function is registered.
@@ -348,20 +387,27 @@ export class Worker extends EventEmitter {
   work(options?: WorkOptions): Promise<void>;
   /**
    * Graceful stop: no new jobs, running handlers finish, connections close.
-   * With `timeout` (ms), jobs still running after that long are failed and
-   * their `signal`s abort.
+   * With `timeout` (ms), jobs still running after that long are handed back
+   * to the server, which requeues them for another worker; their `signal`s
+   * abort and their later results are dropped.
    */
   stop(options?: StopOptions): Promise<void>;
   /** Same as stop(). */
   close(options?: StopOptions): Promise<void>;
 
   on(event: 'jobError', listener: (err: unknown, job: Job) => void): this;
+  on(event: 'connect', listener: (event: ConnectEvent) => void): this;
+  on(event: 'connectError', listener: (event: ConnectErrorEvent) => void): this;
+  on(event: 'disconnect', listener: (event: DisconnectEvent) => void): this;
   once(event: 'jobError', listener: (err: unknown, job: Job) => void): this;
+  once(event: 'connect', listener: (event: ConnectEvent) => void): this;
+  once(event: 'connectError', listener: (event: ConnectErrorEvent) => void): this;
+  once(event: 'disconnect', listener: (event: DisconnectEvent) => void): this;
 }
 
 /** Options of `worker.stop()`. */
 export interface StopOptions {
-  /** Fail the jobs whose handlers are still running after this many milliseconds. */
+  /** Hand the jobs whose handlers are still running after this many milliseconds back to the server. */
   timeout?: number;
 }
 

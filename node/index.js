@@ -163,7 +163,9 @@ function checkOptions(where, value, known) {
 
 const CLIENT_OPTIONS = ['servers', 'timeout', 'connectTimeout', 'submitTimeout', 'clientId', 'tls'];
 const SUBMIT_OPTIONS = ['unique', 'priority', 'timeout', 'signal', 'epoch'];
-const WORKER_OPTIONS = ['servers', 'concurrency', 'clientId', 'connectTimeout', 'tls', 'logger', 'logLevel', 'onError'];
+const WORKER_OPTIONS = [
+  'servers', 'concurrency', 'clientId', 'connectTimeout', 'tls', 'logger', 'logLevel', 'onError', 'failFast',
+];
 const REGISTER_OPTIONS = ['timeout', 'json'];
 const ADMIN_OPTIONS = ['server', 'timeout', 'tls'];
 const SERVER_OPTIONS = ['host', 'port', 'queueFile', 'jobRetries', 'exceptions', 'allowShutdown', 'handlePrefix', 'tls'];
@@ -653,8 +655,20 @@ function errorText(err) {
 }
 
 const STOP_OPTIONS = ['timeout'];
+/** The shortest CAN_DO_TIMEOUT gearmand and polygeard apply (ms); shorter ones are raised to it. */
+const SERVER_MIN_TIMEOUT_MS = 1000;
 const WORK_OPTIONS = ['handleSignals'];
 const TRAPPED_SIGNALS = ['SIGINT', 'SIGTERM'];
+
+/** Connection events: kind → what is emitted. */
+const CONNECTION_EVENTS = {
+  connect: (ev) => ({ server: ev.server, reconnect: ev.reconnect, message: ev.message }),
+  connectError: (ev) => ({ server: ev.server, error: ev.error, attempt: ev.attempt, retryIn: ev.retryIn, message: ev.message }),
+  disconnect: (ev) => ({ server: ev.server, reason: ev.reason, message: ev.message }),
+};
+
+/** Failed connects logged at warn level (the others at debug): the first ones, then every 10th. */
+const loudAttempt = (attempt) => attempt <= 3 || attempt % 10 === 0;
 
 /**
  * A Gearman worker. `register()` functions, then `await worker.work()` until
@@ -662,7 +676,9 @@ const TRAPPED_SIGNALS = ['SIGINT', 'SIGTERM'];
  * and may be async.
  *
  * Events (it never emits 'error'): 'jobError' (err, job) when a handler
- * throws, rejects or returns what cannot be sent.
+ * throws, rejects or returns what cannot be sent; 'connect' ({ server,
+ * reconnect }), 'connectError' ({ server, error, attempt, retryIn }) and
+ * 'disconnect' ({ server, reason }) for its connections.
  */
 class Worker extends EventEmitter {
   constructor(options) {
@@ -682,9 +698,12 @@ class Worker extends EventEmitter {
     if (o.onError !== undefined && o.onError !== null && typeof o.onError !== 'function') {
       throw typeError('options.onError', 'a function', o.onError);
     }
+    if (o.failFast !== undefined && typeof o.failFast !== 'boolean') throw typeError('options.failFast', 'a boolean', o.failFast);
+    this._failFast = o.failFast === true;
     this._log = makeLog(o.logger, o.logLevel);
     this._onError = o.onError || undefined;
     this._native = callSync(() => new native.NativeWorker(args));
+    this._native.onEvent((ev) => this._connectionEvent(ev));
     /** name → { handler, timeout, json } */
     this._handlers = new Map();
     /** Jobs handed to handlers that have not ended: { job, nativeJob, controller, ended }. */
@@ -737,7 +756,8 @@ class Worker extends EventEmitter {
     const run = { job, nativeJob, controller, ended: false };
     this._running.add(run);
     let timer;
-    if (entry && entry.timeout > 0) timer = setTimeout(() => this._expire(run, entry.timeout), entry.timeout);
+    const timeout = nativeJob.timeout ?? (entry && entry.timeout);
+    if (timeout > 0) timer = setTimeout(() => this._expire(run, timeout), timeout);
     try {
       if (!entry) throw new Error(`no handler registered for function '${nativeJob.function}'`);
       const result = entry.json ? await runJson(entry.handler, job) : resultBuffer(await entry.handler(job));
@@ -763,6 +783,37 @@ class Worker extends EventEmitter {
     }
   }
 
+  /** A connection event from the core: emitted, and logged (warn when nobody listens to a problem). */
+  _connectionEvent(ev) {
+    const shape = CONNECTION_EVENTS[ev.kind];
+    if (!shape) {
+      this._log('info', `polygear: ${ev.message}`);
+      return;
+    }
+    const listened = this.listenerCount(ev.kind) > 0;
+    let level = 'info';
+    if (ev.kind === 'disconnect') level = listened ? 'debug' : 'warn';
+    if (ev.kind === 'connectError') level = !listened && loudAttempt(ev.attempt) ? 'warn' : 'debug';
+    this._log(level, `polygear: ${ev.message}`);
+    if (!listened) return;
+    try {
+      this.emit(ev.kind, shape(ev));
+    } catch (err) {
+      this._log('warn', `polygear: a '${ev.kind}' listener threw: ${errorText(err)}`);
+    }
+  }
+
+  /**
+   * Fail-fast start: resolves once a server is connected with the registered
+   * functions; rejects with a ConnectionError once every server failed its
+   * first attempt. The worker keeps retrying in the background either way
+   * (stop() ends that). `work()` calls it first with `failFast: true`.
+   */
+  async connect() {
+    if (this._stopping) throw new ClosedError('the worker is stopped', 'ECLOSED');
+    return call(() => this._native.connect());
+  }
+
   /** Reports a handler's error: the log (with its stack), 'jobError' listeners, onError. */
   _jobError(err, job) {
     const detail = err instanceof Error && err.stack ? err.stack : errorText(err);
@@ -779,7 +830,14 @@ class Worker extends EventEmitter {
     if (this._onError) hook('options.onError', () => this._onError(err, job));
   }
 
-  /** The job's registered timeout passed: end it here, free its slot, abort its signal. */
+  /**
+   * The job's registered timeout passed: end it here, free its slot, abort
+   * its signal. Servers raise a CAN_DO_TIMEOUT below 1 s to 1 s, so for a
+   * shorter one the server has not acted yet and gets WORK_FAIL (its
+   * clients see the job fail now); from 1 s on it has given up on the job
+   * at the same moment (polygeard failed it, gearmand requeues it), so the
+   * job is abandoned without a word (a WORK_FAIL would get JOB_NOT_FOUND).
+   */
   _expire(run, timeout) {
     if (run.ended || run.nativeJob.finished) return;
     run.ended = true;
@@ -791,24 +849,28 @@ class Worker extends EventEmitter {
     );
     this._log('warn', `polygear: ${reason.message}; its slot is freed and a late result will be dropped`);
     try {
-      run.nativeJob.fail();
+      if (timeout < SERVER_MIN_TIMEOUT_MS) run.nativeJob.fail();
+      else run.nativeJob.abandon();
     } catch {
       // already ended by the core (connection gone)
     }
     run.controller.abort(reason);
   }
 
-  /** stop({ timeout }) expired: the jobs still running end now, their signals abort. */
-  _giveUp() {
-    const reason = new ClosedError('the worker stopped before the job finished', 'ECLOSED');
+  /** stop({ timeout }) handed the jobs still running back to the server: they end here, their signals abort. */
+  _handedBack(count) {
     const runs = [...this._running];
     this._running.clear();
-    for (const run of runs) {
-      run.ended = true;
-      this._log('warn', `polygear: stop() timed out with job ${run.job.handle} (function '${run.job.function}') still running; it is failed`);
+    for (const run of runs) run.ended = true;
+    if (count > 0 || runs.length > 0) {
+      const jobs = runs.map((r) => `${r.job.handle} (function '${r.job.function}')`).join(', ');
+      this._log('warn', `polygear: stop() timed out: ${Math.max(count, runs.length)} running job(s) handed back to the ` +
+        `server, which gives them to another worker${jobs ? `: ${jobs}` : ''}`);
     }
-    this._native.abandon();
-    for (const run of runs) run.controller.abort(reason);
+    for (const run of runs) {
+      run.controller.abort(new ClosedError(
+        `the worker stopped before job ${run.job.handle} finished; it was handed back to the server`, 'ECLOSED'));
+    }
   }
 
   /**
@@ -826,6 +888,14 @@ class Worker extends EventEmitter {
     if (this._working) throw new Error('work() is already running');
     if (this._handlers.size === 0) {
       throw new InvalidArgumentError('no function registered; use worker.register(name, handler) before work()', 'EINVAL');
+    }
+    if (this._failFast) {
+      try {
+        await this.connect();
+      } catch (err) {
+        await this.stop().catch(() => {});
+        throw err;
+      }
     }
     const untrap = o.handleSignals === false ? () => {} : this._trapSignals();
     this._working = call(() => this._native.work((job) => this._dispatch(job)));
@@ -863,29 +933,30 @@ class Worker extends EventEmitter {
   /**
    * Graceful stop: no new jobs; running handlers finish; then the connections
    * close. With `options.timeout` (ms), jobs whose handlers are still running
-   * after that long are failed (WORK_FAIL), their signals abort and their
-   * later results are dropped.
+   * after that long are handed back to the server, which requeues them for
+   * another worker (their clients keep waiting); their signals abort and
+   * their later results are dropped.
    */
   async stop(options) {
     const o = checkOptions('stop()', options, STOP_OPTIONS);
     const timeout = checkMillis('options.timeout', o.timeout);
     if (!this._stopping) {
       this._native.stop();
-      this._stopping = (async () => {
-        if (this._working) await this._working.catch(() => {});
-        await call(() => this._native.shutdown());
-      })();
-    }
-    if (timeout !== undefined) {
-      let timer;
-      const expired = new Promise((resolve) => {
-        timer = setTimeout(() => resolve(true), timeout);
-      });
-      const late = await Promise.race([this._stopping.then(() => false), expired]);
-      clearTimeout(timer);
-      if (late) this._giveUp();
+      this._stopping = timeout === undefined ? this._shutdown() : this._shutdownWithin(timeout);
+    } else if (timeout !== undefined) {
+      await this._shutdownWithin(timeout);
     }
     return this._stopping;
+  }
+
+  async _shutdown() {
+    await call(() => this._native.shutdown());
+    if (this._working) await this._working.catch(() => {});
+  }
+
+  async _shutdownWithin(timeout) {
+    this._handedBack(await call(() => this._native.shutdownTimeout(timeout)));
+    if (this._working) await this._working.catch(() => {});
   }
 
   /** Same as stop(). */

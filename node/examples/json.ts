@@ -10,7 +10,8 @@ interface Order {
 
 async function main(): Promise<void> {
   const server = await Server.start();
-  const worker = new Worker({ servers: server.address, logLevel: 'silent' });
+  const worker = new Worker({ servers: server.address, logLevel: 'silent', failFast: true });
+  worker.on('connectError', (ev) => console.log(`cannot reach ${ev.server}: ${ev.error}, retry in ${ev.retryIn} ms`));
   worker.on('jobError', (err: unknown, job: Job) => console.log(`${job.function} failed: ${(err as Error).message}`));
   worker.register('total', (order: Order, job: Job) => {
     if (job.signal.aborted) return undefined; // sent as null

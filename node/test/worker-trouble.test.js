@@ -229,6 +229,34 @@ for (const kind of SERVER_KINDS) {
   });
 }
 
+describe('a registered timeout of 1 s or more on the embedded server', { timeout: 30000 }, () => {
+  it('the job is abandoned (polygeard fails it to the client) and the slot is free at once', async () => {
+    const server = await pg.Server.start({ port: 0 });
+    const worker = new pg.Worker({ servers: server.address, concurrency: 1, logLevel: 'silent' });
+    const stuck = fname('stuck1s');
+    const quick = fname('quick1s');
+    let reason = null;
+    worker.register(stuck, (job) => new Promise(() => {
+      job.signal.addEventListener('abort', () => (reason = job.signal.reason));
+    }), { timeout: 1000 });
+    worker.register(quick, () => 'quick');
+    const client = new pg.Client({ servers: server.address, timeout: 15000 });
+    try {
+      const { working } = await serving(server, worker, client);
+      const t0 = Date.now();
+      await assert.rejects(client.submit(stuck, 'x'), { name: 'JobFailedError' });
+      assert.ok(Date.now() - t0 >= 900, `failed after ${Date.now() - t0} ms`);
+      assert.ok(reason instanceof pg.TimeoutError);
+      assert.equal(String(await client.submit(quick, 'y')), 'quick');
+      await worker.stop();
+      await working;
+    } finally {
+      await client.close();
+      await server.stop();
+    }
+  });
+});
+
 describe('SIGINT and SIGTERM while work() runs', { timeout: 60000 }, () => {
   const script = (sig) => `
     const pg = require(${JSON.stringify(PKG)});
