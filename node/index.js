@@ -184,6 +184,14 @@ function checkMillis(name, value) {
   return value;
 }
 
+/** A job or connect timeout: milliseconds, more than 0 (0 would mean "fail at once"). */
+function checkTimeout(name, value) {
+  if (value === undefined || value === null) return undefined;
+  if (typeof value !== 'number' || Number.isNaN(value)) throw typeError(name, 'a number of milliseconds', value);
+  if (!Number.isFinite(value) || value <= 0) throw rangeError(name, 'greater than 0 (milliseconds)', value);
+  return value;
+}
+
 function checkUint32(name, value) {
   if (typeof value !== 'number' || Number.isNaN(value)) throw typeError(name, 'an integer', value);
   if (!Number.isInteger(value) || value < 0 || value > 0xffffffff) {
@@ -289,7 +297,7 @@ function submitArgs(options, background) {
     if (!(o.priority in PRIORITIES)) throw rangeError('options.priority', "'high', 'normal' or 'low'", o.priority);
     args.priority = PRIORITIES[o.priority];
   }
-  const timeout = checkMillis('options.timeout', o.timeout);
+  const timeout = checkTimeout('options.timeout', o.timeout);
   if (timeout !== undefined) args.timeout = timeout;
   if (o.epoch !== undefined) {
     if (!background) throw typeError('options.epoch', 'undefined for foreground jobs', o.epoch);
@@ -449,11 +457,11 @@ class Client {
   constructor(options) {
     const o = checkOptions('new Client()', options, CLIENT_OPTIONS);
     const args = { servers: checkServers(o.servers) };
-    const timeout = checkMillis('options.timeout', o.timeout);
+    const timeout = checkTimeout('options.timeout', o.timeout);
     if (timeout !== undefined) args.timeout = timeout;
-    const connectTimeout = checkMillis('options.connectTimeout', o.connectTimeout);
+    const connectTimeout = checkTimeout('options.connectTimeout', o.connectTimeout);
     if (connectTimeout !== undefined) args.connectTimeout = connectTimeout;
-    const submitTimeout = checkMillis('options.submitTimeout', o.submitTimeout);
+    const submitTimeout = checkTimeout('options.submitTimeout', o.submitTimeout);
     if (submitTimeout !== undefined) args.submitTimeout = submitTimeout;
     if (o.clientId !== undefined) args.clientId = checkString('options.clientId', o.clientId);
     const tls = checkTls('options.tls', o.tls);
@@ -691,7 +699,7 @@ class Worker extends EventEmitter {
       args.concurrency = o.concurrency;
     }
     if (o.clientId !== undefined) args.clientId = checkString('options.clientId', o.clientId);
-    const connectTimeout = checkMillis('options.connectTimeout', o.connectTimeout);
+    const connectTimeout = checkTimeout('options.connectTimeout', o.connectTimeout);
     if (connectTimeout !== undefined) args.connectTimeout = connectTimeout;
     const tls = checkTls('options.tls', o.tls);
     if (tls !== undefined) args.tls = tls;
@@ -722,7 +730,7 @@ class Worker extends EventEmitter {
     checkString('name', name);
     if (typeof handler !== 'function') throw typeError('handler', 'a function', handler);
     const o = checkOptions('register()', options, REGISTER_OPTIONS);
-    const timeout = checkMillis('options.timeout', o.timeout);
+    const timeout = checkTimeout('options.timeout', o.timeout);
     if (o.json !== undefined && typeof o.json !== 'boolean') throw typeError('options.json', 'a boolean', o.json);
     if (this._stopping) throw new ClosedError('the worker is stopped', 'ECLOSED');
     callSync(() => this._native.register(name, timeout));
@@ -985,7 +993,7 @@ class Admin {
   constructor(options) {
     const o = checkOptions('new Admin()', options, ADMIN_OPTIONS);
     const server = o.server === undefined ? DEFAULT_SERVER : checkString('options.server', o.server);
-    const timeout = checkMillis('options.timeout', o.timeout);
+    const timeout = checkTimeout('options.timeout', o.timeout);
     const tls = checkTls('options.tls', o.tls);
     this._native = callSync(() => new native.NativeAdmin(server, timeout, tls));
   }
