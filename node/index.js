@@ -13,6 +13,7 @@ const path = require('node:path');
 const json = require('./lib/json');
 const { makeLog } = require('./lib/log');
 const { rejectUnknown } = require('./lib/options');
+const signals = require('./lib/signals');
 
 let native;
 try {
@@ -666,7 +667,6 @@ const STOP_OPTIONS = ['timeout'];
 /** The shortest CAN_DO_TIMEOUT gearmand and polygeard apply (ms); shorter ones are raised to it. */
 const SERVER_MIN_TIMEOUT_MS = 1000;
 const WORK_OPTIONS = ['handleSignals'];
-const TRAPPED_SIGNALS = ['SIGINT', 'SIGTERM'];
 
 /** Connection events: kind → what is emitted. */
 const CONNECTION_EVENTS = {
@@ -914,28 +914,15 @@ class Worker extends EventEmitter {
     }
   }
 
-  /** Listens to SIGINT/SIGTERM until the returned function is called. */
+  /** Stops gracefully on SIGINT/SIGTERM (lib/signals.js) until the returned function is called. */
   _trapSignals() {
-    const listeners = new Map();
-    const untrap = () => {
-      for (const [sig, fn] of listeners) process.removeListener(sig, fn);
-      listeners.clear();
-    };
-    for (const sig of TRAPPED_SIGNALS) {
-      const onSignal = () => {
-        if (this._stopping) {
-          this._log('warn', `polygear: ${sig} again: exiting without waiting for the running jobs`);
-          untrap();
-          process.kill(process.pid, sig);
-          return;
-        }
+    return signals.trap({
+      first: (sig) => {
         this._log('warn', `polygear: ${sig}: finishing the running jobs, taking no new ones (${sig} again exits at once)`);
         this.stop().catch((err) => this._log('error', `polygear: stopping on ${sig} failed: ${errorText(err)}`));
-      };
-      listeners.set(sig, onSignal);
-      process.on(sig, onSignal);
-    }
-    return untrap;
+      },
+      again: (sig) => this._log('warn', `polygear: ${sig} again: exiting without waiting for the running jobs`),
+    });
   }
 
   /**

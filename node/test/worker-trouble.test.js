@@ -301,6 +301,40 @@ describe('SIGINT and SIGTERM while work() runs', { timeout: 60000 }, () => {
     });
   }
 
+  it('a second SIGTERM while the running job finishes exits at once', async () => {
+    const { spawn } = require('node:child_process');
+    const src = `
+      const pg = require(${JSON.stringify(PKG)});
+      (async () => {
+        const server = await pg.Server.start({ port: 0 });
+        const worker = new pg.Worker({ servers: server.address });
+        worker.register('forever', () => { process.stdout.write('started\\n'); return new Promise(() => {}); });
+        const working = worker.work();
+        const client = new pg.Client({ servers: server.address });
+        client.submit('forever', 'x').catch(() => {});
+        await working;
+        process.stdout.write('work resolved\\n');
+      })();
+    `;
+    const child = spawn(process.execPath, ['-e', src], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (d) => {
+      stdout += d;
+      if (stdout === 'started\n') {
+        child.kill('SIGTERM');
+        setTimeout(() => child.kill('SIGTERM'), 300);
+      }
+    });
+    child.stderr.on('data', (d) => (stderr += d));
+    const timer = setTimeout(() => child.kill('SIGKILL'), 20000);
+    const [code, signal] = await new Promise((resolve) => child.on('close', (c, s) => resolve([c, s])));
+    clearTimeout(timer);
+    assert.equal(signal, 'SIGTERM', `exit code ${code}; stderr: ${stderr}`);
+    assert.equal(stdout, 'started\n');
+    assert.match(stderr, /polygear: SIGTERM again: exiting without waiting for the running jobs/);
+  });
+
   it('handleSignals: false leaves the signals alone; listeners are removed after work()', async () => {
     const before = process.listenerCount('SIGTERM');
     const worker = new pg.Worker({ servers: '127.0.0.1:1', logLevel: 'silent' });
@@ -310,6 +344,12 @@ describe('SIGINT and SIGTERM while work() runs', { timeout: 60000 }, () => {
     assert.equal(process.listenerCount('SIGINT'), before + 1);
     await worker.stop();
     await working.catch(() => {});
+    assert.equal(process.listenerCount('SIGTERM'), before);
+    const many = [1, 2, 3].map(() => new pg.Worker({ servers: '127.0.0.1:1', logLevel: 'silent' }).register('f', () => 'x'));
+    const manyWorking = many.map((w) => w.work());
+    assert.equal(process.listenerCount('SIGTERM'), before + 1, 'one shared listener for every working worker');
+    await Promise.all(many.map((w) => w.stop()));
+    await Promise.all(manyWorking.map((p) => p.catch(() => {})));
     assert.equal(process.listenerCount('SIGTERM'), before);
     const quiet = new pg.Worker({ servers: '127.0.0.1:1' });
     quiet.register('f', () => 'x');
