@@ -711,7 +711,7 @@ class Worker extends EventEmitter {
     this._log = makeLog(o.logger, o.logLevel);
     this._onError = o.onError || undefined;
     this._native = callSync(() => new native.NativeWorker(args));
-    this._native.onEvent((ev) => this._connectionEvent(ev));
+    this._subscribed = false;
     /** name → { handler, timeout, json } */
     this._handlers = new Map();
     /** Jobs handed to handlers that have not ended: { job, nativeJob, controller, ended }. */
@@ -791,6 +791,16 @@ class Worker extends EventEmitter {
     }
   }
 
+  /**
+   * Forwards the connection events from now on (before the worker starts:
+   * connect() or work()); the forwarding ends with the shutdown.
+   */
+  _subscribe() {
+    if (this._subscribed) return;
+    this._subscribed = true;
+    this._native.onEvent((ev) => this._connectionEvent(ev));
+  }
+
   /** A connection event from the core: emitted, and logged (warn when nobody listens to a problem). */
   _connectionEvent(ev) {
     const shape = CONNECTION_EVENTS[ev.kind];
@@ -819,6 +829,7 @@ class Worker extends EventEmitter {
    */
   async connect() {
     if (this._stopping) throw new ClosedError('the worker is stopped', 'ECLOSED');
+    this._subscribe();
     return call(() => this._native.connect());
   }
 
@@ -905,6 +916,7 @@ class Worker extends EventEmitter {
         throw err;
       }
     }
+    this._subscribe();
     const untrap = o.handleSignals === false ? () => {} : this._trapSignals();
     this._working = call(() => this._native.work((job) => this._dispatch(job)));
     try {
