@@ -266,7 +266,12 @@ async fn foreground(
                 write(Stream::Out, prefix, format!("{pct}% Complete\n").as_bytes());
             }
             JobEvent::Failed => {
-                write(Stream::Err, prefix, b"Job failed\n");
+                // polygeard says why when it failed the job itself.
+                let line = match job.fail_reason() {
+                    Some(reason) => format!("Job failed: {reason}\n"),
+                    None => "Job failed\n".to_owned(),
+                };
+                write(Stream::Err, prefix, line.as_bytes());
                 return Ok(true);
             }
             JobEvent::Exception(msg) => {
@@ -284,6 +289,10 @@ async fn foreground(
 /// A library error while a job runs, worded with what we were doing.
 fn job_error(e: &Error, what: &str) -> CliError {
     match e.kind() {
+        // A job's own deadline: the core's message says which and how long.
+        ErrorKind::Timeout if matches!(e, Error::JobTimeout { .. }) => {
+            CliError::Timeout(e.to_string())
+        }
         ErrorKind::Timeout => CliError::Timeout(format!("timed out {what}")),
         _ => CliError::Runtime(format!("{} ({what})", describe(e))),
     }

@@ -145,7 +145,8 @@ mod tests {
         ));
         assert!(matches!(
             CliError::from(polygear::Error::JobFailed {
-                handle: "H:x:1".into()
+                handle: "H:x:1".into(),
+                reason: None,
             }),
             CliError::Failed(Some(_))
         ));

@@ -536,3 +536,49 @@ fn wait_clients(s: &TestServer, unique: &str, n: u32) {
         client.close().await;
     });
 }
+
+/// polygeard's reason for a job it failed itself reaches the CLI's output.
+#[test]
+fn a_job_polygeard_failed_prints_its_reason() {
+    use polygear::protocol::{Magic, Packet};
+    use std::io::Read;
+    use std::io::Write;
+    let Some(kind) = kinds().into_iter().find(|k| k.name() == "polygeard") else {
+        return;
+    };
+    let s = TestServer::start(kind);
+    // A raw worker with a 1 s CAN_DO_TIMEOUT that never answers its job.
+    let mut w = std::net::TcpStream::connect(("127.0.0.1", s.port)).unwrap();
+    let mut out = bytes::BytesMut::new();
+    Packet::CanDoTimeout {
+        function: "stuck".into(),
+        timeout: 1000,
+    }
+    .encode(Magic::Req, &mut out)
+    .unwrap();
+    w.write_all(&out).unwrap();
+    let mut cmd = polygear(Some(&s));
+    cmd.args(["-f", "stuck", "x"]);
+    let client = std::thread::spawn(move || cmd.output().unwrap());
+    // Grab until the job is there (JOB_ASSIGN is type 11).
+    let limit = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let mut grab = bytes::BytesMut::new();
+        Packet::GrabJob.encode(Magic::Req, &mut grab).unwrap();
+        w.write_all(&grab).unwrap();
+        let mut head = [0u8; 12];
+        w.read_exact(&mut head).unwrap();
+        let size = u32::from_be_bytes(head[8..12].try_into().unwrap()) as usize;
+        let mut body = vec![0u8; size];
+        w.read_exact(&mut body).unwrap();
+        if u32::from_be_bytes(head[4..8].try_into().unwrap()) == 11 {
+            break;
+        }
+        assert!(std::time::Instant::now() < limit, "no job to grab");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let o = client.join().unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert_eq!(err, "Job failed: the worker exceeded its 1 s timeout\n");
+}

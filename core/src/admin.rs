@@ -40,6 +40,8 @@ pub struct Admin {
 struct Conn {
     reader: FrameReader<ReadHalf>,
     writer: WriteHalf,
+    /// The server answered a command on this connection already.
+    answered: bool,
 }
 
 impl Conn {
@@ -48,6 +50,7 @@ impl Conn {
         Conn {
             reader: FrameReader::new(rd, PacketCodec::default()),
             writer,
+            answered: false,
         }
     }
 
@@ -129,6 +132,16 @@ impl Admin {
         msg.extend_from_slice(b"\r\n");
         conn.writer.write_all(&msg).await?;
         let first = conn.read_line(&self.addr).await?;
+        if !conn.answered && first.starts_with("HTTP/") {
+            // An HTTP server answering a text command with its status line.
+            let b = first.as_bytes();
+            return Err(ProtocolError::NotGearman {
+                addr: self.addr.to_string(),
+                first: [b[0], b[1], b[2], b[3]],
+            }
+            .into());
+        }
+        conn.answered = true;
         if !listing || is_error_line(&first) {
             return Ok(first);
         }

@@ -1,5 +1,7 @@
 //! The one error type of the crate.
 
+use std::time::Duration;
+
 use bytes::Bytes;
 
 use crate::protocol::admin::{AdminError, ListingError};
@@ -39,8 +41,22 @@ pub enum Error {
     /// An operation ran past its deadline.
     #[error("timed out: {0}")]
     Timeout(String),
-    /// The peer broke the wire protocol.
-    #[error("protocol error: {0}")]
+    /// A foreground job's own deadline passed. `started`: whether a worker
+    /// had taken the job when it did (`None`: unknown, the server did not
+    /// say); `Some(false)` means it was still queued.
+    #[error("{}", job_timeout_message(.handle, .function, format_duration(*.after), *.started))]
+    JobTimeout {
+        /// Job handle.
+        handle: String,
+        /// The job's function.
+        function: String,
+        /// The deadline that passed.
+        after: Duration,
+        /// Whether a worker was running the job.
+        started: Option<bool>,
+    },
+    /// The peer broke the wire protocol (or is not a Gearman server).
+    #[error("{}", protocol_message(.0))]
     Protocol(#[from] ProtocolError),
     /// The server answered with an ERROR packet (e.g. `QUEUE_ERROR`).
     #[error("server error {code}: {text}")]
@@ -51,10 +67,13 @@ pub enum Error {
         text: String,
     },
     /// The worker reported WORK_FAIL (or the server gave up on the job).
-    #[error("job {handle} failed")]
+    #[error("job {handle} failed{}", reason.as_ref().map(|r| format!(": {r}")).unwrap_or_default())]
     JobFailed {
         /// Job handle.
         handle: String,
+        /// Why, when the server failed the job itself and said so (polygeard:
+        /// "the worker exceeded its 1 s timeout").
+        reason: Option<String>,
     },
     /// The worker raised an exception (WORK_EXCEPTION); `message` is its text.
     #[error("job {handle} raised: {message}")]
@@ -80,7 +99,7 @@ impl Error {
             | Error::ConnectionLost { .. }
             | Error::NoServer(_)
             | Error::Io(_) => ErrorKind::Connection,
-            Error::Timeout(_) => ErrorKind::Timeout,
+            Error::Timeout(_) | Error::JobTimeout { .. } => ErrorKind::Timeout,
             Error::Protocol(_) => ErrorKind::Protocol,
             Error::Server { .. } => ErrorKind::Server,
             Error::JobFailed { .. } => ErrorKind::JobFailed,
@@ -108,6 +127,52 @@ impl Error {
             code: String::from_utf8_lossy(code).into_owned(),
             text: String::from_utf8_lossy(text).into_owned(),
         }
+    }
+}
+
+/// The text of [`Error::JobTimeout`] with the deadline already rendered
+/// (`after`, e.g. "10 s"); the language bindings render it in their unit.
+pub fn job_timeout_message(
+    handle: &str,
+    function: &str,
+    after: impl std::fmt::Display,
+    started: Option<bool>,
+) -> String {
+    if started == Some(false) {
+        format!(
+            "no worker has taken job {handle} for function '{function}' in {after}; \
+             is a worker registered?"
+        )
+    } else {
+        format!("job {handle} did not finish within {after}")
+    }
+}
+
+/// A duration for messages: "5 ms" below a second, else "10 s", "1.5 s".
+pub fn format_duration(d: Duration) -> String {
+    if d < Duration::from_secs(1) {
+        format!("{} ms", format_decimal(d.as_secs_f64() * 1e3))
+    } else {
+        format!("{} s", format_decimal(d.as_secs_f64()))
+    }
+}
+
+/// At most three decimals, without trailing zeros: `1.5`, `10`, `0.001`.
+pub fn format_decimal(x: f64) -> String {
+    let s = format!("{x:.3}");
+    let s = s.trim_end_matches('0').trim_end_matches('.');
+    if s.is_empty() || s == "-" {
+        "0".into()
+    } else {
+        s.to_owned()
+    }
+}
+
+fn protocol_message(e: &ProtocolError) -> String {
+    match e {
+        // Says it all ("the server at h:80 answered 'HTTP', not Gearman").
+        ProtocolError::NotGearman { .. } => e.to_string(),
+        _ => format!("protocol error: {e}"),
     }
 }
 
@@ -213,5 +278,70 @@ mod tests {
         );
         assert_eq!(Error::Timeout("t".into()).io_kind(), None);
         assert_eq!(Error::Closed("c".into()).io_kind(), None);
+    }
+
+    #[test]
+    fn job_timeouts_name_the_deadline_and_whether_a_worker_took_the_job() {
+        let queued = Error::JobTimeout {
+            handle: "H:vm:1".into(),
+            function: "x".into(),
+            after: Duration::from_secs(10),
+            started: Some(false),
+        };
+        assert_eq!(
+            queued.to_string(),
+            "no worker has taken job H:vm:1 for function 'x' in 10 s; is a worker registered?"
+        );
+        assert_eq!(queued.kind(), ErrorKind::Timeout);
+        let running = Error::JobTimeout {
+            handle: "H:vm:2".into(),
+            function: "x".into(),
+            after: Duration::from_millis(5),
+            started: Some(true),
+        };
+        assert_eq!(running.to_string(), "job H:vm:2 did not finish within 5 ms");
+        let unknown = Error::JobTimeout {
+            handle: "H:vm:3".into(),
+            function: "x".into(),
+            after: Duration::from_millis(1500),
+            started: None,
+        };
+        assert_eq!(
+            unknown.to_string(),
+            "job H:vm:3 did not finish within 1.5 s"
+        );
+        assert_eq!(format_duration(Duration::from_micros(2500)), "2.5 ms");
+        assert_eq!(format_duration(Duration::ZERO), "0 ms");
+    }
+
+    #[test]
+    fn failed_jobs_give_the_servers_reason() {
+        let with = Error::JobFailed {
+            handle: "H:1".into(),
+            reason: Some("the worker exceeded its 1 s timeout".into()),
+        };
+        assert_eq!(
+            with.to_string(),
+            "job H:1 failed: the worker exceeded its 1 s timeout"
+        );
+        let without = Error::JobFailed {
+            handle: "H:1".into(),
+            reason: None,
+        };
+        assert_eq!(without.to_string(), "job H:1 failed");
+    }
+
+    #[test]
+    fn a_peer_that_is_not_gearman_is_a_protocol_error() {
+        let e: Error = ProtocolError::BadMagic(*b"HTTP")
+            .from_peer("127.0.0.1:8080")
+            .into();
+        assert_eq!(e.kind(), ErrorKind::Protocol);
+        assert_eq!(
+            e.to_string(),
+            "the server at 127.0.0.1:8080 answered 'HTTP', not Gearman"
+        );
+        let other: Error = ProtocolError::UnknownType(77).into();
+        assert_eq!(other.to_string(), "protocol error: unknown packet type 77");
     }
 }

@@ -48,7 +48,10 @@ impl ServerAddr {
     /// Opens a TCP connection with TCP_NODELAY set, failing after `timeout`.
     pub async fn connect(&self, timeout: Duration) -> Result<TcpStream> {
         let addr = self.to_string();
-        let fut = TcpStream::connect((self.host.as_str(), self.port));
+        let fut = async {
+            let resolved = self.resolve().await?;
+            TcpStream::connect(&resolved[..]).await
+        };
         let stream = match tokio::time::timeout(timeout, fut).await {
             Ok(Ok(s)) => s,
             Ok(Err(source)) => return Err(Error::Connect { addr, source }),
@@ -61,6 +64,28 @@ impl ServerAddr {
         };
         stream.set_nodelay(true)?;
         Ok(stream)
+    }
+
+    /// The socket addresses of the host; an unknown host name is an error
+    /// of kind `NotFound` ("could not resolve host 'x.invalid': …").
+    async fn resolve(&self) -> std::io::Result<Vec<std::net::SocketAddr>> {
+        if let Ok(ip) = self.host.parse::<std::net::IpAddr>() {
+            return Ok(vec![std::net::SocketAddr::new(ip, self.port)]);
+        }
+        let not_found = |why: String| {
+            std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                format!("could not resolve host '{}': {why}", self.host),
+            )
+        };
+        let found: Vec<_> = tokio::net::lookup_host((self.host.as_str(), self.port))
+            .await
+            .map_err(|e| not_found(e.to_string()))?
+            .collect();
+        if found.is_empty() {
+            return Err(not_found("no address".into()));
+        }
+        Ok(found)
     }
 
     /// Connects and, with `tls`, runs the TLS handshake: both within `timeout`.
@@ -166,6 +191,20 @@ mod tests {
         );
         assert!("h:x".parse::<ServerAddr>().is_err());
         assert!(ServerAddr::parse_list(",").is_err());
+    }
+
+    #[tokio::test]
+    async fn an_unknown_host_is_not_found() {
+        let e = ServerAddr::new("nosuch.invalid", 4730)
+            .connect(Duration::from_secs(5))
+            .await
+            .unwrap_err();
+        assert_eq!(e.io_kind(), Some(std::io::ErrorKind::NotFound));
+        assert!(
+            e.to_string()
+                .starts_with("could not connect to nosuch.invalid:4730: could not resolve host 'nosuch.invalid': "),
+            "{e}"
+        );
     }
 
     #[test]

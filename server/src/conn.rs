@@ -80,6 +80,10 @@ impl In {
         Some(match frame {
             Ok(None) => return None,
             Ok(Some(RawFrame::Packet(Magic::Res, ..))) => In::ResMagic,
+            // polygear's extension packet is no request: unknown, as before it existed.
+            Ok(Some(RawFrame::Packet(_, PacketType::WorkFailReason, _))) => In::Fatal(
+                ProtocolError::UnknownType(PacketType::WorkFailReason as u32),
+            ),
             Ok(Some(RawFrame::Packet(_, kind, _))) if !is_request(kind) => In::NotExpected,
             Ok(Some(RawFrame::Packet(_, kind, payload))) => match Packet::decode(kind, payload) {
                 Ok(p) => In::Packet(p),

@@ -987,3 +987,41 @@ fn many_clients_with_keep_alive_and_pipelining() {
     });
     fx.wait_no_http_peers();
 }
+
+#[test]
+fn a_job_the_server_failed_says_why() {
+    let fx = start(|_| {});
+    let port = fx.port();
+    // A raw worker with a 1 s CAN_DO_TIMEOUT that never answers its job.
+    let worker = std::thread::spawn(move || {
+        let mut w = Raw::connect(port);
+        w.send(&polygear::Packet::CanDoTimeout {
+            function: "stuck".into(),
+            timeout: 1000,
+        });
+        let limit = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < limit {
+            w.send(&polygear::Packet::GrabJob);
+            match w.recv() {
+                polygear::Packet::JobAssign { .. } => return Some(w),
+                polygear::Packet::NoJob => std::thread::sleep(Duration::from_millis(20)),
+                other => panic!("worker got {other:?}"),
+            }
+        }
+        None
+    });
+    fx.wait_status("stuck", |_, _, workers| workers > 0);
+    let (status, headers, body) = curl_i(&["-d", "x", &fx.url("/stuck")]);
+    assert!(worker.join().unwrap().is_some(), "the worker got no job");
+    assert_eq!(status, 500);
+    assert_eq!(header(&headers, "x-gearman-command"), Some("WORK_FAIL"));
+    let h = header(&headers, "x-gearman-job-handle")
+        .unwrap()
+        .to_string();
+    assert_eq!(
+        String::from_utf8_lossy(&body).trim(),
+        format!(
+            r#"{{"error": "the job failed: the worker exceeded its 1 s timeout", "handle": "{h}"}}"#
+        )
+    );
+}

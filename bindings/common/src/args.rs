@@ -111,6 +111,41 @@ pub fn opt_millis(name: &str, ms: Option<f64>) -> Result<Option<Duration>, ArgEr
     ms.map(|m| millis(name, m)).transpose()
 }
 
+/// A job or connect timeout in seconds (Python, Ruby): more than zero,
+/// finite and representable ("timeout must be greater than 0 (seconds), not 0").
+pub fn timeout_seconds(name: &str, secs: f64) -> Result<Duration, ArgError> {
+    positive(name, secs, 1.0, "seconds")
+}
+
+/// A job or connect timeout in milliseconds (Node), checked like
+/// [`timeout_seconds`].
+pub fn timeout_millis(name: &str, ms: f64) -> Result<Duration, ArgError> {
+    positive(name, ms, 1000.0, "milliseconds")
+}
+
+/// `value` in `unit` (`per_second` of them make a second) as a duration
+/// greater than zero.
+fn positive(name: &str, value: f64, per_second: f64, unit: &str) -> Result<Duration, ArgError> {
+    let not_positive = || {
+        ArgError::Value(format!(
+            "{name} must be greater than 0 ({unit}), not {value}"
+        ))
+    };
+    if value.is_nan() || value <= 0.0 {
+        return Err(not_positive());
+    }
+    let d = Duration::try_from_secs_f64(value / per_second).map_err(|_| {
+        ArgError::Value(format!(
+            "{name} must be a finite number of {unit}, not {value}"
+        ))
+    })?;
+    if d.is_zero() {
+        // Below a nanosecond: as good as zero.
+        return Err(not_positive());
+    }
+    Ok(d)
+}
+
 /// The fields of an explicit TLS setting, by their snake_case names (Node
 /// spells them in camelCase: [`TLS_FIELDS_CAMEL`]).
 pub const TLS_FIELDS: [&str; 4] = ["ca_file", "cert_file", "key_file", "server_name"];
@@ -240,6 +275,48 @@ mod tests {
                 "connectTimeout must be a finite number of milliseconds ≥ 0"
             );
         }
+    }
+
+    #[test]
+    fn timeouts_must_be_positive_in_the_languages_unit() {
+        assert_eq!(
+            timeout_seconds("timeout", 1.5).unwrap(),
+            Duration::from_millis(1500)
+        );
+        assert_eq!(
+            timeout_millis("timeout", 5.0).unwrap(),
+            Duration::from_millis(5)
+        );
+        assert_eq!(
+            value(timeout_seconds("timeout", 0.0).unwrap_err()),
+            "timeout must be greater than 0 (seconds), not 0"
+        );
+        assert_eq!(
+            value(timeout_seconds("timeout", -1.0).unwrap_err()),
+            "timeout must be greater than 0 (seconds), not -1"
+        );
+        assert_eq!(
+            value(timeout_seconds("timeout", f64::NAN).unwrap_err()),
+            "timeout must be greater than 0 (seconds), not NaN"
+        );
+        assert_eq!(
+            value(timeout_seconds("timeout", 1e-12).unwrap_err()),
+            "timeout must be greater than 0 (seconds), not 0.000000000001"
+        );
+        assert_eq!(
+            value(timeout_seconds("connect_timeout", f64::INFINITY).unwrap_err()),
+            "connect_timeout must be a finite number of seconds, not inf"
+        );
+        assert_eq!(
+            value(timeout_millis("timeout", 0.0).unwrap_err()),
+            "timeout must be greater than 0 (milliseconds), not 0"
+        );
+        assert_eq!(
+            value(timeout_millis("connectTimeout", -5.0).unwrap_err()),
+            "connectTimeout must be greater than 0 (milliseconds), not -5"
+        );
+        assert!(value(timeout_millis("timeout", 1e300).unwrap_err())
+            .starts_with("timeout must be a finite number of milliseconds, not 1000"));
     }
 
     #[test]

@@ -19,8 +19,59 @@
 //! record the addon encodes with [`ErrorClass::tag`] and [`code`].
 
 use std::io::ErrorKind as IoKind;
+use std::time::Duration;
 
-use polygear::{Error, ErrorKind};
+use polygear::{job_timeout_message, Error, ErrorKind};
+
+/// The unit a language gives timeouts in: Python and Ruby seconds, Node
+/// milliseconds. Timeout messages use it and say so.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TimeUnit {
+    /// Python, Ruby.
+    Seconds,
+    /// Node.
+    Milliseconds,
+}
+
+impl TimeUnit {
+    /// `d` in this unit: "10 s", "5 ms", "0.25 s".
+    pub fn format(self, d: Duration) -> String {
+        match self {
+            TimeUnit::Seconds => format!("{} s", polygear::format_decimal(d.as_secs_f64())),
+            TimeUnit::Milliseconds => {
+                format!("{} ms", polygear::format_decimal(d.as_secs_f64() * 1e3))
+            }
+        }
+    }
+
+    /// The unit's name: "seconds" or "milliseconds".
+    pub fn name(self) -> &'static str {
+        match self {
+            TimeUnit::Seconds => "seconds",
+            TimeUnit::Milliseconds => "milliseconds",
+        }
+    }
+}
+
+/// The message a binding raises `e` with: [`Error::JobTimeout`] with the
+/// deadline in the language's unit, which it names ("job H:vm:245 did not
+/// finish within 5 ms (timeout is in milliseconds)"); every other error as
+/// the core words it.
+pub fn message(e: &Error, unit: TimeUnit) -> String {
+    match e {
+        Error::JobTimeout {
+            handle,
+            function,
+            after,
+            started,
+        } => format!(
+            "{} (timeout is in {})",
+            job_timeout_message(handle, function, unit.format(*after), *started),
+            unit.name()
+        ),
+        other => other.to_string(),
+    }
+}
 
 /// How one [`ErrorKind`] surfaces in each language.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -169,6 +220,11 @@ mod tests {
         assert_eq!(code(&Error::NoServer(None)), "ECONNERROR");
         assert_eq!(code(&Error::Io(io::ErrorKind::BrokenPipe.into())), "EPIPE");
         assert_eq!(code(&Error::Io(io::ErrorKind::Other.into())), "ECONNERROR");
+        let unresolved = Error::Connect {
+            addr: "nosuch.invalid:4730".into(),
+            source: io::Error::new(io::ErrorKind::NotFound, "could not resolve host"),
+        };
+        assert_eq!(code(&unresolved), "ENOTFOUND");
         let timed_out = Error::Connect {
             addr: "h:1".into(),
             source: io::Error::new(io::ErrorKind::TimedOut, "connect timed out"),
@@ -228,6 +284,47 @@ mod tests {
     }
 
     #[test]
+    fn messages_give_timeouts_in_the_languages_unit() {
+        let running = Error::JobTimeout {
+            handle: "H:vm:245".into(),
+            function: "x".into(),
+            after: Duration::from_millis(5),
+            started: Some(true),
+        };
+        assert_eq!(
+            message(&running, TimeUnit::Milliseconds),
+            "job H:vm:245 did not finish within 5 ms (timeout is in milliseconds)"
+        );
+        assert_eq!(
+            message(&running, TimeUnit::Seconds),
+            "job H:vm:245 did not finish within 0.005 s (timeout is in seconds)"
+        );
+        let queued = Error::JobTimeout {
+            handle: "H".into(),
+            function: "x".into(),
+            after: Duration::from_secs(10),
+            started: Some(false),
+        };
+        assert_eq!(
+            message(&queued, TimeUnit::Seconds),
+            "no worker has taken job H for function 'x' in 10 s; is a worker registered? (timeout is in seconds)"
+        );
+        assert_eq!(
+            message(&queued, TimeUnit::Milliseconds),
+            "no worker has taken job H for function 'x' in 10000 ms; is a worker registered? (timeout is in milliseconds)"
+        );
+        assert_eq!(classify(&queued).1, "ETIMEDOUT");
+        let failed = Error::JobFailed {
+            handle: "H".into(),
+            reason: Some("the worker exceeded its 1 s timeout".into()),
+        };
+        assert_eq!(
+            message(&failed, TimeUnit::Seconds),
+            "job H failed: the worker exceeded its 1 s timeout"
+        );
+    }
+
+    #[test]
     fn other_kinds_use_their_row() {
         let cases = [
             (
@@ -241,7 +338,10 @@ mod tests {
                 "ServerError",
             ),
             (
-                Error::JobFailed { handle: "H".into() },
+                Error::JobFailed {
+                    handle: "H".into(),
+                    reason: None,
+                },
                 "EJOBFAILED",
                 "JobFailed",
             ),

@@ -64,7 +64,7 @@ pub fn to_napi(err: Error) -> napi::Error {
             code: server_code,
             text,
         } => encoded(class.tag, code, &server_code, &text),
-        Error::JobFailed { ref handle } => encoded(class.tag, code, handle, &err.to_string()),
+        Error::JobFailed { ref handle, .. } => encoded(class.tag, code, handle, &err.to_string()),
         Error::JobException { handle, message } => encoded(class.tag, code, &handle, &message),
         other => encoded(class.tag, code, "", &other.to_string()),
     }

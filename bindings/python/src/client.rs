@@ -152,7 +152,10 @@ impl JobInner {
                 message: String::from_utf8_lossy(&m).into_owned(),
             }),
             // WORK_FAIL, or the event stream ended without a final event
-            _ => Err(polygear::Error::JobFailed { handle }),
+            _ => Err(polygear::Error::JobFailed {
+                handle,
+                reason: None,
+            }),
         }
     }
 }

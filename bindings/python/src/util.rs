@@ -269,7 +269,7 @@ pub(crate) fn to_pyerr(e: Error) -> PyErr {
             Error::JobException { handle, message } => {
                 c.call1((msg, handle.clone(), message.clone()))
             }
-            Error::JobFailed { handle } => c.call1((msg, handle.clone())),
+            Error::JobFailed { handle, .. } => c.call1((msg, handle.clone())),
             Error::Server { code, text } => c.call1((msg, code.clone(), text.clone())),
             _ => c.call1((msg,)),
         });

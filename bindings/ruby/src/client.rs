@@ -272,7 +272,10 @@ impl NativeRunningJob {
                 a.push(denominator)?;
                 return Ok(Some(a));
             }
-            JobEvent::Failed => return Err(map_err(ruby, polygear::Error::JobFailed { handle })),
+            JobEvent::Failed => {
+                let reason = None;
+                return Err(map_err(ruby, polygear::Error::JobFailed { handle, reason }));
+            }
             JobEvent::Exception(m) => {
                 return Err(map_err(
                     ruby,

@@ -98,7 +98,7 @@ pub(crate) fn map_err(ruby: &Ruby, e: polygear::Error) -> Error {
     let (kind, msg) = (e.kind(), e.to_string());
     let ivars = match e {
         E::Server { code, .. } => vec![("@code", code)],
-        E::JobFailed { handle } => vec![("@handle", handle)],
+        E::JobFailed { handle, .. } => vec![("@handle", handle)],
         E::JobException { handle, message } => {
             vec![("@handle", handle), ("@worker_message", message)]
         }

@@ -28,7 +28,7 @@ use super::{ClientOptions, JobEvent};
 use crate::error::{Error, Result};
 use crate::frame::FrameReader;
 use crate::outbox::{flush_until_empty, settle, Outbox, BACKLOG_HIGH, BACKLOG_LOW};
-use crate::protocol::{atoi, Magic, Packet, PacketCodec, ProtocolError};
+use crate::protocol::{atoi, Magic, Packet, PacketCodec, ProtocolError, OPTION_FAIL_REASONS};
 use crate::util::lock;
 
 /// Handles whose local waiters all left are still tracked (the server keeps
@@ -84,9 +84,11 @@ struct Attached {
     skip: u32,
 }
 
-/// Why a connection stopped: lost (an error) or closed on purpose.
+/// Why a connection stopped: lost (an error), the peer is not a Gearman
+/// server, or closed on purpose.
 pub(super) enum Dead {
     Lost(String),
+    NotGearman(ProtocolError),
     Closed(String),
 }
 
@@ -98,6 +100,7 @@ impl Dead {
                 reason: reason.clone(),
                 kind: std::io::ErrorKind::ConnectionReset,
             },
+            Dead::NotGearman(e) => Error::Protocol(e.clone()),
             Dead::Closed(why) => Error::Closed(why.clone()),
         }
     }
@@ -159,6 +162,16 @@ impl Conn {
                 waiter: Waiter::Nobody,
             });
         }
+        // Why polygeard fails a job itself (other servers answer ERROR,
+        // which the `Nobody` waiter ignores).
+        let _ = Packet::OptionReq {
+            name: Bytes::from_static(OPTION_FAIL_REASONS.as_bytes()),
+        }
+        .encode(Magic::Req, &mut wbuf);
+        pending.push_back(Pending {
+            expect: Expect::Option,
+            waiter: Waiter::Nobody,
+        });
         let conn = Arc::new(Conn {
             addr,
             alive: AtomicBool::new(true),
@@ -314,6 +327,7 @@ impl Conn {
             sh.dead = true;
             sh.why = match &dead {
                 Dead::Lost(reason) | Dead::Closed(reason) => reason.clone(),
+                Dead::NotGearman(e) => e.to_string(),
             };
             self.alive.store(false, Ordering::Release);
             sh.out.close();
@@ -453,6 +467,14 @@ impl Conn {
             Packet::WorkComplete { handle, data } => {
                 route_event(sh, &handle, JobEvent::Complete(data))
             }
+            Packet::WorkFailReason { handle, reason } => {
+                if let Some(a) = take_turn(sh, &handle) {
+                    let reason = String::from_utf8_lossy(&reason).into_owned();
+                    for w in &a.waiters {
+                        w.set_fail_reason(reason.clone());
+                    }
+                }
+            }
             Packet::WorkFail { handle } => route_event(sh, &handle, JobEvent::Failed),
             Packet::WorkException { handle, data } => {
                 route_event(sh, &handle, JobEvent::Exception(data))
@@ -469,15 +491,9 @@ impl Conn {
 /// Delivers a WORK_* event to every local waiter of `handle`; drops the
 /// per-job state after the final event.
 fn route_event(sh: &mut ConnState, handle: &[u8], ev: JobEvent) {
-    let Some(a) = sh.jobs.get_mut(handle) else {
+    let Some(a) = take_turn(sh, handle) else {
         return;
     };
-    if a.skip > 0 {
-        // The same packet again, for another attachment of this connection.
-        a.skip -= 1;
-        return;
-    }
-    a.skip = a.attached.saturating_sub(1);
     if ev.is_final() {
         if let Some(a) = sh.jobs.remove(handle) {
             deliver(&a.waiters, ev);
@@ -485,6 +501,19 @@ fn route_event(sh: &mut ConnState, handle: &[u8], ev: JobEvent) {
     } else {
         deliver(&a.waiters, ev);
     }
+}
+
+/// The attachment of `handle` if this packet is news, `None` for a job
+/// nobody attached or the repeat of the previous packet (the server sends
+/// each packet once per attachment of this connection, in a row).
+fn take_turn<'a>(sh: &'a mut ConnState, handle: &[u8]) -> Option<&'a mut Attached> {
+    let a = sh.jobs.get_mut(handle)?;
+    if a.skip > 0 {
+        a.skip -= 1;
+        return None;
+    }
+    a.skip = a.attached.saturating_sub(1);
+    Some(a)
 }
 
 fn deliver(waiters: &[Arc<JobSlot>], ev: JobEvent) {
@@ -552,6 +581,12 @@ async fn read_loop(conn: Arc<Conn>, rd: ReadHalf, max_packet: usize) {
                     }
                 }
                 Ok(None) => break,
+                Err(e @ ProtocolError::BadMagic(_)) => {
+                    // Not a Gearman server (an HTTP server answering, say).
+                    drop(sh);
+                    conn.fail(Dead::NotGearman(e.from_peer(&conn.addr)));
+                    return;
+                }
                 Err(e) => {
                     drop(sh);
                     conn.fail(Dead::Lost(format!("protocol error: {e}")));

@@ -43,6 +43,8 @@ pub(super) struct JobState {
     pub(super) events: VecDeque<JobEvent>,
     /// Terminal failure (connection lost, client closed).
     pub(super) error: Option<Error>,
+    /// Why the server failed the job (polygeard's WORK_FAIL_REASON).
+    pub(super) fail_reason: Option<String>,
     /// The submitter gave up before JOB_CREATED (timeout or cancellation):
     /// a late JOB_CREATED must not register a waiter nobody reads.
     abandoned: bool,
@@ -61,6 +63,20 @@ impl fmt::Debug for JobSlot {
 }
 
 impl JobSlot {
+    /// Records the reason of the WORK_FAIL that follows (no wake-up: the
+    /// WORK_FAIL itself wakes the caller).
+    pub(super) fn set_fail_reason(&self, reason: String) {
+        lock(&self.st).fail_reason = Some(reason);
+    }
+
+    /// [`Error::JobFailed`] for `handle`, with the server's reason if it gave one.
+    pub(super) fn failed(&self, handle: String) -> Error {
+        Error::JobFailed {
+            handle,
+            reason: lock(&self.st).fail_reason.clone(),
+        }
+    }
+
     pub(super) fn push(&self, ev: JobEvent) {
         lock(&self.st).events.push_back(ev);
         self.notify.notify_one();
@@ -126,8 +142,9 @@ impl JobSlot {
 pub(super) struct Submission {
     pub(super) slot: Arc<JobSlot>,
     pub(super) conn: Arc<Conn>,
-    /// Whole-job deadline.
+    /// Whole-job deadline, and the timeout it came from.
     pub(super) deadline: Option<Instant>,
+    pub(super) timeout: Option<std::time::Duration>,
     /// Deadline for JOB_CREATED.
     pub(super) created_deadline: Instant,
     /// `created_deadline` is the client's `submit_timeout` (not a shorter

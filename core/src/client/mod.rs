@@ -42,7 +42,9 @@ mod submit;
 use conn::{Conn, Expect, Pending, Waiter};
 use job::{JobSlot, Submission, SubmitGuard};
 use pool::{status_from, unexpected_reply, Pool};
-use submit::{check_handle, check_submit, check_unique, encode_submit, generate_unique};
+use submit::{
+    check_handle, check_submit, check_timeout, check_unique, encode_submit, generate_unique,
+};
 
 /// Client configuration.
 #[derive(Debug, Clone)]
@@ -156,9 +158,11 @@ pub struct JobStatus {
 pub struct RunningJob {
     handle: String,
     key: Bytes,
+    function: String,
     slot: Arc<JobSlot>,
     conn: Arc<Conn>,
     deadline: Option<Instant>,
+    timeout: Option<Duration>,
     done: bool,
     // Keeps the client (and so its connections) alive while the job runs.
     _client: Arc<Pool>,
@@ -168,6 +172,12 @@ impl RunningJob {
     /// The server-assigned job handle.
     pub fn handle(&self) -> &str {
         &self.handle
+    }
+
+    /// Why the server failed the job, once [`JobEvent::Failed`] came and the
+    /// server said (polygeard, e.g. "the worker exceeded its 1 s timeout").
+    pub fn fail_reason(&self) -> Option<String> {
+        lock(&self.slot.st).fail_reason.clone()
     }
 
     /// The next event; `None` after the final one. Errors on timeout or lost connection.
@@ -196,10 +206,12 @@ impl RunningJob {
                     if tokio::time::timeout_at(d, notified).await.is_err() {
                         self.done = true;
                         self.conn.detach(&self.key, &self.slot);
-                        return Some(Err(Error::Timeout(format!(
-                            "job {} did not finish in time",
-                            self.handle
-                        ))));
+                        let after = self.timeout.unwrap_or_default();
+                        let e = self
+                            ._client
+                            .job_timeout(&self.conn, &self.key, &self.function, after)
+                            .await;
+                        return Some(Err(e));
                     }
                 }
             }
@@ -212,11 +224,7 @@ impl RunningJob {
         while let Some(ev) = self.next_event().await {
             match ev? {
                 JobEvent::Complete(data) => return Ok(data),
-                JobEvent::Failed => {
-                    return Err(Error::JobFailed {
-                        handle: self.handle.clone(),
-                    })
-                }
+                JobEvent::Failed => return Err(self.slot.failed(self.handle.clone())),
                 JobEvent::Exception(msg) => {
                     return Err(Error::JobException {
                         handle: self.handle.clone(),
@@ -256,6 +264,11 @@ impl Client {
     pub fn new(options: ClientOptions) -> Result<Client> {
         if options.servers.is_empty() {
             return Err(Error::InvalidArgument("no job server configured".into()));
+        }
+        if options.job_timeout == Some(Duration::ZERO) {
+            return Err(Error::InvalidArgument(
+                "job timeout must be greater than zero".into(),
+            ));
         }
         if let Some(id) = &options.client_id {
             if id.as_bytes().contains(&0) {
@@ -312,7 +325,11 @@ impl Client {
                         };
                         let r = match ev {
                             JobEvent::Complete(data) => Ok(data),
-                            JobEvent::Failed => Err(Error::JobFailed { handle: handle() }),
+                            // (`st` is the slot's lock: read the reason here.)
+                            JobEvent::Failed => Err(Error::JobFailed {
+                                handle: handle(),
+                                reason: st.fail_reason.clone(),
+                            }),
                             JobEvent::Exception(msg) => Err(Error::JobException {
                                 handle: handle(),
                                 message: String::from_utf8_lossy(&msg).into_owned(),
@@ -342,10 +359,10 @@ impl Client {
                         }
                         return Err(match &guard.key {
                             None => sub.created_timeout(&self.inner, function),
-                            Some(k) => Error::Timeout(format!(
-                                "job {} did not finish in time",
-                                String::from_utf8_lossy(k)
-                            )),
+                            Some(k) => {
+                                let after = sub.timeout.unwrap_or_default();
+                                self.inner.job_timeout(&sub.conn, k, function, after).await
+                            }
                         });
                     }
                 }
@@ -380,9 +397,11 @@ impl Client {
         Ok(RunningJob {
             handle: String::from_utf8_lossy(&key).into_owned(),
             key,
+            function: function.to_owned(),
             slot: sub.slot,
             conn: sub.conn,
             deadline: sub.deadline,
+            timeout: sub.timeout,
             done: false,
             _client: self.inner.clone(),
         })
@@ -399,17 +418,16 @@ impl Client {
         let inner = &self.inner;
         let unique: &[u8] = opts.unique.as_deref().unwrap_or(b"");
         check_submit(function, unique, data.len(), 0)?;
+        check_timeout(opts.timeout)?;
         if opts.epoch.is_some() {
             return Err(Error::InvalidArgument(
                 "epoch jobs are background jobs (use submit_background)".into(),
             ));
         }
         let start = Instant::now();
-        let deadline = opts
-            .timeout
-            .or(inner.options.job_timeout)
-            // A deadline beyond what Instant can hold means "no deadline".
-            .and_then(|d| start.checked_add(d));
+        let timeout = opts.timeout.or(inner.options.job_timeout);
+        // A deadline beyond what Instant can hold means "no deadline".
+        let deadline = timeout.and_then(|d| start.checked_add(d));
         let kind = PacketType::submit(opts.priority, false);
         let slot = Arc::new(JobSlot::default());
         if quiet_created {
@@ -435,6 +453,7 @@ impl Client {
             slot,
             conn,
             deadline,
+            timeout,
             created_deadline,
             created_by_submit_timeout,
         })
@@ -463,6 +482,7 @@ impl Client {
         };
         let epoch_len = epoch.as_ref().map_or(0, |e| e.as_bytes().len() + 1);
         check_submit(function, unique, data.len(), epoch_len)?;
+        check_timeout(opts.timeout)?;
         let route_key: &[u8] = opts.unique.as_deref().unwrap_or(b"");
         let mut reply_rx = None;
         let (idx, conn) = inner
@@ -636,6 +656,73 @@ mod tests {
     fn client_new_needs_no_runtime() {
         let c = Client::new(ClientOptions::default()).unwrap();
         assert_eq!(c.options().servers.len(), 1);
+    }
+
+    /// Empty function names and zero timeouts are refused by every submit
+    /// path before a connection is even opened.
+    #[tokio::test]
+    async fn empty_functions_and_zero_timeouts_are_refused_before_io() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let c = Client::new(ClientOptions {
+            servers: vec![ServerAddr::new("127.0.0.1", port)],
+            ..Default::default()
+        })
+        .unwrap();
+        let zero = || SubmitOptions {
+            timeout: Some(Duration::ZERO),
+            ..Default::default()
+        };
+        let epoch = SubmitOptions {
+            epoch: Some(4_000_000_000),
+            ..Default::default()
+        };
+        let refusals = [
+            c.submit("", "x", SubmitOptions::default()).await.err(),
+            c.submit_job("", "x", SubmitOptions::default()).await.err(),
+            c.submit_background("", "x", SubmitOptions::default())
+                .await
+                .err(),
+            c.submit_background("", "x", epoch).await.err(),
+            c.submit("f", "x", zero()).await.err(),
+            c.submit_job("f", "x", zero()).await.err(),
+            c.submit_background("f", "x", zero()).await.err(),
+        ];
+        let messages: Vec<String> = refusals
+            .iter()
+            .map(|e| match e {
+                Some(Error::InvalidArgument(m)) => m.clone(),
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(&messages[..4], ["empty function name"; 4]);
+        assert_eq!(&messages[4..], ["timeout must be greater than zero"; 3]);
+        let accepted = tokio::time::timeout(Duration::from_millis(100), listener.accept()).await;
+        assert!(accepted.is_err(), "nothing may be sent");
+        assert!(matches!(
+            Client::new(ClientOptions {
+                job_timeout: Some(Duration::ZERO),
+                ..Default::default()
+            }),
+            Err(Error::InvalidArgument(_))
+        ));
+    }
+
+    #[tokio::test]
+    async fn an_unknown_host_is_a_not_found_connection_error() {
+        let c = Client::new(ClientOptions {
+            servers: vec![ServerAddr::new("nosuch.invalid", 4730)],
+            ..Default::default()
+        })
+        .unwrap();
+        let e = c.echo("x").await.unwrap_err();
+        assert_eq!(e.kind(), crate::ErrorKind::Connection);
+        assert_eq!(e.io_kind(), Some(std::io::ErrorKind::NotFound));
+        assert!(
+            e.to_string()
+                .contains("could not resolve host 'nosuch.invalid': "),
+            "{e}"
+        );
     }
 
     #[tokio::test]

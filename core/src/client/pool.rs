@@ -33,6 +33,10 @@ use crate::servers::{route, ServerAddr};
 use crate::tls::TlsConnector;
 use crate::util::{later, lock};
 
+/// How long a client whose job timed out waits for the server to say
+/// whether a worker had taken it (GET_STATUS) before reporting the timeout.
+const STATUS_PROBE: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// How many background handles remember which server created them.
 const HANDLE_MEMORY: usize = 16_384;
 
@@ -344,6 +348,32 @@ impl Pool {
             }
         };
         self.wait_reply(conn, rx, packet.packet_type().name()).await
+    }
+
+    /// [`Error::JobTimeout`] for a foreground job whose deadline (`after`)
+    /// passed: asks the server on the job's connection whether a worker had
+    /// taken it, waiting at most [`STATUS_PROBE`] (no answer: `started: None`).
+    pub(super) async fn job_timeout(
+        &self,
+        conn: &Conn,
+        handle: &[u8],
+        function: &str,
+        after: std::time::Duration,
+    ) -> Error {
+        let packet = Packet::GetStatus {
+            handle: bytes::Bytes::copy_from_slice(handle),
+        };
+        let probe = self.request_on(conn, &packet, Expect::Status);
+        let started = match tokio::time::timeout(STATUS_PROBE, probe).await {
+            Ok(Ok(Packet::StatusRes { known, running, .. })) => known.then_some(running),
+            _ => None,
+        };
+        Error::JobTimeout {
+            handle: String::from_utf8_lossy(handle).into_owned(),
+            function: function.to_owned(),
+            after,
+            started,
+        }
     }
 
     /// A server left a request unanswered for the whole `submit_timeout`

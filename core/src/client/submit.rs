@@ -7,6 +7,7 @@
 
 use std::hash::{BuildHasher, Hasher};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use bytes::BytesMut;
 
@@ -39,6 +40,9 @@ pub(super) fn check_submit(
     data_len: usize,
     extra: usize,
 ) -> Result<()> {
+    if function.is_empty() {
+        return Err(Error::InvalidArgument("empty function name".into()));
+    }
     if function.as_bytes().contains(&0) {
         return Err(Error::InvalidArgument(
             "function name contains a NUL byte".into(),
@@ -50,6 +54,16 @@ pub(super) fn check_submit(
         return Err(Error::InvalidArgument(format!(
             "job of {size} bytes exceeds the 4 GiB packet limit"
         )));
+    }
+    Ok(())
+}
+
+/// A job's own timeout: `None` (none) or more than zero.
+pub(super) fn check_timeout(timeout: Option<Duration>) -> Result<()> {
+    if timeout == Some(Duration::ZERO) {
+        return Err(Error::InvalidArgument(
+            "timeout must be greater than zero".into(),
+        ));
     }
     Ok(())
 }
@@ -193,7 +207,16 @@ mod tests {
     #[test]
     fn invalid_arguments_are_rejected() {
         assert!(check_submit("f\0", b"", 0, 0).is_err());
-        assert!(check_submit("", b"", 0, 0).is_ok());
+        assert!(matches!(
+            check_submit("", b"", 0, 0),
+            Err(Error::InvalidArgument(m)) if m == "empty function name"
+        ));
+        assert!(matches!(
+            check_timeout(Some(Duration::ZERO)),
+            Err(Error::InvalidArgument(m)) if m == "timeout must be greater than zero"
+        ));
+        assert!(check_timeout(Some(Duration::from_nanos(1))).is_ok());
+        assert!(check_timeout(None).is_ok());
         assert!(check_unique(&[b'a'; 63]).is_ok());
         assert!(matches!(
             check_unique(&[b'a'; 64]),

@@ -106,6 +106,10 @@ impl Packet {
                 name: strip_nul(next()),
             },
             T::OptionRes => Packet::OptionRes { name: next() },
+            T::WorkFailReason => Packet::WorkFailReason {
+                handle: next(),
+                reason: next(),
+            },
             T::WorkData => Packet::WorkData {
                 handle: next(),
                 data: next(),

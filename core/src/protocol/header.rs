@@ -86,7 +86,8 @@ impl std::str::FromStr for Priority {
 
 macro_rules! packet_types {
     ($( $code:literal => $name:ident, $wire:literal, $argc:literal, $data:literal; )*) => {
-        /// The numeric packet codes of the Gearman binary protocol (1..=42).
+        /// The numeric packet codes of the Gearman binary protocol (1..=42), and
+        /// polygear's extension `WORK_FAIL_REASON` (1001).
         #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
         #[repr(u32)]
         pub enum PacketType {
@@ -94,7 +95,7 @@ macro_rules! packet_types {
         }
 
         impl PacketType {
-            /// Maps a wire code to its type; `None` for 0 and codes above 42.
+            /// Maps a wire code to its type; `None` for 0 and unknown codes.
             pub fn from_code(code: u32) -> Option<PacketType> {
                 match code {
                     $( $code => Some(PacketType::$name), )*
@@ -158,7 +159,14 @@ packet_types! {
     40 => JobAssignAll, "JOB_ASSIGN_ALL", 4, true;
     41 => GetStatusUnique, "GET_STATUS_UNIQUE", 1, false;
     42 => StatusResUnique, "STATUS_RES_UNIQUE", 6, false;
+    // polygear extension (not part of the Gearman protocol): see
+    // `PacketType::WorkFailReason`.
+    1001 => WorkFailReason, "WORK_FAIL_REASON", 1, true;
 }
+
+/// The OPTION_REQ name that asks polygeard for [`PacketType::WorkFailReason`]
+/// packets (other servers answer ERROR: the option is then simply off).
+pub const OPTION_FAIL_REASONS: &str = "polygear-fail-reasons";
 
 impl PacketType {
     /// The submit packet type for a priority and foreground/background.

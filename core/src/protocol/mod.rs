@@ -17,7 +17,10 @@ pub use admin::{AdminCommand, AdminError, AdminReply, ListingError};
 pub use codec::{
     CodecError, Frame, PacketCodec, RawFrame, DEFAULT_MAX_PACKET, DEFAULT_MAX_TEXT_LINE,
 };
-pub use packet::{atoi, encode_packet, Decimal, Magic, Packet, PacketType, Priority, HEADER_LEN};
+pub use packet::{
+    atoi, encode_packet, Decimal, Magic, Packet, PacketType, Priority, HEADER_LEN,
+    OPTION_FAIL_REASONS,
+};
 
 /// A violation of the wire protocol by the peer (or an unencodable packet).
 #[allow(missing_docs)] // field names are self-explanatory
@@ -26,7 +29,11 @@ pub enum ProtocolError {
     /// The first four bytes were neither `\0REQ` nor `\0RES`.
     #[error("bad magic {0:02x?} (expected \\0REQ or \\0RES)")]
     BadMagic([u8; 4]),
-    /// The packet type code is 0 or above 42.
+    /// The first bytes a peer sent were not Gearman (e.g. an HTTP server's
+    /// `HTTP/1.1 …`): [`ProtocolError::BadMagic`] with the peer's address.
+    #[error("the server at {addr} answered {}, not Gearman", shown_bytes(.first))]
+    NotGearman { addr: String, first: [u8; 4] },
+    /// The packet type code is 0 or unknown.
     #[error("unknown packet type {0}")]
     UnknownType(u32),
     /// The declared payload exceeds the configured limit; nothing was allocated.
@@ -58,4 +65,49 @@ pub enum ProtocolError {
     /// A text reply from the admin protocol could not be parsed.
     #[error("malformed admin reply: {0}")]
     BadAdminReply(String),
+}
+
+impl ProtocolError {
+    /// Names the peer in a [`ProtocolError::BadMagic`] seen in its first
+    /// reply (it is then not a Gearman server); other errors are returned as they are.
+    pub fn from_peer(self, addr: &str) -> ProtocolError {
+        match self {
+            ProtocolError::BadMagic(first) => ProtocolError::NotGearman {
+                addr: addr.to_owned(),
+                first,
+            },
+            other => other,
+        }
+    }
+}
+
+/// `'HTTP'` for printable ASCII, else the bytes in hex (`0x16030100`).
+fn shown_bytes(b: &[u8; 4]) -> String {
+    if b.iter().all(|c| c.is_ascii_graphic() || *c == b' ') {
+        format!("'{}'", String::from_utf8_lossy(b))
+    } else {
+        let hex: String = b.iter().map(|c| format!("{c:02x}")).collect();
+        format!("0x{hex}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ProtocolError;
+
+    #[test]
+    fn a_peer_that_is_not_gearman_is_named() {
+        let e = ProtocolError::BadMagic(*b"HTTP").from_peer("127.0.0.1:8080");
+        assert_eq!(
+            e.to_string(),
+            "the server at 127.0.0.1:8080 answered 'HTTP', not Gearman"
+        );
+        let tls = ProtocolError::BadMagic([0x16, 3, 1, 0]).from_peer("h:1");
+        assert_eq!(
+            tls.to_string(),
+            "the server at h:1 answered 0x16030100, not Gearman"
+        );
+        let other = ProtocolError::UnknownType(7).from_peer("h:1");
+        assert_eq!(other, ProtocolError::UnknownType(7));
+    }
 }

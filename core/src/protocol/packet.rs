@@ -4,7 +4,9 @@
 
 use bytes::{BufMut, Bytes, BytesMut};
 
-pub use super::header::{Magic, PacketType, Priority, HEADER_LEN, MAGIC_REQ, MAGIC_RES};
+pub use super::header::{
+    Magic, PacketType, Priority, HEADER_LEN, MAGIC_REQ, MAGIC_RES, OPTION_FAIL_REASONS,
+};
 pub use super::number::{atoi, Decimal};
 use super::ProtocolError;
 
@@ -137,6 +139,11 @@ pub enum Packet {
     },
     /// Client asks for a job's status by unique key.
     GetStatusUnique { unique: Bytes },
+    /// polygear extension (code 1001), sent by polygeard only to clients that
+    /// sent `OPTION_REQ polygear-fail-reasons`, just before a WORK_FAIL the
+    /// server decided itself: why the job failed (e.g. "the worker exceeded
+    /// its 1 s timeout").
+    WorkFailReason { handle: Bytes, reason: Bytes },
     /// Reply to GET_STATUS_UNIQUE (first field is the unique, as gearmand sends it).
     StatusResUnique {
         unique: Bytes,
@@ -255,6 +262,7 @@ impl Packet {
             Packet::JobAssignAll { .. } => T::JobAssignAll,
             Packet::GetStatusUnique { .. } => T::GetStatusUnique,
             Packet::StatusResUnique { .. } => T::StatusResUnique,
+            Packet::WorkFailReason { .. } => T::WorkFailReason,
         }
     }
 
@@ -303,6 +311,7 @@ impl Packet {
             | P::WorkException { handle, data }
             | P::WorkData { handle, data }
             | P::WorkWarning { handle, data } => f(&[handle, data]),
+            P::WorkFailReason { handle, reason } => f(&[handle, reason]),
             P::EchoReq { data } | P::EchoRes { data } => f(&[data]),
             P::Error { code, text } => f(&[code, text]),
             P::StatusRes {

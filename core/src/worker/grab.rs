@@ -519,7 +519,11 @@ async fn session_loop(
                     }
                 }
                 Ok(None) => break,
-                Err(e) => return SessionEnd::Lost(format!("protocol error: {e}")),
+                Err(e) => {
+                    return SessionEnd::Lost(
+                        Error::from(e.from_peer(&grabber.session.addr)).to_string(),
+                    )
+                }
             }
         }
         if grabber.session.regrab.swap(false, Ordering::AcqRel) && !state.is_stopped() {

@@ -83,8 +83,9 @@ enum JobError {
     Refused { code: String, text: String },
     #[error("the job did not finish within {0} ms")]
     Timeout(u64),
-    #[error("the job failed")]
-    Failed,
+    /// WORK_FAIL, with the server's reason when it failed the job itself.
+    #[error("the job failed{}", .0.as_ref().map(|r| format!(": {r}")).unwrap_or_default())]
+    Failed(Option<String>),
     #[error("{0}")]
     Exception(String),
     #[error("the result is larger than {0} bytes (--max-output)")]
@@ -111,7 +112,7 @@ impl JobError {
                 _ => StatusCode::INTERNAL_SERVER_ERROR,
             },
             JobError::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
-            JobError::Failed
+            JobError::Failed(_)
             | JobError::Exception(_)
             | JobError::ResultTooLarge(_)
             | JobError::Unexpected(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -134,7 +135,7 @@ impl JobError {
             JobError::Method(_) => {
                 h.insert(ALLOW, HeaderValue::from_static("GET, POST, PUT"));
             }
-            JobError::Failed => {
+            JobError::Failed(_) => {
                 h.insert(COMMAND, HeaderValue::from_static("WORK_FAIL"));
             }
             JobError::Exception(_) => {
@@ -347,6 +348,7 @@ async fn run(
     let fail = |e: JobError| (e, Some(handle.clone()));
     let limit = shared.cfg.max_output;
     let mut collected = BytesMut::new();
+    let mut reason = None;
     loop {
         match peer.next(deadline).await.map_err(|e| fail(timed_out(e)))? {
             Packet::WorkData { data, .. } if sub.may_stream => {
@@ -372,7 +374,10 @@ async fn run(
                     body,
                 ));
             }
-            Packet::WorkFail { .. } => return Err(fail(JobError::Failed)),
+            Packet::WorkFailReason { reason: r, .. } => {
+                reason = Some(String::from_utf8_lossy(&r).into_owned());
+            }
+            Packet::WorkFail { .. } => return Err(fail(JobError::Failed(reason))),
             Packet::WorkException { data, .. } => {
                 let message = String::from_utf8_lossy(&data).into_owned();
                 return Err(fail(JobError::Exception(message)));
@@ -432,6 +437,7 @@ async fn feed(
     if tx.send(Ok(Frame::data(first))).await.is_err() {
         return;
     }
+    let mut reason = None;
     loop {
         let next = tokio::select! {
             r = peer.next(deadline) => r,
@@ -440,8 +446,16 @@ async fn feed(
         let (chunk, last) = match next {
             Ok(Packet::WorkData { data, .. }) => (Ok(Frame::data(data)), false),
             Ok(Packet::WorkComplete { data, .. }) => (Ok(Frame::data(data)), true),
+            Ok(Packet::WorkFailReason { reason: r, .. }) => {
+                reason = Some(String::from_utf8_lossy(&r).into_owned());
+                continue;
+            }
             Ok(Packet::WorkFail { .. }) => {
-                (Err(io::Error::other("the job failed (WORK_FAIL)")), true)
+                let why = match reason.take() {
+                    Some(r) => format!("the job failed (WORK_FAIL): {r}"),
+                    None => "the job failed (WORK_FAIL)".to_owned(),
+                };
+                (Err(io::Error::other(why)), true)
             }
             Ok(Packet::WorkException { data, .. }) => (
                 Err(io::Error::other(format!(

@@ -50,7 +50,7 @@ pub(crate) struct LocalPeer {
 impl LocalPeer {
     /// Registers a peer and runs `f` with it under the same state lock (the
     /// peer is removed again if `f` fails). The peer has the `exceptions`
-    /// option on and the client id `http` (admin `workers` lists it so).
+    /// and `polygear-fail-reasons` options on and the client id `http` (admin `workers` lists it so).
     pub(crate) fn start<E>(
         shared: &Arc<Shared>,
         ip: String,
@@ -61,6 +61,7 @@ impl LocalPeer {
             let cid = st.add_peer(out.clone(), -1, ip);
             if let Some(p) = st.peers.get_mut(&cid) {
                 p.exceptions = true;
+                p.fail_reasons = true;
                 p.client_id = Bytes::from_static(b"http");
             }
             match f(st, cid) {

@@ -5,7 +5,7 @@
 //! here. Kept apart so the protocol surface can be read in one place.
 
 use bytes::{Bytes, BytesMut};
-use polygear::protocol::{Decimal, Packet, PacketType, Priority};
+use polygear::protocol::{Decimal, Packet, PacketType, Priority, OPTION_FAIL_REASONS};
 
 use super::{ConnId, State};
 use crate::wire::{parse_handle, put_pkt, until_nul};
@@ -128,9 +128,12 @@ impl State {
     }
 
     fn option_req(&mut self, cid: ConnId, name: &[u8]) {
-        if name.eq_ignore_ascii_case(b"exceptions") {
+        let exceptions = name.eq_ignore_ascii_case(b"exceptions");
+        let reasons = name.eq_ignore_ascii_case(OPTION_FAIL_REASONS.as_bytes());
+        if exceptions || reasons {
             if let Some(c) = self.peers.get_mut(&cid) {
-                c.exceptions = true;
+                c.exceptions |= exceptions;
+                c.fail_reasons |= reasons;
             }
             self.reply(cid, |b| put_pkt(b, PacketType::OptionRes, &[name]));
         } else {

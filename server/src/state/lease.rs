@@ -9,12 +9,9 @@
 
 use std::time::Instant;
 
-use polygear::protocol::PacketType;
-
 use super::timers::TimerEvent;
 use super::State;
 use crate::index::IntMap;
-use crate::wire::put_pkt;
 
 impl State {
     /// The queue thread renewed the lease until `until`.
@@ -112,8 +109,10 @@ impl State {
     /// Drops job `h` from memory without deleting its row; a foreground
     /// client attached to it gets WORK_FAIL.
     fn forget_stored(&mut self, h: u64) {
-        let hb = self.handle(h);
-        self.forward(h, |b, _| put_pkt(b, PacketType::WorkFail, &[&hb]));
+        self.fail_clients(
+            h,
+            "this server lost its lease on the persistent queue to another server",
+        );
         if let Some(job) = self.jobs.get_mut(&h) {
             job.durable = 0;
         }

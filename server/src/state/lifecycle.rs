@@ -19,6 +19,9 @@ use crate::queue::{Op, StoredJob, StoredKey};
 use crate::stats::Outcome;
 use crate::wire::{parse_handle, put_pkt};
 
+/// The WORK_FAIL_REASON of a job cancelled by `cancel job` or the dashboard.
+const CANCELLED: &str = "cancelled by an administrator";
+
 impl State {
     /// WORK_STATUS: records the progress and relays it to the clients.
     pub(super) fn work_status(
@@ -154,8 +157,16 @@ impl State {
             "worker timeout reached on job {}, failing it",
             String::from_utf8_lossy(&self.handle(h))
         );
-        let hb = self.handle(h);
-        self.forward(h, |b, _| put_pkt(b, PacketType::WorkFail, &[&hb]));
+        let ms = self
+            .peers
+            .get(&cid)
+            .and_then(|p| p.abilities.get(job.func))
+            .map_or(0, |a| a.timeout_ms);
+        let reason = format!(
+            "the worker exceeded its {} timeout",
+            polygear::format_duration(Duration::from_millis(ms.into()))
+        );
+        self.fail_clients(h, &reason);
         self.discard(h, Outcome::Timeout, b"");
     }
 
@@ -182,8 +193,12 @@ impl State {
                     "dropped job due to max retry count: {}",
                     String::from_utf8_lossy(&self.handle(h))
                 );
-                let hb = self.handle(h);
-                self.forward(h, |b, _| put_pkt(b, PacketType::WorkFail, &[&hb]));
+                self.fail_clients(
+                    h,
+                    &format!(
+                        "no worker could finish it in {retries} attempts (--job-retries {retries})"
+                    ),
+                );
             }
             self.discard(h, outcome, b"");
             return;
@@ -261,8 +276,7 @@ impl State {
         if !self.jobs.contains_key(&h) {
             return false;
         }
-        let hb = self.handle(h);
-        self.forward(h, |b, _| put_pkt(b, PacketType::WorkFail, &[&hb]));
+        self.fail_clients(h, CANCELLED);
         self.release_unique(h);
         let Some(job) = self.jobs.get_mut(&h) else {
             return false;
@@ -293,8 +307,7 @@ impl State {
     /// clients get WORK_FAIL, its stored copy is deleted.
     #[cfg_attr(not(feature = "http"), allow(dead_code))] // the dashboard's cancel
     pub(crate) fn cancel_now(&mut self, h: u64) {
-        let hb = self.handle(h);
-        self.forward(h, |b, _| put_pkt(b, PacketType::WorkFail, &[&hb]));
+        self.fail_clients(h, CANCELLED);
         if let Some(job) = self.jobs.get_mut(&h) {
             job.cancelled = true;
         }

@@ -29,12 +29,13 @@ pub(crate) mod timers;
 use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
+use polygear::protocol::PacketType;
 
 use crate::budget::Budget;
 use crate::index::{IntMap, UniqueIndex};
 use crate::outbox::Outbox;
 use crate::queue::Persister;
-use crate::wire::{put_error, HandleBuf};
+use crate::wire::{put_error, put_pkt, HandleBuf};
 use crate::ServerConfig;
 pub(crate) use abilities::Abilities;
 pub(crate) use functions::Functions;
@@ -98,6 +99,9 @@ pub(crate) struct Peer {
     pub ip: String,
     pub client_id: Bytes,
     pub exceptions: bool,
+    /// Sent `OPTION_REQ polygear-fail-reasons`: gets WORK_FAIL_REASON
+    /// before a WORK_FAIL the server decided itself.
+    pub fail_reasons: bool,
     pub abilities: Abilities,
     pub sleeping: bool,
     pub noop_sent: bool,
@@ -226,6 +230,7 @@ impl State {
                 ip,
                 client_id: Bytes::from_static(b"-"),
                 exceptions: self.cfg.exceptions,
+                fail_reasons: false,
                 abilities: Abilities::default(),
                 sleeping: false,
                 noop_sent: false,
@@ -299,6 +304,22 @@ impl State {
 
     fn reply_error(&self, cid: ConnId, code: &str, text: &str) {
         self.reply(cid, |b| put_error(b, code, text));
+    }
+
+    /// Fails job `n` for its clients on the server's own decision: those
+    /// that opted in get WORK_FAIL_REASON with `reason` first. Every copy of
+    /// the reason goes out before any WORK_FAIL, so a connection attached
+    /// twice sees each packet twice in a row, as for every other packet.
+    fn fail_clients(&self, n: u64, reason: &str) {
+        let hb = self.handle(n);
+        let Some(job) = self.jobs.get(&n) else { return };
+        for &c in job.clients.iter().rev() {
+            if let Some(peer) = self.peers.get(&c).filter(|p| p.fail_reasons) {
+                peer.out
+                    .write(|b| put_pkt(b, PacketType::WorkFailReason, &[&hb, reason.as_bytes()]));
+            }
+        }
+        self.forward(n, |b, _| put_pkt(b, PacketType::WorkFail, &[&hb]));
     }
 
     /// Sends a packet to every client attached to job `n`, most recent first.

@@ -240,7 +240,7 @@ async fn scenario() {
                 let r = client.submit(FUNCTION, data[i].clone(), opts).await;
                 let outcome = match r {
                     Ok(pid) => FgOutcome::Done(String::from_utf8_lossy(&pid).into_owned()),
-                    Err(Error::JobFailed { handle }) => FgOutcome::Failed(handle),
+                    Err(Error::JobFailed { handle, .. }) => FgOutcome::Failed(handle),
                     Err(e) => FgOutcome::Other(e.to_string()),
                 };
                 results.lock().unwrap().insert(i, outcome);

@@ -424,12 +424,12 @@ async fn exception_and_failure() {
         // Without the option gearmand converts the exception to WORK_FAIL (with a trailing NUL).
         let h2 = job2.handle().to_string();
         match job2.result().await {
-            Err(Error::JobFailed { handle }) => assert_eq!(handle, h2),
+            Err(Error::JobFailed { handle, .. }) => assert_eq!(handle, h2),
             other => panic!("expected JobFailed, got {other:?}"),
         }
         let h3 = job3.handle().to_string();
         match job3.result().await {
-            Err(Error::JobFailed { handle }) => assert_eq!(handle, h3),
+            Err(Error::JobFailed { handle, .. }) => assert_eq!(handle, h3),
             other => panic!("expected JobFailed, got {other:?}"),
         }
         // The CLI worker's failing command gives WORK_FAIL too.
@@ -605,7 +605,17 @@ async fn job_timeout() {
             )
             .await
             .unwrap_err();
-        assert!(matches!(e, Error::Timeout(_)), "{e:?}");
+        // Created, then nobody took it: the timeout says so.
+        assert!(
+            matches!(
+                e,
+                Error::JobTimeout {
+                    started: Some(false),
+                    ..
+                }
+            ),
+            "{e:?}"
+        );
         assert!(t0.elapsed() < Duration::from_secs(5));
         // Default job timeout from the options.
         let c2 = Client::new(ClientOptions {
@@ -620,7 +630,7 @@ async fn job_timeout() {
             .unwrap();
         assert!(matches!(
             job.next_event().await,
-            Some(Err(Error::Timeout(_)))
+            Some(Err(Error::JobTimeout { .. }))
         ));
         assert!(job.next_event().await.is_none());
         // The connection is still usable.
@@ -703,10 +713,15 @@ async fn close_ends_jobs_and_invalid_arguments() {
             .await
             .unwrap_err();
         assert!(matches!(e, Error::InvalidArgument(_)), "{e:?}");
-        // An empty function name is allowed.
-        c.submit_background("", "x", SubmitOptions::default())
+        // An empty function name is refused before anything is sent.
+        let e = c
+            .submit_background("", "x", SubmitOptions::default())
             .await
-            .unwrap();
+            .unwrap_err();
+        assert!(
+            matches!(&e, Error::InvalidArgument(m) if m == "empty function name"),
+            "{e:?}"
+        );
         let job = c
             .submit_job("closing", "x", SubmitOptions::default())
             .await
