@@ -62,11 +62,17 @@ export class ServerError extends GearmanError {
   /** The server's own error code, e.g. `QUEUE_ERROR` or `UNKNOWN_JOB`. */
   readonly serverCode: string | undefined;
 }
-/** The worker reported WORK_FAIL (code `EJOBFAILED`). */
+/**
+ * The worker reported WORK_FAIL, or the server failed the job (code
+ * `EJOBFAILED`). The message includes the server's reason when it gave one:
+ * `job H:vm:3 failed: the worker exceeded its 1 s timeout` (polygeard).
+ */
 export class JobFailedError extends GearmanError {
-  constructor(message: string, handle?: string, options?: { cause?: unknown });
+  constructor(message: string, handle?: string, options?: { cause?: unknown; reason?: string });
   /** The job handle. */
   readonly handle: string | undefined;
+  /** Why the server failed the job, when it said so (polygeard). */
+  readonly reason: string | undefined;
 }
 /** The worker raised (WORK_EXCEPTION); `message` is the worker's text (code `EJOBEXCEPTION`). */
 export class JobExceptionError extends GearmanError {
@@ -171,7 +177,7 @@ export type JobEvent =
   | { type: 'warning'; data: Buffer }
   | { type: 'status'; numerator: number; denominator: number }
   | { type: 'complete'; data: Buffer }
-  | { type: 'fail' }
+  | { type: 'fail'; reason?: string }
   | { type: 'exception'; data: Buffer; message: string };
 
 /**
@@ -189,11 +195,11 @@ export class RunningJob extends EventEmitter implements AsyncIterable<JobEvent> 
   on(event: 'data' | 'warning' | 'complete', listener: (data: Buffer) => void): this;
   on(event: 'status', listener: (numerator: number, denominator: number) => void): this;
   on(event: 'exception', listener: (message: string) => void): this;
-  on(event: 'fail', listener: () => void): this;
+  on(event: 'fail', listener: (reason?: string) => void): this;
   once(event: 'data' | 'warning' | 'complete', listener: (data: Buffer) => void): this;
   once(event: 'status', listener: (numerator: number, denominator: number) => void): this;
   once(event: 'exception', listener: (message: string) => void): this;
-  once(event: 'fail', listener: () => void): this;
+  once(event: 'fail', listener: (reason?: string) => void): this;
 }
 
 /** A Gearman client: many jobs in flight over pipelined connections. */

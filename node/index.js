@@ -53,11 +53,16 @@ class ServerError extends GearmanError {
     this.serverCode = serverCode;
   }
 }
-/** The worker reported WORK_FAIL (code EJOBFAILED). */
+/**
+ * The worker reported WORK_FAIL, or the server failed the job (code
+ * EJOBFAILED); `reason` is the server's reason when it gave one (polygeard:
+ * "the worker exceeded its 1 s timeout").
+ */
 class JobFailedError extends GearmanError {
   constructor(message, handle, options) {
     super(message, 'EJOBFAILED', options);
     this.handle = handle;
+    this.reason = options && typeof options.reason === 'string' ? options.reason : undefined;
   }
 }
 /** The worker raised (WORK_EXCEPTION); `message` is the worker's text (code EJOBEXCEPTION). */
@@ -97,8 +102,10 @@ function translate(err, signal) {
       return new ProtocolError(message, code);
     case 'server':
       return new ServerError(extra ? `${extra}: ${message}` : message, extra || undefined);
-    case 'jobfailed':
-      return new JobFailedError(message, extra);
+    case 'jobfailed': {
+      const [handle, reason] = extra.split('\x1e');
+      return new JobFailedError(message, handle, { reason });
+    }
     case 'jobexception':
       return new JobExceptionError(message, extra);
     case 'closed':
@@ -336,7 +343,7 @@ function toEvent(ev) {
     case 'exception':
       return { type: 'exception', data: ev.data, message: ev.data.toString('utf8') };
     default:
-      return { type: 'fail' };
+      return ev.reason ? { type: 'fail', reason: ev.reason } : { type: 'fail' };
   }
 }
 
@@ -383,7 +390,10 @@ class RunningJob extends EventEmitter {
     }
     const event = toEvent(ev);
     if (event.type === 'complete') this._finish({ value: event.data });
-    else if (event.type === 'fail') this._finish({ error: new JobFailedError(`job ${this.handle} failed`, this.handle) });
+    else if (event.type === 'fail') {
+      const why = event.reason ? `: ${event.reason}` : '';
+      this._finish({ error: new JobFailedError(`job ${this.handle} failed${why}`, this.handle, { reason: event.reason }) });
+    }
     else if (event.type === 'exception') this._finish({ error: new JobExceptionError(event.message, this.handle) });
     return event;
   }
@@ -417,7 +427,7 @@ class RunningJob extends EventEmitter {
             this.emit('exception', ev.message);
             break;
           case 'fail':
-            this.emit('fail');
+            this.emit('fail', ev.reason);
             break;
           default:
             this.emit(ev.type, ev.data);

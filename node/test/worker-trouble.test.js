@@ -241,16 +241,19 @@ describe('a registered timeout of 1 s or more on the embedded server', { timeout
     }), { timeout: 1000 });
     worker.register(quick, () => 'quick');
     const client = new pg.Client({ servers: server.address, timeout: 15000 });
+    let working;
     try {
-      const { working } = await serving(server, worker, client);
+      ({ working } = await serving(server, worker, client));
       const t0 = Date.now();
-      await assert.rejects(client.submit(stuck, 'x'), { name: 'JobFailedError' });
+      await assert.rejects(client.submit(stuck, 'x'), { name: 'JobFailedError', reason: 'the worker exceeded its 1 s timeout' });
       assert.ok(Date.now() - t0 >= 900, `failed after ${Date.now() - t0} ms`);
+      // the server's timer ran first; the worker's (started at dispatch) follows
+      await eventually(() => reason !== null, 5000, 'the abort');
       assert.ok(reason instanceof pg.TimeoutError);
       assert.equal(String(await client.submit(quick, 'y')), 'quick');
-      await worker.stop();
-      await working;
     } finally {
+      await worker.stop();
+      if (working) await working;
       await client.close();
       await server.stop();
     }

@@ -11,7 +11,7 @@ use polygear::{Bytes, Job, Worker, WorkerOptions};
 use tokio::sync::{watch, Notify};
 
 use crate::error::{arg_err, invalid, to_napi};
-use crate::util::{lock, millis, parse_servers};
+use crate::util::{lock, millis, parse_servers, timeout_millis};
 use crate::worker_events::{forward_events, EventSink};
 
 /// Worker construction options (times in milliseconds).
@@ -236,7 +236,7 @@ impl NativeWorker {
             o.concurrency = polygear_bindings::args::concurrency(c as usize).map_err(arg_err)?;
         }
         if let Some(t) = args.connect_timeout {
-            o.connect_timeout = millis("connectTimeout", t)?;
+            o.connect_timeout = timeout_millis("options.connectTimeout", t)?;
         }
         o.client_id = args.client_id;
         let inner = napi::bindgen_prelude::within_runtime_if_available(|| Worker::new(o))
@@ -270,7 +270,9 @@ impl NativeWorker {
     /// CAN_DO (or CAN_DO_TIMEOUT with `timeout` ms).
     #[napi]
     pub fn register(&self, function: String, timeout: Option<f64>) -> Result<()> {
-        let timeout = timeout.map(|t| millis("timeout", t)).transpose()?;
+        let timeout = timeout
+            .map(|t| timeout_millis("options.timeout", t))
+            .transpose()?;
         napi::bindgen_prelude::within_runtime_if_available(|| {
             self.inner.register(&function, timeout)
         })
