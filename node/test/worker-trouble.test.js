@@ -66,8 +66,9 @@ for (const kind of SERVER_KINDS) {
         throw new RangeError('boom');
       });
       const client = new pg.Client({ servers: server.addr, timeout: 10000 });
+      let working;
       try {
-        const { working } = await serving(server, worker, client);
+        ({ working } = await serving(server, worker, client));
         await assert.rejects(client.submit(f, 'x'), { name: 'JobExceptionError', message: 'boom' });
         await eventually(() => hooked.length === 1 && emitted.length === 1, 5000, 'the hook and the event');
         const [err, job] = hooked[0];
@@ -77,9 +78,9 @@ for (const kind of SERVER_KINDS) {
         assert.equal(lines.error.length, 1, lines.error.join('\n'));
         assert.match(lines.error[0], new RegExp(`job ${job.handle.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')} \\(function '${f}'\\) failed: RangeError: boom`));
         assert.match(lines.error[0], /\n\s+at .*failingHandler/, 'the stack is logged');
-        await worker.stop();
-        await working;
       } finally {
+        await worker.stop();
+        if (working) await working;
         await client.close();
         await server.stop();
       }
@@ -99,16 +100,17 @@ for (const kind of SERVER_KINDS) {
       const f = fname('rejects');
       worker.register(f, async () => Promise.reject(new TypeError('async boom')));
       const client = new pg.Client({ servers: server.addr, timeout: 10000 });
+      let working;
       try {
-        const { working } = await serving(server, worker, client);
+        ({ working } = await serving(server, worker, client));
         await assert.rejects(client.submit(f, 'x'), { message: 'async boom' });
         await eventually(() => lines.warn.some((l) => /options\.onError threw: hook broke/.test(l)), 5000, 'the hook warning');
         assert.match(lines.error[0], /TypeError: async boom/);
         assert.equal(lines.debug.length, 0, 'logLevel warn drops debug lines');
         await assert.rejects(client.submit(f, 'again'), { message: 'async boom' });
-        await worker.stop();
-        await working;
       } finally {
+        await worker.stop();
+        if (working) await working;
         await client.close();
         await server.stop();
       }
@@ -136,8 +138,9 @@ for (const kind of SERVER_KINDS) {
         worker.register(F[k], async () => v);
       }
       const client = new pg.Client({ servers: server.addr, timeout: 10000 });
+      let working;
       try {
-        const { working } = await serving(server, worker, client);
+        ({ working } = await serving(server, worker, client));
         assert.equal(String(await client.submit(F.buffer, '')), 'b');
         assert.equal(String(await client.submit(F.uint8, '')), 'u');
         assert.equal(String(await client.submit(F.string, '')), 's');
@@ -150,9 +153,9 @@ for (const kind of SERVER_KINDS) {
           });
         }
         assert.equal(lines.error.length, 5, 'each bad result is logged');
-        await worker.stop();
-        await working;
       } finally {
+        await worker.stop();
+        if (working) await working;
         await client.close();
         await server.stop();
       }
@@ -177,8 +180,9 @@ for (const kind of SERVER_KINDS) {
       }), { timeout: 300 });
       worker.register(quick, () => 'quick');
       const client = new pg.Client({ servers: server.addr, timeout: 15000 });
+      let working;
       try {
-        const { working } = await serving(server, worker, client);
+        ({ working } = await serving(server, worker, client));
         const t0 = Date.now();
         await assert.rejects(client.submit(stuck, 'x'), { name: 'JobFailedError' });
         // the only slot is free again: the next job runs
@@ -192,9 +196,9 @@ for (const kind of SERVER_KINDS) {
         await sleep(50);
         assert.equal(String(await client.submit(quick, 'z')), 'quick', 'the late result broke nothing');
         assert.equal(lines.error.length, 0, 'a late result is not an error');
-        await worker.stop();
-        await working;
       } finally {
+        await worker.stop();
+        if (working) await working;
         await client.close();
         await server.stop();
       }
@@ -375,8 +379,9 @@ describe('gearmanode names that behave the same', () => {
       return Buffer.concat([job.payload, Buffer.from('!')]);
     });
     const client = new pg.Client({ servers: server.address, timeout: 10000 });
+    let working;
     try {
-      const { working } = await serving(server, worker, client);
+      ({ working } = await serving(server, worker, client));
       const running = await client.submitJob(f, 'hi');
       const events = [];
       for await (const ev of running) events.push(ev.type);
@@ -387,9 +392,9 @@ describe('gearmanode names that behave the same', () => {
       worker.resetAbilities();
       assert.equal(worker._handlers.size, 0);
       await assert.rejects(client.submit(f, 'x', { timeout: 500 }), { name: 'TimeoutError' });
-      await worker.stop();
-      await working;
     } finally {
+      await worker.stop();
+      if (working) await working;
       await client.close();
       await server.stop();
     }
