@@ -38,9 +38,13 @@ export type ErrorCode =
   | 'EJOBEXCEPTION'
   | 'ECLOSED'
   | 'EINVAL'
+  | 'EJSON'
   | 'ABORT_ERR';
 
-/** Base class of every error raised by polygear. */
+/**
+ * Base class of every error raised by polygear. Thrown as itself with code
+ * `EJSON` when `submitJson()` gets a result that is not JSON.
+ */
 export class GearmanError extends Error {
   constructor(message: string, code: ErrorCode | string, options?: { cause?: unknown });
   /** Stable machine-readable code. */
@@ -58,11 +62,17 @@ export class ServerError extends GearmanError {
   /** The server's own error code, e.g. `QUEUE_ERROR` or `UNKNOWN_JOB`. */
   readonly serverCode: string | undefined;
 }
-/** The worker reported WORK_FAIL (code `EJOBFAILED`). */
+/**
+ * The worker reported WORK_FAIL, or the server failed the job (code
+ * `EJOBFAILED`). The message includes the server's reason when it gave one:
+ * `job H:vm:3 failed: the worker exceeded its 1 s timeout` (polygeard).
+ */
 export class JobFailedError extends GearmanError {
-  constructor(message: string, handle?: string, options?: { cause?: unknown });
+  constructor(message: string, handle?: string, options?: { cause?: unknown; reason?: string });
   /** The job handle. */
   readonly handle: string | undefined;
+  /** Why the server failed the job, when it said so (polygeard). */
+  readonly reason: string | undefined;
 }
 /** The worker raised (WORK_EXCEPTION); `message` is the worker's text (code `EJOBEXCEPTION`). */
 export class JobExceptionError extends GearmanError {
@@ -167,7 +177,7 @@ export type JobEvent =
   | { type: 'warning'; data: Buffer }
   | { type: 'status'; numerator: number; denominator: number }
   | { type: 'complete'; data: Buffer }
-  | { type: 'fail' }
+  | { type: 'fail'; reason?: string }
   | { type: 'exception'; data: Buffer; message: string };
 
 /**
@@ -185,11 +195,11 @@ export class RunningJob extends EventEmitter implements AsyncIterable<JobEvent> 
   on(event: 'data' | 'warning' | 'complete', listener: (data: Buffer) => void): this;
   on(event: 'status', listener: (numerator: number, denominator: number) => void): this;
   on(event: 'exception', listener: (message: string) => void): this;
-  on(event: 'fail', listener: () => void): this;
+  on(event: 'fail', listener: (reason?: string) => void): this;
   once(event: 'data' | 'warning' | 'complete', listener: (data: Buffer) => void): this;
   once(event: 'status', listener: (numerator: number, denominator: number) => void): this;
   once(event: 'exception', listener: (message: string) => void): this;
-  once(event: 'fail', listener: () => void): this;
+  once(event: 'fail', listener: (reason?: string) => void): this;
 }
 
 /** A Gearman client: many jobs in flight over pipelined connections. */
@@ -199,6 +209,14 @@ export class Client {
   submit(func: string, data: Payload, options?: SubmitOptions): Promise<Buffer>;
   /** Submits a foreground job; resolves once created with a RunningJob to read events from. */
   submitJob(func: string, data: Payload, options?: SubmitOptions): Promise<RunningJob>;
+  /**
+   * Runs a foreground job with a JSON payload and resolves with the decoded
+   * result: `value` is sent as UTF-8 JSON (undefined as null) to a worker
+   * registered with `{ json: true }` in any language. Rejects with a TypeError
+   * for a value JSON cannot hold, with a GearmanError of code `EJSON` for a
+   * result that is not JSON.
+   */
+  submitJson<T = unknown>(func: string, value: unknown, options?: SubmitOptions): Promise<T>;
   /** Submits a background job and resolves with its handle. */
   submitBackground(func: string, data: Payload, options?: BackgroundOptions): Promise<string>;
   /** GET_STATUS of a job handle. */
@@ -225,12 +243,77 @@ export interface WorkerOptions {
   connectTimeout?: number;
   /** Connect with TLS (the server must run with `--ssl`). */
   tls?: TlsSetting;
+  /** Where the worker logs (default `console`); lines are strings starting with `polygear: `. */
+  logger?: Logger;
+  /** Lowest level logged (default `'warn'` with the console, `'debug'` with a logger of your own). */
+  logLevel?: LogLevel;
+  /** Called with each error of a handler (after it is logged), like a `'jobError'` listener. */
+  onError?: (err: unknown, job: Job) => void | Promise<void>;
+  /** `work()` first calls `connect()`: it rejects (and the worker stops) when no server can be reached. */
+  failFast?: boolean;
+}
+
+/** `'connect'`: a connection is up and the functions are registered over it. */
+export interface ConnectEvent {
+  /** `host:port`. */
+  server: string;
+  /** An earlier attempt failed or a connection to this server was lost. */
+  reconnect: boolean;
+  /** The log line. */
+  message: string;
+}
+
+/** `'connectError'`: an attempt to connect failed; the worker retries after `retryIn` ms. */
+export interface ConnectErrorEvent {
+  server: string;
+  /** Why, e.g. `Connection refused (os error 111)`. */
+  error: string;
+  /** Consecutive failed attempts to this server, from 1. */
+  attempt: number;
+  /** Milliseconds until the next attempt. */
+  retryIn: number;
+  message: string;
+}
+
+/** `'disconnect'`: an established connection failed; the worker reconnects. */
+export interface DisconnectEvent {
+  server: string;
+  /** What happened. */
+  reason: string;
+  message: string;
+}
+
+/** Log levels, lowest first; `'silent'` logs nothing. */
+export type LogLevel = 'debug' | 'info' | 'warn' | 'error' | 'silent';
+
+/** A logger: `console`, pino, winston, … */
+export interface Logger {
+  debug(message: string): void;
+  info(message: string): void;
+  warn(message: string): void;
+  error(message: string): void;
 }
 
 /** Options of `worker.register()`. */
 export interface RegisterOptions {
-  /** Server-side job timeout in milliseconds (CAN_DO_TIMEOUT). */
+  /**
+   * Job timeout in milliseconds (CAN_DO_TIMEOUT): the server fails the job
+   * after it, and the worker aborts `job.signal` and frees the job's slot.
+   */
   timeout?: number;
+  /** The handler gets the decoded JSON workload and its result is sent as JSON. */
+  json?: boolean;
+}
+
+/** Options of `worker.register()` for a JSON handler. */
+export interface JsonRegisterOptions extends RegisterOptions {
+  json: true;
+}
+
+/** Options of `worker.work()`. */
+export interface WorkOptions {
+  /** Stop gracefully on SIGINT and SIGTERM while working (default true); a second signal exits at once. */
+  handleSignals?: boolean;
 }
 
 /** A job given to a handler. */
@@ -244,41 +327,93 @@ export class Job {
   readonly unique: string;
   /** The workload. */
   readonly data: Buffer;
+  /**
+   * Aborts when the function's registered timeout passes (reason: a
+   * TimeoutError) or when `stop({ timeout })` gives up on the job (reason: a
+   * ClosedError). The job has then ended: a later result is dropped.
+   */
+  readonly signal: AbortSignal;
+  /** gearmanode's name of `data`. */
+  readonly payload: Buffer;
+  /** The workload decoded as UTF-8 JSON (throws a SyntaxError if it is not JSON). */
+  json(): unknown;
   /** WORK_DATA: partial output for waiting clients. */
   sendData(data: Payload): void;
   /** WORK_WARNING. */
   sendWarning(data: Payload): void;
   /** WORK_STATUS: progress numerator / denominator. */
   sendStatus(numerator: number, denominator: number): void;
+  /** gearmanode's name of sendStatus(). */
+  reportStatus(numerator: number, denominator: number): void;
+  /** gearmanode's name of sendWarning(). */
+  reportWarning(data: Payload): void;
 }
 
 /** What a handler may return (undefined/null → empty result). */
 export type HandlerResult = Payload | undefined | null | void;
 
-/** A function handler; a thrown error or rejected promise becomes WORK_EXCEPTION. */
+/**
+ * A function handler. A thrown error or rejected promise becomes
+ * WORK_EXCEPTION (and is logged, emitted as 'jobError' and passed to
+ * onError); so does a result of another type than HandlerResult.
+ */
 export type Handler = (job: Job) => HandlerResult | Promise<HandlerResult>;
 
-/** A Gearman worker. */
-export class Worker {
+/** A `{ json: true }` handler: the decoded workload in, a value to encode as JSON out (undefined → null). */
+export type JsonHandler = (value: any, job: Job) => unknown;
+
+/**
+ * A Gearman worker. Events (it never emits 'error'): `'jobError'`
+ * (err, job) for each handler error; `'connect'`, `'connectError'` and
+ * `'disconnect'` for its connections (logged as warnings when nobody listens).
+ */
+export class Worker extends EventEmitter {
   constructor(options?: WorkerOptions);
+  /** Registers a JSON handler (CAN_DO / CAN_DO_TIMEOUT). */
+  register(name: string, handler: JsonHandler, options: JsonRegisterOptions): this;
   /** Registers a handler (CAN_DO / CAN_DO_TIMEOUT). */
   register(name: string, handler: Handler, options?: RegisterOptions): this;
   /** Unregisters a function (CANT_DO). */
   unregister(name: string): this;
-  /** Processes jobs until stop(); resolves once the running handlers finished. */
-  work(): Promise<void>;
+  /** gearmanode's name of unregister(). */
+  removeFunction(name: string): this;
+  /** Unregisters every function. */
+  resetAbilities(): this;
+  /**
+   * Fail-fast start: resolves once a server is connected with the functions
+   * registered; rejects with a ConnectionError once every server failed its
+   * first attempt (the worker keeps retrying until stop()).
+   */
+  connect(): Promise<void>;
+  /**
+   * Processes jobs until stop() (or SIGINT / SIGTERM); resolves once the
+   * running handlers finished. Rejects with InvalidArgumentError when no
+   * function is registered.
+   */
+  work(options?: WorkOptions): Promise<void>;
   /**
    * Graceful stop: no new jobs, running handlers finish, connections close.
-   * With `timeout` (ms), jobs still running after that long are failed.
+   * With `timeout` (ms), jobs still running after that long are handed back
+   * to the server, which requeues them for another worker; their `signal`s
+   * abort and their later results are dropped.
    */
   stop(options?: StopOptions): Promise<void>;
   /** Same as stop(). */
   close(options?: StopOptions): Promise<void>;
+
+  on(event: 'jobError', listener: (err: unknown, job: Job) => void): this;
+  on(event: 'connect', listener: (event: ConnectEvent) => void): this;
+  on(event: 'connectError', listener: (event: ConnectErrorEvent) => void): this;
+  on(event: 'disconnect', listener: (event: DisconnectEvent) => void): this;
+  once(event: 'jobError', listener: (err: unknown, job: Job) => void): this;
+  once(event: 'connect', listener: (event: ConnectEvent) => void): this;
+  once(event: 'connectError', listener: (event: ConnectErrorEvent) => void): this;
+  once(event: 'disconnect', listener: (event: DisconnectEvent) => void): this;
 }
 
 /** Options of `worker.stop()`. */
 export interface StopOptions {
-  /** Fail the jobs whose handlers are still running after this many milliseconds. */
+  /** Hand the jobs whose handlers are still running after this many milliseconds back to the server. */
   timeout?: number;
 }
 

@@ -10,6 +10,11 @@
 const { EventEmitter } = require('node:events');
 const path = require('node:path');
 
+const json = require('./lib/json');
+const { makeLog } = require('./lib/log');
+const { rejectUnknown } = require('./lib/options');
+const signals = require('./lib/signals');
+
 let native;
 try {
   native = require(path.join(__dirname, 'polygear.node'));
@@ -48,11 +53,16 @@ class ServerError extends GearmanError {
     this.serverCode = serverCode;
   }
 }
-/** The worker reported WORK_FAIL (code EJOBFAILED). */
+/**
+ * The worker reported WORK_FAIL, or the server failed the job (code
+ * EJOBFAILED); `reason` is the server's reason when it gave one (polygeard:
+ * "the worker exceeded its 1 s timeout").
+ */
 class JobFailedError extends GearmanError {
   constructor(message, handle, options) {
     super(message, 'EJOBFAILED', options);
     this.handle = handle;
+    this.reason = options && typeof options.reason === 'string' ? options.reason : undefined;
   }
 }
 /** The worker raised (WORK_EXCEPTION); `message` is the worker's text (code EJOBEXCEPTION). */
@@ -92,8 +102,10 @@ function translate(err, signal) {
       return new ProtocolError(message, code);
     case 'server':
       return new ServerError(extra ? `${extra}: ${message}` : message, extra || undefined);
-    case 'jobfailed':
-      return new JobFailedError(message, extra);
+    case 'jobfailed': {
+      const [handle, reason] = extra.split('\x1e');
+      return new JobFailedError(message, handle, { reason });
+    }
     case 'jobexception':
       return new JobExceptionError(message, extra);
     case 'closed':
@@ -150,6 +162,22 @@ function checkObject(name, value) {
   return value;
 }
 
+/** checkObject, then refuses keys not in `known` (a TypeError naming the key and the near match). */
+function checkOptions(where, value, known) {
+  const o = checkObject('options', value);
+  rejectUnknown(where, o, known);
+  return o;
+}
+
+const CLIENT_OPTIONS = ['servers', 'timeout', 'connectTimeout', 'submitTimeout', 'clientId', 'tls'];
+const SUBMIT_OPTIONS = ['unique', 'priority', 'timeout', 'signal', 'epoch'];
+const WORKER_OPTIONS = [
+  'servers', 'concurrency', 'clientId', 'connectTimeout', 'tls', 'logger', 'logLevel', 'onError', 'failFast',
+];
+const REGISTER_OPTIONS = ['timeout', 'json'];
+const ADMIN_OPTIONS = ['server', 'timeout', 'tls'];
+const SERVER_OPTIONS = ['host', 'port', 'queueFile', 'jobRetries', 'exceptions', 'allowShutdown', 'handlePrefix', 'tls'];
+
 function checkString(name, value, { optional = false, nonEmpty = true } = {}) {
   if (value === undefined && optional) return undefined;
   if (typeof value !== 'string') throw typeError(name, 'a string', value);
@@ -161,6 +189,14 @@ function checkMillis(name, value) {
   if (value === undefined || value === null) return undefined;
   if (typeof value !== 'number' || Number.isNaN(value)) throw typeError(name, 'a number of milliseconds', value);
   if (!Number.isFinite(value) || value < 0) throw rangeError(name, 'a finite number ≥ 0', value);
+  return value;
+}
+
+/** A job or connect timeout: milliseconds, more than 0 (0 would mean "fail at once"). */
+function checkTimeout(name, value) {
+  if (value === undefined || value === null) return undefined;
+  if (typeof value !== 'number' || Number.isNaN(value)) throw typeError(name, 'a number of milliseconds', value);
+  if (!Number.isFinite(value) || value <= 0) throw rangeError(name, 'greater than 0 (milliseconds)', value);
   return value;
 }
 
@@ -261,7 +297,7 @@ function toBuffer(name, data) {
 }
 
 function submitArgs(options, background) {
-  const o = checkObject('options', options);
+  const o = checkOptions(background ? 'submitBackground()' : 'submit()', options, SUBMIT_OPTIONS);
   const args = {};
   if (o.unique !== undefined) args.unique = checkString('options.unique', o.unique, { nonEmpty: false });
   if (o.priority !== undefined) {
@@ -269,7 +305,7 @@ function submitArgs(options, background) {
     if (!(o.priority in PRIORITIES)) throw rangeError('options.priority', "'high', 'normal' or 'low'", o.priority);
     args.priority = PRIORITIES[o.priority];
   }
-  const timeout = checkMillis('options.timeout', o.timeout);
+  const timeout = checkTimeout('options.timeout', o.timeout);
   if (timeout !== undefined) args.timeout = timeout;
   if (o.epoch !== undefined) {
     if (!background) throw typeError('options.epoch', 'undefined for foreground jobs', o.epoch);
@@ -307,7 +343,7 @@ function toEvent(ev) {
     case 'exception':
       return { type: 'exception', data: ev.data, message: ev.data.toString('utf8') };
     default:
-      return { type: 'fail' };
+      return ev.reason ? { type: 'fail', reason: ev.reason } : { type: 'fail' };
   }
 }
 
@@ -354,7 +390,10 @@ class RunningJob extends EventEmitter {
     }
     const event = toEvent(ev);
     if (event.type === 'complete') this._finish({ value: event.data });
-    else if (event.type === 'fail') this._finish({ error: new JobFailedError(`job ${this.handle} failed`, this.handle) });
+    else if (event.type === 'fail') {
+      const why = event.reason ? `: ${event.reason}` : '';
+      this._finish({ error: new JobFailedError(`job ${this.handle} failed${why}`, this.handle, { reason: event.reason }) });
+    }
     else if (event.type === 'exception') this._finish({ error: new JobExceptionError(event.message, this.handle) });
     return event;
   }
@@ -388,7 +427,7 @@ class RunningJob extends EventEmitter {
             this.emit('exception', ev.message);
             break;
           case 'fail':
-            this.emit('fail');
+            this.emit('fail', ev.reason);
             break;
           default:
             this.emit(ev.type, ev.data);
@@ -427,13 +466,13 @@ class RunningJob extends EventEmitter {
 /** A Gearman client: many jobs in flight over pipelined connections to every server. */
 class Client {
   constructor(options) {
-    const o = checkObject('options', options);
+    const o = checkOptions('new Client()', options, CLIENT_OPTIONS);
     const args = { servers: checkServers(o.servers) };
-    const timeout = checkMillis('options.timeout', o.timeout);
+    const timeout = checkTimeout('options.timeout', o.timeout);
     if (timeout !== undefined) args.timeout = timeout;
-    const connectTimeout = checkMillis('options.connectTimeout', o.connectTimeout);
+    const connectTimeout = checkTimeout('options.connectTimeout', o.connectTimeout);
     if (connectTimeout !== undefined) args.connectTimeout = connectTimeout;
-    const submitTimeout = checkMillis('options.submitTimeout', o.submitTimeout);
+    const submitTimeout = checkTimeout('options.submitTimeout', o.submitTimeout);
     if (submitTimeout !== undefined) args.submitTimeout = submitTimeout;
     if (o.clientId !== undefined) args.clientId = checkString('options.clientId', o.clientId);
     const tls = checkTls('options.tls', o.tls);
@@ -485,6 +524,27 @@ class Client {
     return withSignal(signal, (c) => this._native.submitBackground(func, buf, args, c));
   }
 
+  /**
+   * Runs a foreground job with a JSON payload and resolves with the decoded
+   * result: `value` is sent as UTF-8 JSON (undefined as null), for a worker
+   * registered with `{ json: true }` in any language. A result that is not
+   * JSON rejects with a GearmanError of code EJSON.
+   */
+  async submitJson(func, value, options) {
+    checkString('func', func);
+    const buf = json.encode(value, 'the value');
+    const result = await this.submit(func, buf, options);
+    try {
+      return json.decode(result);
+    } catch (err) {
+      throw new GearmanError(
+        `the result of function '${func}' is not valid JSON (${err.message}); is its worker registered with {json: true}?`,
+        'EJSON',
+        { cause: err },
+      );
+    }
+  }
+
   /** GET_STATUS of a job handle. */
   async status(handle) {
     checkString('handle', handle);
@@ -523,7 +583,7 @@ function stripStatus(s) {
 
 /** A job given to a worker handler. */
 class Job {
-  constructor(nativeJob) {
+  constructor(nativeJob, signal) {
     this._native = nativeJob;
     /** The job handle. */
     this.handle = nativeJob.handle;
@@ -531,6 +591,13 @@ class Job {
     this.function = nativeJob.function;
     /** The unique key ('' if none). */
     this.unique = nativeJob.unique;
+    /**
+     * Aborts when the function's registered timeout passes (reason: a
+     * TimeoutError) or when `stop({ timeout })` gives up on the job (reason:
+     * a ClosedError). The job has then ended: what the handler returns later
+     * is dropped.
+     */
+    this.signal = signal || new AbortController().signal;
     this._data = undefined;
   }
 
@@ -538,6 +605,11 @@ class Job {
   get data() {
     if (this._data === undefined) this._data = this._native.data;
     return this._data;
+  }
+
+  /** The workload decoded as UTF-8 JSON (throws a SyntaxError if it is not JSON). */
+  json() {
+    return json.decode(this.data);
   }
 
   /** WORK_DATA: send a chunk of partial output to waiting clients. */
@@ -558,14 +630,37 @@ class Job {
     checkUint32('denominator', denominator);
     callSync(() => this._native.sendStatus(numerator, denominator));
   }
+
+  /** gearmanode's name of `data`. */
+  get payload() {
+    return this.data;
+  }
+
+  /** gearmanode's name of sendStatus(). */
+  reportStatus(numerator, denominator) {
+    this.sendStatus(numerator, denominator);
+  }
+
+  /** gearmanode's name of sendWarning(). */
+  reportWarning(data) {
+    this.sendWarning(data);
+  }
 }
 
+/**
+ * A handler's result as the WORK_COMPLETE payload: Buffer, Uint8Array and
+ * string pass, undefined and null are an empty result; anything else is a
+ * TypeError naming its type (the job then ends with WORK_EXCEPTION).
+ */
 function resultBuffer(value) {
   if (value === undefined || value === null) return Buffer.alloc(0);
   if (Buffer.isBuffer(value) || value instanceof Uint8Array || typeof value === 'string') {
     return toBuffer('result', value);
   }
-  throw typeError('handler result', 'a Buffer, Uint8Array, string, undefined or null', value);
+  throw new TypeError(
+    `worker function returned ${json.typeName(value)}; return a Buffer, string or undefined ` +
+      '(or register with {json: true})',
+  );
 }
 
 function errorText(err) {
@@ -578,13 +673,35 @@ function errorText(err) {
   }
 }
 
+const STOP_OPTIONS = ['timeout'];
+/** The shortest CAN_DO_TIMEOUT gearmand and polygeard apply (ms); shorter ones are raised to it. */
+const SERVER_MIN_TIMEOUT_MS = 1000;
+const WORK_OPTIONS = ['handleSignals'];
+
+/** Connection events: kind → what is emitted. */
+const CONNECTION_EVENTS = {
+  connect: (ev) => ({ server: ev.server, reconnect: ev.reconnect, message: ev.message }),
+  connectError: (ev) => ({ server: ev.server, error: ev.error, attempt: ev.attempt, retryIn: ev.retryIn, message: ev.message }),
+  disconnect: (ev) => ({ server: ev.server, reason: ev.reason, message: ev.message }),
+};
+
+/** Failed connects logged at warn level (the others at debug): the first ones, then every 10th. */
+const loudAttempt = (attempt) => attempt <= 3 || attempt % 10 === 0;
+
 /**
  * A Gearman worker. `register()` functions, then `await worker.work()` until
- * `await worker.stop()`. Handlers run on the JS thread and may be async.
+ * `await worker.stop()` (or SIGINT / SIGTERM). Handlers run on the JS thread
+ * and may be async.
+ *
+ * Events (it never emits 'error'): 'jobError' (err, job) when a handler
+ * throws, rejects or returns what cannot be sent; 'connect' ({ server,
+ * reconnect }), 'connectError' ({ server, error, attempt, retryIn }) and
+ * 'disconnect' ({ server, reason }) for its connections.
  */
-class Worker {
+class Worker extends EventEmitter {
   constructor(options) {
-    const o = checkObject('options', options);
+    super();
+    const o = checkOptions('new Worker()', options, WORKER_OPTIONS);
     const args = { servers: checkServers(o.servers) };
     if (o.concurrency !== undefined) {
       checkUint32('options.concurrency', o.concurrency);
@@ -592,25 +709,42 @@ class Worker {
       args.concurrency = o.concurrency;
     }
     if (o.clientId !== undefined) args.clientId = checkString('options.clientId', o.clientId);
-    const connectTimeout = checkMillis('options.connectTimeout', o.connectTimeout);
+    const connectTimeout = checkTimeout('options.connectTimeout', o.connectTimeout);
     if (connectTimeout !== undefined) args.connectTimeout = connectTimeout;
     const tls = checkTls('options.tls', o.tls);
     if (tls !== undefined) args.tls = tls;
+    if (o.onError !== undefined && o.onError !== null && typeof o.onError !== 'function') {
+      throw typeError('options.onError', 'a function', o.onError);
+    }
+    if (o.failFast !== undefined && typeof o.failFast !== 'boolean') throw typeError('options.failFast', 'a boolean', o.failFast);
+    this._failFast = o.failFast === true;
+    this._log = makeLog(o.logger, o.logLevel);
+    this._onError = o.onError || undefined;
     this._native = callSync(() => new native.NativeWorker(args));
+    this._subscribed = false;
+    /** name → { handler, timeout, json } */
     this._handlers = new Map();
+    /** Jobs handed to handlers that have not ended: { job, nativeJob, controller, ended }. */
+    this._running = new Set();
     this._working = null;
     this._stopping = null;
   }
 
-  /** Registers `handler` for `name` (CAN_DO, or CAN_DO_TIMEOUT with `options.timeout` ms). */
+  /**
+   * Registers `handler` for `name` (CAN_DO, or CAN_DO_TIMEOUT with
+   * `options.timeout` ms). With `options.json` the handler gets the decoded
+   * workload and the job, `handler(value, job)`, and what it returns is sent
+   * as JSON (undefined as null).
+   */
   register(name, handler, options) {
     checkString('name', name);
     if (typeof handler !== 'function') throw typeError('handler', 'a function', handler);
-    const o = checkObject('options', options);
-    const timeout = checkMillis('options.timeout', o.timeout);
+    const o = checkOptions('register()', options, REGISTER_OPTIONS);
+    const timeout = checkTimeout('options.timeout', o.timeout);
+    if (o.json !== undefined && typeof o.json !== 'boolean') throw typeError('options.json', 'a boolean', o.json);
     if (this._stopping) throw new ClosedError('the worker is stopped', 'ECLOSED');
-    this._handlers.set(name, handler);
     callSync(() => this._native.register(name, timeout));
+    this._handlers.set(name, { handler, timeout, json: o.json === true });
     return this;
   }
 
@@ -622,54 +756,224 @@ class Worker {
     return this;
   }
 
+  /** gearmanode's name of unregister(). */
+  removeFunction(name) {
+    return this.unregister(name);
+  }
+
+  /** Unregisters every function (gearmanode's RESET_ABILITIES). */
+  resetAbilities() {
+    for (const name of [...this._handlers.keys()]) this.unregister(name);
+    return this;
+  }
+
   async _dispatch(nativeJob) {
-    const handler = this._handlers.get(nativeJob.function);
+    const entry = this._handlers.get(nativeJob.function);
+    const controller = new AbortController();
+    const job = new Job(nativeJob, controller.signal);
+    const run = { job, nativeJob, controller, ended: false };
+    this._running.add(run);
+    let timer;
+    const timeout = nativeJob.timeout ?? (entry && entry.timeout);
+    if (timeout > 0) timer = setTimeout(() => this._expire(run, timeout), timeout);
     try {
-      if (!handler) throw new Error(`no handler registered for ${nativeJob.function}`);
-      const result = resultBuffer(await handler(new Job(nativeJob)));
-      if (!nativeJob.finished) nativeJob.complete(result);
+      if (!entry) throw new Error(`no handler registered for function '${nativeJob.function}'`);
+      const result = entry.json ? await runJson(entry.handler, job) : resultBuffer(await entry.handler(job));
+      if (run.ended || nativeJob.finished) {
+        this._log('debug', `polygear: job ${job.handle} had already ended; its handler's late result is dropped`);
+      } else {
+        nativeJob.complete(result);
+      }
     } catch (err) {
+      if (run.ended || nativeJob.finished) {
+        this._log('debug', `polygear: job ${job.handle} had already ended; its handler's late error is dropped: ${errorText(err)}`);
+        return;
+      }
+      this._jobError(err, job);
       try {
-        if (!nativeJob.finished) nativeJob.exception(errorText(err));
+        nativeJob.exception(errorText(err));
       } catch {
         // the connection is gone; the core fails the job on its own
       }
+    } finally {
+      clearTimeout(timer);
+      this._running.delete(run);
     }
   }
 
-  /** Processes jobs until stop(); resolves once the running handlers finished. */
-  async work() {
+  /**
+   * Forwards the connection events from now on (before the worker starts:
+   * connect() or work()); the forwarding ends with the shutdown.
+   */
+  _subscribe() {
+    if (this._subscribed) return;
+    this._subscribed = true;
+    this._native.onEvent((ev) => this._connectionEvent(ev));
+  }
+
+  /** A connection event from the core: emitted, and logged (warn when nobody listens to a problem). */
+  _connectionEvent(ev) {
+    const shape = CONNECTION_EVENTS[ev.kind];
+    if (!shape) {
+      this._log('info', `polygear: ${ev.message}`);
+      return;
+    }
+    const listened = this.listenerCount(ev.kind) > 0;
+    let level = 'info';
+    if (ev.kind === 'disconnect') level = listened ? 'debug' : 'warn';
+    if (ev.kind === 'connectError') level = !listened && loudAttempt(ev.attempt) ? 'warn' : 'debug';
+    this._log(level, `polygear: ${ev.message}`);
+    if (!listened) return;
+    try {
+      this.emit(ev.kind, shape(ev));
+    } catch (err) {
+      this._log('warn', `polygear: a '${ev.kind}' listener threw: ${errorText(err)}`);
+    }
+  }
+
+  /**
+   * Fail-fast start: resolves once a server is connected with the registered
+   * functions; rejects with a ConnectionError once every server failed its
+   * first attempt. The worker keeps retrying in the background either way
+   * (stop() ends that). `work()` calls it first with `failFast: true`.
+   */
+  async connect() {
+    if (this._stopping) throw new ClosedError('the worker is stopped', 'ECLOSED');
+    this._subscribe();
+    return call(() => this._native.connect());
+  }
+
+  /** Reports a handler's error: the log (with its stack), 'jobError' listeners, onError. */
+  _jobError(err, job) {
+    const detail = err instanceof Error && err.stack ? err.stack : errorText(err);
+    this._log('error', `polygear: job ${job.handle} (function '${job.function}') failed: ${detail}`);
+    const hook = (what, fn) => {
+      try {
+        const r = fn();
+        if (r && typeof r.then === 'function') r.then(undefined, (e) => this._log('warn', `polygear: ${what} rejected: ${errorText(e)}`));
+      } catch (e) {
+        this._log('warn', `polygear: ${what} threw: ${errorText(e)}`);
+      }
+    };
+    if (this.listenerCount('jobError') > 0) hook("a 'jobError' listener", () => this.emit('jobError', err, job));
+    if (this._onError) hook('options.onError', () => this._onError(err, job));
+  }
+
+  /**
+   * The job's registered timeout passed: end it here, free its slot, abort
+   * its signal. Servers raise a CAN_DO_TIMEOUT below 1 s to 1 s, so for a
+   * shorter one the server has not acted yet and gets WORK_FAIL (its
+   * clients see the job fail now); from 1 s on it has given up on the job
+   * at the same moment (polygeard failed it, gearmand requeues it), so the
+   * job is abandoned without a word (a WORK_FAIL would get JOB_NOT_FOUND).
+   */
+  _expire(run, timeout) {
+    if (run.ended || run.nativeJob.finished) return;
+    run.ended = true;
+    this._running.delete(run);
+    const { handle, function: func } = run.job;
+    const reason = new TimeoutError(
+      `job ${handle} (function '${func}') did not finish within its ${timeout} ms timeout (timeout is in milliseconds)`,
+      'ETIMEDOUT',
+    );
+    this._log('warn', `polygear: ${reason.message}; its slot is freed and a late result will be dropped`);
+    try {
+      if (timeout < SERVER_MIN_TIMEOUT_MS) run.nativeJob.fail();
+      else run.nativeJob.abandon();
+    } catch {
+      // already ended by the core (connection gone)
+    }
+    run.controller.abort(reason);
+  }
+
+  /** stop({ timeout }) handed the jobs still running back to the server: they end here, their signals abort. */
+  _handedBack(count) {
+    const runs = [...this._running];
+    this._running.clear();
+    for (const run of runs) run.ended = true;
+    if (count > 0 || runs.length > 0) {
+      const jobs = runs.map((r) => `${r.job.handle} (function '${r.job.function}')`).join(', ');
+      this._log('warn', `polygear: stop() timed out: ${Math.max(count, runs.length)} running job(s) handed back to the ` +
+        `server, which gives them to another worker${jobs ? `: ${jobs}` : ''}`);
+    }
+    for (const run of runs) {
+      run.controller.abort(new ClosedError(
+        `the worker stopped before job ${run.job.handle} finished; it was handed back to the server`, 'ECLOSED'));
+    }
+  }
+
+  /**
+   * Processes jobs until stop(); resolves once the running handlers finished.
+   * Rejects with InvalidArgumentError when no function is registered. Unless
+   * `options.handleSignals` is false, SIGINT and SIGTERM stop the worker
+   * gracefully while it works (a second one exits at once).
+   */
+  async work(options) {
+    const o = checkOptions('work()', options, WORK_OPTIONS);
+    if (o.handleSignals !== undefined && typeof o.handleSignals !== 'boolean') {
+      throw typeError('options.handleSignals', 'a boolean', o.handleSignals);
+    }
     if (this._stopping) throw new ClosedError('the worker is stopped', 'ECLOSED');
     if (this._working) throw new Error('work() is already running');
+    if (this._handlers.size === 0) {
+      throw new InvalidArgumentError('no function registered; use worker.register(name, handler) before work()', 'EINVAL');
+    }
+    if (this._failFast) {
+      try {
+        await this.connect();
+      } catch (err) {
+        await this.stop().catch(() => {});
+        throw err;
+      }
+    }
+    this._subscribe();
+    const untrap = o.handleSignals === false ? () => {} : this._trapSignals();
     this._working = call(() => this._native.work((job) => this._dispatch(job)));
-    return this._working;
+    try {
+      return await this._working;
+    } finally {
+      untrap();
+    }
+  }
+
+  /** Stops gracefully on SIGINT/SIGTERM (lib/signals.js) until the returned function is called. */
+  _trapSignals() {
+    return signals.trap({
+      first: (sig) => {
+        this._log('warn', `polygear: ${sig}: finishing the running jobs, taking no new ones (${sig} again exits at once)`);
+        this.stop().catch((err) => this._log('error', `polygear: stopping on ${sig} failed: ${errorText(err)}`));
+      },
+      again: (sig) => this._log('warn', `polygear: ${sig} again: exiting without waiting for the running jobs`),
+    });
   }
 
   /**
    * Graceful stop: no new jobs; running handlers finish; then the connections
    * close. With `options.timeout` (ms), jobs whose handlers are still running
-   * after that long are failed (WORK_FAIL) and their later results ignored.
+   * after that long are handed back to the server, which requeues them for
+   * another worker (their clients keep waiting); their signals abort and
+   * their later results are dropped.
    */
   async stop(options) {
-    const o = checkObject('options', options);
+    const o = checkOptions('stop()', options, STOP_OPTIONS);
     const timeout = checkMillis('options.timeout', o.timeout);
     if (!this._stopping) {
       this._native.stop();
-      this._stopping = (async () => {
-        if (this._working) await this._working.catch(() => {});
-        await call(() => this._native.shutdown());
-      })();
-    }
-    if (timeout !== undefined) {
-      let timer;
-      const expired = new Promise((resolve) => {
-        timer = setTimeout(() => resolve(true), timeout);
-      });
-      const late = await Promise.race([this._stopping.then(() => false), expired]);
-      clearTimeout(timer);
-      if (late) this._native.abandon();
+      this._stopping = timeout === undefined ? this._shutdown() : this._shutdownWithin(timeout);
+    } else if (timeout !== undefined) {
+      await this._shutdownWithin(timeout);
     }
     return this._stopping;
+  }
+
+  async _shutdown() {
+    await call(() => this._native.shutdown());
+    if (this._working) await this._working.catch(() => {});
+  }
+
+  async _shutdownWithin(timeout) {
+    this._handedBack(await call(() => this._native.shutdownTimeout(timeout)));
+    if (this._working) await this._working.catch(() => {});
   }
 
   /** Same as stop(). */
@@ -678,14 +982,27 @@ class Worker {
   }
 }
 
+/** Runs a `{ json: true }` handler: decoded workload in, JSON-encoded result out. */
+async function runJson(handler, job) {
+  let value;
+  try {
+    value = job.json();
+  } catch (err) {
+    throw new TypeError(`the workload of job ${job.handle} for function '${job.function}' is not valid JSON: ${err.message}`, {
+      cause: err,
+    });
+  }
+  return json.encode(await handler(value, job), `the result of function '${job.function}'`);
+}
+
 // ----------------------------------------------------------------- admin
 
 /** gearmand's text admin protocol (status, workers, …) on one server. */
 class Admin {
   constructor(options) {
-    const o = checkObject('options', options);
+    const o = checkOptions('new Admin()', options, ADMIN_OPTIONS);
     const server = o.server === undefined ? DEFAULT_SERVER : checkString('options.server', o.server);
-    const timeout = checkMillis('options.timeout', o.timeout);
+    const timeout = checkTimeout('options.timeout', o.timeout);
     const tls = checkTls('options.tls', o.tls);
     this._native = callSync(() => new native.NativeAdmin(server, timeout, tls));
   }
@@ -776,7 +1093,7 @@ const liveServers = new Set();
  */
 class Server {
   constructor(options) {
-    const o = checkObject('options', options);
+    const o = checkOptions('new Server()', options, SERVER_OPTIONS);
     const args = {};
     if (o.host !== undefined) args.host = checkString('options.host', o.host);
     if (o.port !== undefined) {

@@ -60,6 +60,11 @@ describe('examples', { skip: !ts && 'typescript is not installed (npm install in
     assert.match(out, /^2\.5\nworker raised: division by zero \(EJOBEXCEPTION, \S+\)\n(ABORT_ERR|ETIMEDOUT)\n\S+ (true|false) (true|false) \d+\/\d+\n$/);
   });
 
+  it('json', async () => {
+    assert.match(await run('json'),
+      /^order 7: 2 items\ntotal failed: the workload of job \S+ for function 'total' is not valid JSON: [^\n]+\nclient: JobExceptionError\n$/);
+  });
+
   it('admin', async () => {
     const out = await run('admin', { GEARMAN_SERVER: gearmand.addr });
     assert.match(out, /^version \S+ pid \d+\n/);

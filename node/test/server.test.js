@@ -39,7 +39,12 @@ describe('embedded Server', { timeout: 60000 }, () => {
     const a = new pg.Server({ port });
     await a.start();
     assert.equal(a.port, port);
-    await assert.rejects(pg.Server.start({ port }), { name: 'ConnectionError', code: 'EADDRINUSE' });
+    await assert.rejects(pg.Server.start({ port }), {
+      name: 'ConnectionError',
+      code: 'EADDRINUSE',
+      message: `cannot start the server: port ${port} on 127.0.0.1 is already in use; stop what listens there ` +
+        'or pick another port (port: 0 picks a free one)',
+    });
     await a.stop();
   });
 

@@ -11,7 +11,7 @@ use polygear::{Admin, ServerAddr};
 use tokio::sync::Mutex;
 
 use crate::error::{invalid, to_napi};
-use crate::util::millis;
+use crate::util::timeout_millis;
 
 /// A `status` line.
 #[napi(object)]
@@ -183,7 +183,7 @@ impl NativeAdmin {
             .parse()
             .map_err(|e: polygear::Error| invalid(e.to_string()))?;
         let timeout = match timeout {
-            Some(t) => millis("timeout", t)?,
+            Some(t) => timeout_millis("options.timeout", t)?,
             None => Duration::from_secs(5),
         };
         let tls = crate::util::tls_options(tls)?;

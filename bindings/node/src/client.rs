@@ -8,7 +8,7 @@ use polygear::{Bytes, Client, ClientOptions, JobEvent, RunningJob, SubmitOptions
 use tokio::sync::Mutex;
 
 use crate::error::{aborted, arg_err, to_napi};
-use crate::util::{eager, millis, parse_servers, CancelWatch, Canceller, InFlight};
+use crate::util::{eager, parse_servers, timeout_millis, CancelWatch, Canceller, InFlight};
 
 /// Client construction options (times in milliseconds).
 #[napi(object)]
@@ -81,6 +81,8 @@ pub struct JsJobEvent {
     pub numerator: Option<u32>,
     /// Status denominator.
     pub denominator: Option<u32>,
+    /// `fail`: why, when the server failed the job itself and said so.
+    pub reason: Option<String>,
 }
 
 impl From<JobEvent> for JsJobEvent {
@@ -101,6 +103,7 @@ impl From<JobEvent> for JsJobEvent {
             data: data.map(|d| Buffer::from(d.to_vec())),
             numerator: num.map(|n| n.0),
             denominator: num.map(|n| n.1),
+            reason: None,
         }
     }
 }
@@ -113,7 +116,7 @@ fn submit_options(args: Option<SubmitArgs>) -> Result<SubmitOptions> {
             opts.priority = polygear_bindings::args::priority_index(p).map_err(arg_err)?;
         }
         if let Some(t) = a.timeout {
-            opts.timeout = Some(millis("timeout", t)?);
+            opts.timeout = Some(timeout_millis("options.timeout", t)?);
         }
         opts.epoch = a.epoch;
     }
@@ -212,13 +215,13 @@ impl NativeClient {
             ..ClientOptions::default()
         };
         if let Some(t) = args.timeout {
-            o.job_timeout = Some(millis("timeout", t)?);
+            o.job_timeout = Some(timeout_millis("options.timeout", t)?);
         }
         if let Some(t) = args.connect_timeout {
-            o.connect_timeout = millis("connectTimeout", t)?;
+            o.connect_timeout = timeout_millis("options.connectTimeout", t)?;
         }
         if let Some(t) = args.submit_timeout {
-            o.submit_timeout = millis("submitTimeout", t)?;
+            o.submit_timeout = timeout_millis("options.submitTimeout", t)?;
         }
         o.client_id = args.client_id;
         let inner = napi::bindgen_prelude::within_runtime_if_available(|| Client::new(o))
@@ -375,10 +378,15 @@ impl NativeRunningJob {
                     Ok(None)
                 }
                 Some(Ok(ev)) => {
-                    if ev.is_final() {
+                    let (failed, is_final) = (matches!(ev, JobEvent::Failed), ev.is_final());
+                    let mut out = JsJobEvent::from(ev);
+                    if failed {
+                        out.reason = running.fail_reason();
+                    }
+                    if is_final {
                         *guard = None;
                     }
-                    Ok(Some(ev.into()))
+                    Ok(Some(out))
                 }
                 Some(Err(e)) => {
                     *guard = None;

@@ -10,7 +10,7 @@
 
 use polygear::{Error, ErrorKind};
 use polygear_bindings::args::ArgError;
-use polygear_bindings::errors::{self, class_of};
+use polygear_bindings::errors::{self, class_of, TimeUnit};
 
 /// Field separator of the encoded error record (ASCII unit separator).
 const SEP: char = '\u{1f}';
@@ -53,19 +53,31 @@ pub fn io_error(kind: std::io::ErrorKind, message: &str) -> napi::Error {
     )
 }
 
-/// Converts a core error into the encoded JS error. The record's extra field
-/// is the server's code (`ServerError`, with the server's text as message)
-/// or the job handle (`JobFailedError`, `JobExceptionError`, with the
-/// worker's text as message).
+/// Separates the handle from the server's reason in a `JobFailedError`'s
+/// extra field (ASCII record separator).
+const REASON_SEP: char = '\u{1e}';
+
+/// Converts a core error into the encoded JS error, its message worded by
+/// [`errors::message`] with timeouts in milliseconds. The record's extra
+/// field is the server's code (`ServerError`, with the server's text as
+/// message), the job handle (`JobExceptionError`, with the worker's text as
+/// message) or the job handle and the server's reason (`JobFailedError`).
 pub fn to_napi(err: Error) -> napi::Error {
     let (class, code) = errors::classify(&err);
+    let message = errors::message(&err, TimeUnit::Milliseconds);
     match err {
         Error::Server {
             code: server_code,
             text,
         } => encoded(class.tag, code, &server_code, &text),
-        Error::JobFailed { ref handle, .. } => encoded(class.tag, code, handle, &err.to_string()),
+        Error::JobFailed { handle, reason } => {
+            let extra = match reason {
+                Some(r) => format!("{handle}{REASON_SEP}{r}"),
+                None => handle,
+            };
+            encoded(class.tag, code, &extra, &message)
+        }
         Error::JobException { handle, message } => encoded(class.tag, code, &handle, &message),
-        other => encoded(class.tag, code, "", &other.to_string()),
+        _ => encoded(class.tag, code, "", &message),
     }
 }

@@ -17,12 +17,14 @@ mod error;
 mod server;
 mod util;
 mod worker;
+mod worker_events;
 
 pub use admin::*;
 pub use client::*;
 pub use server::*;
 pub use util::Canceller;
 pub use worker::*;
+pub use worker_events::NativeWorkerEvent;
 
 /// How the addon was compiled: `"release"` or `"debug"` (see `polygear::BUILD_PROFILE`).
 #[napi_derive::napi]

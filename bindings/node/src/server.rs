@@ -49,9 +49,21 @@ pub struct ServerTlsArgs {
     pub verify_clients: Option<bool>,
 }
 
-fn server_err(e: ServerError) -> napi::Error {
+/// The JS error for a server that could not start on `host:port` (a busy
+/// port says so and how to avoid it).
+fn server_err(e: ServerError, host: &str, port: u16) -> napi::Error {
     match e {
-        ServerError::Io(io) => io_error(io.kind(), &format!("cannot start the server: {io}")),
+        ServerError::Io(io) if io.kind() == std::io::ErrorKind::AddrInUse => io_error(
+            io.kind(),
+            &format!(
+                "cannot start the server: port {port} on {host} is already in use; stop what \
+                 listens there or pick another port (port: 0 picks a free one)"
+            ),
+        ),
+        ServerError::Io(io) => io_error(
+            io.kind(),
+            &format!("cannot start the server on {host}:{port}: {io}"),
+        ),
         ServerError::Config(msg) => invalid(msg),
         other => {
             let class = class_of(polygear::ErrorKind::Server);
@@ -111,8 +123,11 @@ pub fn start_server(env: Env, args: Option<ServerArgs>) -> Result<AsyncBlock<Nat
             });
         }
     }
+    let (host, port) = (cfg.listen.clone(), cfg.port);
     AsyncBlockBuilder::new(async move {
-        let running: RunningServer = Server::bind(cfg).await.map_err(server_err)?;
+        let running: RunningServer = Server::bind(cfg)
+            .await
+            .map_err(|e| server_err(e, &host, port))?;
         let addr = running.local_addr();
         let (stop_tx, stop_rx) = oneshot::channel::<()>();
         let (done_tx, done) = watch::channel(false);

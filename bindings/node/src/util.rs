@@ -55,6 +55,11 @@ pub fn millis(name: &str, ms: f64) -> napi::Result<Duration> {
     args::millis(name, ms).map_err(arg_err)
 }
 
+/// A job or connect timeout in milliseconds (more than 0) to a `Duration`.
+pub fn timeout_millis(name: &str, ms: f64) -> napi::Result<Duration> {
+    args::timeout_millis(name, ms).map_err(arg_err)
+}
+
 /// A one-shot cancellation switch, fired from JS (e.g. by an `AbortSignal`).
 #[napi]
 pub struct Canceller {

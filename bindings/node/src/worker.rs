@@ -1,5 +1,6 @@
 //! `NativeWorker` and `NativeJob`: JS handlers run on the JS thread through a
-//! thread-safe function; the core worker does the networking.
+//! thread-safe function; the core worker does the networking. Connection
+//! events reach JS through another one (see [`crate::worker_events`]).
 
 use std::sync::{Arc, Mutex};
 
@@ -10,7 +11,8 @@ use polygear::{Bytes, Job, Worker, WorkerOptions};
 use tokio::sync::{watch, Notify};
 
 use crate::error::{arg_err, invalid, to_napi};
-use crate::util::{lock, millis, parse_servers};
+use crate::util::{lock, millis, parse_servers, timeout_millis};
+use crate::worker_events::{forward_events, EventSink};
 
 /// Worker construction options (times in milliseconds).
 #[napi(object)]
@@ -39,8 +41,9 @@ struct JobSlot {
     live: Arc<LiveJobs>,
 }
 
-/// The jobs JS holds: `work` waits for them after a stop, `abandon` fails
-/// them. Ending a job needs no hand-off to the runtime thread.
+/// The jobs JS holds: `work` waits for them after a stop; a shutdown that
+/// handed them back abandons them. Ending a job needs no hand-off to the
+/// runtime thread.
 #[derive(Default)]
 struct LiveJobs {
     next_id: std::sync::atomic::AtomicU64,
@@ -76,13 +79,14 @@ impl LiveJobs {
         lock(&self.slots).is_empty()
     }
 
-    /// Fails every job JS still holds (their later results are ignored).
-    fn fail_all(&self) {
+    /// Ends every job JS still holds without a word to the server (which
+    /// was handed them back): their later results are ignored.
+    fn abandon_all(&self) {
         let slots: Vec<_> = lock(&self.slots).drain().map(|(_, s)| s).collect();
         for slot in slots {
             let job = lock(&slot.job).take();
             if let Some(job) = job {
-                let _ = job.fail();
+                job.abandon();
             }
         }
         self.idle.notify_waiters();
@@ -97,6 +101,8 @@ pub struct NativeJob {
     unique: String,
     data: Bytes,
     slot: Arc<JobSlot>,
+    /// The CAN_DO_TIMEOUT in force when the job was assigned.
+    timeout: Option<std::time::Duration>,
 }
 
 #[napi]
@@ -125,7 +131,13 @@ impl NativeJob {
         Buffer::from(self.data.to_vec())
     }
 
-    /// True once the job was completed, failed or raised.
+    /// The function's timeout (ms) when the job was assigned; null if none.
+    #[napi(getter)]
+    pub fn timeout(&self) -> Option<f64> {
+        self.timeout.map(|d| d.as_secs_f64() * 1000.0)
+    }
+
+    /// True once the job was completed, failed, raised or abandoned.
     #[napi(getter)]
     pub fn finished(&self) -> bool {
         lock(&self.slot.job).is_none()
@@ -188,12 +200,15 @@ impl NativeJob {
     pub fn exception(&self, message: String) -> Result<()> {
         self.finish(|j| j.exception(message))
     }
-}
 
-/// Resolves when `rx` turns true; never if its sender is gone unfired.
-async fn fired(rx: &mut watch::Receiver<bool>) {
-    if rx.wait_for(|a| *a).await.is_err() {
-        std::future::pending::<()>().await
+    /// Ends the job here without telling the server (its timeout passed:
+    /// the server has given up on it); frees its slot.
+    #[napi]
+    pub fn abandon(&self) -> Result<()> {
+        self.finish(|j| {
+            j.abandon();
+            Ok(())
+        })
     }
 }
 
@@ -201,8 +216,10 @@ async fn fired(rx: &mut watch::Receiver<bool>) {
 #[napi]
 pub struct NativeWorker {
     inner: Worker,
-    /// Fired by `abandon()`: handlers stop waiting for JS and fail their jobs.
-    abandon: watch::Sender<bool>,
+    /// The jobs JS holds.
+    live: Arc<LiveJobs>,
+    /// Fired once the worker is shut down: ends the event forwarding.
+    closed: watch::Sender<bool>,
 }
 
 #[napi]
@@ -219,21 +236,43 @@ impl NativeWorker {
             o.concurrency = polygear_bindings::args::concurrency(c as usize).map_err(arg_err)?;
         }
         if let Some(t) = args.connect_timeout {
-            o.connect_timeout = millis("connectTimeout", t)?;
+            o.connect_timeout = timeout_millis("options.connectTimeout", t)?;
         }
         o.client_id = args.client_id;
         let inner = napi::bindgen_prelude::within_runtime_if_available(|| Worker::new(o))
             .map_err(to_napi)?;
         Ok(NativeWorker {
             inner,
-            abandon: watch::channel(false).0,
+            live: Arc::new(LiveJobs::default()),
+            closed: watch::channel(false).0,
         })
+    }
+
+    /// Calls `callback` with each connection event until the worker is shut
+    /// down; call it before `work`/`connect` to see the first attempts.
+    /// Does not keep Node alive.
+    #[napi(ts_args_type = "callback: (event: NativeWorkerEvent) => void")]
+    pub fn on_event(&self, callback: EventSink) {
+        let events = self.inner.events();
+        let closed = self.closed.subscribe();
+        napi::bindgen_prelude::spawn(forward_events(events, closed, callback));
+    }
+
+    /// Fail-fast start: resolves once a server is connected with the
+    /// functions registered; rejects once every server failed its attempt
+    /// (the worker keeps retrying until it is shut down).
+    #[napi(ts_return_type = "Promise<void>")]
+    pub fn connect(&self, env: Env) -> Result<AsyncBlock<()>> {
+        let worker = self.inner.clone();
+        AsyncBlockBuilder::new(async move { worker.connect().await.map_err(to_napi) }).build(&env)
     }
 
     /// CAN_DO (or CAN_DO_TIMEOUT with `timeout` ms).
     #[napi]
     pub fn register(&self, function: String, timeout: Option<f64>) -> Result<()> {
-        let timeout = timeout.map(|t| millis("timeout", t)).transpose()?;
+        let timeout = timeout
+            .map(|t| timeout_millis("options.timeout", t))
+            .transpose()?;
         napi::bindgen_prelude::within_runtime_if_available(|| {
             self.inner.register(&function, timeout)
         })
@@ -255,24 +294,12 @@ impl NativeWorker {
     )]
     pub fn work(&self, env: Env, dispatch: Dispatch) -> Result<AsyncBlock<()>> {
         let worker = self.inner.clone();
-        let mut abandon = self.abandon.subscribe();
+        let live = self.live.clone();
         AsyncBlockBuilder::new(async move {
-            let live = Arc::new(LiveJobs::default());
             // Each job goes to JS as it comes; JS ends it from its own thread
             // (the core writes the result and the next GRAB right there).
-            loop {
-                let job = tokio::select! {
-                    job = worker.next_job() => job,
-                    _ = fired(&mut abandon), if !*abandon.borrow() => {
-                        live.fail_all();
-                        continue;
-                    }
-                };
-                let Some(job) = job else { break };
-                if *abandon.borrow() {
-                    let _ = job.fail(); // given up on JS: fail at once
-                    continue;
-                }
+            while let Some(job) = worker.next_job().await {
+                let timeout = job.timeout();
                 let (handle, function, unique, data) = (
                     job.handle().to_string(),
                     job.function().to_string(),
@@ -286,6 +313,7 @@ impl NativeWorker {
                     unique,
                     data,
                     slot: slot.clone(),
+                    timeout,
                 };
                 if dispatch.call(native, ThreadsafeFunctionCallMode::NonBlocking) != Status::Ok {
                     // JS cannot run it (the environment is going away): fail it.
@@ -296,7 +324,8 @@ impl NativeWorker {
                     live.ended(slot.id);
                 }
             }
-            // Stopped: wait for the jobs JS still runs, unless `abandon` fires.
+            // Stopped: wait for the jobs JS still runs (a shutdown that
+            // hands them back abandons them).
             loop {
                 let idle = live.idle.notified();
                 tokio::pin!(idle);
@@ -304,13 +333,7 @@ impl NativeWorker {
                 if live.is_empty() {
                     break;
                 }
-                tokio::select! {
-                    _ = idle => {}
-                    _ = fired(&mut abandon) => {
-                        live.fail_all();
-                        break;
-                    }
-                }
+                idle.await;
             }
             Ok(())
         })
@@ -323,13 +346,6 @@ impl NativeWorker {
         self.inner.stop();
     }
 
-    /// Stops waiting for running JS handlers: their jobs are failed now
-    /// (their later results are ignored), so `work` and `shutdown` can end.
-    #[napi]
-    pub fn abandon(&self) {
-        self.abandon.send_replace(true);
-    }
-
     /// True once `stop` was called.
     #[napi(getter)]
     pub fn stopped(&self) -> bool {
@@ -340,9 +356,29 @@ impl NativeWorker {
     #[napi(ts_return_type = "Promise<void>")]
     pub fn shutdown(&self, env: Env) -> Result<AsyncBlock<()>> {
         let worker = self.inner.clone();
+        let closed = self.closed.clone();
         AsyncBlockBuilder::new(async move {
             worker.shutdown().await;
+            closed.send_replace(true);
             Ok(())
+        })
+        .build(&env)
+    }
+
+    /// `shutdown` waiting at most `timeout` ms for the running jobs: those
+    /// still running then are handed back to the server (which requeues
+    /// them) and end here; resolves with how many were handed back.
+    #[napi(ts_return_type = "Promise<number>")]
+    pub fn shutdown_timeout(&self, env: Env, timeout: f64) -> Result<AsyncBlock<u32>> {
+        let timeout = millis("timeout", timeout)?;
+        let worker = self.inner.clone();
+        let live = self.live.clone();
+        let closed = self.closed.clone();
+        AsyncBlockBuilder::new(async move {
+            let handed_back = worker.shutdown_timeout(timeout).await;
+            live.abandon_all();
+            closed.send_replace(true);
+            Ok(u32::try_from(handed_back).unwrap_or(u32::MAX))
         })
         .build(&env)
     }
