@@ -178,10 +178,13 @@ const REGISTER_OPTIONS = ['timeout', 'json'];
 const ADMIN_OPTIONS = ['server', 'timeout', 'tls'];
 const SERVER_OPTIONS = ['host', 'port', 'queueFile', 'jobRetries', 'exceptions', 'allowShutdown', 'handlePrefix', 'tls'];
 
-function checkString(name, value, { optional = false, nonEmpty = true } = {}) {
+/** checkString's options for a function name. */
+const FUNCTION_NAME = { what: 'function name' };
+
+function checkString(name, value, { optional = false, nonEmpty = true, what = 'string' } = {}) {
   if (value === undefined && optional) return undefined;
   if (typeof value !== 'string') throw typeError(name, 'a string', value);
-  if (nonEmpty && value.length === 0) throw rangeError(name, 'a non-empty string', '""');
+  if (nonEmpty && value.length === 0) throw rangeError(name, `a non-empty ${what}`, '""');
   return value;
 }
 
@@ -487,7 +490,7 @@ class Client {
 
   /** Runs a foreground job and resolves with its result. */
   async submit(func, data, options) {
-    checkString('func', func);
+    checkString('func', func, FUNCTION_NAME);
     const buf = toBuffer('data', data);
     const { args, signal } = submitArgs(options, false);
     this._checkOpen();
@@ -496,7 +499,7 @@ class Client {
 
   /** Submits a foreground job and resolves (once created) with a RunningJob to read events from. */
   async submitJob(func, data, options) {
-    checkString('func', func);
+    checkString('func', func, FUNCTION_NAME);
     const buf = toBuffer('data', data);
     const { args, signal } = submitArgs(options, false);
     this._checkOpen();
@@ -517,7 +520,7 @@ class Client {
 
   /** Submits a background job and resolves with its handle. */
   async submitBackground(func, data, options) {
-    checkString('func', func);
+    checkString('func', func, FUNCTION_NAME);
     const buf = toBuffer('data', data);
     const { args, signal } = submitArgs(options, true);
     this._checkOpen();
@@ -531,7 +534,7 @@ class Client {
    * JSON rejects with a GearmanError of code EJSON.
    */
   async submitJson(func, value, options) {
-    checkString('func', func);
+    checkString('func', func, FUNCTION_NAME);
     const buf = json.encode(value, 'the value');
     const result = await this.submit(func, buf, options);
     try {
@@ -737,7 +740,7 @@ class Worker extends EventEmitter {
    * as JSON (undefined as null).
    */
   register(name, handler, options) {
-    checkString('name', name);
+    checkString('name', name, FUNCTION_NAME);
     if (typeof handler !== 'function') throw typeError('handler', 'a function', handler);
     const o = checkOptions('register()', options, REGISTER_OPTIONS);
     const timeout = checkTimeout('options.timeout', o.timeout);
@@ -750,7 +753,7 @@ class Worker extends EventEmitter {
 
   /** Unregisters `name` (CANT_DO). */
   unregister(name) {
-    checkString('name', name);
+    checkString('name', name, FUNCTION_NAME);
     this._handlers.delete(name);
     callSync(() => this._native.unregister(name));
     return this;
@@ -1046,7 +1049,7 @@ class Admin {
   }
   /** `maxqueue FUNC` (no limits: unlimited) or `maxqueue FUNC HIGH NORMAL LOW`. */
   async maxqueue(func, limits) {
-    checkString('func', func);
+    checkString('func', func, FUNCTION_NAME);
     if (limits !== undefined && limits !== null) {
       if (typeof limits === 'number') limits = [limits, limits, limits];
       if (!Array.isArray(limits) || limits.length !== 3) throw typeError('limits', 'a number or [high, normal, low]', limits);
@@ -1058,12 +1061,12 @@ class Admin {
   }
   /** `create function FUNC`. */
   async createFunction(func) {
-    checkString('func', func);
+    checkString('func', func, FUNCTION_NAME);
     return call(() => this._native.createFunction(func));
   }
   /** `drop function FUNC`. */
   async dropFunction(func) {
-    checkString('func', func);
+    checkString('func', func, FUNCTION_NAME);
     return call(() => this._native.dropFunction(func));
   }
   /** `shutdown` (graceful: `shutdown graceful`). */

@@ -31,7 +31,7 @@ describe('arguments refused before anything is sent', () => {
   });
 
   it('an empty function name is refused by every submit and by register', async () => {
-    const empty = { name: 'RangeError', code: 'ERR_OUT_OF_RANGE', message: /"func" is out of range. It must be a non-empty string/ };
+    const empty = { name: 'RangeError', code: 'ERR_OUT_OF_RANGE', message: /"func" is out of range. It must be a non-empty function name/ };
     const client = new pg.Client({ servers: '127.0.0.1:1' });
     for (const submit of [client.submit, client.submitJob, client.submitBackground, client.submitJson]) {
       await assert.rejects(submit.call(client, '', 'x'), empty);

@@ -54,7 +54,7 @@ EXPECT: dict[str, tuple[str, str | None, str]] = {
     "job_exception": ("jobexception", "EJOBEXCEPTION", r"boom from \w+"),
     "bad_result": ("jobexception", "EJOBEXCEPTION", r"returned (dict|Hash|object)"),
     "worker_timeout": ("jobfailed", "EJOBFAILED", r"failed: the worker exceeded its 1 s timeout"),
-    "busy_port": ("connection", "EADDRINUSE", r"in use"),
+    "busy_port": ("connection", "EADDRINUSE", r"port \d+ on 127\.0\.0\.1 is already in use"),
     "bad_port": ("invalid", None, r"99999"),
 }
 SCENARIOS = list(EXPECT)

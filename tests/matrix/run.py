@@ -554,6 +554,7 @@ def c_client_checks(run: Run, port: int, workers: list[str]) -> None:
         attempt(w, "stream", lambda w=w: stream(w))
         attempt(w, "exception", lambda w=w: exception(w))
         attempt(w, "background", lambda: "no GET_STATUS in the gearman CLI")
+        attempt(w, "json", lambda: "no JSON mode in the gearman CLI")
 
 
 # ------------------------------------------------------------------ HTTP client
