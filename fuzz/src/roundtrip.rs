@@ -78,6 +78,10 @@ impl PacketDesc {
                 data: f(1),
             },
             T::WorkFail => Packet::WorkFail { handle: f(0) },
+            T::WorkFailReason => Packet::WorkFailReason {
+                handle: f(0),
+                reason: f(1),
+            },
             T::GetStatus => Packet::GetStatus { handle: f(0) },
             T::EchoReq => Packet::EchoReq { data: f(0) },
             T::EchoRes => Packet::EchoRes { data: f(0) },

@@ -121,23 +121,17 @@ def _logging_events(native: NativeWorker) -> Iterator[None]:
 
 @contextlib.asynccontextmanager
 async def _logging_events_async(native: NativeWorker) -> AsyncIterator[None]:
-    """``_logging_events`` as an asyncio task."""
-    done = False
-
-    async def run() -> None:
-        while not done:
-            record = await native.next_event_async(_TICK)
-            if record is not None:
-                log.log(*record)
-        while (record := await native.next_event_async(0)) is not None:
-            log.log(*record)
-
-    task = asyncio.ensure_future(run())
-    try:
-        yield
-    finally:
-        done = True
-        await task
+    """``_logging_events`` for asyncio: the same thread, joined without blocking
+    the event loop. Not an asyncio task over ``next_event_async``: each of its
+    awaits would be completed from a runtime thread, and one completing while
+    the program exits right after ``work()`` aborts the interpreter
+    (PyGILState_Release during finalization)."""
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(_logging_events(native))
+        try:
+            yield
+        finally:
+            await asyncio.get_running_loop().run_in_executor(None, stack.close)
 
 
 def _log_handed_back(count: int) -> None:

@@ -221,13 +221,16 @@ impl NativeWorker {
     /// The next connection event as a `(level, message)` record for the
     /// `polygear` logger, waiting (GIL released) at most `timeout` seconds;
     /// None if none came.
+    /// (Only blocking: AsyncWorker reads them from a thread too, see
+    /// `_logging_events_async`.)
     fn next_event(&self, py: Python<'_>, timeout: f64) -> PyResult<Py<PyAny>> {
-        self.next_event_with::<Blocking>(py, timeout)
-    }
-
-    /// Awaitable form of next_event().
-    fn next_event_async(&self, py: Python<'_>, timeout: f64) -> PyResult<Py<PyAny>> {
-        self.next_event_with::<Awaitable>(py, timeout)
+        let wait = args::seconds("timeout", timeout).map_err(util::arg_err)?;
+        let events = self.events.clone();
+        Blocking::run(
+            py,
+            async move { Ok(events::next(events, wait).await) },
+            |py, record| Ok(record.into_pyobject(py)?.into_any().unbind()),
+        )
     }
 
     /// Fail-fast start (GIL released): returns once a server is connected
@@ -292,17 +295,6 @@ impl NativeWorker {
                 Some(j) => Ok(Py::new(py, Job::new(py, j))?.into_any()),
                 None => Ok(py.None()),
             },
-        )
-    }
-
-    /// The next event's record, waiting at most `timeout` seconds.
-    fn next_event_with<R: Runner>(&self, py: Python<'_>, timeout: f64) -> PyResult<Py<PyAny>> {
-        let wait = args::seconds("timeout", timeout).map_err(util::arg_err)?;
-        let events = self.events.clone();
-        R::run(
-            py,
-            async move { Ok(events::next(events, wait).await) },
-            |py, record| Ok(record.into_pyobject(py)?.into_any().unbind()),
         )
     }
 
