@@ -53,6 +53,7 @@ npm_key=$(node node/scripts/build.js --platform-key) # the key the install scrip
 pkg=$stage/npm/polygear
 mkdir -p "$pkg/scripts" "$pkg/prebuilt/$npm_key" "$pkg/rust/bindings"
 cp node/package.json node/index.js node/index.d.ts node/README.md "$pkg/"
+cp -R node/lib "$pkg/lib"
 cp node/scripts/build.js "$pkg/scripts/"
 cp "$built/libpolygear_node.so" "$pkg/prebuilt/$npm_key/polygear.node"
 # The Rust sources, so a platform without a prebuilt addon can still build one.
@@ -72,7 +73,7 @@ cp Cargo.lock "$pkg/rust/"
 node -e '
   const fs = require("fs"); const f = process.argv[1];
   const p = JSON.parse(fs.readFileSync(f, "utf8"));
-  p.files = ["index.js", "index.d.ts", "README.md", "scripts/build.js", "prebuilt/", "rust/"];
+  p.files = ["index.js", "index.d.ts", "lib/", "README.md", "scripts/build.js", "prebuilt/", "rust/"];
   delete p.devDependencies;
   fs.writeFileSync(f, JSON.stringify(p, null, 2) + "\n");' "$pkg/package.json"
 (cd "$pkg" && npm pack --silent --pack-destination "$stage" >/dev/null)
