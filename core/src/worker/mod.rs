@@ -651,6 +651,40 @@ mod tests {
             let b = p.to_bytes(crate::protocol::Magic::Res).unwrap();
             self.stream.write_all(&b).await.unwrap();
         }
+
+        /// Assigns job `handle` of `function` with empty data.
+        async fn assign(&mut self, handle: &'static str, function: &'static str) {
+            self.send(crate::protocol::Packet::JobAssign {
+                handle: handle.into(),
+                function: function.into(),
+                data: Bytes::new(),
+            })
+            .await;
+        }
+
+        /// Starts `w` (registered for `function` only, without a timeout),
+        /// checks its CAN_DO and first GRAB, and assigns it job `H:1`.
+        async fn first_job(
+            l: &tokio::net::TcpListener,
+            w: &Worker,
+            function: &'static str,
+        ) -> (FakeServer, Job) {
+            use crate::protocol::Packet;
+            let next = tokio::spawn({
+                let w = w.clone();
+                async move { w.next_job().await }
+            });
+            let mut srv = FakeServer::accept(l).await;
+            assert_eq!(
+                srv.recv().await,
+                Packet::CanDo {
+                    function: function.into()
+                }
+            );
+            assert_eq!(srv.recv().await, Packet::GrabJobAll);
+            srv.assign("H:1", function).await;
+            (srv, next.await.unwrap().unwrap())
+        }
     }
 
     #[tokio::test]
@@ -697,12 +731,7 @@ mod tests {
         // and sends no WORK_FAIL: the next packet is that GRAB.
         job.abandon();
         assert_eq!(srv.recv().await, Packet::GrabJobAll);
-        srv.send(Packet::JobAssign {
-            handle: "H:2".into(),
-            function: "f".into(),
-            data: Bytes::new(),
-        })
-        .await;
+        srv.assign("H:2", "f").await;
         let job = w.next_job().await.unwrap();
         assert_eq!(job.handle(), "H:2");
         job.complete("done").unwrap();
@@ -721,29 +750,10 @@ mod tests {
 
     #[tokio::test]
     async fn jobs_of_functions_without_a_timeout_have_none() {
-        use crate::protocol::Packet;
         let (l, opts) = FakeServer::listen().await;
         let w = Worker::new(opts).unwrap();
         w.register("g", None).unwrap();
-        let next = tokio::spawn({
-            let w = w.clone();
-            async move { w.next_job().await }
-        });
-        let mut srv = FakeServer::accept(&l).await;
-        assert_eq!(
-            srv.recv().await,
-            Packet::CanDo {
-                function: "g".into()
-            }
-        );
-        assert_eq!(srv.recv().await, Packet::GrabJobAll);
-        srv.send(Packet::JobAssign {
-            handle: "H:1".into(),
-            function: "g".into(),
-            data: Bytes::new(),
-        })
-        .await;
-        let job = next.await.unwrap().unwrap();
+        let (_srv, job) = FakeServer::first_job(&l, &w, "g").await;
         assert_eq!(job.timeout(), None);
         job.complete("").unwrap();
         w.shutdown().await;
@@ -759,25 +769,7 @@ mod tests {
         })
         .unwrap();
         w.register("f", None).unwrap();
-        let next = tokio::spawn({
-            let w = w.clone();
-            async move { w.next_job().await }
-        });
-        let mut srv = FakeServer::accept(&l).await;
-        assert_eq!(
-            srv.recv().await,
-            Packet::CanDo {
-                function: "f".into()
-            }
-        );
-        assert_eq!(srv.recv().await, Packet::GrabJobAll);
-        srv.send(Packet::JobAssign {
-            handle: "H:1".into(),
-            function: "f".into(),
-            data: Bytes::new(),
-        })
-        .await;
-        let job = next.await.unwrap().unwrap();
+        let (mut srv, job) = FakeServer::first_job(&l, &w, "f").await;
         // The GRAB the free slot sends meanwhile.
         assert_eq!(srv.recv().await, Packet::GrabJobAll);
         job.send_status(1, 2).unwrap();
@@ -810,20 +802,7 @@ mod tests {
         let (l, opts) = FakeServer::listen().await;
         let w = Worker::new(opts).unwrap();
         w.register("f", None).unwrap();
-        let next = tokio::spawn({
-            let w = w.clone();
-            async move { w.next_job().await }
-        });
-        let mut srv = FakeServer::accept(&l).await;
-        srv.recv().await;
-        srv.recv().await;
-        srv.send(Packet::JobAssign {
-            handle: "H:1".into(),
-            function: "f".into(),
-            data: Bytes::new(),
-        })
-        .await;
-        let job = next.await.unwrap().unwrap();
+        let (mut srv, job) = FakeServer::first_job(&l, &w, "f").await;
         let ender = tokio::spawn(async move {
             tokio::time::sleep(Duration::from_millis(100)).await;
             job.complete("ok")
