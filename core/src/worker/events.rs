@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use tokio::sync::{broadcast, watch};
 
-use crate::error::{Error, Result};
+use crate::error::{format_duration, Error, Result};
 
 /// Events kept for a subscriber that does not keep up (older ones are skipped).
 const EVENT_CAPACITY: usize = 256;
@@ -89,7 +89,7 @@ impl fmt::Display for WorkerEvent {
             } => write!(
                 f,
                 "worker cannot connect to {server}: {error} (attempt {attempt}; retrying in {})",
-                Delay(*retry_in)
+                format_duration(*retry_in)
             ),
             WorkerEvent::Disconnected { server, reason } => {
                 write!(
@@ -97,22 +97,6 @@ impl fmt::Display for WorkerEvent {
                     "worker lost its connection to {server}: {reason}; reconnecting"
                 )
             }
-        }
-    }
-}
-
-/// A delay for people: "250 ms", "2 s", "1.5 s".
-struct Delay(Duration);
-
-impl fmt::Display for Delay {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let d = self.0;
-        if d < Duration::from_secs(1) {
-            write!(f, "{} ms", d.as_millis())
-        } else if d.subsec_millis() == 0 {
-            write!(f, "{} s", d.as_secs())
-        } else {
-            write!(f, "{:.1} s", d.as_secs_f64())
         }
     }
 }
@@ -307,7 +291,7 @@ mod tests {
 
     #[test]
     fn delays_are_written_for_people() {
-        let d = |ms| Delay(Duration::from_millis(ms)).to_string();
+        let d = |ms| format_duration(Duration::from_millis(ms));
         assert_eq!(d(0), "0 ms");
         assert_eq!(d(999), "999 ms");
         assert_eq!(d(2000), "2 s");
