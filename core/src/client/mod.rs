@@ -265,11 +265,7 @@ impl Client {
         if options.servers.is_empty() {
             return Err(Error::InvalidArgument("no job server configured".into()));
         }
-        if options.job_timeout == Some(Duration::ZERO) {
-            return Err(Error::InvalidArgument(
-                "job timeout must be greater than zero".into(),
-            ));
-        }
+        check_timeout("job timeout", options.job_timeout)?;
         if let Some(id) = &options.client_id {
             if id.as_bytes().contains(&0) {
                 return Err(Error::InvalidArgument(
@@ -418,7 +414,7 @@ impl Client {
         let inner = &self.inner;
         let unique: &[u8] = opts.unique.as_deref().unwrap_or(b"");
         check_submit(function, unique, data.len(), 0)?;
-        check_timeout(opts.timeout)?;
+        check_timeout("timeout", opts.timeout)?;
         if opts.epoch.is_some() {
             return Err(Error::InvalidArgument(
                 "epoch jobs are background jobs (use submit_background)".into(),
@@ -482,7 +478,7 @@ impl Client {
         };
         let epoch_len = epoch.as_ref().map_or(0, |e| e.as_bytes().len() + 1);
         check_submit(function, unique, data.len(), epoch_len)?;
-        check_timeout(opts.timeout)?;
+        check_timeout("timeout", opts.timeout)?;
         let route_key: &[u8] = opts.unique.as_deref().unwrap_or(b"");
         let mut reply_rx = None;
         let (idx, conn) = inner

@@ -58,12 +58,12 @@ pub(super) fn check_submit(
     Ok(())
 }
 
-/// A job's own timeout: `None` (none) or more than zero.
-pub(super) fn check_timeout(timeout: Option<Duration>) -> Result<()> {
+/// A job timeout (`what` names it in the error): `None` (none) or more than zero.
+pub(super) fn check_timeout(what: &str, timeout: Option<Duration>) -> Result<()> {
     if timeout == Some(Duration::ZERO) {
-        return Err(Error::InvalidArgument(
-            "timeout must be greater than zero".into(),
-        ));
+        return Err(Error::InvalidArgument(format!(
+            "{what} must be greater than zero"
+        )));
     }
     Ok(())
 }
@@ -212,11 +212,11 @@ mod tests {
             Err(Error::InvalidArgument(m)) if m == "empty function name"
         ));
         assert!(matches!(
-            check_timeout(Some(Duration::ZERO)),
+            check_timeout("timeout", Some(Duration::ZERO)),
             Err(Error::InvalidArgument(m)) if m == "timeout must be greater than zero"
         ));
-        assert!(check_timeout(Some(Duration::from_nanos(1))).is_ok());
-        assert!(check_timeout(None).is_ok());
+        assert!(check_timeout("timeout", Some(Duration::from_nanos(1))).is_ok());
+        assert!(check_timeout("timeout", None).is_ok());
         assert!(check_unique(&[b'a'; 63]).is_ok());
         assert!(matches!(
             check_unique(&[b'a'; 64]),
