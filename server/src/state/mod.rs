@@ -312,24 +312,27 @@ impl State {
     /// twice sees each packet twice in a row, as for every other packet.
     fn fail_clients(&self, n: u64, reason: &str) {
         let hb = self.handle(n);
-        let Some(job) = self.jobs.get(&n) else { return };
-        for &c in job.clients.iter().rev() {
-            if let Some(peer) = self.peers.get(&c).filter(|p| p.fail_reasons) {
-                peer.out
-                    .write(|b| put_pkt(b, PacketType::WorkFailReason, &[&hb, reason.as_bytes()]));
-            }
+        for peer in self.clients_of(n).filter(|p| p.fail_reasons) {
+            peer.out
+                .write(|b| put_pkt(b, PacketType::WorkFailReason, &[&hb, reason.as_bytes()]));
         }
         self.forward(n, |b, _| put_pkt(b, PacketType::WorkFail, &[&hb]));
     }
 
     /// Sends a packet to every client attached to job `n`, most recent first.
     fn forward(&self, n: u64, f: impl Fn(&mut BytesMut, bool)) {
-        let Some(job) = self.jobs.get(&n) else { return };
-        for &c in job.clients.iter().rev() {
-            if let Some(peer) = self.peers.get(&c) {
-                let ex = peer.exceptions;
-                peer.out.write(|b| f(b, ex));
-            }
+        for peer in self.clients_of(n) {
+            let ex = peer.exceptions;
+            peer.out.write(|b| f(b, ex));
         }
+    }
+
+    /// The connected clients attached to job `n`, most recent first.
+    fn clients_of(&self, n: u64) -> impl Iterator<Item = &Peer> {
+        self.jobs
+            .get(&n)
+            .into_iter()
+            .flat_map(|job| job.clients.iter().rev())
+            .filter_map(|c| self.peers.get(c))
     }
 }
