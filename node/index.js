@@ -727,7 +727,7 @@ class Worker extends EventEmitter {
     this._subscribed = false;
     /** name → { handler, timeout, json } */
     this._handlers = new Map();
-    /** Jobs handed to handlers that have not ended: { job, nativeJob, controller, ended }. */
+    /** Jobs handed to handlers that have not ended: { job, nativeJob, controller } (ended: nativeJob.finished). */
     this._running = new Set();
     this._working = null;
     this._stopping = null;
@@ -747,7 +747,7 @@ class Worker extends EventEmitter {
     if (o.json !== undefined && typeof o.json !== 'boolean') throw typeError('options.json', 'a boolean', o.json);
     if (this._stopping) throw new ClosedError('the worker is stopped', 'ECLOSED');
     callSync(() => this._native.register(name, timeout));
-    this._handlers.set(name, { handler, timeout, json: o.json === true });
+    this._handlers.set(name, { handler, json: o.json === true });
     return this;
   }
 
@@ -774,21 +774,21 @@ class Worker extends EventEmitter {
     const entry = this._handlers.get(nativeJob.function);
     const controller = new AbortController();
     const job = new Job(nativeJob, controller.signal);
-    const run = { job, nativeJob, controller, ended: false };
+    const run = { job, nativeJob, controller };
     this._running.add(run);
     let timer;
-    const timeout = nativeJob.timeout ?? (entry && entry.timeout);
+    const timeout = nativeJob.timeout;
     if (timeout > 0) timer = setTimeout(() => this._expire(run, timeout), timeout);
     try {
       if (!entry) throw new Error(`no handler registered for function '${nativeJob.function}'`);
       const result = entry.json ? await runJson(entry.handler, job) : resultBuffer(await entry.handler(job));
-      if (run.ended || nativeJob.finished) {
+      if (nativeJob.finished) {
         this._log('debug', `polygear: job ${job.handle} had already ended; its handler's late result is dropped`);
       } else {
         nativeJob.complete(result);
       }
     } catch (err) {
-      if (run.ended || nativeJob.finished) {
+      if (nativeJob.finished) {
         this._log('debug', `polygear: job ${job.handle} had already ended; its handler's late error is dropped: ${errorText(err)}`);
         return;
       }
@@ -871,8 +871,7 @@ class Worker extends EventEmitter {
    * job is abandoned without a word (a WORK_FAIL would get JOB_NOT_FOUND).
    */
   _expire(run, timeout) {
-    if (run.ended || run.nativeJob.finished) return;
-    run.ended = true;
+    if (run.nativeJob.finished) return;
     this._running.delete(run);
     const { handle, function: func } = run.job;
     const reason = new TimeoutError(
@@ -893,7 +892,6 @@ class Worker extends EventEmitter {
   _handedBack(count) {
     const runs = [...this._running];
     this._running.clear();
-    for (const run of runs) run.ended = true;
     if (count > 0 || runs.length > 0) {
       const jobs = runs.map((r) => `${r.job.handle} (function '${r.job.function}')`).join(', ');
       this._log('warn', `polygear: stop() timed out: ${Math.max(count, runs.length)} running job(s) handed back to the ` +
