@@ -139,14 +139,9 @@ pub(crate) fn arg_err(ruby: &Ruby, e: ArgError) -> Error {
     }
 }
 
-/// An optional number of seconds (Float/Integer) as a Duration; negative,
-/// non-finite or too large values are an `ArgumentError`.
-pub(crate) fn opt_secs(
-    ruby: &Ruby,
-    name: &str,
-    secs: Option<f64>,
-) -> Result<Option<Duration>, Error> {
-    args::opt_seconds(name, secs).map_err(|e| arg_err(ruby, e))
+/// A number of seconds ≥ 0 (else an `ArgumentError`).
+pub(crate) fn secs(ruby: &Ruby, name: &str, secs: f64) -> Result<Duration, Error> {
+    args::seconds(name, secs).map_err(|e| arg_err(ruby, e))
 }
 
 /// An optional job, connect or admin timeout in seconds: nil, or more than

@@ -89,7 +89,7 @@ fn start_error(ruby: &Ruby, host: &str, port: u16, e: ServerError) -> Error {
         e => crate::error_of_kind(
             ruby,
             ErrorKind::Connection,
-            errors::CLASSES[errors::index_of(ErrorKind::Connection)].code,
+            errors::class_of(ErrorKind::Connection).code,
             format!("cannot start the server: {e}"),
         ),
     }

@@ -1,7 +1,6 @@
 //! `Polygear::Native::Worker` and `Polygear::Job`.
 
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use bytes::Bytes;
 use magnus::{function, method, prelude::*, Error, RModule, RString, Ruby, Symbol};
@@ -10,7 +9,7 @@ use polygear_bindings::runtime::HANDOFF_DELAY;
 use tokio::sync::broadcast;
 
 use crate::client::bytes_of;
-use crate::{arg_err, gvl, lock, map_err, opt_secs, opt_timeout, parse_servers};
+use crate::{arg_err, gvl, lock, map_err, opt_timeout, parse_servers, secs};
 
 /// Native worker; `Polygear::Worker` runs the Ruby threads around it.
 #[magnus::wrap(class = "Polygear::Native::Worker", free_immediately, size)]
@@ -68,12 +67,7 @@ impl NativeWorker {
         rb_self: &Self,
         timeout: f64,
     ) -> Result<Option<(Symbol, String, u32)>, Error> {
-        let wait = Duration::try_from_secs_f64(timeout).map_err(|_| {
-            Error::new(
-                ruby.exception_arg_error(),
-                format!("timeout must be a number of seconds >= 0, not {timeout}"),
-            )
-        })?;
+        let wait = secs(ruby, "timeout", timeout)?;
         let events = rb_self.events.clone();
         let ev = gvl::wait(ruby, async move {
             let mut rx = events.lock().await;
@@ -156,7 +150,7 @@ impl NativeWorker {
     /// jobs, then closes the connections, which hands those jobs back to the
     /// server (it requeues them). Returns how many were handed back.
     fn shutdown_timeout(ruby: &Ruby, rb_self: &Self, timeout: f64) -> Result<usize, Error> {
-        let timeout = opt_secs(ruby, "timeout", Some(timeout))?.unwrap_or_default();
+        let timeout = secs(ruby, "timeout", timeout)?;
         let worker = rb_self.inner.clone();
         gvl::wait(ruby, async move { worker.shutdown_timeout(timeout).await })
     }
