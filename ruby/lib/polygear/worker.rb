@@ -248,34 +248,31 @@ module Polygear
     # A failed connect is logged at warn for attempt 1 and every Nth.
     WARN_EVERY = 10
 
-    # Raised in the event thread to end it (internal).
-    class StopEvents < Exception; end # rubocop:disable Lint/InheritException
+    # How long the event thread waits for an event before it checks whether
+    # to stop (seconds).
+    EVENT_POLL = 0.1
 
     # A Ruby thread that logs the native worker's connection events (they
     # are read with the GVL released; Ruby code never runs on tokio's
-    # side). #stop_event_log interrupts its wait, never a log write.
+    # side). It is never interrupted: an interrupt could land between an
+    # event leaving the channel and its log line, and lose it.
     def start_event_log
-      Thread.handle_interrupt(StopEvents => :never) do
-        Thread.new do
-          Thread.current.name = "polygear-events"
-          Thread.current.report_on_exception = false
-          begin
-            loop do
-              ev = Thread.handle_interrupt(StopEvents => :immediate) { @native.next_event(3600) }
-              log_event(*ev) if ev
-            end
-          rescue StopEvents
-            nil
-          end
-          while (ev = @native.next_event(0))
-            log_event(*ev)
-          end
+      @events_done = false
+      Thread.new do
+        Thread.current.name = "polygear-events"
+        Thread.current.report_on_exception = false
+        until @events_done
+          ev = @native.next_event(EVENT_POLL)
+          log_event(*ev) if ev
+        end
+        while (ev = @native.next_event(0))
+          log_event(*ev)
         end
       end
     end
 
     def stop_event_log(thread)
-      thread.raise(StopEvents)
+      @events_done = true
       thread.join
     rescue StandardError
       nil # a broken logger; the worker has stopped anyway
