@@ -44,7 +44,7 @@ impl Output {
     /// The Python value of result `data`.
     pub(crate) fn convert(&self, py: Python<'_>, data: &[u8]) -> PyResult<Py<PyAny>> {
         match self {
-            Output::Bytes => Ok(PyBytes::new(py, data).into_any().unbind()),
+            Output::Bytes => Ok(util::to_bytes(py, data).into_any()),
             Output::Json(function) => decode(py, data).map_err(|e| {
                 if !e.is_instance_of::<PyValueError>(py) {
                     return e;
