@@ -324,6 +324,40 @@ async fn fg_client(dial: Dialer, args: Args, n: u64) -> Result<(), BoxError> {
 /// Worker: GRAB_JOB_UNIQ → WORK_COMPLETE (echoing the data) until `stop`;
 /// with [`Style::Batched`] the WORK_COMPLETE and the next GRAB_JOB_UNIQ go
 /// out in one write.
+/// The shared state of `args.workers` [`worker`] tasks: jobs they completed,
+/// how many have registered, and the signal that stops them.
+struct Workers {
+    done: Arc<AtomicU64>,
+    registered: Arc<AtomicU64>,
+    stop: Arc<Notify>,
+}
+
+impl Workers {
+    /// Spawns `args.workers` workers for `args.func` on `dial` into `set`.
+    fn spawn(
+        set: &mut tokio::task::JoinSet<Result<(), BoxError>>,
+        dial: &Dialer,
+        args: &Args,
+    ) -> Workers {
+        let pool = Workers {
+            done: Arc::new(AtomicU64::new(0)),
+            registered: Arc::new(AtomicU64::new(0)),
+            stop: Arc::new(Notify::new()),
+        };
+        for _ in 0..args.workers {
+            set.spawn(worker(
+                dial.clone(),
+                args.func.clone(),
+                args.style,
+                pool.done.clone(),
+                pool.stop.clone(),
+                pool.registered.clone(),
+            ));
+        }
+        pool
+    }
+}
+
 async fn worker(
     dial: Dialer,
     func: String,
@@ -400,59 +434,33 @@ async fn run(args: Args) -> Result<(String, u64), BoxError> {
             join_all(tasks).await?;
         }
         "drain" => {
-            let done = Arc::new(AtomicU64::new(0));
-            let stop = Arc::new(Notify::new());
-            let registered = Arc::new(AtomicU64::new(0));
-            for _ in 0..args.workers {
-                tasks.spawn(worker(
-                    dial.clone(),
-                    args.func.clone(),
-                    args.style,
-                    done.clone(),
-                    stop.clone(),
-                    registered.clone(),
-                ));
-            }
-            while done.load(Ordering::Relaxed) < args.n {
+            let pool = Workers::spawn(&mut tasks, &dial, &args);
+            while pool.done.load(Ordering::Relaxed) < args.n {
                 tokio::time::sleep(Duration::from_millis(2)).await;
                 if let Some(r) = tasks.try_join_next() {
                     r??;
                 }
             }
-            stop.notify_waiters();
+            pool.stop.notify_waiters();
             tasks.abort_all();
         }
         "fg" => {
-            let done = Arc::new(AtomicU64::new(0));
-            let stop = Arc::new(Notify::new());
-            let registered = Arc::new(AtomicU64::new(0));
             let mut workers = tokio::task::JoinSet::new();
-            for _ in 0..args.workers {
-                workers.spawn(worker(
-                    dial.clone(),
-                    args.func.clone(),
-                    args.style,
-                    done.clone(),
-                    stop.clone(),
-                    registered.clone(),
-                ));
-            }
+            let pool = Workers::spawn(&mut workers, &dial, &args);
             for i in 0..args.conns {
                 let n = share(args.n, args.conns, i);
                 tasks.spawn(fg_client(dial.clone(), args.clone(), n));
             }
             join_all(tasks).await?;
-            stop.notify_waiters();
+            pool.stop.notify_waiters();
             workers.abort_all();
         }
         "pair" => rust_pair(&args).await?,
         "http-bg" | "http-fg" => {
             let fg = args.scenario == "http-fg";
             let req = http::Request::new(&args.addr, &args.func, args.size, !fg, args.keepalive);
-            let done = Arc::new(AtomicU64::new(0));
-            let stop = Arc::new(Notify::new());
-            let registered = Arc::new(AtomicU64::new(0));
             let mut workers = tokio::task::JoinSet::new();
+            let mut pool = None;
             if fg {
                 let addr = args
                     .worker_addr
@@ -462,31 +470,25 @@ async fn run(args: Args) -> Result<(String, u64), BoxError> {
                     addr,
                     ..args.clone()
                 })?;
-                for _ in 0..args.workers {
-                    workers.spawn(worker(
-                        dial.clone(),
-                        args.func.clone(),
-                        args.style,
-                        done.clone(),
-                        stop.clone(),
-                        registered.clone(),
-                    ));
-                }
+                let started = Workers::spawn(&mut workers, &dial, &args);
                 // Every worker registered before the first job: polygeard
                 // answers 503 to a foreground job no worker can do.
-                while registered.load(Ordering::Relaxed) < args.workers as u64 {
+                while started.registered.load(Ordering::Relaxed) < args.workers as u64 {
                     if let Some(r) = workers.try_join_next() {
                         r??;
                     }
                     tokio::time::sleep(Duration::from_millis(1)).await;
                 }
+                pool = Some(started);
             }
             for i in 0..args.conns {
                 let n = share(args.n, args.conns, i);
                 tasks.spawn(http::client(args.addr.clone(), req.clone(), n));
             }
             join_all(tasks).await?;
-            stop.notify_waiters();
+            if let Some(pool) = pool {
+                pool.stop.notify_waiters();
+            }
             workers.abort_all();
         }
         "floor" if args.tls.is_some() => return Err("floor has no TLS variant".into()),
