@@ -187,7 +187,11 @@ pub fn raw_admin(server: &TestServer, command: &str, listing: bool) -> String {
         {
             return text.into_owned();
         }
-        let n = s.read(&mut chunk).unwrap();
+        let n = match s.read(&mut chunk) {
+            // A signal (a child process ending) interrupted the wait: read again.
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            r => r.unwrap(),
+        };
         assert!(n > 0, "server closed the admin connection");
         buf.extend_from_slice(&chunk[..n]);
     }
