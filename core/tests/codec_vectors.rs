@@ -963,3 +963,39 @@ fn large_payloads_across_chunk_boundaries() {
         );
     }
 }
+
+/// polygear's retained-result extensions (1002..=1004): exact bytes both ways.
+#[test]
+fn retained_result_extension_vectors() {
+    // SUBMIT_RETAIN "60"
+    vector(
+        Magic::Req,
+        Packet::SubmitRetain { seconds: 60 },
+        "00 52 45 51 00 00 03 ea 00 00 00 02 36 30",
+    );
+    // GET_RESULT "H:x:1"
+    vector(
+        Magic::Req,
+        Packet::GetResult { handle: b("H:x:1") },
+        "00 52 45 51 00 00 03 eb 00 00 00 05 48 3a 78 3a 31",
+    );
+    // RESULT_RES "H:x:1\0complete\0ok\0!" (the data may hold NULs)
+    vector(
+        Magic::Res,
+        Packet::ResultRes {
+            handle: b("H:x:1"),
+            state: b("complete"),
+            data: b("ok\0!"),
+        },
+        "00 52 45 53 00 00 03 ec 00 00 00 13 48 3a 78 3a 31 00 63 6f 6d 70 6c 65 74 65 00 6f 6b 00 21",
+    );
+    assert_eq!(PacketType::from_code(1002), Some(PacketType::SubmitRetain));
+    assert_eq!(PacketType::ResultRes.name(), "RESULT_RES");
+    // A number too long for SUBMIT_RETAIN is refused, not wrapped.
+    let mut wire = hex("00 52 45 51 00 00 03 ea 00 00 00 15");
+    wire.extend_from_slice(b"12 34 56 78 90 12 34 56 78 90 1");
+    assert!(matches!(
+        decode_one(&wire),
+        Err(ProtocolError::BadNumber { field: "seconds" })
+    ));
+}

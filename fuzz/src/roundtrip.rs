@@ -82,6 +82,13 @@ impl PacketDesc {
                 handle: f(0),
                 reason: f(1),
             },
+            T::SubmitRetain => Packet::SubmitRetain { seconds: n0 },
+            T::GetResult => Packet::GetResult { handle: f(0) },
+            T::ResultRes => Packet::ResultRes {
+                handle: f(0),
+                state: f(1),
+                data: f(2),
+            },
             T::GetStatus => Packet::GetStatus { handle: f(0) },
             T::EchoReq => Packet::EchoReq { data: f(0) },
             T::EchoRes => Packet::EchoRes { data: f(0) },

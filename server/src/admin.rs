@@ -202,6 +202,9 @@ impl State {
                     ("queue_submissions_refused", m.queue_refused),
                     ("queue_jobs_claimed", m.jobs_claimed),
                     ("queue_fenced", self.fenced() as u64),
+                    ("results_kept", self.results.len() as u64),
+                    ("results_bytes", self.results.bytes() as u64),
+                    ("results_dropped", self.results.dropped),
                 ] {
                     b.put_slice(name.as_bytes());
                     b.put_u8(b' ');
@@ -210,6 +213,8 @@ impl State {
                 }
                 b.put_slice(b".\n");
             }
+            AdminCommand::Retain(set) => self.admin_retain(false, set, b),
+            AdminCommand::UniqueWindow(set) => self.admin_retain(true, set, b),
             AdminCommand::Shutdown { graceful } => {
                 if self.cfg.allow_shutdown {
                     self.shutdown_requested = Some(graceful);

@@ -68,6 +68,8 @@ fn is_request(t: PacketType) -> bool {
             | T::SubmitJobEpoch
             | T::SubmitReduceJob
             | T::SubmitReduceJobBackground
+            | T::SubmitRetain
+            | T::GetResult
     )
 }
 

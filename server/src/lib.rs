@@ -200,6 +200,14 @@ pub struct ServerConfig {
     /// Token the dashboard's actions (cancel a job, drop a function) require
     /// as `Authorization: Bearer <token>`; `None`: actions only over mutual TLS.
     pub admin_token: Option<String>,
+    /// Per-function retention of background results in seconds
+    /// (`--retain FUNCTION=SECONDS`; polygear extension).
+    pub retain: Vec<(String, u32)>,
+    /// Per-function unique windows in seconds (`--unique-window FUNCTION=SECONDS`).
+    pub unique_windows: Vec<(String, u32)>,
+    /// Most bytes of retained results kept in memory (`--retain-max-bytes`);
+    /// beyond it the entries closest to expiry are dropped.
+    pub retain_max_bytes: usize,
 }
 
 impl Default for ServerConfig {
@@ -228,6 +236,9 @@ impl Default for ServerConfig {
             grab_wait: Duration::from_millis(1),
             tls: None,
             admin_token: None,
+            retain: Vec::new(),
+            unique_windows: Vec::new(),
+            retain_max_bytes: 256 << 20,
         }
     }
 }
@@ -417,7 +428,7 @@ impl Server {
             state: Mutex::new(state),
         });
         let mut persist_thread = None;
-        if let Some((store, rows)) = loaded {
+        if let Some((store, rows, results)) = loaded {
             let (tx, rx) = std::sync::mpsc::channel();
             let next_id = rows.iter().map(|r| r.id).max().unwrap_or(0) + 1;
             let keyed = store.keyed();
@@ -431,6 +442,10 @@ impl Server {
                 });
                 if let Some(lease) = cfg.queue.lease() {
                     st.lease_renewed(lease.held_from(load_started));
+                }
+                let kept = st.restore_results(results);
+                if kept > 0 {
+                    tracing::info!("restored {kept} retained results");
                 }
                 st.restore(rows)
             });

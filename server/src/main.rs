@@ -192,6 +192,18 @@ struct Args {
     #[arg(long, value_name = "TOKEN")]
     admin_token: Option<String>,
 
+    /// Keep the results of FUNCTION's background jobs for SECONDS after they end, for GET_RESULT (polygear extension; repeatable)
+    #[arg(long = "retain", value_name = "FUNCTION=SECONDS", value_parser = function_seconds)]
+    retain: Vec<(String, u32)>,
+
+    /// After a job of FUNCTION with a unique key completes, keep the key reserved with its result for SECONDS: resubmissions get the finished job instead of running again (polygear extension; repeatable)
+    #[arg(long = "unique-window", value_name = "FUNCTION=SECONDS", value_parser = function_seconds)]
+    unique_window: Vec<(String, u32)>,
+
+    /// Most bytes of retained results and unique windows kept; beyond it the entries closest to expiry are dropped
+    #[arg(long, value_name = "BYTES", default_value_t = 256 << 20)]
+    retain_max_bytes: usize,
+
     /// On a CAN_DO_TIMEOUT expiry requeue the job like gearmand (default: fail it to its clients)
     #[arg(long)]
     timeout_requeue: bool,
@@ -419,6 +431,9 @@ fn main() -> ExitCode {
             .clone()
             .or_else(|| std::env::var("POLYGEARD_ADMIN_TOKEN").ok())
             .filter(|t| !t.is_empty()),
+        retain: args.retain.clone(),
+        unique_windows: args.unique_window.clone(),
+        retain_max_bytes: args.retain_max_bytes,
         ..ServerConfig::default()
     };
     let mut rt = tokio::runtime::Builder::new_multi_thread();
@@ -482,4 +497,18 @@ fn main() -> ExitCode {
         }
         ExitCode::SUCCESS
     })
+}
+
+/// `FUNCTION=SECONDS` of `--retain` and `--unique-window`.
+fn function_seconds(s: &str) -> Result<(String, u32), String> {
+    let (f, secs) = s
+        .rsplit_once('=')
+        .ok_or_else(|| format!("expected FUNCTION=SECONDS, got {s:?}"))?;
+    if f.is_empty() {
+        return Err("the function name is empty".into());
+    }
+    let secs = secs
+        .parse::<u32>()
+        .map_err(|_| format!("SECONDS must be a whole number, got {secs:?}"))?;
+    Ok((f.to_string(), secs))
 }

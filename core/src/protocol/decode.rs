@@ -110,6 +110,23 @@ impl Packet {
                 handle: next(),
                 reason: next(),
             },
+            T::SubmitRetain => {
+                let raw = next();
+                if raw.len() > 20 {
+                    return Err(ProtocolError::BadNumber { field: "seconds" });
+                }
+                Packet::SubmitRetain {
+                    seconds: atoi(&raw).clamp(0, u32::MAX as i64) as u32,
+                }
+            }
+            T::GetResult => Packet::GetResult {
+                handle: strip_nul(next()),
+            },
+            T::ResultRes => Packet::ResultRes {
+                handle: next(),
+                state: next(),
+                data: next(),
+            },
             T::WorkData => Packet::WorkData {
                 handle: next(),
                 data: next(),

@@ -87,7 +87,8 @@ impl std::str::FromStr for Priority {
 macro_rules! packet_types {
     ($( $code:literal => $name:ident, $wire:literal, $argc:literal, $data:literal; )*) => {
         /// The numeric packet codes of the Gearman binary protocol (1..=42), and
-        /// polygear's extension `WORK_FAIL_REASON` (1001).
+        /// polygear's extensions `WORK_FAIL_REASON` (1001), `SUBMIT_RETAIN`
+        /// (1002), `GET_RESULT` (1003) and `RESULT_RES` (1004).
         #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
         #[repr(u32)]
         pub enum PacketType {
@@ -162,6 +163,11 @@ packet_types! {
     // polygear extension (not part of the Gearman protocol): see
     // `PacketType::WorkFailReason`.
     1001 => WorkFailReason, "WORK_FAIL_REASON", 1, true;
+    // polygear extensions for retained results (sent only to polygeard):
+    // see `Packet::SubmitRetain`, `Packet::GetResult`, `Packet::ResultRes`.
+    1002 => SubmitRetain, "SUBMIT_RETAIN", 1, false;
+    1003 => GetResult, "GET_RESULT", 1, false;
+    1004 => ResultRes, "RESULT_RES", 2, true;
 }
 
 /// The OPTION_REQ name that asks polygeard for [`PacketType::WorkFailReason`]

@@ -144,6 +144,21 @@ pub enum Packet {
     /// server decided itself: why the job failed (e.g. "the worker exceeded
     /// its 1 s timeout").
     WorkFailReason { handle: Bytes, reason: Bytes },
+    /// polygear extension (code 1002, request, polygeard only): keep the
+    /// result of the next background submission on this connection for
+    /// `seconds` after it ends (0: the function's setting). No reply.
+    SubmitRetain { seconds: u32 },
+    /// polygear extension (code 1003, request, polygeard only): the retained
+    /// result of a job; answered by [`Packet::ResultRes`].
+    GetResult { handle: Bytes },
+    /// polygear extension (code 1004, response): a job's `state` (`complete`,
+    /// `queued`, `running`, `failed`, `exception` or `unknown`) and `data`
+    /// (the result when complete, the message for an exception, else empty).
+    ResultRes {
+        handle: Bytes,
+        state: Bytes,
+        data: Bytes,
+    },
     /// Reply to GET_STATUS_UNIQUE (first field is the unique, as gearmand sends it).
     StatusResUnique {
         unique: Bytes,
@@ -263,6 +278,9 @@ impl Packet {
             Packet::GetStatusUnique { .. } => T::GetStatusUnique,
             Packet::StatusResUnique { .. } => T::StatusResUnique,
             Packet::WorkFailReason { .. } => T::WorkFailReason,
+            Packet::SubmitRetain { .. } => T::SubmitRetain,
+            Packet::GetResult { .. } => T::GetResult,
+            Packet::ResultRes { .. } => T::ResultRes,
         }
     }
 
@@ -312,6 +330,13 @@ impl Packet {
             | P::WorkData { handle, data }
             | P::WorkWarning { handle, data } => f(&[handle, data]),
             P::WorkFailReason { handle, reason } => f(&[handle, reason]),
+            P::SubmitRetain { seconds } => f(&[Decimal::from(*seconds).as_bytes()]),
+            P::GetResult { handle } => f(&[handle]),
+            P::ResultRes {
+                handle,
+                state,
+                data,
+            } => f(&[handle, state, data]),
             P::EchoReq { data } | P::EchoRes { data } => f(&[data]),
             P::Error { code, text } => f(&[code, text]),
             P::StatusRes {

@@ -296,6 +296,8 @@ impl MemcachedStore {
             when: 0,
             reducer: Bytes::new(),
             data: Bytes::from(data),
+            handle: 0,
+            retain: 0,
         })
     }
 }

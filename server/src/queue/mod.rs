@@ -47,8 +47,45 @@ const MAX_BATCH: usize = 100_000;
 
 /// One change to the durable queue.
 pub(crate) enum Op {
-    Insert { row: StoredJob, ack: Option<Ack> },
+    Insert {
+        row: StoredJob,
+        ack: Option<Ack>,
+    },
     Delete(StoredKey),
+    /// Keep (or replace) a retained result ([`Store::commit_with_results`]).
+    PutResult(StoredResult),
+    /// Forget the retained result of this handle number.
+    DeleteResult(u64),
+}
+
+/// A retained result or unique window as stored (see `state::retain`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct StoredResult {
+    /// The job's handle number (the handle is `<prefix>:<number>`).
+    pub handle: u64,
+    pub function: Bytes,
+    /// The unique key holding a window (empty: none).
+    pub key: Bytes,
+    /// 0 complete, 1 failed, 2 exception.
+    pub state: u8,
+    pub data: Bytes,
+    /// Unix seconds: the entry is gone after this.
+    pub expires: i64,
+    /// Unix seconds: the key's window ends (0: no window).
+    pub window_until: i64,
+}
+
+/// The retained-result changes of one batch.
+#[derive(Debug, Default)]
+pub(crate) struct ResultOps {
+    pub put: Vec<StoredResult>,
+    pub delete: Vec<u64>,
+}
+
+impl ResultOps {
+    fn is_empty(&self) -> bool {
+        self.put.is_empty() && self.delete.is_empty()
+    }
 }
 
 /// A JOB_CREATED reply to release once the insert is durable.
@@ -72,6 +109,11 @@ pub(crate) struct StoredJob {
     pub when: i64,
     pub reducer: Bytes,
     pub data: Bytes,
+    /// The job's handle number when it was stored, kept by stores that can
+    /// (SQLite) so the handle survives a restart; 0: a new one is given.
+    pub handle: u64,
+    /// Seconds its result is retained after it ends (SUBMIT_RETAIN; 0: none).
+    pub retain: u32,
 }
 
 /// Names a stored job for its delete: by id (SQLite) or by function and
@@ -132,6 +174,25 @@ pub(crate) trait Store: Send {
         inserts: &[&StoredJob],
     ) -> Result<Vec<Rejected>, StoreError>;
 
+    /// [`Store::commit`] plus the retained results' changes, in the same
+    /// transaction where the store keeps results (SQLite), so a job's row
+    /// is never deleted without its result being stored. Stores that do not
+    /// keep results (the default) ignore them: results stay in memory.
+    fn commit_with_results(
+        &mut self,
+        deletes: &[&StoredKey],
+        inserts: &[&StoredJob],
+        results: &ResultOps,
+    ) -> Result<Vec<Rejected>, StoreError> {
+        let _ = results;
+        self.commit(deletes, inserts)
+    }
+
+    /// The retained results kept by the store, at start (the default: none).
+    fn load_results(&mut self) -> Result<Vec<StoredResult>, StoreError> {
+        Ok(Vec::new())
+    }
+
     /// Whether rows are keyed by (function, unique) as in gearmand's layouts,
     /// so that every stored job needs a unique of its own.
     fn keyed(&self) -> bool;
@@ -177,8 +238,8 @@ impl Persister {
     }
 }
 
-/// An opened store and the jobs read from it.
-pub(crate) type Opened = (Box<dyn Store>, Vec<StoredJob>);
+/// An opened store, the jobs and the retained results read from it.
+pub(crate) type Opened = (Box<dyn Store>, Vec<StoredJob>, Vec<StoredResult>);
 
 /// Opens the configured store and reads its jobs (blocking: run it off the
 /// async runtime). `None` for the in-memory queue.
@@ -211,7 +272,10 @@ pub(crate) fn open(cfg: &QueueConfig) -> Result<Option<Opened>, ServerError> {
     let rows = store
         .load()
         .map_err(|e| ServerError::Queue(format!("reading the stored jobs: {e}")))?;
-    Ok(Some((store, rows)))
+    let results = store
+        .load_results()
+        .map_err(|e| ServerError::Queue(format!("reading the retained results: {e}")))?;
+    Ok(Some((store, rows, results)))
 }
 
 /// A queue this build of the server library left out (the language
@@ -258,8 +322,8 @@ fn run(mut store: Box<dyn Store>, rx: Receiver<Op>, shared: Weak<Shared>) {
     let every = store.upkeep_every();
     let mut last_upkeep = Instant::now();
     let mut batch: Vec<Op> = Vec::new();
-    // Deletes whose commit failed, retried with the next batch.
-    let mut retry: Vec<StoredKey> = Vec::new();
+    // Deletes (and result changes) whose commit failed, retried with the next batch.
+    let mut retry: Vec<Op> = Vec::new();
     loop {
         let wait = match every {
             Some(e) => e.saturating_sub(last_upkeep.elapsed()),
@@ -284,12 +348,13 @@ fn run(mut store: Box<dyn Store>, rx: Receiver<Op>, shared: Weak<Shared>) {
                 Err(_) => break,
             }
         }
-        batch.extend(retry.drain(..).map(Op::Delete));
+        // Retried changes go first: they were made before the new ones.
+        batch.splice(0..0, retry.drain(..));
         commit_batch(store.as_mut(), &mut batch, &mut retry, &shared);
     }
     if !retry.is_empty() {
         // The server is stopping: one last try for the pending deletes.
-        batch.extend(retry.drain(..).map(Op::Delete));
+        batch.append(&mut retry);
         commit_batch(store.as_mut(), &mut batch, &mut retry, &shared);
     }
     store.release();
@@ -334,7 +399,7 @@ fn upkeep(store: &mut dyn Store, shared: &Weak<Shared>) {
 fn commit_batch(
     store: &mut dyn Store,
     batch: &mut Vec<Op>,
-    retry: &mut Vec<StoredKey>,
+    retry: &mut Vec<Op>,
     shared: &Weak<Shared>,
 ) {
     // An insert and a delete of the same job in one batch cancel out.
@@ -342,7 +407,7 @@ fn commit_batch(
         .iter()
         .filter_map(|op| match op {
             Op::Insert { row, .. } => Some(row.id),
-            Op::Delete(_) => None,
+            _ => None,
         })
         .collect();
     let cancelled: HashSet<i64> = batch
@@ -366,11 +431,19 @@ fn commit_batch(
             _ => None,
         })
         .collect();
-    let result = if deletes.is_empty() && inserts.is_empty() {
+    let mut results = ResultOps::default();
+    for op in batch.iter() {
+        match op {
+            Op::PutResult(r) => results.put.push(r.clone()),
+            Op::DeleteResult(h) => results.delete.push(*h),
+            _ => {}
+        }
+    }
+    let result = if deletes.is_empty() && inserts.is_empty() && results.is_empty() {
         Ok(Vec::new())
     } else {
         let started = std::time::Instant::now();
-        let r = store.commit(&deletes, &inserts);
+        let r = store.commit_with_results(&deletes, &inserts, &results);
         if let Some(shared) = shared.upgrade() {
             shared
                 .commits
@@ -411,7 +484,10 @@ fn commit_batch(
                 }
                 acks.push(ack);
             }
-            Op::Delete(k) if error.is_some() && !cancelled.contains(&k.id) => retry.push(k),
+            Op::Delete(k) if error.is_some() && !cancelled.contains(&k.id) => {
+                retry.push(Op::Delete(k))
+            }
+            op @ (Op::PutResult(_) | Op::DeleteResult(_)) if error.is_some() => retry.push(op),
             _ => {}
         }
     }

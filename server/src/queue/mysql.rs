@@ -183,6 +183,8 @@ fn job_from(mut row: mysql::Row) -> StoredJob {
         when: int_col(row.take(3)),
         reducer: Bytes::new(),
         data: bytes_col(row.take(4)),
+        handle: 0,
+        retain: 0,
     }
 }
 

@@ -654,6 +654,8 @@ fn jobs(rows: Vec<Row>) -> Result<Vec<StoredJob>, postgres::Error> {
                 function: s(1)?,
                 priority: int(r, 2)?.map_or(1, |p| p.clamp(0, 2) as u8),
                 data: Bytes::from(r.try_get::<_, Option<Vec<u8>>>(3)?.unwrap_or_default()),
+                handle: 0,
+                retain: 0,
                 when: int(r, 4)?.unwrap_or(0).max(0),
                 reducer: Bytes::new(),
             })
@@ -957,6 +959,8 @@ mod tests {
             when: i64::MAX,
             reducer: Bytes::new(),
             data: Bytes::from_static(b"d"),
+            handle: 0,
+            retain: 0,
         }
     }
 

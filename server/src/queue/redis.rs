@@ -286,6 +286,8 @@ impl RedisStore {
             when: number(take("when"), 0),
             reducer: Bytes::from(take("reducer").unwrap_or_default()),
             data: Bytes::from(take("data").unwrap_or_default()),
+            handle: 0,
+            retain: 0,
         })
     }
 }

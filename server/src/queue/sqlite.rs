@@ -1,13 +1,16 @@
 //! SQLite queue (`-q libsqlite3`): WAL mode with `synchronous=FULL`, one
 //! transaction per batch, rows keyed by the server's job id. The database is
-//! locked exclusively: one server per file.
+//! locked exclusively: one server per file. Retained results live in
+//! `polygear_results`, written in the same transactions; the queue rows
+//! keep each job's handle number and retention (columns added to older
+//! databases on open).
 
 use std::path::Path;
 
 use bytes::Bytes;
 use rusqlite::{params, Connection};
 
-use super::{Rejected, Store, StoreError, StoredJob, StoredKey};
+use super::{Rejected, ResultOps, Store, StoreError, StoredJob, StoredKey, StoredResult};
 use crate::ServerError;
 
 pub(crate) struct SqliteStore {
@@ -39,9 +42,33 @@ impl SqliteStore {
                 priority INTEGER NOT NULL,
                 when_to_run INTEGER NOT NULL,
                 reducer BLOB NOT NULL,
-                data BLOB NOT NULL)",
+                data BLOB NOT NULL);
+            CREATE TABLE IF NOT EXISTS polygear_results (
+                handle INTEGER PRIMARY KEY,
+                function_name BLOB NOT NULL,
+                unique_key BLOB NOT NULL,
+                state INTEGER NOT NULL,
+                data BLOB NOT NULL,
+                expires INTEGER NOT NULL,
+                window_until INTEGER NOT NULL)",
         )
         .map_err(err)?;
+        // Databases written before retained results lack these columns.
+        let cols: Vec<String> = conn
+            .prepare("SELECT name FROM pragma_table_info('polygear_queue')")
+            .and_then(|mut st| {
+                st.query_map([], |r| r.get::<_, String>(0))?
+                    .collect::<Result<_, _>>()
+            })
+            .map_err(err)?;
+        for col in ["handle", "retain"] {
+            if !cols.iter().any(|c| c == col) {
+                conn.execute_batch(&format!(
+                    "ALTER TABLE polygear_queue ADD COLUMN {col} INTEGER NOT NULL DEFAULT 0"
+                ))
+                .map_err(err)?;
+            }
+        }
         Ok(SqliteStore {
             conn,
             path: path.display().to_string(),
@@ -55,7 +82,7 @@ impl Store for SqliteStore {
         let sql = |e: rusqlite::Error| StoreError::Failed(format!("{path}: {e}"));
         let mut st = self
             .conn
-            .prepare("SELECT id, function_name, unique_key, priority, when_to_run, reducer, data FROM polygear_queue ORDER BY id")
+            .prepare("SELECT id, function_name, unique_key, priority, when_to_run, reducer, data, handle, retain FROM polygear_queue ORDER BY id")
             .map_err(sql)?;
         let mut q = st.query([]).map_err(sql)?;
         let mut rows = Vec::new();
@@ -71,6 +98,8 @@ impl Store for SqliteStore {
                 when: r.get(4).map_err(sql)?,
                 reducer: blob(5).map_err(sql)?,
                 data: blob(6).map_err(sql)?,
+                handle: r.get::<_, i64>(7).map_err(sql)?.max(0) as u64,
+                retain: r.get::<_, i64>(8).map_err(sql)?.clamp(0, u32::MAX as i64) as u32,
             });
         }
         Ok(rows)
@@ -81,6 +110,41 @@ impl Store for SqliteStore {
         deletes: &[&StoredKey],
         inserts: &[&StoredJob],
     ) -> Result<Vec<Rejected>, StoreError> {
+        self.commit_with_results(deletes, inserts, &ResultOps::default())
+    }
+
+    fn load_results(&mut self) -> Result<Vec<StoredResult>, StoreError> {
+        let path = &self.path;
+        let sql = |e: rusqlite::Error| StoreError::Failed(format!("{path}: {e}"));
+        let mut st = self
+            .conn
+            .prepare("SELECT handle, function_name, unique_key, state, data, expires, window_until FROM polygear_results ORDER BY handle")
+            .map_err(sql)?;
+        let mut q = st.query([]).map_err(sql)?;
+        let mut rows = Vec::new();
+        while let Some(r) = q.next().map_err(sql)? {
+            let blob = |i: usize| -> Result<Bytes, rusqlite::Error> {
+                Ok(Bytes::from(r.get::<_, Vec<u8>>(i)?))
+            };
+            rows.push(StoredResult {
+                handle: r.get::<_, i64>(0).map_err(sql)?.max(0) as u64,
+                function: blob(1).map_err(sql)?,
+                key: blob(2).map_err(sql)?,
+                state: r.get::<_, i64>(3).map_err(sql)?.clamp(0, 255) as u8,
+                data: blob(4).map_err(sql)?,
+                expires: r.get(5).map_err(sql)?,
+                window_until: r.get(6).map_err(sql)?,
+            });
+        }
+        Ok(rows)
+    }
+
+    fn commit_with_results(
+        &mut self,
+        deletes: &[&StoredKey],
+        inserts: &[&StoredJob],
+        results: &ResultOps,
+    ) -> Result<Vec<Rejected>, StoreError> {
         let tx = self.conn.transaction().map_err(failed)?;
         {
             let mut del = tx
@@ -90,7 +154,7 @@ impl Store for SqliteStore {
                 del.execute(params![k.id]).map_err(failed)?;
             }
             let mut ins = tx.prepare_cached(
-                "INSERT OR REPLACE INTO polygear_queue (id, function_name, unique_key, priority, when_to_run, reducer, data) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                "INSERT OR REPLACE INTO polygear_queue (id, function_name, unique_key, priority, when_to_run, reducer, data, handle, retain) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
             ).map_err(failed)?;
             for row in inserts {
                 ins.execute(params![
@@ -100,9 +164,32 @@ impl Store for SqliteStore {
                     row.priority as i64,
                     row.when,
                     &row.reducer[..],
-                    &row.data[..]
+                    &row.data[..],
+                    row.handle as i64,
+                    row.retain as i64
                 ])
                 .map_err(failed)?;
+            }
+            let mut put = tx.prepare_cached(
+                "INSERT OR REPLACE INTO polygear_results (handle, function_name, unique_key, state, data, expires, window_until) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            ).map_err(failed)?;
+            for r in &results.put {
+                put.execute(params![
+                    r.handle as i64,
+                    &r.function[..],
+                    &r.key[..],
+                    r.state as i64,
+                    &r.data[..],
+                    r.expires,
+                    r.window_until
+                ])
+                .map_err(failed)?;
+            }
+            let mut del = tx
+                .prepare_cached("DELETE FROM polygear_results WHERE handle = ?1")
+                .map_err(failed)?;
+            for &h in &results.delete {
+                del.execute(params![h as i64]).map_err(failed)?;
             }
         }
         tx.commit().map_err(failed)?;

@@ -94,6 +94,8 @@ impl State {
             Packet::WorkComplete { handle, data } => self.work_complete(cid, &handle, &data),
             Packet::WorkFail { handle } => self.work_fail(cid, &handle),
             Packet::WorkException { handle, data } => self.work_exception(cid, &handle, &data),
+            Packet::SubmitRetain { seconds } => self.submit_retain(cid, seconds),
+            Packet::GetResult { handle } => self.get_result(cid, until_nul(&handle)),
             _ => {
                 self.reply_error(cid, "INVALID_COMMAND", "Command not expected");
             }

@@ -160,6 +160,8 @@ mod tests {
             when: 0,
             reducer: Bytes::new(),
             data: Bytes::from_static(b"d"),
+            handle: 0,
+            retain: 0,
         };
         st.lease_renewed(Instant::now() + Duration::from_secs(60));
         assert_eq!(st.restore(vec![row("a"), row("b")]), 2);

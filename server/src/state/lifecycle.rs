@@ -62,7 +62,7 @@ impl State {
         self.forward(n, |b, _| {
             put_pkt(b, PacketType::WorkComplete, &[handle, data])
         });
-        self.discard(n, Outcome::Complete, b"");
+        self.discard(n, Outcome::Complete, data);
     }
 
     /// WORK_FAIL: the clients are told and the job ends.
@@ -215,8 +215,9 @@ impl State {
         self.wake(fid);
     }
 
-    /// Removes job `h`, which ended with `outcome` (`message`: an
-    /// exception's data), and everything that refers to it.
+    /// Removes job `h`, which ended with `outcome` (`message`: the result
+    /// of a completed job, an exception's data), and everything that refers
+    /// to it; its end is kept if it asked for retention (see `retain`).
     pub(super) fn discard(&mut self, h: u64, outcome: Outcome, message: &[u8]) {
         let Some(job) = self.jobs.remove(&h) else {
             return;
@@ -228,6 +229,7 @@ impl State {
         };
         let ran = job.running().then(|| job.since.elapsed());
         self.count_end(job.func, h, outcome, ran, message);
+        self.keep_result(h, &job, outcome, message);
         self.timers.disarm(h);
         if let Some(k) = job.key() {
             self.uniques.remove(job.func, k, h);
@@ -366,6 +368,10 @@ impl State {
     pub(crate) fn restore(&mut self, rows: Vec<StoredJob>) -> usize {
         let mut dups = Vec::new();
         let mut n = 0;
+        // Stored handles (SQLite) are kept, so `GET_RESULT` of a handle given
+        // out before a restart still works; new jobs are numbered after them.
+        let top = rows.iter().map(|r| r.handle).max().unwrap_or(0);
+        self.next_handle = self.next_handle.max(top + 1);
         for mut row in rows {
             let fid = self.func_id(&row.function);
             if let Some(k) = submission_key(&row.unique, &row.data) {
@@ -389,6 +395,13 @@ impl State {
                 }
             }
             let reducer = (!row.reducer.is_empty()).then_some(row.reducer);
+            let next = self.next_handle;
+            let reuse = row.handle != 0
+                && !self.jobs.contains_key(&row.handle)
+                && !self.results.contains(row.handle);
+            if reuse {
+                self.next_handle = row.handle;
+            }
             let h = self.create_job(
                 fid,
                 row.priority.min(2),
@@ -399,8 +412,12 @@ impl State {
                 true,
                 None,
             );
+            if reuse {
+                self.next_handle = next;
+            }
             if let Some(j) = self.jobs.get_mut(&h) {
                 j.durable = row.id;
+                j.retain = row.retain;
             }
             n += 1;
         }

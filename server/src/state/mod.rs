@@ -14,6 +14,7 @@
 //! * [`lifecycle`]: a job's progress and end (results, timeouts, lost
 //!   workers, epoch jobs, cancel) and restoring the durable queue;
 //! * [`lease`]: fencing (parking stored jobs) when a shared queue's lease runs out;
+//! * [`retain`]: retained results of ended jobs and unique windows;
 //! * [`timers`]: the deadlines (CAN_DO_TIMEOUT, epoch jobs) and the one task
 //!   that fires them.
 
@@ -22,6 +23,7 @@ mod dispatch;
 mod functions;
 mod lease;
 mod lifecycle;
+pub(crate) mod retain;
 mod schedule;
 mod submit;
 pub(crate) mod timers;
@@ -68,6 +70,9 @@ pub(crate) struct Job {
     pub since: std::time::Instant,
     /// Cancelled (admin `cancel job`, dashboard): counted so when it ends.
     pub cancelled: bool,
+    /// Seconds to keep its result after it ends (SUBMIT_RETAIN; 0: the
+    /// function's setting). See [`retain`].
+    pub retain: u32,
 }
 
 impl Job {
@@ -111,6 +116,8 @@ pub(crate) struct Peer {
     pub holding: IntMap<u64, ()>,
     pub attached: IntMap<u64, u32>,
     pub next_ticket: u64,
+    /// SUBMIT_RETAIN seconds for the next background submission.
+    pub retain_next: Option<u32>,
 }
 
 pub(crate) struct State {
@@ -145,6 +152,8 @@ pub(crate) struct State {
     pub(crate) grabs_waiting: usize,
     /// Totals, recent failures and samples for `/metrics` and the dashboard.
     pub stats: crate::stats::ServerStats,
+    /// Retained results and unique windows (see [`retain`]).
+    pub results: retain::Results,
 }
 
 /// Counters reported by the admin `metrics` command.
@@ -169,6 +178,7 @@ pub(crate) fn unix_now() -> i64 {
 
 impl State {
     pub(crate) fn new(cfg: Arc<ServerConfig>, prefix: Bytes) -> State {
+        let results = retain::Results::new(cfg.retain_max_bytes, &cfg.retain, &cfg.unique_windows);
         State {
             funcs: Functions::new(cfg.max_idle_functions),
             budget: Arc::new(Budget::new(cfg.max_buffered)),
@@ -191,6 +201,7 @@ impl State {
             metrics: Metrics::default(),
             grabs_waiting: 0,
             stats: Default::default(),
+            results,
         }
     }
 
@@ -238,6 +249,7 @@ impl State {
                 holding: IntMap::default(),
                 attached: IntMap::default(),
                 next_ticket: 1,
+                retain_next: None,
             },
         );
         id

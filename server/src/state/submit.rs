@@ -45,9 +45,12 @@ impl State {
             return;
         }
         let fid = self.func_id(function);
+        // SUBMIT_RETAIN applies to the next background submission only.
+        let retain = if background { self.take_retain(cid) } else { 0 };
         if let Some(key) = submission_key(&unique, &data) {
             if let Some(h) = self.lookup_unique(fid, key) {
                 if let Some(job) = self.jobs.get_mut(&h) {
+                    job.retain = job.retain.max(retain);
                     if !background {
                         job.clients.push(cid);
                         if let Some(c) = self.peers.get_mut(&cid) {
@@ -58,6 +61,9 @@ impl State {
                     self.reply(cid, |b| put_pkt(b, PacketType::JobCreated, &[&hb]));
                     return;
                 }
+            }
+            if self.answer_from_window(cid, function, key, background, retain) {
+                return;
             }
         }
         if background && self.persist.is_some() && self.lease_until.is_some() && !self.holds_lease()
@@ -99,6 +105,9 @@ impl State {
             background,
             if background { None } else { Some(cid) },
         );
+        if let Some(job) = self.jobs.get_mut(&h) {
+            job.retain = retain;
+        }
         let hb = self.handle(h);
         if background && self.persist.is_some() {
             let State {
@@ -129,6 +138,8 @@ impl State {
                 when,
                 reducer: reducers.get(&h).cloned().unwrap_or_default(),
                 data,
+                handle: h,
+                retain,
             };
             let ack = Ack {
                 out: peer.out.clone(),
@@ -202,6 +213,7 @@ impl State {
             clients,
             since: std::time::Instant::now(),
             cancelled: false,
+            retain: 0,
         };
         if let Some(k) = job.key() {
             let jobs = &self.jobs;

@@ -169,6 +169,31 @@ pub enum AdminCommand {
         /// `shutdown graceful`.
         graceful: bool,
     },
+    /// `retain` (list: `FUNCTION\tSECONDS` lines, then `.`) or `retain
+    /// FUNCTION SECONDS` (`OK`; 0 = off): how long the results of a
+    /// function's background jobs are kept (polygeard only).
+    Retain(Option<(String, u32)>),
+    /// `window` (list, as `retain`) or `window FUNCTION SECONDS` (`OK`; 0 =
+    /// off): a function's unique window (polygeard only).
+    UniqueWindow(Option<(String, u32)>),
+}
+
+/// `FUNCTION SECONDS` of `retain` / `window`: `None` for a bare command;
+/// SECONDS must be a decimal number.
+fn function_seconds(t: &[&[u8]], w: &[u8]) -> Result<Option<(String, u32)>, AdminError> {
+    match t {
+        [_] => Ok(None),
+        [_, f, s] if !f.is_empty() => {
+            let digits = c_str(s);
+            let secs = std::str::from_utf8(digits)
+                .ok()
+                .filter(|d| !d.is_empty() && d.bytes().all(|b| b.is_ascii_digit()))
+                .and_then(|d| d.parse::<u32>().ok())
+                .ok_or_else(|| AdminError::new("INVALID_ARGUMENTS", "SECONDS must be a number"))?;
+            Ok(Some((lossy(f), secs)))
+        }
+        _ => Err(AdminError::invalid_arguments(&lossy(w))),
+    }
 }
 
 /// Splits an admin line into tokens like gearmand: on single spaces, with
@@ -284,6 +309,10 @@ impl AdminCommand {
             Ok(AdminCommand::Version)
         } else if is("metrics") {
             Ok(AdminCommand::Metrics)
+        } else if is("retain") {
+            function_seconds(&t, w).map(AdminCommand::Retain)
+        } else if is("window") {
+            function_seconds(&t, w).map(AdminCommand::UniqueWindow)
         } else {
             Err(AdminError::unknown_command(&lossy(w)))
         }
@@ -299,6 +328,8 @@ impl AdminCommand {
                 | AdminCommand::ShowJobs
                 | AdminCommand::ShowUniqueJobs
                 | AdminCommand::Metrics
+                | AdminCommand::Retain(None)
+                | AdminCommand::UniqueWindow(None)
         )
     }
 }
@@ -326,6 +357,10 @@ impl fmt::Display for AdminCommand {
             AdminCommand::Metrics => f.write_str("metrics"),
             AdminCommand::Shutdown { graceful: false } => f.write_str("shutdown"),
             AdminCommand::Shutdown { graceful: true } => f.write_str("shutdown graceful"),
+            AdminCommand::Retain(None) => f.write_str("retain"),
+            AdminCommand::Retain(Some((func, s))) => write!(f, "retain {func} {s}"),
+            AdminCommand::UniqueWindow(None) => f.write_str("window"),
+            AdminCommand::UniqueWindow(Some((func, s))) => write!(f, "window {func} {s}"),
         }
     }
 }
