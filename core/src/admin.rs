@@ -15,8 +15,9 @@ use std::time::Duration;
 use crate::error::{Error, Result};
 use crate::frame::{FrameReader, Line};
 use crate::protocol::admin::{
-    is_error_line, parse_jobs, parse_priority_status, parse_reply, parse_status, parse_unique_jobs,
-    parse_workers, AdminCommand, AdminReply, FunctionStatus, JobInfo, PriorityStatus, WorkerInfo,
+    is_error_line, parse_function_seconds, parse_jobs, parse_priority_status, parse_reply,
+    parse_status, parse_unique_jobs, parse_workers, AdminCommand, AdminReply, FunctionStatus,
+    JobInfo, PriorityStatus, WorkerInfo,
 };
 use crate::protocol::{PacketCodec, ProtocolError};
 use crate::servers::ServerAddr;
@@ -82,6 +83,14 @@ fn expect_ok(reply: &str) -> Result<()> {
         AdminReply::Err(e) => Err(e.into()),
         AdminReply::Value(_) => Err(bad_reply("expected OK", reply)),
     }
+}
+
+/// A duration as the whole seconds of `retain` / `window` (rounded up).
+fn whole_seconds(d: Duration) -> Result<u32> {
+    let secs = d.as_secs() + u64::from(d.subsec_nanos() > 0);
+    u32::try_from(secs).map_err(|_| {
+        Error::InvalidArgument(format!("{secs} s is too long (at most {} s)", u32::MAX))
+    })
 }
 
 /// Rejects names that would change the command's tokens.
@@ -289,6 +298,34 @@ impl Admin {
     /// `shutdown` / `shutdown graceful` (only servers that allow it).
     pub async fn shutdown(&mut self, graceful: bool) -> Result<()> {
         self.action(AdminCommand::Shutdown { graceful }).await
+    }
+    /// `retain FUNCTION SECONDS` (polygeard only): keep the results of the
+    /// function's background jobs this long after they end (whole seconds,
+    /// rounded up; zero turns it off). Other servers answer
+    /// `Error::Server` with code `UNKNOWN_COMMAND`.
+    pub async fn set_retention(&mut self, function: &str, retain: Duration) -> Result<()> {
+        check_word("function name", function)?;
+        let s = whole_seconds(retain)?;
+        self.action(AdminCommand::Retain(Some((function.into(), s))))
+            .await
+    }
+    /// `retain` (polygeard only): the functions with a retention, by name.
+    pub async fn retention(&mut self) -> Result<Vec<(String, Duration)>> {
+        parse_function_seconds(&self.command(AdminCommand::Retain(None)).await?).map_err(Into::into)
+    }
+    /// `window FUNCTION SECONDS` (polygeard only): after a job of the
+    /// function with a unique key completes, keep the key reserved with its
+    /// result this long (zero turns it off).
+    pub async fn set_unique_window(&mut self, function: &str, window: Duration) -> Result<()> {
+        check_word("function name", function)?;
+        let s = whole_seconds(window)?;
+        self.action(AdminCommand::UniqueWindow(Some((function.into(), s))))
+            .await
+    }
+    /// `window` (polygeard only): the functions with a unique window, by name.
+    pub async fn unique_windows(&mut self) -> Result<Vec<(String, Duration)>> {
+        parse_function_seconds(&self.command(AdminCommand::UniqueWindow(None)).await?)
+            .map_err(Into::into)
     }
     /// Sends any command line and returns the raw reply (a listing up to and
     /// including the `.` line, otherwise the single line), byte for byte

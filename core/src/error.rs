@@ -89,6 +89,16 @@ pub enum Error {
     /// The client, worker or job was closed or stopped.
     #[error("closed: {0}")]
     Closed(String),
+    /// The server does not offer a polygear extension (`feature`, e.g.
+    /// "retained results"): it is not polygeard. Nothing was sent to it, and
+    /// the connection stays usable. Its [`ErrorKind`] is `Server`.
+    #[error("server {addr} does not support {feature} (a polygeard extension)")]
+    Unsupported {
+        /// `host:port`.
+        addr: String,
+        /// The extension asked for.
+        feature: String,
+    },
 }
 
 impl Error {
@@ -101,7 +111,7 @@ impl Error {
             | Error::Io(_) => ErrorKind::Connection,
             Error::Timeout(_) | Error::JobTimeout { .. } => ErrorKind::Timeout,
             Error::Protocol(_) => ErrorKind::Protocol,
-            Error::Server { .. } => ErrorKind::Server,
+            Error::Server { .. } | Error::Unsupported { .. } => ErrorKind::Server,
             Error::JobFailed { .. } => ErrorKind::JobFailed,
             Error::JobException { .. } => ErrorKind::JobException,
             Error::InvalidArgument(_) => ErrorKind::InvalidArgument,

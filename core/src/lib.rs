@@ -22,7 +22,9 @@ pub mod worker;
 
 pub use admin::Admin;
 pub use bytes::Bytes;
-pub use client::{Client, ClientOptions, JobEvent, JobStatus, RunningJob, SubmitOptions};
+pub use client::{
+    Client, ClientOptions, JobEvent, JobResult, JobStatus, RunningJob, SubmitOptions,
+};
 pub use error::{format_decimal, format_duration, job_timeout_message, Error, ErrorKind, Result};
 pub use protocol::{Packet, PacketType, Priority};
 pub use servers::{ServerAddr, DEFAULT_PORT};

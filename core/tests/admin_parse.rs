@@ -438,3 +438,44 @@ fn single_line_replies() {
         "UNKNOWN_COMMAND Unknown+server+commandbogus"
     );
 }
+
+/// polygeard's `retain` and `window` commands and their listings.
+#[test]
+fn retain_and_window_commands() {
+    assert_eq!(cmd("retain"), Ok(AdminCommand::Retain(None)));
+    assert_eq!(
+        cmd("RETAIN resize 60"),
+        Ok(AdminCommand::Retain(Some(("resize".into(), 60))))
+    );
+    assert_eq!(
+        cmd("window resize 0\r\n"),
+        Ok(AdminCommand::UniqueWindow(Some(("resize".into(), 0))))
+    );
+    assert_eq!(cmd("window"), Ok(AdminCommand::UniqueWindow(None)));
+    assert!(AdminCommand::Retain(None).is_listing());
+    assert!(!AdminCommand::Retain(Some(("f".into(), 1))).is_listing());
+    assert_eq!(
+        err_line("retain f"),
+        "ERR INVALID_ARGUMENTS An+incomplete+set+of+arguments+was+sent+to+this+command+retain\r\n"
+    );
+    assert_eq!(
+        err_line("window f -1"),
+        "ERR INVALID_ARGUMENTS SECONDS+must+be+a+number\r\n"
+    );
+    for c in [
+        AdminCommand::Retain(Some(("f".into(), 5))),
+        AdminCommand::UniqueWindow(None),
+    ] {
+        assert_eq!(cmd(&c.to_string()), Ok(c));
+    }
+    let rows = parse_function_seconds("a\t5\nb-c\t3600\n.\n").unwrap();
+    assert_eq!(
+        rows,
+        vec![
+            ("a".to_string(), std::time::Duration::from_secs(5)),
+            ("b-c".to_string(), std::time::Duration::from_secs(3600)),
+        ]
+    );
+    assert!(parse_function_seconds(".\n").unwrap().is_empty());
+    assert!(parse_function_seconds("a\tx\n.\n").is_err());
+}

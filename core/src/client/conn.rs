@@ -21,7 +21,7 @@ use std::time::Duration;
 
 use crate::transport::{ReadHalf, Stream};
 use bytes::{Bytes, BytesMut};
-use tokio::sync::{oneshot, Notify};
+use tokio::sync::{oneshot, watch, Notify};
 
 use super::job::JobSlot;
 use super::{ClientOptions, JobEvent};
@@ -44,6 +44,8 @@ pub(super) enum Expect {
     StatusUnique,
     Echo,
     Option,
+    /// GET_RESULT (polygear extension): RESULT_RES.
+    Result,
 }
 
 /// Who gets the reply to a queued request.
@@ -54,6 +56,9 @@ pub(super) enum Waiter {
     Reply(oneshot::Sender<Result<Packet>>),
     /// Fire and forget (OPTION_REQ after connect; an ERROR reply is tolerated).
     Nobody,
+    /// The `OPTION_REQ polygear-fail-reasons` after connect: its answer says
+    /// whether the server speaks polygear's extensions ([`Conn::extensions`]).
+    Probe,
 }
 
 impl Waiter {
@@ -63,7 +68,7 @@ impl Waiter {
             Waiter::Reply(tx) => {
                 let _ = tx.send(Err(e));
             }
-            Waiter::Nobody => {}
+            Waiter::Nobody | Waiter::Probe => {}
         }
     }
 }
@@ -129,6 +134,9 @@ pub(super) struct Conn {
     /// The reader and writer tasks, aborted when the connection dies (a
     /// writer waiting on a full socket must not keep it open).
     tasks: Mutex<Vec<tokio::task::AbortHandle>>,
+    /// Whether the server accepted `OPTION_REQ polygear-fail-reasons`, i.e.
+    /// is polygeard and takes its extension packets; `None` until it answered.
+    extensions: watch::Sender<Option<bool>>,
 }
 
 impl fmt::Debug for Conn {
@@ -170,7 +178,7 @@ impl Conn {
         .encode(Magic::Req, &mut wbuf);
         pending.push_back(Pending {
             expect: Expect::Option,
-            waiter: Waiter::Nobody,
+            waiter: Waiter::Probe,
         });
         let conn = Arc::new(Conn {
             addr,
@@ -186,6 +194,7 @@ impl Conn {
             wake_writer: Notify::new(),
             answered: AtomicBool::new(false),
             tasks: Mutex::new(Vec::with_capacity(2)),
+            extensions: watch::channel(None).0,
         });
         let writer = tokio::spawn(write_loop(conn.clone()));
         let reader = tokio::spawn(read_loop(conn.clone(), rd, options.max_packet));
@@ -296,6 +305,43 @@ impl Conn {
         }
     }
 
+    /// Whether the server speaks polygear's extension packets (answered the
+    /// probe sent on connect), waiting at most `limit` for its answer.
+    /// `false` for any other server, and for a connection that died first
+    /// (the request that follows then reports the loss).
+    pub(super) async fn extensions(&self, limit: Duration) -> Result<bool> {
+        let mut rx = self.extensions.subscribe();
+        let answer = tokio::time::timeout(limit, async {
+            rx.wait_for(Option::is_some)
+                .await
+                .map(|v| v.unwrap_or(false))
+        })
+        .await;
+        match answer {
+            Ok(Ok(yes)) => Ok(yes),
+            Ok(Err(_)) => Ok(false),
+            Err(_) => Err(Error::Timeout(format!(
+                "server {} did not answer the OPTION_REQ sent on connect within {limit:?}",
+                self.addr
+            ))),
+        }
+    }
+
+    /// [`Conn::extensions`] as known now (`None`: no answer yet).
+    pub(super) fn extensions_now(&self) -> Option<bool> {
+        *self.extensions.borrow()
+    }
+
+    fn set_extensions(&self, yes: bool) {
+        self.extensions.send_if_modified(|v| {
+            let changed = v.is_none();
+            if changed {
+                *v = Some(yes);
+            }
+            changed
+        });
+    }
+
     /// Whether the server ever sent a packet on this connection.
     pub(super) fn answered(&self) -> bool {
         self.answered.load(Ordering::Relaxed)
@@ -336,6 +382,7 @@ impl Conn {
                 std::mem::take(&mut sh.jobs),
             )
         };
+        self.set_extensions(false);
         if let Dead::Lost(reason) = &dead {
             tracing::debug!(server = %self.addr, %reason, "gearman client connection lost");
         }
@@ -378,6 +425,7 @@ impl Conn {
                 reason: "reply out of order".into(),
                 kind: std::io::ErrorKind::ConnectionReset,
             }),
+            Waiter::Probe => self.set_extensions(true),
             Waiter::Nobody => {}
         }
         Ok(())
@@ -420,7 +468,7 @@ impl Conn {
                     Waiter::Reply(tx) => {
                         let _ = tx.send(Ok(Packet::JobCreated { handle }));
                     }
-                    Waiter::Nobody => {}
+                    Waiter::Nobody | Waiter::Probe => {}
                 }
             }
             // A TLS server reached without TLS answers this before closing.
@@ -434,6 +482,7 @@ impl Conn {
                         Waiter::Job(slot) => {
                             slot.set_created(Err(err));
                         }
+                        Waiter::Probe => self.set_extensions(false),
                         w => w.fail(err),
                     }
                 }
@@ -448,6 +497,7 @@ impl Conn {
             p @ Packet::StatusResUnique { .. } => self.reply(sh, Expect::StatusUnique, p)?,
             p @ Packet::EchoRes { .. } => self.reply(sh, Expect::Echo, p)?,
             p @ Packet::OptionRes { .. } => self.reply(sh, Expect::Option, p)?,
+            p @ Packet::ResultRes { .. } => self.reply(sh, Expect::Result, p)?,
             Packet::WorkData { handle, data } => route_event(sh, &handle, JobEvent::Data(data)),
             Packet::WorkWarning { handle, data } => {
                 route_event(sh, &handle, JobEvent::Warning(data))

@@ -29,7 +29,7 @@ use tokio::sync::oneshot;
 use tokio::time::Instant;
 
 use crate::error::{Error, Result};
-use crate::protocol::{Decimal, Packet, PacketType, Priority};
+use crate::protocol::{Decimal, Magic, Packet, PacketType, Priority};
 use crate::servers::ServerAddr;
 use crate::tls::{TlsConnector, TlsOptions};
 use crate::util::{later, lock};
@@ -37,7 +37,10 @@ use crate::util::{later, lock};
 mod conn;
 mod job;
 mod pool;
+mod retain;
 mod submit;
+
+pub use retain::JobResult;
 
 use conn::{Conn, Expect, Pending, Waiter};
 use job::{JobSlot, Submission, SubmitGuard};
@@ -102,6 +105,11 @@ pub struct SubmitOptions {
     pub timeout: Option<Duration>,
     /// Background only: run at this Unix time (SUBMIT_JOB_EPOCH, normal priority).
     pub epoch: Option<i64>,
+    /// Background only, polygeard only: keep the job's result on the server
+    /// for this long after it ends (whole seconds, rounded up), for
+    /// [`Client::result`]. Against another server the submission fails with
+    /// [`Error::Unsupported`] before anything is sent.
+    pub retain: Option<Duration>,
 }
 
 /// Something a running foreground job reported.
@@ -479,21 +487,37 @@ impl Client {
         let epoch_len = epoch.as_ref().map_or(0, |e| e.as_bytes().len() + 1);
         check_submit(function, unique, data.len(), epoch_len)?;
         check_timeout("timeout", opts.timeout)?;
+        let retain = retain::retain_seconds(opts.retain)?;
         let route_key: &[u8] = opts.unique.as_deref().unwrap_or(b"");
+        if retain.is_some() {
+            inner.check_extensions(route_key).await?;
+        }
         let mut reply_rx = None;
         let (idx, conn) = inner
             .send_routed(route_key, |conn| {
+                if retain.is_some() && conn.extensions_now() != Some(true) {
+                    return Err(retain::unsupported(conn));
+                }
                 let mut rx = None;
                 let queued = conn.enqueue(
                     |buf| {
-                        encode_submit(
+                        // Both packets in one append: nothing can come between them.
+                        let start = buf.len();
+                        if let Some(s) = retain {
+                            Packet::SubmitRetain { seconds: s }.encode(Magic::Req, buf)?;
+                        }
+                        let r = encode_submit(
                             buf,
                             kind,
                             function.as_bytes(),
                             unique,
                             epoch.as_ref().map(Decimal::as_bytes),
                             &data,
-                        )
+                        );
+                        if r.is_err() {
+                            buf.truncate(start);
+                        }
+                        r
                     },
                     || {
                         let (tx, r) = oneshot::channel();

@@ -116,6 +116,20 @@ pub fn parse_unique_jobs(reply: &str) -> ListingResult<String> {
     parse_rows(reply, |r| Ok(r.to_string()))
 }
 
+/// Parses a `retain` or `window` listing (polygeard): `FUNCTION\tSECONDS` rows.
+pub fn parse_function_seconds(reply: &str) -> ListingResult<(String, std::time::Duration)> {
+    parse_rows(reply, |r| {
+        let r = trim_eol(r);
+        let (f, s) = r.rsplit_once('\t').ok_or_else(|| {
+            ProtocolError::BadAdminReply(format!("expected FUNCTION\\tSECONDS: {r:?}"))
+        })?;
+        let secs = s
+            .parse::<u64>()
+            .map_err(|_| ProtocolError::BadAdminReply(format!("bad seconds in {r:?}")))?;
+        Ok((f.to_string(), std::time::Duration::from_secs(secs)))
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
