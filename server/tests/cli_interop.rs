@@ -253,3 +253,109 @@ print "bg=", ($h ? "yes" : "no"), "\n";"#
     assert!(text.contains("set=T1,T2,T3,T4,T5\n"), "{text}");
     assert!(text.contains("bg=yes\n"), "{text}");
 }
+
+/// With retention and unique windows on (polygear extensions), the C
+/// `gearman` tool and Perl's Gearman::Client/Worker work as before; a
+/// foreground resubmission of a finished unique inside the window is
+/// answered with the kept result (JOB_CREATED + WORK_COMPLETE), which both
+/// accept, and the worker does not run it again.
+#[test]
+fn gearman_cli_and_perl_with_retention_and_unique_windows_on() {
+    let d = polygeard(&[
+        "-q",
+        "builtin",
+        "--retain",
+        "rev=60",
+        "--unique-window",
+        "rev=60",
+        "--retain",
+        "upper=60",
+        "--unique-window",
+        "upper=60",
+    ]);
+    let port = d.port.to_string();
+    if have("gearman") {
+        // The worker appends a counter file line per run: runs are counted.
+        let dir = tempfile::tempdir().unwrap();
+        let runs = dir.path().join("runs");
+        let script = format!("tee -a {} | rev", runs.display());
+        let _worker = Kill(
+            Command::new("gearman")
+                .args([
+                    "-h", "127.0.0.1", "-p", &port, "-w", "-f", "rev", "--", "sh", "-c", &script,
+                ])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap(),
+        );
+        let call = |unique: &str, input: &str| {
+            let out = run(
+                Command::new("gearman").args([
+                    "-h", "127.0.0.1", "-p", &port, "-f", "rev", "-u", unique,
+                ]),
+                input.as_bytes(),
+                10,
+            );
+            assert!(out.status.success(), "{out:?}");
+            String::from_utf8_lossy(&out.stdout).trim().to_string()
+        };
+        assert_eq!(call("k1", "hello"), "olleh");
+        assert_eq!(call("k1", "other"), "olleh", "the window's result");
+        assert_eq!(call("k2", "polygear"), "raegylop");
+        let ran = std::fs::read_to_string(&runs).unwrap_or_default();
+        assert!(!ran.contains("other"), "ran again inside the window: {ran:?}");
+        // Background submissions and admin listings are unchanged.
+        let out = run(
+            Command::new("gearman").args([
+                "-h", "127.0.0.1", "-p", &port, "-b", "-f", "rev", "--", "bg",
+            ]),
+            b"",
+            10,
+        );
+        assert!(out.status.success());
+        assert!(gearadmin(d.port, &["--status"]).contains("rev\t"));
+    }
+    let perl = Command::new("perl")
+        .args(["-MGearman::Client", "-MGearman::Worker", "-e", "1"])
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false);
+    if !perl {
+        eprintln!("Perl Gearman modules not installed; skipping");
+        return;
+    }
+    let server = d.addr_string();
+    let worker_src = format!(
+        r#"use Gearman::Worker;
+my $w = Gearman::Worker->new(job_servers => ['{server}']);
+$w->register_function(upper => sub {{ return uc $_[0]->arg; }});
+$w->work while 1;"#
+    );
+    let _worker = Kill(
+        Command::new("perl")
+            .args(["-e", &worker_src])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let client_src = format!(
+        r#"use Gearman::Client;
+my $c = Gearman::Client->new(job_servers => ['{server}']);
+my $a = $c->do_task(upper => "first", {{ uniq => "pk", timeout => 8 }});
+my $b = $c->do_task(upper => "second", {{ uniq => "pk", timeout => 8 }});
+my $p = $c->do_task(upper => "plain", {{ timeout => 8 }});
+print "a=", ($a ? $$a : "undef"), " b=", ($b ? $$b : "undef"), " p=", ($p ? $$p : "undef"), "\n";
+my $h = $c->dispatch_background(upper => "bg");
+print "bg=", ($h ? "yes" : "no"), "\n";"#
+    );
+    let out = run(Command::new("perl").args(["-e", &client_src]), b"", 30);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("a=FIRST b=FIRST p=PLAIN\n"),
+        "{text} / {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("bg=yes\n"), "{text}");
+}
