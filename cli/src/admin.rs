@@ -36,6 +36,10 @@ Admin commands (gearadmin's --option names are accepted too):
   drop-function FUNC          drop a function without workers or running jobs
   maxqueue FUNC [N | H N L]   queue limit (none: unlimited)
   shutdown [graceful]         stop the server (if it allows it)
+  retain [FUNC SECS]          polygeard: keep FUNC's background results SECS
+                              seconds (0: off); alone: list FUNC<TAB>SECS
+  window [FUNC SECS]          polygeard: keep a completed unique of FUNC
+                              reserved with its result SECS seconds (0: off)
 Listings are printed raw, including the final '.' line; single values
 without the 'OK '. A refused command prints one line and exits 1.
 ";
@@ -102,6 +106,15 @@ pub fn command(words: &[String]) -> Result<AdminCommand, CliError> {
             }
             (format!("maxqueue {}", args.join(" ")), false)
         }
+        "retain" | "window" => match args {
+            [] => (name.to_string(), true),
+            [f, s] if s.parse::<u32>().is_ok() => (format!("{name} {f} {s}"), false),
+            _ => {
+                return Err(CliError::Usage(format!(
+                    "admin {name} takes nothing (list) or FUNC SECONDS"
+                )))
+            }
+        },
         "shutdown" => match args {
             [] => ("shutdown".into(), false),
             [g] if g == "graceful" => ("shutdown graceful".into(), false),
@@ -230,6 +243,16 @@ mod tests {
             "shutdown graceful"
         );
         assert!(!c(&["version"]).unwrap().listing);
+        assert_eq!(
+            c(&["retain"]).unwrap(),
+            AdminCommand {
+                line: "retain".into(),
+                listing: true
+            }
+        );
+        assert_eq!(c(&["retain", "f", "60"]).unwrap().line, "retain f 60");
+        assert_eq!(c(&["window", "f", "0"]).unwrap().line, "window f 0");
+        assert!(!c(&["window", "f", "5"]).unwrap().listing);
         for bad in [
             &[][..],
             &["bogus"],
@@ -240,6 +263,9 @@ mod tests {
             &["maxqueue", "f", "1", "2", "3", "4"],
             &["create-function", "a b"],
             &["shutdown", "now"],
+            &["retain", "f"],
+            &["window", "f", "-1"],
+            &["retain", "f", "1", "2"],
         ] {
             assert!(matches!(c(bad), Err(CliError::Usage(_))), "{bad:?}");
         }

@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use polygear::{
-    Client, ClientOptions, Error, ErrorKind, JobEvent, Priority, ServerAddr, SubmitOptions,
-    TlsOptions,
+    Client, ClientOptions, Error, ErrorKind, JobEvent, JobResult, Priority, ServerAddr,
+    SubmitOptions, TlsOptions,
 };
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
 use tokio::task::JoinSet;
@@ -53,6 +53,49 @@ pub struct ClientConfig {
     pub prefix: bool,
     /// `-S` and its files (`None`: plain TCP).
     pub tls: Option<TlsOptions>,
+    /// `--retain` (background jobs, polygeard only).
+    pub retain: Option<Duration>,
+}
+
+/// `--result HANDLE`: prints the retained result raw; a job without one
+/// (queued, running, unknown) prints its state on stderr and fails, as does
+/// a failed job.
+pub async fn fetch_result(
+    servers: Vec<ServerAddr>,
+    tls: Option<TlsOptions>,
+    timeout: Option<Duration>,
+    handle: &str,
+) -> Result<(), CliError> {
+    let mut opts = ClientOptions {
+        servers,
+        tls,
+        ..ClientOptions::default()
+    };
+    if let Some(t) = timeout {
+        opts.connect_timeout = t;
+        opts.submit_timeout = t;
+    }
+    let client = Client::new(opts)?;
+    let state = client.result_state(handle).await;
+    client.close().await;
+    match state? {
+        JobResult::Complete(data) => {
+            write(Stream::Out, None, &data);
+            Ok(())
+        }
+        JobResult::Exception(msg) => {
+            write(Stream::Err, None, &msg);
+            if !msg.ends_with(b"\n") {
+                write(Stream::Err, None, b"\n");
+            }
+            Err(CliError::Failed(Some("Job failed".into())))
+        }
+        JobResult::Failed => Err(CliError::Failed(Some("Job failed".into()))),
+        other => Err(CliError::Failed(Some(format!(
+            "{handle}: {}",
+            other.name()
+        )))),
+    }
 }
 
 /// Runs the client; `Err(Failed)` when at least one job failed.
@@ -130,6 +173,7 @@ async fn workload(client: &Client, cfg: &ClientConfig, data: Bytes) -> Result<bo
                 .as_ref()
                 .map(|u| Bytes::copy_from_slice(u.as_bytes())),
             priority: cfg.priority,
+            retain: cfg.retain,
             ..SubmitOptions::default()
         };
         let (background, verbose, timeout) = (cfg.background, cfg.verbose, cfg.timeout);

@@ -51,6 +51,12 @@ Client options:
   -I / -L     high / low priority (the last one given wins)
   -u UNIQUE   unique key of every job (same function and key coalesce)
   -c COUNT    submit at most COUNT workloads, then exit
+  --retain SECS   with -b (polygeard only): the server keeps each job's
+              result SECS seconds after it ends, for --result
+  --result HANDLE (polygeard only): print the retained result of a background
+              job and exit 0; a failed job exits 1 ('Job failed'); a job
+              still queued or running, or unknown/expired, prints its state
+              ('queued', 'running', 'unknown') on stderr and exits 1
   -P          prefix each output chunk with 'FUNC: ' (on the chunk's stream)
   Every workload goes to each -f function at once; workloads run one after
   another. WORK_DATA and results are written raw to stdout, warnings and
@@ -113,10 +119,20 @@ fn real_main(args: Vec<String>) -> Result<(), CliError> {
         println!("polygear {}", env!("CARGO_PKG_VERSION"));
         return Ok(());
     }
+    let env = std::env::var("GEARMAN_SERVER").ok();
+    if let Some(handle) = &o.result {
+        let servers = opts::servers(o.host.as_deref(), o.port, env.as_deref())?;
+        let tls = o.tls.options(polygear::TlsOptions::from_env());
+        return runtime()?.block_on(client::fetch_result(servers, tls, o.timeout, handle));
+    }
     if o.functions.is_empty() {
         return Err(CliError::Usage("no function given (use -f FUNC)".into()));
     }
-    let env = std::env::var("GEARMAN_SERVER").ok();
+    if o.retain.is_some() && !o.background {
+        return Err(CliError::Usage(
+            "--retain is for background jobs (-b)".into(),
+        ));
+    }
     let servers = opts::servers(o.host.as_deref(), o.port, env.as_deref())?;
     if o.daemon && std::env::var_os(DAEMON_ENV).is_none() {
         return daemonize();
@@ -157,6 +173,7 @@ fn real_main(args: Vec<String>) -> Result<(), CliError> {
             verbose: o.verbose,
             prefix: o.prefix,
             tls,
+            retain: o.retain,
         };
         rt.block_on(client::run(cfg))
     }

@@ -50,6 +50,10 @@ pub struct Opts {
     pub count: Option<u64>,
     /// `-S` / `--ssl` and the `--ssl-*` files.
     pub tls: TlsFlags,
+    /// `--retain SECS` (with `-b`; polygeard): keep the results that long.
+    pub retain: Option<Duration>,
+    /// `--result HANDLE` (polygeard): print a retained result instead of submitting.
+    pub result: Option<String>,
     /// Data words (client) or command and its arguments (worker).
     pub rest: Vec<String>,
 }
@@ -70,9 +74,39 @@ pub fn parse(args: &[String]) -> Result<Opts, CliError> {
             break;
         }
         if let Some(long) = arg.strip_prefix("--") {
-            match long {
+            let (name, attached) = match long.split_once('=') {
+                Some((n, v)) => (n, Some(v.to_string())),
+                None => (long, None),
+            };
+            match name {
                 "help" => o.help = true,
                 "version" => o.version = true,
+                "retain" | "result" => {
+                    let value = attached
+                        .or_else(|| {
+                            i += 1;
+                            args.get(i - 1).cloned()
+                        })
+                        .filter(|v| !v.is_empty())
+                        .ok_or_else(|| {
+                            CliError::Usage(format!("option '--{name}' requires an argument"))
+                        })?;
+                    if name == "result" {
+                        o.result = Some(value);
+                    } else {
+                        let secs =
+                            value
+                                .parse::<u64>()
+                                .ok()
+                                .filter(|&s| s > 0)
+                                .ok_or_else(|| {
+                                    CliError::Usage(format!(
+                                "--retain takes whole seconds greater than zero, not {value:?}"
+                            ))
+                                })?;
+                        o.retain = Some(Duration::from_secs(secs));
+                    }
+                }
                 _ => {
                     if !o.tls.long_option(long, || {
                         i += 1;

@@ -282,7 +282,17 @@ fn gearman_cli_and_perl_with_retention_and_unique_windows_on() {
         let _worker = Kill(
             Command::new("gearman")
                 .args([
-                    "-h", "127.0.0.1", "-p", &port, "-w", "-f", "rev", "--", "sh", "-c", &script,
+                    "-h",
+                    "127.0.0.1",
+                    "-p",
+                    &port,
+                    "-w",
+                    "-f",
+                    "rev",
+                    "--",
+                    "sh",
+                    "-c",
+                    &script,
                 ])
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())
@@ -292,7 +302,14 @@ fn gearman_cli_and_perl_with_retention_and_unique_windows_on() {
         let call = |unique: &str, input: &str| {
             let out = run(
                 Command::new("gearman").args([
-                    "-h", "127.0.0.1", "-p", &port, "-f", "rev", "-u", unique,
+                    "-h",
+                    "127.0.0.1",
+                    "-p",
+                    &port,
+                    "-f",
+                    "rev",
+                    "-u",
+                    unique,
                 ]),
                 input.as_bytes(),
                 10,
@@ -304,11 +321,22 @@ fn gearman_cli_and_perl_with_retention_and_unique_windows_on() {
         assert_eq!(call("k1", "other"), "olleh", "the window's result");
         assert_eq!(call("k2", "polygear"), "raegylop");
         let ran = std::fs::read_to_string(&runs).unwrap_or_default();
-        assert!(!ran.contains("other"), "ran again inside the window: {ran:?}");
+        assert!(
+            !ran.contains("other"),
+            "ran again inside the window: {ran:?}"
+        );
         // Background submissions and admin listings are unchanged.
         let out = run(
             Command::new("gearman").args([
-                "-h", "127.0.0.1", "-p", &port, "-b", "-f", "rev", "--", "bg",
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &port,
+                "-b",
+                "-f",
+                "rev",
+                "--",
+                "bg",
             ]),
             b"",
             10,
