@@ -188,6 +188,12 @@ pub(crate) trait Store: Send {
         self.commit(deletes, inserts)
     }
 
+    /// Whether [`Store::commit_with_results`] stores retained results (else
+    /// they are not passed to it at all).
+    fn keeps_results(&self) -> bool {
+        false
+    }
+
     /// The retained results kept by the store, at start (the default: none).
     fn load_results(&mut self) -> Result<Vec<StoredResult>, StoreError> {
         Ok(Vec::new())
@@ -432,7 +438,7 @@ fn commit_batch(
         })
         .collect();
     let mut results = ResultOps::default();
-    for op in batch.iter() {
+    for op in batch.iter().filter(|_| store.keeps_results()) {
         match op {
             Op::PutResult(r) => results.put.push(r.clone()),
             Op::DeleteResult(h) => results.delete.push(*h),
@@ -487,7 +493,11 @@ fn commit_batch(
             Op::Delete(k) if error.is_some() && !cancelled.contains(&k.id) => {
                 retry.push(Op::Delete(k))
             }
-            op @ (Op::PutResult(_) | Op::DeleteResult(_)) if error.is_some() => retry.push(op),
+            op @ (Op::PutResult(_) | Op::DeleteResult(_))
+                if error.is_some() && store.keeps_results() =>
+            {
+                retry.push(op)
+            }
             _ => {}
         }
     }

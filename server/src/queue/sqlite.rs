@@ -113,6 +113,10 @@ impl Store for SqliteStore {
         self.commit_with_results(deletes, inserts, &ResultOps::default())
     }
 
+    fn keeps_results(&self) -> bool {
+        true
+    }
+
     fn load_results(&mut self) -> Result<Vec<StoredResult>, StoreError> {
         let path = &self.path;
         let sql = |e: rusqlite::Error| StoreError::Failed(format!("{path}: {e}"));
@@ -198,5 +202,65 @@ impl Store for SqliteStore {
 
     fn keyed(&self) -> bool {
         false
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn old_databases_gain_the_new_columns_and_results_round_trip() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("old.sqlite3");
+        {
+            let c = Connection::open(&path).unwrap();
+            c.execute_batch(
+                "CREATE TABLE polygear_queue (id INTEGER PRIMARY KEY, function_name BLOB NOT NULL,
+                 unique_key BLOB NOT NULL, priority INTEGER NOT NULL, when_to_run INTEGER NOT NULL,
+                 reducer BLOB NOT NULL, data BLOB NOT NULL);
+                 INSERT INTO polygear_queue VALUES (7, X'66', X'75', 1, 0, X'', X'64');",
+            )
+            .unwrap();
+        }
+        let mut s = SqliteStore::open(&path).unwrap();
+        let rows = s.load().unwrap();
+        assert_eq!((rows[0].id, rows[0].handle, rows[0].retain), (7, 0, 0));
+        let job = StoredJob {
+            id: 8,
+            handle: 42,
+            retain: 60,
+            ..rows[0].clone()
+        };
+        let kept = StoredResult {
+            handle: 41,
+            function: Bytes::from_static(b"f"),
+            key: Bytes::new(),
+            state: 0,
+            data: Bytes::from_static(b"out\0put"),
+            expires: 123,
+            window_until: 0,
+        };
+        let del = StoredKey {
+            id: 7,
+            function: Bytes::new(),
+            unique: Bytes::new(),
+        };
+        let results = ResultOps {
+            put: vec![kept.clone()],
+            delete: vec![],
+        };
+        s.commit_with_results(&[&del], &[&job], &results).unwrap();
+        drop(s);
+        // Opening again is idempotent and finds everything.
+        let mut s = SqliteStore::open(&path).unwrap();
+        assert_eq!(s.load().unwrap(), vec![job]);
+        assert_eq!(s.load_results().unwrap(), vec![kept]);
+        let results = ResultOps {
+            put: vec![],
+            delete: vec![41],
+        };
+        s.commit_with_results(&[], &[], &results).unwrap();
+        assert!(s.load_results().unwrap().is_empty());
     }
 }

@@ -492,7 +492,7 @@ mod tests {
 
     #[test]
     fn size_limit_drops_the_soonest_to_expire() {
-        let mut r = Results::new(200, &[], &[]);
+        let mut r = Results::new(300, &[], &[]);
         r.insert(1, kept(&"x".repeat(60), 300, 0));
         r.insert(2, kept(&"y".repeat(60), 100, 0));
         assert_eq!(r.insert(3, kept(&"z".repeat(60), 200, 0)), vec![2]);
