@@ -373,3 +373,38 @@ fn gearmand_gets_no_extension_packet() {
     assert!(rt.block_on(c.status(&h)).unwrap().known);
     assert_eq!(rt.block_on(c.echo("still here")).unwrap(), "still here");
 }
+
+#[test]
+fn with_gearmand_and_polygeard_retained_jobs_go_to_polygeard() {
+    let Some(g) = TestServer::gearmand(&[]) else {
+        eprintln!("gearmand not installed; skipping");
+        return;
+    };
+    let p = polygeard(&["-q", "builtin"]);
+    let rt = runtime();
+    let c = Client::new(ClientOptions {
+        servers: vec![g.addr(), p.addr()],
+        ..Default::default()
+    })
+    .unwrap();
+    let mut w = worker(p.port, "mixed");
+    for i in 0..4 {
+        let h = rt
+            .block_on(c.submit_background("mixed", format!("{i}"), retain(30)))
+            .unwrap();
+        let (got, _) = grab_wait(&mut w);
+        assert_eq!(got, h, "retained job {i} went to polygeard");
+        complete(&mut w, &h, "ok");
+        assert_eq!(result_soon(&rt, &c, &h), "ok");
+    }
+    // Plain submissions still use both servers.
+    for i in 0..4 {
+        rt.block_on(c.submit_background("mixed_plain", format!("{i}"), SubmitOptions::default()))
+            .unwrap();
+    }
+    let mut a = Raw::connect(g.port);
+    assert!(
+        a.admin("status").contains("mixed_plain\t"),
+        "round robin reached gearmand"
+    );
+}

@@ -107,7 +107,8 @@ pub struct SubmitOptions {
     pub epoch: Option<i64>,
     /// Background only, polygeard only: keep the job's result on the server
     /// for this long after it ends (whole seconds, rounded up), for
-    /// [`Client::result`]. Against another server the submission fails with
+    /// [`Client::result`]. The job goes only to a server that speaks the
+    /// extension; if none does, the submission fails with
     /// [`Error::Unsupported`] before anything is sent.
     pub retain: Option<Duration>,
 }

@@ -107,26 +107,35 @@ pub(super) fn unsupported(conn: &Conn) -> Error {
 }
 
 impl Pool {
-    /// Connects to the first reachable server for `key` and waits until it
-    /// said whether it speaks the extensions: [`Error::Unsupported`] if not.
+    /// Waits until at least one server for `key` (in routing order) said it
+    /// speaks the extensions, connecting as needed; [`Error::Unsupported`]
+    /// if every reachable one is another kind of server. The submission
+    /// then goes only to a server that said yes.
     pub(super) async fn check_extensions(&self, key: &[u8]) -> Result<()> {
         let mut last_err = None;
         for i in self.order(key) {
             match self.conn(i).await {
-                Ok(conn) => {
-                    return match conn.extensions(self.options.submit_timeout).await? {
-                        true => Ok(()),
-                        false if conn.alive.load(std::sync::atomic::Ordering::Acquire) => {
-                            Err(unsupported(&conn))
-                        }
-                        // Died before answering: the submission reports it.
-                        false => Ok(()),
-                    };
-                }
+                Ok(conn) => match conn.extensions(self.options.submit_timeout).await {
+                    Ok(true) => return Ok(()),
+                    Ok(false) if conn.alive.load(std::sync::atomic::Ordering::Acquire) => {
+                        last_err = Some(unsupported(&conn))
+                    }
+                    Ok(false) => {
+                        last_err = Some(Error::ConnectionLost {
+                            addr: conn.addr.clone(),
+                            reason: "closed before answering the OPTION_REQ sent on connect".into(),
+                            kind: std::io::ErrorKind::ConnectionReset,
+                        })
+                    }
+                    Err(e) => last_err = Some(e),
+                },
                 Err(e) => last_err = Some(e),
             }
         }
-        Err(self.all_failed(last_err))
+        Err(match last_err {
+            Some(e @ Error::Unsupported { .. }) => e,
+            other => self.all_failed(other),
+        })
     }
 
     /// GET_RESULT on server `i`.
