@@ -17,6 +17,9 @@
 //!   reader and the caller, and the clean-up of an abandoned submission.
 //! - `submit.rs`: argument checks, generated uniques and SUBMIT encoding
 //!   (pure functions, checked before any I/O).
+//! - `retain.rs`: retained results (polygeard's extension): `JobResult`,
+//!   `Client::result` / `result_state`, and the check that a server speaks
+//!   the extension before a packet of it is sent.
 //!
 //! Names: a `Server` is a configured server, a `Conn` one connection to it,
 //! a `JobSlot` (a "slot") one foreground job's state.
