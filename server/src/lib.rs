@@ -45,6 +45,8 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 pub use admin::VERSION;
+pub use polygear::RetryPolicy;
+pub use state::parse_retry_flag;
 pub use tls::TlsConfig;
 
 /// Where background jobs are kept.
@@ -200,6 +202,13 @@ pub struct ServerConfig {
     /// Token the dashboard's actions (cancel a job, drop a function) require
     /// as `Authorization: Bearer <token>`; `None`: actions only over mutual TLS.
     pub admin_token: Option<String>,
+    /// Retry policies of functions at start (`--retry`; the admin `retry`
+    /// command changes them at run time).
+    pub retry_policies: Vec<(String, RetryPolicy)>,
+    /// Most records in the dead set; the oldest are dropped beyond it (0: no limit).
+    pub dead_max: usize,
+    /// Dead records older than this are dropped (zero: no limit).
+    pub dead_max_age: Duration,
 }
 
 impl Default for ServerConfig {
@@ -228,6 +237,9 @@ impl Default for ServerConfig {
             grab_wait: Duration::from_millis(1),
             tls: None,
             admin_token: None,
+            retry_policies: Vec::new(),
+            dead_max: 10_000,
+            dead_max_age: Duration::from_secs(7 * 86400),
         }
     }
 }
@@ -417,7 +429,7 @@ impl Server {
             state: Mutex::new(state),
         });
         let mut persist_thread = None;
-        if let Some((store, rows)) = loaded {
+        if let Some((store, rows, recovered)) = loaded {
             let (tx, rx) = std::sync::mpsc::channel();
             let next_id = rows.iter().map(|r| r.id).max().unwrap_or(0) + 1;
             let keyed = store.keyed();
@@ -432,7 +444,9 @@ impl Server {
                 if let Some(lease) = cfg.queue.lease() {
                     st.lease_renewed(lease.held_from(load_started));
                 }
-                st.restore(rows)
+                let n = st.restore(rows);
+                st.restore_retries(recovered);
+                n
             });
             if n > 0 {
                 tracing::info!("restored {n} background jobs from the persistent queue");

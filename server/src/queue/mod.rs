@@ -21,6 +21,7 @@
 //! ([`Store::upkeep`]). A server that cannot renew its lease in time stops
 //! handing out the stored jobs it holds (see `State::lease_renewed`).
 
+mod dead;
 mod memcached;
 #[cfg(feature = "mysql")]
 mod mysql;
@@ -41,14 +42,20 @@ use bytes::Bytes;
 use crate::outbox::Outbox;
 use crate::wire::put_error;
 use crate::{QueueConfig, ServerError, Shared};
+pub(crate) use dead::{DeadOp, DeadRow, Recovered};
 
 /// Most operations committed in one batch.
 const MAX_BATCH: usize = 100_000;
 
 /// One change to the durable queue.
 pub(crate) enum Op {
-    Insert { row: StoredJob, ack: Option<Ack> },
+    Insert {
+        row: StoredJob,
+        ack: Option<Ack>,
+    },
     Delete(StoredKey),
+    /// A retry or dead-set change (see [`DeadOp`]).
+    Dead(DeadOp),
 }
 
 /// A JOB_CREATED reply to release once the insert is durable.
@@ -148,6 +155,25 @@ pub(crate) trait Store: Send {
         Ok(Upkeep::default())
     }
 
+    /// Reads the retry state (attempt counts, the dead set) at start; only
+    /// SQLite keeps it.
+    fn load_retries(&mut self) -> Result<Recovered, StoreError> {
+        Ok(Recovered::default())
+    }
+
+    /// [`Store::commit`] with the batch's retry and dead-set changes, in the
+    /// same transaction. A store that keeps none ignores `dead` (the job
+    /// rows' inserts and deletes they imply are in `deletes` and `inserts`).
+    fn commit_dead(
+        &mut self,
+        deletes: &[&StoredKey],
+        inserts: &[&StoredJob],
+        dead: &[&DeadOp],
+    ) -> Result<Vec<Rejected>, StoreError> {
+        let _ = dead;
+        self.commit(deletes, inserts)
+    }
+
     /// The server is stopping (it hands out nothing any more): a shared store
     /// ends this server's lease, so that the others take over its queued jobs
     /// at their next claim instead of after the lease.
@@ -177,8 +203,8 @@ impl Persister {
     }
 }
 
-/// An opened store and the jobs read from it.
-pub(crate) type Opened = (Box<dyn Store>, Vec<StoredJob>);
+/// An opened store, the jobs read from it and its retry state.
+pub(crate) type Opened = (Box<dyn Store>, Vec<StoredJob>, Recovered);
 
 /// Opens the configured store and reads its jobs (blocking: run it off the
 /// async runtime). `None` for the in-memory queue.
@@ -211,7 +237,10 @@ pub(crate) fn open(cfg: &QueueConfig) -> Result<Option<Opened>, ServerError> {
     let rows = store
         .load()
         .map_err(|e| ServerError::Queue(format!("reading the stored jobs: {e}")))?;
-    Ok(Some((store, rows)))
+    let recovered = store
+        .load_retries()
+        .map_err(|e| ServerError::Queue(format!("reading the dead set: {e}")))?;
+    Ok(Some((store, rows, recovered)))
 }
 
 /// A queue this build of the server library left out (the language
@@ -258,8 +287,9 @@ fn run(mut store: Box<dyn Store>, rx: Receiver<Op>, shared: Weak<Shared>) {
     let every = store.upkeep_every();
     let mut last_upkeep = Instant::now();
     let mut batch: Vec<Op> = Vec::new();
-    // Deletes whose commit failed, retried with the next batch.
-    let mut retry: Vec<StoredKey> = Vec::new();
+    // Deletes (and dead-set changes) whose commit failed, retried with the
+    // next batch.
+    let mut retry: Vec<Op> = Vec::new();
     loop {
         let wait = match every {
             Some(e) => e.saturating_sub(last_upkeep.elapsed()),
@@ -284,12 +314,12 @@ fn run(mut store: Box<dyn Store>, rx: Receiver<Op>, shared: Weak<Shared>) {
                 Err(_) => break,
             }
         }
-        batch.extend(retry.drain(..).map(Op::Delete));
+        batch.extend(retry.drain(..));
         commit_batch(store.as_mut(), &mut batch, &mut retry, &shared);
     }
     if !retry.is_empty() {
         // The server is stopping: one last try for the pending deletes.
-        batch.extend(retry.drain(..).map(Op::Delete));
+        batch.extend(retry.drain(..));
         commit_batch(store.as_mut(), &mut batch, &mut retry, &shared);
     }
     store.release();
@@ -330,47 +360,61 @@ fn upkeep(store: &mut dyn Store, shared: &Weak<Shared>) {
     }
 }
 
+/// The job row an operation inserts.
+fn job_insert(op: &Op) -> Option<&StoredJob> {
+    match op {
+        Op::Insert { row, .. } => Some(row),
+        Op::Dead(d) => d.job_insert(),
+        Op::Delete(_) => None,
+    }
+}
+
+/// The job row an operation deletes.
+fn job_delete(op: &Op) -> Option<&StoredKey> {
+    match op {
+        Op::Delete(k) => Some(k),
+        Op::Dead(d) => d.job_delete(),
+        Op::Insert { .. } => None,
+    }
+}
+
 /// Commits `batch` (emptied) and answers the submissions waiting on it.
 fn commit_batch(
     store: &mut dyn Store,
     batch: &mut Vec<Op>,
-    retry: &mut Vec<StoredKey>,
+    retry: &mut Vec<Op>,
     shared: &Weak<Shared>,
 ) {
     // An insert and a delete of the same job in one batch cancel out.
-    let inserted: HashSet<i64> = batch
-        .iter()
-        .filter_map(|op| match op {
-            Op::Insert { row, .. } => Some(row.id),
-            Op::Delete(_) => None,
-        })
-        .collect();
+    let inserted: HashSet<i64> = batch.iter().filter_map(job_insert).map(|r| r.id).collect();
     let cancelled: HashSet<i64> = batch
         .iter()
-        .filter_map(|op| match op {
-            Op::Delete(k) if inserted.contains(&k.id) => Some(k.id),
-            _ => None,
-        })
+        .filter_map(job_delete)
+        .filter(|k| inserted.contains(&k.id))
+        .map(|k| k.id)
         .collect();
     let deletes: Vec<&StoredKey> = batch
         .iter()
-        .filter_map(|op| match op {
-            Op::Delete(k) if !cancelled.contains(&k.id) => Some(k),
-            _ => None,
-        })
+        .filter_map(job_delete)
+        .filter(|k| !cancelled.contains(&k.id))
         .collect();
     let inserts: Vec<&StoredJob> = batch
         .iter()
+        .filter_map(job_insert)
+        .filter(|r| !cancelled.contains(&r.id))
+        .collect();
+    let dead: Vec<&DeadOp> = batch
+        .iter()
         .filter_map(|op| match op {
-            Op::Insert { row, .. } if !cancelled.contains(&row.id) => Some(row),
+            Op::Dead(d) => Some(d),
             _ => None,
         })
         .collect();
-    let result = if deletes.is_empty() && inserts.is_empty() {
+    let result = if deletes.is_empty() && inserts.is_empty() && dead.is_empty() {
         Ok(Vec::new())
     } else {
         let started = std::time::Instant::now();
-        let r = store.commit(&deletes, &inserts);
+        let r = store.commit_dead(&deletes, &inserts, &dead);
         if let Some(shared) = shared.upgrade() {
             shared
                 .commits
@@ -411,7 +455,19 @@ fn commit_batch(
                 }
                 acks.push(ack);
             }
-            Op::Delete(k) if error.is_some() && !cancelled.contains(&k.id) => retry.push(k),
+            Op::Delete(k) if error.is_some() && !cancelled.contains(&k.id) => {
+                retry.push(Op::Delete(k))
+            }
+            // Retried with the next batch; a requeued job already finished
+            // (its insert and delete cancelled out) only leaves the dead set.
+            Op::Dead(DeadOp::Unbury { dead_id, row }) if error.is_some() => {
+                retry.push(Op::Dead(if cancelled.contains(&row.id) {
+                    DeadOp::Forget(dead_id)
+                } else {
+                    DeadOp::Unbury { dead_id, row }
+                }))
+            }
+            Op::Dead(d) if error.is_some() => retry.push(Op::Dead(d)),
             _ => {}
         }
     }

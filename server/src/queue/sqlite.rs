@@ -7,7 +7,7 @@ use std::path::Path;
 use bytes::Bytes;
 use rusqlite::{params, Connection};
 
-use super::{Rejected, Store, StoreError, StoredJob, StoredKey};
+use super::{DeadOp, DeadRow, Recovered, Rejected, Store, StoreError, StoredJob, StoredKey};
 use crate::ServerError;
 
 pub(crate) struct SqliteStore {
@@ -39,9 +39,34 @@ impl SqliteStore {
                 priority INTEGER NOT NULL,
                 when_to_run INTEGER NOT NULL,
                 reducer BLOB NOT NULL,
-                data BLOB NOT NULL)",
+                data BLOB NOT NULL);
+            CREATE TABLE IF NOT EXISTS polygear_dead (
+                id INTEGER PRIMARY KEY,
+                handle TEXT NOT NULL,
+                function_name BLOB NOT NULL,
+                unique_key BLOB NOT NULL,
+                priority INTEGER NOT NULL,
+                data BLOB NOT NULL,
+                attempts INTEGER NOT NULL,
+                error TEXT NOT NULL,
+                submitted INTEGER NOT NULL,
+                failed_at INTEGER NOT NULL)",
         )
         .map_err(err)?;
+        // Retries: a job's failed attempts and first submission (databases
+        // of earlier versions get the columns, 0 for their rows).
+        let columns: Vec<String> = conn
+            .prepare("SELECT name FROM pragma_table_info('polygear_queue')")
+            .and_then(|mut st| st.query_map([], |r| r.get(0))?.collect())
+            .map_err(err)?;
+        for col in ["attempts", "submitted"] {
+            if !columns.iter().any(|c| c == col) {
+                conn.execute_batch(&format!(
+                    "ALTER TABLE polygear_queue ADD COLUMN {col} INTEGER NOT NULL DEFAULT 0"
+                ))
+                .map_err(err)?;
+            }
+        }
         Ok(SqliteStore {
             conn,
             path: path.display().to_string(),
@@ -81,6 +106,64 @@ impl Store for SqliteStore {
         deletes: &[&StoredKey],
         inserts: &[&StoredJob],
     ) -> Result<Vec<Rejected>, StoreError> {
+        self.commit_dead(deletes, inserts, &[])
+    }
+
+    fn load_retries(&mut self) -> Result<Recovered, StoreError> {
+        let path = &self.path;
+        let sql = |e: rusqlite::Error| StoreError::Failed(format!("{path}: {e}"));
+        let mut out = Recovered::default();
+        let mut st = self
+            .conn
+            .prepare("SELECT id, attempts, submitted FROM polygear_queue WHERE attempts > 0 OR submitted > 0")
+            .map_err(sql)?;
+        let mut q = st.query([]).map_err(sql)?;
+        while let Some(r) = q.next().map_err(sql)? {
+            let attempts: i64 = r.get(1).map_err(sql)?;
+            out.attempts.insert(
+                r.get(0).map_err(sql)?,
+                (
+                    attempts.clamp(0, u32::MAX as i64) as u32,
+                    r.get(2).map_err(sql)?,
+                ),
+            );
+        }
+        let mut st = self
+            .conn
+            .prepare("SELECT id, handle, function_name, unique_key, priority, data, attempts, error, submitted, failed_at FROM polygear_dead ORDER BY failed_at, id")
+            .map_err(sql)?;
+        let mut q = st.query([]).map_err(sql)?;
+        while let Some(r) = q.next().map_err(sql)? {
+            let blob = |i: usize| -> Result<Bytes, rusqlite::Error> {
+                Ok(Bytes::from(r.get::<_, Vec<u8>>(i)?))
+            };
+            let function = blob(2).map_err(sql)?;
+            let attempts: i64 = r.get(6).map_err(sql)?;
+            out.dead.push(DeadRow {
+                id: r.get(0).map_err(sql)?,
+                priority: r.get::<_, i64>(4).map_err(sql)?.clamp(0, 2) as u8,
+                job: polygear::DeadJob {
+                    handle: r.get(1).map_err(sql)?,
+                    function: String::from_utf8_lossy(&function).into_owned(),
+                    unique: blob(3).map_err(sql)?,
+                    data: blob(5).map_err(sql)?,
+                    attempts: attempts.clamp(0, u32::MAX as i64) as u32,
+                    error: r.get(7).map_err(sql)?,
+                    submitted: r.get(8).map_err(sql)?,
+                    failed_at: r.get(9).map_err(sql)?,
+                },
+                function,
+            });
+        }
+        Ok(out)
+    }
+
+    fn commit_dead(
+        &mut self,
+        deletes: &[&StoredKey],
+        inserts: &[&StoredJob],
+        dead: &[&DeadOp],
+    ) -> Result<Vec<Rejected>, StoreError> {
         let tx = self.conn.transaction().map_err(failed)?;
         {
             let mut del = tx
@@ -90,7 +173,7 @@ impl Store for SqliteStore {
                 del.execute(params![k.id]).map_err(failed)?;
             }
             let mut ins = tx.prepare_cached(
-                "INSERT OR REPLACE INTO polygear_queue (id, function_name, unique_key, priority, when_to_run, reducer, data) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                "INSERT OR REPLACE INTO polygear_queue (id, function_name, unique_key, priority, when_to_run, reducer, data, submitted) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, CAST(strftime('%s', 'now') AS INTEGER))",
             ).map_err(failed)?;
             for row in inserts {
                 ins.execute(params![
@@ -103,6 +186,43 @@ impl Store for SqliteStore {
                     &row.data[..]
                 ])
                 .map_err(failed)?;
+            }
+            for op in dead {
+                match op {
+                    DeadOp::Reschedule { id, when, attempts } => {
+                        tx.prepare_cached(
+                            "UPDATE polygear_queue SET when_to_run = ?2, attempts = ?3 WHERE id = ?1",
+                        )
+                        .and_then(|mut st| st.execute(params![id, when, attempts]))
+                        .map_err(failed)?;
+                    }
+                    DeadOp::Bury { row, .. } => {
+                        let j = &row.job;
+                        tx.prepare_cached(
+                            "INSERT OR REPLACE INTO polygear_dead (id, handle, function_name, unique_key, priority, data, attempts, error, submitted, failed_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+                        )
+                        .and_then(|mut st| {
+                            st.execute(params![
+                                row.id,
+                                j.handle,
+                                &row.function[..],
+                                &j.unique[..],
+                                row.priority as i64,
+                                &j.data[..],
+                                j.attempts,
+                                j.error,
+                                j.submitted,
+                                j.failed_at
+                            ])
+                        })
+                        .map_err(failed)?;
+                    }
+                    DeadOp::Unbury { dead_id: id, .. } | DeadOp::Forget(id) => {
+                        tx.prepare_cached("DELETE FROM polygear_dead WHERE id = ?1")
+                            .and_then(|mut st| st.execute(params![id]))
+                            .map_err(failed)?;
+                    }
+                }
             }
         }
         tx.commit().map_err(failed)?;

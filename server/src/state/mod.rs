@@ -14,6 +14,7 @@
 //! * [`lifecycle`]: a job's progress and end (results, timeouts, lost
 //!   workers, epoch jobs, cancel) and restoring the durable queue;
 //! * [`lease`]: fencing (parking stored jobs) when a shared queue's lease runs out;
+//! * [`retry`]: retries with backoff and the dead set (polygear extension);
 //! * [`timers`]: the deadlines (CAN_DO_TIMEOUT, epoch jobs) and the one task
 //!   that fires them.
 
@@ -22,6 +23,7 @@ mod dispatch;
 mod functions;
 mod lease;
 mod lifecycle;
+mod retry;
 mod schedule;
 mod submit;
 pub(crate) mod timers;
@@ -39,6 +41,7 @@ use crate::wire::{put_error, put_pkt, HandleBuf};
 use crate::ServerConfig;
 pub(crate) use abilities::Abilities;
 pub(crate) use functions::Functions;
+pub use retry::parse_retry_flag;
 use timers::Timers;
 
 /// Identifies a connection: its [`Peer`] record here and its task in `crate::conn`.
@@ -55,6 +58,8 @@ pub(crate) struct Job {
     /// Waiting for its epoch time (not in any queue yet).
     pub delayed: bool,
     pub retries: u32,
+    /// Failed runs so far under its function's retry policy (see [`retry`]).
+    pub attempts: u32,
     pub num: u32,
     pub den: u32,
     pub assign_gen: u32,
@@ -68,6 +73,8 @@ pub(crate) struct Job {
     pub since: std::time::Instant,
     /// Cancelled (admin `cancel job`, dashboard): counted so when it ends.
     pub cancelled: bool,
+    /// Unix seconds of its submission (restored ones: their first), for the dead set.
+    pub submitted: i64,
 }
 
 impl Job {
@@ -145,6 +152,8 @@ pub(crate) struct State {
     pub(crate) grabs_waiting: usize,
     /// Totals, recent failures and samples for `/metrics` and the dashboard.
     pub stats: crate::stats::ServerStats,
+    /// Retry policies and the dead set (see [`retry`]).
+    pub retries: retry::Retries,
 }
 
 /// Counters reported by the admin `metrics` command.
@@ -170,6 +179,7 @@ pub(crate) fn unix_now() -> i64 {
 impl State {
     pub(crate) fn new(cfg: Arc<ServerConfig>, prefix: Bytes) -> State {
         State {
+            retries: retry::Retries::new(&cfg),
             funcs: Functions::new(cfg.max_idle_functions),
             budget: Arc::new(Budget::new(cfg.max_buffered)),
             cfg,
