@@ -368,3 +368,137 @@ fn kill9_during_a_backoff_keeps_the_job_its_attempts_and_the_dead_set() {
     std::thread::sleep(Duration::from_millis(100));
     assert!(grab(&mut w).is_none());
 }
+
+fn have(prog: &str) -> bool {
+    std::process::Command::new("sh")
+        .args(["-c", &format!("command -v {prog}")])
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+/// Kills the child process when dropped.
+struct Kill(std::process::Child);
+impl Drop for Kill {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Waits until `path` holds `want` (trimmed), at most 15 s.
+fn wait_file(path: &std::path::Path, want: &str) {
+    let end = Instant::now() + Duration::from_secs(15);
+    loop {
+        let got = std::fs::read_to_string(path).unwrap_or_default();
+        if got.trim() == want {
+            return;
+        }
+        assert!(Instant::now() < end, "{path:?} holds {got:?}, not {want:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn gearmand_only_clients_and_workers_see_retries_as_plain_gearman() {
+    use std::process::{Command, Stdio};
+    let dir = tempfile::tempdir().unwrap();
+    let d = polygeard(&[
+        "-q",
+        "builtin",
+        "--retry",
+        "cflaky=3:200",
+        "--retry",
+        "pflaky=3:200",
+        "--retry",
+        "pdie=3:200",
+    ]);
+    let port = d.port.to_string();
+    if have("gearman") {
+        // The C worker fails its first run (exit 1: WORK_FAIL) and appends
+        // the data to `out` on its second.
+        let (cnt, out) = (dir.path().join("cnt"), dir.path().join("out"));
+        let script = format!(
+            "n=$(cat {c} 2>/dev/null || echo 0); n=$((n+1)); echo $n > {c}; [ $n -ge 2 ] || exit 1; cat >> {o}",
+            c = cnt.display(),
+            o = out.display()
+        );
+        let _worker = Kill(
+            Command::new("gearman")
+                .args(["-h", "127.0.0.1", "-p", &port, "-w", "-f", "cflaky", "--"])
+                .args(["sh", "-c", &script])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap(),
+        );
+        let status = Command::new("gearman")
+            .args(["-h", "127.0.0.1", "-p", &port, "-b", "-f", "cflaky"])
+            .args(["-u", "cuniq", "--", "from-c"])
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+            .status;
+        assert!(status.success());
+        wait_file(&out, "from-c");
+        wait_file(&cnt, "2");
+    } else {
+        eprintln!("gearman CLI not installed; skipping its part");
+    }
+    let perl_ok = Command::new("perl")
+        .args(["-MGearman::Client", "-MGearman::Worker", "-e", "1"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !perl_ok {
+        eprintln!("Perl Gearman modules not installed; skipping their part");
+        return;
+    }
+    let server = d.addr_string();
+    let (pout, pdie) = (dir.path().join("pout"), dir.path().join("pdie"));
+    // The handlers fail by returning undef (WORK_FAIL). (A `die` sends
+    // WORK_EXCEPTION and then WORK_FAIL, whose JOB_NOT_FOUND error
+    // Gearman::Worker then dies on: with gearmand too, retries or not.)
+    let worker_src = format!(
+        r#"use Gearman::Worker;
+my $runs = 0;
+my $w = Gearman::Worker->new(job_servers => ['{server}']);
+$w->register_function(pflaky => sub {{
+    $runs++; return undef if $runs < 2;
+    open my $f, '>>', '{pout}'; print $f $_[0]->arg, " runs=$runs\n"; close $f; return "ok";
+}});
+$w->register_function(pdie => sub {{
+    open my $f, '>>', '{pdie}'; print $f "ran\n"; close $f; return undef;
+}});
+$w->work while 1;"#,
+        pout = pout.display(),
+        pdie = pdie.display()
+    );
+    let _worker = Kill(
+        Command::new("perl")
+            .args(["-e", &worker_src])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let client_src = format!(
+        r#"use Gearman::Client;
+my $c = Gearman::Client->new(job_servers => ['{server}']);
+my $h = $c->dispatch_background(pflaky => "perl-bg");
+print "bg=", ($h ? "yes" : "no"), "\n";
+my $r = $c->do_task(pdie => "fg", {{ timeout => 8 }});
+print "fg=", (defined $r ? "result" : "failed"), "\n";"#
+    );
+    let out = Command::new("perl")
+        .args(["-e", &client_src])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("bg=yes\n"), "{text}");
+    // A foreground job fails at once, and only once.
+    assert!(text.contains("fg=failed\n"), "{text}");
+    wait_file(&pout, "perl-bg runs=2");
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(std::fs::read_to_string(&pdie).unwrap(), "ran\n");
+    assert!(dead(d.port, None).is_empty());
+}
