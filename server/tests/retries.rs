@@ -502,3 +502,38 @@ print "fg=", (defined $r ? "result" : "failed"), "\n";"#
     assert_eq!(std::fs::read_to_string(&pdie).unwrap(), "ran\n");
     assert!(dead(d.port, None).is_empty());
 }
+
+#[cfg(feature = "http")]
+#[test]
+fn metrics_count_the_dead_set_and_its_drops() {
+    use std::io::{Read, Write};
+    let http = common::free_port().to_string();
+    let d = polygeard(&[
+        "-q",
+        "builtin",
+        "--http-port",
+        &http,
+        "--retry",
+        "m=1:10",
+        "--dead-max",
+        "1",
+    ]);
+    let mut w = worker(d.port, "m");
+    for i in 0..2 {
+        submit_bg(d.port, "m", &format!("m{i}"), "x");
+        let g = wait_job(&mut w, Duration::from_secs(5));
+        w.send(&Packet::WorkFail { handle: g.handle });
+    }
+    std::thread::sleep(Duration::from_millis(100));
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", http.parse::<u16>().unwrap())).unwrap();
+    s.write_all(b"GET /metrics HTTP/1.0\r\n\r\n").unwrap();
+    let mut text = String::new();
+    s.read_to_string(&mut text).unwrap();
+    for line in [
+        "polygear_dead_jobs 1\n",
+        "polygear_dead_dropped_total 1\n",
+        "polygear_jobs_retried_total 0\n",
+    ] {
+        assert!(text.contains(line), "no {line:?} in {text}");
+    }
+}

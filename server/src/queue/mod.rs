@@ -314,12 +314,12 @@ fn run(mut store: Box<dyn Store>, rx: Receiver<Op>, shared: Weak<Shared>) {
                 Err(_) => break,
             }
         }
-        batch.extend(retry.drain(..));
+        batch.append(&mut retry);
         commit_batch(store.as_mut(), &mut batch, &mut retry, &shared);
     }
     if !retry.is_empty() {
         // The server is stopping: one last try for the pending deletes.
-        batch.extend(retry.drain(..));
+        batch.append(&mut retry);
         commit_batch(store.as_mut(), &mut batch, &mut retry, &shared);
     }
     store.release();
