@@ -537,3 +537,24 @@ fn metrics_count_the_dead_set_and_its_drops() {
         assert!(text.contains(line), "no {line:?} in {text}");
     }
 }
+
+#[test]
+fn dead_records_older_than_the_age_limit_are_dropped() {
+    let d = polygeard(&[
+        "-q",
+        "builtin",
+        "--retry",
+        "old=1:10",
+        "--dead-max-age",
+        "1",
+    ]);
+    let mut w = worker(d.port, "old");
+    submit_bg(d.port, "old", "o1", "x");
+    let g = wait_job(&mut w, Duration::from_secs(5));
+    w.send(&Packet::WorkFail { handle: g.handle });
+    std::thread::sleep(Duration::from_millis(100));
+    assert_eq!(dead(d.port, None).len(), 1);
+    std::thread::sleep(Duration::from_millis(2500));
+    assert!(dead(d.port, None).is_empty());
+    assert_eq!(metric(d.port, "dead_dropped"), 1);
+}

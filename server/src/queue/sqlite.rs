@@ -233,3 +233,94 @@ impl Store for SqliteStore {
         false
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn job(id: i64) -> StoredJob {
+        StoredJob {
+            id,
+            function: Bytes::from_static(b"f"),
+            unique: Bytes::from(format!("u{id}")),
+            priority: 1,
+            when: 0,
+            reducer: Bytes::new(),
+            data: Bytes::from_static(b"d\0x"),
+        }
+    }
+
+    #[test]
+    fn an_older_database_gets_the_retry_columns_and_keeps_its_jobs() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("old.sqlite3");
+        {
+            let c = Connection::open(&path).unwrap();
+            c.execute_batch(
+                "CREATE TABLE polygear_queue (id INTEGER PRIMARY KEY, function_name BLOB NOT NULL,
+                 unique_key BLOB NOT NULL, priority INTEGER NOT NULL, when_to_run INTEGER NOT NULL,
+                 reducer BLOB NOT NULL, data BLOB NOT NULL);
+                 INSERT INTO polygear_queue VALUES (7, x'66', x'7537', 1, 0, x'', x'640078');",
+            )
+            .unwrap();
+        }
+        let mut s = SqliteStore::open(&path).unwrap();
+        assert_eq!(s.load().unwrap(), vec![job(7)]);
+        assert!(s.load_retries().unwrap().attempts.is_empty());
+        let op = DeadOp::Reschedule {
+            id: 7,
+            when: 2_000_000_000,
+            attempts: 2,
+        };
+        s.commit_dead(&[], &[], &[&op]).unwrap();
+        drop(s);
+        // Opening again does not add the columns twice.
+        let mut s = SqliteStore::open(&path).unwrap();
+        assert_eq!(s.load().unwrap()[0].when, 2_000_000_000);
+        assert_eq!(s.load_retries().unwrap().attempts.get(&7), Some(&(2, 0)));
+    }
+
+    #[test]
+    fn burying_and_requeueing_are_atomic_with_the_job_rows() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("q.sqlite3");
+        let mut s = SqliteStore::open(&path).unwrap();
+        s.commit(&[], &[&job(1)]).unwrap();
+        let submitted = s.load_retries().unwrap().attempts[&1].1;
+        assert!(submitted > 1_600_000_000, "stored with its submission time");
+        let dead = DeadRow {
+            id: 4,
+            priority: 1,
+            function: Bytes::from_static(b"f"),
+            job: polygear::DeadJob {
+                handle: "H:x:1".into(),
+                function: "f".into(),
+                unique: Bytes::from_static(b"u1"),
+                data: Bytes::from_static(b"d\0x"),
+                attempts: 3,
+                error: "boom".into(),
+                submitted,
+                failed_at: submitted + 5,
+            },
+        };
+        let key = StoredKey {
+            id: 1,
+            function: Bytes::new(),
+            unique: Bytes::new(),
+        };
+        let bury = DeadOp::Bury {
+            row: dead.clone(),
+            delete: Some(key.clone()),
+        };
+        s.commit_dead(&[&key], &[], &[&bury]).unwrap();
+        assert!(s.load().unwrap().is_empty());
+        assert_eq!(s.load_retries().unwrap().dead, vec![dead]);
+        let unbury = DeadOp::Unbury {
+            dead_id: 4,
+            row: job(2),
+        };
+        s.commit_dead(&[], &[&job(2)], &[&unbury]).unwrap();
+        assert_eq!(s.load().unwrap(), vec![job(2)]);
+        assert!(s.load_retries().unwrap().dead.is_empty());
+    }
+}
