@@ -558,3 +558,29 @@ fn dead_records_older_than_the_age_limit_are_dropped() {
     assert!(dead(d.port, None).is_empty());
     assert_eq!(metric(d.port, "dead_dropped"), 1);
 }
+
+#[test]
+fn a_run_over_its_can_do_timeout_uses_an_attempt() {
+    let d = polygeard(&["-q", "builtin", "--retry", "slowpoke=2:50"]);
+    let mut w = Raw::connect(d.port);
+    w.send(&Packet::CanDoTimeout {
+        function: "slowpoke".into(),
+        timeout: 1,
+    });
+    submit_bg(d.port, "slowpoke", "t1", "x");
+    // Two runs that never answer: each ends with the timeout.
+    wait_job(&mut w, Duration::from_secs(5));
+    wait_job(&mut w, Duration::from_secs(10));
+    let end = Instant::now() + Duration::from_secs(10);
+    let list = loop {
+        let list = dead(d.port, None);
+        if !list.is_empty() || Instant::now() > end {
+            break list;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(list.len(), 1, "{list:?}");
+    assert_eq!(list[0].attempts, 2);
+    assert!(list[0].error.contains("timeout"), "{}", list[0].error);
+    assert_eq!(metric(d.port, "jobs_retried"), 1);
+}
