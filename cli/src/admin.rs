@@ -2,7 +2,8 @@
 
 use std::time::Duration;
 
-use polygear::{Admin, Error, ServerAddr, TlsOptions};
+use polygear::protocol::admin::{escape_field, parse_dead_jobs};
+use polygear::{Admin, DeadJob, Error, ServerAddr, TlsOptions};
 
 use crate::fail::{describe, CliError};
 use crate::out::{write, Stream};
@@ -14,6 +15,8 @@ pub struct AdminCommand {
     pub line: String,
     /// Whether the reply is a listing ending with a `.` line.
     pub listing: bool,
+    /// `dead list`: printed as a table with the escapes decoded.
+    pub dead_table: bool,
 }
 
 /// The admin sub-commands, for `--help`.
@@ -40,6 +43,17 @@ Admin commands (gearadmin's --option names are accepted too):
                               seconds (0: off); alone: list FUNC<TAB>SECS
   window [FUNC SECS]          polygeard: keep a completed unique of FUNC
                               reserved with its result SECS seconds (0: off)
+polygeard only (retries and the dead set of failed background jobs):
+  retry                       every function's policy: FUNC ATTEMPTS BACKOFF_MS MAX_MS
+  retry FUNC ATTEMPTS BACKOFF_MS [MAX_MS]
+                              retry FUNC's failed background jobs: ATTEMPTS runs
+                              in all, BACKOFF_MS doubled per failure up to MAX_MS
+                              (default 3600000), plus up to 25% jitter; 0 removes it
+  dead list [FUNC]            jobs whose attempts ran out, as a table
+  dead retry function FUNC | job HANDLE | all
+                              requeue them as fresh jobs; prints how many
+  dead delete function FUNC | job HANDLE | all
+                              forget them; prints how many
 Listings are printed raw, including the final '.' line; single values
 without the 'OK '. A refused command prints one line and exits 1.
 ";
@@ -124,9 +138,51 @@ pub fn command(words: &[String]) -> Result<AdminCommand, CliError> {
                 ))
             }
         },
+        "retry" => match args {
+            [] => ("retry show".into(), true),
+            [_, n @ ..] if (2..=3).contains(&n.len()) => {
+                if let Some(bad) = n.iter().find(|n| n.parse::<u64>().is_err()) {
+                    return Err(CliError::Usage(format!(
+                        "admin retry: {bad:?} is not a number"
+                    )));
+                }
+                (format!("retry {}", args.join(" ")), false)
+            }
+            _ => {
+                return Err(CliError::Usage(
+                    "admin retry takes nothing, or FUNC ATTEMPTS BACKOFF_MS [MAX_MS]".into(),
+                ))
+            }
+        },
+        "dead" => {
+            let usage = || {
+                CliError::Usage(
+                    "admin dead takes list [FUNC], or retry|delete function FUNC|job HANDLE|all"
+                        .into(),
+                )
+            };
+            let words: Vec<&str> = args.iter().map(String::as_str).collect();
+            match words[..] {
+                ["list"] | ["list", _] => {
+                    return Ok(AdminCommand {
+                        line: format!("dead {}", args.join(" ")),
+                        listing: true,
+                        dead_table: true,
+                    })
+                }
+                ["retry" | "delete", "all"] | ["retry" | "delete", "function" | "job", _] => {
+                    (format!("dead {}", args.join(" ")), false)
+                }
+                _ => return Err(usage()),
+            }
+        }
         other => return Err(CliError::Usage(format!("admin: unknown command {other:?}"))),
     };
-    Ok(AdminCommand { line, listing })
+    Ok(AdminCommand {
+        line,
+        listing,
+        dead_table: false,
+    })
 }
 
 /// Sends `cmd` to every server in turn and prints the replies.
@@ -145,6 +201,12 @@ pub async fn run(
             }
         };
         match admin.raw(&cmd.line).await {
+            Ok(reply) if cmd.dead_table && !reply.starts_with("ERR") => {
+                let rows = parse_dead_jobs(&reply).map_err(|e| {
+                    CliError::Runtime(format!("{server}: bad dead list reply: {e}"))
+                })?;
+                write(Stream::Out, None, dead_table(&rows).as_bytes());
+            }
             Ok(reply) => print_reply(server, &reply, cmd.listing)?,
             Err(Error::Server { code, text }) => return Err(refused(server, &code, &text)),
             Err(e) => {
@@ -182,6 +244,88 @@ fn refused(server: &ServerAddr, code: &str, text: &str) -> CliError {
         format!("{code} {text}")
     };
     CliError::Failed(Some(format!("{server} refused: {msg}")))
+}
+
+/// Bytes for a terminal: the text if it is UTF-8 without control
+/// characters, else the escaped form of `dead list`; cut at `max` characters.
+fn shown(bytes: &[u8], max: usize) -> String {
+    let s = match std::str::from_utf8(bytes) {
+        Ok(s) if !s.chars().any(char::is_control) => s.to_string(),
+        _ => escape_field(bytes),
+    };
+    if s.chars().count() > max {
+        let cut: String = s.chars().take(max.saturating_sub(1)).collect();
+        format!("{cut}…")
+    } else {
+        s
+    }
+}
+
+/// Unix seconds as `YYYY-MM-DD HH:MM:SS` (UTC).
+fn utc(secs: i64) -> String {
+    let (days, rem) = (secs.div_euclid(86400), secs.rem_euclid(86400));
+    // Civil date from days since 1970-01-01 (H. Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}",
+        rem / 3600,
+        rem / 60 % 60,
+        rem % 60
+    )
+}
+
+/// The `dead list` table: one aligned row per record, oldest first.
+fn dead_table(rows: &[DeadJob]) -> String {
+    if rows.is_empty() {
+        return "0 dead job(s)\n".into();
+    }
+    let header = [
+        "HANDLE",
+        "FUNCTION",
+        "ATTEMPTS",
+        "FAILED (UTC)",
+        "UNIQUE",
+        "ERROR",
+        "DATA",
+    ];
+    let mut table: Vec<[String; 7]> = vec![header.map(String::from)];
+    for r in rows {
+        table.push([
+            r.handle.clone(),
+            shown(r.function.as_bytes(), 40),
+            r.attempts.to_string(),
+            utc(r.failed_at),
+            shown(&r.unique, 40),
+            shown(r.error.as_bytes(), 60),
+            shown(&r.data, 40),
+        ]);
+    }
+    let mut width = [0usize; 7];
+    for row in &table {
+        for (w, cell) in width.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let mut out = String::new();
+    for row in &table {
+        let cells: Vec<String> = row
+            .iter()
+            .zip(width)
+            .map(|(c, w)| format!("{c:<w$}"))
+            .collect();
+        out.push_str(cells.join("  ").trim_end());
+        out.push('\n');
+    }
+    out.push_str(&format!("{} dead job(s)\n", rows.len()));
+    out
 }
 
 /// Prints a reply like gearadmin: listings raw, `OK x` as `x`, `OK` as `OK`.
@@ -225,8 +369,28 @@ mod tests {
             c(&["status"]).unwrap(),
             AdminCommand {
                 line: "status".into(),
-                listing: true
+                listing: true,
+                dead_table: false,
             }
+        );
+        assert_eq!(c(&["retry"]).unwrap().line, "retry show");
+        assert_eq!(
+            c(&["retry", "f", "3", "100"]).unwrap().line,
+            "retry f 3 100"
+        );
+        assert_eq!(
+            c(&["retry", "f", "3", "100", "900"]).unwrap().line,
+            "retry f 3 100 900"
+        );
+        let list = c(&["dead", "list", "f"]).unwrap();
+        assert!(list.listing && list.dead_table && list.line == "dead list f");
+        assert_eq!(
+            c(&["dead", "retry", "job", "H:x:1"]).unwrap().line,
+            "dead retry job H:x:1"
+        );
+        assert_eq!(
+            c(&["dead", "delete", "all"]).unwrap().line,
+            "dead delete all"
         );
         assert_eq!(c(&["--show-unique-jobs"]).unwrap().line, "show unique jobs");
         assert_eq!(c(&["priority-status"]).unwrap().line, "prioritystatus");
@@ -266,9 +430,43 @@ mod tests {
             &["retain", "f"],
             &["window", "f", "-1"],
             &["retain", "f", "1", "2"],
+            &["retry", "f"],
+            &["retry", "f", "x", "1"],
+            &["retry", "f", "1", "2", "3", "4"],
+            &["dead"],
+            &["dead", "list", "a", "b"],
+            &["dead", "retry"],
+            &["dead", "retry", "function"],
+            &["dead", "purge", "all"],
         ] {
             assert!(matches!(c(bad), Err(CliError::Usage(_))), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn dead_tables_decode_what_is_readable() {
+        assert_eq!(utc(0), "1970-01-01 00:00:00");
+        assert_eq!(utc(1_709_251_199), "2024-02-29 23:59:59");
+        assert_eq!(shown(b"plain text", 40), "plain text");
+        assert_eq!(shown(b"a\tb\xff", 40), "a\\tb\\xff");
+        assert_eq!(shown(b"abcdef", 4), "abc…");
+        let t = dead_table(&[DeadJob {
+            handle: "H:x:1".into(),
+            function: "f".into(),
+            unique: "u".into(),
+            data: "d".into(),
+            attempts: 3,
+            error: "boom".into(),
+            submitted: 0,
+            failed_at: 60,
+        }]);
+        let lines: Vec<&str> = t.lines().collect();
+        assert!(lines[0].starts_with("HANDLE  FUNCTION  ATTEMPTS"), "{t}");
+        assert_eq!(
+            lines[1],
+            "H:x:1   f         3         1970-01-01 00:01:00  u       boom   d"
+        );
+        assert_eq!(lines[2], "1 dead job(s)");
     }
 
     #[test]

@@ -15,9 +15,9 @@ use std::time::Duration;
 use crate::error::{Error, Result};
 use crate::frame::{FrameReader, Line};
 use crate::protocol::admin::{
-    is_error_line, parse_function_seconds, parse_jobs, parse_priority_status, parse_reply,
-    parse_status, parse_unique_jobs, parse_workers, AdminCommand, AdminReply, FunctionStatus,
-    JobInfo, PriorityStatus, WorkerInfo,
+    is_error_line, parse_dead_jobs, parse_function_seconds, parse_jobs, parse_priority_status, parse_reply,
+    parse_retry_policies, parse_status, parse_unique_jobs, parse_workers, AdminCommand, AdminReply,
+    DeadJob, DeadTarget, FunctionStatus, JobInfo, PriorityStatus, RetryPolicy, WorkerInfo,
 };
 use crate::protocol::{PacketCodec, ProtocolError};
 use crate::servers::ServerAddr;
@@ -326,6 +326,84 @@ impl Admin {
     pub async fn unique_windows(&mut self) -> Result<Vec<(String, Duration)>> {
         parse_function_seconds(&self.command(AdminCommand::UniqueWindow(None)).await?)
             .map_err(Into::into)
+    }
+    /// `retry FUNC MAX_ATTEMPTS BACKOFF_MS MAX_DELAY_MS` (polygeard only):
+    /// sets the function's retry policy for failed background jobs
+    /// (`policy.max_attempts == 0` removes it). Durations are sent in whole
+    /// milliseconds.
+    pub async fn set_retry_policy(&mut self, function: &str, policy: RetryPolicy) -> Result<()> {
+        check_word("function name", function)?;
+        self.action(AdminCommand::SetRetry {
+            function: function.into(),
+            policy,
+        })
+        .await
+    }
+    /// `retry show` (polygeard only): every function's retry policy.
+    pub async fn retry_policies(&mut self) -> Result<Vec<(String, RetryPolicy)>> {
+        parse_retry_policies(&self.command(AdminCommand::ShowRetry).await?).map_err(Into::into)
+    }
+    /// `dead list [FUNC]` (polygeard only): the dead set, oldest first, all
+    /// of it or one function's.
+    pub async fn dead_jobs(&mut self, function: Option<&str>) -> Result<Vec<DeadJob>> {
+        if let Some(f) = function {
+            check_word("function name", f)?;
+        }
+        let reply = self
+            .command(AdminCommand::DeadList(function.map(Into::into)))
+            .await?;
+        parse_dead_jobs(&reply).map_err(Into::into)
+    }
+    /// A `dead retry|delete …` command: the number in its `OK N` reply.
+    async fn dead_count(&mut self, command: AdminCommand) -> Result<u64> {
+        let v = self.value(command).await?;
+        v.trim()
+            .parse()
+            .map_err(|_| bad_reply("expected OK <count>", &v))
+    }
+    /// `dead retry function FUNC`: requeues the function's dead jobs as fresh
+    /// background jobs (attempts reset); how many.
+    pub async fn retry_dead(&mut self, function: &str) -> Result<u64> {
+        check_word("function name", function)?;
+        self.dead_count(AdminCommand::DeadRetry(DeadTarget::Function(
+            function.into(),
+        )))
+        .await
+    }
+    /// `dead retry job HANDLE`: whether a dead job had this handle (every
+    /// record with it is requeued).
+    pub async fn retry_dead_job(&mut self, handle: &str) -> Result<bool> {
+        check_word("job handle", handle)?;
+        let n = self
+            .dead_count(AdminCommand::DeadRetry(DeadTarget::Job(handle.into())))
+            .await?;
+        Ok(n > 0)
+    }
+    /// `dead retry all`: requeues the whole dead set; how many.
+    pub async fn retry_all_dead(&mut self) -> Result<u64> {
+        self.dead_count(AdminCommand::DeadRetry(DeadTarget::All))
+            .await
+    }
+    /// `dead delete function FUNC`: forgets the function's dead jobs; how many.
+    pub async fn delete_dead(&mut self, function: &str) -> Result<u64> {
+        check_word("function name", function)?;
+        self.dead_count(AdminCommand::DeadDelete(DeadTarget::Function(
+            function.into(),
+        )))
+        .await
+    }
+    /// `dead delete job HANDLE`: whether a dead job had this handle.
+    pub async fn delete_dead_job(&mut self, handle: &str) -> Result<bool> {
+        check_word("job handle", handle)?;
+        let n = self
+            .dead_count(AdminCommand::DeadDelete(DeadTarget::Job(handle.into())))
+            .await?;
+        Ok(n > 0)
+    }
+    /// `dead delete all`: empties the dead set; how many.
+    pub async fn delete_all_dead(&mut self) -> Result<u64> {
+        self.dead_count(AdminCommand::DeadDelete(DeadTarget::All))
+            .await
     }
     /// Sends any command line and returns the raw reply (a listing up to and
     /// including the `.` line, otherwise the single line), byte for byte

@@ -26,6 +26,7 @@ pub use client::{
     Client, ClientOptions, JobEvent, JobResult, JobStatus, RunningJob, SubmitOptions,
 };
 pub use error::{format_decimal, format_duration, job_timeout_message, Error, ErrorKind, Result};
+pub use protocol::admin::{DeadJob, RetryPolicy};
 pub use protocol::{Packet, PacketType, Priority};
 pub use servers::{ServerAddr, DEFAULT_PORT};
 pub use tls::{TlsConnector, TlsOptions};

@@ -79,6 +79,13 @@ impl State {
                     done: 0,
                 });
             }
+            Ok(
+                cmd @ (AdminCommand::SetRetry { .. }
+                | AdminCommand::ShowRetry
+                | AdminCommand::DeadList(_)
+                | AdminCommand::DeadRetry(_)
+                | AdminCommand::DeadDelete(_)),
+            ) => self.retry_admin(cmd, &mut b),
             Ok(cmd) => self.admin_command(cmd, line, &mut b),
         }
         if let Some(c) = self.peers.get(&cid) {
@@ -91,8 +98,14 @@ impl State {
 impl State {
     fn admin_command(&mut self, cmd: AdminCommand, line: &[u8], b: &mut BytesMut) {
         match cmd {
-            // Answered by `handle_text` as a `Listing`.
-            AdminCommand::Status | AdminCommand::PriorityStatus => {}
+            // Answered by `handle_text` (a `Listing`, or `retry_admin`).
+            AdminCommand::Status
+            | AdminCommand::PriorityStatus
+            | AdminCommand::SetRetry { .. }
+            | AdminCommand::ShowRetry
+            | AdminCommand::DeadList(_)
+            | AdminCommand::DeadRetry(_)
+            | AdminCommand::DeadDelete(_) => {}
             AdminCommand::Workers => {
                 let mut peers: Vec<_> = self.peers.values().collect();
                 peers.sort_by_key(|c| c.fd);
@@ -205,6 +218,10 @@ impl State {
                     ("results_kept", self.results.len() as u64),
                     ("results_bytes", self.results.bytes() as u64),
                     ("results_dropped", self.results.dropped),
+                    ("dead_jobs", self.retries.dead_len() as u64),
+                    ("dead_dropped", self.retries.dropped),
+                    ("jobs_retried", self.retries.retried),
+                    ("dead_requeued", self.retries.requeued),
                 ] {
                     b.put_slice(name.as_bytes());
                     b.put_u8(b' ');

@@ -45,6 +45,8 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 pub use admin::VERSION;
+pub use polygear::RetryPolicy;
+pub use state::parse_retry_flag;
 pub use tls::TlsConfig;
 
 /// Where background jobs are kept.
@@ -208,6 +210,13 @@ pub struct ServerConfig {
     /// Most bytes of retained results kept in memory (`--retain-max-bytes`);
     /// beyond it the entries closest to expiry are dropped.
     pub retain_max_bytes: usize,
+    /// Retry policies of functions at start (`--retry`; the admin `retry`
+    /// command changes them at run time).
+    pub retry_policies: Vec<(String, RetryPolicy)>,
+    /// Most records in the dead set; the oldest are dropped beyond it (0: no limit).
+    pub dead_max: usize,
+    /// Dead records older than this are dropped (zero: no limit).
+    pub dead_max_age: Duration,
 }
 
 impl Default for ServerConfig {
@@ -239,6 +248,9 @@ impl Default for ServerConfig {
             retain: Vec::new(),
             unique_windows: Vec::new(),
             retain_max_bytes: 256 << 20,
+            retry_policies: Vec::new(),
+            dead_max: 10_000,
+            dead_max_age: Duration::from_secs(7 * 86400),
         }
     }
 }
@@ -428,7 +440,13 @@ impl Server {
             state: Mutex::new(state),
         });
         let mut persist_thread = None;
-        if let Some((store, rows, results)) = loaded {
+        if let Some(queue::Opened {
+            store,
+            rows,
+            recovered,
+            results,
+        }) = loaded
+        {
             let (tx, rx) = std::sync::mpsc::channel();
             let next_id = rows.iter().map(|r| r.id).max().unwrap_or(0) + 1;
             let keyed = store.keyed();
@@ -447,7 +465,9 @@ impl Server {
                 if kept > 0 {
                     tracing::info!("restored {kept} retained results");
                 }
-                st.restore(rows)
+                let n = st.restore(rows);
+                st.restore_retries(recovered);
+                n
             });
             if n > 0 {
                 tracing::info!("restored {n} background jobs from the persistent queue");

@@ -263,6 +263,18 @@ struct Args {
     /// Idle functions (no job, no worker) kept listed by `status`; the longest idle are forgotten beyond it; 0 = keep all, like gearmand
     #[arg(long, value_name = "N", default_value_t = ServerConfig::default().max_idle_functions)]
     max_idle_functions: usize,
+
+    /// Retry policy of a function's failed background jobs: FUNCTION=ATTEMPTS[:BACKOFF_MS[:MAX_DELAY_MS]] (runs in all; backoff default 1000 ms, doubled per failure, capped at MAX_DELAY_MS, default 1 hour, plus up to 25% jitter); repeatable; jobs whose attempts run out go to the dead set
+    #[arg(long = "retry", value_name = "FUNC=N[:MS[:MAX_MS]]", value_parser = polygear_server::parse_retry_flag)]
+    retry: Vec<(String, polygear_server::RetryPolicy)>,
+
+    /// Most records in the dead set (the oldest are dropped beyond it); 0 = no limit
+    #[arg(long, value_name = "N", default_value_t = ServerConfig::default().dead_max)]
+    dead_max: usize,
+
+    /// Dead records older than this many seconds are dropped; 0 = keep them
+    #[arg(long, value_name = "SECONDS", default_value_t = ServerConfig::default().dead_max_age.as_secs())]
+    dead_max_age: u64,
 }
 
 fn level_filter(name: &str) -> Option<&'static str> {
@@ -434,6 +446,9 @@ fn main() -> ExitCode {
         retain: args.retain.clone(),
         unique_windows: args.unique_window.clone(),
         retain_max_bytes: args.retain_max_bytes,
+        retry_policies: args.retry.clone(),
+        dead_max: args.dead_max,
+        dead_max_age: std::time::Duration::from_secs(args.dead_max_age),
         ..ServerConfig::default()
     };
     let mut rt = tokio::runtime::Builder::new_multi_thread();

@@ -17,13 +17,19 @@ pub(crate) const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0
 /// Every metric of the server, in the OpenMetrics text format (which
 /// Prometheus scrapes).
 pub(crate) fn render(shared: &crate::Shared) -> String {
-    let snapshot = shared.state.lock().snapshot(0, 0, false);
+    let (snapshot, retries) = {
+        let st = shared.state.lock();
+        let r = &st.retries;
+        let counts = [r.dead_len() as u64, r.dropped, r.retried, r.requeued];
+        (st.snapshot(0, 0, false), counts)
+    };
     let (commit_seconds, commit_batch) = shared.commits.get();
     let scrape = Scrape {
         snapshot,
         accepted: shared.accepted.load(Ordering::Relaxed),
         commit_seconds,
         commit_batch,
+        retries,
     };
     encode(scrape)
 }
@@ -45,6 +51,8 @@ struct Scrape {
     accepted: u64,
     commit_seconds: Latency,
     commit_batch: Histogram<12>,
+    /// Dead set size, records dropped, runs retried, dead jobs requeued.
+    retries: [u64; 4],
 }
 
 /// A label value in the text format: `\`, `"` and newlines escaped.
@@ -221,6 +229,36 @@ impl Collector for Scrape {
             &self.commit_batch,
             1.0,
         )?;
+        let [dead, dropped, retried, requeued] = self.retries;
+        encoder
+            .encode_descriptor(
+                "polygear_dead_jobs",
+                "Jobs in the dead set (background jobs whose retry attempts ran out).",
+                None,
+                MetricType::Gauge,
+            )?
+            .encode_gauge(&dead)?;
+        for (name, help, v) in [
+            (
+                "polygear_dead_dropped",
+                "Dead-set records dropped for --dead-max or --dead-max-age.",
+                dropped,
+            ),
+            (
+                "polygear_jobs_retried",
+                "Failed runs of background jobs sent back to wait out a retry backoff.",
+                retried,
+            ),
+            (
+                "polygear_dead_requeued",
+                "Dead jobs requeued by the admin `dead retry` command.",
+                requeued,
+            ),
+        ] {
+            encoder
+                .encode_descriptor(name, help, None, MetricType::Counter)?
+                .encode_counter::<NoLabelSet, _, u64>(&v, None)?;
+        }
         Ok(())
     }
 }

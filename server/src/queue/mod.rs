@@ -21,6 +21,7 @@
 //! ([`Store::upkeep`]). A server that cannot renew its lease in time stops
 //! handing out the stored jobs it holds (see `State::lease_renewed`).
 
+mod dead;
 mod memcached;
 #[cfg(feature = "mysql")]
 mod mysql;
@@ -41,6 +42,7 @@ use bytes::Bytes;
 use crate::outbox::Outbox;
 use crate::wire::put_error;
 use crate::{QueueConfig, ServerError, Shared};
+pub(crate) use dead::{DeadOp, DeadRow, Recovered};
 
 /// Most operations committed in one batch.
 const MAX_BATCH: usize = 100_000;
@@ -52,7 +54,9 @@ pub(crate) enum Op {
         ack: Option<Ack>,
     },
     Delete(StoredKey),
-    /// Keep (or replace) a retained result ([`Store::commit_with_results`]).
+    /// A retry or dead-set change (see [`DeadOp`]).
+    Dead(DeadOp),
+    /// Keep (or replace) a retained result ([`Store::commit_extras`]).
     PutResult(StoredResult),
     /// Forget the retained result of this handle number.
     DeleteResult(u64),
@@ -85,6 +89,22 @@ pub(crate) struct ResultOps {
 impl ResultOps {
     fn is_empty(&self) -> bool {
         self.put.is_empty() && self.delete.is_empty()
+    }
+}
+
+/// The polygear extensions' changes of one batch, committed with its job
+/// rows ([`Store::commit_extras`]).
+#[derive(Default)]
+pub(crate) struct Extras<'a> {
+    /// Retry and dead-set changes.
+    pub dead: Vec<&'a DeadOp>,
+    /// Retained-result changes (only for stores that keep results).
+    pub results: ResultOps,
+}
+
+impl Extras<'_> {
+    fn is_empty(&self) -> bool {
+        self.dead.is_empty() && self.results.is_empty()
     }
 }
 
@@ -174,21 +194,24 @@ pub(crate) trait Store: Send {
         inserts: &[&StoredJob],
     ) -> Result<Vec<Rejected>, StoreError>;
 
-    /// [`Store::commit`] plus the retained results' changes, in the same
-    /// transaction where the store keeps results (SQLite), so a job's row
-    /// is never deleted without its result being stored. Stores that do not
-    /// keep results (the default) ignore them: results stay in memory.
-    fn commit_with_results(
+    /// [`Store::commit`] plus the polygear extensions' changes of the batch
+    /// (retries and the dead set, retained results), in the same transaction
+    /// where the store keeps them (SQLite): a job's row is never deleted
+    /// without its dead record or its result being stored. Stores that keep
+    /// none (the default) ignore them: those records stay in memory (the job
+    /// rows' inserts and deletes a [`DeadOp`] implies are in `deletes` and
+    /// `inserts`).
+    fn commit_extras(
         &mut self,
         deletes: &[&StoredKey],
         inserts: &[&StoredJob],
-        results: &ResultOps,
+        extras: &Extras<'_>,
     ) -> Result<Vec<Rejected>, StoreError> {
-        let _ = results;
+        let _ = extras;
         self.commit(deletes, inserts)
     }
 
-    /// Whether [`Store::commit_with_results`] stores retained results (else
+    /// Whether [`Store::commit_extras`] stores retained results (else
     /// they are not passed to it at all).
     fn keeps_results(&self) -> bool {
         false
@@ -213,6 +236,12 @@ pub(crate) trait Store: Send {
     /// expired.
     fn upkeep(&mut self) -> Result<Upkeep, StoreError> {
         Ok(Upkeep::default())
+    }
+
+    /// Reads the retry state (attempt counts, the dead set) at start; only
+    /// SQLite keeps it.
+    fn load_retries(&mut self) -> Result<Recovered, StoreError> {
+        Ok(Recovered::default())
     }
 
     /// The server is stopping (it hands out nothing any more): a shared store
@@ -244,8 +273,16 @@ impl Persister {
     }
 }
 
-/// An opened store, the jobs and the retained results read from it.
-pub(crate) type Opened = (Box<dyn Store>, Vec<StoredJob>, Vec<StoredResult>);
+/// An opened store and what was read from it at start.
+pub(crate) struct Opened {
+    pub store: Box<dyn Store>,
+    /// The queued jobs.
+    pub rows: Vec<StoredJob>,
+    /// Attempt counts and the dead set (see [`DeadOp`]).
+    pub recovered: Recovered,
+    /// Retained results and unique windows.
+    pub results: Vec<StoredResult>,
+}
 
 /// Opens the configured store and reads its jobs (blocking: run it off the
 /// async runtime). `None` for the in-memory queue.
@@ -281,7 +318,15 @@ pub(crate) fn open(cfg: &QueueConfig) -> Result<Option<Opened>, ServerError> {
     let results = store
         .load_results()
         .map_err(|e| ServerError::Queue(format!("reading the retained results: {e}")))?;
-    Ok(Some((store, rows, results)))
+    let recovered = store
+        .load_retries()
+        .map_err(|e| ServerError::Queue(format!("reading the dead set: {e}")))?;
+    Ok(Some(Opened {
+        store,
+        rows,
+        recovered,
+        results,
+    }))
 }
 
 /// A queue this build of the server library left out (the language
@@ -401,6 +446,24 @@ fn upkeep(store: &mut dyn Store, shared: &Weak<Shared>) {
     }
 }
 
+/// The job row an operation inserts.
+fn job_insert(op: &Op) -> Option<&StoredJob> {
+    match op {
+        Op::Insert { row, .. } => Some(row),
+        Op::Dead(d) => d.job_insert(),
+        _ => None,
+    }
+}
+
+/// The job row an operation deletes.
+fn job_delete(op: &Op) -> Option<&StoredKey> {
+    match op {
+        Op::Delete(k) => Some(k),
+        Op::Dead(d) => d.job_delete(),
+        _ => None,
+    }
+}
+
 /// Commits `batch` (emptied) and answers the submissions waiting on it.
 fn commit_batch(
     store: &mut dyn Store,
@@ -409,47 +472,45 @@ fn commit_batch(
     shared: &Weak<Shared>,
 ) {
     // An insert and a delete of the same job in one batch cancel out.
-    let inserted: HashSet<i64> = batch
-        .iter()
-        .filter_map(|op| match op {
-            Op::Insert { row, .. } => Some(row.id),
-            _ => None,
-        })
-        .collect();
+    let inserted: HashSet<i64> = batch.iter().filter_map(job_insert).map(|r| r.id).collect();
     let cancelled: HashSet<i64> = batch
         .iter()
-        .filter_map(|op| match op {
-            Op::Delete(k) if inserted.contains(&k.id) => Some(k.id),
-            _ => None,
-        })
+        .filter_map(job_delete)
+        .filter(|k| inserted.contains(&k.id))
+        .map(|k| k.id)
         .collect();
     let deletes: Vec<&StoredKey> = batch
         .iter()
-        .filter_map(|op| match op {
-            Op::Delete(k) if !cancelled.contains(&k.id) => Some(k),
-            _ => None,
-        })
+        .filter_map(job_delete)
+        .filter(|k| !cancelled.contains(&k.id))
         .collect();
     let inserts: Vec<&StoredJob> = batch
         .iter()
-        .filter_map(|op| match op {
-            Op::Insert { row, .. } if !cancelled.contains(&row.id) => Some(row),
-            _ => None,
-        })
+        .filter_map(job_insert)
+        .filter(|r| !cancelled.contains(&r.id))
         .collect();
-    let mut results = ResultOps::default();
+    let mut extras = Extras {
+        dead: batch
+            .iter()
+            .filter_map(|op| match op {
+                Op::Dead(d) => Some(d),
+                _ => None,
+            })
+            .collect(),
+        results: ResultOps::default(),
+    };
     for op in batch.iter().filter(|_| store.keeps_results()) {
         match op {
-            Op::PutResult(r) => results.put.push(r.clone()),
-            Op::DeleteResult(h) => results.delete.push(*h),
+            Op::PutResult(r) => extras.results.put.push(r.clone()),
+            Op::DeleteResult(h) => extras.results.delete.push(*h),
             _ => {}
         }
     }
-    let result = if deletes.is_empty() && inserts.is_empty() && results.is_empty() {
+    let result = if deletes.is_empty() && inserts.is_empty() && extras.is_empty() {
         Ok(Vec::new())
     } else {
         let started = std::time::Instant::now();
-        let r = store.commit_with_results(&deletes, &inserts, &results);
+        let r = store.commit_extras(&deletes, &inserts, &extras);
         if let Some(shared) = shared.upgrade() {
             shared
                 .commits
@@ -498,6 +559,16 @@ fn commit_batch(
             {
                 retry.push(op)
             }
+            // Retried with the next batch; a requeued job already finished
+            // (its insert and delete cancelled out) only leaves the dead set.
+            Op::Dead(DeadOp::Unbury { dead_id, row }) if error.is_some() => {
+                retry.push(Op::Dead(if cancelled.contains(&row.id) {
+                    DeadOp::Forget(dead_id)
+                } else {
+                    DeadOp::Unbury { dead_id, row }
+                }))
+            }
+            Op::Dead(d) if error.is_some() => retry.push(Op::Dead(d)),
             _ => {}
         }
     }

@@ -3,14 +3,18 @@
 //! locked exclusively: one server per file. Retained results live in
 //! `polygear_results`, written in the same transactions; the queue rows
 //! keep each job's handle number and retention (columns added to older
-//! databases on open).
+//! databases on open). Retries keep a job's attempts and first submission
+//! in its queue row; the dead set is `polygear_dead`.
 
 use std::path::Path;
 
 use bytes::Bytes;
 use rusqlite::{params, Connection};
 
-use super::{Rejected, ResultOps, Store, StoreError, StoredJob, StoredKey, StoredResult};
+use super::{
+    DeadOp, DeadRow, Extras, Recovered, Rejected, Store, StoreError, StoredJob, StoredKey,
+    StoredResult,
+};
 use crate::ServerError;
 
 pub(crate) struct SqliteStore {
@@ -50,10 +54,22 @@ impl SqliteStore {
                 state INTEGER NOT NULL,
                 data BLOB NOT NULL,
                 expires INTEGER NOT NULL,
-                window_until INTEGER NOT NULL)",
+                window_until INTEGER NOT NULL);
+            CREATE TABLE IF NOT EXISTS polygear_dead (
+                id INTEGER PRIMARY KEY,
+                handle TEXT NOT NULL,
+                function_name BLOB NOT NULL,
+                unique_key BLOB NOT NULL,
+                priority INTEGER NOT NULL,
+                data BLOB NOT NULL,
+                attempts INTEGER NOT NULL,
+                error TEXT NOT NULL,
+                submitted INTEGER NOT NULL,
+                failed_at INTEGER NOT NULL)",
         )
         .map_err(err)?;
-        // Databases written before retained results lack these columns.
+        // Databases written before retained results and retries lack these
+        // columns (0 for their rows).
         let cols: Vec<String> = conn
             .prepare("SELECT name FROM pragma_table_info('polygear_queue')")
             .and_then(|mut st| {
@@ -61,7 +77,7 @@ impl SqliteStore {
                     .collect::<Result<_, _>>()
             })
             .map_err(err)?;
-        for col in ["handle", "retain"] {
+        for col in ["handle", "retain", "attempts", "submitted"] {
             if !cols.iter().any(|c| c == col) {
                 conn.execute_batch(&format!(
                     "ALTER TABLE polygear_queue ADD COLUMN {col} INTEGER NOT NULL DEFAULT 0"
@@ -110,7 +126,7 @@ impl Store for SqliteStore {
         deletes: &[&StoredKey],
         inserts: &[&StoredJob],
     ) -> Result<Vec<Rejected>, StoreError> {
-        self.commit_with_results(deletes, inserts, &ResultOps::default())
+        self.commit_extras(deletes, inserts, &Extras::default())
     }
 
     fn keeps_results(&self) -> bool {
@@ -143,11 +159,60 @@ impl Store for SqliteStore {
         Ok(rows)
     }
 
-    fn commit_with_results(
+    fn load_retries(&mut self) -> Result<Recovered, StoreError> {
+        let path = &self.path;
+        let sql = |e: rusqlite::Error| StoreError::Failed(format!("{path}: {e}"));
+        let mut out = Recovered::default();
+        let mut st = self
+            .conn
+            .prepare("SELECT id, attempts, submitted FROM polygear_queue WHERE attempts > 0 OR submitted > 0")
+            .map_err(sql)?;
+        let mut q = st.query([]).map_err(sql)?;
+        while let Some(r) = q.next().map_err(sql)? {
+            let attempts: i64 = r.get(1).map_err(sql)?;
+            out.attempts.insert(
+                r.get(0).map_err(sql)?,
+                (
+                    attempts.clamp(0, u32::MAX as i64) as u32,
+                    r.get(2).map_err(sql)?,
+                ),
+            );
+        }
+        let mut st = self
+            .conn
+            .prepare("SELECT id, handle, function_name, unique_key, priority, data, attempts, error, submitted, failed_at FROM polygear_dead ORDER BY failed_at, id")
+            .map_err(sql)?;
+        let mut q = st.query([]).map_err(sql)?;
+        while let Some(r) = q.next().map_err(sql)? {
+            let blob = |i: usize| -> Result<Bytes, rusqlite::Error> {
+                Ok(Bytes::from(r.get::<_, Vec<u8>>(i)?))
+            };
+            let function = blob(2).map_err(sql)?;
+            let attempts: i64 = r.get(6).map_err(sql)?;
+            out.dead.push(DeadRow {
+                id: r.get(0).map_err(sql)?,
+                priority: r.get::<_, i64>(4).map_err(sql)?.clamp(0, 2) as u8,
+                job: polygear::DeadJob {
+                    handle: r.get(1).map_err(sql)?,
+                    function: String::from_utf8_lossy(&function).into_owned(),
+                    unique: blob(3).map_err(sql)?,
+                    data: blob(5).map_err(sql)?,
+                    attempts: attempts.clamp(0, u32::MAX as i64) as u32,
+                    error: r.get(7).map_err(sql)?,
+                    submitted: r.get(8).map_err(sql)?,
+                    failed_at: r.get(9).map_err(sql)?,
+                },
+                function,
+            });
+        }
+        Ok(out)
+    }
+
+    fn commit_extras(
         &mut self,
         deletes: &[&StoredKey],
         inserts: &[&StoredJob],
-        results: &ResultOps,
+        extras: &Extras<'_>,
     ) -> Result<Vec<Rejected>, StoreError> {
         let tx = self.conn.transaction().map_err(failed)?;
         {
@@ -158,7 +223,7 @@ impl Store for SqliteStore {
                 del.execute(params![k.id]).map_err(failed)?;
             }
             let mut ins = tx.prepare_cached(
-                "INSERT OR REPLACE INTO polygear_queue (id, function_name, unique_key, priority, when_to_run, reducer, data, handle, retain) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                "INSERT OR REPLACE INTO polygear_queue (id, function_name, unique_key, priority, when_to_run, reducer, data, handle, retain, submitted) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, CAST(strftime('%s', 'now') AS INTEGER))",
             ).map_err(failed)?;
             for row in inserts {
                 ins.execute(params![
@@ -177,7 +242,7 @@ impl Store for SqliteStore {
             let mut put = tx.prepare_cached(
                 "INSERT OR REPLACE INTO polygear_results (handle, function_name, unique_key, state, data, expires, window_until) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
             ).map_err(failed)?;
-            for r in &results.put {
+            for r in &extras.results.put {
                 put.execute(params![
                     r.handle as i64,
                     &r.function[..],
@@ -192,8 +257,45 @@ impl Store for SqliteStore {
             let mut del = tx
                 .prepare_cached("DELETE FROM polygear_results WHERE handle = ?1")
                 .map_err(failed)?;
-            for &h in &results.delete {
+            for &h in &extras.results.delete {
                 del.execute(params![h as i64]).map_err(failed)?;
+            }
+            for op in &extras.dead {
+                match op {
+                    DeadOp::Reschedule { id, when, attempts } => {
+                        tx.prepare_cached(
+                            "UPDATE polygear_queue SET when_to_run = ?2, attempts = ?3 WHERE id = ?1",
+                        )
+                        .and_then(|mut st| st.execute(params![id, when, attempts]))
+                        .map_err(failed)?;
+                    }
+                    DeadOp::Bury { row, .. } => {
+                        let j = &row.job;
+                        tx.prepare_cached(
+                            "INSERT OR REPLACE INTO polygear_dead (id, handle, function_name, unique_key, priority, data, attempts, error, submitted, failed_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+                        )
+                        .and_then(|mut st| {
+                            st.execute(params![
+                                row.id,
+                                j.handle,
+                                &row.function[..],
+                                &j.unique[..],
+                                row.priority as i64,
+                                &j.data[..],
+                                j.attempts,
+                                j.error,
+                                j.submitted,
+                                j.failed_at
+                            ])
+                        })
+                        .map_err(failed)?;
+                    }
+                    DeadOp::Unbury { dead_id: id, .. } | DeadOp::Forget(id) => {
+                        tx.prepare_cached("DELETE FROM polygear_dead WHERE id = ?1")
+                            .and_then(|mut st| st.execute(params![id]))
+                            .map_err(failed)?;
+                    }
+                }
             }
         }
         tx.commit().map_err(failed)?;
@@ -207,6 +309,7 @@ impl Store for SqliteStore {
 
 #[cfg(test)]
 mod tests {
+    use super::super::ResultOps;
     use super::*;
 
     #[test]
@@ -250,7 +353,11 @@ mod tests {
             put: vec![kept.clone()],
             delete: vec![],
         };
-        s.commit_with_results(&[&del], &[&job], &results).unwrap();
+        let extras = Extras {
+            results,
+            ..Default::default()
+        };
+        s.commit_extras(&[&del], &[&job], &extras).unwrap();
         drop(s);
         // Opening again is idempotent and finds everything.
         let mut s = SqliteStore::open(&path).unwrap();
@@ -260,7 +367,99 @@ mod tests {
             put: vec![],
             delete: vec![41],
         };
-        s.commit_with_results(&[], &[], &results).unwrap();
+        let extras = Extras {
+            results,
+            ..Default::default()
+        };
+        s.commit_extras(&[], &[], &extras).unwrap();
         assert!(s.load_results().unwrap().is_empty());
+    }
+
+    fn job(id: i64) -> StoredJob {
+        StoredJob {
+            id,
+            function: Bytes::from_static(b"f"),
+            unique: Bytes::from(format!("u{id}")),
+            priority: 1,
+            when: 0,
+            reducer: Bytes::new(),
+            data: Bytes::from_static(b"d\0x"),
+            handle: 0,
+            retain: 0,
+        }
+    }
+
+    #[test]
+    fn an_older_database_gets_the_retry_columns_and_keeps_its_jobs() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("old.sqlite3");
+        {
+            let c = Connection::open(&path).unwrap();
+            c.execute_batch(
+                "CREATE TABLE polygear_queue (id INTEGER PRIMARY KEY, function_name BLOB NOT NULL,
+                 unique_key BLOB NOT NULL, priority INTEGER NOT NULL, when_to_run INTEGER NOT NULL,
+                 reducer BLOB NOT NULL, data BLOB NOT NULL);
+                 INSERT INTO polygear_queue VALUES (7, x'66', x'7537', 1, 0, x'', x'640078');",
+            )
+            .unwrap();
+        }
+        let mut s = SqliteStore::open(&path).unwrap();
+        assert_eq!(s.load().unwrap(), vec![job(7)]);
+        assert!(s.load_retries().unwrap().attempts.is_empty());
+        let op = DeadOp::Reschedule {
+            id: 7,
+            when: 2_000_000_000,
+            attempts: 2,
+        };
+        s.commit_extras(&[], &[], &Extras { dead: vec![&op], ..Default::default() }).unwrap();
+        drop(s);
+        // Opening again does not add the columns twice.
+        let mut s = SqliteStore::open(&path).unwrap();
+        assert_eq!(s.load().unwrap()[0].when, 2_000_000_000);
+        assert_eq!(s.load_retries().unwrap().attempts.get(&7), Some(&(2, 0)));
+    }
+
+    #[test]
+    fn burying_and_requeueing_are_atomic_with_the_job_rows() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("q.sqlite3");
+        let mut s = SqliteStore::open(&path).unwrap();
+        s.commit(&[], &[&job(1)]).unwrap();
+        let submitted = s.load_retries().unwrap().attempts[&1].1;
+        assert!(submitted > 1_600_000_000, "stored with its submission time");
+        let dead = DeadRow {
+            id: 4,
+            priority: 1,
+            function: Bytes::from_static(b"f"),
+            job: polygear::DeadJob {
+                handle: "H:x:1".into(),
+                function: "f".into(),
+                unique: Bytes::from_static(b"u1"),
+                data: Bytes::from_static(b"d\0x"),
+                attempts: 3,
+                error: "boom".into(),
+                submitted,
+                failed_at: submitted + 5,
+            },
+        };
+        let key = StoredKey {
+            id: 1,
+            function: Bytes::new(),
+            unique: Bytes::new(),
+        };
+        let bury = DeadOp::Bury {
+            row: dead.clone(),
+            delete: Some(key.clone()),
+        };
+        s.commit_extras(&[&key], &[], &Extras { dead: vec![&bury], ..Default::default() }).unwrap();
+        assert!(s.load().unwrap().is_empty());
+        assert_eq!(s.load_retries().unwrap().dead, vec![dead]);
+        let unbury = DeadOp::Unbury {
+            dead_id: 4,
+            row: job(2),
+        };
+        s.commit_extras(&[], &[&job(2)], &Extras { dead: vec![&unbury], ..Default::default() }).unwrap();
+        assert_eq!(s.load().unwrap(), vec![job(2)]);
+        assert!(s.load_retries().unwrap().dead.is_empty());
     }
 }

@@ -11,6 +11,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use polygear::protocol::{atoi, PacketType};
 
+use super::retry::{Retry, LOST, WORK_FAIL};
 use super::submit::submission_key;
 use super::timers::TimerEvent;
 use super::{unix_now, ConnId, State};
@@ -79,6 +80,9 @@ impl State {
             self.reply_error(cid, "JOB_NOT_FOUND", "Job given in work result not found");
             return;
         };
+        if self.retry_failed(n, WORK_FAIL) == Retry::Later {
+            return;
+        }
         self.forward(n, |b, _| put_pkt(b, PacketType::WorkFail, &[handle]));
         self.discard(n, Outcome::Fail, b"");
     }
@@ -94,6 +98,9 @@ impl State {
             );
             return;
         };
+        if self.retry_failed(n, &String::from_utf8_lossy(data)) == Retry::Later {
+            return;
+        }
         self.forward(n, |b, exceptions| {
             if exceptions {
                 put_pkt(b, PacketType::WorkException, &[handle, data])
@@ -166,6 +173,9 @@ impl State {
             "the worker exceeded its {} timeout",
             polygear::format_duration(Duration::from_millis(ms.into()))
         );
+        if self.retry_failed(h, &reason) == Retry::Later {
+            return;
+        }
         self.fail_clients(h, &reason);
         self.discard(h, Outcome::Timeout, b"");
     }
@@ -179,6 +189,18 @@ impl State {
         if job.worker != cid {
             return;
         }
+        match self.retry_failed(h, LOST) {
+            Retry::Later => return,
+            Retry::Dead => {
+                self.fail_clients(h, LOST);
+                self.discard(h, Outcome::RetriesExhausted, b"");
+                return;
+            }
+            Retry::No => {}
+        }
+        let Some(job) = self.jobs.get_mut(&h) else {
+            return;
+        };
         job.retries += 1;
         let (fid, prio) = (job.func, job.prio as usize);
         let retries = self.cfg.job_retries;

@@ -15,6 +15,7 @@
 //!   workers, epoch jobs, cancel) and restoring the durable queue;
 //! * [`lease`]: fencing (parking stored jobs) when a shared queue's lease runs out;
 //! * [`retain`]: retained results of ended jobs and unique windows;
+//! * [`retry`]: retries with backoff and the dead set (polygear extension);
 //! * [`timers`]: the deadlines (CAN_DO_TIMEOUT, epoch jobs) and the one task
 //!   that fires them.
 
@@ -24,6 +25,7 @@ mod functions;
 mod lease;
 mod lifecycle;
 pub(crate) mod retain;
+mod retry;
 mod schedule;
 mod submit;
 pub(crate) mod timers;
@@ -41,6 +43,7 @@ use crate::wire::{put_error, put_pkt, HandleBuf};
 use crate::ServerConfig;
 pub(crate) use abilities::Abilities;
 pub(crate) use functions::Functions;
+pub use retry::parse_retry_flag;
 use timers::Timers;
 
 /// Identifies a connection: its [`Peer`] record here and its task in `crate::conn`.
@@ -57,6 +60,8 @@ pub(crate) struct Job {
     /// Waiting for its epoch time (not in any queue yet).
     pub delayed: bool,
     pub retries: u32,
+    /// Failed runs so far under its function's retry policy (see [`retry`]).
+    pub attempts: u32,
     pub num: u32,
     pub den: u32,
     pub assign_gen: u32,
@@ -73,6 +78,8 @@ pub(crate) struct Job {
     /// Seconds to keep its result after it ends (SUBMIT_RETAIN; 0: the
     /// function's setting). See [`retain`].
     pub retain: u32,
+    /// Unix seconds of its submission (restored ones: their first), for the dead set.
+    pub submitted: i64,
 }
 
 impl Job {
@@ -154,6 +161,8 @@ pub(crate) struct State {
     pub stats: crate::stats::ServerStats,
     /// Retained results and unique windows (see [`retain`]).
     pub results: retain::Results,
+    /// Retry policies and the dead set (see [`retry`]).
+    pub retries: retry::Retries,
 }
 
 /// Counters reported by the admin `metrics` command.
@@ -180,6 +189,7 @@ impl State {
     pub(crate) fn new(cfg: Arc<ServerConfig>, prefix: Bytes) -> State {
         let results = retain::Results::new(cfg.retain_max_bytes, &cfg.retain, &cfg.unique_windows);
         State {
+            retries: retry::Retries::new(&cfg),
             funcs: Functions::new(cfg.max_idle_functions),
             budget: Arc::new(Budget::new(cfg.max_buffered)),
             cfg,

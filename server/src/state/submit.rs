@@ -185,7 +185,8 @@ impl State {
     ) -> u64 {
         let h = self.next_handle;
         self.next_handle += 1;
-        let delayed = when > unix_now();
+        let now = unix_now();
+        let delayed = when > now;
         let mut clients = Vec::new();
         if let Some(c) = client {
             clients.push(c);
@@ -205,6 +206,7 @@ impl State {
             background,
             delayed,
             retries: 0,
+            attempts: 0,
             num: 0,
             den: 0,
             assign_gen: 0,
@@ -214,6 +216,7 @@ impl State {
             since: std::time::Instant::now(),
             cancelled: false,
             retain: 0,
+            submitted: now,
         };
         if let Some(k) = job.key() {
             let jobs = &self.jobs;

@@ -7,6 +7,7 @@ use std::fmt;
 use crate::protocol::number::{atoi, Decimal};
 use crate::protocol::ProtocolError;
 
+use super::retry::RetryPolicy;
 use super::{bad, c_str, trim_eol};
 
 // ---------------------------------------------------------------------------
@@ -176,6 +177,106 @@ pub enum AdminCommand {
     /// `window` (list, as `retain`) or `window FUNCTION SECONDS` (`OK`; 0 =
     /// off): a function's unique window (polygeard only).
     UniqueWindow(Option<(String, u32)>),
+    /// `retry FUNC MAX_ATTEMPTS BACKOFF_MS [MAX_DELAY_MS]` (polygear):
+    /// sets (`max_attempts` 0: removes) the function's retry policy; `OK`.
+    SetRetry {
+        /// Function name.
+        function: String,
+        /// The policy (`max_delay` defaults to 1 hour).
+        policy: RetryPolicy,
+    },
+    /// `retry` / `retry show` (polygear): the policies, one
+    /// `FUNC\tMAX_ATTEMPTS\tBACKOFF_MS\tMAX_DELAY_MS` row each, then `.`.
+    ShowRetry,
+    /// `dead list [FUNC]` (polygear): the dead set's records, then `.`.
+    DeadList(Option<String>),
+    /// `dead retry (function F | job H | all)` (polygear): `OK N`.
+    DeadRetry(DeadTarget),
+    /// `dead delete (function F | job H | all)` (polygear): `OK N`.
+    DeadDelete(DeadTarget),
+}
+
+/// Which dead records a `dead retry` / `dead delete` applies to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DeadTarget {
+    /// `function F`: every record of the function.
+    Function(String),
+    /// `job H`: the record(s) with this handle.
+    Job(String),
+    /// `all`: every record.
+    All,
+}
+
+impl fmt::Display for DeadTarget {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DeadTarget::Function(n) => write!(f, "function {n}"),
+            DeadTarget::Job(h) => write!(f, "job {h}"),
+            DeadTarget::All => f.write_str("all"),
+        }
+    }
+}
+
+/// A decimal number argument of a polygear command (no sign, no junk).
+fn number<T: std::str::FromStr>(token: &[u8], word: &str) -> Result<T, AdminError> {
+    std::str::from_utf8(token)
+        .ok()
+        .filter(|s| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()))
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| AdminError::invalid_arguments(word))
+}
+
+fn parse_retry(t: &[&[u8]]) -> Result<AdminCommand, AdminError> {
+    let argc = t.len();
+    if argc == 1 || (argc == 2 && word_is(t[1], "show")) {
+        return Ok(AdminCommand::ShowRetry);
+    }
+    if !(4..=5).contains(&argc) || t[1].is_empty() {
+        return Err(AdminError::invalid_arguments("retry"));
+    }
+    let max_delay = match t.get(4) {
+        Some(m) => std::time::Duration::from_millis(number(m, "retry")?),
+        None => super::retry::DEFAULT_MAX_DELAY,
+    };
+    Ok(AdminCommand::SetRetry {
+        function: lossy(t[1]),
+        policy: RetryPolicy {
+            max_attempts: number(t[2], "retry")?,
+            backoff: std::time::Duration::from_millis(number(t[3], "retry")?),
+            max_delay,
+        },
+    })
+}
+
+fn parse_dead(t: &[&[u8]]) -> Result<AdminCommand, AdminError> {
+    let invalid = || AdminError::invalid_arguments("dead");
+    let sub = t.get(1).ok_or_else(invalid)?;
+    if word_is(sub, "list") {
+        return match t.len() {
+            2 => Ok(AdminCommand::DeadList(None)),
+            3 => Ok(AdminCommand::DeadList(
+                Some(lossy(t[2])).filter(|f| !f.is_empty()),
+            )),
+            _ => Err(invalid()),
+        };
+    }
+    let target = match &t[2..] {
+        [all] if word_is(all, "all") => DeadTarget::All,
+        [kind, name] if word_is(kind, "function") && !name.is_empty() => {
+            DeadTarget::Function(lossy(name))
+        }
+        [kind, handle] if word_is(kind, "job") && !handle.is_empty() => {
+            DeadTarget::Job(lossy(handle))
+        }
+        _ => return Err(invalid()),
+    };
+    if word_is(sub, "retry") {
+        Ok(AdminCommand::DeadRetry(target))
+    } else if word_is(sub, "delete") {
+        Ok(AdminCommand::DeadDelete(target))
+    } else {
+        Err(invalid())
+    }
 }
 
 /// `FUNCTION SECONDS` of `retain` / `window`: `None` for a bare command;
@@ -313,6 +414,10 @@ impl AdminCommand {
             function_seconds(&t, w).map(AdminCommand::Retain)
         } else if is("window") {
             function_seconds(&t, w).map(AdminCommand::UniqueWindow)
+        } else if is("retry") {
+            parse_retry(&t)
+        } else if is("dead") {
+            parse_dead(&t)
         } else {
             Err(AdminError::unknown_command(&lossy(w)))
         }
@@ -330,6 +435,8 @@ impl AdminCommand {
                 | AdminCommand::Metrics
                 | AdminCommand::Retain(None)
                 | AdminCommand::UniqueWindow(None)
+                | AdminCommand::ShowRetry
+                | AdminCommand::DeadList(_)
         )
     }
 }
@@ -361,6 +468,18 @@ impl fmt::Display for AdminCommand {
             AdminCommand::Retain(Some((func, s))) => write!(f, "retain {func} {s}"),
             AdminCommand::UniqueWindow(None) => f.write_str("window"),
             AdminCommand::UniqueWindow(Some((func, s))) => write!(f, "window {func} {s}"),
+            AdminCommand::SetRetry { function, policy } => write!(
+                f,
+                "retry {function} {} {} {}",
+                policy.max_attempts,
+                policy.backoff.as_millis(),
+                policy.max_delay.as_millis()
+            ),
+            AdminCommand::ShowRetry => f.write_str("retry show"),
+            AdminCommand::DeadList(None) => f.write_str("dead list"),
+            AdminCommand::DeadList(Some(func)) => write!(f, "dead list {func}"),
+            AdminCommand::DeadRetry(t) => write!(f, "dead retry {t}"),
+            AdminCommand::DeadDelete(t) => write!(f, "dead delete {t}"),
         }
     }
 }

@@ -23,10 +23,12 @@ use crate::protocol::ProtocolError;
 
 mod command;
 mod reply;
+mod retry;
 mod rows;
 
-pub use command::{tokenize, AdminCommand, AdminError};
+pub use command::{tokenize, AdminCommand, AdminError, DeadTarget};
 pub use reply::*;
+pub use retry::*;
 pub use rows::*;
 
 /// Reply of action commands (`cancel job`, `maxqueue`, `create function`, …): `OK\r\n`.
