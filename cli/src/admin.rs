@@ -36,6 +36,13 @@ Admin commands (gearadmin's --option names are accepted too):
   drop-function FUNC          drop a function without workers or running jobs
   maxqueue FUNC [N | H N L]   queue limit (none: unlimited)
   shutdown [graceful]         stop the server (if it allows it)
+polygeard only:
+  pause [FUNC]                stop handing out FUNC's jobs (they keep queueing);
+                              without FUNC: list the paused functions
+  resume FUNC                 hand out FUNC's jobs again
+  drain [ID]                  the worker connection(s) with fd or client id ID
+                              finish their jobs and get no new ones (prints how
+                              many); without ID: list draining connections
 Listings are printed raw, including the final '.' line; single values
 without the 'OK '. A refused command prints one line and exits 1.
 ";
@@ -102,6 +109,28 @@ pub fn command(words: &[String]) -> Result<AdminCommand, CliError> {
             }
             (format!("maxqueue {}", args.join(" ")), false)
         }
+        "pause" => match args {
+            [] => ("pause".into(), true),
+            [f] => (format!("pause {f}"), false),
+            _ => {
+                return Err(CliError::Usage(
+                    "admin pause takes at most a function name".into(),
+                ))
+            }
+        },
+        "resume" => (
+            want(1, "a function name").map(|_| format!("resume {}", args[0]))?,
+            false,
+        ),
+        "drain" | "drain-worker" => match args {
+            [] => ("drain".into(), true),
+            [id] => (format!("drain worker {id}"), false),
+            _ => {
+                return Err(CliError::Usage(
+                    "admin drain takes at most a worker id".into(),
+                ))
+            }
+        },
         "shutdown" => match args {
             [] => ("shutdown".into(), false),
             [g] if g == "graceful" => ("shutdown graceful".into(), false),
@@ -230,6 +259,18 @@ mod tests {
             "shutdown graceful"
         );
         assert!(!c(&["version"]).unwrap().listing);
+        assert_eq!(c(&["pause", "f"]).unwrap().line, "pause f");
+        assert!(!c(&["pause", "f"]).unwrap().listing);
+        assert_eq!(
+            c(&["pause"]).unwrap(),
+            AdminCommand {
+                line: "pause".into(),
+                listing: true
+            }
+        );
+        assert_eq!(c(&["resume", "f"]).unwrap().line, "resume f");
+        assert_eq!(c(&["drain", "12"]).unwrap().line, "drain worker 12");
+        assert!(c(&["drain"]).unwrap().listing);
         for bad in [
             &[][..],
             &["bogus"],
@@ -240,6 +281,9 @@ mod tests {
             &["maxqueue", "f", "1", "2", "3", "4"],
             &["create-function", "a b"],
             &["shutdown", "now"],
+            &["pause", "a", "b"],
+            &["resume"],
+            &["drain", "1", "2"],
         ] {
             assert!(matches!(c(bad), Err(CliError::Usage(_))), "{bad:?}");
         }

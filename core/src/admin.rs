@@ -15,8 +15,9 @@ use std::time::Duration;
 use crate::error::{Error, Result};
 use crate::frame::{FrameReader, Line};
 use crate::protocol::admin::{
-    is_error_line, parse_jobs, parse_priority_status, parse_reply, parse_status, parse_unique_jobs,
-    parse_workers, AdminCommand, AdminReply, FunctionStatus, JobInfo, PriorityStatus, WorkerInfo,
+    is_error_line, listing_rows, parse_jobs, parse_priority_status, parse_reply, parse_status,
+    parse_unique_jobs, parse_workers, AdminCommand, AdminReply, FunctionStatus, JobInfo,
+    PriorityStatus, WorkerInfo,
 };
 use crate::protocol::{PacketCodec, ProtocolError};
 use crate::servers::ServerAddr;
@@ -25,6 +26,15 @@ use crate::transport::{ReadHalf, Stream, WriteHalf};
 
 /// Longest reply line accepted (a `workers` line lists every registration).
 const MAX_REPLY_LINE: usize = 16 << 20;
+
+/// A worker connection being drained (a row of [`Admin::draining`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DrainingWorker {
+    /// Its fd, as in the first column of `workers`.
+    pub fd: u64,
+    /// Its client id (`-` if it set none).
+    pub client_id: String,
+}
 
 /// One admin connection to one server.
 #[derive(Debug)]
@@ -285,6 +295,48 @@ impl Admin {
         check_word("function name", function)?;
         self.action(AdminCommand::DropFunction(function.into()))
             .await
+    }
+    /// `pause FUNC` (polygeard extension): the function's jobs keep queueing
+    /// but none is handed out until [`Admin::resume`]. gearmand answers
+    /// `Error::Server` with code `UNKNOWN_COMMAND`.
+    pub async fn pause(&mut self, function: &str) -> Result<()> {
+        check_word("function name", function)?;
+        self.action(AdminCommand::Pause(function.into())).await
+    }
+    /// `resume FUNC` (polygeard extension): hands out the paused function's
+    /// jobs again (a no-op for a function that is not paused).
+    pub async fn resume(&mut self, function: &str) -> Result<()> {
+        check_word("function name", function)?;
+        self.action(AdminCommand::Resume(function.into())).await
+    }
+    /// `pause` (polygeard extension): the names of the paused functions, sorted.
+    pub async fn paused(&mut self) -> Result<Vec<String>> {
+        parse_unique_jobs(&self.command(AdminCommand::Paused).await?).map_err(Into::into)
+    }
+    /// `drain worker ID` (polygeard extension): the worker connections whose
+    /// fd (the first column of [`Admin::workers`]) or client id is `id`
+    /// finish the jobs they hold and get no new ones. Returns how many
+    /// connections matched; none is `Error::Server` with code `UNKNOWN_WORKER`.
+    pub async fn drain_worker(&mut self, id: &str) -> Result<u64> {
+        check_word("worker id", id)?;
+        let v = self.value(AdminCommand::DrainWorker(id.into())).await?;
+        v.trim()
+            .parse()
+            .map_err(|_| bad_reply("drain worker did not answer a count", &v))
+    }
+    /// `drain` (polygeard extension): the draining worker connections.
+    pub async fn draining(&mut self) -> Result<Vec<DrainingWorker>> {
+        let reply = self.command(AdminCommand::Draining).await?;
+        let rows = listing_rows(&reply)?;
+        rows.into_iter()
+            .map(|row| {
+                let (fd, id) = row.split_once(' ').unwrap_or((row, ""));
+                Ok(DrainingWorker {
+                    fd: fd.parse().map_err(|_| bad_reply("bad drain line", row))?,
+                    client_id: id.to_string(),
+                })
+            })
+            .collect()
     }
     /// `shutdown` / `shutdown graceful` (only servers that allow it).
     pub async fn shutdown(&mut self, graceful: bool) -> Result<()> {

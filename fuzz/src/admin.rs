@@ -60,6 +60,9 @@ fn check_command(line: &[u8]) {
                     | AdminCommand::Workers
                     | AdminCommand::ShowJobs
                     | AdminCommand::ShowUniqueJobs
+                    | AdminCommand::Metrics
+                    | AdminCommand::Paused
+                    | AdminCommand::Draining
             );
             assert_eq!(cmd.is_listing(), listing);
         }

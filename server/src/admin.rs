@@ -210,6 +210,38 @@ impl State {
                 }
                 b.put_slice(b".\n");
             }
+            AdminCommand::Pause(name) => {
+                self.pause(name.as_bytes());
+                b.put_slice(b"OK\r\n");
+            }
+            AdminCommand::Resume(name) => {
+                self.resume(name.as_bytes());
+                b.put_slice(b"OK\r\n");
+            }
+            AdminCommand::Paused => {
+                for name in self.paused_functions() {
+                    put_name(b, &name);
+                    b.put_u8(b'\n');
+                }
+                b.put_slice(b".\n");
+            }
+            AdminCommand::DrainWorker(id) => match self.drain_worker(id.as_bytes()) {
+                0 => b.put_slice(AdminError::unknown_worker(&id).to_line().as_bytes()),
+                n => {
+                    b.put_slice(b"OK ");
+                    b.put_slice(Decimal::from(n as u64).as_bytes());
+                    b.put_slice(b"\r\n");
+                }
+            },
+            AdminCommand::Draining => {
+                for (fd, client_id) in self.draining_workers() {
+                    b.put_slice(Decimal::from(fd as u64).as_bytes());
+                    b.put_u8(b' ');
+                    put_name(b, &client_id);
+                    b.put_u8(b'\n');
+                }
+                b.put_slice(b".\n");
+            }
             AdminCommand::Shutdown { graceful } => {
                 if self.cfg.allow_shutdown {
                     self.shutdown_requested = Some(graceful);

@@ -13,11 +13,13 @@
 //! * [`schedule`]: workers, their abilities, waking and handing out jobs;
 //! * [`lifecycle`]: a job's progress and end (results, timeouts, lost
 //!   workers, epoch jobs, cancel) and restoring the durable queue;
+//! * [`control`]: pausing functions and draining workers (admin);
 //! * [`lease`]: fencing (parking stored jobs) when a shared queue's lease runs out;
 //! * [`timers`]: the deadlines (CAN_DO_TIMEOUT, epoch jobs) and the one task
 //!   that fires them.
 
 mod abilities;
+mod control;
 mod dispatch;
 mod functions;
 mod lease;
@@ -111,6 +113,8 @@ pub(crate) struct Peer {
     pub holding: IntMap<u64, ()>,
     pub attached: IntMap<u64, u32>,
     pub next_ticket: u64,
+    /// Drained (admin `drain worker`): gets no new jobs (see [`control`]).
+    pub draining: bool,
 }
 
 pub(crate) struct State {
@@ -238,6 +242,7 @@ impl State {
                 holding: IntMap::default(),
                 attached: IntMap::default(),
                 next_ticket: 1,
+                draining: false,
             },
         );
         id

@@ -64,6 +64,15 @@ impl AdminError {
         AdminError::new("UNKNOWN_JOB", "")
     }
 
+    /// `ERR UNKNOWN_WORKER No+worker+connection+matches+ID` (polygeard's
+    /// `drain worker` of an id no connection has).
+    pub fn unknown_worker(id: &str) -> AdminError {
+        AdminError::new(
+            "UNKNOWN_WORKER",
+            format!("No worker connection matches {id}"),
+        )
+    }
+
     /// `ERR UNKNOWN_ERROR` (e.g. `cancel foo bar`).
     pub fn unknown_error() -> AdminError {
         AdminError::new("UNKNOWN_ERROR", "")
@@ -162,6 +171,21 @@ pub enum AdminCommand {
     /// `metrics` (polygeard only; gearmand answers `ERR UNKNOWN_COMMAND`):
     /// `NAME VALUE` lines, then `.`.
     Metrics,
+    /// `pause FUNC` (polygeard only): the function's jobs queue, none is
+    /// handed out. Answered `OK`.
+    Pause(String),
+    /// `pause` alone (polygeard only): the paused functions, one name a
+    /// line, then `.`.
+    Paused,
+    /// `resume FUNC` (polygeard only): undoes `pause`. Answered `OK`.
+    Resume(String),
+    /// `drain worker ID` (polygeard only): the connections whose `workers`
+    /// fd column or client id is `ID` get no new jobs. Answered `OK N` (the
+    /// number of connections), or `ERR UNKNOWN_WORKER …` if none matched.
+    DrainWorker(String),
+    /// `drain` alone (polygeard only): the draining connections, one
+    /// `FD CLIENT_ID` line each, then `.`.
+    Draining,
     /// `shutdown` / `shutdown graceful`. gearmand ≥ 1.1.15 no longer accepts
     /// them; a server imitating it answers `AdminError::unknown_command("shutdown")`
     /// (the word as sent is in the line).
@@ -284,6 +308,25 @@ impl AdminCommand {
             Ok(AdminCommand::Version)
         } else if is("metrics") {
             Ok(AdminCommand::Metrics)
+        } else if is("pause") {
+            match argc {
+                1 => Ok(AdminCommand::Paused),
+                2 if !t[1].is_empty() => Ok(AdminCommand::Pause(lossy(t[1]))),
+                _ => Err(AdminError::invalid_arguments(&lossy(w))),
+            }
+        } else if is("resume") {
+            match argc {
+                2 if !t[1].is_empty() => Ok(AdminCommand::Resume(lossy(t[1]))),
+                _ => Err(AdminError::invalid_arguments(&lossy(w))),
+            }
+        } else if is("drain") {
+            match argc {
+                1 => Ok(AdminCommand::Draining),
+                3 if word_is(t[1], "worker") && !t[2].is_empty() => {
+                    Ok(AdminCommand::DrainWorker(lossy(t[2])))
+                }
+                _ => Err(AdminError::invalid_arguments(&lossy(w))),
+            }
         } else {
             Err(AdminError::unknown_command(&lossy(w)))
         }
@@ -299,6 +342,8 @@ impl AdminCommand {
                 | AdminCommand::ShowJobs
                 | AdminCommand::ShowUniqueJobs
                 | AdminCommand::Metrics
+                | AdminCommand::Paused
+                | AdminCommand::Draining
         )
     }
 }
@@ -324,6 +369,11 @@ impl fmt::Display for AdminCommand {
             AdminCommand::CreateFunction(n) => write!(f, "create function {n}"),
             AdminCommand::DropFunction(n) => write!(f, "drop function {n}"),
             AdminCommand::Metrics => f.write_str("metrics"),
+            AdminCommand::Pause(n) => write!(f, "pause {n}"),
+            AdminCommand::Paused => f.write_str("pause"),
+            AdminCommand::Resume(n) => write!(f, "resume {n}"),
+            AdminCommand::DrainWorker(id) => write!(f, "drain worker {id}"),
+            AdminCommand::Draining => f.write_str("drain"),
             AdminCommand::Shutdown { graceful: false } => f.write_str("shutdown"),
             AdminCommand::Shutdown { graceful: true } => f.write_str("shutdown graceful"),
         }
