@@ -1,6 +1,7 @@
 //! Operator control against the real polygeard: `pause`/`resume` of a
 //! function, `drain worker` of a connection (polygear admin extensions),
-//! over raw protocol peers and the core `Admin` client.
+//! and cancellation by the submitter (`Client::cancel`, `Job::cancelled`),
+//! over raw protocol peers and the core `Admin`, `Client` and `Worker`.
 
 mod common;
 
@@ -8,7 +9,10 @@ use std::time::Duration;
 
 use common::{can_do, created, polygeard, submit, Raw};
 use polygear::protocol::Packet;
-use polygear::{Admin, DrainingWorker, Error};
+use polygear::{
+    Admin, Client, ClientOptions, DrainingWorker, Error, JobEvent, SubmitOptions, Worker,
+    WorkerOptions,
+};
 
 fn b(s: &str) -> bytes::Bytes {
     bytes::Bytes::copy_from_slice(s.as_bytes())
@@ -197,4 +201,154 @@ async fn the_admin_client_pauses_resumes_and_drains() {
         admin.pause("two words").await,
         Err(Error::InvalidArgument(_))
     ));
+}
+
+fn client(s: &common::TestServer) -> Client {
+    Client::new(ClientOptions {
+        servers: vec![s.addr()],
+        ..ClientOptions::default()
+    })
+    .unwrap()
+}
+
+#[tokio::test]
+async fn the_submitter_cancels_a_queued_job() {
+    let s = polygeard(&["-q", "builtin"]);
+    let c = client(&s);
+    let job = c
+        .submit_job("nobody", "x", SubmitOptions::default())
+        .await
+        .unwrap();
+    let h = job.handle().to_string();
+    assert!(c.status(&h).await.unwrap().known);
+    assert!(c.cancel(&h).await.unwrap(), "it was queued");
+    match job.result().await {
+        Err(Error::JobCancelled { handle, reason }) => {
+            assert_eq!(handle, h);
+            assert!(reason.starts_with("cancelled"), "{reason}");
+        }
+        other => panic!("expected JobCancelled, got {other:?}"),
+    }
+    assert!(!c.status(&h).await.unwrap().known);
+    assert!(!c.cancel(&h).await.unwrap(), "gone now");
+    // A background job: removed from the queue, no worker ever sees it.
+    let bg = c
+        .submit_background("nobody", "y", SubmitOptions::default())
+        .await
+        .unwrap();
+    assert!(c.cancel(&bg).await.unwrap());
+    let mut a = Raw::connect(s.port);
+    let mut w = Raw::connect(s.port);
+    w.send(&can_do("nobody"));
+    w.send(&Packet::GrabJobUniq);
+    assert_eq!(w.recv(), Packet::NoJob);
+    assert_eq!(a.admin("status"), "nobody\t0\t0\t1\n.\n");
+}
+
+#[tokio::test]
+async fn cancel_of_an_unknown_handle_is_false() {
+    let s = polygeard(&["-q", "builtin"]);
+    let c = client(&s);
+    assert!(!c.cancel("H:nowhere:42").await.unwrap());
+    assert!(matches!(
+        c.cancel("two words").await,
+        Err(Error::InvalidArgument(_))
+    ));
+    assert!(matches!(c.cancel("").await, Err(Error::InvalidArgument(_))));
+}
+
+#[tokio::test]
+async fn a_running_job_sees_its_cancel_and_its_late_result_is_dropped() {
+    let s = polygeard(&["-q", "builtin"]);
+    let worker = Worker::new(WorkerOptions {
+        servers: vec![s.addr()],
+        ..WorkerOptions::default()
+    })
+    .unwrap();
+    worker.register("slow", None).unwrap();
+    let w = worker.clone();
+    let work = tokio::spawn(async move {
+        let job = w.next_job().await.expect("a job");
+        job.send_data("started").unwrap();
+        let mut polls = 0u32;
+        while !job.cancelled().await.unwrap() {
+            polls += 1;
+            assert!(polls < 100, "the cancel was not seen within 10 s");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        // The server drops this result: nobody gets it.
+        job.complete("late").unwrap();
+        polls
+    });
+    let c = client(&s);
+    let mut job = c
+        .submit_job("slow", "x", SubmitOptions::default())
+        .await
+        .unwrap();
+    let h = job.handle().to_string();
+    assert_eq!(
+        job.next_event().await.unwrap().unwrap(),
+        JobEvent::Data(b("started"))
+    );
+    assert!(c.status(&h).await.unwrap().running);
+    assert!(c.cancel(&h).await.unwrap(), "it was running");
+    let started = std::time::Instant::now();
+    match job.result().await {
+        Err(Error::JobCancelled { handle, .. }) => assert_eq!(handle, h),
+        other => panic!("expected JobCancelled, got {other:?}"),
+    }
+    assert!(started.elapsed() < Duration::from_secs(2), "told at once");
+    assert!(!c.status(&h).await.unwrap().known);
+    work.await.unwrap();
+    // The job is gone once the worker ended it; the worker keeps working.
+    let mut a = Raw::connect(s.port);
+    let mut gone = false;
+    for _ in 0..50 {
+        if a.admin("show jobs") == ".\n" {
+            gone = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(gone, "the cancelled job was not removed");
+    worker.shutdown().await;
+}
+
+#[test]
+fn a_late_result_of_a_cancelled_job_is_not_forwarded() {
+    let s = polygeard(&["-q", "builtin"]);
+    let mut a = Raw::connect(s.port);
+    let mut w = Raw::connect(s.port);
+    w.send(&can_do("f"));
+    sync(&mut w);
+    let mut c = Raw::connect(s.port);
+    c.send(&Packet::OptionReq {
+        name: b("polygear-fail-reasons"),
+    });
+    assert!(matches!(c.recv(), Packet::OptionRes { .. }));
+    c.send(&submit("f", "", "x", false));
+    let h = created(c.recv());
+    w.send(&Packet::GrabJobUniq);
+    assert_eq!(assigned(w.recv()), h);
+    assert_eq!(a.admin(&format!("cancel job {h}")), "OK\r\n");
+    assert!(matches!(c.recv(), Packet::WorkFailReason { .. }));
+    assert_eq!(c.recv(), Packet::WorkFail { handle: b(&h) });
+    // GET_STATUS: unknown while the worker still holds it.
+    w.send(&Packet::GetStatus { handle: b(&h) });
+    match w.recv() {
+        Packet::StatusRes { known, .. } => assert!(!known),
+        other => panic!("expected STATUS_RES, got {other:?}"),
+    }
+    w.send(&Packet::WorkData {
+        handle: b(&h),
+        data: b("more"),
+    });
+    w.send(&Packet::WorkComplete {
+        handle: b(&h),
+        data: b("late"),
+    });
+    // Accepted silently (no ERROR), forwarded to no one.
+    sync(&mut w);
+    c.expect_silence(300);
+    assert_eq!(a.admin("show jobs"), ".\n");
 }
