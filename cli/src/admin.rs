@@ -43,6 +43,13 @@ polygeard only:
   drain [ID]                  the worker connection(s) with fd or client id ID
                               finish their jobs and get no new ones (prints how
                               many); without ID: list draining connections
+  schedule add NAME 'CRON' FUNCTION [DATA]
+                              periodic job: at each occurrence of CRON (UTC; 5
+                              fields, 6 with seconds first, or @hourly etc.) a
+                              background job for FUNCTION with unique NAME@TIME
+  schedule list               periodic jobs: name, function, cron, last and
+                              next firing (unix time, 0: none), data
+  schedule delete NAME        remove a periodic job
 Listings are printed raw, including the final '.' line; single values
 without the 'OK '. A refused command prints one line and exits 1.
 ";
@@ -54,6 +61,9 @@ pub fn command(words: &[String]) -> Result<AdminCommand, CliError> {
             "admin: no command given (try 'polygear admin status')".into(),
         ));
     };
+    if name.trim_start_matches("--") == "schedule" {
+        return schedule_command(args);
+    }
     for a in args {
         if a.is_empty() || a.chars().any(|c| c.is_whitespace() || c.is_control()) {
             return Err(CliError::Usage(format!("admin: bad argument {a:?}")));
@@ -141,6 +151,59 @@ pub fn command(words: &[String]) -> Result<AdminCommand, CliError> {
             }
         },
         other => return Err(CliError::Usage(format!("admin: unknown command {other:?}"))),
+    };
+    Ok(AdminCommand { line, listing })
+}
+
+/// `schedule add NAME 'CRON' FUNCTION [DATA]`, `schedule list`,
+/// `schedule delete NAME` (the cron expression and the data may contain
+/// spaces; the server's syntax puts the function before the cron fields).
+fn schedule_command(args: &[String]) -> Result<AdminCommand, CliError> {
+    let usage = || {
+        CliError::Usage(
+            "admin schedule takes: add NAME 'CRON' FUNCTION [DATA] | list | delete NAME".into(),
+        )
+    };
+    let word = |a: &String| {
+        if a.is_empty() || a.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            Err(CliError::Usage(format!(
+                "admin schedule: bad argument {a:?}"
+            )))
+        } else {
+            Ok(a.clone())
+        }
+    };
+    let text = |a: &String, what: &str| {
+        if a.chars().any(char::is_control) || a.split_whitespace().any(|w| w == "--") {
+            Err(CliError::Usage(format!("admin schedule: bad {what} {a:?}")))
+        } else {
+            Ok(a.split_whitespace().collect::<Vec<_>>().join(" "))
+        }
+    };
+    let (line, listing) = match args {
+        [sub] if sub == "list" => ("schedule list".to_string(), true),
+        [sub, name] if sub == "delete" => (format!("schedule delete {}", word(name)?), false),
+        [sub, name, cron, function, rest @ ..] if sub == "add" && rest.len() <= 1 => {
+            let cron = text(cron, "cron expression")?;
+            if cron.is_empty() {
+                return Err(usage());
+            }
+            let mut line = format!("schedule add {} {} {cron}", word(name)?, word(function)?);
+            if let Some(data) = rest.first() {
+                if data.chars().any(char::is_control) {
+                    return Err(CliError::Usage(format!(
+                        "admin schedule: bad data {data:?}"
+                    )));
+                }
+                let data = data.split_whitespace().collect::<Vec<_>>().join(" ");
+                if !data.is_empty() {
+                    line.push_str(" -- ");
+                    line.push_str(&data);
+                }
+            }
+            (line, false)
+        }
+        _ => return Err(usage()),
     };
     Ok(AdminCommand { line, listing })
 }
@@ -271,6 +334,28 @@ mod tests {
         assert_eq!(c(&["resume", "f"]).unwrap().line, "resume f");
         assert_eq!(c(&["drain", "12"]).unwrap().line, "drain worker 12");
         assert!(c(&["drain"]).unwrap().listing);
+        assert_eq!(
+            c(&[
+                "schedule",
+                "add",
+                "tick",
+                "*/5 * * * * *",
+                "beat",
+                "some  data"
+            ])
+            .unwrap()
+            .line,
+            "schedule add tick beat */5 * * * * * -- some data"
+        );
+        assert_eq!(
+            c(&["schedule", "add", "n", "@hourly", "f"]).unwrap().line,
+            "schedule add n f @hourly"
+        );
+        assert!(c(&["schedule", "list"]).unwrap().listing);
+        assert_eq!(
+            c(&["schedule", "delete", "n"]).unwrap().line,
+            "schedule delete n"
+        );
         for bad in [
             &[][..],
             &["bogus"],
@@ -284,6 +369,13 @@ mod tests {
             &["pause", "a", "b"],
             &["resume"],
             &["drain", "1", "2"],
+            &["schedule"],
+            &["schedule", "add", "n", "* * * * *"],
+            &["schedule", "add", "n f", "* * * * *", "g"],
+            &["schedule", "add", "n", "", "g"],
+            &["schedule", "add", "n", "* -- *", "g"],
+            &["schedule", "delete"],
+            &["schedule", "list", "x"],
         ] {
             assert!(matches!(c(bad), Err(CliError::Usage(_))), "{bad:?}");
         }

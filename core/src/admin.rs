@@ -36,6 +36,23 @@ pub struct DrainingWorker {
     pub client_id: String,
 }
 
+/// A periodic job (a row of [`Admin::schedules`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScheduleInfo {
+    /// Its name.
+    pub name: String,
+    /// The function its jobs go to.
+    pub function: String,
+    /// Its cron expression.
+    pub cron: String,
+    /// Unix time of the last occurrence fired (`None`: never).
+    pub last_fired: Option<i64>,
+    /// Unix time of the next occurrence (`None`: none).
+    pub next: Option<i64>,
+    /// The jobs' payload (control characters shown as `?`).
+    pub data: String,
+}
+
 /// One admin connection to one server.
 #[derive(Debug)]
 pub struct Admin {
@@ -337,6 +354,76 @@ impl Admin {
                 })
             })
             .collect()
+    }
+    /// `schedule add NAME FUNCTION CRON [-- DATA]` (polygeard extension):
+    /// adds (or replaces) the periodic job `name`: at each occurrence of
+    /// `cron` (evaluated in UTC; 5 fields, 6 with seconds first, 7 with
+    /// years, or an alias such as `@hourly`) the server submits a background
+    /// job to `function` with payload `data` and unique `NAME@<unix time>`.
+    /// A refused schedule is `Error::Server` with code `INVALID_SCHEDULE`.
+    /// `data` may not contain line breaks or NUL, and runs of spaces in it
+    /// become one space.
+    pub async fn schedule_add(
+        &mut self,
+        name: &str,
+        cron: &str,
+        function: &str,
+        data: &str,
+    ) -> Result<()> {
+        check_word("schedule name", name)?;
+        check_word("function name", function)?;
+        if cron.trim().is_empty() || cron.contains(['\n', '\r', '\0']) || cron.contains("--") {
+            return Err(Error::InvalidArgument(format!(
+                "cron expression {cron:?} must be non-empty, on one line, without '--'"
+            )));
+        }
+        if data.contains(['\n', '\r', '\0']) {
+            return Err(Error::InvalidArgument(
+                "schedule data must not contain line breaks or NUL".into(),
+            ));
+        }
+        self.action(AdminCommand::ScheduleAdd {
+            name: name.into(),
+            function: function.into(),
+            cron: cron.split_whitespace().collect::<Vec<_>>().join(" "),
+            data: data
+                .split(' ')
+                .filter(|w| !w.is_empty())
+                .collect::<Vec<_>>()
+                .join(" "),
+        })
+        .await
+    }
+    /// `schedule list` (polygeard extension): the periodic jobs, by name.
+    pub async fn schedules(&mut self) -> Result<Vec<ScheduleInfo>> {
+        let reply = self.command(AdminCommand::ScheduleList).await?;
+        listing_rows(&reply)?
+            .into_iter()
+            .map(|row| {
+                let f: Vec<&str> = row.splitn(6, '\t').collect();
+                let [name, function, cron, last, next, data] = f[..] else {
+                    return Err(bad_reply("bad schedule line", row));
+                };
+                let time = |s: &str| -> Result<Option<i64>> {
+                    let t: i64 = s.parse().map_err(|_| bad_reply("bad schedule time", row))?;
+                    Ok((t > 0).then_some(t))
+                };
+                Ok(ScheduleInfo {
+                    name: name.into(),
+                    function: function.into(),
+                    cron: cron.into(),
+                    last_fired: time(last)?,
+                    next: time(next)?,
+                    data: data.into(),
+                })
+            })
+            .collect()
+    }
+    /// `schedule delete NAME` (polygeard extension); an unknown name is
+    /// `Error::Server` with code `UNKNOWN_SCHEDULE`.
+    pub async fn schedule_delete(&mut self, name: &str) -> Result<()> {
+        check_word("schedule name", name)?;
+        self.action(AdminCommand::ScheduleDelete(name.into())).await
     }
     /// `shutdown` / `shutdown graceful` (only servers that allow it).
     pub async fn shutdown(&mut self, graceful: bool) -> Result<()> {

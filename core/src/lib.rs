@@ -20,7 +20,7 @@ pub mod transport;
 mod util;
 pub mod worker;
 
-pub use admin::{Admin, DrainingWorker};
+pub use admin::{Admin, DrainingWorker, ScheduleInfo};
 pub use bytes::Bytes;
 pub use client::{Client, ClientOptions, JobEvent, JobStatus, RunningJob, SubmitOptions};
 pub use error::{format_decimal, format_duration, job_timeout_message, Error, ErrorKind, Result};

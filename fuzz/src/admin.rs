@@ -63,6 +63,7 @@ fn check_command(line: &[u8]) {
                     | AdminCommand::Metrics
                     | AdminCommand::Paused
                     | AdminCommand::Draining
+                    | AdminCommand::ScheduleList
             );
             assert_eq!(cmd.is_listing(), listing);
         }

@@ -242,6 +242,48 @@ impl State {
                 }
                 b.put_slice(b".\n");
             }
+            AdminCommand::ScheduleAdd {
+                name,
+                function,
+                cron,
+                data,
+            } => {
+                let spec = crate::ScheduleSpec {
+                    name,
+                    cron,
+                    function,
+                    data: Bytes::from(data),
+                };
+                match self.add_schedule(spec) {
+                    Ok(()) => b.put_slice(b"OK\r\n"),
+                    Err(e) => b.put_slice(
+                        AdminError::invalid_schedule(&e.to_string())
+                            .to_line()
+                            .as_bytes(),
+                    ),
+                }
+            }
+            AdminCommand::ScheduleDelete(name) => {
+                if self.delete_schedule(&name) {
+                    b.put_slice(b"OK\r\n");
+                } else {
+                    b.put_slice(AdminError::unknown_schedule().to_line().as_bytes());
+                }
+            }
+            AdminCommand::ScheduleList => {
+                for r in self.schedule_rows() {
+                    let data: String = String::from_utf8_lossy(&r.spec.data)
+                        .chars()
+                        .map(|c| if c.is_control() { '?' } else { c })
+                        .collect();
+                    let line = format!(
+                        "{}\t{}\t{}\t{}\t{}\t{}\n",
+                        r.spec.name, r.spec.function, r.spec.cron, r.last, r.next, data
+                    );
+                    b.put_slice(line.as_bytes());
+                }
+                b.put_slice(b".\n");
+            }
             AdminCommand::Shutdown { graceful } => {
                 if self.cfg.allow_shutdown {
                     self.shutdown_requested = Some(graceful);

@@ -45,6 +45,7 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 pub use admin::VERSION;
+pub use state::periodic::{ScheduleError, ScheduleSpec};
 pub use tls::TlsConfig;
 
 /// Where background jobs are kept.
@@ -200,6 +201,9 @@ pub struct ServerConfig {
     /// Token the dashboard's actions (cancel a job, drop a function) require
     /// as `Authorization: Bearer <token>`; `None`: actions only over mutual TLS.
     pub admin_token: Option<String>,
+    /// Periodic jobs from the configuration (`--schedule`); admin
+    /// `schedule add` adds more at run time.
+    pub schedules: Vec<ScheduleSpec>,
 }
 
 impl Default for ServerConfig {
@@ -228,6 +232,7 @@ impl Default for ServerConfig {
             grab_wait: Duration::from_millis(1),
             tls: None,
             admin_token: None,
+            schedules: Vec::new(),
         }
     }
 }
@@ -365,6 +370,10 @@ impl Server {
                 MAX_GRAB_WAIT.as_millis()
             )));
         }
+        for s in &config.schedules {
+            s.check()
+                .map_err(|e| ServerError::Config(format!("schedule {}: {e}", s.name)))?;
+        }
         if config.max_packet == 0 || config.max_packet > u32::MAX as usize {
             return Err(ServerError::Config(
                 "max packet size must be between 1 and 4 GiB-1".into(),
@@ -398,9 +407,15 @@ impl Server {
         // from before the load started.
         let load_started = std::time::Instant::now();
         let queue_cfg = cfg.queue.clone();
-        let loaded = tokio::task::spawn_blocking(move || queue::open(&queue_cfg))
-            .await
-            .map_err(|e| ServerError::Queue(e.to_string()))??;
+        let loaded = tokio::task::spawn_blocking(move || match queue::open(&queue_cfg)? {
+            Some((mut store, rows)) => {
+                let schedules = queue::load_schedules(store.as_mut())?;
+                Ok::<_, ServerError>(Some((store, rows, schedules)))
+            }
+            None => Ok(None),
+        })
+        .await
+        .map_err(|e| ServerError::Queue(e.to_string()))??;
         let state = state::State::new(cfg.clone(), Bytes::from(prefix));
         let shared = Arc::new(Shared {
             cfg: cfg.clone(),
@@ -417,7 +432,9 @@ impl Server {
             state: Mutex::new(state),
         });
         let mut persist_thread = None;
-        if let Some((store, rows)) = loaded {
+        let mut stored_schedules = Vec::new();
+        if let Some((store, rows, schedules)) = loaded {
+            stored_schedules = schedules;
             let (tx, rx) = std::sync::mpsc::channel();
             let next_id = rows.iter().map(|r| r.id).max().unwrap_or(0) + 1;
             let keyed = store.keyed();
@@ -443,6 +460,8 @@ impl Server {
         if let Some(a) = http_addr {
             tracing::info!("HTTP on {a}");
         }
+        shared.with_state(|st| st.init_schedules(stored_schedules));
+        tokio::spawn(crate::state::periodic::run(shared.clone()));
         let timers = tokio::spawn(crate::state::timers::run(shared.clone()));
         tokio::spawn(budget::run_reaper(shared.clone()));
         tokio::spawn(run_sampler(shared.clone()));

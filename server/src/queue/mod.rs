@@ -47,8 +47,38 @@ const MAX_BATCH: usize = 100_000;
 
 /// One change to the durable queue.
 pub(crate) enum Op {
-    Insert { row: StoredJob, ack: Option<Ack> },
+    Insert {
+        row: StoredJob,
+        ack: Option<Ack>,
+    },
     Delete(StoredKey),
+    /// A periodic schedule changed or fired (applied before the batch's jobs).
+    Schedule(ScheduleOp),
+}
+
+/// A periodic schedule as stored (see `state::periodic`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct StoredSchedule {
+    pub name: String,
+    /// The cron expression as given.
+    pub cron: String,
+    pub function: Bytes,
+    pub data: Bytes,
+    /// Unix time of the last occurrence fired; 0 = never.
+    pub last_fired: i64,
+}
+
+/// One change to the stored schedules.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum ScheduleOp {
+    /// Adds or replaces a schedule (by name).
+    Put(StoredSchedule),
+    Delete(String),
+    /// The occurrence at unix time `at` fired.
+    Fired {
+        name: String,
+        at: i64,
+    },
 }
 
 /// A JOB_CREATED reply to release once the insert is durable.
@@ -148,6 +178,17 @@ pub(crate) trait Store: Send {
         Ok(Upkeep::default())
     }
 
+    /// Reads the stored periodic schedules, at start. Default: none (the
+    /// store keeps no schedules; they live in memory).
+    fn load_schedules(&mut self) -> Result<Vec<StoredSchedule>, StoreError> {
+        Ok(Vec::new())
+    }
+
+    /// Applies schedule changes in order. Default: nothing is stored.
+    fn commit_schedules(&mut self, _ops: &[ScheduleOp]) -> Result<(), StoreError> {
+        Ok(())
+    }
+
     /// The server is stopping (it hands out nothing any more): a shared store
     /// ends this server's lease, so that the others take over its queued jobs
     /// at their next claim instead of after the lease.
@@ -212,6 +253,13 @@ pub(crate) fn open(cfg: &QueueConfig) -> Result<Option<Opened>, ServerError> {
         .load()
         .map_err(|e| ServerError::Queue(format!("reading the stored jobs: {e}")))?;
     Ok(Some((store, rows)))
+}
+
+/// Reads the stored schedules of an opened store (blocking).
+pub(crate) fn load_schedules(store: &mut dyn Store) -> Result<Vec<StoredSchedule>, ServerError> {
+    store
+        .load_schedules()
+        .map_err(|e| ServerError::Queue(format!("reading the stored schedules: {e}")))
 }
 
 /// A queue this build of the server library left out (the language
@@ -285,6 +333,7 @@ fn run(mut store: Box<dyn Store>, rx: Receiver<Op>, shared: Weak<Shared>) {
             }
         }
         batch.extend(retry.drain(..).map(Op::Delete));
+        commit_schedules(store.as_mut(), &mut batch);
         commit_batch(store.as_mut(), &mut batch, &mut retry, &shared);
     }
     if !retry.is_empty() {
@@ -294,6 +343,27 @@ fn run(mut store: Box<dyn Store>, rx: Receiver<Op>, shared: Weak<Shared>) {
     }
     store.release();
     tracing::debug!("queue thread finished");
+}
+
+/// Takes the schedule changes out of `batch` and stores them, before the
+/// batch's jobs: a firing is recorded before its job, so a crash in between
+/// loses that firing rather than repeating it after the restart. A failure
+/// is logged (the schedules go on in memory).
+fn commit_schedules(store: &mut dyn Store, batch: &mut Vec<Op>) {
+    if !batch.iter().any(|op| matches!(op, Op::Schedule(_))) {
+        return;
+    }
+    let mut ops = Vec::new();
+    batch.retain_mut(|op| match op {
+        Op::Schedule(s) => {
+            ops.push(std::mem::replace(s, ScheduleOp::Delete(String::new())));
+            false
+        }
+        _ => true,
+    });
+    if let Err(e) = store.commit_schedules(&ops) {
+        tracing::error!("storing {} schedule changes failed: {e}", ops.len());
+    }
 }
 
 /// Renews the lease and hands claimed jobs to the server's state.
@@ -342,7 +412,7 @@ fn commit_batch(
         .iter()
         .filter_map(|op| match op {
             Op::Insert { row, .. } => Some(row.id),
-            Op::Delete(_) => None,
+            _ => None,
         })
         .collect();
     let cancelled: HashSet<i64> = batch

@@ -7,7 +7,7 @@ use std::path::Path;
 use bytes::Bytes;
 use rusqlite::{params, Connection};
 
-use super::{Rejected, Store, StoreError, StoredJob, StoredKey};
+use super::{Rejected, ScheduleOp, Store, StoreError, StoredJob, StoredKey, StoredSchedule};
 use crate::ServerError;
 
 pub(crate) struct SqliteStore {
@@ -39,7 +39,13 @@ impl SqliteStore {
                 priority INTEGER NOT NULL,
                 when_to_run INTEGER NOT NULL,
                 reducer BLOB NOT NULL,
-                data BLOB NOT NULL)",
+                data BLOB NOT NULL);
+            CREATE TABLE IF NOT EXISTS polygear_schedules (
+                name TEXT PRIMARY KEY,
+                cron TEXT NOT NULL,
+                function_name BLOB NOT NULL,
+                data BLOB NOT NULL,
+                last_fired INTEGER NOT NULL DEFAULT 0)",
         )
         .map_err(err)?;
         Ok(SqliteStore {
@@ -111,5 +117,45 @@ impl Store for SqliteStore {
 
     fn keyed(&self) -> bool {
         false
+    }
+
+    fn load_schedules(&mut self) -> Result<Vec<StoredSchedule>, StoreError> {
+        let mut st = self
+            .conn
+            .prepare("SELECT name, cron, function_name, data, last_fired FROM polygear_schedules ORDER BY name")
+            .map_err(failed)?;
+        let rows = st
+            .query_map([], |r| {
+                Ok(StoredSchedule {
+                    name: r.get(0)?,
+                    cron: r.get(1)?,
+                    function: Bytes::from(r.get::<_, Vec<u8>>(2)?),
+                    data: Bytes::from(r.get::<_, Vec<u8>>(3)?),
+                    last_fired: r.get(4)?,
+                })
+            })
+            .map_err(failed)?;
+        rows.collect::<Result<_, _>>().map_err(failed)
+    }
+
+    fn commit_schedules(&mut self, ops: &[ScheduleOp]) -> Result<(), StoreError> {
+        let tx = self.conn.transaction().map_err(failed)?;
+        for op in ops {
+            match op {
+                ScheduleOp::Put(s) => tx.execute(
+                    "INSERT OR REPLACE INTO polygear_schedules (name, cron, function_name, data, last_fired) VALUES (?1, ?2, ?3, ?4, ?5)",
+                    params![s.name, s.cron, &s.function[..], &s.data[..], s.last_fired],
+                ),
+                ScheduleOp::Delete(name) => {
+                    tx.execute("DELETE FROM polygear_schedules WHERE name = ?1", params![name])
+                }
+                ScheduleOp::Fired { name, at } => tx.execute(
+                    "UPDATE polygear_schedules SET last_fired = ?2 WHERE name = ?1",
+                    params![name, at],
+                ),
+            }
+            .map_err(failed)?;
+        }
+        tx.commit().map_err(failed)
     }
 }

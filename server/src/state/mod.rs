@@ -14,6 +14,7 @@
 //! * [`lifecycle`]: a job's progress and end (results, timeouts, lost
 //!   workers, epoch jobs, cancel) and restoring the durable queue;
 //! * [`control`]: pausing functions and draining workers (admin);
+//! * [`periodic`]: periodic jobs (cron schedules) and their firing task;
 //! * [`lease`]: fencing (parking stored jobs) when a shared queue's lease runs out;
 //! * [`timers`]: the deadlines (CAN_DO_TIMEOUT, epoch jobs) and the one task
 //!   that fires them.
@@ -24,6 +25,7 @@ mod dispatch;
 mod functions;
 mod lease;
 mod lifecycle;
+pub(crate) mod periodic;
 mod schedule;
 mod submit;
 pub(crate) mod timers;
@@ -149,6 +151,8 @@ pub(crate) struct State {
     pub(crate) grabs_waiting: usize,
     /// Totals, recent failures and samples for `/metrics` and the dashboard.
     pub stats: crate::stats::ServerStats,
+    /// Periodic jobs (see [`periodic`]).
+    pub schedules: periodic::Schedules,
 }
 
 /// Counters reported by the admin `metrics` command.
@@ -195,6 +199,7 @@ impl State {
             metrics: Metrics::default(),
             grabs_waiting: 0,
             stats: Default::default(),
+            schedules: Default::default(),
         }
     }
 

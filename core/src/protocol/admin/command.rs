@@ -73,6 +73,16 @@ impl AdminError {
         )
     }
 
+    /// `ERR UNKNOWN_SCHEDULE` (polygeard's `schedule delete` of an unknown name).
+    pub fn unknown_schedule() -> AdminError {
+        AdminError::new("UNKNOWN_SCHEDULE", "")
+    }
+
+    /// `ERR INVALID_SCHEDULE <why>` (polygeard's `schedule add` refused).
+    pub fn invalid_schedule(why: &str) -> AdminError {
+        AdminError::new("INVALID_SCHEDULE", why)
+    }
+
     /// `ERR UNKNOWN_ERROR` (e.g. `cancel foo bar`).
     pub fn unknown_error() -> AdminError {
         AdminError::new("UNKNOWN_ERROR", "")
@@ -186,6 +196,25 @@ pub enum AdminCommand {
     /// `drain` alone (polygeard only): the draining connections, one
     /// `FD CLIENT_ID` line each, then `.`.
     Draining,
+    /// `schedule add NAME FUNCTION CRON… [-- DATA…]` (polygeard only): a
+    /// periodic job. The cron expression is the tokens up to `--` (or the
+    /// end), joined by single spaces; the data the tokens after `--`.
+    /// Answered `OK`, or `ERR INVALID_SCHEDULE …`.
+    ScheduleAdd {
+        /// Schedule name.
+        name: String,
+        /// Function of the jobs.
+        function: String,
+        /// Cron expression (5, 6 or 7 fields, or an alias like `@hourly`).
+        cron: String,
+        /// Payload of the jobs (may be empty).
+        data: String,
+    },
+    /// `schedule list` (polygeard only): `NAME\tFUNCTION\tCRON\tLAST\tNEXT\tDATA`
+    /// lines (unix times, 0 = none), then `.`.
+    ScheduleList,
+    /// `schedule delete NAME` (polygeard only): `OK`, or `ERR UNKNOWN_SCHEDULE`.
+    ScheduleDelete(String),
     /// `shutdown` / `shutdown graceful`. gearmand ≥ 1.1.15 no longer accepts
     /// them; a server imitating it answers `AdminError::unknown_command("shutdown")`
     /// (the word as sent is in the line).
@@ -319,6 +348,38 @@ impl AdminCommand {
                 2 if !t[1].is_empty() => Ok(AdminCommand::Resume(lossy(t[1]))),
                 _ => Err(AdminError::invalid_arguments(&lossy(w))),
             }
+        } else if is("schedule") {
+            // Tokens as C strings (cut at a NUL), empty ones dropped.
+            let words: Vec<&[u8]> = t[1..]
+                .iter()
+                .map(|w| c_str(w))
+                .filter(|w| !w.is_empty())
+                .collect();
+            match words.as_slice() {
+                [sub] if word_is(sub, "list") => Ok(AdminCommand::ScheduleList),
+                [sub, name] if word_is(sub, "delete") => {
+                    Ok(AdminCommand::ScheduleDelete(lossy(name)))
+                }
+                [sub, name, function, rest @ ..] if word_is(sub, "add") => {
+                    let sep = rest.iter().position(|w| *w == b"--");
+                    let (cron, data) = match sep {
+                        Some(p) => (&rest[..p], &rest[p + 1..]),
+                        None => (rest, &[][..]),
+                    };
+                    if cron.is_empty() {
+                        return Err(AdminError::invalid_arguments(&lossy(w)));
+                    }
+                    let join =
+                        |ws: &[&[u8]]| ws.iter().map(|w| lossy(w)).collect::<Vec<_>>().join(" ");
+                    Ok(AdminCommand::ScheduleAdd {
+                        name: lossy(name),
+                        function: lossy(function),
+                        cron: join(cron),
+                        data: join(data),
+                    })
+                }
+                _ => Err(AdminError::invalid_arguments(&lossy(w))),
+            }
         } else if is("drain") {
             match argc {
                 1 => Ok(AdminCommand::Draining),
@@ -344,6 +405,7 @@ impl AdminCommand {
                 | AdminCommand::Metrics
                 | AdminCommand::Paused
                 | AdminCommand::Draining
+                | AdminCommand::ScheduleList
         )
     }
 }
@@ -374,6 +436,20 @@ impl fmt::Display for AdminCommand {
             AdminCommand::Resume(n) => write!(f, "resume {n}"),
             AdminCommand::DrainWorker(id) => write!(f, "drain worker {id}"),
             AdminCommand::Draining => f.write_str("drain"),
+            AdminCommand::ScheduleAdd {
+                name,
+                function,
+                cron,
+                data,
+            } => {
+                write!(f, "schedule add {name} {function} {cron}")?;
+                if !data.is_empty() {
+                    write!(f, " -- {data}")?;
+                }
+                Ok(())
+            }
+            AdminCommand::ScheduleList => f.write_str("schedule list"),
+            AdminCommand::ScheduleDelete(n) => write!(f, "schedule delete {n}"),
             AdminCommand::Shutdown { graceful: false } => f.write_str("shutdown"),
             AdminCommand::Shutdown { graceful: true } => f.write_str("shutdown graceful"),
         }
