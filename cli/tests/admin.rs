@@ -224,3 +224,43 @@ fn pause_resume_and_drain_with_the_c_tools() {
     assert_eq!(u.code, Some(1));
     assert!(u.stderr.contains("UNKNOWN_WORKER"), "{}", u.stderr);
 }
+
+/// `schedule add|list|delete` (polygeard extension): the cron expression is
+/// one argument with spaces; the C worker runs the periodic jobs.
+#[test]
+fn schedules_from_the_cli_fire_jobs_for_a_c_worker() {
+    if which("gearman").is_none() || !ServerKind::Polygeard.available() {
+        eprintln!("gearman CLI or polygeard not available; skipping");
+        return;
+    }
+    let s = TestServer::start(ServerKind::Polygeard);
+    let add = admin(
+        &s,
+        &["schedule", "add", "tick", "* * * * * *", "cnt", "a b"],
+    );
+    assert_eq!(
+        (add.code, add.text().as_str()),
+        (Some(0), "OK\n"),
+        "{}",
+        add.stderr
+    );
+    let list = admin(&s, &["schedule", "list"]).text();
+    assert!(list.starts_with("tick\tcnt\t* * * * * *\t"), "{list:?}");
+    assert!(list.ends_with("\ta b\n.\n"), "{list:?}");
+    // The periodic jobs queue up for the function until a worker comes.
+    wait_status(&s, "cnt", "a fired job", |t, _, _| t >= 1);
+    let _w = start_c_worker(&s, "cnt", &["--", "cat"]);
+    wait_status(&s, "cnt", "the fired jobs to run", |t, _, _| t == 0);
+    let del = admin(&s, &["schedule", "delete", "tick"]);
+    assert_eq!((del.code, del.text().as_str()), (Some(0), "OK\n"));
+    let again = admin(&s, &["schedule", "delete", "tick"]);
+    assert_eq!(again.code, Some(1));
+    assert!(
+        again.stderr.contains("UNKNOWN_SCHEDULE"),
+        "{}",
+        again.stderr
+    );
+    let bad = admin(&s, &["schedule", "add", "x", "99 * * * *", "f"]);
+    assert_eq!(bad.code, Some(1));
+    assert!(bad.stderr.contains("INVALID_SCHEDULE"), "{}", bad.stderr);
+}
