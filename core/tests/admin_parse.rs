@@ -474,6 +474,20 @@ fn polygear_control_commands_parse_and_print_back() {
             data: "a -- b".into(),
         },
     );
+    // Whatever parses prints back to a line that parses the same (the
+    // admin_command fuzz target's property), also with NULs and odd spacing.
+    for line in [
+        "pause a\0b",
+        "schedule add n f * \0x *",
+        "schedule add n f * -- \0y z",
+        "schedule add n f * --\0 -- a",
+        "schedule   add  n  f  @hourly  --  a  b ",
+        "schedule delete n\0",
+        "drain WORKER w\0z",
+    ] {
+        let c = cmd(line).unwrap_or_else(|e| panic!("{line:?}: {e}"));
+        assert_eq!(cmd(&c.to_string()), Ok(c.clone()), "{line:?} -> {c}");
+    }
     for listing in ["pause", "drain", "schedule list"] {
         assert!(cmd(listing).unwrap().is_listing(), "{listing}");
     }
@@ -487,6 +501,8 @@ fn polygear_control_commands_parse_and_print_back() {
         "schedule add n f -- data",
         "schedule delete",
         "schedule frob",
+        "pause \0x",
+        "drain worker \0",
     ] {
         assert!(
             err_line(bad).starts_with("ERR INVALID_ARGUMENTS "),

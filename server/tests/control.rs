@@ -352,3 +352,60 @@ fn a_late_result_of_a_cancelled_job_is_not_forwarded() {
     c.expect_silence(300);
     assert_eq!(a.admin("show jobs"), ".\n");
 }
+
+#[tokio::test]
+async fn cancel_asks_the_server_that_has_the_submitted_job() {
+    // Two servers with the same handle prefix: the same handle names a
+    // different job on each; cancel must reach the one this client used,
+    // also when that is the second server (tried last without the memory).
+    let (s1, s2) = (polygeard(&["-q", "builtin"]), polygeard(&["-q", "builtin"]));
+    let c = Client::new(ClientOptions {
+        servers: vec![s1.addr(), s2.addr()],
+        ..ClientOptions::default()
+    })
+    .unwrap();
+    let mut a2 = Raw::connect(s2.port);
+    // The second server's handles run ahead, so the first can catch up below.
+    for _ in 0..40 {
+        a2.send(&submit("pad", "", "p", true));
+        created(a2.recv());
+    }
+    let mut found = None;
+    for i in 0..32 {
+        let opts = SubmitOptions {
+            unique: Some(b(&format!("k{i}"))),
+            ..SubmitOptions::default()
+        };
+        let job = c.submit_job("mine", "x", opts).await.unwrap();
+        if a2.admin("status").contains("mine\t1\t") {
+            found = Some(job);
+            break;
+        }
+    }
+    let job = found.expect("a unique routed to the second server");
+    let h = job.handle().to_string();
+    // The first server gets a job with the same handle.
+    let mut r = Raw::connect(s1.port);
+    let mut theirs = None;
+    for _ in 0..100 {
+        r.send(&submit("theirs", "", "y", true));
+        let got = created(r.recv());
+        if got == h {
+            theirs = Some(got);
+            break;
+        }
+    }
+    let theirs = theirs.expect("the first server reaches the same handle");
+    assert!(c.cancel(&h).await.unwrap());
+    let r = tokio::time::timeout(Duration::from_secs(5), job.result()).await;
+    assert!(
+        matches!(r, Ok(Err(Error::JobCancelled { .. }))),
+        "the job was not cancelled: {r:?}"
+    );
+    let mut a1 = Raw::connect(s1.port);
+    assert!(
+        a1.admin("show jobs")
+            .contains(&format!("{theirs}\t0\t0\t1\n")),
+        "the other server's job was cancelled"
+    );
+}

@@ -24,13 +24,13 @@ pub(super) struct Probe {
 }
 
 impl Probe {
-    /// A probe of `addr` with the worker's TLS options and connect timeout.
+    /// A probe of `addr` with the worker's TLS options, connect timeout and
+    /// backoff (not its client id: `drain worker ID` must not count it).
     pub(super) fn new(addr: &ServerAddr, opts: &WorkerOptions) -> Probe {
         Probe {
             options: ClientOptions {
                 servers: vec![addr.clone()],
                 connect_timeout: opts.connect_timeout,
-                client_id: opts.client_id.clone(),
                 min_backoff: opts.min_backoff,
                 max_backoff: opts.max_backoff,
                 tls: opts.tls.clone(),

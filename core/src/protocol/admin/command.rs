@@ -340,12 +340,12 @@ impl AdminCommand {
         } else if is("pause") {
             match argc {
                 1 => Ok(AdminCommand::Paused),
-                2 if !t[1].is_empty() => Ok(AdminCommand::Pause(lossy(t[1]))),
+                2 if !c_str(t[1]).is_empty() => Ok(AdminCommand::Pause(lossy(t[1]))),
                 _ => Err(AdminError::invalid_arguments(&lossy(w))),
             }
         } else if is("resume") {
             match argc {
-                2 if !t[1].is_empty() => Ok(AdminCommand::Resume(lossy(t[1]))),
+                2 if !c_str(t[1]).is_empty() => Ok(AdminCommand::Resume(lossy(t[1]))),
                 _ => Err(AdminError::invalid_arguments(&lossy(w))),
             }
         } else if is("schedule") {
@@ -383,7 +383,7 @@ impl AdminCommand {
         } else if is("drain") {
             match argc {
                 1 => Ok(AdminCommand::Draining),
-                3 if word_is(t[1], "worker") && !t[2].is_empty() => {
+                3 if word_is(t[1], "worker") && !c_str(t[2]).is_empty() => {
                     Ok(AdminCommand::DrainWorker(lossy(t[2])))
                 }
                 _ => Err(AdminError::invalid_arguments(&lossy(w))),
