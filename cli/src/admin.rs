@@ -54,6 +54,20 @@ polygeard only (retries and the dead set of failed background jobs):
                               requeue them as fresh jobs; prints how many
   dead delete function FUNC | job HANDLE | all
                               forget them; prints how many
+polygeard only:
+  pause [FUNC]                stop handing out FUNC's jobs (they keep queueing);
+                              without FUNC: list the paused functions
+  resume FUNC                 hand out FUNC's jobs again
+  drain [ID]                  the worker connection(s) with fd or client id ID
+                              finish their jobs and get no new ones (prints how
+                              many); without ID: list draining connections
+  schedule add NAME 'CRON' FUNCTION [DATA]
+                              periodic job: at each occurrence of CRON (UTC; 5
+                              fields, 6 with seconds first, or @hourly etc.) a
+                              background job for FUNCTION with unique NAME@TIME
+  schedule list               periodic jobs: name, function, cron, last and
+                              next firing (unix time, 0: none), data
+  schedule delete NAME        remove a periodic job
 Listings are printed raw, including the final '.' line; single values
 without the 'OK '. A refused command prints one line and exits 1.
 ";
@@ -65,6 +79,9 @@ pub fn command(words: &[String]) -> Result<AdminCommand, CliError> {
             "admin: no command given (try 'polygear admin status')".into(),
         ));
     };
+    if name.trim_start_matches("--") == "schedule" {
+        return schedule_command(args);
+    }
     for a in args {
         if a.is_empty() || a.chars().any(|c| c.is_whitespace() || c.is_control()) {
             return Err(CliError::Usage(format!("admin: bad argument {a:?}")));
@@ -129,6 +146,28 @@ pub fn command(words: &[String]) -> Result<AdminCommand, CliError> {
                 )))
             }
         },
+        "pause" => match args {
+            [] => ("pause".into(), true),
+            [f] => (format!("pause {f}"), false),
+            _ => {
+                return Err(CliError::Usage(
+                    "admin pause takes at most a function name".into(),
+                ))
+            }
+        },
+        "resume" => (
+            want(1, "a function name").map(|_| format!("resume {}", args[0]))?,
+            false,
+        ),
+        "drain" | "drain-worker" => match args {
+            [] => ("drain".into(), true),
+            [id] => (format!("drain worker {id}"), false),
+            _ => {
+                return Err(CliError::Usage(
+                    "admin drain takes at most a worker id".into(),
+                ))
+            }
+        },
         "shutdown" => match args {
             [] => ("shutdown".into(), false),
             [g] if g == "graceful" => ("shutdown graceful".into(), false),
@@ -177,6 +216,63 @@ pub fn command(words: &[String]) -> Result<AdminCommand, CliError> {
             }
         }
         other => return Err(CliError::Usage(format!("admin: unknown command {other:?}"))),
+    };
+    Ok(AdminCommand {
+        line,
+        listing,
+        dead_table: false,
+    })
+}
+
+/// `schedule add NAME 'CRON' FUNCTION [DATA]`, `schedule list`,
+/// `schedule delete NAME` (the cron expression and the data may contain
+/// spaces; the server's syntax puts the function before the cron fields).
+fn schedule_command(args: &[String]) -> Result<AdminCommand, CliError> {
+    let usage = || {
+        CliError::Usage(
+            "admin schedule takes: add NAME 'CRON' FUNCTION [DATA] | list | delete NAME".into(),
+        )
+    };
+    let word = |a: &String| {
+        if a.is_empty() || a.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            Err(CliError::Usage(format!(
+                "admin schedule: bad argument {a:?}"
+            )))
+        } else {
+            Ok(a.clone())
+        }
+    };
+    let text = |a: &String, what: &str| {
+        if a.chars().any(char::is_control) || a.split_whitespace().any(|w| w == "--") {
+            Err(CliError::Usage(format!("admin schedule: bad {what} {a:?}")))
+        } else {
+            Ok(a.split_whitespace().collect::<Vec<_>>().join(" "))
+        }
+    };
+    let (line, listing) = match args {
+        [sub] if sub == "list" => ("schedule list".to_string(), true),
+        [sub, name] if sub == "delete" => (format!("schedule delete {}", word(name)?), false),
+        [sub, name, cron, function, rest @ ..] if sub == "add" && rest.len() <= 1 => {
+            let cron = text(cron, "cron expression")?;
+            if cron.is_empty() {
+                return Err(usage());
+            }
+            let mut line = format!("schedule add {} {} {cron}", word(name)?, word(function)?);
+            if let Some(data) = rest.first() {
+                if data.chars().any(char::is_control) {
+                    return Err(CliError::Usage(format!(
+                        "admin schedule: bad data {data:?}"
+                    )));
+                }
+                let data = data.split_whitespace().collect::<Vec<_>>().join(" ");
+                if !data.is_empty() {
+                    line.push_str(" -- ");
+                    line.push_str(&data);
+                }
+            }
+            (line, false)
+        }
+        _ => return Err(usage()),
     };
     Ok(AdminCommand {
         line,
@@ -411,12 +507,48 @@ mod tests {
             c(&["retain"]).unwrap(),
             AdminCommand {
                 line: "retain".into(),
-                listing: true
+                listing: true,
+                dead_table: false
             }
         );
         assert_eq!(c(&["retain", "f", "60"]).unwrap().line, "retain f 60");
         assert_eq!(c(&["window", "f", "0"]).unwrap().line, "window f 0");
         assert!(!c(&["window", "f", "5"]).unwrap().listing);
+        assert_eq!(c(&["pause", "f"]).unwrap().line, "pause f");
+        assert!(!c(&["pause", "f"]).unwrap().listing);
+        assert_eq!(
+            c(&["pause"]).unwrap(),
+            AdminCommand {
+                line: "pause".into(),
+                listing: true,
+                dead_table: false
+            }
+        );
+        assert_eq!(c(&["resume", "f"]).unwrap().line, "resume f");
+        assert_eq!(c(&["drain", "12"]).unwrap().line, "drain worker 12");
+        assert!(c(&["drain"]).unwrap().listing);
+        assert_eq!(
+            c(&[
+                "schedule",
+                "add",
+                "tick",
+                "*/5 * * * * *",
+                "beat",
+                "some  data"
+            ])
+            .unwrap()
+            .line,
+            "schedule add tick beat */5 * * * * * -- some data"
+        );
+        assert_eq!(
+            c(&["schedule", "add", "n", "@hourly", "f"]).unwrap().line,
+            "schedule add n f @hourly"
+        );
+        assert!(c(&["schedule", "list"]).unwrap().listing);
+        assert_eq!(
+            c(&["schedule", "delete", "n"]).unwrap().line,
+            "schedule delete n"
+        );
         for bad in [
             &[][..],
             &["bogus"],
@@ -438,6 +570,16 @@ mod tests {
             &["dead", "retry"],
             &["dead", "retry", "function"],
             &["dead", "purge", "all"],
+            &["pause", "a", "b"],
+            &["resume"],
+            &["drain", "1", "2"],
+            &["schedule"],
+            &["schedule", "add", "n", "* * * * *"],
+            &["schedule", "add", "n f", "* * * * *", "g"],
+            &["schedule", "add", "n", "", "g"],
+            &["schedule", "add", "n", "* -- *", "g"],
+            &["schedule", "delete"],
+            &["schedule", "list", "x"],
         ] {
             assert!(matches!(c(bad), Err(CliError::Usage(_))), "{bad:?}");
         }

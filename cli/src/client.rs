@@ -285,7 +285,7 @@ async fn foreground(
             // The stream ended without a final event: nothing more will come.
             None => return Ok(false),
             Some(Ok(ev)) => ev,
-            Some(Err(Error::JobFailed { .. })) => JobEvent::Failed,
+            Some(Err(Error::JobFailed { .. } | Error::JobCancelled { .. })) => JobEvent::Failed,
             Some(Err(Error::JobException { message, .. })) => {
                 JobEvent::Exception(Bytes::from(message))
             }

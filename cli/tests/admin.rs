@@ -158,3 +158,109 @@ fn usage_errors_and_shutdown() {
     }
     s.kill();
 }
+
+/// `pause`/`resume`/`drain` (polygeard extensions), with the C `gearman`
+/// tool as client and worker: a paused function's jobs wait, the C client
+/// and worker see nothing unusual, and run once resumed.
+#[test]
+fn pause_resume_and_drain_with_the_c_tools() {
+    if which("gearman").is_none() || !ServerKind::Polygeard.available() {
+        eprintln!("gearman CLI or polygeard not available; skipping");
+        return;
+    }
+    let s = TestServer::start(ServerKind::Polygeard);
+    let p = admin(&s, &["pause", "rev"]);
+    assert_eq!(
+        (p.code, p.text().as_str()),
+        (Some(0), "OK\n"),
+        "{}",
+        p.stderr
+    );
+    assert_eq!(admin(&s, &["pause"]).text(), "rev\n.\n");
+    let _w = start_c_worker(&s, "rev", &["--", "rev"]);
+    // The C client's job queues while the function is paused.
+    let mut client = Proc::start(gearman(&s).args(["-f", "rev", "--", "hello"]), b"");
+    wait_jobs(&s, "rev", 1);
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    assert!(client.running(), "the job ran while paused");
+    wait_status(&s, "rev", "a queued job", |t, r, _| t == 1 && r == 0);
+    let r = admin(&s, &["resume", "rev"]);
+    assert_eq!(
+        (r.code, r.text().as_str()),
+        (Some(0), "OK\n"),
+        "{}",
+        r.stderr
+    );
+    let out = client.finish_within(DEADLINE);
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    assert_eq!(out.text().trim(), "olleh");
+    assert_eq!(admin(&s, &["pause"]).text(), ".\n");
+
+    // Drain the C worker by its fd: the next job waits for another worker.
+    let fd = raw_admin(&s, "workers", true)
+        .lines()
+        .find(|l| l.ends_with(": rev"))
+        .and_then(|l| l.split(' ').next())
+        .expect("the C worker is listed")
+        .to_string();
+    let d = admin(&s, &["drain", &fd]);
+    assert_eq!(
+        (d.code, d.text().as_str()),
+        (Some(0), "1\n"),
+        "{}",
+        d.stderr
+    );
+    assert!(admin(&s, &["drain"]).text().starts_with(&format!("{fd} ")));
+    let mut client = Proc::start(gearman(&s).args(["-f", "rev", "--", "abc"]), b"");
+    wait_jobs(&s, "rev", 1);
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    assert!(client.running(), "a drained worker got a job");
+    let _w2 = start_worker(&s, "rev", &["--", "rev"]);
+    let out = client.finish_within(DEADLINE);
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    assert_eq!(out.text().trim(), "cba");
+
+    let u = admin(&s, &["drain", "nosuchworker"]);
+    assert_eq!(u.code, Some(1));
+    assert!(u.stderr.contains("UNKNOWN_WORKER"), "{}", u.stderr);
+}
+
+/// `schedule add|list|delete` (polygeard extension): the cron expression is
+/// one argument with spaces; the C worker runs the periodic jobs.
+#[test]
+fn schedules_from_the_cli_fire_jobs_for_a_c_worker() {
+    if which("gearman").is_none() || !ServerKind::Polygeard.available() {
+        eprintln!("gearman CLI or polygeard not available; skipping");
+        return;
+    }
+    let s = TestServer::start(ServerKind::Polygeard);
+    let add = admin(
+        &s,
+        &["schedule", "add", "tick", "* * * * * *", "cnt", "a b"],
+    );
+    assert_eq!(
+        (add.code, add.text().as_str()),
+        (Some(0), "OK\n"),
+        "{}",
+        add.stderr
+    );
+    let list = admin(&s, &["schedule", "list"]).text();
+    assert!(list.starts_with("tick\tcnt\t* * * * * *\t"), "{list:?}");
+    assert!(list.ends_with("\ta b\n.\n"), "{list:?}");
+    // The periodic jobs queue up for the function until a worker comes.
+    wait_status(&s, "cnt", "a fired job", |t, _, _| t >= 1);
+    let _w = start_c_worker(&s, "cnt", &["--", "cat"]);
+    wait_status(&s, "cnt", "the fired jobs to run", |t, _, _| t == 0);
+    let del = admin(&s, &["schedule", "delete", "tick"]);
+    assert_eq!((del.code, del.text().as_str()), (Some(0), "OK\n"));
+    let again = admin(&s, &["schedule", "delete", "tick"]);
+    assert_eq!(again.code, Some(1));
+    assert!(
+        again.stderr.contains("UNKNOWN_SCHEDULE"),
+        "{}",
+        again.stderr
+    );
+    let bad = admin(&s, &["schedule", "add", "x", "99 * * * *", "f"]);
+    assert_eq!(bad.code, Some(1));
+    assert!(bad.stderr.contains("INVALID_SCHEDULE"), "{}", bad.stderr);
+}

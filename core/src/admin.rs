@@ -15,9 +15,10 @@ use std::time::Duration;
 use crate::error::{Error, Result};
 use crate::frame::{FrameReader, Line};
 use crate::protocol::admin::{
-    is_error_line, parse_dead_jobs, parse_function_seconds, parse_jobs, parse_priority_status, parse_reply,
-    parse_retry_policies, parse_status, parse_unique_jobs, parse_workers, AdminCommand, AdminReply,
-    DeadJob, DeadTarget, FunctionStatus, JobInfo, PriorityStatus, RetryPolicy, WorkerInfo,
+    is_error_line, listing_rows, parse_dead_jobs, parse_function_seconds, parse_jobs,
+    parse_priority_status, parse_reply, parse_retry_policies, parse_status, parse_unique_jobs,
+    parse_workers, AdminCommand, AdminReply, DeadJob, DeadTarget, FunctionStatus, JobInfo,
+    PriorityStatus, RetryPolicy, WorkerInfo,
 };
 use crate::protocol::{PacketCodec, ProtocolError};
 use crate::servers::ServerAddr;
@@ -26,6 +27,32 @@ use crate::transport::{ReadHalf, Stream, WriteHalf};
 
 /// Longest reply line accepted (a `workers` line lists every registration).
 const MAX_REPLY_LINE: usize = 16 << 20;
+
+/// A worker connection being drained (a row of [`Admin::draining`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DrainingWorker {
+    /// Its fd, as in the first column of `workers`.
+    pub fd: u64,
+    /// Its client id (`-` if it set none).
+    pub client_id: String,
+}
+
+/// A periodic job (a row of [`Admin::schedules`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScheduleInfo {
+    /// Its name.
+    pub name: String,
+    /// The function its jobs go to.
+    pub function: String,
+    /// Its cron expression.
+    pub cron: String,
+    /// Unix time of the last occurrence fired (`None`: never).
+    pub last_fired: Option<i64>,
+    /// Unix time of the next occurrence (`None`: none).
+    pub next: Option<i64>,
+    /// The jobs' payload (control characters shown as `?`).
+    pub data: String,
+}
 
 /// One admin connection to one server.
 #[derive(Debug)]
@@ -294,6 +321,118 @@ impl Admin {
         check_word("function name", function)?;
         self.action(AdminCommand::DropFunction(function.into()))
             .await
+    }
+    /// `pause FUNC` (polygeard extension): the function's jobs keep queueing
+    /// but none is handed out until [`Admin::resume`]. gearmand answers
+    /// `Error::Server` with code `UNKNOWN_COMMAND`.
+    pub async fn pause(&mut self, function: &str) -> Result<()> {
+        check_word("function name", function)?;
+        self.action(AdminCommand::Pause(function.into())).await
+    }
+    /// `resume FUNC` (polygeard extension): hands out the paused function's
+    /// jobs again (a no-op for a function that is not paused).
+    pub async fn resume(&mut self, function: &str) -> Result<()> {
+        check_word("function name", function)?;
+        self.action(AdminCommand::Resume(function.into())).await
+    }
+    /// `pause` (polygeard extension): the names of the paused functions, sorted.
+    pub async fn paused(&mut self) -> Result<Vec<String>> {
+        parse_unique_jobs(&self.command(AdminCommand::Paused).await?).map_err(Into::into)
+    }
+    /// `drain worker ID` (polygeard extension): the worker connections whose
+    /// fd (the first column of [`Admin::workers`]) or client id is `id`
+    /// finish the jobs they hold and get no new ones. Returns how many
+    /// connections matched; none is `Error::Server` with code `UNKNOWN_WORKER`.
+    pub async fn drain_worker(&mut self, id: &str) -> Result<u64> {
+        check_word("worker id", id)?;
+        let v = self.value(AdminCommand::DrainWorker(id.into())).await?;
+        v.trim()
+            .parse()
+            .map_err(|_| bad_reply("drain worker did not answer a count", &v))
+    }
+    /// `drain` (polygeard extension): the draining worker connections.
+    pub async fn draining(&mut self) -> Result<Vec<DrainingWorker>> {
+        let reply = self.command(AdminCommand::Draining).await?;
+        let rows = listing_rows(&reply)?;
+        rows.into_iter()
+            .map(|row| {
+                let (fd, id) = row.split_once(' ').unwrap_or((row, ""));
+                Ok(DrainingWorker {
+                    fd: fd.parse().map_err(|_| bad_reply("bad drain line", row))?,
+                    client_id: id.to_string(),
+                })
+            })
+            .collect()
+    }
+    /// `schedule add NAME FUNCTION CRON [-- DATA]` (polygeard extension):
+    /// adds (or replaces) the periodic job `name`: at each occurrence of
+    /// `cron` (evaluated in UTC; 5 fields, 6 with seconds first, 7 with
+    /// years, or an alias such as `@hourly`) the server submits a background
+    /// job to `function` with payload `data` and unique `NAME@<unix time>`.
+    /// A refused schedule is `Error::Server` with code `INVALID_SCHEDULE`.
+    /// `data` may not contain line breaks or NUL, and runs of spaces in it
+    /// become one space.
+    pub async fn schedule_add(
+        &mut self,
+        name: &str,
+        cron: &str,
+        function: &str,
+        data: &str,
+    ) -> Result<()> {
+        check_word("schedule name", name)?;
+        check_word("function name", function)?;
+        if cron.trim().is_empty() || cron.contains(['\n', '\r', '\0']) || cron.contains("--") {
+            return Err(Error::InvalidArgument(format!(
+                "cron expression {cron:?} must be non-empty, on one line, without '--'"
+            )));
+        }
+        if data.contains(['\n', '\r', '\0']) {
+            return Err(Error::InvalidArgument(
+                "schedule data must not contain line breaks or NUL".into(),
+            ));
+        }
+        self.action(AdminCommand::ScheduleAdd {
+            name: name.into(),
+            function: function.into(),
+            cron: cron.split_whitespace().collect::<Vec<_>>().join(" "),
+            data: data
+                .split(' ')
+                .filter(|w| !w.is_empty())
+                .collect::<Vec<_>>()
+                .join(" "),
+        })
+        .await
+    }
+    /// `schedule list` (polygeard extension): the periodic jobs, by name.
+    pub async fn schedules(&mut self) -> Result<Vec<ScheduleInfo>> {
+        let reply = self.command(AdminCommand::ScheduleList).await?;
+        listing_rows(&reply)?
+            .into_iter()
+            .map(|row| {
+                let f: Vec<&str> = row.splitn(6, '\t').collect();
+                let [name, function, cron, last, next, data] = f[..] else {
+                    return Err(bad_reply("bad schedule line", row));
+                };
+                let time = |s: &str| -> Result<Option<i64>> {
+                    let t: i64 = s.parse().map_err(|_| bad_reply("bad schedule time", row))?;
+                    Ok((t > 0).then_some(t))
+                };
+                Ok(ScheduleInfo {
+                    name: name.into(),
+                    function: function.into(),
+                    cron: cron.into(),
+                    last_fired: time(last)?,
+                    next: time(next)?,
+                    data: data.into(),
+                })
+            })
+            .collect()
+    }
+    /// `schedule delete NAME` (polygeard extension); an unknown name is
+    /// `Error::Server` with code `UNKNOWN_SCHEDULE`.
+    pub async fn schedule_delete(&mut self, name: &str) -> Result<()> {
+        check_word("schedule name", name)?;
+        self.action(AdminCommand::ScheduleDelete(name.into())).await
     }
     /// `shutdown` / `shutdown graceful` (only servers that allow it).
     pub async fn shutdown(&mut self, graceful: bool) -> Result<()> {

@@ -75,6 +75,18 @@ pub enum Error {
         /// "the worker exceeded its 1 s timeout").
         reason: Option<String>,
     },
+    /// The server cancelled the job (polygeard: admin `cancel job`, the
+    /// dashboard, [`Client::cancel`](crate::Client::cancel)); its clients get
+    /// this instead of [`Error::JobFailed`]. Counts as
+    /// [`ErrorKind::JobFailed`].
+    /// Its text is the same as a [`Error::JobFailed`] with that reason.
+    #[error("job {handle} failed: {reason}")]
+    JobCancelled {
+        /// Job handle.
+        handle: String,
+        /// The server's reason, e.g. "cancelled by an administrator".
+        reason: String,
+    },
     /// The worker raised an exception (WORK_EXCEPTION); `message` is its text.
     #[error("job {handle} raised: {message}")]
     JobException {
@@ -112,7 +124,7 @@ impl Error {
             Error::Timeout(_) | Error::JobTimeout { .. } => ErrorKind::Timeout,
             Error::Protocol(_) => ErrorKind::Protocol,
             Error::Server { .. } | Error::Unsupported { .. } => ErrorKind::Server,
-            Error::JobFailed { .. } => ErrorKind::JobFailed,
+            Error::JobFailed { .. } | Error::JobCancelled { .. } => ErrorKind::JobFailed,
             Error::JobException { .. } => ErrorKind::JobException,
             Error::InvalidArgument(_) => ErrorKind::InvalidArgument,
             Error::Closed(_) => ErrorKind::Closed,
@@ -131,6 +143,16 @@ impl Error {
         }
     }
 
+    /// The error of a job that ended with WORK_FAIL, preceded by the
+    /// server's `reason` if it gave one (WORK_FAIL_REASON): [`Error::JobCancelled`]
+    /// for a reason that starts with "cancelled", else [`Error::JobFailed`].
+    pub fn job_failed(handle: String, reason: Option<String>) -> Error {
+        match reason {
+            Some(reason) if is_cancel_reason(&reason) => Error::JobCancelled { handle, reason },
+            reason => Error::JobFailed { handle, reason },
+        }
+    }
+
     /// Builds [`Error::Server`] from an ERROR packet's fields.
     pub fn server(code: &Bytes, text: &Bytes) -> Error {
         Error::Server {
@@ -138,6 +160,12 @@ impl Error {
             text: String::from_utf8_lossy(text).into_owned(),
         }
     }
+}
+
+/// Whether a WORK_FAIL_REASON text says the job was cancelled
+/// (polygeard: "cancelled by an administrator").
+fn is_cancel_reason(reason: &str) -> bool {
+    reason == "cancelled" || reason.starts_with("cancelled ")
 }
 
 /// The text of [`Error::JobTimeout`] with the deadline already rendered
@@ -339,6 +367,29 @@ mod tests {
             reason: None,
         };
         assert_eq!(without.to_string(), "job H:1 failed");
+        let cancelled =
+            Error::job_failed("H:2".into(), Some("cancelled by an administrator".into()));
+        assert!(matches!(cancelled, Error::JobCancelled { .. }));
+        assert_eq!(
+            cancelled.to_string(),
+            "job H:2 failed: cancelled by an administrator"
+        );
+        assert_eq!(cancelled.kind(), ErrorKind::JobFailed);
+        let other = Error::job_failed(
+            "H:3".into(),
+            Some("the worker exceeded its 1 s timeout".into()),
+        );
+        assert!(matches!(
+            other,
+            Error::JobFailed {
+                reason: Some(_),
+                ..
+            }
+        ));
+        assert!(matches!(
+            Error::job_failed("H:4".into(), None),
+            Error::JobFailed { reason: None, .. }
+        ));
     }
 
     #[test]

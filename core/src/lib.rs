@@ -20,7 +20,7 @@ pub mod transport;
 mod util;
 pub mod worker;
 
-pub use admin::Admin;
+pub use admin::{Admin, DrainingWorker, ScheduleInfo};
 pub use bytes::Bytes;
 pub use client::{
     Client, ClientOptions, JobEvent, JobResult, JobStatus, RunningJob, SubmitOptions,

@@ -479,3 +479,80 @@ fn retain_and_window_commands() {
     assert!(parse_function_seconds(".\n").unwrap().is_empty());
     assert!(parse_function_seconds("a\tx\n.\n").is_err());
 }
+
+#[test]
+fn polygear_control_commands_parse_and_print_back() {
+    let round_trip = |line: &str, want: AdminCommand| {
+        let got = cmd(line).unwrap_or_else(|e| panic!("{line:?}: {e}"));
+        assert_eq!(got, want, "{line:?}");
+        assert_eq!(cmd(&got.to_string()), Ok(got.clone()), "{got}");
+    };
+    round_trip("pause f", AdminCommand::Pause("f".into()));
+    round_trip("PAUSE", AdminCommand::Paused);
+    round_trip("resume f", AdminCommand::Resume("f".into()));
+    round_trip("drain worker 12", AdminCommand::DrainWorker("12".into()));
+    round_trip("drain", AdminCommand::Draining);
+    round_trip("schedule list", AdminCommand::ScheduleList);
+    round_trip(
+        "schedule delete n",
+        AdminCommand::ScheduleDelete("n".into()),
+    );
+    round_trip(
+        "schedule add nightly report 0  3 * * *",
+        AdminCommand::ScheduleAdd {
+            name: "nightly".into(),
+            function: "report".into(),
+            cron: "0 3 * * *".into(),
+            data: String::new(),
+        },
+    );
+    round_trip(
+        "schedule add tick beat */2 * * * * * -- a -- b",
+        AdminCommand::ScheduleAdd {
+            name: "tick".into(),
+            function: "beat".into(),
+            cron: "*/2 * * * * *".into(),
+            data: "a -- b".into(),
+        },
+    );
+    // Whatever parses prints back to a line that parses the same (the
+    // admin_command fuzz target's property), also with NULs and odd spacing.
+    for line in [
+        "pause a\0b",
+        "schedule add n f * \0x *",
+        "schedule add n f * -- \0y z",
+        "schedule add n f * --\0 -- a",
+        "schedule   add  n  f  @hourly  --  a  b ",
+        "schedule delete n\0",
+        "drain WORKER w\0z",
+    ] {
+        let c = cmd(line).unwrap_or_else(|e| panic!("{line:?}: {e}"));
+        assert_eq!(cmd(&c.to_string()), Ok(c.clone()), "{line:?} -> {c}");
+    }
+    for listing in ["pause", "drain", "schedule list"] {
+        assert!(cmd(listing).unwrap().is_listing(), "{listing}");
+    }
+    for bad in [
+        "resume",
+        "pause a b",
+        "drain worker",
+        "drain a b",
+        "schedule",
+        "schedule add n f",
+        "schedule add n f -- data",
+        "schedule delete",
+        "schedule frob",
+        "pause \0x",
+        "drain worker \0",
+    ] {
+        assert!(
+            err_line(bad).starts_with("ERR INVALID_ARGUMENTS "),
+            "{bad}: {}",
+            err_line(bad)
+        );
+    }
+    assert_eq!(
+        AdminError::unknown_worker("x").to_line(),
+        "ERR UNKNOWN_WORKER No+worker+connection+matches+x\r\n"
+    );
+}

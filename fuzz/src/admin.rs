@@ -63,6 +63,9 @@ fn check_command(line: &[u8]) {
                     | AdminCommand::Metrics
                     | AdminCommand::ShowRetry
                     | AdminCommand::DeadList(_)
+                    | AdminCommand::Paused
+                    | AdminCommand::Draining
+                    | AdminCommand::ScheduleList
             );
             assert_eq!(cmd.is_listing(), listing);
         }

@@ -232,6 +232,80 @@ impl State {
             }
             AdminCommand::Retain(set) => self.admin_retain(false, set, b),
             AdminCommand::UniqueWindow(set) => self.admin_retain(true, set, b),
+            AdminCommand::Pause(name) => {
+                self.pause(name.as_bytes());
+                b.put_slice(b"OK\r\n");
+            }
+            AdminCommand::Resume(name) => {
+                self.resume(name.as_bytes());
+                b.put_slice(b"OK\r\n");
+            }
+            AdminCommand::Paused => {
+                for name in self.paused_functions() {
+                    put_name(b, &name);
+                    b.put_u8(b'\n');
+                }
+                b.put_slice(b".\n");
+            }
+            AdminCommand::DrainWorker(id) => match self.drain_worker(id.as_bytes()) {
+                0 => b.put_slice(AdminError::unknown_worker(&id).to_line().as_bytes()),
+                n => {
+                    b.put_slice(b"OK ");
+                    b.put_slice(Decimal::from(n as u64).as_bytes());
+                    b.put_slice(b"\r\n");
+                }
+            },
+            AdminCommand::Draining => {
+                for (fd, client_id) in self.draining_workers() {
+                    b.put_slice(Decimal::from(fd as u64).as_bytes());
+                    b.put_u8(b' ');
+                    put_name(b, &client_id);
+                    b.put_u8(b'\n');
+                }
+                b.put_slice(b".\n");
+            }
+            AdminCommand::ScheduleAdd {
+                name,
+                function,
+                cron,
+                data,
+            } => {
+                let spec = crate::ScheduleSpec {
+                    name,
+                    cron,
+                    function,
+                    data: Bytes::from(data),
+                };
+                match self.add_schedule(spec) {
+                    Ok(()) => b.put_slice(b"OK\r\n"),
+                    Err(e) => b.put_slice(
+                        AdminError::invalid_schedule(&e.to_string())
+                            .to_line()
+                            .as_bytes(),
+                    ),
+                }
+            }
+            AdminCommand::ScheduleDelete(name) => {
+                if self.delete_schedule(&name) {
+                    b.put_slice(b"OK\r\n");
+                } else {
+                    b.put_slice(AdminError::unknown_schedule().to_line().as_bytes());
+                }
+            }
+            AdminCommand::ScheduleList => {
+                for r in self.schedule_rows() {
+                    let data: String = String::from_utf8_lossy(&r.spec.data)
+                        .chars()
+                        .map(|c| if c.is_control() { '?' } else { c })
+                        .collect();
+                    let line = format!(
+                        "{}\t{}\t{}\t{}\t{}\t{}\n",
+                        r.spec.name, r.spec.function, r.spec.cron, r.last, r.next, data
+                    );
+                    b.put_slice(line.as_bytes());
+                }
+                b.put_slice(b".\n");
+            }
             AdminCommand::Shutdown { graceful } => {
                 if self.cfg.allow_shutdown {
                     self.shutdown_requested = Some(graceful);

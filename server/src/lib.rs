@@ -47,6 +47,7 @@ use tokio_util::sync::CancellationToken;
 pub use admin::VERSION;
 pub use polygear::RetryPolicy;
 pub use state::parse_retry_flag;
+pub use state::periodic::{ScheduleError, ScheduleSpec};
 pub use tls::TlsConfig;
 
 /// Where background jobs are kept.
@@ -217,6 +218,9 @@ pub struct ServerConfig {
     pub dead_max: usize,
     /// Dead records older than this are dropped (zero: no limit).
     pub dead_max_age: Duration,
+    /// Periodic jobs from the configuration (`--schedule`); admin
+    /// `schedule add` adds more at run time.
+    pub schedules: Vec<ScheduleSpec>,
 }
 
 impl Default for ServerConfig {
@@ -251,6 +255,7 @@ impl Default for ServerConfig {
             retry_policies: Vec::new(),
             dead_max: 10_000,
             dead_max_age: Duration::from_secs(7 * 86400),
+            schedules: Vec::new(),
         }
     }
 }
@@ -388,6 +393,10 @@ impl Server {
                 MAX_GRAB_WAIT.as_millis()
             )));
         }
+        for s in &config.schedules {
+            s.check()
+                .map_err(|e| ServerError::Config(format!("schedule {}: {e}", s.name)))?;
+        }
         if config.max_packet == 0 || config.max_packet > u32::MAX as usize {
             return Err(ServerError::Config(
                 "max packet size must be between 1 and 4 GiB-1".into(),
@@ -440,13 +449,16 @@ impl Server {
             state: Mutex::new(state),
         });
         let mut persist_thread = None;
+        let mut stored_schedules = Vec::new();
         if let Some(queue::Opened {
             store,
             rows,
             recovered,
             results,
+            schedules,
         }) = loaded
         {
+            stored_schedules = schedules;
             let (tx, rx) = std::sync::mpsc::channel();
             let next_id = rows.iter().map(|r| r.id).max().unwrap_or(0) + 1;
             let keyed = store.keyed();
@@ -478,6 +490,8 @@ impl Server {
         if let Some(a) = http_addr {
             tracing::info!("HTTP on {a}");
         }
+        shared.with_state(|st| st.init_schedules(stored_schedules));
+        tokio::spawn(crate::state::periodic::run(shared.clone()));
         let timers = tokio::spawn(crate::state::timers::run(shared.clone()));
         tokio::spawn(budget::run_reaper(shared.clone()));
         tokio::spawn(run_sampler(shared.clone()));

@@ -203,6 +203,9 @@ struct Args {
     /// Most bytes of retained results and unique windows kept; beyond it the entries closest to expiry are dropped
     #[arg(long, value_name = "BYTES", default_value_t = 256 << 20)]
     retain_max_bytes: usize,
+    /// A periodic job, 'NAME=CRON=FUNCTION[=DATA]' (repeatable): at each occurrence of the cron expression (UTC; 5 fields, 6 with seconds first, or @hourly etc.) submit a background job to FUNCTION with unique NAME@<unix time>; the last firing is kept in the SQLite queue
+    #[arg(long = "schedule", value_name = "NAME=CRON=FUNCTION[=DATA]")]
+    schedule: Vec<String>,
 
     /// On a CAN_DO_TIMEOUT expiry requeue the job like gearmand (default: fail it to its clients)
     #[arg(long)]
@@ -367,6 +370,16 @@ fn main() -> ExitCode {
             .unwrap_or_else(|| format!("{}:{port}", polygear_server::hostname())),
         duration: std::time::Duration::from_secs_f64(args.queue_lease),
     });
+    let mut schedules = Vec::new();
+    for flag in &args.schedule {
+        match polygear_server::ScheduleSpec::parse_flag(flag) {
+            Ok(s) => schedules.push(s),
+            Err(e) => {
+                eprintln!("polygeard: {e}");
+                return ExitCode::from(2);
+            }
+        }
+    }
     let queue = match args.queue_type.to_ascii_lowercase().as_str() {
         "builtin" | "memory" | "none" => QueueConfig::Memory,
         "libsqlite3" | "sqlite" | "sqlite3" => QueueConfig::Sqlite {
@@ -449,6 +462,7 @@ fn main() -> ExitCode {
         retry_policies: args.retry.clone(),
         dead_max: args.dead_max,
         dead_max_age: std::time::Duration::from_secs(args.dead_max_age),
+        schedules,
         ..ServerConfig::default()
     };
     let mut rt = tokio::runtime::Builder::new_multi_thread();

@@ -405,13 +405,16 @@ impl Sim {
         let Some(peer) = self.st.peers.get(&cid) else {
             return Check::Nothing;
         };
-        let runnable = peer.abilities.funcs().any(|fid| {
-            self.st.funcs[fid]
-                .queues
-                .iter()
-                .flatten()
-                .any(|h| self.st.jobs.get(h).is_some_and(|j| !j.ignore))
-        });
+        // A draining worker gets nothing; a paused function gives nothing.
+        let runnable = !peer.draining
+            && peer.abilities.funcs().any(|fid| {
+                !self.st.funcs[fid].paused
+                    && self.st.funcs[fid]
+                        .queues
+                        .iter()
+                        .flatten()
+                        .any(|h| self.st.jobs.get(h).is_some_and(|j| !j.ignore))
+            });
         Check::Grab {
             runnable,
             held: peer.holding.len(),
@@ -651,15 +654,18 @@ impl Sim {
         let mut grabs_waiting = 0;
         for (&cid, p) in &st.peers {
             // A GRAB waits only while no job it could take is queued (a job
-            // queued meanwhile goes to it at once).
+            // queued meanwhile goes to it at once); a paused function's jobs
+            // it cannot take, and a draining worker's GRAB never waits.
             if p.grab_waiting.is_some() {
                 grabs_waiting += 1;
+                assert!(!p.draining, "draining worker {cid}'s GRAB waits");
                 let runnable = p.abilities.funcs().any(|fid| {
-                    st.funcs[fid]
-                        .queues
-                        .iter()
-                        .flatten()
-                        .any(|h| st.jobs.get(h).is_some_and(|j| !j.ignore))
+                    !st.funcs[fid].paused
+                        && st.funcs[fid]
+                            .queues
+                            .iter()
+                            .flatten()
+                            .any(|h| st.jobs.get(h).is_some_and(|j| !j.ignore))
                 });
                 assert!(
                     !runnable,
@@ -690,7 +696,7 @@ impl Sim {
                 // A GRAB finds every function with a waiting job (O(1) GRAB).
                 for (prio, q) in f.queues.iter().enumerate() {
                     assert!(
-                        q.is_empty() || p.abilities.is_listed(fid, prio),
+                        q.is_empty() || f.paused || p.abilities.is_listed(fid, prio),
                         "worker {cid}: function {fid} has jobs of priority {prio} but is not \
                          in its ready list"
                     );
@@ -881,6 +887,51 @@ mod tests {
 
         sim.send(c1, b"show jobs\r\n");
         assert_eq!(sim.read(c1), [Frame::Text(b(".")),]);
+    }
+
+    #[test]
+    fn pause_and_drain_keep_the_invariants() {
+        let mut sim = Sim::new(ServerConfig {
+            grab_wait: Duration::from_millis(500),
+            ..ServerConfig::default()
+        });
+        let (w, c, a) = (sim.connect(), sim.connect(), sim.connect());
+        sim.send_packet(w, &Packet::CanDo { function: b("p") });
+        sim.send(a, b"pause p\r\n");
+        sim.send_packet(
+            c,
+            &Packet::SubmitJob {
+                function: b("p"),
+                unique: b(""),
+                data: b("x"),
+                priority: polygear::protocol::Priority::Normal,
+                background: true,
+            },
+        );
+        // The GRAB waits although a (paused) job is queued.
+        sim.send_packet(w, &Packet::GrabJob);
+        sim.check_invariants();
+        assert!(sim.held(w).is_empty());
+        sim.send(a, b"resume p\r\n");
+        sim.check_invariants();
+        assert_eq!(sim.held(w).len(), 1);
+        // A drained worker's GRAB is answered at once.
+        sim.send(a, b"drain worker -\r\n");
+        sim.send_packet(
+            c,
+            &Packet::SubmitJob {
+                function: b("p"),
+                unique: b(""),
+                data: b("y"),
+                priority: polygear::protocol::Priority::Normal,
+                background: true,
+            },
+        );
+        sim.read(w);
+        sim.send_packet(w, &Packet::GrabJob);
+        sim.check_invariants();
+        assert_eq!(packets(sim.read(w)), [Packet::NoJob]);
+        assert_eq!(sim.held(w).len(), 1);
     }
 
     #[test]

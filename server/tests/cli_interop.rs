@@ -387,3 +387,64 @@ print "bg=", ($h ? "yes" : "no"), "\n";"#
     );
     assert!(text.contains("bg=yes\n"), "{text}");
 }
+
+/// Perl's Gearman::Client and Gearman::Worker while their function is
+/// paused (polygear admin extension) and after it is resumed: the job
+/// waits, then completes as usual.
+#[test]
+fn perl_client_and_worker_across_pause_and_resume() {
+    let ok = Command::new("perl")
+        .args(["-MGearman::Client", "-MGearman::Worker", "-e", "1"])
+        .output();
+    if !ok.map(|o| o.status.success()).unwrap_or(false) {
+        eprintln!("Perl Gearman modules not installed; skipping");
+        return;
+    }
+    let d = polygeard(&["-q", "builtin"]);
+    let server = d.addr_string();
+    let mut a = common::Raw::connect(d.port);
+    assert_eq!(a.admin("pause upper"), "OK\r\n");
+    let worker_src = format!(
+        r#"use Gearman::Worker;
+my $w = Gearman::Worker->new(job_servers => ['{server}']);
+$w->register_function(upper => sub {{ return uc $_[0]->arg; }});
+$w->work while 1;"#
+    );
+    let _worker = Kill(
+        Command::new("perl")
+            .args(["-e", &worker_src])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let client_src = format!(
+        r#"use Gearman::Client;
+my $c = Gearman::Client->new(job_servers => ['{server}']);
+my $r = $c->do_task(upper => "paused perl", {{ timeout => 20 }});
+print "upper=", ($r ? $$r : "undef"), "\n";"#
+    );
+    let client = Command::new("perl")
+        .args(["-e", &client_src])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Queued, a worker registered, nothing running: for a while.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while a.admin("status") != "upper\t1\t0\t1\n.\n" {
+        assert!(Instant::now() < deadline, "{}", a.admin("status"));
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(a.admin("status"), "upper\t1\t0\t1\n.\n");
+    assert_eq!(a.admin("resume upper"), "OK\r\n");
+    let out = wait_output(client, 30);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("upper=PAUSED PERL\n"),
+        "{text} / {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

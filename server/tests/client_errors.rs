@@ -206,6 +206,7 @@ fn polygeard_says_when_retries_ran_out_or_an_administrator_cancelled() {
         e.to_string(),
         format!("job {handle} failed: cancelled by an administrator")
     );
+    assert!(matches!(e, polygear::Error::JobCancelled { .. }), "{e:?}");
 }
 
 /// A client that did not send `OPTION_REQ polygear-fail-reasons` (every

@@ -73,6 +73,16 @@ pub fn message(e: &Error, unit: TimeUnit) -> String {
     }
 }
 
+/// Whether `e` is a job cancelled by its submitter or an administrator
+/// ([`Error::JobCancelled`]): each language raises a subclass of its
+/// JobFailed class for it, with code [`CANCELLED_CODE`].
+pub fn is_cancelled(e: &Error) -> bool {
+    matches!(e, Error::JobCancelled { .. })
+}
+
+/// The code of a cancelled job's error (a JobFailed subclass in each language).
+pub const CANCELLED_CODE: &str = "ECANCELED";
+
 /// How one [`ErrorKind`] surfaces in each language.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ErrorClass {

@@ -361,6 +361,7 @@ impl Submission {
                 priority: util::opt_priority(priority)?,
                 timeout: util::timeout(timeout, "timeout")?,
                 epoch: None,
+                retain: None,
             },
         })
     }
@@ -381,6 +382,7 @@ impl Submission {
                 priority: util::opt_priority(priority)?,
                 timeout: None,
                 epoch,
+                retain: None,
             },
         })
     }

@@ -47,6 +47,7 @@ fn submit_options(
         priority: priority(ruby, prio)?,
         timeout: opt_timeout(ruby, "timeout", timeout)?,
         epoch,
+        retain: None,
     })
 }
 

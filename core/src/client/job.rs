@@ -69,12 +69,10 @@ impl JobSlot {
         lock(&self.st).fail_reason = Some(reason);
     }
 
-    /// [`Error::JobFailed`] for `handle`, with the server's reason if it gave one.
+    /// [`Error::JobFailed`] for `handle`, with the server's reason if it
+    /// gave one ([`Error::JobCancelled`] if it says cancelled).
     pub(super) fn failed(&self, handle: String) -> Error {
-        Error::JobFailed {
-            handle,
-            reason: lock(&self.st).fail_reason.clone(),
-        }
+        Error::job_failed(handle, lock(&self.st).fail_reason.clone())
     }
 
     pub(super) fn push(&self, ev: JobEvent) {
@@ -142,6 +140,8 @@ impl JobSlot {
 pub(super) struct Submission {
     pub(super) slot: Arc<JobSlot>,
     pub(super) conn: Arc<Conn>,
+    /// Index of the server it went to (in `Pool::servers`).
+    pub(super) server: usize,
     /// Whole-job deadline, and the timeout it came from.
     pub(super) deadline: Option<Instant>,
     pub(super) timeout: Option<std::time::Duration>,

@@ -37,6 +37,7 @@ use crate::servers::ServerAddr;
 use crate::tls::{TlsConnector, TlsOptions};
 use crate::util::{later, lock};
 
+mod cancel;
 mod conn;
 mod job;
 mod pool;
@@ -334,10 +335,9 @@ impl Client {
                         let r = match ev {
                             JobEvent::Complete(data) => Ok(data),
                             // (`st` is the slot's lock: read the reason here.)
-                            JobEvent::Failed => Err(Error::JobFailed {
-                                handle: handle(),
-                                reason: st.fail_reason.clone(),
-                            }),
+                            JobEvent::Failed => {
+                                Err(Error::job_failed(handle(), st.fail_reason.clone()))
+                            }
                             JobEvent::Exception(msg) => Err(Error::JobException {
                                 handle: handle(),
                                 message: String::from_utf8_lossy(&msg).into_owned(),
@@ -402,6 +402,10 @@ impl Client {
         };
         guard.done = true;
         drop(guard);
+        if self.inner.servers.len() > 1 {
+            // So that `cancel` (and `status`) ask the server that has it.
+            lock(&self.inner.handles).remember(&String::from_utf8_lossy(&key), sub.server);
+        }
         Ok(RunningJob {
             handle: String::from_utf8_lossy(&key).into_owned(),
             key,
@@ -441,7 +445,7 @@ impl Client {
         if quiet_created {
             lock(&slot.st).quiet_created = true;
         }
-        let (_, conn) = inner
+        let (server, conn) = inner
             .send_routed(unique, |conn| {
                 conn.enqueue(
                     |buf| encode_submit(buf, kind, function.as_bytes(), unique, None, &data),
@@ -460,6 +464,7 @@ impl Client {
         Ok(Submission {
             slot,
             conn,
+            server,
             deadline,
             timeout,
             created_deadline,

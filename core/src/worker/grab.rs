@@ -397,6 +397,7 @@ async fn run_session(
         wr,
         state.stopped.clone(),
         state.wanting.clone(),
+        state.probes[idx].clone(),
     ));
     {
         // Registration and publication under one lock: a concurrent

@@ -136,6 +136,18 @@ impl Job {
     pub fn timeout(&self) -> Option<Duration> {
         self.timeout
     }
+    /// Whether the job was cancelled ([`Client::cancel`](crate::Client::cancel),
+    /// admin `cancel job`): asks the server (GET_STATUS over one connection
+    /// per server that the worker keeps, so polling every 100 ms is fine).
+    /// True once the server no longer has the job for this worker: it was
+    /// cancelled (polygeard reports a cancelled job as unknown), or the
+    /// server already gave up on it (its [`Job::timeout`] passed). A job
+    /// that sees `true` should stop and end (its result is dropped by the
+    /// server; [`Job::fail`] is fine). gearmand cancels only queued jobs,
+    /// so there this stays false until the timeout case.
+    pub async fn cancelled(&self) -> Result<bool> {
+        Ok(!self.session.probe.known(self.handle()).await?)
+    }
     /// WORK_DATA: send a chunk of partial output to waiting clients.
     pub fn send_data(&self, data: impl Into<Bytes>) -> Result<()> {
         let data = data.into();

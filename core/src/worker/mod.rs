@@ -58,6 +58,7 @@ use crate::util::lock;
 mod events;
 mod grab;
 mod job;
+mod probe;
 mod queue;
 mod session;
 
@@ -225,6 +226,11 @@ impl Worker {
             deferred: Notify::new(),
             tasks: Mutex::new(Tasks::default()),
             reports: events::Reports::new(n),
+            probes: options
+                .servers
+                .iter()
+                .map(|a| Arc::new(probe::Probe::new(a, &options)))
+                .collect(),
             opts: options,
             tls,
         };

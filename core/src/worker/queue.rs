@@ -108,6 +108,8 @@ pub(super) struct WorkerState {
     pub(super) tasks: Mutex<Tasks>,
     /// Connection events and each server's link status.
     pub(super) reports: Reports,
+    /// Per server: the status queries of [`Job::cancelled`](super::Job::cancelled).
+    pub(super) probes: Vec<Arc<super::probe::Probe>>,
 }
 
 impl WorkerState {

@@ -97,6 +97,8 @@ pub(super) struct Session {
     stopped: Arc<AtomicBool>,
     /// How many of the worker's connections want a slot to GRAB (one counter for all sessions).
     wanting: Arc<AtomicUsize>,
+    /// Status queries to this server (shared by its sessions).
+    pub(super) probe: Arc<super::probe::Probe>,
 }
 
 impl Session {
@@ -105,6 +107,7 @@ impl Session {
         wr: WriteHalf,
         stopped: Arc<AtomicBool>,
         wanting: Arc<AtomicUsize>,
+        probe: Arc<super::probe::Probe>,
     ) -> Session {
         Session {
             addr,
@@ -118,6 +121,7 @@ impl Session {
             regrab: AtomicBool::new(false),
             stopped,
             wanting,
+            probe,
         }
     }
 

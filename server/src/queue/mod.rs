@@ -60,6 +60,33 @@ pub(crate) enum Op {
     PutResult(StoredResult),
     /// Forget the retained result of this handle number.
     DeleteResult(u64),
+    /// A periodic schedule changed or fired (applied before the batch's jobs).
+    Schedule(ScheduleOp),
+}
+
+/// A periodic schedule as stored (see `state::periodic`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct StoredSchedule {
+    pub name: String,
+    /// The cron expression as given.
+    pub cron: String,
+    pub function: Bytes,
+    pub data: Bytes,
+    /// Unix time of the last occurrence fired; 0 = never.
+    pub last_fired: i64,
+}
+
+/// One change to the stored schedules.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum ScheduleOp {
+    /// Adds or replaces a schedule (by name).
+    Put(StoredSchedule),
+    Delete(String),
+    /// The occurrence at unix time `at` fired.
+    Fired {
+        name: String,
+        at: i64,
+    },
 }
 
 /// A retained result or unique window as stored (see `state::retain`).
@@ -244,6 +271,17 @@ pub(crate) trait Store: Send {
         Ok(Recovered::default())
     }
 
+    /// Reads the stored periodic schedules, at start. Default: none (the
+    /// store keeps no schedules; they live in memory).
+    fn load_schedules(&mut self) -> Result<Vec<StoredSchedule>, StoreError> {
+        Ok(Vec::new())
+    }
+
+    /// Applies schedule changes in order. Default: nothing is stored.
+    fn commit_schedules(&mut self, _ops: &[ScheduleOp]) -> Result<(), StoreError> {
+        Ok(())
+    }
+
     /// The server is stopping (it hands out nothing any more): a shared store
     /// ends this server's lease, so that the others take over its queued jobs
     /// at their next claim instead of after the lease.
@@ -282,6 +320,8 @@ pub(crate) struct Opened {
     pub recovered: Recovered,
     /// Retained results and unique windows.
     pub results: Vec<StoredResult>,
+    /// Periodic schedules and their last firings.
+    pub schedules: Vec<StoredSchedule>,
 }
 
 /// Opens the configured store and reads its jobs (blocking: run it off the
@@ -321,11 +361,15 @@ pub(crate) fn open(cfg: &QueueConfig) -> Result<Option<Opened>, ServerError> {
     let recovered = store
         .load_retries()
         .map_err(|e| ServerError::Queue(format!("reading the dead set: {e}")))?;
+    let schedules = store
+        .load_schedules()
+        .map_err(|e| ServerError::Queue(format!("reading the stored schedules: {e}")))?;
     Ok(Some(Opened {
         store,
         rows,
         recovered,
         results,
+        schedules,
     }))
 }
 
@@ -401,6 +445,7 @@ fn run(mut store: Box<dyn Store>, rx: Receiver<Op>, shared: Weak<Shared>) {
         }
         // Retried changes go first: they were made before the new ones.
         batch.splice(0..0, retry.drain(..));
+        commit_schedules(store.as_mut(), &mut batch);
         commit_batch(store.as_mut(), &mut batch, &mut retry, &shared);
     }
     if !retry.is_empty() {
@@ -410,6 +455,27 @@ fn run(mut store: Box<dyn Store>, rx: Receiver<Op>, shared: Weak<Shared>) {
     }
     store.release();
     tracing::debug!("queue thread finished");
+}
+
+/// Takes the schedule changes out of `batch` and stores them, before the
+/// batch's jobs: a firing is recorded before its job, so a crash in between
+/// loses that firing rather than repeating it after the restart. A failure
+/// is logged (the schedules go on in memory).
+fn commit_schedules(store: &mut dyn Store, batch: &mut Vec<Op>) {
+    if !batch.iter().any(|op| matches!(op, Op::Schedule(_))) {
+        return;
+    }
+    let mut ops = Vec::new();
+    batch.retain_mut(|op| match op {
+        Op::Schedule(s) => {
+            ops.push(std::mem::replace(s, ScheduleOp::Delete(String::new())));
+            false
+        }
+        _ => true,
+    });
+    if let Err(e) = store.commit_schedules(&ops) {
+        tracing::error!("storing {} schedule changes failed: {e}", ops.len());
+    }
 }
 
 /// Renews the lease and hands claimed jobs to the server's state.

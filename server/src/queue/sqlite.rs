@@ -12,8 +12,8 @@ use bytes::Bytes;
 use rusqlite::{params, Connection};
 
 use super::{
-    DeadOp, DeadRow, Extras, Recovered, Rejected, Store, StoreError, StoredJob, StoredKey,
-    StoredResult,
+    DeadOp, DeadRow, Extras, Recovered, Rejected, ScheduleOp, Store, StoreError, StoredJob,
+    StoredKey, StoredResult, StoredSchedule,
 };
 use crate::ServerError;
 
@@ -65,7 +65,14 @@ impl SqliteStore {
                 attempts INTEGER NOT NULL,
                 error TEXT NOT NULL,
                 submitted INTEGER NOT NULL,
-                failed_at INTEGER NOT NULL)",
+                failed_at INTEGER NOT NULL);
+
+            CREATE TABLE IF NOT EXISTS polygear_schedules (
+                name TEXT PRIMARY KEY,
+                cron TEXT NOT NULL,
+                function_name BLOB NOT NULL,
+                data BLOB NOT NULL,
+                last_fired INTEGER NOT NULL DEFAULT 0)",
         )
         .map_err(err)?;
         // Databases written before retained results and retries lack these
@@ -305,6 +312,46 @@ impl Store for SqliteStore {
     fn keyed(&self) -> bool {
         false
     }
+
+    fn load_schedules(&mut self) -> Result<Vec<StoredSchedule>, StoreError> {
+        let mut st = self
+            .conn
+            .prepare("SELECT name, cron, function_name, data, last_fired FROM polygear_schedules ORDER BY name")
+            .map_err(failed)?;
+        let rows = st
+            .query_map([], |r| {
+                Ok(StoredSchedule {
+                    name: r.get(0)?,
+                    cron: r.get(1)?,
+                    function: Bytes::from(r.get::<_, Vec<u8>>(2)?),
+                    data: Bytes::from(r.get::<_, Vec<u8>>(3)?),
+                    last_fired: r.get(4)?,
+                })
+            })
+            .map_err(failed)?;
+        rows.collect::<Result<_, _>>().map_err(failed)
+    }
+
+    fn commit_schedules(&mut self, ops: &[ScheduleOp]) -> Result<(), StoreError> {
+        let tx = self.conn.transaction().map_err(failed)?;
+        for op in ops {
+            match op {
+                ScheduleOp::Put(s) => tx.execute(
+                    "INSERT OR REPLACE INTO polygear_schedules (name, cron, function_name, data, last_fired) VALUES (?1, ?2, ?3, ?4, ?5)",
+                    params![s.name, s.cron, &s.function[..], &s.data[..], s.last_fired],
+                ),
+                ScheduleOp::Delete(name) => {
+                    tx.execute("DELETE FROM polygear_schedules WHERE name = ?1", params![name])
+                }
+                ScheduleOp::Fired { name, at } => tx.execute(
+                    "UPDATE polygear_schedules SET last_fired = ?2 WHERE name = ?1",
+                    params![name, at],
+                ),
+            }
+            .map_err(failed)?;
+        }
+        tx.commit().map_err(failed)
+    }
 }
 
 #[cfg(test)]
@@ -411,7 +458,15 @@ mod tests {
             when: 2_000_000_000,
             attempts: 2,
         };
-        s.commit_extras(&[], &[], &Extras { dead: vec![&op], ..Default::default() }).unwrap();
+        s.commit_extras(
+            &[],
+            &[],
+            &Extras {
+                dead: vec![&op],
+                ..Default::default()
+            },
+        )
+        .unwrap();
         drop(s);
         // Opening again does not add the columns twice.
         let mut s = SqliteStore::open(&path).unwrap();
@@ -451,14 +506,30 @@ mod tests {
             row: dead.clone(),
             delete: Some(key.clone()),
         };
-        s.commit_extras(&[&key], &[], &Extras { dead: vec![&bury], ..Default::default() }).unwrap();
+        s.commit_extras(
+            &[&key],
+            &[],
+            &Extras {
+                dead: vec![&bury],
+                ..Default::default()
+            },
+        )
+        .unwrap();
         assert!(s.load().unwrap().is_empty());
         assert_eq!(s.load_retries().unwrap().dead, vec![dead]);
         let unbury = DeadOp::Unbury {
             dead_id: 4,
             row: job(2),
         };
-        s.commit_extras(&[], &[&job(2)], &Extras { dead: vec![&unbury], ..Default::default() }).unwrap();
+        s.commit_extras(
+            &[],
+            &[&job(2)],
+            &Extras {
+                dead: vec![&unbury],
+                ..Default::default()
+            },
+        )
+        .unwrap();
         assert_eq!(s.load().unwrap(), vec![job(2)]);
         assert!(s.load_retries().unwrap().dead.is_empty());
     }

@@ -148,7 +148,11 @@ impl State {
     }
 
     fn get_status(&self, cid: ConnId, handle: &[u8]) {
-        let job = parse_handle(&self.prefix, handle).and_then(|n| self.jobs.get(&n));
+        // A cancelled job (still held by its worker, or not yet reaped from
+        // its queue) is unknown: that is how its worker learns of the cancel.
+        let job = parse_handle(&self.prefix, handle)
+            .and_then(|n| self.jobs.get(&n))
+            .filter(|j| !j.cancelled);
         let (known, running, num, den) = match job {
             Some(j) => (true, j.running(), j.num, j.den),
             None => (false, false, 0, 0),

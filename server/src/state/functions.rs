@@ -28,6 +28,8 @@ pub(crate) struct Function {
     pub wake_pos: usize,
     pub maxqueue: [u32; 3],
     pub alive: bool,
+    /// Paused (admin `pause`): its jobs queue but none is handed out.
+    pub paused: bool,
     /// Counters and histograms for `/metrics` (see [`crate::stats`]).
     pub stats: crate::stats::FuncStats,
     /// Non-zero while idle: its entry in the idle queue.
@@ -47,6 +49,7 @@ impl Function {
             wake_pos: 0,
             maxqueue: [0; 3],
             alive: true,
+            paused: false,
             stats: Default::default(),
             idle_stamp: 0,
         }
@@ -54,7 +57,11 @@ impl Function {
 
     /// Nothing refers to it: no job, no worker, no setting to keep.
     pub(crate) fn is_idle(&self) -> bool {
-        self.alive && self.total == 0 && self.workers.is_empty() && self.maxqueue == [0; 3]
+        self.alive
+            && self.total == 0
+            && self.workers.is_empty()
+            && self.maxqueue == [0; 3]
+            && !self.paused
     }
 }
 

@@ -296,8 +296,9 @@ impl State {
 
     /// Admin `cancel job`: clients get WORK_FAIL, the stored copy is deleted,
     /// a waiting job is reaped when reached, a running one finishes unseen.
+    /// False if there is no such job or it was cancelled already.
     pub(crate) fn cancel_job(&mut self, h: u64) -> bool {
-        if !self.jobs.contains_key(&h) {
+        if self.jobs.get(&h).is_none_or(|j| j.cancelled) {
             return false;
         }
         self.fail_clients(h, CANCELLED);

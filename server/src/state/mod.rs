@@ -13,6 +13,8 @@
 //! * [`schedule`]: workers, their abilities, waking and handing out jobs;
 //! * [`lifecycle`]: a job's progress and end (results, timeouts, lost
 //!   workers, epoch jobs, cancel) and restoring the durable queue;
+//! * [`control`]: pausing functions and draining workers (admin);
+//! * [`periodic`]: periodic jobs (cron schedules) and their firing task;
 //! * [`lease`]: fencing (parking stored jobs) when a shared queue's lease runs out;
 //! * [`retain`]: retained results of ended jobs and unique windows;
 //! * [`retry`]: retries with backoff and the dead set (polygear extension);
@@ -20,10 +22,12 @@
 //!   that fires them.
 
 mod abilities;
+mod control;
 mod dispatch;
 mod functions;
 mod lease;
 mod lifecycle;
+pub(crate) mod periodic;
 pub(crate) mod retain;
 mod retry;
 mod schedule;
@@ -125,6 +129,8 @@ pub(crate) struct Peer {
     pub next_ticket: u64,
     /// SUBMIT_RETAIN seconds for the next background submission.
     pub retain_next: Option<u32>,
+    /// Drained (admin `drain worker`): gets no new jobs (see [`control`]).
+    pub draining: bool,
 }
 
 pub(crate) struct State {
@@ -163,6 +169,8 @@ pub(crate) struct State {
     pub results: retain::Results,
     /// Retry policies and the dead set (see [`retry`]).
     pub retries: retry::Retries,
+    /// Periodic jobs (see [`periodic`]).
+    pub schedules: periodic::Schedules,
 }
 
 /// Counters reported by the admin `metrics` command.
@@ -212,6 +220,7 @@ impl State {
             grabs_waiting: 0,
             stats: Default::default(),
             results,
+            schedules: Default::default(),
         }
     }
 
@@ -260,6 +269,7 @@ impl State {
                 attached: IntMap::default(),
                 next_ticket: 1,
                 retain_next: None,
+                draining: false,
             },
         );
         id

@@ -45,6 +45,9 @@ impl State {
     /// for one, or NOOPs sleeping workers that can do `fid` (at most
     /// `worker_wakeup`, 0 = all).
     pub(super) fn wake(&mut self, fid: u32) {
+        if self.funcs[fid].paused {
+            return;
+        }
         if self.grabs_waiting > 0 {
             if let Some(cid) = self.grab_waiting_for(fid) {
                 self.serve_waiting_grab(cid);
@@ -63,7 +66,7 @@ impl State {
             let idx = (f.wake_pos + i) % n;
             let cid = f.workers[idx];
             if let Some(c) = peers.get_mut(&cid) {
-                if c.sleeping && !c.noop_sent {
+                if c.sleeping && !c.noop_sent && !c.draining {
                     c.noop_sent = true;
                     c.out.write(|b| put_pkt(b, PacketType::Noop, &[]));
                     woken += 1;
@@ -78,14 +81,17 @@ impl State {
 
     /// A worker that can do `fid` whose GRAB waits for a job (taking turns
     /// like the NOOPs).
-    fn grab_waiting_for(&mut self, fid: u32) -> Option<ConnId> {
+    pub(super) fn grab_waiting_for(&mut self, fid: u32) -> Option<ConnId> {
         let State { funcs, peers, .. } = self;
         let f = &mut funcs[fid];
         let n = f.workers.len();
         for i in 0..n {
             let idx = (f.wake_pos + i) % n;
             let cid = f.workers[idx];
-            if peers.get(&cid).is_some_and(|c| c.grab_waiting.is_some()) {
+            if peers
+                .get(&cid)
+                .is_some_and(|c| c.grab_waiting.is_some() && !c.draining)
+            {
                 f.wake_pos = idx + 1;
                 return Some(cid);
             }
@@ -161,13 +167,18 @@ impl State {
     }
 
     /// The first of `cid`'s functions listed ready at `prio` whose queue has
-    /// a job (functions found empty are unlisted on the way).
+    /// a job (functions found empty or paused are unlisted on the way;
+    /// `resume` lists them again). None for a draining worker.
     fn first_runnable(&mut self, cid: ConnId, prio: usize) -> Option<u32> {
         let State { funcs, peers, .. } = self;
-        let abilities = &mut peers.get_mut(&cid)?.abilities;
+        let peer = peers.get_mut(&cid)?;
+        if peer.draining {
+            return None;
+        }
+        let abilities = &mut peer.abilities;
         loop {
             let fid = abilities.first_ready(prio)?;
-            if !funcs[fid].queues[prio].is_empty() {
+            if !funcs[fid].paused && !funcs[fid].queues[prio].is_empty() {
                 return Some(fid);
             }
             abilities.unlist_first(prio);
@@ -311,7 +322,7 @@ impl State {
                 let Some(peer) = peers.get_mut(&cid) else {
                     return;
                 };
-                if wait.is_zero() || peer.abilities.is_empty() {
+                if wait.is_zero() || peer.abilities.is_empty() || peer.draining {
                     peer.out.write(|b| put_pkt(b, PacketType::NoJob, &[]));
                 } else {
                     let entry = timers.add_grab(wait, cid);
@@ -328,7 +339,7 @@ impl State {
 
     /// Answers worker `cid`'s oldest waiting GRAB with the best job for it,
     /// if there is one now.
-    fn serve_waiting_grab(&mut self, cid: ConnId) {
+    pub(super) fn serve_waiting_grab(&mut self, cid: ConnId) {
         let Some(w) = self.peers.get(&cid).and_then(|c| c.grab_waiting) else {
             return;
         };

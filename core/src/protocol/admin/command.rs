@@ -65,6 +65,25 @@ impl AdminError {
         AdminError::new("UNKNOWN_JOB", "")
     }
 
+    /// `ERR UNKNOWN_WORKER No+worker+connection+matches+ID` (polygeard's
+    /// `drain worker` of an id no connection has).
+    pub fn unknown_worker(id: &str) -> AdminError {
+        AdminError::new(
+            "UNKNOWN_WORKER",
+            format!("No worker connection matches {id}"),
+        )
+    }
+
+    /// `ERR UNKNOWN_SCHEDULE` (polygeard's `schedule delete` of an unknown name).
+    pub fn unknown_schedule() -> AdminError {
+        AdminError::new("UNKNOWN_SCHEDULE", "")
+    }
+
+    /// `ERR INVALID_SCHEDULE <why>` (polygeard's `schedule add` refused).
+    pub fn invalid_schedule(why: &str) -> AdminError {
+        AdminError::new("INVALID_SCHEDULE", why)
+    }
+
     /// `ERR UNKNOWN_ERROR` (e.g. `cancel foo bar`).
     pub fn unknown_error() -> AdminError {
         AdminError::new("UNKNOWN_ERROR", "")
@@ -163,6 +182,40 @@ pub enum AdminCommand {
     /// `metrics` (polygeard only; gearmand answers `ERR UNKNOWN_COMMAND`):
     /// `NAME VALUE` lines, then `.`.
     Metrics,
+    /// `pause FUNC` (polygeard only): the function's jobs queue, none is
+    /// handed out. Answered `OK`.
+    Pause(String),
+    /// `pause` alone (polygeard only): the paused functions, one name a
+    /// line, then `.`.
+    Paused,
+    /// `resume FUNC` (polygeard only): undoes `pause`. Answered `OK`.
+    Resume(String),
+    /// `drain worker ID` (polygeard only): the connections whose `workers`
+    /// fd column or client id is `ID` get no new jobs. Answered `OK N` (the
+    /// number of connections), or `ERR UNKNOWN_WORKER …` if none matched.
+    DrainWorker(String),
+    /// `drain` alone (polygeard only): the draining connections, one
+    /// `FD CLIENT_ID` line each, then `.`.
+    Draining,
+    /// `schedule add NAME FUNCTION CRON… [-- DATA…]` (polygeard only): a
+    /// periodic job. The cron expression is the tokens up to `--` (or the
+    /// end), joined by single spaces; the data the tokens after `--`.
+    /// Answered `OK`, or `ERR INVALID_SCHEDULE …`.
+    ScheduleAdd {
+        /// Schedule name.
+        name: String,
+        /// Function of the jobs.
+        function: String,
+        /// Cron expression (5, 6 or 7 fields, or an alias like `@hourly`).
+        cron: String,
+        /// Payload of the jobs (may be empty).
+        data: String,
+    },
+    /// `schedule list` (polygeard only): `NAME\tFUNCTION\tCRON\tLAST\tNEXT\tDATA`
+    /// lines (unix times, 0 = none), then `.`.
+    ScheduleList,
+    /// `schedule delete NAME` (polygeard only): `OK`, or `ERR UNKNOWN_SCHEDULE`.
+    ScheduleDelete(String),
     /// `shutdown` / `shutdown graceful`. gearmand ≥ 1.1.15 no longer accepts
     /// them; a server imitating it answers `AdminError::unknown_command("shutdown")`
     /// (the word as sent is in the line).
@@ -418,6 +471,57 @@ impl AdminCommand {
             parse_retry(&t)
         } else if is("dead") {
             parse_dead(&t)
+        } else if is("pause") {
+            match argc {
+                1 => Ok(AdminCommand::Paused),
+                2 if !c_str(t[1]).is_empty() => Ok(AdminCommand::Pause(lossy(t[1]))),
+                _ => Err(AdminError::invalid_arguments(&lossy(w))),
+            }
+        } else if is("resume") {
+            match argc {
+                2 if !c_str(t[1]).is_empty() => Ok(AdminCommand::Resume(lossy(t[1]))),
+                _ => Err(AdminError::invalid_arguments(&lossy(w))),
+            }
+        } else if is("schedule") {
+            // Tokens as C strings (cut at a NUL), empty ones dropped.
+            let words: Vec<&[u8]> = t[1..]
+                .iter()
+                .map(|w| c_str(w))
+                .filter(|w| !w.is_empty())
+                .collect();
+            match words.as_slice() {
+                [sub] if word_is(sub, "list") => Ok(AdminCommand::ScheduleList),
+                [sub, name] if word_is(sub, "delete") => {
+                    Ok(AdminCommand::ScheduleDelete(lossy(name)))
+                }
+                [sub, name, function, rest @ ..] if word_is(sub, "add") => {
+                    let sep = rest.iter().position(|w| *w == b"--");
+                    let (cron, data) = match sep {
+                        Some(p) => (&rest[..p], &rest[p + 1..]),
+                        None => (rest, &[][..]),
+                    };
+                    if cron.is_empty() {
+                        return Err(AdminError::invalid_arguments(&lossy(w)));
+                    }
+                    let join =
+                        |ws: &[&[u8]]| ws.iter().map(|w| lossy(w)).collect::<Vec<_>>().join(" ");
+                    Ok(AdminCommand::ScheduleAdd {
+                        name: lossy(name),
+                        function: lossy(function),
+                        cron: join(cron),
+                        data: join(data),
+                    })
+                }
+                _ => Err(AdminError::invalid_arguments(&lossy(w))),
+            }
+        } else if is("drain") {
+            match argc {
+                1 => Ok(AdminCommand::Draining),
+                3 if word_is(t[1], "worker") && !c_str(t[2]).is_empty() => {
+                    Ok(AdminCommand::DrainWorker(lossy(t[2])))
+                }
+                _ => Err(AdminError::invalid_arguments(&lossy(w))),
+            }
         } else {
             Err(AdminError::unknown_command(&lossy(w)))
         }
@@ -437,6 +541,9 @@ impl AdminCommand {
                 | AdminCommand::UniqueWindow(None)
                 | AdminCommand::ShowRetry
                 | AdminCommand::DeadList(_)
+                | AdminCommand::Paused
+                | AdminCommand::Draining
+                | AdminCommand::ScheduleList
         )
     }
 }
@@ -462,6 +569,25 @@ impl fmt::Display for AdminCommand {
             AdminCommand::CreateFunction(n) => write!(f, "create function {n}"),
             AdminCommand::DropFunction(n) => write!(f, "drop function {n}"),
             AdminCommand::Metrics => f.write_str("metrics"),
+            AdminCommand::Pause(n) => write!(f, "pause {n}"),
+            AdminCommand::Paused => f.write_str("pause"),
+            AdminCommand::Resume(n) => write!(f, "resume {n}"),
+            AdminCommand::DrainWorker(id) => write!(f, "drain worker {id}"),
+            AdminCommand::Draining => f.write_str("drain"),
+            AdminCommand::ScheduleAdd {
+                name,
+                function,
+                cron,
+                data,
+            } => {
+                write!(f, "schedule add {name} {function} {cron}")?;
+                if !data.is_empty() {
+                    write!(f, " -- {data}")?;
+                }
+                Ok(())
+            }
+            AdminCommand::ScheduleList => f.write_str("schedule list"),
+            AdminCommand::ScheduleDelete(n) => write!(f, "schedule delete {n}"),
             AdminCommand::Shutdown { graceful: false } => f.write_str("shutdown"),
             AdminCommand::Shutdown { graceful: true } => f.write_str("shutdown graceful"),
             AdminCommand::Retain(None) => f.write_str("retain"),
