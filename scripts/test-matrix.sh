@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Cross-language test matrix (tests/matrix/), then the failure table
 # (tests/failures/: the same failure scenarios from Python, Node and Ruby, which
-# must raise the same kind of error with the same message). The matrix: every client language (Rust,
+# must raise the same kind of error with the same message) and the job-lifecycle
+# story (tests/lifecycle/: retries, dead set, retained results, pause, cancel and
+# schedules across the three languages and the CLI). The matrix: every client language (Rust,
 # Python, Node, Ruby, the C `gearman` CLI; on polygeard also HTTP, its
 # --http-port) x every worker language (Rust, Python, Node, Ruby, the C
 # `gearman -w` worker), on polygeard and on the C gearmand. Prints the matrix and "N passed, N failed"; exits non-zero on any
@@ -65,6 +67,14 @@ trap - TERM INT
 log "failure table (tests/failures/run.py)"
 "$venv/bin/python" tests/failures/run.py \
   --polygeard "$CARGO_TARGET_DIR/debug/polygeard" \
+  --python "$venv/bin/python" \
+  --node-module "$PG_TEST/node/node_modules/polygear" || rc=1
+
+# --- the job lifecycle across languages (tests/lifecycle, issue #19) ---
+log "job lifecycle story (tests/lifecycle/run.py)"
+"$venv/bin/python" tests/lifecycle/run.py \
+  --polygeard "$CARGO_TARGET_DIR/debug/polygeard" \
+  --cli "$CARGO_TARGET_DIR/debug/polygear" \
   --python "$venv/bin/python" \
   --node-module "$PG_TEST/node/node_modules/polygear" || rc=1
 log "done in $((SECONDS - t0)) s"

@@ -516,3 +516,38 @@ fn a_row_of_this_server_it_does_not_know_is_overwritten_by_a_new_submission() {
     assert_eq!(durable::drain(p.port), ["orphan"]);
     wait_rows("orphan", 0);
 }
+
+/// Two servers sharing one table fire the same per-second schedule: each
+/// occurrence (`tick@<time>`) runs once, on one of them — the second
+/// insert of the same unique is refused by the table, and a firing waits
+/// for its insert before it is handed out.
+#[test]
+fn a_schedule_shared_by_two_servers_fires_each_occurrence_once() {
+    let ci = database("sched2");
+    let schedule = ["--schedule", "tick=* * * * * *=durable"];
+    let servers: Vec<TestServer> = ["a", "b"]
+        .iter()
+        .map(|id| {
+            polygeard(&pg_args(
+                &ci,
+                &[&schedule[..], &["--queue-lease", "5", "--server-id", id]].concat(),
+            ))
+        })
+        .collect();
+    let deadline = Instant::now() + Duration::from_millis(4500);
+    let total = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let workers: Vec<_> = servers
+        .iter()
+        .map(|s| {
+            let (port, total) = (s.port, total.clone());
+            std::thread::spawn(move || durable::collect(port, usize::MAX, &total, deadline))
+        })
+        .collect();
+    let per: Vec<Vec<String>> = workers.into_iter().map(|w| w.join().unwrap()).collect();
+    let seen = per.concat();
+    eprintln!("occurrences per server: {:?}", per.iter().map(Vec::len).collect::<Vec<_>>());
+    let set: HashSet<&String> = seen.iter().collect();
+    assert_eq!(set.len(), seen.len(), "an occurrence ran twice: {seen:?}");
+    assert!(seen.len() >= 3, "the schedule fired: {seen:?}");
+    assert!(seen.iter().all(|u| u.starts_with("tick@")), "{seen:?}");
+}

@@ -54,6 +54,11 @@ pub(crate) enum Op {
         ack: Option<Ack>,
     },
     Delete(StoredKey),
+    /// A job held back (delayed, in no queue) until its insert commits:
+    /// queued then, dropped if the store refuses or fails it. A periodic
+    /// firing on a shared store, which another server sharing the table may
+    /// already have stored: it runs at most once.
+    InsertHeld(StoredJob),
     /// A retry or dead-set change (see [`DeadOp`]).
     Dead(DeadOp),
     /// Keep (or replace) a retained result ([`Store::commit_extras`]).
@@ -515,7 +520,7 @@ fn upkeep(store: &mut dyn Store, shared: &Weak<Shared>) {
 /// The job row an operation inserts.
 fn job_insert(op: &Op) -> Option<&StoredJob> {
     match op {
-        Op::Insert { row, .. } => Some(row),
+        Op::Insert { row, .. } | Op::InsertHeld(row) => Some(row),
         Op::Dead(d) => d.job_insert(),
         _ => None,
     }
@@ -602,8 +607,16 @@ fn commit_batch(
     };
     let mut failed = Vec::new();
     let mut acks = Vec::new();
+    let mut held = Vec::new();
     for op in batch.drain(..) {
         match op {
+            Op::InsertHeld(row) => {
+                if error.is_some() || rejected.contains_key(&row.id) {
+                    failed.push(row.handle);
+                } else {
+                    held.push(row.handle);
+                }
+            }
             Op::Insert {
                 row,
                 ack: Some(ack),
@@ -640,9 +653,12 @@ fn commit_batch(
     }
     // Refused jobs are abandoned before the replies go out: a client told
     // ERROR must not then see its job handed to a worker.
-    if !failed.is_empty() {
+    if !failed.is_empty() || !held.is_empty() {
         if let Some(shared) = shared.upgrade() {
-            shared.with_state(|st| st.abandon_unpersisted(&failed));
+            shared.with_state(|st| {
+                st.abandon_unpersisted(&failed);
+                st.release_held(&held);
+            });
         }
     }
     for ack in acks {

@@ -297,7 +297,12 @@ impl State {
             );
             return;
         }
-        let h = self.create_job(fid, prio as u8, unique, data, None, 0, true, None);
+        // On a shared store another server may fire the same occurrence:
+        // the job waits (delayed) until its insert commits, and the store
+        // refuses the second insert of the same unique (`release_held`).
+        let shared = self.lease_until.is_some();
+        let hold_until = if shared { unix_now() + 86_400 } else { 0 };
+        let h = self.create_job(fid, prio as u8, unique, data, None, hold_until, true, None);
         let State {
             persist,
             jobs,
@@ -321,7 +326,19 @@ impl State {
             handle: h,
             retain: 0,
         };
-        let _ = p.tx.send(Op::Insert { row, ack: None });
+        let op = if shared {
+            Op::InsertHeld(row)
+        } else {
+            Op::Insert { row, ack: None }
+        };
+        let _ = p.tx.send(op);
+    }
+
+    /// Held periodic jobs whose inserts committed: queued now.
+    pub(crate) fn release_held(&mut self, handles: &[u64]) {
+        for &h in handles {
+            self.epoch_due(h);
+        }
     }
 
     /// Sends a schedule change to the queue thread (if there is a store).
