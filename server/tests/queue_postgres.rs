@@ -545,7 +545,10 @@ fn a_schedule_shared_by_two_servers_fires_each_occurrence_once() {
         .collect();
     let per: Vec<Vec<String>> = workers.into_iter().map(|w| w.join().unwrap()).collect();
     let seen = per.concat();
-    eprintln!("occurrences per server: {:?}", per.iter().map(Vec::len).collect::<Vec<_>>());
+    eprintln!(
+        "occurrences per server: {:?}",
+        per.iter().map(Vec::len).collect::<Vec<_>>()
+    );
     let set: HashSet<&String> = seen.iter().collect();
     assert_eq!(set.len(), seen.len(), "an occurrence ran twice: {seen:?}");
     assert!(seen.len() >= 3, "the schedule fired: {seen:?}");
