@@ -10,25 +10,9 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use common::{polygeard, submit, Raw, TestServer};
+use common::{client, polygeard, runtime, submit, Raw, TestServer};
 use polygear::protocol::{Packet, PacketType};
-use polygear::{Admin, Client, ClientOptions, Error, ErrorKind, ServerAddr, SubmitOptions};
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime")
-}
-
-fn client(port: u16) -> Client {
-    Client::new(ClientOptions {
-        servers: vec![ServerAddr::new("127.0.0.1", port)],
-        ..Default::default()
-    })
-    .expect("client")
-}
+use polygear::{Admin, Error, ErrorKind, ServerAddr, SubmitOptions};
 
 fn within(ms: u64) -> SubmitOptions {
     SubmitOptions {

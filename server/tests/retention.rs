@@ -9,25 +9,9 @@ mod common;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use common::{can_do, created, polygeard, submit, Raw, TestServer};
+use common::{can_do, client, created, polygeard, runtime, submit, Raw, TestServer};
 use polygear::protocol::Packet;
-use polygear::{Admin, Client, ClientOptions, Error, JobResult, ServerAddr, SubmitOptions};
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime")
-}
-
-fn client(port: u16) -> Client {
-    Client::new(ClientOptions {
-        servers: vec![ServerAddr::new("127.0.0.1", port)],
-        ..Default::default()
-    })
-    .expect("client")
-}
+use polygear::{Admin, Client, ClientOptions, Error, JobResult, SubmitOptions};
 
 fn retain(secs: u64) -> SubmitOptions {
     SubmitOptions {

@@ -30,3 +30,21 @@ pub fn polygeard_on(port: u16, extra: &[&str]) -> TestServer {
 pub fn strs(v: &[String]) -> Vec<&str> {
     v.iter().map(String::as_str).collect()
 }
+
+/// A two-thread tokio runtime for tests of the async core API.
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime")
+}
+
+/// A core client of the polygeard (or gearmand) on `port`, default options.
+pub fn client(port: u16) -> polygear::Client {
+    polygear::Client::new(polygear::ClientOptions {
+        servers: vec![polygear::ServerAddr::new("127.0.0.1", port)],
+        ..Default::default()
+    })
+    .expect("client")
+}
