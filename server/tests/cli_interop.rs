@@ -7,7 +7,7 @@ use std::io::Write;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use common::polygeard;
+use common::{perl, perl_gearman, polygeard, Kill};
 
 fn have(prog: &str) -> bool {
     Command::new("sh")
@@ -45,14 +45,6 @@ fn wait_output(mut child: Child, secs: u64) -> Output {
             );
         }
         std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-struct Kill(Child);
-impl Drop for Kill {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
     }
 }
 
@@ -203,11 +195,7 @@ fn gearman_cli_exception_reported_as_failure() {
 
 #[test]
 fn perl_client_and_worker() {
-    let ok = Command::new("perl")
-        .args(["-MGearman::Client", "-MGearman::Worker", "-e", "1"])
-        .output();
-    if !ok.map(|o| o.status.success()).unwrap_or(false) {
-        eprintln!("Perl Gearman modules not installed; skipping");
+    if !perl_gearman() {
         return;
     }
     let d = polygeard(&["-q", "builtin"]);
@@ -219,14 +207,7 @@ $w->register_function(upper => sub {{ my $a = $_[0]->arg; return uc $a; }});
 $w->register_function(status => sub {{ $_[0]->set_status(1, 2); return "s:" . $_[0]->arg; }});
 $w->work while 1;"#
     );
-    let _worker = Kill(
-        Command::new("perl")
-            .args(["-e", &worker_src])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
+    let _worker = perl(&worker_src);
     let client_src = format!(
         r#"use Gearman::Client; use Gearman::Task;
 my $c = Gearman::Client->new(job_servers => ['{server}']);
@@ -344,13 +325,7 @@ fn gearman_cli_and_perl_with_retention_and_unique_windows_on() {
         assert!(out.status.success());
         assert!(gearadmin(d.port, &["--status"]).contains("rev\t"));
     }
-    let perl = Command::new("perl")
-        .args(["-MGearman::Client", "-MGearman::Worker", "-e", "1"])
-        .output()
-        .map(|o| o.status.success())
-        .unwrap_or(false);
-    if !perl {
-        eprintln!("Perl Gearman modules not installed; skipping");
+    if !perl_gearman() {
         return;
     }
     let server = d.addr_string();
@@ -360,14 +335,7 @@ my $w = Gearman::Worker->new(job_servers => ['{server}']);
 $w->register_function(upper => sub {{ return uc $_[0]->arg; }});
 $w->work while 1;"#
     );
-    let _worker = Kill(
-        Command::new("perl")
-            .args(["-e", &worker_src])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
+    let _worker = perl(&worker_src);
     let client_src = format!(
         r#"use Gearman::Client;
 my $c = Gearman::Client->new(job_servers => ['{server}']);
@@ -393,11 +361,7 @@ print "bg=", ($h ? "yes" : "no"), "\n";"#
 /// waits, then completes as usual.
 #[test]
 fn perl_client_and_worker_across_pause_and_resume() {
-    let ok = Command::new("perl")
-        .args(["-MGearman::Client", "-MGearman::Worker", "-e", "1"])
-        .output();
-    if !ok.map(|o| o.status.success()).unwrap_or(false) {
-        eprintln!("Perl Gearman modules not installed; skipping");
+    if !perl_gearman() {
         return;
     }
     let d = polygeard(&["-q", "builtin"]);
@@ -410,14 +374,7 @@ my $w = Gearman::Worker->new(job_servers => ['{server}']);
 $w->register_function(upper => sub {{ return uc $_[0]->arg; }});
 $w->work while 1;"#
     );
-    let _worker = Kill(
-        Command::new("perl")
-            .args(["-e", &worker_src])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
+    let _worker = perl(&worker_src);
     let client_src = format!(
         r#"use Gearman::Client;
 my $c = Gearman::Client->new(job_servers => ['{server}']);

@@ -9,7 +9,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use common::{can_do, created, polygeard, submit, Raw};
+use common::{can_do, created, perl, perl_gearman, polygeard, submit, Kill, Raw};
 use polygear::protocol::Packet;
 use polygear::{Admin, DeadJob, RetryPolicy};
 
@@ -376,15 +376,6 @@ fn have(prog: &str) -> bool {
         .is_ok_and(|o| o.status.success())
 }
 
-/// Kills the child process when dropped.
-struct Kill(std::process::Child);
-impl Drop for Kill {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 /// Waits until `path` holds `want` (trimmed), at most 15 s.
 fn wait_file(path: &std::path::Path, want: &str) {
     let end = Instant::now() + Duration::from_secs(15);
@@ -444,12 +435,7 @@ fn gearmand_only_clients_and_workers_see_retries_as_plain_gearman() {
     } else {
         eprintln!("gearman CLI not installed; skipping its part");
     }
-    let perl_ok = Command::new("perl")
-        .args(["-MGearman::Client", "-MGearman::Worker", "-e", "1"])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !perl_ok {
-        eprintln!("Perl Gearman modules not installed; skipping their part");
+    if !perl_gearman() {
         return;
     }
     let server = d.addr_string();
@@ -472,14 +458,7 @@ $w->work while 1;"#,
         pout = pout.display(),
         pdie = pdie.display()
     );
-    let _worker = Kill(
-        Command::new("perl")
-            .args(["-e", &worker_src])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
+    let _worker = perl(&worker_src);
     let client_src = format!(
         r#"use Gearman::Client;
 my $c = Gearman::Client->new(job_servers => ['{server}']);

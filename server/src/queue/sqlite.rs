@@ -359,20 +359,25 @@ mod tests {
     use super::super::ResultOps;
     use super::*;
 
+    /// A queue database as polygear wrote it before its extensions' columns
+    /// and tables, holding job 7 of function `f` (`rest`: its other columns).
+    fn old_database(dir: &Path, rest: &str) -> std::path::PathBuf {
+        let path = dir.join("old.sqlite3");
+        let c = Connection::open(&path).unwrap();
+        c.execute_batch(&format!(
+            "CREATE TABLE polygear_queue (id INTEGER PRIMARY KEY, function_name BLOB NOT NULL,
+             unique_key BLOB NOT NULL, priority INTEGER NOT NULL, when_to_run INTEGER NOT NULL,
+             reducer BLOB NOT NULL, data BLOB NOT NULL);
+             INSERT INTO polygear_queue VALUES (7, X'66', {rest});"
+        ))
+        .unwrap();
+        path
+    }
+
     #[test]
     fn old_databases_gain_the_new_columns_and_results_round_trip() {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("old.sqlite3");
-        {
-            let c = Connection::open(&path).unwrap();
-            c.execute_batch(
-                "CREATE TABLE polygear_queue (id INTEGER PRIMARY KEY, function_name BLOB NOT NULL,
-                 unique_key BLOB NOT NULL, priority INTEGER NOT NULL, when_to_run INTEGER NOT NULL,
-                 reducer BLOB NOT NULL, data BLOB NOT NULL);
-                 INSERT INTO polygear_queue VALUES (7, X'66', X'75', 1, 0, X'', X'64');",
-            )
-            .unwrap();
-        }
+        let path = old_database(dir.path(), "X'75', 1, 0, X'', X'64'");
         let mut s = SqliteStore::open(&path).unwrap();
         let rows = s.load().unwrap();
         assert_eq!((rows[0].id, rows[0].handle, rows[0].retain), (7, 0, 0));
@@ -439,17 +444,7 @@ mod tests {
     #[test]
     fn an_older_database_gets_the_retry_columns_and_keeps_its_jobs() {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("old.sqlite3");
-        {
-            let c = Connection::open(&path).unwrap();
-            c.execute_batch(
-                "CREATE TABLE polygear_queue (id INTEGER PRIMARY KEY, function_name BLOB NOT NULL,
-                 unique_key BLOB NOT NULL, priority INTEGER NOT NULL, when_to_run INTEGER NOT NULL,
-                 reducer BLOB NOT NULL, data BLOB NOT NULL);
-                 INSERT INTO polygear_queue VALUES (7, x'66', x'7537', 1, 0, x'', x'640078');",
-            )
-            .unwrap();
-        }
+        let path = old_database(dir.path(), "x'7537', 1, 0, x'', x'640078'");
         let mut s = SqliteStore::open(&path).unwrap();
         assert_eq!(s.load().unwrap(), vec![job(7)]);
         assert!(s.load_retries().unwrap().attempts.is_empty());

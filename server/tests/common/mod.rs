@@ -48,3 +48,38 @@ pub fn client(port: u16) -> polygear::Client {
     })
     .expect("client")
 }
+
+/// Kills the child process when dropped.
+pub struct Kill(pub std::process::Child);
+
+impl Drop for Kill {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Whether Perl's Gearman::Client and Gearman::Worker are installed
+/// (Debian's libgearman-client-perl); tests skip their Perl part without.
+pub fn perl_gearman() -> bool {
+    let ok = std::process::Command::new("perl")
+        .args(["-MGearman::Client", "-MGearman::Worker", "-e", "1"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !ok {
+        eprintln!("Perl Gearman modules not installed; skipping the Perl part");
+    }
+    ok
+}
+
+/// Runs the Perl program `src` (`perl -e`, output discarded) until dropped.
+pub fn perl(src: &str) -> Kill {
+    Kill(
+        std::process::Command::new("perl")
+            .args(["-e", src])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("perl"),
+    )
+}
