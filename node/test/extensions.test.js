@@ -178,10 +178,16 @@ describe('polygeard extensions (embedded server)', { timeout: 120000 }, () => {
     );
     try {
       const submitted = client.submit(f, 'x');
+      submitted.catch(() => {}); // it may reject before cancel() resolves; asserted below
       const handle = await handleSeen;
       assert.deepEqual(checks, [false]);
       assert.equal(await client.cancel(handle), true);
-      await assert.rejects(submitted, (err) => err instanceof pg.JobCancelledError && err.code === 'ECANCELED' && err.handle === handle);
+      await assert.rejects(submitted, (err) => {
+        assert.ok(err instanceof pg.JobCancelledError, err.stack);
+        assert.equal(err.code, 'ECANCELED');
+        assert.equal(err.handle, handle);
+        return true;
+      });
       await eventually(() => checks.length === 2, 5000, 'job.cancelled() to turn true');
     } finally {
       await w.stop();
