@@ -647,6 +647,18 @@ export interface ServerOptions {
   handlePrefix?: string;
   /** TLS on the port: every connection (admin text included) must then speak TLS. */
   tls?: ServerTlsOptions;
+  /**
+   * Retry policies at start (polygeard's `--retry`): per function, its
+   * `maxAttempts`, or `{ maxAttempts, backoff?, maxDelay? }` (ms; backoff
+   * default 1000, maxDelay 1 h). `admin.setRetryPolicy()` changes them later.
+   */
+  retry?: Record<string, number | { maxAttempts: number; backoff?: number; maxDelay?: number }>;
+  /** Per function, how long background results are kept (ms, whole seconds rounded up; `--retain`). */
+  retain?: Record<string, number>;
+  /** Per function, the unique window (ms, whole seconds rounded up; `--unique-window`). */
+  uniqueWindow?: Record<string, number>;
+  /** Periodic jobs (`--schedule`): cron in UTC, payload `data` (default ''). */
+  schedules?: Array<{ name: string; cron: string; function: string; data?: string }>;
 }
 
 /** TLS files of the embedded server. */

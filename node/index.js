@@ -192,7 +192,52 @@ const WORKER_OPTIONS = [
 ];
 const REGISTER_OPTIONS = ['timeout', 'json'];
 const ADMIN_OPTIONS = ['server', 'timeout', 'tls'];
-const SERVER_OPTIONS = ['host', 'port', 'queueFile', 'jobRetries', 'exceptions', 'allowShutdown', 'handlePrefix', 'tls'];
+const SERVER_OPTIONS = [
+  'host', 'port', 'queueFile', 'jobRetries', 'exceptions', 'allowShutdown', 'handlePrefix', 'tls',
+  'retry', 'retain', 'uniqueWindow', 'schedules',
+];
+const RETRY_KEYS = ['maxAttempts', 'backoff', 'maxDelay'];
+const SCHEDULE_KEYS = ['name', 'cron', 'function', 'data'];
+
+/** `{ func: ms }` → `[{ function, ms }]`. */
+function functionMillis(name, value) {
+  checkObject(name, value);
+  return Object.entries(value).map(([func, ms]) => {
+    if (ms === undefined || ms === null) throw typeError(`${name}.${func}`, 'a number of milliseconds', ms);
+    return { function: func, ms: checkMillis(`${name}.${func}`, ms) };
+  });
+}
+
+/** The embedded server's #19 options (`retry`, `retain`, `uniqueWindow`, `schedules`) into `args`. */
+function serverExtensions(o, args) {
+  if (o.retry !== undefined) {
+    checkObject('options.retry', o.retry);
+    args.retry = Object.entries(o.retry).map(([func, p]) => {
+      const where = `options.retry.${func}`;
+      if (typeof p === 'number') return { function: func, maxAttempts: checkUint32(where, p) };
+      const q = checkOptions(where, p, RETRY_KEYS);
+      const r = { function: func, maxAttempts: checkUint32(`${where}.maxAttempts`, q.maxAttempts) };
+      if (q.backoff !== undefined) r.backoff = checkMillis(`${where}.backoff`, q.backoff);
+      if (q.maxDelay !== undefined) r.maxDelay = checkMillis(`${where}.maxDelay`, q.maxDelay);
+      return r;
+    });
+  }
+  if (o.retain !== undefined) args.retain = functionMillis('options.retain', o.retain);
+  if (o.uniqueWindow !== undefined) args.uniqueWindow = functionMillis('options.uniqueWindow', o.uniqueWindow);
+  if (o.schedules !== undefined) {
+    if (!Array.isArray(o.schedules)) throw typeError('options.schedules', 'an array of { name, cron, function, data? }', o.schedules);
+    args.schedules = o.schedules.map((sc, i) => {
+      const q = checkOptions(`options.schedules[${i}]`, sc, SCHEDULE_KEYS);
+      const r = {
+        name: checkString(`options.schedules[${i}].name`, q.name),
+        cron: checkString(`options.schedules[${i}].cron`, q.cron),
+        function: checkString(`options.schedules[${i}].function`, q.function, FUNCTION_NAME),
+      };
+      if (q.data !== undefined) r.data = checkString(`options.schedules[${i}].data`, q.data, { nonEmpty: false });
+      return r;
+    });
+  }
+}
 
 /** checkString's options for a function name. */
 const FUNCTION_NAME = { what: 'function name' };
@@ -1377,6 +1422,7 @@ class Server {
     }
     if (o.handlePrefix !== undefined) args.handlePrefix = checkString('options.handlePrefix', o.handlePrefix);
     if (o.tls !== undefined && o.tls !== null) args.tls = checkServerTls(o.tls);
+    serverExtensions(o, args);
     this._args = args;
     this._native = null;
     this._starting = null;

@@ -353,6 +353,38 @@ describe('polygeard extensions (embedded server)', { timeout: 120000 }, () => {
   });
 });
 
+describe('the embedded Server\'s extension options', { timeout: 60000 }, () => {
+  it('retry, retain, uniqueWindow and schedules are in force from the start', async () => {
+    const f = fname('opt');
+    const server = await pg.Server.start({
+      port: 0,
+      retry: { [f]: { maxAttempts: 4, backoff: 20, maxDelay: 500 }, other: 2 },
+      retain: { [f]: 1500 },
+      uniqueWindow: { [f]: 60000 },
+      schedules: [{ name: 'opt-tick', cron: '* * * * * *', function: f, data: 'from options' }],
+    });
+    const admin = new pg.Admin({ server: server.address });
+    const got = [];
+    const w = startWorker({ addr: server.address }, (worker) => worker.register(f, (job) => (got.push(job.data.toString()), 'ok')));
+    try {
+      const policies = await admin.retryPolicies();
+      assert.deepEqual(policies.find((p) => p.function === f), { function: f, maxAttempts: 4, backoff: 20, maxDelay: 500 });
+      assert.equal(policies.find((p) => p.function === 'other').maxAttempts, 2);
+      assert.deepEqual((await admin.retention()).find((r) => r.function === f), { function: f, retain: 2000 });
+      assert.deepEqual((await admin.uniqueWindows()).find((r) => r.function === f), { function: f, window: 60000 });
+      assert.equal((await admin.schedules())[0].name, 'opt-tick');
+      await eventually(() => got.includes('from options'), 5000, 'the scheduled job');
+    } finally {
+      await w.stop();
+      await admin.close();
+      await server.stop();
+    }
+    assert.throws(() => new pg.Server({ retain: { [f]: -1 } }), RangeError);
+    assert.throws(() => new pg.Server({ schedules: [{ name: 'x', cron: '* * * * *' }] }), TypeError);
+    assert.throws(() => new pg.Server({ retry: { [f]: { attempts: 2 } } }), TypeError);
+  });
+});
+
 describe('polygeard extensions against gearmand', { timeout: 60000 }, () => {
   let server;
   let client;
