@@ -74,6 +74,12 @@ export class JobFailedError extends GearmanError {
   /** Why the server failed the job, when it said so (polygeard). */
   readonly reason: string | undefined;
 }
+/**
+ * The job was cancelled (`client.cancel()`, an aborted signal of another
+ * submitter, an administrator): a JobFailedError with code `ECANCELED`;
+ * `reason` is the server's, e.g. `cancelled by an administrator`.
+ */
+export class JobCancelledError extends JobFailedError {}
 /** The worker raised (WORK_EXCEPTION); `message` is the worker's text (code `EJOBEXCEPTION`). */
 export class JobExceptionError extends GearmanError {
   constructor(message: string, handle?: string, options?: { cause?: unknown });
@@ -141,7 +147,11 @@ export interface SubmitOptions {
   priority?: Priority;
   /** Whole-job deadline in milliseconds (overrides the client's `timeout`). */
   timeout?: number;
-  /** Rejects with AbortError when aborted (the server may still run the job). */
+  /**
+   * Rejects with AbortError (its `cause` the signal's reason) when aborted,
+   * and cancels the job on the server (`client.cancel(handle)`, once the
+   * handle is known).
+   */
   signal?: AbortSignal;
 }
 
@@ -149,6 +159,19 @@ export interface SubmitOptions {
 export interface BackgroundOptions extends SubmitOptions {
   /** Run at this time (SUBMIT_JOB_EPOCH): a Date or Unix seconds. */
   epoch?: Date | number;
+  /**
+   * Keep the job's end this many milliseconds (whole seconds, rounded up;
+   * more than 0) for `client.result(handle)`. polygeard only: elsewhere the
+   * submission rejects with ServerError and nothing is sent.
+   */
+  retain?: number;
+}
+
+/** Result of `client.resultState()`. */
+export interface ResultState {
+  state: 'complete' | 'queued' | 'running' | 'failed' | 'exception' | 'unknown';
+  /** The result (`complete`) or the worker's message (`exception`). */
+  data?: Buffer;
 }
 
 /** Result of `client.status()`. */
@@ -219,6 +242,22 @@ export class Client {
   submitJson<T = unknown>(func: string, value: unknown, options?: SubmitOptions): Promise<T>;
   /** Submits a background job and resolves with its handle. */
   submitBackground(func: string, data: Payload, options?: BackgroundOptions): Promise<string>;
+  /**
+   * The retained result of a background job (submitted with `retain`, or of
+   * a function with a retention): a Buffer once it completed, null while it
+   * is queued, running, unknown or expired. Rejects with JobFailedError /
+   * JobCancelledError / JobExceptionError for a job that failed, and with
+   * ServerError on a server that is not polygeard.
+   */
+  result(handle: string): Promise<Buffer | null>;
+  /** The retained state of a background job (polygeard only). */
+  resultState(handle: string): Promise<ResultState>;
+  /**
+   * Cancels a job: true if a server had it queued or running (gearmand:
+   * queued only), false if none knows it. Its waiting clients get
+   * JobCancelledError; its worker sees `job.cancelled()` turn true.
+   */
+  cancel(handle: string): Promise<boolean>;
   /** GET_STATUS of a job handle. */
   status(handle: string): Promise<JobStatus>;
   /** GET_STATUS_UNIQUE of a unique key. */
@@ -337,6 +376,14 @@ export class Job {
   readonly payload: Buffer;
   /** The workload decoded as UTF-8 JSON (throws a SyntaxError if it is not JSON). */
   json(): unknown;
+  /**
+   * Resolves with true once the server no longer has the job: it was
+   * cancelled or the server gave up on it; the handler should then stop
+   * (its result is dropped). Asks the server each time (one round trip):
+   * check every 0.1–1 s, not in a tight loop. Always false for a running
+   * job on gearmand.
+   */
+  cancelled(): Promise<boolean>;
   /** WORK_DATA: partial output for waiting clients. */
   sendData(data: Payload): void;
   /** WORK_WARNING. */
@@ -462,6 +509,55 @@ export interface JobInfo {
   queued: boolean;
 }
 
+/** A retry policy (`admin.retryPolicies()`); times in milliseconds. */
+export interface RetryPolicy {
+  function: string;
+  /** Runs in all, the first included. */
+  maxAttempts: number;
+  /** Delay after the first failure, doubled after each further one. */
+  backoff: number;
+  /** Cap of that delay. */
+  maxDelay: number;
+}
+
+/** A job in the dead set (`admin.deadJobs()`). */
+export interface DeadJob {
+  /** Its handle when it died. */
+  handle: string;
+  function: string;
+  unique: Buffer;
+  data: Buffer;
+  /** Runs made. */
+  attempts: number;
+  /** The last failure: the worker's exception text, `WORK_FAIL`, … */
+  error: string;
+  /** When it was submitted (whole seconds). */
+  submitted: Date;
+  /** When it went to the dead set (whole seconds). */
+  failedAt: Date;
+}
+
+/** A worker connection being drained (`admin.draining()`). */
+export interface DrainingWorker {
+  fd: number;
+  /** Its client id (`-` if none). */
+  clientId: string;
+}
+
+/** A periodic job (`admin.schedules()`). */
+export interface Schedule {
+  name: string;
+  function: string;
+  /** Cron expression (UTC). */
+  cron: string;
+  /** The jobs' payload. */
+  data: string;
+  /** The last occurrence fired (null: never). */
+  lastFired: Date | null;
+  /** The next occurrence (null: none). */
+  next: Date | null;
+}
+
 /** gearmand's text admin protocol on one server (connects on first use). */
 export class Admin {
   constructor(options?: AdminOptions);
@@ -479,6 +575,52 @@ export class Admin {
   createFunction(func: string): Promise<void>;
   dropFunction(func: string): Promise<void>;
   shutdown(graceful?: boolean): Promise<void>;
+  // polygeard extensions (gearmand: ServerError with serverCode UNKNOWN_COMMAND)
+  /**
+   * Retries `func`'s failed background jobs: `maxAttempts` runs in all (0
+   * removes the policy), `backoff` ms after the first failure, doubled up
+   * to `maxDelay` ms (default 1 h); the last failure goes to the dead set.
+   */
+  setRetryPolicy(func: string, maxAttempts: number, backoff: number, maxDelay?: number): Promise<void>;
+  retryPolicies(): Promise<RetryPolicy[]>;
+  /** The dead set, oldest first; of `func` or of every function. */
+  deadJobs(func?: string | null): Promise<DeadJob[]>;
+  /** Requeues `func`'s dead jobs; resolves with how many. */
+  retryDead(func: string): Promise<number>;
+  /** Requeues one dead job; true if it was there. */
+  retryDeadJob(handle: string): Promise<boolean>;
+  retryAllDead(): Promise<number>;
+  /** Drops `func`'s dead jobs; resolves with how many. */
+  deleteDead(func: string): Promise<number>;
+  /** Drops one dead job; true if it was there. */
+  deleteDeadJob(handle: string): Promise<boolean>;
+  deleteAllDead(): Promise<number>;
+  /** Its jobs stay queued (submissions go on), none is handed out. */
+  pause(func: string): Promise<void>;
+  resume(func: string): Promise<void>;
+  paused(): Promise<string[]>;
+  /**
+   * A worker (`fd` of `workers()`, or its client id) gets no new jobs;
+   * resolves with how many connections matched (ServerError
+   * `UNKNOWN_WORKER` if none).
+   */
+  drainWorker(id: number | string): Promise<number>;
+  draining(): Promise<DrainingWorker[]>;
+  /** Keep `func`'s background results `ms` milliseconds (whole seconds; 0: off). */
+  setRetention(func: string, ms: number): Promise<void>;
+  retention(): Promise<Array<{ function: string; retain: number }>>;
+  /** `func`'s unique window in ms (whole seconds; 0: off). */
+  setUniqueWindow(func: string, ms: number): Promise<void>;
+  uniqueWindows(): Promise<Array<{ function: string; window: number }>>;
+  /**
+   * Adds (or replaces) a periodic job: each time `cron` (UTC; 5 fields, 6
+   * with seconds first, or `@hourly`, …) matches, a background job of
+   * `func` with payload `data` and unique `NAME@<unix time>`.
+   */
+  scheduleAdd(name: string, cron: string, func: string, data?: string): Promise<void>;
+  schedules(): Promise<Schedule[]>;
+  /** ServerError `UNKNOWN_SCHEDULE` if there is none. */
+  scheduleDelete(name: string): Promise<void>;
   /** Any command line; the raw reply. */
   raw(command: string): Promise<string>;
   /** Closes the connection (a later call reconnects). */
@@ -505,6 +647,18 @@ export interface ServerOptions {
   handlePrefix?: string;
   /** TLS on the port: every connection (admin text included) must then speak TLS. */
   tls?: ServerTlsOptions;
+  /**
+   * Retry policies at start (polygeard's `--retry`): per function, its
+   * `maxAttempts`, or `{ maxAttempts, backoff?, maxDelay? }` (ms; backoff
+   * default 1000, maxDelay 1 h). `admin.setRetryPolicy()` changes them later.
+   */
+  retry?: Record<string, number | { maxAttempts: number; backoff?: number; maxDelay?: number }>;
+  /** Per function, how long background results are kept (ms, whole seconds rounded up; `--retain`). */
+  retain?: Record<string, number>;
+  /** Per function, the unique window (ms, whole seconds rounded up; `--unique-window`). */
+  uniqueWindow?: Record<string, number>;
+  /** Periodic jobs (`--schedule`): cron in UTC, payload `data` (default ''). */
+  schedules?: Array<{ name: string; cron: string; function: string; data?: string }>;
 }
 
 /** TLS files of the embedded server. */

@@ -65,6 +65,21 @@ class JobFailedError extends GearmanError {
     this.reason = options && typeof options.reason === 'string' ? options.reason : undefined;
   }
 }
+/**
+ * The job was cancelled (`client.cancel()`, an aborted signal, an
+ * administrator): a JobFailedError with code ECANCELED; `reason` is the
+ * server's text, e.g. "cancelled by a client".
+ */
+class JobCancelledError extends JobFailedError {
+  constructor(message, handle, options) {
+    super(message, handle, options);
+    this.code = 'ECANCELED';
+  }
+}
+/** Whether a WORK_FAIL reason says the job was cancelled (as the core tells it). */
+function isCancelReason(reason) {
+  return typeof reason === 'string' && (reason === 'cancelled' || reason.startsWith('cancelled '));
+}
 /** The worker raised (WORK_EXCEPTION); `message` is the worker's text (code EJOBEXCEPTION). */
 class JobExceptionError extends GearmanError {
   constructor(message, handle, options) {
@@ -104,6 +119,7 @@ function translate(err, signal) {
       return new ServerError(extra ? `${extra}: ${message}` : message, extra || undefined);
     case 'jobfailed': {
       const [handle, reason] = extra.split('\x1e');
+      if (code === 'ECANCELED') return new JobCancelledError(message, handle, { reason });
       return new JobFailedError(message, handle, { reason });
     }
     case 'jobexception':
@@ -170,13 +186,58 @@ function checkOptions(where, value, known) {
 }
 
 const CLIENT_OPTIONS = ['servers', 'timeout', 'connectTimeout', 'submitTimeout', 'clientId', 'tls'];
-const SUBMIT_OPTIONS = ['unique', 'priority', 'timeout', 'signal', 'epoch'];
+const SUBMIT_OPTIONS = ['unique', 'priority', 'timeout', 'signal', 'epoch', 'retain'];
 const WORKER_OPTIONS = [
   'servers', 'concurrency', 'clientId', 'connectTimeout', 'tls', 'logger', 'logLevel', 'onError', 'failFast',
 ];
 const REGISTER_OPTIONS = ['timeout', 'json'];
 const ADMIN_OPTIONS = ['server', 'timeout', 'tls'];
-const SERVER_OPTIONS = ['host', 'port', 'queueFile', 'jobRetries', 'exceptions', 'allowShutdown', 'handlePrefix', 'tls'];
+const SERVER_OPTIONS = [
+  'host', 'port', 'queueFile', 'jobRetries', 'exceptions', 'allowShutdown', 'handlePrefix', 'tls',
+  'retry', 'retain', 'uniqueWindow', 'schedules',
+];
+const RETRY_KEYS = ['maxAttempts', 'backoff', 'maxDelay'];
+const SCHEDULE_KEYS = ['name', 'cron', 'function', 'data'];
+
+/** `{ func: ms }` → `[{ function, ms }]`. */
+function functionMillis(name, value) {
+  checkObject(name, value);
+  return Object.entries(value).map(([func, ms]) => {
+    if (ms === undefined || ms === null) throw typeError(`${name}.${func}`, 'a number of milliseconds', ms);
+    return { function: func, ms: checkMillis(`${name}.${func}`, ms) };
+  });
+}
+
+/** The embedded server's #19 options (`retry`, `retain`, `uniqueWindow`, `schedules`) into `args`. */
+function serverExtensions(o, args) {
+  if (o.retry !== undefined) {
+    checkObject('options.retry', o.retry);
+    args.retry = Object.entries(o.retry).map(([func, p]) => {
+      const where = `options.retry.${func}`;
+      if (typeof p === 'number') return { function: func, maxAttempts: checkUint32(where, p) };
+      const q = checkOptions(where, p, RETRY_KEYS);
+      const r = { function: func, maxAttempts: checkUint32(`${where}.maxAttempts`, q.maxAttempts) };
+      if (q.backoff !== undefined) r.backoff = checkMillis(`${where}.backoff`, q.backoff);
+      if (q.maxDelay !== undefined) r.maxDelay = checkMillis(`${where}.maxDelay`, q.maxDelay);
+      return r;
+    });
+  }
+  if (o.retain !== undefined) args.retain = functionMillis('options.retain', o.retain);
+  if (o.uniqueWindow !== undefined) args.uniqueWindow = functionMillis('options.uniqueWindow', o.uniqueWindow);
+  if (o.schedules !== undefined) {
+    if (!Array.isArray(o.schedules)) throw typeError('options.schedules', 'an array of { name, cron, function, data? }', o.schedules);
+    args.schedules = o.schedules.map((sc, i) => {
+      const q = checkOptions(`options.schedules[${i}]`, sc, SCHEDULE_KEYS);
+      const r = {
+        name: checkString(`options.schedules[${i}].name`, q.name),
+        cron: checkString(`options.schedules[${i}].cron`, q.cron),
+        function: checkString(`options.schedules[${i}].function`, q.function, FUNCTION_NAME),
+      };
+      if (q.data !== undefined) r.data = checkString(`options.schedules[${i}].data`, q.data, { nonEmpty: false });
+      return r;
+    });
+  }
+}
 
 /** checkString's options for a function name. */
 const FUNCTION_NAME = { what: 'function name' };
@@ -316,6 +377,10 @@ function submitArgs(options, background) {
     else if (typeof o.epoch === 'number' && Number.isInteger(o.epoch)) args.epoch = o.epoch;
     else throw typeError('options.epoch', 'a Date or an integer Unix time in seconds', o.epoch);
   }
+  if (o.retain !== undefined) {
+    if (!background) throw typeError('options.retain', 'undefined for foreground jobs', o.retain);
+    args.retain = checkTimeout('options.retain', o.retain);
+  }
   return { args, signal: checkSignal(o.signal) };
 }
 
@@ -379,6 +444,12 @@ class RunningJob extends EventEmitter {
 
   async _next() {
     if (this._outcome) return null;
+    if (this._signal && this._signal.aborted) {
+      // aborted: whatever the server says of the (cancelled) job comes second
+      const err = abortError(this._signal);
+      this._finish({ error: err });
+      throw err;
+    }
     let ev;
     try {
       ev = await call(() => this._native.nextEvent(), this._signal);
@@ -395,7 +466,8 @@ class RunningJob extends EventEmitter {
     if (event.type === 'complete') this._finish({ value: event.data });
     else if (event.type === 'fail') {
       const why = event.reason ? `: ${event.reason}` : '';
-      this._finish({ error: new JobFailedError(`job ${this.handle} failed${why}`, this.handle, { reason: event.reason }) });
+      const Class = isCancelReason(event.reason) ? JobCancelledError : JobFailedError;
+      this._finish({ error: new Class(`job ${this.handle} failed${why}`, this.handle, { reason: event.reason }) });
     }
     else if (event.type === 'exception') this._finish({ error: new JobExceptionError(event.message, this.handle) });
     return event;
@@ -488,7 +560,10 @@ class Client {
     if (this._closed) throw new ClosedError('the client is closed', 'ECLOSED');
   }
 
-  /** Runs a foreground job and resolves with its result. */
+  /**
+   * Runs a foreground job and resolves with its result. An aborted
+   * `signal` rejects with AbortError and cancels the job on the server.
+   */
   async submit(func, data, options) {
     checkString('func', func, FUNCTION_NAME);
     const buf = toBuffer('data', data);
@@ -505,7 +580,13 @@ class Client {
     this._checkOpen();
     if (signal && signal.aborted) throw abortError(signal);
     const canceller = signal ? new native.Canceller() : undefined;
-    const onAbort = () => canceller.cancel();
+    let handle;
+    // An abort cancels the job on the server too: here once its handle is
+    // known, in the addon (right after JOB_CREATED) before that.
+    const onAbort = () => {
+      canceller.cancel();
+      if (handle !== undefined) this._cancelQuietly(handle);
+    };
     if (signal) signal.addEventListener('abort', onAbort, { once: true });
     const cleanup = () => signal && signal.removeEventListener('abort', onAbort);
     let nativeJob;
@@ -515,16 +596,74 @@ class Client {
       cleanup();
       throw err;
     }
+    handle = nativeJob.handle;
+    if (signal && signal.aborted) {
+      cleanup();
+      this._cancelQuietly(handle);
+      throw abortError(signal);
+    }
     return new RunningJob(nativeJob, signal, cleanup);
   }
 
-  /** Submits a background job and resolves with its handle. */
+  /**
+   * Submits a background job and resolves with its handle. `{ retain: ms }`
+   * (polygeard only) keeps its result for `result()`; an aborted `signal`
+   * rejects and cancels the job on the server.
+   */
   async submitBackground(func, data, options) {
     checkString('func', func, FUNCTION_NAME);
     const buf = toBuffer('data', data);
     const { args, signal } = submitArgs(options, true);
     this._checkOpen();
-    return withSignal(signal, (c) => this._native.submitBackground(func, buf, args, c));
+    const handle = await withSignal(signal, (c) => this._native.submitBackground(func, buf, args, c));
+    if (signal && signal.aborted) {
+      // aborted while the handle was on its way to this thread
+      this._cancelQuietly(handle);
+      throw abortError(signal);
+    }
+    return handle;
+  }
+
+  /**
+   * The retained result of background job `handle` (submitted with
+   * `{ retain }`): a Buffer once it completed, null while it is queued,
+   * running, unknown or expired. Rejects with JobFailedError (failed),
+   * JobCancelledError (cancelled), JobExceptionError (raised), and with
+   * ServerError on a server that is not polygeard.
+   */
+  async result(handle) {
+    checkString('handle', handle);
+    this._checkOpen();
+    return call(() => this._native.result(handle));
+  }
+
+  /**
+   * The retained state of background job `handle`: `{ state, data }` with
+   * state 'complete' (data: the result), 'queued', 'running', 'failed',
+   * 'exception' (data: the worker's message) or 'unknown'.
+   */
+  async resultState(handle) {
+    checkString('handle', handle);
+    this._checkOpen();
+    const r = await call(() => this._native.resultState(handle));
+    return r.data === undefined || r.data === null ? { state: r.state } : { state: r.state, data: r.data };
+  }
+
+  /**
+   * Cancels job `handle` on its server: true if it was queued or running
+   * (polygeard; gearmand cancels queued jobs only), false if no server
+   * knows it. Its waiting clients get JobCancelledError.
+   */
+  async cancel(handle) {
+    checkString('handle', handle);
+    this._checkOpen();
+    return call(() => this._native.cancel(handle));
+  }
+
+  /** cancel() after an abort; its outcome has no one to go to. */
+  _cancelQuietly(handle) {
+    if (this._closed) return;
+    this._native.cancel(handle).catch(() => {});
   }
 
   /**
@@ -602,6 +741,7 @@ class Job {
      */
     this.signal = signal || new AbortController().signal;
     this._data = undefined;
+    this._probe = undefined;
   }
 
   /** The workload. */
@@ -632,6 +772,23 @@ class Job {
     checkUint32('numerator', numerator);
     checkUint32('denominator', denominator);
     callSync(() => this._native.sendStatus(numerator, denominator));
+  }
+
+  /**
+   * Resolves with true once the server no longer has this job: it was
+   * cancelled (`client.cancel()`, an administrator) or the server gave up
+   * on it. Each call asks the server (one round trip), so check every
+   * 0.1–1 s, not in a tight loop; a handler that sees true should stop
+   * (its result is dropped). gearmand cancels only queued jobs: there it
+   * stays false while the job runs. Calls made while one is pending share it.
+   */
+  cancelled() {
+    if (!this._probe) {
+      this._probe = call(() => this._native.cancelled()).finally(() => {
+        this._probe = undefined;
+      });
+    }
+    return this._probe;
   }
 
   /** gearmanode's name of `data`. */
@@ -1072,6 +1229,159 @@ class Admin {
     if (typeof graceful !== 'boolean') throw typeError('graceful', 'a boolean', graceful);
     return call(() => this._native.shutdown(graceful));
   }
+  // ------------------------------------------------ polygeard extensions
+  // (against gearmand these reject with ServerError, serverCode UNKNOWN_COMMAND)
+
+  /**
+   * Retries a function's failed background jobs: `maxAttempts` runs in all
+   * (the first included; 0 removes the policy), waiting `backoff` ms after
+   * the first failure, doubled after each further one up to `maxDelay` ms
+   * (default 1 h). The last failure moves the job to the dead set.
+   */
+  async setRetryPolicy(func, maxAttempts, backoff, maxDelay) {
+    checkString('func', func, FUNCTION_NAME);
+    checkUint32('maxAttempts', maxAttempts);
+    if (backoff === undefined || backoff === null) throw typeError('backoff', 'a number of milliseconds', backoff);
+    checkMillis('backoff', backoff);
+    const max = checkMillis('maxDelay', maxDelay);
+    return call(() => this._native.setRetryPolicy(func, maxAttempts, backoff, max));
+  }
+  /** The retry policies: `{ function, maxAttempts, backoff, maxDelay }` (ms). */
+  retryPolicies() {
+    return call(() => this._native.retryPolicies());
+  }
+  /**
+   * The dead set, oldest first (of `func`, or all): `{ handle, function,
+   * unique, data (Buffers), attempts, error, submitted, failedAt (Dates) }`.
+   */
+  async deadJobs(func) {
+    if (func !== undefined && func !== null) checkString('func', func, FUNCTION_NAME);
+    const rows = await call(() => this._native.deadJobs(func === null ? undefined : func));
+    return rows.map((j) => ({
+      handle: j.handle,
+      function: j.function,
+      unique: j.unique,
+      data: j.data,
+      attempts: j.attempts,
+      error: j.error,
+      submitted: new Date(j.submitted * 1000),
+      failedAt: new Date(j.failedAt * 1000),
+    }));
+  }
+  /** Requeues `func`'s dead jobs; resolves with how many. */
+  async retryDead(func) {
+    checkString('func', func, FUNCTION_NAME);
+    return call(() => this._native.retryDead(func));
+  }
+  /** Requeues one dead job; true if it was in the dead set. */
+  async retryDeadJob(handle) {
+    checkString('handle', handle);
+    return call(() => this._native.retryDeadJob(handle));
+  }
+  /** Requeues every dead job; resolves with how many. */
+  retryAllDead() {
+    return call(() => this._native.retryAllDead());
+  }
+  /** Drops `func`'s dead jobs; resolves with how many. */
+  async deleteDead(func) {
+    checkString('func', func, FUNCTION_NAME);
+    return call(() => this._native.deleteDead(func));
+  }
+  /** Drops one dead job; true if it was in the dead set. */
+  async deleteDeadJob(handle) {
+    checkString('handle', handle);
+    return call(() => this._native.deleteDeadJob(handle));
+  }
+  /** Drops every dead job; resolves with how many. */
+  deleteAllDead() {
+    return call(() => this._native.deleteAllDead());
+  }
+  /** Pauses `func`: its jobs stay queued (submissions go on), none is handed out. */
+  async pause(func) {
+    checkString('func', func, FUNCTION_NAME);
+    return call(() => this._native.pause(func));
+  }
+  /** Resumes a paused function. */
+  async resume(func) {
+    checkString('func', func, FUNCTION_NAME);
+    return call(() => this._native.resume(func));
+  }
+  /** The paused functions. */
+  paused() {
+    return call(() => this._native.paused());
+  }
+  /**
+   * Drains a worker: it gets no new jobs, finishes those it has. `id` is the
+   * `fd` of `workers()` (number or string) or its client id; resolves with
+   * how many connections matched (ServerError UNKNOWN_WORKER if none).
+   */
+  async drainWorker(id) {
+    if (typeof id === 'number') checkUint32('id', id);
+    else checkString('id', id);
+    return call(() => this._native.drainWorker(String(id)));
+  }
+  /** The worker connections being drained: `{ fd, clientId }`. */
+  draining() {
+    return call(() => this._native.draining());
+  }
+  /** Keeps `func`'s background results `ms` (whole seconds, rounded up; 0 turns it off). */
+  async setRetention(func, ms) {
+    checkString('func', func, FUNCTION_NAME);
+    if (ms === undefined || ms === null) throw typeError('ms', 'a number of milliseconds', ms);
+    checkMillis('ms', ms);
+    return call(() => this._native.setRetention(func, ms));
+  }
+  /** The retention settings: `{ function, retain }` (ms). */
+  async retention() {
+    const rows = await call(() => this._native.retention());
+    return rows.map((r) => ({ function: r.function, retain: r.duration }));
+  }
+  /**
+   * Sets `func`'s unique window (ms, whole seconds; 0 turns it off): a job
+   * with the unique of one that completed within the window is not run again.
+   */
+  async setUniqueWindow(func, ms) {
+    checkString('func', func, FUNCTION_NAME);
+    if (ms === undefined || ms === null) throw typeError('ms', 'a number of milliseconds', ms);
+    checkMillis('ms', ms);
+    return call(() => this._native.setUniqueWindow(func, ms));
+  }
+  /** The unique windows: `{ function, window }` (ms). */
+  async uniqueWindows() {
+    const rows = await call(() => this._native.uniqueWindows());
+    return rows.map((r) => ({ function: r.function, window: r.duration }));
+  }
+  /**
+   * Adds (or replaces) periodic job `name`: at each time `cron` (UTC; 5
+   * fields, 6 with seconds first, or @hourly, @daily, …) matches, a
+   * background job of `func` with payload `data` (a string, default '')
+   * and unique `NAME@<unix time>`.
+   */
+  async scheduleAdd(name, cron, func, data = '') {
+    checkString('name', name);
+    checkString('cron', cron);
+    checkString('func', func, FUNCTION_NAME);
+    checkString('data', data, { nonEmpty: false });
+    return call(() => this._native.scheduleAdd(name, cron, func, data));
+  }
+  /** The periodic jobs: `{ name, function, cron, data, lastFired, next }` (Dates or null). */
+  async schedules() {
+    const rows = await call(() => this._native.schedules());
+    const date = (t) => (t === undefined || t === null ? null : new Date(t * 1000));
+    return rows.map((r) => ({
+      name: r.name,
+      function: r.function,
+      cron: r.cron,
+      data: r.data,
+      lastFired: date(r.lastFired),
+      next: date(r.next),
+    }));
+  }
+  /** Deletes periodic job `name` (ServerError UNKNOWN_SCHEDULE if there is none). */
+  async scheduleDelete(name) {
+    checkString('name', name);
+    return call(() => this._native.scheduleDelete(name));
+  }
   /** Any command line; resolves with the raw reply. */
   async raw(command) {
     checkString('command', command);
@@ -1112,6 +1422,7 @@ class Server {
     }
     if (o.handlePrefix !== undefined) args.handlePrefix = checkString('options.handlePrefix', o.handlePrefix);
     if (o.tls !== undefined && o.tls !== null) args.tls = checkServerTls(o.tls);
+    serverExtensions(o, args);
     this._args = args;
     this._native = null;
     this._starting = null;
@@ -1224,6 +1535,7 @@ module.exports = {
   ProtocolError,
   ServerError,
   JobFailedError,
+  JobCancelledError,
   JobExceptionError,
   ClosedError,
   InvalidArgumentError,

@@ -7,11 +7,11 @@ use std::time::Duration;
 use napi::bindgen_prelude::*;
 use napi_derive::napi;
 use polygear::protocol::admin::{FunctionStatus, JobInfo, PriorityStatus, WorkerInfo};
-use polygear::{Admin, ServerAddr};
+use polygear::{Admin, DeadJob, DrainingWorker, RetryPolicy, ScheduleInfo, ServerAddr};
 use tokio::sync::Mutex;
 
 use crate::error::{invalid, to_napi};
-use crate::util::timeout_millis;
+use crate::util::{millis, timeout_millis};
 
 /// A `status` line.
 #[napi(object)]
@@ -108,6 +108,132 @@ impl From<JobInfo> for JsJobInfo {
             retries: j.retries,
             ignore: j.ignore,
             queued: j.queued,
+        }
+    }
+}
+
+/// A function's retry policy (times in milliseconds).
+#[napi(object)]
+pub struct JsRetryPolicy {
+    /// Function name.
+    pub function: String,
+    /// Runs in all, the first included.
+    pub max_attempts: u32,
+    /// Delay after the first failure (doubled after each further one), ms.
+    pub backoff: f64,
+    /// Cap of the delay, ms.
+    pub max_delay: f64,
+}
+
+/// A job in the dead set (times in Unix seconds; index.js makes Dates).
+#[napi(object)]
+pub struct JsDeadJob {
+    /// Its handle.
+    pub handle: String,
+    /// Its function.
+    pub function: String,
+    /// Its unique key.
+    pub unique: Buffer,
+    /// Its workload.
+    pub data: Buffer,
+    /// Runs made.
+    pub attempts: u32,
+    /// The last failure's text.
+    pub error: String,
+    /// Submitted at (Unix seconds).
+    pub submitted: f64,
+    /// Moved to the dead set at (Unix seconds).
+    pub failed_at: f64,
+}
+
+/// A function with a duration setting (retention, unique window), in ms.
+#[napi(object)]
+pub struct JsFunctionDuration {
+    /// Function name.
+    pub function: String,
+    /// The duration, ms.
+    pub duration: f64,
+}
+
+/// A worker connection being drained.
+#[napi(object)]
+pub struct JsDrainingWorker {
+    /// Its fd (first column of `workers`).
+    pub fd: f64,
+    /// Its client id (`-` if none).
+    pub client_id: String,
+}
+
+/// A periodic job (times in Unix seconds; index.js makes Dates).
+#[napi(object)]
+pub struct JsSchedule {
+    /// Its name.
+    pub name: String,
+    /// The function its jobs go to.
+    pub function: String,
+    /// Its cron expression (UTC).
+    pub cron: String,
+    /// The last occurrence fired, if any.
+    pub last_fired: Option<f64>,
+    /// The next occurrence, if any.
+    pub next: Option<f64>,
+    /// The jobs' payload.
+    pub data: String,
+}
+
+impl From<(String, RetryPolicy)> for JsRetryPolicy {
+    fn from((function, p): (String, RetryPolicy)) -> Self {
+        JsRetryPolicy {
+            function,
+            max_attempts: p.max_attempts,
+            backoff: p.backoff.as_secs_f64() * 1e3,
+            max_delay: p.max_delay.as_secs_f64() * 1e3,
+        }
+    }
+}
+
+impl From<DeadJob> for JsDeadJob {
+    fn from(j: DeadJob) -> Self {
+        JsDeadJob {
+            handle: j.handle,
+            function: j.function,
+            unique: Buffer::from(j.unique.to_vec()),
+            data: Buffer::from(j.data.to_vec()),
+            attempts: j.attempts,
+            error: j.error,
+            submitted: j.submitted as f64,
+            failed_at: j.failed_at as f64,
+        }
+    }
+}
+
+impl From<(String, Duration)> for JsFunctionDuration {
+    fn from((function, d): (String, Duration)) -> Self {
+        JsFunctionDuration {
+            function,
+            duration: d.as_secs_f64() * 1e3,
+        }
+    }
+}
+
+impl From<DrainingWorker> for JsDrainingWorker {
+    fn from(w: DrainingWorker) -> Self {
+        JsDrainingWorker {
+            fd: w.fd as f64,
+            client_id: w.client_id,
+        }
+    }
+}
+
+impl From<ScheduleInfo> for JsSchedule {
+    fn from(s: ScheduleInfo) -> Self {
+        JsSchedule {
+            name: s.name,
+            function: s.function,
+            cron: s.cron,
+            last_fired: s.last_fired.map(|t| t as f64),
+            next: s.next.map(|t| t as f64),
+            data: s.data,
         }
     }
 }
@@ -284,6 +410,169 @@ impl NativeAdmin {
     #[napi(ts_return_type = "Promise<void>")]
     pub fn shutdown(&self, env: Env, graceful: bool) -> Result<AsyncBlock<()>> {
         admin_call!(self, env, |a| a.shutdown(graceful).await)
+    }
+
+    /// `retry FUNC ATTEMPTS BACKOFF MAX` (ms; `maxAttempts` 0 removes the
+    /// policy, `maxDelay` defaults to the core's 1 h).
+    #[napi(ts_return_type = "Promise<void>")]
+    pub fn set_retry_policy(
+        &self,
+        env: Env,
+        function: String,
+        max_attempts: u32,
+        backoff: f64,
+        max_delay: Option<f64>,
+    ) -> Result<AsyncBlock<()>> {
+        let mut policy = RetryPolicy::new(max_attempts, millis("backoff", backoff)?);
+        if let Some(m) = max_delay {
+            policy.max_delay = millis("maxDelay", m)?;
+        }
+        admin_call!(self, env, |a| a.set_retry_policy(&function, policy).await)
+    }
+
+    /// The retry policies in force.
+    #[napi(ts_return_type = "Promise<Array<JsRetryPolicy>>")]
+    pub fn retry_policies(&self, env: Env) -> Result<AsyncBlock<Vec<JsRetryPolicy>>> {
+        admin_call!(self, env, |a| a.retry_policies().await.map(js_list))
+    }
+
+    /// The dead set (oldest first), of one function or all.
+    #[napi(ts_return_type = "Promise<Array<JsDeadJob>>")]
+    pub fn dead_jobs(
+        &self,
+        env: Env,
+        function: Option<String>,
+    ) -> Result<AsyncBlock<Vec<JsDeadJob>>> {
+        admin_call!(self, env, |a| a
+            .dead_jobs(function.as_deref())
+            .await
+            .map(js_list))
+    }
+
+    /// Requeues a function's dead jobs; how many.
+    #[napi(ts_return_type = "Promise<number>")]
+    pub fn retry_dead(&self, env: Env, function: String) -> Result<AsyncBlock<f64>> {
+        admin_call!(self, env, |a| a
+            .retry_dead(&function)
+            .await
+            .map(|n| n as f64))
+    }
+
+    /// Requeues one dead job; whether it was there.
+    #[napi(ts_return_type = "Promise<boolean>")]
+    pub fn retry_dead_job(&self, env: Env, handle: String) -> Result<AsyncBlock<bool>> {
+        admin_call!(self, env, |a| a.retry_dead_job(&handle).await)
+    }
+
+    /// Requeues every dead job; how many.
+    #[napi(ts_return_type = "Promise<number>")]
+    pub fn retry_all_dead(&self, env: Env) -> Result<AsyncBlock<f64>> {
+        admin_call!(self, env, |a| a.retry_all_dead().await.map(|n| n as f64))
+    }
+
+    /// Drops a function's dead jobs; how many.
+    #[napi(ts_return_type = "Promise<number>")]
+    pub fn delete_dead(&self, env: Env, function: String) -> Result<AsyncBlock<f64>> {
+        admin_call!(self, env, |a| a
+            .delete_dead(&function)
+            .await
+            .map(|n| n as f64))
+    }
+
+    /// Drops one dead job; whether it was there.
+    #[napi(ts_return_type = "Promise<boolean>")]
+    pub fn delete_dead_job(&self, env: Env, handle: String) -> Result<AsyncBlock<bool>> {
+        admin_call!(self, env, |a| a.delete_dead_job(&handle).await)
+    }
+
+    /// Drops every dead job; how many.
+    #[napi(ts_return_type = "Promise<number>")]
+    pub fn delete_all_dead(&self, env: Env) -> Result<AsyncBlock<f64>> {
+        admin_call!(self, env, |a| a.delete_all_dead().await.map(|n| n as f64))
+    }
+
+    /// `pause FUNC`: its jobs stay queued, none is handed out.
+    #[napi(ts_return_type = "Promise<void>")]
+    pub fn pause(&self, env: Env, function: String) -> Result<AsyncBlock<()>> {
+        admin_call!(self, env, |a| a.pause(&function).await)
+    }
+
+    /// `resume FUNC`.
+    #[napi(ts_return_type = "Promise<void>")]
+    pub fn resume(&self, env: Env, function: String) -> Result<AsyncBlock<()>> {
+        admin_call!(self, env, |a| a.resume(&function).await)
+    }
+
+    /// The paused functions.
+    #[napi(ts_return_type = "Promise<Array<string>>")]
+    pub fn paused(&self, env: Env) -> Result<AsyncBlock<Vec<String>>> {
+        admin_call!(self, env, |a| a.paused().await)
+    }
+
+    /// Drains a worker (fd or client id): it gets no new jobs; how many
+    /// connections matched.
+    #[napi(ts_return_type = "Promise<number>")]
+    pub fn drain_worker(&self, env: Env, id: String) -> Result<AsyncBlock<f64>> {
+        admin_call!(self, env, |a| a.drain_worker(&id).await.map(|n| n as f64))
+    }
+
+    /// The worker connections being drained.
+    #[napi(ts_return_type = "Promise<Array<JsDrainingWorker>>")]
+    pub fn draining(&self, env: Env) -> Result<AsyncBlock<Vec<JsDrainingWorker>>> {
+        admin_call!(self, env, |a| a.draining().await.map(js_list))
+    }
+
+    /// How long a function's background results are kept (ms; 0 turns it off).
+    #[napi(ts_return_type = "Promise<void>")]
+    pub fn set_retention(&self, env: Env, function: String, ms: f64) -> Result<AsyncBlock<()>> {
+        let d = millis("retain", ms)?;
+        admin_call!(self, env, |a| a.set_retention(&function, d).await)
+    }
+
+    /// The retention settings.
+    #[napi(ts_return_type = "Promise<Array<JsFunctionDuration>>")]
+    pub fn retention(&self, env: Env) -> Result<AsyncBlock<Vec<JsFunctionDuration>>> {
+        admin_call!(self, env, |a| a.retention().await.map(js_list))
+    }
+
+    /// A function's unique window (ms; 0 turns it off).
+    #[napi(ts_return_type = "Promise<void>")]
+    pub fn set_unique_window(&self, env: Env, function: String, ms: f64) -> Result<AsyncBlock<()>> {
+        let d = millis("window", ms)?;
+        admin_call!(self, env, |a| a.set_unique_window(&function, d).await)
+    }
+
+    /// The unique windows.
+    #[napi(ts_return_type = "Promise<Array<JsFunctionDuration>>")]
+    pub fn unique_windows(&self, env: Env) -> Result<AsyncBlock<Vec<JsFunctionDuration>>> {
+        admin_call!(self, env, |a| a.unique_windows().await.map(js_list))
+    }
+
+    /// Adds (or replaces) a periodic job.
+    #[napi(ts_return_type = "Promise<void>")]
+    pub fn schedule_add(
+        &self,
+        env: Env,
+        name: String,
+        cron: String,
+        function: String,
+        data: String,
+    ) -> Result<AsyncBlock<()>> {
+        admin_call!(self, env, |a| a
+            .schedule_add(&name, &cron, &function, &data)
+            .await)
+    }
+
+    /// The periodic jobs.
+    #[napi(ts_return_type = "Promise<Array<JsSchedule>>")]
+    pub fn schedules(&self, env: Env) -> Result<AsyncBlock<Vec<JsSchedule>>> {
+        admin_call!(self, env, |a| a.schedules().await.map(js_list))
+    }
+
+    /// Deletes a periodic job.
+    #[napi(ts_return_type = "Promise<void>")]
+    pub fn schedule_delete(&self, env: Env, name: String) -> Result<AsyncBlock<()>> {
+        admin_call!(self, env, |a| a.schedule_delete(&name).await)
     }
 
     /// Any command; the raw reply.

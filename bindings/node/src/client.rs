@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use napi::bindgen_prelude::*;
 use napi_derive::napi;
-use polygear::{Bytes, Client, ClientOptions, JobEvent, RunningJob, SubmitOptions};
+use polygear::{Bytes, Client, ClientOptions, JobEvent, JobResult, RunningJob, SubmitOptions};
 use tokio::sync::Mutex;
 
 use crate::error::{aborted, arg_err, to_napi};
@@ -38,6 +38,9 @@ pub struct SubmitArgs {
     pub timeout: Option<f64>,
     /// Background only: run at this Unix time (seconds).
     pub epoch: Option<i64>,
+    /// Background only: keep the result this long (ms, rounded up to whole
+    /// seconds by the core) for `result()`; polygeard only.
+    pub retain: Option<f64>,
 }
 
 /// Result of GET_STATUS / GET_STATUS_UNIQUE.
@@ -68,6 +71,15 @@ impl From<polygear::JobStatus> for JsJobStatus {
             client_count: s.client_count,
         }
     }
+}
+
+/// A retained job's state (`Client.resultState`).
+#[napi(object)]
+pub struct JsResultState {
+    /// `complete`, `queued`, `running`, `failed`, `exception` or `unknown`.
+    pub state: String,
+    /// The result (`complete`) or the worker's message (`exception`).
+    pub data: Option<Buffer>,
 }
 
 /// One event of a running foreground job.
@@ -119,6 +131,9 @@ fn submit_options(args: Option<SubmitArgs>) -> Result<SubmitOptions> {
             opts.timeout = Some(timeout_millis("options.timeout", t)?);
         }
         opts.epoch = a.epoch;
+        if let Some(r) = a.retain {
+            opts.retain = Some(crate::util::millis("options.retain", r)?);
+        }
     }
     Ok(opts)
 }
@@ -129,14 +144,62 @@ fn watch_of(cancel: Option<&Canceller>) -> CancelWatch {
         .unwrap_or_else(CancelWatch::never)
 }
 
-/// Runs `fut` unless `cancel` fires first.
+/// Runs `fut` unless `cancel` fires first (an outcome already there wins).
 async fn cancellable<T>(
     mut cancel: CancelWatch,
     fut: impl std::future::Future<Output = Result<T>>,
 ) -> Result<T> {
     tokio::select! {
+        biased;
         r = fut => r,
         _ = cancel.cancelled() => Err(aborted()),
+    }
+}
+
+/// Awaits a task spawned for an abortable submission.
+async fn joined<T>(task: tokio::task::JoinHandle<polygear::Result<T>>) -> Result<T> {
+    match task.await {
+        Ok(r) => r.map_err(to_napi),
+        Err(e) => Err(Error::from_reason(format!(
+            "internal error: submission task ended: {e}"
+        ))),
+    }
+}
+
+/// A foreground job whose abort (`watch`) also cancels it on the server.
+///
+/// The submission runs in its own task, so an abort that rejects the
+/// promise before JOB_CREATED does not drop it: once the handle arrives the
+/// task sees the abort and cancels the job ([`Client::cancel`]); an abort
+/// while the job runs cancels it at once.
+async fn submit_abortable(
+    client: Client,
+    function: String,
+    data: Bytes,
+    opts: SubmitOptions,
+    mut watch: CancelWatch,
+) -> Result<Bytes> {
+    let outcome = joined(tokio::spawn(async move {
+        let job = client.submit_job(&function, data, opts).await?;
+        let handle = job.handle().to_string();
+        tokio::select! {
+            biased;
+            _ = watch.cancelled() => {
+                let _ = client.cancel(&handle).await;
+                Ok(None)
+            }
+            r = job.result() => r.map(Some),
+        }
+    }))
+    .await?;
+    outcome.ok_or_else(aborted)
+}
+
+/// Cancels the job `handle` on the server if `watch` fired (a submission
+/// aborted before its handle was known).
+async fn cancel_if_aborted(client: &Client, watch: &CancelWatch, handle: &str) {
+    if watch.fired() {
+        let _ = client.cancel(handle).await;
     }
 }
 
@@ -247,11 +310,15 @@ impl NativeClient {
             data,
             opts,
             cancel,
-            |client, data, opts, _| async move {
-                let r = client
-                    .submit(&function, data, opts)
-                    .await
-                    .map_err(to_napi)?;
+            |client, data, opts, watch| async move {
+                let r = if watch.armed() {
+                    submit_abortable(client, function, data, opts, watch).await?
+                } else {
+                    client
+                        .submit(&function, data, opts)
+                        .await
+                        .map_err(to_napi)?
+                };
                 Ok(Buffer::from(r.to_vec()))
             },
         )
@@ -273,10 +340,20 @@ impl NativeClient {
             opts,
             cancel,
             |client, data, opts, job_watch| async move {
-                let job = client
-                    .submit_job(&function, data, opts)
-                    .await
-                    .map_err(to_napi)?;
+                let job = if job_watch.armed() {
+                    let (client, watch) = (client.clone(), job_watch.clone());
+                    joined(tokio::spawn(async move {
+                        let job = client.submit_job(&function, data, opts).await?;
+                        cancel_if_aborted(&client, &watch, job.handle()).await;
+                        Ok(job)
+                    }))
+                    .await?
+                } else {
+                    client
+                        .submit_job(&function, data, opts)
+                        .await
+                        .map_err(to_napi)?
+                };
                 Ok(NativeRunningJob {
                     handle: job.handle().to_string(),
                     job: Arc::new(Mutex::new(Some(job))),
@@ -301,11 +378,19 @@ impl NativeClient {
             data,
             opts,
             cancel,
-            |client, data, opts, _| async move {
-                client
-                    .submit_background(&function, data, opts)
-                    .await
-                    .map_err(to_napi)
+            |client, data, opts, watch| async move {
+                if !watch.armed() {
+                    return client
+                        .submit_background(&function, data, opts)
+                        .await
+                        .map_err(to_napi);
+                }
+                joined(tokio::spawn(async move {
+                    let handle = client.submit_background(&function, data, opts).await?;
+                    cancel_if_aborted(&client, &watch, &handle).await;
+                    Ok(handle)
+                }))
+                .await
             },
         )
     }
@@ -320,6 +405,46 @@ impl NativeClient {
     #[napi(ts_return_type = "Promise<JsJobStatus>")]
     pub fn status_unique(&self, env: Env, unique: String) -> Result<AsyncBlock<JsJobStatus>> {
         self.status_of(&env, unique, true)
+    }
+
+    /// The retained result of background job `handle`: the data once it
+    /// completed, `null` while queued, running, unknown or expired; rejects
+    /// for a failed job (JobFailed / JobCancelled / JobException) and on a
+    /// server that is not polygeard (ServerError).
+    #[napi(ts_return_type = "Promise<Buffer | null>")]
+    pub fn result(&self, env: Env, handle: String) -> Result<AsyncBlock<Option<Buffer>>> {
+        let client = self.inner.clone();
+        AsyncBlockBuilder::new(async move {
+            let r = client.result(&handle).await.map_err(to_napi)?;
+            Ok(r.map(|b| Buffer::from(b.to_vec())))
+        })
+        .build(&env)
+    }
+
+    /// The retained state of background job `handle`: `complete`,
+    /// `queued`, `running`, `failed`, `exception` or `unknown`, with the data
+    /// of `complete` / the message of `exception`.
+    #[napi(ts_return_type = "Promise<JsResultState>")]
+    pub fn result_state(&self, env: Env, handle: String) -> Result<AsyncBlock<JsResultState>> {
+        let client = self.inner.clone();
+        AsyncBlockBuilder::new(async move {
+            let r = client.result_state(&handle).await.map_err(to_napi)?;
+            let state = r.name().to_string();
+            let data = match r {
+                JobResult::Complete(d) | JobResult::Exception(d) => Some(Buffer::from(d.to_vec())),
+                _ => None,
+            };
+            Ok(JsResultState { state, data })
+        })
+        .build(&env)
+    }
+
+    /// Cancels job `handle`: true if a server had it queued or running.
+    #[napi(ts_return_type = "Promise<boolean>")]
+    pub fn cancel(&self, env: Env, handle: String) -> Result<AsyncBlock<bool>> {
+        let client = self.inner.clone();
+        AsyncBlockBuilder::new(async move { client.cancel(&handle).await.map_err(to_napi) })
+            .build(&env)
     }
 
     /// ECHO round trip.

@@ -61,7 +61,10 @@ const REASON_SEP: char = '\u{1e}';
 /// [`errors::message`] with timeouts in milliseconds. The record's extra
 /// field is the server's code (`ServerError`, with the server's text as
 /// message), the job handle (`JobExceptionError`, with the worker's text as
-/// message) or the job handle and the server's reason (`JobFailedError`).
+/// message) or the job handle and the server's reason (`JobFailedError`;
+/// a cancelled job, [`errors::is_cancelled`], has code `ECANCELED` and
+/// becomes its subclass `JobCancelledError`). `Error::Unsupported` (not
+/// polygeard) is a `ServerError` without a server code.
 pub fn to_napi(err: Error) -> napi::Error {
     let (class, code) = errors::classify(&err);
     let message = errors::message(&err, TimeUnit::Milliseconds);
@@ -77,6 +80,13 @@ pub fn to_napi(err: Error) -> napi::Error {
             };
             encoded(class.tag, code, &extra, &message)
         }
+        // A JobFailed subclass in JS (`JobCancelledError`), told apart by its code.
+        Error::JobCancelled { handle, reason } => encoded(
+            class.tag,
+            errors::CANCELLED_CODE,
+            &format!("{handle}{REASON_SEP}{reason}"),
+            &message,
+        ),
         Error::JobException { handle, message } => encoded(class.tag, code, &handle, &message),
         _ => encoded(class.tag, code, "", &message),
     }

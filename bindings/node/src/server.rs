@@ -34,6 +34,71 @@ pub struct ServerArgs {
     pub handle_prefix: Option<String>,
     /// TLS on the port (checked in index.js).
     pub tls: Option<ServerTlsArgs>,
+    /// Retry policies at start (`--retry`).
+    pub retry: Option<Vec<ServerRetryArg>>,
+    /// Per-function retention of background results, ms (`--retain`).
+    pub retain: Option<Vec<ServerDurationArg>>,
+    /// Per-function unique windows, ms (`--unique-window`).
+    pub unique_window: Option<Vec<ServerDurationArg>>,
+    /// Periodic jobs (`--schedule`).
+    pub schedules: Option<Vec<ServerScheduleArg>>,
+}
+
+/// A retry policy of the embedded server (times in ms).
+#[napi(object)]
+pub struct ServerRetryArg {
+    /// Function name.
+    pub function: String,
+    /// Runs in all, the first included.
+    pub max_attempts: u32,
+    /// Delay after the first failure (default 1000 ms).
+    pub backoff: Option<f64>,
+    /// Cap of the delay (default 1 h).
+    pub max_delay: Option<f64>,
+}
+
+/// A per-function duration of the embedded server, ms (whole seconds, rounded up).
+#[napi(object)]
+pub struct ServerDurationArg {
+    /// Function name.
+    pub function: String,
+    /// Milliseconds.
+    pub ms: f64,
+}
+
+/// A periodic job of the embedded server.
+#[napi(object)]
+pub struct ServerScheduleArg {
+    /// Its name.
+    pub name: String,
+    /// Cron expression (UTC).
+    pub cron: String,
+    /// The function its jobs go to.
+    pub function: String,
+    /// The jobs' payload.
+    pub data: Option<String>,
+}
+
+/// The #19 options, taken out of [`ServerArgs`] before its other fields are used.
+struct ExtensionArgs {
+    retry: Option<Vec<ServerRetryArg>>,
+    retain: Option<Vec<ServerDurationArg>>,
+    unique_window: Option<Vec<ServerDurationArg>>,
+    schedules: Option<Vec<ServerScheduleArg>>,
+}
+
+/// Milliseconds as the whole seconds the server keeps, rounded up.
+fn whole_seconds(name: &str, ms: f64) -> Result<u32> {
+    let d = crate::util::millis(name, ms)?;
+    let secs = d.as_secs() + u64::from(d.subsec_nanos() > 0);
+    u32::try_from(secs).map_err(|_| invalid(format!("{name} is too large")))
+}
+
+fn durations(name: &str, list: Option<Vec<ServerDurationArg>>) -> Result<Vec<(String, u32)>> {
+    list.unwrap_or_default()
+        .into_iter()
+        .map(|d| Ok((d.function, whole_seconds(name, d.ms)?)))
+        .collect()
 }
 
 /// The embedded server's TLS files.
@@ -86,7 +151,14 @@ pub struct NativeServer {
 #[napi(ts_return_type = "Promise<NativeServer>")]
 pub fn start_server(env: Env, args: Option<ServerArgs>) -> Result<AsyncBlock<NativeServer>> {
     let mut cfg = ServerConfig::default();
-    if let Some(a) = args {
+    let mut extensions = None;
+    if let Some(mut a) = args {
+        extensions = Some(ExtensionArgs {
+            retry: a.retry.take(),
+            retain: a.retain.take(),
+            unique_window: a.unique_window.take(),
+            schedules: a.schedules.take(),
+        });
         if let Some(h) = a.host {
             cfg.listen = h;
         }
@@ -124,6 +196,28 @@ pub fn start_server(env: Env, args: Option<ServerArgs>) -> Result<AsyncBlock<Nat
         }
     }
     let (host, port) = (cfg.listen.clone(), cfg.port);
+    if let Some(a) = &mut extensions {
+        for r in a.retry.take().unwrap_or_default() {
+            let mut policy = polygear::RetryPolicy::new(
+                r.max_attempts,
+                crate::util::millis("retry backoff", r.backoff.unwrap_or(1000.0))?,
+            );
+            if let Some(m) = r.max_delay {
+                policy.max_delay = crate::util::millis("retry maxDelay", m)?;
+            }
+            cfg.retry_policies.push((r.function, policy));
+        }
+        cfg.retain = durations("options.retain", a.retain.take())?;
+        cfg.unique_windows = durations("options.uniqueWindow", a.unique_window.take())?;
+        for sc in a.schedules.take().unwrap_or_default() {
+            cfg.schedules.push(polygear_server::ScheduleSpec {
+                name: sc.name,
+                cron: sc.cron,
+                function: sc.function,
+                data: sc.data.unwrap_or_default().into(),
+            });
+        }
+    }
     AsyncBlockBuilder::new(async move {
         let running: RunningServer = Server::bind(cfg)
             .await

@@ -99,6 +99,16 @@ impl CancelWatch {
         CancelWatch(None)
     }
 
+    /// Whether a canceller is behind it (a signal was given).
+    pub fn armed(&self) -> bool {
+        self.0.is_some()
+    }
+
+    /// Whether the canceller has fired.
+    pub fn fired(&self) -> bool {
+        self.0.as_ref().is_some_and(|rx| *rx.borrow())
+    }
+
     /// Resolves when the canceller fires; never if it is dropped unfired.
     pub async fn cancelled(&mut self) {
         if let Some(rx) = self.0.as_mut() {

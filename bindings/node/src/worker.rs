@@ -37,8 +37,156 @@ type Dispatch = ThreadsafeFunction<NativeJob, (), NativeJob, Status, false, true
 /// on JS and fails it).
 struct JobSlot {
     id: u64,
-    job: Mutex<Option<Job>>,
+    job: Mutex<Held>,
     live: Arc<LiveJobs>,
+}
+
+/// Where a handed-out job is. `Job::cancelled` borrows the job across a
+/// round trip to the server, so `cancelled()` takes it out of the slot for
+/// that time; what JS does with the job meanwhile (all of it non-blocking
+/// writes) is kept in order and done when the job is back.
+enum Held {
+    /// In the slot.
+    Here(Box<Job>),
+    /// Out for a `cancelled()` probe, with the calls made meanwhile.
+    Probing(Vec<Op>),
+    /// Ended (or never to be touched again).
+    Gone,
+}
+
+/// A call on a job, deferred while the job is out for a probe.
+enum Op {
+    Data(Bytes),
+    Warning(Bytes),
+    Status(u32, u32),
+    Complete(Bytes),
+    Fail,
+    Exception(String),
+    Abandon,
+}
+
+impl Op {
+    fn ends(&self) -> bool {
+        matches!(
+            self,
+            Op::Complete(_) | Op::Fail | Op::Exception(_) | Op::Abandon
+        )
+    }
+
+    /// Does a non-ending call.
+    fn send(self, job: &Job) -> polygear::Result<()> {
+        match self {
+            Op::Data(d) => job.send_data(d),
+            Op::Warning(d) => job.send_warning(d),
+            Op::Status(n, d) => job.send_status(n, d),
+            _ => Ok(()),
+        }
+    }
+
+    /// Does an ending call.
+    fn end(self, job: Job) -> polygear::Result<()> {
+        match self {
+            Op::Complete(r) => job.complete(r),
+            Op::Fail => job.fail(),
+            Op::Exception(m) => job.exception(m),
+            Op::Abandon => {
+                job.abandon();
+                Ok(())
+            }
+            other => other.send(&job),
+        }
+    }
+}
+
+impl JobSlot {
+    /// Takes the job for good (`None` if it ended or is out for a probe).
+    fn take(&self) -> Option<Job> {
+        let mut held = lock(&self.job);
+        match std::mem::replace(&mut *held, Held::Gone) {
+            Held::Here(job) => Some(*job),
+            other => {
+                *held = other;
+                None
+            }
+        }
+    }
+
+    /// Does `op` now, or after the running probe; `Err` if the job has ended.
+    fn apply(&self, op: Op) -> Result<()> {
+        let mut held = lock(&self.job);
+        match &mut *held {
+            Held::Gone => Err(invalid("the job has already finished")),
+            Held::Probing(ops) if ops.iter().any(Op::ends) => {
+                Err(invalid("the job has already finished"))
+            }
+            Held::Probing(ops) => {
+                ops.push(op);
+                Ok(())
+            }
+            Held::Here(job) if !op.ends() => op.send(job).map_err(to_napi),
+            Held::Here(_) => {
+                let Held::Here(job) = std::mem::replace(&mut *held, Held::Gone) else {
+                    unreachable!()
+                };
+                drop(held);
+                let sent = op.end(*job).map_err(to_napi);
+                self.live.ended(self.id);
+                sent
+            }
+        }
+    }
+
+    /// Whether JS ended the job (or asked to).
+    fn finished(&self) -> bool {
+        match &*lock(&self.job) {
+            Held::Here(_) => false,
+            Held::Probing(ops) => ops.iter().any(Op::ends),
+            Held::Gone => true,
+        }
+    }
+
+    /// Takes the job out for a probe.
+    fn lend(&self) -> Result<Job> {
+        let mut held = lock(&self.job);
+        match std::mem::replace(&mut *held, Held::Probing(Vec::new())) {
+            Held::Here(job) => Ok(*job),
+            other => {
+                let probing = matches!(other, Held::Probing(_));
+                *held = other;
+                Err(invalid(if probing {
+                    "a cancelled() check of this job is already running"
+                } else {
+                    "the job has already finished"
+                }))
+            }
+        }
+    }
+
+    /// Puts the job back after a probe and does what was asked meanwhile.
+    fn give_back(&self, job: Job) {
+        let mut held = lock(&self.job);
+        let ops = match std::mem::replace(&mut *held, Held::Gone) {
+            Held::Probing(ops) => ops,
+            _ => Vec::new(),
+        };
+        let mut job = Some(job);
+        for op in ops {
+            if op.ends() {
+                if let Some(j) = job.take() {
+                    let _ = op.end(j);
+                }
+            } else if let Some(j) = &job {
+                let _ = op.send(j);
+            }
+        }
+        match job {
+            Some(j) => *held = Held::Here(Box::new(j)),
+            None => {
+                drop(held);
+                self.live.ended(self.id);
+            }
+        }
+    }
 }
 
 /// The jobs JS holds: `work` waits for them after a stop; a shutdown that
@@ -59,7 +207,7 @@ impl LiveJobs {
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let slot = Arc::new(JobSlot {
             id,
-            job: Mutex::new(Some(job)),
+            job: Mutex::new(Held::Here(Box::new(job))),
             live: self.clone(),
         });
         lock(&self.slots).insert(id, slot.clone());
@@ -84,9 +232,15 @@ impl LiveJobs {
     fn abandon_all(&self) {
         let slots: Vec<_> = lock(&self.slots).drain().map(|(_, s)| s).collect();
         for slot in slots {
-            let job = lock(&slot.job).take();
-            if let Some(job) = job {
-                job.abandon();
+            let mut held = lock(&slot.job);
+            match std::mem::replace(&mut *held, Held::Gone) {
+                Held::Here(job) => job.abandon(),
+                // Abandoned when the probe gives it back.
+                Held::Probing(mut ops) => {
+                    ops.push(Op::Abandon);
+                    *held = Held::Probing(ops);
+                }
+                Held::Gone => {}
             }
         }
         self.idle.notify_waiters();
@@ -140,75 +294,66 @@ impl NativeJob {
     /// True once the job was completed, failed, raised or abandoned.
     #[napi(getter)]
     pub fn finished(&self) -> bool {
-        lock(&self.slot.job).is_none()
-    }
-
-    fn with_job(&self, f: impl FnOnce(&Job) -> polygear::Result<()>) -> Result<()> {
-        match lock(&self.slot.job).as_ref() {
-            Some(job) => f(job).map_err(to_napi),
-            None => Err(invalid("the job has already finished")),
-        }
-    }
-
-    fn finish(&self, f: impl FnOnce(Job) -> polygear::Result<()>) -> Result<()> {
-        let job = lock(&self.slot.job).take();
-        match job {
-            Some(job) => {
-                let sent = f(job).map_err(to_napi);
-                self.slot.live.ended(self.slot.id);
-                sent
-            }
-            None => Err(invalid("the job has already finished")),
-        }
+        self.slot.finished()
     }
 
     /// WORK_DATA.
     #[napi]
     pub fn send_data(&self, data: Buffer) -> Result<()> {
-        let data = Bytes::from(data.to_vec());
-        self.with_job(|j| j.send_data(data))
+        self.slot.apply(Op::Data(Bytes::from(data.to_vec())))
     }
 
     /// WORK_WARNING.
     #[napi]
     pub fn send_warning(&self, data: Buffer) -> Result<()> {
-        let data = Bytes::from(data.to_vec());
-        self.with_job(|j| j.send_warning(data))
+        self.slot.apply(Op::Warning(Bytes::from(data.to_vec())))
     }
 
     /// WORK_STATUS.
     #[napi]
     pub fn send_status(&self, numerator: u32, denominator: u32) -> Result<()> {
-        self.with_job(|j| j.send_status(numerator, denominator))
+        self.slot.apply(Op::Status(numerator, denominator))
     }
 
     /// WORK_COMPLETE; ends the job.
     #[napi]
     pub fn complete(&self, result: Buffer) -> Result<()> {
-        let result = Bytes::from(result.to_vec());
-        self.finish(|j| j.complete(result))
+        self.slot.apply(Op::Complete(Bytes::from(result.to_vec())))
     }
 
     /// WORK_FAIL; ends the job.
     #[napi]
     pub fn fail(&self) -> Result<()> {
-        self.finish(Job::fail)
+        self.slot.apply(Op::Fail)
     }
 
     /// WORK_EXCEPTION with a message; ends the job.
     #[napi]
     pub fn exception(&self, message: String) -> Result<()> {
-        self.finish(|j| j.exception(message))
+        self.slot.apply(Op::Exception(message))
     }
 
     /// Ends the job here without telling the server (its timeout passed:
     /// the server has given up on it); frees its slot.
     #[napi]
     pub fn abandon(&self) -> Result<()> {
-        self.finish(|j| {
-            j.abandon();
-            Ok(())
+        self.slot.apply(Op::Abandon)
+    }
+
+    /// Asks the job's server whether it still has the job (GET_STATUS over
+    /// the worker's kept probe connection): true once it was cancelled or
+    /// the server gave up on it. One round trip: poll every 0.1–1 s, not in
+    /// a tight loop. One check at a time per job (index.js shares it).
+    #[napi(ts_return_type = "Promise<boolean>")]
+    pub fn cancelled(&self, env: Env) -> Result<AsyncBlock<bool>> {
+        let job = self.slot.lend()?;
+        let slot = self.slot.clone();
+        AsyncBlockBuilder::new(async move {
+            let r = job.cancelled().await;
+            slot.give_back(job);
+            r.map_err(to_napi)
         })
+        .build(&env)
     }
 }
 
@@ -317,8 +462,7 @@ impl NativeWorker {
                 };
                 if dispatch.call(native, ThreadsafeFunctionCallMode::NonBlocking) != Status::Ok {
                     // JS cannot run it (the environment is going away): fail it.
-                    let job = lock(&slot.job).take();
-                    if let Some(job) = job {
+                    if let Some(job) = slot.take() {
                         let _ = job.fail();
                     }
                     live.ended(slot.id);
