@@ -11,11 +11,14 @@ import asyncio
 import threading
 import time
 from collections.abc import Callable, Iterator
+from typing import TypeVar
 
 import pytest
 from conftest import running_worker
 
 import polygear
+
+T = TypeVar("T")
 
 
 @pytest.fixture
@@ -25,7 +28,7 @@ def own_server() -> Iterator[str]:
         yield server.address
 
 
-def wait_for(what: str, check: Callable[[], object], timeout: float = 10.0) -> object:
+def wait_for(what: str, check: Callable[[], T], timeout: float = 10.0) -> T:
     """Polls `check` until it returns something truthy; fails after `timeout`."""
     deadline = time.monotonic() + timeout
     while True:
@@ -92,7 +95,7 @@ def test_exhausted_attempts_go_to_the_dead_set(own_server: str, fname: str) -> N
         before = int(time.time())
         with running_worker(own_server, {fname: job_fn}):
             handle = client.submit_background(fname, b"item-1", unique="u-1")
-            (dead,) = wait_for("the dead job", lambda: admin.dead_jobs(fname))  # type: ignore[misc]
+            (dead,) = wait_for("the dead job", lambda: admin.dead_jobs(fname))
             assert isinstance(dead, polygear.DeadJob)
             assert (dead.handle, dead.function, dead.unique, dead.data) == (handle, fname, b"u-1", b"item-1")
             assert dead.attempts == 2
@@ -319,9 +322,7 @@ def test_drain_worker(own_server: str, fname: str) -> None:
     second: list[bytes] = []
     with polygear.Admin(own_server) as admin, polygear.Client(own_server) as client:
         with running_worker(own_server, {fname: lambda job: first.append(job.data)}):
-            (fd,) = wait_for(  # type: ignore[misc]
-                "the worker", lambda: [w.fd for w in admin.workers() if fname in w.functions]
-            )
+            (fd,) = wait_for("the worker", lambda: [w.fd for w in admin.workers() if fname in w.functions])
             assert admin.drain_worker(fd) == 1
             assert [d.fd for d in admin.draining()] == [fd]
             client.submit_background(fname, b"job")
