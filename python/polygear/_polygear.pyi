@@ -456,10 +456,23 @@ class Admin:
 
 @final
 class Server:
-    """The Rust job server running in this process (port 0 picks a free port)."""
+    """The Rust job server running in this process (port 0 picks a free port).
+
+    polygear extensions at start: ``retry={function: max_attempts | (max_attempts,
+    backoff[, max_delay])}`` (seconds; backoff default 1), ``retain={function: seconds}``,
+    ``unique_window={function: seconds}``, ``schedules=[(name, cron, function[, data])]``.
+    """
 
     def __new__(
-        cls, port: int | None = 0, host: str = "127.0.0.1", *, tls: ServerTLSSetting = None
+        cls,
+        port: int | None = 0,
+        host: str = "127.0.0.1",
+        *,
+        tls: ServerTLSSetting = None,
+        retry: dict[str, int | tuple[int, float] | tuple[int, float, float]] | None = None,
+        retain: dict[str, int] | None = None,
+        unique_window: dict[str, int] | None = None,
+        schedules: Iterable[tuple[str, str, str] | tuple[str, str, str, str | bytes]] | None = None,
     ) -> Self: ...
     def start(self) -> None: ...
     def stop(self) -> None: ...

@@ -375,3 +375,51 @@ def test_extensions_against_gearmand(gearmand: str, fname: str) -> None:
         with pytest.raises(polygear.ServerError):
             admin.dead_jobs()
         assert admin.version()  # the connection is still usable
+
+
+# --- the embedded server's options ----------------------------------------------------------
+
+
+def test_server_extension_options(fname: str) -> None:
+    runs: list[bytes] = []
+
+    def flaky(job: polygear.Job) -> bytes:
+        runs.append(job.data)
+        if len(runs) < 2:
+            raise RuntimeError("once")
+        return b"done"
+
+    name = f"s_{fname}"
+    with polygear.Server(
+        retry={fname: (2, 0.05, 1), "other": 4},
+        retain={fname: 60},
+        unique_window={fname: 30},
+        schedules=[(name, "0 3 * * *", fname, "nightly")],
+    ) as server:
+        with polygear.Admin(server.address) as admin, polygear.Client(server.address) as client:
+            policies = {p.function: (p.max_attempts, p.backoff, p.max_delay) for p in admin.retry_policies()}
+            assert policies == {fname: (2, 0.05, 1.0), "other": (4, 1.0, 3600.0)}
+            assert admin.retention() == {fname: 60.0}
+            assert admin.unique_windows() == {fname: 30.0}
+            assert [(s.name, s.cron, s.function, s.data) for s in admin.schedules()] == [
+                (name, "0 3 * * *", fname, "nightly")
+            ]
+            with running_worker(server.address, {fname: flaky}):
+                handle = client.submit_background(fname, b"x")  # retained by the server's setting
+                assert wait_for("the retried job", lambda: client.result(handle)) == b"done"
+            assert runs == [b"x", b"x"]
+
+
+def test_server_extension_option_errors() -> None:
+    with pytest.raises(TypeError, match="retry must be a dict"):
+        polygear.Server(retry=[("f", 3)])  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="retry values"):
+        polygear.Server(retry={"f": "3"})  # type: ignore[dict-item]
+    with pytest.raises(ValueError, match="backoff"):
+        polygear.Server(retry={"f": (3, -1)})
+    with pytest.raises(ValueError, match="retain seconds"):
+        polygear.Server(retain={"f": -5})
+    with pytest.raises(ValueError, match="cron expression"):
+        polygear.Server(schedules=[("s", "not a cron", "f")])
+    with pytest.raises(TypeError, match=r"\(name, cron, function\[, data\]\)"):
+        polygear.Server(schedules=[("s", "* * * * *")])  # type: ignore[list-item]
