@@ -8,6 +8,7 @@ __all__ = [
     "GearmanError",
     "GearmanTimeoutError",
     "InvalidArgumentError",
+    "JobCancelled",
     "JobException",
     "JobFailed",
     "ProtocolError",
@@ -21,8 +22,9 @@ class GearmanError(Exception):
     ``code`` is the stable code of the shared error table (the same as Node's
     ``err.code``): ``ECONNREFUSED``, ``ENOTFOUND``, ``EADDRINUSE``, ...
     for connection errors, else ``ETIMEDOUT``, ``EPROTOCOL``, ``ESERVER``,
-    ``EJOBFAILED``, ``EJOBEXCEPTION``, ``EINVAL`` or ``ECLOSED`` (``ServerError``:
-    the server's own code, e.g. ``QUEUE_ERROR``).
+    ``EJOBFAILED``, ``ECANCELED`` (``JobCancelled``), ``EJOBEXCEPTION``,
+    ``EINVAL`` or ``ECLOSED`` (``ServerError``: the server's own code, e.g.
+    ``QUEUE_ERROR``).
     """
 
     code: str = ""
@@ -58,6 +60,12 @@ class JobFailed(GearmanError):
         super().__init__(message)
         self.handle = handle
         self.reason = reason
+
+
+class JobCancelled(JobFailed):
+    """The job was cancelled (``Client.cancel``, admin ``cancel job``) while its
+    client waited; ``code`` is ``ECANCELED`` and ``reason`` the server's words
+    (e.g. "cancelled by its submitter")."""
 
 
 class JobException(JobFailed):

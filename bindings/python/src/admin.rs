@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use pyo3::prelude::*;
-use pyo3::types::PyInt;
+use pyo3::types::{PyBytes, PyDict, PyInt, PyString};
 use tokio::sync::Mutex as AsyncMutex;
 
 use crate::run::wait;
@@ -84,6 +84,101 @@ impl JobInfo {
             self.handle, self.retries, self.ignore, self.queued
         )
     }
+}
+
+/// A retry policy (`Admin.retry_policies()`): a failed job of `function`
+/// runs again after `backoff` seconds (doubled after each further failure,
+/// capped at `max_delay`) until `max_attempts` runs (the first included)
+/// failed; then it goes to the dead set.
+#[pyclass(module = "polygear", frozen, get_all)]
+pub struct RetryPolicy {
+    function: String,
+    max_attempts: u32,
+    backoff: f64,
+    max_delay: f64,
+}
+
+#[pymethods]
+impl RetryPolicy {
+    fn __repr__(&self) -> String {
+        format!(
+            "RetryPolicy(function={:?}, max_attempts={}, backoff={:?}, max_delay={:?})",
+            self.function, self.max_attempts, self.backoff, self.max_delay
+        )
+    }
+}
+
+/// A job in the dead set (`Admin.dead_jobs()`): it failed `attempts` times,
+/// the last time with `error`; `submitted` and `failed_at` are unix times
+/// (int seconds).
+#[pyclass(module = "polygear", frozen, get_all)]
+pub struct DeadJob {
+    handle: String,
+    function: String,
+    unique: Py<PyBytes>,
+    data: Py<PyBytes>,
+    attempts: u32,
+    error: String,
+    submitted: i64,
+    failed_at: i64,
+}
+
+#[pymethods]
+impl DeadJob {
+    fn __repr__(&self) -> String {
+        format!(
+            "DeadJob(handle={:?}, function={:?}, attempts={}, error={:?}, failed_at={})",
+            self.handle, self.function, self.attempts, self.error, self.failed_at
+        )
+    }
+}
+
+/// A worker connection being drained (`Admin.draining()`).
+#[pyclass(module = "polygear", frozen, get_all)]
+pub struct DrainingWorker {
+    fd: u64,
+    client_id: String,
+}
+
+#[pymethods]
+impl DrainingWorker {
+    fn __repr__(&self) -> String {
+        format!(
+            "DrainingWorker(fd={}, client_id={:?})",
+            self.fd, self.client_id
+        )
+    }
+}
+
+/// A periodic job (`Admin.schedules()`); `last_fired` and `next` are unix
+/// times (int seconds) or None.
+#[pyclass(module = "polygear", frozen, get_all)]
+pub struct ScheduleInfo {
+    name: String,
+    function: String,
+    cron: String,
+    last_fired: Option<i64>,
+    next: Option<i64>,
+    data: String,
+}
+
+#[pymethods]
+impl ScheduleInfo {
+    fn __repr__(&self) -> String {
+        format!(
+            "ScheduleInfo(name={:?}, function={:?}, cron={:?}, last_fired={:?}, next={:?}, data={:?})",
+            self.name, self.function, self.cron, self.last_fired, self.next, self.data
+        )
+    }
+}
+
+/// `{function: seconds}` from the server's per-function durations.
+fn durations(py: Python<'_>, v: Vec<(String, std::time::Duration)>) -> PyResult<Py<PyDict>> {
+    let d = PyDict::new(py);
+    for (f, t) in v {
+        d.set_item(f, t.as_secs_f64())?;
+    }
+    Ok(d.unbind())
 }
 
 /// One admin connection to one server (blocking; the GIL is released while waiting).
@@ -278,6 +373,257 @@ impl Admin {
     fn shutdown(&self, py: Python<'_>, graceful: bool) -> PyResult<()> {
         self.call(py, move |a| {
             Box::pin(async move { a.shutdown(graceful).await })
+        })
+    }
+
+    /// Sets the retry policy of `function` (polygeard extension): up to
+    /// `max_attempts` runs in all (0 removes the policy), the first retry
+    /// after `backoff` seconds, doubled after each further failure up to
+    /// `max_delay` seconds (None: 1 hour).
+    #[pyo3(signature = (function, max_attempts, backoff, max_delay=None))]
+    fn set_retry_policy(
+        &self,
+        py: Python<'_>,
+        function: &Bound<'_, PyAny>,
+        max_attempts: &Bound<'_, PyAny>,
+        backoff: &Bound<'_, PyAny>,
+        max_delay: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<()> {
+        let function = util::text(function, "function")?;
+        let attempts = util::uint(max_attempts, "max_attempts", u32::MAX)?;
+        let mut policy = polygear::RetryPolicy::new(attempts, util::seconds(backoff, "backoff")?);
+        if let Some(m) = max_delay.filter(|m| !m.is_none()) {
+            policy.max_delay = util::seconds(m, "max_delay")?;
+        }
+        self.call(py, move |a| {
+            Box::pin(async move { a.set_retry_policy(&function, policy).await })
+        })
+    }
+
+    /// The retry policies, by function.
+    fn retry_policies(&self, py: Python<'_>) -> PyResult<Vec<RetryPolicy>> {
+        let v = self.call(py, |a| Box::pin(a.retry_policies()))?;
+        Ok(v.into_iter()
+            .map(|(function, p)| RetryPolicy {
+                function,
+                max_attempts: p.max_attempts,
+                backoff: p.backoff.as_secs_f64(),
+                max_delay: p.max_delay.as_secs_f64(),
+            })
+            .collect())
+    }
+
+    /// The dead set (of `function`, or all), oldest first.
+    #[pyo3(signature = (function=None))]
+    fn dead_jobs(
+        &self,
+        py: Python<'_>,
+        function: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<Vec<DeadJob>> {
+        let function = match function.filter(|f| !f.is_none()) {
+            Some(f) => Some(util::text(f, "function")?),
+            None => None,
+        };
+        let v = self.call(py, move |a| {
+            Box::pin(async move { a.dead_jobs(function.as_deref()).await })
+        })?;
+        Ok(v.into_iter()
+            .map(|d| DeadJob {
+                handle: d.handle,
+                function: d.function,
+                unique: util::to_bytes(py, &d.unique),
+                data: util::to_bytes(py, &d.data),
+                attempts: d.attempts,
+                error: d.error,
+                submitted: d.submitted,
+                failed_at: d.failed_at,
+            })
+            .collect())
+    }
+
+    /// Queues the dead jobs of `function` again; returns how many.
+    fn retry_dead(&self, py: Python<'_>, function: &Bound<'_, PyAny>) -> PyResult<u64> {
+        let function = util::text(function, "function")?;
+        self.call(py, move |a| {
+            Box::pin(async move { a.retry_dead(&function).await })
+        })
+    }
+
+    /// Queues the dead job `handle` again; False if the dead set has none.
+    fn retry_dead_job(&self, py: Python<'_>, handle: &Bound<'_, PyAny>) -> PyResult<bool> {
+        let handle = util::text(handle, "handle")?;
+        self.call(py, move |a| {
+            Box::pin(async move { a.retry_dead_job(&handle).await })
+        })
+    }
+
+    /// Queues every dead job again; returns how many.
+    fn retry_all_dead(&self, py: Python<'_>) -> PyResult<u64> {
+        self.call(py, |a| Box::pin(a.retry_all_dead()))
+    }
+
+    /// Deletes the dead jobs of `function`; returns how many.
+    fn delete_dead(&self, py: Python<'_>, function: &Bound<'_, PyAny>) -> PyResult<u64> {
+        let function = util::text(function, "function")?;
+        self.call(py, move |a| {
+            Box::pin(async move { a.delete_dead(&function).await })
+        })
+    }
+
+    /// Deletes the dead job `handle`; False if the dead set has none.
+    fn delete_dead_job(&self, py: Python<'_>, handle: &Bound<'_, PyAny>) -> PyResult<bool> {
+        let handle = util::text(handle, "handle")?;
+        self.call(py, move |a| {
+            Box::pin(async move { a.delete_dead_job(&handle).await })
+        })
+    }
+
+    /// Deletes every dead job; returns how many.
+    fn delete_all_dead(&self, py: Python<'_>) -> PyResult<u64> {
+        self.call(py, |a| Box::pin(a.delete_all_dead()))
+    }
+
+    /// Keeps the results of `function`'s background jobs for `seconds`
+    /// (polygeard extension; 0 turns it off), for `Client.result()`.
+    fn set_retention(
+        &self,
+        py: Python<'_>,
+        function: &Bound<'_, PyAny>,
+        seconds: &Bound<'_, PyAny>,
+    ) -> PyResult<()> {
+        let function = util::text(function, "function")?;
+        let d = util::seconds(seconds, "seconds")?;
+        self.call(py, move |a| {
+            Box::pin(async move { a.set_retention(&function, d).await })
+        })
+    }
+
+    /// The retention periods: `{function: seconds}`.
+    fn retention(&self, py: Python<'_>) -> PyResult<Py<PyDict>> {
+        let v = self.call(py, |a| Box::pin(a.retention()))?;
+        durations(py, v)
+    }
+
+    /// Makes a unique key of `function` stay taken for `seconds` after its
+    /// job completed (polygeard extension; 0 turns it off): a submission with
+    /// that key meanwhile gets the finished job.
+    fn set_unique_window(
+        &self,
+        py: Python<'_>,
+        function: &Bound<'_, PyAny>,
+        seconds: &Bound<'_, PyAny>,
+    ) -> PyResult<()> {
+        let function = util::text(function, "function")?;
+        let d = util::seconds(seconds, "seconds")?;
+        self.call(py, move |a| {
+            Box::pin(async move { a.set_unique_window(&function, d).await })
+        })
+    }
+
+    /// The unique windows: `{function: seconds}`.
+    fn unique_windows(&self, py: Python<'_>) -> PyResult<Py<PyDict>> {
+        let v = self.call(py, |a| Box::pin(a.unique_windows()))?;
+        durations(py, v)
+    }
+
+    /// Hands out no jobs of `function` until resume() (polygeard extension;
+    /// jobs are still queued).
+    fn pause(&self, py: Python<'_>, function: &Bound<'_, PyAny>) -> PyResult<()> {
+        let function = util::text(function, "function")?;
+        self.call(py, move |a| {
+            Box::pin(async move { a.pause(&function).await })
+        })
+    }
+
+    /// Hands out the jobs of a paused `function` again.
+    fn resume(&self, py: Python<'_>, function: &Bound<'_, PyAny>) -> PyResult<()> {
+        let function = util::text(function, "function")?;
+        self.call(py, move |a| {
+            Box::pin(async move { a.resume(&function).await })
+        })
+    }
+
+    /// The paused functions.
+    fn paused(&self, py: Python<'_>) -> PyResult<Vec<String>> {
+        self.call(py, |a| Box::pin(a.paused()))
+    }
+
+    /// Drains the worker connections whose fd (`WorkerInfo.fd`, an int) or
+    /// client id (a str) is `id` (polygeard extension): they finish their jobs
+    /// and get no new ones. Returns how many matched; none is a ServerError
+    /// with code UNKNOWN_WORKER.
+    fn drain_worker(&self, py: Python<'_>, id: &Bound<'_, PyAny>) -> PyResult<u64> {
+        let id = if id.is_instance_of::<PyString>() {
+            util::text(id, "id")?
+        } else if id.is_instance_of::<PyInt>() {
+            util::uint(id, "id", u64::MAX)?.to_string()
+        } else {
+            return Err(pyo3::exceptions::PyTypeError::new_err(format!(
+                "id must be a worker's fd (int) or client id (str), not {}",
+                util::type_name(id)
+            )));
+        };
+        self.call(py, move |a| {
+            Box::pin(async move { a.drain_worker(&id).await })
+        })
+    }
+
+    /// The worker connections being drained.
+    fn draining(&self, py: Python<'_>) -> PyResult<Vec<DrainingWorker>> {
+        let v = self.call(py, |a| Box::pin(a.draining()))?;
+        Ok(v.into_iter()
+            .map(|d| DrainingWorker {
+                fd: d.fd,
+                client_id: d.client_id,
+            })
+            .collect())
+    }
+
+    /// Adds (or replaces) the periodic job `name` (polygeard extension): at
+    /// each occurrence of `cron` (UTC; 5 fields, 6 with seconds first, or
+    /// `@hourly` ...) the server queues a background job of `function` with
+    /// payload `data` (one line of text) and unique key `NAME@<unix time>`.
+    #[pyo3(signature = (name, cron, function, data=None))]
+    fn schedule_add(
+        &self,
+        py: Python<'_>,
+        name: &Bound<'_, PyAny>,
+        cron: &Bound<'_, PyAny>,
+        function: &Bound<'_, PyAny>,
+        data: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<()> {
+        let name = util::text(name, "name")?;
+        let cron = util::text(cron, "cron")?;
+        let function = util::text(function, "function")?;
+        let data = util::opt_payload(data, "data")?;
+        let data = String::from_utf8(data.to_vec()).map_err(|_| {
+            pyo3::exceptions::PyValueError::new_err("schedule data must be UTF-8 text")
+        })?;
+        self.call(py, move |a| {
+            Box::pin(async move { a.schedule_add(&name, &cron, &function, &data).await })
+        })
+    }
+
+    /// The periodic jobs, by name.
+    fn schedules(&self, py: Python<'_>) -> PyResult<Vec<ScheduleInfo>> {
+        let v = self.call(py, |a| Box::pin(a.schedules()))?;
+        Ok(v.into_iter()
+            .map(|s| ScheduleInfo {
+                name: s.name,
+                function: s.function,
+                cron: s.cron,
+                last_fired: s.last_fired,
+                next: s.next,
+                data: s.data,
+            })
+            .collect())
+    }
+
+    /// Deletes the periodic job `name` (ServerError UNKNOWN_SCHEDULE if none).
+    fn schedule_delete(&self, py: Python<'_>, name: &Bound<'_, PyAny>) -> PyResult<()> {
+        let name = util::text(name, "name")?;
+        self.call(py, move |a| {
+            Box::pin(async move { a.schedule_delete(&name).await })
         })
     }
 

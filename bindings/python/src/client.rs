@@ -154,10 +154,8 @@ impl JobInner {
             }),
             // WORK_FAIL (with the server's reason, if it gave one), or the
             // event stream ended without a final event
-            _ => Err(polygear::Error::JobFailed {
-                handle,
-                reason: self.job.fail_reason(),
-            }),
+            // (JobCancelled if the server's reason says it was cancelled)
+            _ => Err(polygear::Error::job_failed(handle, self.job.fail_reason())),
         }
     }
 }
@@ -373,6 +371,7 @@ impl Submission {
         unique: Option<&Bound<'_, PyAny>>,
         priority: Option<&Bound<'_, PyAny>>,
         epoch: Option<i64>,
+        retain: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<Submission> {
         Ok(Submission {
             function: util::text(func, "func")?,
@@ -382,7 +381,7 @@ impl Submission {
                 priority: util::opt_priority(priority)?,
                 timeout: None,
                 epoch,
-                retain: None,
+                retain: util::timeout(retain, "retain")?,
             },
         })
     }
@@ -720,8 +719,12 @@ macro_rules! client_class {
                 )
             }
 
-            #[doc = concat!("Queues a background job and ", $returns, " its handle.")]
-            #[pyo3(signature = (func, data, *, unique=None, priority=None, epoch=None))]
+            #[doc = concat!(
+                "Queues a background job and ", $returns, " its handle; with `retain`\n",
+                "(seconds, polygeard only) the server keeps its result that long for result()."
+            )]
+            #[pyo3(signature = (func, data, *, unique=None, priority=None, epoch=None, retain=None))]
+            #[allow(clippy::too_many_arguments)]
             fn submit_background(
                 &self,
                 py: Python<'_>,
@@ -730,13 +733,14 @@ macro_rules! client_class {
                 unique: Option<&Bound<'_, PyAny>>,
                 priority: Option<&Bound<'_, PyAny>>,
                 epoch: Option<&Bound<'_, PyAny>>,
+                retain: Option<&Bound<'_, PyAny>>,
             ) -> PyResult<Py<PyAny>> {
                 let epoch = match epoch.filter(|e| !e.is_none()) {
                     // i64::MAX fits in u64: the conversion cannot fail
                     Some(e) => Some(util::uint(e, "epoch", i64::MAX as u64)? as i64),
                     None => None,
                 };
-                let s = Submission::background(func, data, unique, priority, epoch)?;
+                let s = Submission::background(func, data, unique, priority, epoch, retain)?;
                 let c = self.inner.clone();
                 <$runner>::run(
                     py,
@@ -780,6 +784,40 @@ macro_rules! client_class {
             #[doc = concat!("GET_STATUS_UNIQUE of a unique key; ", $returns, " a JobStatus.")]
             fn status_unique(&self, py: Python<'_>, unique: &Bound<'_, PyAny>) -> PyResult<Py<PyAny>> {
                 status::<$runner>(py, &self.inner, unique, true)
+            }
+
+            #[doc = concat!(
+                "The retained result of background job `handle` (polygeard only): ", $returns, "\n",
+                "bytes once it completed, None while it is queued or running or when the\n",
+                "server does not know it (not retained, expired); JobFailed / JobException\n",
+                "if it failed; ServerError from a server that is not polygeard."
+            )]
+            fn result(&self, py: Python<'_>, handle: &Bound<'_, PyAny>) -> PyResult<Py<PyAny>> {
+                let handle = util::text(handle, "handle")?;
+                let c = self.inner.clone();
+                <$runner>::run(
+                    py,
+                    async move { c.result(&handle).await.map_err(to_pyerr) },
+                    |py, r| Ok(match r {
+                        Some(b) => to_bytes(py, &b).into_any(),
+                        None => py.None(),
+                    }),
+                )
+            }
+
+            #[doc = concat!(
+                "Cancels job `handle` and ", $returns, " True if the server had it queued or\n",
+                "running (its waiting clients get JobCancelled; a running job's worker sees\n",
+                "Job.cancelled()), False if no server knows it."
+            )]
+            fn cancel(&self, py: Python<'_>, handle: &Bound<'_, PyAny>) -> PyResult<Py<PyAny>> {
+                let handle = util::text(handle, "handle")?;
+                let c = self.inner.clone();
+                <$runner>::run(
+                    py,
+                    async move { c.cancel(&handle).await.map_err(to_pyerr) },
+                    |py, b| Ok(PyBool::new(py, b).to_owned().into_any().unbind()),
+                )
             }
 
             #[doc = concat!("ECHO round trip; ", $returns, " the echoed bytes.")]

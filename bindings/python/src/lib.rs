@@ -32,6 +32,10 @@ fn _polygear(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<admin::PriorityStatus>()?;
     m.add_class::<admin::WorkerInfo>()?;
     m.add_class::<admin::JobInfo>()?;
+    m.add_class::<admin::RetryPolicy>()?;
+    m.add_class::<admin::DeadJob>()?;
+    m.add_class::<admin::DrainingWorker>()?;
+    m.add_class::<admin::ScheduleInfo>()?;
     m.add_class::<server::Server>()?;
     m.add("DEFAULT_PORT", polygear::DEFAULT_PORT)?;
     m.add("BUILD_PROFILE", polygear::BUILD_PROFILE)?;

@@ -3,22 +3,149 @@
 use std::path::PathBuf;
 use std::sync::Mutex;
 
-use polygear_server::{BackgroundServer, ServerConfig, ServerError, TlsConfig};
+use polygear_server::{
+    BackgroundServer, RetryPolicy, ScheduleSpec, ServerConfig, ServerError, TlsConfig,
+};
 use std::io::ErrorKind;
 
 use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
-use pyo3::types::PyBool;
+use pyo3::types::{PyBool, PyDict, PyInt, PyTuple};
 
 use crate::util::{self, lock, py_bool};
 
 /// An in-process polygear job server on a loopback port (0 = pick a free one).
+/// polygear extensions at start: `retry={function: max_attempts |
+/// (max_attempts, backoff[, max_delay])}` (seconds; backoff default 1),
+/// `retain={function: seconds}`, `unique_window={function: seconds}`,
+/// `schedules=[(name, cron, function[, data])]`.
 #[pyclass(module = "polygear", frozen)]
 pub struct Server {
     host: String,
     port: u16,
     tls: Option<TlsConfig>,
+    /// The polygear extensions configured at start (`--retry`, `--retain`,
+    /// `--unique-window`, `--schedule`).
+    extensions: Extensions,
     running: Mutex<Option<BackgroundServer>>,
+}
+
+/// `Server(retry=, retain=, unique_window=, schedules=)`.
+#[derive(Default, Clone)]
+struct Extensions {
+    retry_policies: Vec<(String, RetryPolicy)>,
+    retain: Vec<(String, u32)>,
+    unique_windows: Vec<(String, u32)>,
+    schedules: Vec<ScheduleSpec>,
+}
+
+/// The `(function, value)` items of a `{function: value}` dict argument.
+fn items<'py>(
+    obj: Option<&Bound<'py, PyAny>>,
+    what: &str,
+) -> PyResult<Vec<(String, Bound<'py, PyAny>)>> {
+    let Some(o) = obj.filter(|o| !o.is_none()) else {
+        return Ok(Vec::new());
+    };
+    let d = o.cast::<PyDict>().map_err(|_| {
+        PyTypeError::new_err(format!(
+            "Server {what} must be a dict {{function: ...}}, not {}",
+            util::type_name(o)
+        ))
+    })?;
+    d.iter()
+        .map(|(k, v)| Ok((util::text(&k, &format!("Server {what} key"))?, v)))
+        .collect()
+}
+
+/// A `retry=` value: `max_attempts` (backoff 1 s) or
+/// `(max_attempts, backoff[, max_delay])` in seconds.
+fn retry_policy(v: &Bound<'_, PyAny>) -> PyResult<RetryPolicy> {
+    let attempts = |a: &Bound<'_, PyAny>| util::uint(a, "Server retry max_attempts", u32::MAX);
+    if v.is_instance_of::<PyInt>() {
+        return Ok(RetryPolicy::new(
+            attempts(v)?,
+            std::time::Duration::from_secs(1),
+        ));
+    }
+    let parts: Vec<Bound<'_, PyAny>> = match v.cast::<PyTuple>() {
+        Ok(t) => t.iter().collect(),
+        Err(_) => Vec::new(),
+    };
+    let mut policy = match parts.as_slice() {
+        [a, b] | [a, b, _] => RetryPolicy::new(attempts(a)?, util::seconds(b, "Server retry backoff")?),
+        _ => {
+            return Err(PyTypeError::new_err(format!(
+                "Server retry values must be max_attempts or (max_attempts, backoff[, max_delay]), not {}",
+                util::type_name(v)
+            )))
+        }
+    };
+    if let [_, _, m] = parts.as_slice() {
+        policy.max_delay = util::seconds(m, "Server retry max_delay")?;
+    }
+    Ok(policy)
+}
+
+/// A `schedules=` item: `(name, cron, function[, data])`.
+fn schedule(v: &Bound<'_, PyAny>) -> PyResult<ScheduleSpec> {
+    let parts: Vec<Bound<'_, PyAny>> = match v.cast::<PyTuple>() {
+        Ok(t) => t.iter().collect(),
+        Err(_) => Vec::new(),
+    };
+    let (name, cron, function, data) = match parts.as_slice() {
+        [n, c, f] => (n, c, f, None),
+        [n, c, f, d] => (n, c, f, Some(d)),
+        _ => {
+            return Err(PyTypeError::new_err(format!(
+                "Server schedules must hold (name, cron, function[, data]) tuples, not {}",
+                util::type_name(v)
+            )))
+        }
+    };
+    let spec = ScheduleSpec {
+        name: util::text(name, "schedule name")?,
+        cron: util::text(cron, "schedule cron")?,
+        function: util::text(function, "schedule function")?,
+        data: util::opt_payload(data, "schedule data")?,
+    };
+    spec.check()
+        .map_err(|e| PyValueError::new_err(format!("Server schedule {}: {e}", spec.name)))?;
+    Ok(spec)
+}
+
+impl Extensions {
+    fn new(
+        retry: Option<&Bound<'_, PyAny>>,
+        retain: Option<&Bound<'_, PyAny>>,
+        unique_window: Option<&Bound<'_, PyAny>>,
+        schedules: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<Extensions> {
+        let secs = |what: &str, v: &Bound<'_, PyAny>| util::uint(v, what, u32::MAX);
+        let mut ext = Extensions::default();
+        for (f, v) in items(retry, "retry")? {
+            ext.retry_policies.push((f, retry_policy(&v)?));
+        }
+        for (f, v) in items(retain, "retain")? {
+            ext.retain.push((f, secs("Server retain seconds", &v)?));
+        }
+        for (f, v) in items(unique_window, "unique_window")? {
+            ext.unique_windows
+                .push((f, secs("Server unique_window seconds", &v)?));
+        }
+        if let Some(s) = schedules.filter(|s| !s.is_none()) {
+            let iter = s.try_iter().map_err(|_| {
+                PyTypeError::new_err(format!(
+                    "Server schedules must be a list of (name, cron, function[, data]) tuples, not {}",
+                    util::type_name(s)
+                ))
+            })?;
+            for item in iter {
+                ext.schedules.push(schedule(&item?)?);
+            }
+        }
+        Ok(ext)
+    }
 }
 
 /// The fields of the server's `tls=`, in `polygear.ServerTLS`'s order.
@@ -126,11 +253,19 @@ impl Server {
 impl Server {
     #[new]
     // the default is not a literal: spell the signature out for introspection
-    #[pyo3(signature = (port=None, host="127.0.0.1".to_string(), *, tls=None), text_signature = "(port=0, host='127.0.0.1', *, tls=None)")]
+    #[pyo3(
+        signature = (port=None, host="127.0.0.1".to_string(), *, tls=None, retry=None, retain=None, unique_window=None, schedules=None),
+        text_signature = "(port=0, host='127.0.0.1', *, tls=None, retry=None, retain=None, unique_window=None, schedules=None)"
+    )]
+    #[allow(clippy::too_many_arguments)]
     fn new(
         port: Option<&Bound<'_, PyAny>>,
         host: String,
         tls: Option<&Bound<'_, PyAny>>,
+        retry: Option<&Bound<'_, PyAny>>,
+        retain: Option<&Bound<'_, PyAny>>,
+        unique_window: Option<&Bound<'_, PyAny>>,
+        schedules: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<Self> {
         let port = match port.filter(|p| !p.is_none()) {
             Some(p) => util::uint(p, "port", u16::MAX)?,
@@ -140,6 +275,7 @@ impl Server {
             host,
             port,
             tls: server_tls(tls)?,
+            extensions: Extensions::new(retry, retain, unique_window, schedules)?,
             running: Mutex::new(None),
         };
         server.check_port()?;
@@ -156,6 +292,10 @@ impl Server {
             port: self.port,
             listen: self.host.clone(),
             tls: self.tls.clone(),
+            retry_policies: self.extensions.retry_policies.clone(),
+            retain: self.extensions.retain.clone(),
+            unique_windows: self.extensions.unique_windows.clone(),
+            schedules: self.extensions.schedules.clone(),
             ..ServerConfig::default()
         };
         let server = py

@@ -157,6 +157,20 @@ pub(crate) fn timeout(
         .map_err(arg_err)
 }
 
+/// A duration in seconds (int or float, 0 or more): retry backoffs,
+/// retention periods, unique windows (where 0 turns the setting off).
+pub(crate) fn seconds(obj: &Bound<'_, PyAny>, what: &str) -> PyResult<std::time::Duration> {
+    if obj.is_instance_of::<PyBool>()
+        || !(obj.is_instance_of::<PyInt>() || obj.is_instance_of::<pyo3::types::PyFloat>())
+    {
+        return Err(PyTypeError::new_err(format!(
+            "{what} must be a number of seconds, not {}",
+            type_name(obj)
+        )));
+    }
+    args::seconds(what, obj.extract()?).map_err(arg_err)
+}
+
 /// Servers as `"host:port"` strings: one string (comma-separated list allowed)
 /// or an iterable of strings. `None` means `127.0.0.1:4730`.
 pub(crate) fn servers(obj: Option<&Bound<'_, PyAny>>) -> PyResult<Vec<ServerAddr>> {
@@ -291,7 +305,16 @@ fn error_class<'py>(py: Python<'py>, name: &str) -> PyResult<Bound<'py, PyAny>> 
 pub(crate) fn to_pyerr(e: Error) -> PyErr {
     let (class, code) = errors::classify(&e);
     let msg = errors::message(&e, TimeUnit::Seconds);
-    new_error(class.python, code, |c| match &e {
+    // a cancelled job: JobCancelled, the subclass of JobFailed, code ECANCELED
+    let (class, code) = if errors::is_cancelled(&e) {
+        ("JobCancelled", errors::CANCELLED_CODE)
+    } else {
+        (class.python, code)
+    };
+    new_error(class, code, |c| match &e {
+        Error::JobCancelled { handle, reason } => {
+            c.call1((msg, handle.clone(), Some(reason.clone())))
+        }
         Error::JobException { handle, message } => c.call1((msg, handle.clone(), message.clone())),
         Error::JobFailed { handle, reason } => c.call1((msg, handle.clone(), reason.clone())),
         Error::Server { code, text } => c.call1((msg, code.clone(), text.clone())),

@@ -23,7 +23,21 @@ pub struct Job {
     function: String,
     unique: String,
     data: Py<PyBytes>,
-    inner: Mutex<Option<polygear::Job>>,
+    /// The job until it ends; an async mutex so that `cancelled()` (which
+    /// asks the server) can hold it across its round trip.
+    inner: Arc<AsyncMutex<Option<polygear::Job>>>,
+}
+
+/// Locks a job's slot from a thread that runs no async code (the caller
+/// has released the GIL: a `cancelled()` that holds the slot may need it
+/// to finish its wait).
+fn lock_job(
+    slot: &AsyncMutex<Option<polygear::Job>>,
+) -> tokio::sync::MutexGuard<'_, Option<polygear::Job>> {
+    match slot.try_lock() {
+        Ok(guard) => guard,
+        Err(_) => slot.blocking_lock(),
+    }
 }
 
 impl Job {
@@ -33,7 +47,7 @@ impl Job {
             function: job.function().to_string(),
             unique: job.unique().to_string(),
             data: PyBytes::new(py, job.data()).unbind(),
-            inner: Mutex::new(Some(job)),
+            inner: Arc::new(AsyncMutex::new(Some(job))),
         }
     }
 
@@ -53,14 +67,39 @@ impl Job {
         f: impl FnOnce(&polygear::Job) -> polygear::Result<R> + Send,
     ) -> PyResult<R> {
         let inner = &self.inner;
-        match py.detach(|| lock(inner).as_ref().map(f)) {
+        match py.detach(|| lock_job(inner).as_ref().map(f)) {
             Some(r) => r.map_err(to_pyerr),
             None => Err(self.finished()),
         }
     }
 
-    fn take(&self) -> PyResult<polygear::Job> {
-        lock(&self.inner).take().ok_or_else(|| self.finished())
+    fn take(&self, py: Python<'_>) -> PyResult<polygear::Job> {
+        let inner = &self.inner;
+        py.detach(|| lock_job(inner).take())
+            .ok_or_else(|| self.finished())
+    }
+
+    /// Whether the server cancelled the job, asked with runner `R`.
+    fn cancelled_with<R: Runner>(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
+        let inner = self.inner.clone();
+        let handle = self.handle.clone();
+        R::run(
+            py,
+            async move {
+                match inner.lock().await.as_ref() {
+                    Some(job) => job.cancelled().await.map_err(to_pyerr),
+                    None => Err(to_pyerr(polygear::Error::Closed(format!(
+                        "job {handle} already finished"
+                    )))),
+                }
+            },
+            |py, b| {
+                Ok(pyo3::types::PyBool::new(py, b)
+                    .to_owned()
+                    .into_any()
+                    .unbind())
+            },
+        )
     }
 }
 
@@ -97,8 +136,22 @@ impl Job {
     }
     /// True once the job was completed, failed or raised.
     #[getter]
-    fn done(&self) -> bool {
-        lock(&self.inner).is_none()
+    fn done(&self, py: Python<'_>) -> bool {
+        let inner = &self.inner;
+        py.detach(|| lock_job(inner).is_none())
+    }
+    /// Whether the job was cancelled (`Client.cancel`, admin `cancel job`):
+    /// asks the server over a connection the worker keeps (blocking, GIL
+    /// released), so call it every 0.1 to 1 s, not in a tight loop. True once
+    /// the server no longer has the job: stop and end it (its result is
+    /// dropped). gearmand cancels only queued jobs: there it stays False.
+    /// AsyncWorker functions await `cancelled_async()` instead.
+    fn cancelled(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
+        self.cancelled_with::<Blocking>(py)
+    }
+    /// Awaitable form of cancelled(), for AsyncWorker functions.
+    fn cancelled_async(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
+        self.cancelled_with::<Awaitable>(py)
     }
     /// WORK_DATA: sends a chunk of partial output.
     fn send_data(&self, data: &Bound<'_, PyAny>) -> PyResult<()> {
@@ -122,18 +175,18 @@ impl Job {
     }
     /// WORK_COMPLETE with the result (bytes, bytearray, memoryview, str or None).
     #[pyo3(signature = (result=None))]
-    fn complete(&self, result: Option<&Bound<'_, PyAny>>) -> PyResult<()> {
+    fn complete(&self, py: Python<'_>, result: Option<&Bound<'_, PyAny>>) -> PyResult<()> {
         let r = opt_payload(result, "the function's result")?;
-        self.take()?.complete(r).map_err(to_pyerr)
+        self.take(py)?.complete(r).map_err(to_pyerr)
     }
     /// WORK_FAIL.
-    fn fail(&self) -> PyResult<()> {
-        self.take()?.fail().map_err(to_pyerr)
+    fn fail(&self, py: Python<'_>) -> PyResult<()> {
+        self.take(py)?.fail().map_err(to_pyerr)
     }
     /// WORK_EXCEPTION with a message (clients without the option see WORK_FAIL).
     fn exception(&self, message: &Bound<'_, PyAny>) -> PyResult<()> {
         let m = payload(message, "message")?;
-        self.take()?.exception(m).map_err(to_pyerr)
+        self.take(message.py())?.exception(m).map_err(to_pyerr)
     }
 
     fn __repr__(&self) -> String {
