@@ -19,7 +19,9 @@ impl Client {
     /// Cancels job `handle`: `Ok(true)` if a server had it queued or
     /// running, `Ok(false)` if none knows it (finished, never existed).
     ///
-    /// polygeard removes a queued job (and its stored copy); a running job
+    /// On polygeard a queued job never runs (its stored copy is deleted at
+    /// once; `status` counts it until a worker's GRAB reaches and drops it,
+    /// as gearmand does); a running job
     /// is marked cancelled: its clients get WORK_FAIL at once (polygear's
     /// clients: [`Error::JobCancelled`]), the worker's later result is
     /// dropped, and the worker's [`Job::cancelled`](crate::Job::cancelled)
