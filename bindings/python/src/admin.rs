@@ -81,7 +81,10 @@ impl JobInfo {
     fn __repr__(&self) -> String {
         format!(
             "JobInfo(handle={:?}, retries={}, ignore={}, queued={})",
-            self.handle, self.retries, self.ignore, self.queued
+            self.handle,
+            self.retries,
+            py_bool(self.ignore),
+            py_bool(self.queued)
         )
     }
 }
@@ -649,5 +652,14 @@ impl Admin {
     fn __exit__(&self, py: Python<'_>, _args: &Bound<'_, pyo3::types::PyTuple>) -> PyResult<bool> {
         self.close(py)?;
         Ok(false)
+    }
+}
+
+/// `True` / `False`, as Python prints a bool in a repr.
+fn py_bool(b: bool) -> &'static str {
+    if b {
+        "True"
+    } else {
+        "False"
     }
 }
