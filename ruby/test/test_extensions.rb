@@ -331,6 +331,29 @@ class TestExtensions < Minitest::Test
     end
   end
 
+  # --- Polygear::Server's start-up settings ---------------------------------
+
+  def test_embedded_server_takes_the_extension_settings
+    Polygear::Server.start(retry: { "fa" => [4, 0.5, 10], "fb" => [2, 1] }, retain: { "fb" => 120 },
+                           unique_window: { "fc" => 30 },
+                           schedules: [["nightly", "0 3 * * *", "report", "full"], ["hourly", "@hourly", "tick"]]) do |s|
+      Polygear::Admin.open(s.address) do |a|
+        assert_equal [Polygear::Admin::RetryPolicy.new("fa", 4, 0.5, 10.0),
+                      Polygear::Admin::RetryPolicy.new("fb", 2, 1.0, 3600.0)], a.retry_policies
+        assert_equal({ "fb" => 120.0 }, a.retention)
+        assert_equal({ "fc" => 30.0 }, a.unique_windows)
+        assert_equal [%w[hourly tick @hourly] + [""], ["nightly", "report", "0 3 * * *", "full"]],
+                     a.schedules.map { |x| [x.name, x.function, x.cron, x.data] }
+        assert(a.schedules.all? { |x| x.next.is_a?(Time) && x.last_fired.nil? })
+      end
+    end
+    assert_raises(ArgumentError) { Polygear::Server.new(schedules: [%w[bad not-a-cron f]]) }
+    assert_raises(ArgumentError) { Polygear::Server.new(retry: { "f" => [2, -1] }) }
+    assert_raises(TypeError) { Polygear::Server.new(retry: { "f" => "3" }) }
+    assert_raises(TypeError) { Polygear::Server.new(retain: { "f" => 1.5 }) }
+    assert_raises(TypeError) { Polygear::Server.new(schedules: "x") }
+  end
+
   def test_job_cancelled_is_a_job_failed
     assert_operator Polygear::JobCancelled, :<, Polygear::JobFailed
     assert_includes Polygear::JobCancelled.ancestors, Polygear::Error
