@@ -124,9 +124,19 @@ class TestExtensions < Minitest::Test
       assert admin.delete_dead_job(h3)
       assert_equal [], admin.dead_jobs(f)
       assert_equal 0, admin.retry_dead(f)
-      assert_kind_of Integer, admin.retry_all_dead
-      assert_kind_of Integer, admin.delete_all_dead
+
+      # the whole set (this server's dead jobs are this test's only)
+      client.submit_background(f, "fourth")
+      eventually(10, "the fourth dead record") { admin.dead_jobs.size == 1 }
+      healthy = true
+      assert_equal 1, admin.retry_all_dead
+      assert_equal "fourth", within(10) { done.pop }
+      healthy = false
+      client.submit_background(f, "fifth")
+      eventually(10, "the fifth dead record") { admin.dead_jobs.size == 1 }
+      assert_equal 1, admin.delete_all_dead
       assert_equal [], admin.dead_jobs
+      assert_equal 0, admin.delete_all_dead
     end
   end
 
@@ -256,6 +266,19 @@ class TestExtensions < Minitest::Test
     end
   end
 
+  def test_cancelled_probe_and_job_updates_from_two_threads
+    f = on(fname("probe")) do |job|
+      probes = Thread.new { Array.new(20) { job.cancelled? } }
+      20.times { |i| job.send_status(i + 1, 20) }
+      probes.value.any? ? "cancelled?" : "ok"
+    end
+    with_worker do
+      statuses = []
+      assert_equal "ok", client.submit(f, "x") { |ev| statuses << ev.numerator if ev.type == :status }
+      assert_equal (1..20).to_a, statuses
+    end
+  end
+
   def test_cancelled_on_a_finished_job_raises_closed_error
     kept = Queue.new
     f = on(fname("finished")) do |job|
@@ -360,11 +383,14 @@ class TestExtensions < Minitest::Test
   end
 end
 
-# The extensions against the C gearmand: clear ServerErrors.
+# The extensions against the C gearmand: clear ServerErrors; cancellation
+# of queued jobs works there too.
 class TestExtensionsGearmand < Minitest::Test
   include PolygearTest::Helpers
 
   def server = PolygearTest::Gearmand.instance
+
+  def within(seconds, &block) = Timeout.timeout(seconds, &block)
 
   def test_retained_results_are_refused_with_a_server_error
     c = client
@@ -387,5 +413,27 @@ class TestExtensionsGearmand < Minitest::Test
 
   def test_cancel_of_an_unknown_handle_is_false
     refute client.cancel("H:nowhere:1")
+  end
+
+  def test_cancel_of_a_queued_background_job
+    c = client
+    handle = c.submit_background(fname("queued"), "x") # no worker: stays queued
+    assert c.status(handle).known?
+    assert c.cancel(handle)
+    # gearmand keeps a cancelled job listed, marked to be dropped when grabbed
+    row = Polygear::Admin.open(server.address) { |a| a.show_jobs.find { |j| j.handle == handle } }
+    assert row.ignore
+  end
+
+  def test_cancelled_stays_false_for_a_running_job
+    seen = Queue.new
+    f = on(fname("running")) do |job|
+      seen << job.cancelled?
+      "done"
+    end
+    with_worker do
+      assert_equal "done", client.submit(f, "x")
+      assert_equal false, within(5) { seen.pop }
+    end
   end
 end
