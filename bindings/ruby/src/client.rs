@@ -9,7 +9,7 @@ use magnus::{function, method, prelude::*, Error, RArray, RModule, RString, Ruby
 use polygear::{ClientOptions, JobEvent, Priority, SubmitOptions};
 use polygear_bindings::batch::Batch;
 
-use crate::{arg_err, gvl, map_err, opt_timeout, parse_servers};
+use crate::{arg_err, gvl, map_err, opt_timeout, parse_servers, secs};
 
 /// Copies a Ruby String's bytes (binary-safe). Must run with the GVL.
 pub(crate) fn bytes_of(s: RString) -> Bytes {
@@ -130,9 +130,11 @@ impl NativeClient {
         unique: Option<RString>,
         prio: Value,
         epoch: Option<i64>,
+        retain: Option<f64>,
     ) -> Result<String, Error> {
         let data = bytes_of(data);
-        let opts = submit_options(ruby, unique, prio, None, epoch)?;
+        let mut opts = submit_options(ruby, unique, prio, None, epoch)?;
+        opts.retain = retain.map(|r| secs(ruby, "retain", r)).transpose()?;
         rb_self.call(ruby, |c| async move {
             c.submit_background(&function, data, opts).await
         })
@@ -204,6 +206,36 @@ impl NativeClient {
     fn status_unique(ruby: &Ruby, rb_self: &Self, unique: String) -> Result<RArray, Error> {
         let st = rb_self.call(ruby, |c| async move { c.status_unique(&unique).await })?;
         Ok(status_array(ruby, st))
+    }
+
+    /// The retained result of a background job: its String once completed
+    /// (and kept), nil while queued/running/unknown; a failed job raises.
+    fn result(ruby: &Ruby, rb_self: &Self, handle: String) -> Result<Option<RString>, Error> {
+        let r = rb_self.call(ruby, |c| async move { c.result(&handle).await })?;
+        Ok(r.map(|b| ruby.str_from_slice(&b)))
+    }
+
+    /// `[state, payload]`: state one of `:complete`, `:queued`, `:running`,
+    /// `:failed`, `:exception`, `:unknown`; payload the result (complete)
+    /// or the worker's message (exception), else nil.
+    fn result_state(
+        ruby: &Ruby,
+        rb_self: &Self,
+        handle: String,
+    ) -> Result<(Symbol, Option<RString>), Error> {
+        let st = rb_self.call(ruby, |c| async move { c.result_state(&handle).await })?;
+        let payload = match &st {
+            polygear::JobResult::Complete(b) | polygear::JobResult::Exception(b) => {
+                Some(ruby.str_from_slice(b))
+            }
+            _ => None,
+        };
+        Ok((ruby.to_symbol(st.name()), payload))
+    }
+
+    /// Cancels a job: true if the server had it queued or running.
+    fn cancel(ruby: &Ruby, rb_self: &Self, handle: String) -> Result<bool, Error> {
+        rb_self.call(ruby, |c| async move { c.cancel(&handle).await })
     }
 
     fn echo(ruby: &Ruby, rb_self: &Self, data: RString) -> Result<RString, Error> {
@@ -278,7 +310,7 @@ impl NativeRunningJob {
                 return Ok(Some(a));
             }
             JobEvent::Failed => {
-                return Err(map_err(ruby, polygear::Error::JobFailed { handle, reason }));
+                return Err(map_err(ruby, polygear::Error::job_failed(handle, reason)));
             }
             JobEvent::Exception(m) => {
                 return Err(map_err(
@@ -302,12 +334,15 @@ pub(crate) fn define(ruby: &Ruby, _polygear: RModule, native: RModule) -> Result
     c.define_method("submit", method!(NativeClient::submit, 5))?;
     c.define_method(
         "submit_background",
-        method!(NativeClient::submit_background, 5),
+        method!(NativeClient::submit_background, 6),
     )?;
     c.define_method("submit_job", method!(NativeClient::submit_job, 5))?;
     c.define_method("submit_many", method!(NativeClient::submit_many, 4))?;
     c.define_method("status", method!(NativeClient::status, 1))?;
     c.define_method("status_unique", method!(NativeClient::status_unique, 1))?;
+    c.define_method("result", method!(NativeClient::result, 1))?;
+    c.define_method("result_state", method!(NativeClient::result_state, 1))?;
+    c.define_method("cancel", method!(NativeClient::cancel, 1))?;
     c.define_method("echo", method!(NativeClient::echo, 1))?;
     c.define_method("close", method!(NativeClient::close, 0))?;
 

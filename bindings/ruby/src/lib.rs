@@ -47,6 +47,10 @@ pub(crate) fn runtime(ruby: &Ruby) -> Result<&'static tokio::runtime::Runtime, E
 /// ([`errors::CLASSES`]), looked up once by `Init_polygear_ext`.
 static ERRORS: OnceLock<Vec<Opaque<ExceptionClass>>> = OnceLock::new();
 
+/// `Polygear::JobCancelled` (a `JobFailed` subclass), for a job cancelled
+/// by its submitter or an administrator ([`errors::is_cancelled`]).
+static CANCELLED: OnceLock<Opaque<ExceptionClass>> = OnceLock::new();
+
 /// Looks up the class of every kind in the shared error table: `Polygear::*`
 /// as `ruby/lib/polygear/errors.rb` defines them (each includes the module
 /// `Polygear::Error` and subclasses a built-in exception, which a class
@@ -69,6 +73,13 @@ fn define_errors(ruby: &Ruby, m: RModule) -> Result<(), Error> {
         classes.push(class.into());
     }
     let _ = ERRORS.set(classes);
+    let cancelled: ExceptionClass = m.const_get("JobCancelled").map_err(|_| {
+        Error::new(
+            ruby.exception_load_error(),
+            "Polygear::JobCancelled is not defined: load the extension with `require \"polygear\"`",
+        )
+    })?;
+    let _ = CANCELLED.set(cancelled.into());
     Ok(())
 }
 
@@ -78,7 +89,11 @@ fn exception(ruby: &Ruby, kind: ErrorKind, msg: String, ivars: Vec<(&str, String
     let Some(classes) = ERRORS.get() else {
         return Error::new(ruby.exception_runtime_error(), msg);
     };
-    let class = ruby.get_inner(classes[errors::index_of(kind)]);
+    exception_of_class(ruby.get_inner(classes[errors::index_of(kind)]), msg, ivars)
+}
+
+/// An exception of `class` with `msg` and the instance variables `ivars`.
+fn exception_of_class(class: ExceptionClass, msg: String, ivars: Vec<(&str, String)>) -> Error {
     if ivars.is_empty() {
         return Error::new(class, msg);
     }
@@ -102,10 +117,23 @@ fn exception(ruby: &Ruby, kind: ErrorKind, msg: String, ivars: Vec<(&str, String
 /// Every `Polygear::Error` carries `@code` (the table's stable code; a
 /// `ServerError` the server's own), `JobFailed`/`JobException` carry
 /// `@handle` (and `@reason` / `@worker_message`). The message is the shared
-/// table's, timeouts in seconds ("(timeout is in seconds)").
+/// table's, timeouts in seconds ("(timeout is in seconds)"). A cancelled job
+/// is a `Polygear::JobCancelled` (a `JobFailed`) with code `ECANCELED`.
 pub(crate) fn map_err(ruby: &Ruby, e: polygear::Error) -> Error {
     use polygear::Error as E;
     let msg = errors::message(&e, TimeUnit::Seconds);
+    if let (true, Some(class)) = (errors::is_cancelled(&e), CANCELLED.get()) {
+        let (handle, reason) = match e {
+            E::JobCancelled { handle, reason } => (handle, reason),
+            _ => unreachable!("is_cancelled is true only for JobCancelled"),
+        };
+        let ivars = vec![
+            ("@handle", handle),
+            ("@reason", reason),
+            ("@code", errors::CANCELLED_CODE.to_string()),
+        ];
+        return exception_of_class(ruby.get_inner(*class), msg, ivars);
+    }
     let (kind, code) = (e.kind(), errors::code(&e).to_string());
     let mut ivars = match e {
         E::Server { code, .. } => return exception(ruby, kind, msg, vec![("@code", code)]),

@@ -1,15 +1,15 @@
 //! `Polygear::Native::Worker` and `Polygear::Job`.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use bytes::Bytes;
 use magnus::{function, method, prelude::*, Error, RModule, RString, Ruby, Symbol};
 use polygear::{WorkerEvent, WorkerOptions};
 use polygear_bindings::runtime::HANDOFF_DELAY;
-use tokio::sync::broadcast;
+use tokio::sync::{broadcast, Mutex, OwnedMutexGuard};
 
 use crate::client::bytes_of;
-use crate::{arg_err, gvl, lock, map_err, opt_timeout, parse_servers, secs};
+use crate::{arg_err, gvl, map_err, opt_timeout, parse_servers, secs};
 
 /// Native worker; `Polygear::Worker` runs the Ruby threads around it.
 #[magnus::wrap(class = "Polygear::Native::Worker", free_immediately, size)]
@@ -163,7 +163,10 @@ struct RbJob {
     function: String,
     unique: String,
     data: Bytes,
-    inner: Mutex<Option<polygear::Job>>,
+    /// The unfinished job. A tokio mutex because `cancelled?` holds it
+    /// while it asks the server; every other call takes it without waiting
+    /// (or, during such a probe, waits for it with the GVL released).
+    inner: Arc<Mutex<Option<polygear::Job>>>,
 }
 
 impl RbJob {
@@ -173,7 +176,7 @@ impl RbJob {
             function: job.function().to_string(),
             unique: job.unique().to_string(),
             data: job.data().clone(),
-            inner: Mutex::new(Some(job)),
+            inner: Arc::new(Mutex::new(Some(job))),
         }
     }
 
@@ -200,13 +203,22 @@ impl RbJob {
         )
     }
 
+    /// The job's lock: at once, or (while `cancelled?` runs on another
+    /// thread) waited for with the GVL released.
+    fn lock(ruby: &Ruby, rb_self: &Self) -> Result<OwnedMutexGuard<Option<polygear::Job>>, Error> {
+        match rb_self.inner.clone().try_lock_owned() {
+            Ok(guard) => Ok(guard),
+            Err(_) => gvl::wait(ruby, rb_self.inner.clone().lock_owned()),
+        }
+    }
+
     /// Runs `f` on the unfinished job; ClosedError once it has ended.
     fn with_job<T>(
         ruby: &Ruby,
         rb_self: &Self,
         f: impl FnOnce(&polygear::Job) -> polygear::Result<T>,
     ) -> Result<T, Error> {
-        let guard = lock(&rb_self.inner);
+        let guard = Self::lock(ruby, rb_self)?;
         let job = guard.as_ref().ok_or_else(|| Self::closed(ruby))?;
         let _rt = crate::runtime(ruby)?.enter();
         f(job).map_err(|e| map_err(ruby, e))
@@ -218,7 +230,7 @@ impl RbJob {
         rb_self: &Self,
         f: impl FnOnce(polygear::Job) -> polygear::Result<()>,
     ) -> Result<(), Error> {
-        let job = lock(&rb_self.inner).take();
+        let job = Self::lock(ruby, rb_self)?.take();
         let job = job.ok_or_else(|| Self::closed(ruby))?;
         let _rt = crate::runtime(ruby)?.enter();
         // A non-blocking write: keeping the GVL is cheaper than handing it
@@ -259,8 +271,25 @@ impl RbJob {
         Self::finish(ruby, rb_self, |j| j.exception(message))
     }
 
-    fn is_finished(&self) -> bool {
-        lock(&self.inner).is_none()
+    fn is_finished(ruby: &Ruby, rb_self: &Self) -> Result<bool, Error> {
+        Ok(Self::lock(ruby, rb_self)?.is_none())
+    }
+
+    /// Whether the job was cancelled (or the server gave up on it): asks
+    /// the server (GET_STATUS, GVL released). ClosedError once it ended.
+    fn is_cancelled(ruby: &Ruby, rb_self: &Self) -> Result<bool, Error> {
+        let inner = rb_self.inner.clone();
+        let r = gvl::wait(ruby, async move {
+            let guard = inner.lock_owned().await;
+            match guard.as_ref() {
+                Some(job) => Some(job.cancelled().await),
+                None => None,
+            }
+        })?;
+        match r {
+            Some(r) => r.map_err(|e| map_err(ruby, e)),
+            None => Err(Self::closed(ruby)),
+        }
     }
 }
 
@@ -291,6 +320,7 @@ pub(crate) fn define(ruby: &Ruby, polygear: RModule, native: RModule) -> Result<
     j.define_method("send_warning", method!(RbJob::send_warning, 1))?;
     j.define_method("send_status", method!(RbJob::send_status, 2))?;
     j.define_method("finished?", method!(RbJob::is_finished, 0))?;
+    j.define_method("cancelled?", method!(RbJob::is_cancelled, 0))?;
     // Ending a job is the worker's business (the block's return value or
     // exception decides); these stay private to Polygear::Worker.
     j.define_private_method("_complete", method!(RbJob::complete, 1))?;

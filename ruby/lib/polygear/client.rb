@@ -189,16 +189,39 @@ module Polygear
 
     # Queues +func+ with +data+ as a background job and returns its handle
     # once the server accepted it. +at:+ (a Time or Unix seconds) schedules
-    # it (SUBMIT_JOB_EPOCH; normal priority only).
-    def submit_background(func, data, unique: nil, priority: :normal, at: nil)
+    # it (SUBMIT_JOB_EPOCH; normal priority only). +retain:+ (seconds, more
+    # than 0; polygeard only, rounded up to whole seconds) keeps the job's
+    # result on the server that long for #result; a server that is not
+    # polygeard raises ServerError and nothing is sent.
+    def submit_background(func, data, unique: nil, priority: :normal, at: nil, retain: nil)
       epoch = case at
               when nil then nil
               when Time then at.to_i
               when Integer then at
               else raise TypeError, "at: must be a Time or Integer, not #{at.class}"
               end
-      @native.submit_background(*job_args(func, data, unique, priority), epoch)
+      @native.submit_background(*job_args(func, data, unique, priority), epoch, Util.seconds(retain, "retain"))
     end
+
+    # The retained result of background job +handle+ (see
+    # <tt>submit_background(retain:)</tt> and Admin#set_retention): its
+    # binary String once it completed, nil while it is queued or running
+    # or when the server does not know it (never retained, expired). A job
+    # that failed raises JobFailed (JobCancelled if cancelled), one that
+    # raised JobException. polygeard only: other servers raise ServerError.
+    def result(handle) = @native.result(Util.string(handle, "handle"))
+
+    # Like #result without raising for the job's outcome: <tt>[state,
+    # payload]</tt>, +state+ one of :complete, :queued, :running, :failed,
+    # :exception, :unknown; +payload+ the result (:complete) or the
+    # worker's message (:exception), else nil.
+    def result_state(handle) = @native.result_state(Util.string(handle, "handle"))
+
+    # Cancels job +handle+ (foreground or background, queued or running):
+    # true if the server had it. Clients waiting for it raise JobCancelled;
+    # a running job's worker sees Job#cancelled? turn true. Unknown
+    # handles (finished, never existed) give false.
+    def cancel(handle) = @native.cancel(Util.string(handle, "handle"))
 
     # Submits a foreground job of +func+ for every String in +items+ at once
     # (pipelined over the connections) and returns the results in the same

@@ -14,6 +14,7 @@ module Polygear
   #     ProtocolError   < StandardError    the peer broke the wire protocol (or a JSON result is not JSON)
   #     ServerError     < StandardError    the server answered with an ERROR packet
   #     JobFailed       < StandardError    the worker reported WORK_FAIL (#handle)
+  #       JobCancelled  < JobFailed        the job was cancelled (Client#cancel, admin); code "ECANCELED"
   #     JobException    < StandardError    the worker raised (#handle, #worker_message)
   #     ClosedError     < StandardError    used after close/stop, or a job that already ended
   #
@@ -57,6 +58,12 @@ module Polygear
     # Why, when the server failed the job itself and said so (polygeard:
     # "the worker exceeded its 1 s timeout"); nil for a worker's WORK_FAIL.
     attr_reader :reason
+  end
+
+  # The job was cancelled by its submitter (Client#cancel) or an
+  # administrator while this client waited for it. #code is "ECANCELED";
+  # #reason the server's text (e.g. "cancelled by the submitter").
+  class JobCancelled < JobFailed
   end
 
   # The worker raised an exception (WORK_EXCEPTION).

@@ -28,6 +28,13 @@ module Polygear
       value.to_f
     end
 
+    # A number of seconds (not nil) -> Float; the extension checks the value.
+    def required_seconds(value, name)
+      raise TypeError, "#{name} must be a number of seconds, not #{value.class}" unless value.is_a?(Numeric)
+
+      value.to_f
+    end
+
     # Checks that +value+ is a String (no implicit conversion surprises).
     def string(value, name)
       raise TypeError, "#{name} must be a String, not #{value.class}" unless value.is_a?(String)

@@ -13,6 +13,14 @@ module Polygear
   #   job.send_data("partial output")      # WORK_DATA
   #   job.send_status(3, 10)               # WORK_STATUS 3/10
   #   job.send_warning("disk almost full") # WORK_WARNING
+  #   job.cancelled?                       # asks the server (Client#cancel)
+  #
+  # #cancelled? asks the server whether it still has the job (one
+  # GET_STATUS round trip, GVL released): true once the job was cancelled
+  # (Client#cancel, admin) or the server gave up on it (its timeout). Poll
+  # it every 0.1-1 s in a long job, not in a tight loop, and return once it
+  # is true (the result is dropped anyway). gearmand only cancels queued
+  # jobs, so there it stays false for a running one.
   class Job
     # gearman-ruby's name for #send_status; returns self.
     def report_status(numerator, denominator)
