@@ -218,6 +218,9 @@ pub struct ServerConfig {
     pub dead_max: usize,
     /// Dead records older than this are dropped (zero: no limit).
     pub dead_max_age: Duration,
+    /// Most bytes of payloads in the dead set; the oldest records are
+    /// dropped beyond it (0: no limit).
+    pub dead_max_bytes: usize,
     /// Periodic jobs from the configuration (`--schedule`); admin
     /// `schedule add` adds more at run time.
     pub schedules: Vec<ScheduleSpec>,
@@ -255,6 +258,7 @@ impl Default for ServerConfig {
             retry_policies: Vec::new(),
             dead_max: 10_000,
             dead_max_age: Duration::from_secs(7 * 86400),
+            dead_max_bytes: 64 << 20,
             schedules: Vec::new(),
         }
     }

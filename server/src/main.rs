@@ -278,6 +278,10 @@ struct Args {
     /// Dead records older than this many seconds are dropped; 0 = keep them
     #[arg(long, value_name = "SECONDS", default_value_t = ServerConfig::default().dead_max_age.as_secs())]
     dead_max_age: u64,
+
+    /// Most bytes of payloads (data, unique, error) kept in the dead set (the oldest are dropped beyond it); 0 = no limit
+    #[arg(long, value_name = "BYTES", default_value_t = ServerConfig::default().dead_max_bytes)]
+    dead_max_bytes: usize,
 }
 
 fn level_filter(name: &str) -> Option<&'static str> {
@@ -462,6 +466,7 @@ fn main() -> ExitCode {
         retry_policies: args.retry.clone(),
         dead_max: args.dead_max,
         dead_max_age: std::time::Duration::from_secs(args.dead_max_age),
+        dead_max_bytes: args.dead_max_bytes,
         schedules,
         ..ServerConfig::default()
     };

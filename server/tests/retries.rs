@@ -292,6 +292,33 @@ fn the_dead_set_drops_its_oldest_beyond_its_limit() {
     assert_eq!(metric(d.port, "dead_jobs"), 2);
 }
 
+/// `--dead-max-bytes` bounds the payloads kept: three 1000-byte jobs die
+/// with room for two (data + unique + error "WORK_FAIL" per record).
+#[test]
+fn the_dead_set_drops_its_oldest_beyond_its_byte_limit() {
+    let d = polygeard(&[
+        "-q",
+        "builtin",
+        "--retry",
+        "once=1:10",
+        "--dead-max-bytes",
+        "2100",
+    ]);
+    let mut w = worker(d.port, "once");
+    let big = "x".repeat(1000);
+    for i in 0..3 {
+        submit_bg(d.port, "once", &format!("d{i}"), &big);
+        let g = wait_job(&mut w, Duration::from_secs(5));
+        w.send(&Packet::WorkFail { handle: g.handle });
+        std::thread::sleep(Duration::from_millis(30));
+    }
+    let kept = dead(d.port, None);
+    let uniques: Vec<Bytes> = kept.iter().map(|r| r.unique.clone()).collect();
+    assert_eq!(uniques, [Bytes::from("d1"), Bytes::from("d2")]);
+    assert!(kept.iter().all(|r| r.data.len() == 1000));
+    assert_eq!(metric(d.port, "dead_dropped"), 1);
+}
+
 #[test]
 fn kill9_during_a_backoff_keeps_the_job_its_attempts_and_the_dead_set() {
     let dir = tempfile::tempdir().unwrap();

@@ -141,10 +141,13 @@ impl Job {
     /// per server that the worker keeps, so polling every 100 ms is fine).
     /// True once the server no longer has the job for this worker: it was
     /// cancelled (polygeard reports a cancelled job as unknown), or the
-    /// server already gave up on it (its [`Job::timeout`] passed). A job
-    /// that sees `true` should stop and end (its result is dropped by the
-    /// server; [`Job::fail`] is fine). gearmand cancels only queued jobs,
-    /// so there this stays false until the timeout case.
+    /// server already failed it (its [`Job::timeout`] passed, no retry
+    /// policy). A job the server requeued (a retry policy's backoff after
+    /// a timeout, gearmand's requeue) is still known, so this stays false
+    /// for it: the worker's late result is then refused by the server. A
+    /// job that sees `true` should stop and end (its result is dropped by
+    /// the server; [`Job::fail`] is fine). gearmand cancels only queued
+    /// jobs, so there this stays false for a running job.
     pub async fn cancelled(&self) -> Result<bool> {
         Ok(!self.session.probe.known(self.handle()).await?)
     }

@@ -535,6 +535,60 @@ fn job_delete(op: &Op) -> Option<&StoredKey> {
     }
 }
 
+/// A batch with extension records failed to commit (`first`): commits its
+/// job rows alone and, if that works, each extension record in its own
+/// transaction, so one record the store can never take (a result over
+/// SQLite's blob limit) cannot block every later batch. A record that fails
+/// on its own is dropped and logged. If the job rows fail too, the store
+/// itself is failing: the caller retries everything with the next batch.
+fn commit_extras_apart(
+    store: &mut dyn Store,
+    deletes: &[&StoredKey],
+    inserts: &[&StoredJob],
+    extras: &Extras<'_>,
+    first: &StoreError,
+) -> Result<Vec<Rejected>, StoreError> {
+    let rejected = store.commit_extras(deletes, inserts, &Extras::default())?;
+    tracing::warn!("a batch with dead-set or result records failed ({first}); committed its jobs alone, the records one by one");
+    let mut dropped = 0usize;
+    let mut one = |e: Extras<'_>| {
+        if let Err(err) = store.commit_extras(&[], &[], &e) {
+            dropped += 1;
+            tracing::error!(
+                "a dead-set or retained-result record could not be stored, dropped: {err}"
+            );
+        }
+    };
+    for &d in &extras.dead {
+        one(Extras {
+            dead: vec![d],
+            ..Default::default()
+        });
+    }
+    for r in &extras.results.put {
+        one(Extras {
+            results: ResultOps {
+                put: vec![r.clone()],
+                delete: vec![],
+            },
+            ..Default::default()
+        });
+    }
+    for &h in &extras.results.delete {
+        one(Extras {
+            results: ResultOps {
+                put: vec![],
+                delete: vec![h],
+            },
+            ..Default::default()
+        });
+    }
+    if dropped > 0 {
+        tracing::error!("{dropped} dead-set or retained-result records dropped");
+    }
+    Ok(rejected)
+}
+
 /// Commits `batch` (emptied) and answers the submissions waiting on it.
 fn commit_batch(
     store: &mut dyn Store,
@@ -581,7 +635,12 @@ fn commit_batch(
         Ok(Vec::new())
     } else {
         let started = std::time::Instant::now();
-        let r = store.commit_extras(&deletes, &inserts, &extras);
+        let mut r = store.commit_extras(&deletes, &inserts, &extras);
+        if let Err(e) = &r {
+            if !extras.is_empty() {
+                r = commit_extras_apart(store, &deletes, &inserts, &extras, e);
+            }
+        }
         if let Some(shared) = shared.upgrade() {
             shared
                 .commits
@@ -663,5 +722,87 @@ fn commit_batch(
     }
     for ack in acks {
         ack.out.release(ack.ticket);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Refuses any batch holding the retained result of handle 13, as a
+    /// store refuses a record it can never take.
+    #[derive(Default)]
+    struct Picky {
+        committed: Vec<String>,
+    }
+
+    impl Store for Picky {
+        fn load(&mut self) -> Result<Vec<StoredJob>, StoreError> {
+            Ok(Vec::new())
+        }
+        fn commit(
+            &mut self,
+            deletes: &[&StoredKey],
+            inserts: &[&StoredJob],
+        ) -> Result<Vec<Rejected>, StoreError> {
+            self.commit_extras(deletes, inserts, &Extras::default())
+        }
+        fn commit_extras(
+            &mut self,
+            deletes: &[&StoredKey],
+            inserts: &[&StoredJob],
+            extras: &Extras<'_>,
+        ) -> Result<Vec<Rejected>, StoreError> {
+            if extras.results.put.iter().any(|r| r.handle == 13) {
+                return Err(StoreError::Failed("string or blob too big".into()));
+            }
+            let mut what: Vec<String> = deletes.iter().map(|k| format!("-{}", k.id)).collect();
+            what.extend(inserts.iter().map(|r| format!("+{}", r.id)));
+            what.extend(extras.results.put.iter().map(|r| format!("r{}", r.handle)));
+            self.committed.push(what.join(" "));
+            Ok(Vec::new())
+        }
+        fn keyed(&self) -> bool {
+            false
+        }
+        fn keeps_results(&self) -> bool {
+            true
+        }
+    }
+
+    fn result(handle: u64) -> StoredResult {
+        StoredResult {
+            handle,
+            function: Bytes::from_static(b"f"),
+            key: Bytes::new(),
+            state: 0,
+            data: Bytes::from_static(b"out"),
+            expires: 0,
+            window_until: 0,
+        }
+    }
+
+    #[test]
+    fn a_record_the_store_never_takes_is_dropped_and_blocks_nothing() {
+        let mut store = Picky::default();
+        let key = StoredKey {
+            id: 4,
+            function: Bytes::new(),
+            unique: Bytes::new(),
+        };
+        let mut batch = vec![
+            Op::Delete(key),
+            Op::PutResult(result(12)),
+            Op::PutResult(result(13)),
+        ];
+        let mut retry = Vec::new();
+        commit_batch(&mut store, &mut batch, &mut retry, &Weak::new());
+        // The job row and the good result are stored, the poison is dropped,
+        // and nothing is left to retry (it would fail every later batch).
+        assert_eq!(store.committed, ["-4", "r12"]);
+        assert!(retry.is_empty());
+        let mut batch = vec![Op::PutResult(result(14))];
+        commit_batch(&mut store, &mut batch, &mut retry, &Weak::new());
+        assert_eq!(store.committed.last().map(String::as_str), Some("r14"));
     }
 }

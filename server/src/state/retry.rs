@@ -37,9 +37,10 @@ pub(crate) struct Retries {
     next_dead_id: i64,
     max_dead: usize,
     max_age: Duration,
+    max_bytes: usize,
     /// xorshift state for the jitter.
     rng: u64,
-    /// Records dropped for `--dead-max` / `--dead-max-age`.
+    /// Records dropped for `--dead-max`, `--dead-max-age`, `--dead-max-bytes`.
     pub dropped: u64,
     /// Failed runs sent back to wait out a backoff.
     pub retried: u64,
@@ -58,6 +59,7 @@ impl Retries {
             next_dead_id: 1,
             max_dead: cfg.dead_max,
             max_age: cfg.dead_max_age,
+            max_bytes: cfg.dead_max_bytes,
             rng: seed | 1,
             dropped: 0,
             retried: 0,
@@ -225,19 +227,24 @@ impl State {
         }
     }
 
-    /// Drops the oldest records beyond `--dead-max` and those older than
-    /// `--dead-max-age` (0: no limit).
+    /// Drops the oldest records beyond `--dead-max` or `--dead-max-bytes`
+    /// and those older than `--dead-max-age` (0: no limit). (Sums the
+    /// payloads: O(records), once per job that dies.)
     fn prune_dead(&mut self) {
         let r = &mut self.retries;
         let oldest = unix_now().saturating_sub(r.max_age.as_secs().min(i64::MAX as u64) as i64);
+        let size = |d: &DeadRow| d.job.data.len() + d.job.unique.len() + d.job.error.len();
+        let mut bytes: usize = r.dead.iter().map(size).sum();
         let mut gone = Vec::new();
         while let Some(front) = r.dead.front() {
             let too_many = r.max_dead > 0 && r.dead.len() > r.max_dead;
+            let too_big = r.max_bytes > 0 && bytes > r.max_bytes;
             let too_old = !r.max_age.is_zero() && front.job.failed_at < oldest;
-            if !(too_many || too_old) {
+            if !(too_many || too_big || too_old) {
                 break;
             }
             if let Some(d) = r.dead.pop_front() {
+                bytes -= size(&d);
                 gone.push(d.id);
             }
         }
@@ -333,13 +340,23 @@ impl State {
     /// record whose unique key a live job holds joins that job (it only
     /// leaves the dead set). Returns the records taken.
     fn requeue_dead(&mut self, target: &DeadTarget) -> usize {
+        if self.persist.is_some() && self.lease_until.is_some() && !self.holds_lease() {
+            // Fenced (shared queue, lease lost): nothing may be stored now.
+            tracing::warn!("dead retry refused: this server lost its queue lease");
+            return 0;
+        }
         let taken = self.take_dead(target);
         let n = taken.len();
+        let now = unix_now();
         for d in taken {
             let fid = self.func_id(&d.function);
-            let live = submission_key(&d.job.unique, &d.job.data)
-                .and_then(|k| self.lookup_unique(fid, k))
-                .is_some();
+            let key = submission_key(&d.job.unique, &d.job.data);
+            // A live job with its key, or a unique window holding the key's
+            // finished result: it joins that (only leaves the dead set).
+            let live = key.is_some_and(|k| {
+                self.lookup_unique(fid, k).is_some()
+                    || self.results.window_hit(&d.function, k, now).is_some()
+            });
             if live {
                 if let Some(p) = self.persist.as_ref() {
                     let _ = p.tx.send(Op::Dead(DeadOp::Forget(d.id)));

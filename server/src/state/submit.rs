@@ -35,6 +35,9 @@ impl State {
         reducer: Option<&[u8]>,
         when: i64,
     ) {
+        // SUBMIT_RETAIN applies to the next background submission only,
+        // also when it is refused (it never carries over to a later one).
+        let retain = if background { self.take_retain(cid) } else { 0 };
         if unique.len() > MAX_UNIQUE {
             self.reply_error(cid, "ARGUMENT_TOO_LARGE", "Unique value too large");
             return;
@@ -45,8 +48,6 @@ impl State {
             return;
         }
         let fid = self.func_id(function);
-        // SUBMIT_RETAIN applies to the next background submission only.
-        let retain = if background { self.take_retain(cid) } else { 0 };
         if let Some(key) = submission_key(&unique, &data) {
             if let Some(h) = self.lookup_unique(fid, key) {
                 if let Some(job) = self.jobs.get_mut(&h) {
