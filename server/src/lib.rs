@@ -460,6 +460,7 @@ impl Server {
             recovered,
             results,
             schedules,
+            handle_floor,
         }) = loaded
         {
             stored_schedules = schedules;
@@ -477,12 +478,14 @@ impl Server {
                 if let Some(lease) = cfg.queue.lease() {
                     st.lease_renewed(lease.held_from(load_started));
                 }
+                st.start_handles_at(handle_floor);
                 let kept = st.restore_results(results);
                 if kept > 0 {
                     tracing::info!("restored {kept} retained results");
                 }
                 let n = st.restore(rows);
                 st.restore_retries(recovered);
+                st.reserve_handles();
                 n
             });
             if n > 0 {

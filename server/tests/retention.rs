@@ -392,3 +392,46 @@ fn with_gearmand_and_polygeard_retained_jobs_go_to_polygeard() {
         "round robin reached gearmand"
     );
 }
+
+/// The number at the end of a handle (`H:host:N`).
+fn handle_number(h: &str) -> u64 {
+    h.rsplit(':').next().unwrap().parse().unwrap()
+}
+
+/// Handles are never given out twice across a kill -9 (SQLite keeps a
+/// handle floor a block ahead): a finished job that left nothing stored
+/// (no retention, no dead record) still has a handle no later job gets, so
+/// `result`, `cancel` or `Job::cancelled` of an old handle name no new job.
+#[test]
+fn handles_are_not_reused_after_a_kill9() {
+    let rt = runtime();
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("q.sqlite3");
+    let mut d = polygeard(&["--libsqlite3-db", db.to_str().unwrap()]);
+    let c = client(d.port);
+    let mut last = String::new();
+    let mut w = worker(d.port, "hk");
+    for i in 0..3 {
+        last = rt
+            .block_on(c.submit_background("hk", format!("j{i}"), SubmitOptions::default()))
+            .unwrap();
+        let (h, _) = grab_wait(&mut w);
+        complete(&mut w, &h, "done");
+    }
+    // Nothing is stored any more (the deletes are committed in ms).
+    std::thread::sleep(Duration::from_millis(300));
+    drop(w);
+    d.restart();
+    let c = client(d.port);
+    let fresh = rt
+        .block_on(c.submit_background("hk", "after", SubmitOptions::default()))
+        .unwrap();
+    assert!(
+        handle_number(&fresh) > handle_number(&last),
+        "{fresh} after {last}: a handle came back"
+    );
+    assert_eq!(
+        rt.block_on(c.result_state(&last)).unwrap(),
+        JobResult::Unknown
+    );
+}

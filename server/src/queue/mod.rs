@@ -65,6 +65,9 @@ pub(crate) enum Op {
     PutResult(StoredResult),
     /// Forget the retained result of this handle number.
     DeleteResult(u64),
+    /// Handles below this number may have been given out: a restart starts
+    /// above it (see `State::reserve_handles`).
+    HandleFloor(u64),
     /// A periodic schedule changed or fired (applied before the batch's jobs).
     Schedule(ScheduleOp),
 }
@@ -132,11 +135,13 @@ pub(crate) struct Extras<'a> {
     pub dead: Vec<&'a DeadOp>,
     /// Retained-result changes (only for stores that keep results).
     pub results: ResultOps,
+    /// The highest handle floor of the batch ([`Op::HandleFloor`]).
+    pub handle_floor: Option<u64>,
 }
 
 impl Extras<'_> {
     fn is_empty(&self) -> bool {
-        self.dead.is_empty() && self.results.is_empty()
+        self.dead.is_empty() && self.results.is_empty() && self.handle_floor.is_none()
     }
 }
 
@@ -249,6 +254,12 @@ pub(crate) trait Store: Send {
         false
     }
 
+    /// The handle floor kept by the store ([`Op::HandleFloor`]), at start;
+    /// 0 where handles are not kept (the default).
+    fn load_handle_floor(&mut self) -> Result<u64, StoreError> {
+        Ok(0)
+    }
+
     /// The retained results kept by the store, at start (the default: none).
     fn load_results(&mut self) -> Result<Vec<StoredResult>, StoreError> {
         Ok(Vec::new())
@@ -327,6 +338,8 @@ pub(crate) struct Opened {
     pub results: Vec<StoredResult>,
     /// Periodic schedules and their last firings.
     pub schedules: Vec<StoredSchedule>,
+    /// Handles below it were given out before (0: unknown).
+    pub handle_floor: u64,
 }
 
 /// Opens the configured store and reads its jobs (blocking: run it off the
@@ -369,12 +382,16 @@ pub(crate) fn open(cfg: &QueueConfig) -> Result<Option<Opened>, ServerError> {
     let schedules = store
         .load_schedules()
         .map_err(|e| ServerError::Queue(format!("reading the stored schedules: {e}")))?;
+    let handle_floor = store
+        .load_handle_floor()
+        .map_err(|e| ServerError::Queue(format!("reading the handle floor: {e}")))?;
     Ok(Some(Opened {
         store,
         rows,
         recovered,
         results,
         schedules,
+        handle_floor,
     }))
 }
 
@@ -574,6 +591,12 @@ fn commit_extras_apart(
             ..Default::default()
         });
     }
+    if let Some(n) = extras.handle_floor {
+        one(Extras {
+            handle_floor: Some(n),
+            ..Default::default()
+        });
+    }
     for &h in &extras.results.delete {
         one(Extras {
             results: ResultOps {
@@ -623,6 +646,13 @@ fn commit_batch(
             })
             .collect(),
         results: ResultOps::default(),
+        handle_floor: batch
+            .iter()
+            .filter_map(|op| match op {
+                Op::HandleFloor(n) => Some(*n),
+                _ => None,
+            })
+            .max(),
     };
     for op in batch.iter().filter(|_| store.keeps_results()) {
         match op {
@@ -707,6 +737,7 @@ fn commit_batch(
                 }))
             }
             Op::Dead(d) if error.is_some() => retry.push(Op::Dead(d)),
+            op @ Op::HandleFloor(_) if error.is_some() => retry.push(op),
             _ => {}
         }
     }

@@ -67,6 +67,9 @@ impl SqliteStore {
                 submitted INTEGER NOT NULL,
                 failed_at INTEGER NOT NULL);
 
+            CREATE TABLE IF NOT EXISTS polygear_meta (
+                name TEXT PRIMARY KEY,
+                value INTEGER NOT NULL);
             CREATE TABLE IF NOT EXISTS polygear_schedules (
                 name TEXT PRIMARY KEY,
                 cron TEXT NOT NULL,
@@ -138,6 +141,24 @@ impl Store for SqliteStore {
 
     fn keeps_results(&self) -> bool {
         true
+    }
+
+    fn load_handle_floor(&mut self) -> Result<u64, StoreError> {
+        let path = &self.path;
+        let v: Option<i64> = self
+            .conn
+            .query_row(
+                "SELECT value FROM polygear_meta WHERE name = 'handle_floor'",
+                [],
+                |r| r.get(0),
+            )
+            .map(Some)
+            .or_else(|e| match e {
+                rusqlite::Error::QueryReturnedNoRows => Ok(None),
+                e => Err(e),
+            })
+            .map_err(|e| StoreError::Failed(format!("{path}: {e}")))?;
+        Ok(v.unwrap_or(0).max(0) as u64)
     }
 
     fn load_results(&mut self) -> Result<Vec<StoredResult>, StoreError> {
@@ -266,6 +287,14 @@ impl Store for SqliteStore {
                 .map_err(failed)?;
             for &h in &extras.results.delete {
                 del.execute(params![h as i64]).map_err(failed)?;
+            }
+            if let Some(n) = extras.handle_floor {
+                tx.execute(
+                    "INSERT INTO polygear_meta (name, value) VALUES ('handle_floor', ?1)
+                     ON CONFLICT(name) DO UPDATE SET value = max(value, excluded.value)",
+                    params![n.min(i64::MAX as u64) as i64],
+                )
+                .map_err(failed)?;
             }
             for op in &extras.dead {
                 match op {

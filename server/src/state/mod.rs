@@ -50,6 +50,9 @@ pub(crate) use functions::Functions;
 pub use retry::parse_retry_flag;
 use timers::Timers;
 
+/// Handles reserved at a time (see [`State::reserve_handles`]).
+const HANDLE_BLOCK: u64 = 10_000;
+
 /// Identifies a connection: its [`Peer`] record here and its task in `crate::conn`.
 pub(crate) type ConnId = u64;
 
@@ -137,6 +140,9 @@ pub(crate) struct State {
     pub cfg: Arc<ServerConfig>,
     pub prefix: Bytes,
     next_handle: u64,
+    /// Handles below it may be given out before the next reservation
+    /// (stored as the store's handle floor; see [`State::reserve_handles`]).
+    handle_ceiling: u64,
     /// Boxed so the (often half-empty) hash table holds only pointers.
     pub jobs: IntMap<u64, Box<Job>>,
     uniques: UniqueIndex,
@@ -194,6 +200,26 @@ pub(crate) fn unix_now() -> i64 {
 }
 
 impl State {
+    /// At start: handles below `floor` were given out before the restart
+    /// (a `result`, `cancel` or dead record may still name them).
+    pub(crate) fn start_handles_at(&mut self, floor: u64) {
+        self.next_handle = self.next_handle.max(floor);
+    }
+
+    /// Stores a handle floor a block ahead of the next handle, so that after
+    /// a restart (even a kill -9) no handle given out before comes back for
+    /// another job. Called at start and whenever half a block was used: one
+    /// small write per [`HANDLE_BLOCK`] jobs. Only stores that keep it
+    /// (SQLite) make handles unique across restarts.
+    pub(crate) fn reserve_handles(&mut self) {
+        let Some(p) = self.persist.as_ref() else {
+            return;
+        };
+        self.handle_ceiling = self.next_handle + HANDLE_BLOCK;
+        let _ =
+            p.tx.send(crate::queue::Op::HandleFloor(self.handle_ceiling));
+    }
+
     pub(crate) fn new(cfg: Arc<ServerConfig>, prefix: Bytes) -> State {
         let results = retain::Results::new(cfg.retain_max_bytes, &cfg.retain, &cfg.unique_windows);
         State {
@@ -203,6 +229,7 @@ impl State {
             cfg,
             prefix,
             next_handle: 1,
+            handle_ceiling: 0,
             jobs: IntMap::default(),
             uniques: UniqueIndex::new(),
             reducers: IntMap::default(),

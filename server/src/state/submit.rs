@@ -7,7 +7,7 @@ use bytes::Bytes;
 use polygear::protocol::{PacketType, Priority};
 
 use super::schedule::{function_name_too_long, MAX_FUNCTION_NAME};
-use super::{unix_now, ConnId, Job, State};
+use super::{unix_now, ConnId, Job, State, HANDLE_BLOCK};
 use crate::queue::{Ack, Op, StoredJob};
 use crate::wire::put_pkt;
 
@@ -186,6 +186,9 @@ impl State {
     ) -> u64 {
         let h = self.next_handle;
         self.next_handle += 1;
+        if self.next_handle + HANDLE_BLOCK / 2 >= self.handle_ceiling && self.persist.is_some() {
+            self.reserve_handles();
+        }
         let now = unix_now();
         let delayed = when > now;
         let mut clients = Vec::new();
