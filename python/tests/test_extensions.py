@@ -11,6 +11,7 @@ import asyncio
 import threading
 import time
 from collections.abc import Callable, Iterator
+from datetime import datetime, timedelta, timezone
 from typing import TypeVar
 
 import pytest
@@ -48,6 +49,17 @@ def stays_false(check: Callable[[], object], duration: float = 0.3) -> bool:
             return False
         time.sleep(0.02)
     return True
+
+
+def utc_now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def assert_utc(t: object) -> datetime:
+    """`t` is a timezone-aware datetime in UTC."""
+    assert isinstance(t, datetime)
+    assert t.tzinfo is timezone.utc
+    return t
 
 
 # --- retries and the dead set ---------------------------------------------------------------
@@ -92,7 +104,7 @@ def test_exhausted_attempts_go_to_the_dead_set(own_server: str, fname: str) -> N
 
     with polygear.Admin(own_server) as admin, polygear.Client(own_server) as client:
         admin.set_retry_policy(fname, 2, 0.05)
-        before = int(time.time())
+        before = utc_now().replace(microsecond=0)  # the server's times are whole seconds
         with running_worker(own_server, {fname: job_fn}):
             handle = client.submit_background(fname, b"item-1", unique="u-1")
             (dead,) = wait_for("the dead job", lambda: admin.dead_jobs(fname))
@@ -100,7 +112,8 @@ def test_exhausted_attempts_go_to_the_dead_set(own_server: str, fname: str) -> N
             assert (dead.handle, dead.function, dead.unique, dead.data) == (handle, fname, b"u-1", b"item-1")
             assert dead.attempts == 2
             assert dead.error == "cannot handle item-1"
-            assert before <= dead.submitted <= dead.failed_at <= int(time.time())
+            assert before <= assert_utc(dead.submitted) <= assert_utc(dead.failed_at) <= utc_now()
+            assert f"failed_at={dead.failed_at!r})" in repr(dead)
             assert [d.handle for d in admin.dead_jobs()] == [handle]
             assert admin.dead_jobs("other") == []
 
@@ -345,9 +358,16 @@ def test_schedule_fires_into_a_worker(own_server: str, fname: str) -> None:
         admin.schedule_add(name, "* * * * * *", fname, "tick")
         (sched,) = admin.schedules()
         assert (sched.name, sched.function, sched.cron, sched.data) == (name, fname, "* * * * * *", "tick")
-        assert sched.next is not None and sched.next >= int(time.time())
+        assert sched.last_fired is None
+        now = utc_now()
+        assert now - timedelta(seconds=1) < assert_utc(sched.next) <= now + timedelta(seconds=2)
+        assert "last_fired=None, next=datetime.datetime(" in repr(sched)
         with running_worker(own_server, {fname: lambda job: got.append((job.data, job.unique))}):
             wait_for("a firing", lambda: got, timeout=5)
+        (sched,) = admin.schedules()
+        last_fired = assert_utc(sched.last_fired)
+        assert abs(last_fired - utc_now()) < timedelta(seconds=5)
+        assert assert_utc(sched.next) > last_fired
         admin.schedule_delete(name)
         assert admin.schedules() == []
         with pytest.raises(polygear.ServerError) as info:
