@@ -198,6 +198,50 @@ def test_retained_result(own_server: str, fname: str) -> None:
             client.submit_background(fname, b"x", retain=0)
 
 
+def test_result_state(own_server: str, fname: str) -> None:
+    release = threading.Event()
+
+    def job_fn(job: polygear.Job) -> bytes | None:
+        if job.data == b"raise":
+            raise RuntimeError("it broke")
+        if job.data == b"fail":
+            job.fail()
+            return None
+        if job.data == b"block":
+            release.wait(10)
+        return job.data.upper()
+
+    def ended(h: str) -> tuple[str, bytes | None] | None:
+        state = client.result_state(h)
+        return None if state[0] in ("queued", "running") else state
+
+    with polygear.Admin(own_server) as admin, polygear.Client(own_server) as client:
+        admin.pause(fname)
+        with running_worker(own_server, {fname: job_fn}, on_error=lambda job, exc: None):
+            handle = client.submit_background(fname, b"abc", retain=30)
+            assert client.result_state(handle) == ("queued", None)  # paused: not handed out
+            assert client.result_state("H:nowhere:99") == ("unknown", None)
+            admin.resume(fname)
+            assert wait_for("the result", lambda: ended(handle)) == ("complete", b"ABC")
+            assert client.result_state(handle) == ("complete", b"ABC")  # kept, read again
+            raised = client.submit_background(fname, b"raise", retain=30)
+            assert wait_for("the exception", lambda: ended(raised)) == ("exception", b"it broke")
+            failed = client.submit_background(fname, b"fail", retain=30)
+            assert wait_for("the failure", lambda: ended(failed)) == ("failed", None)
+            blocked = client.submit_background(fname, b"block", retain=30)
+            wait_for("the running job", lambda: client.result_state(blocked)[0] == "running")
+            assert client.result_state(blocked) == ("running", None)
+            release.set()
+            assert wait_for("the blocked job", lambda: ended(blocked)) == ("complete", b"BLOCK")
+
+    async def main() -> None:
+        async with polygear.AsyncClient([own_server]) as client:
+            assert await client.result_state(handle) == ("complete", b"ABC")
+            assert await client.result_state("H:nowhere:1") == ("unknown", None)
+
+    asyncio.run(main())
+
+
 def test_retention_and_unique_window_via_admin(own_server: str, fname: str) -> None:
     runs: list[bytes] = []
 
@@ -387,6 +431,8 @@ def test_extensions_against_gearmand(gearmand: str, fname: str) -> None:
         handle = client.submit_background(fname, b"x")
         with pytest.raises(polygear.ServerError, match="does not support"):
             client.result(handle)
+        with pytest.raises(polygear.ServerError, match="does not support"):
+            client.result_state(handle)
         assert client.cancel(handle) is True  # gearmand cancels queued jobs
     with polygear.Admin(gearmand) as admin:
         with pytest.raises(polygear.ServerError) as info:
