@@ -11,6 +11,7 @@ import asyncio
 import threading
 import time
 from collections.abc import Callable, Iterator
+from datetime import datetime, timedelta, timezone
 from typing import TypeVar
 
 import pytest
@@ -48,6 +49,17 @@ def stays_false(check: Callable[[], object], duration: float = 0.3) -> bool:
             return False
         time.sleep(0.02)
     return True
+
+
+def utc_now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def assert_utc(t: object) -> datetime:
+    """`t` is a timezone-aware datetime in UTC."""
+    assert isinstance(t, datetime)
+    assert t.tzinfo is timezone.utc
+    return t
 
 
 # --- retries and the dead set ---------------------------------------------------------------
@@ -92,7 +104,7 @@ def test_exhausted_attempts_go_to_the_dead_set(own_server: str, fname: str) -> N
 
     with polygear.Admin(own_server) as admin, polygear.Client(own_server) as client:
         admin.set_retry_policy(fname, 2, 0.05)
-        before = int(time.time())
+        before = utc_now().replace(microsecond=0)  # the server's times are whole seconds
         with running_worker(own_server, {fname: job_fn}):
             handle = client.submit_background(fname, b"item-1", unique="u-1")
             (dead,) = wait_for("the dead job", lambda: admin.dead_jobs(fname))
@@ -100,7 +112,8 @@ def test_exhausted_attempts_go_to_the_dead_set(own_server: str, fname: str) -> N
             assert (dead.handle, dead.function, dead.unique, dead.data) == (handle, fname, b"u-1", b"item-1")
             assert dead.attempts == 2
             assert dead.error == "cannot handle item-1"
-            assert before <= dead.submitted <= dead.failed_at <= int(time.time())
+            assert before <= assert_utc(dead.submitted) <= assert_utc(dead.failed_at) <= utc_now()
+            assert f"failed_at={dead.failed_at!r})" in repr(dead)
             assert [d.handle for d in admin.dead_jobs()] == [handle]
             assert admin.dead_jobs("other") == []
 
@@ -183,6 +196,50 @@ def test_retained_result(own_server: str, fname: str) -> None:
         assert client.result(handle) == b"ABC"  # kept, read again
         with pytest.raises(ValueError, match="retain"):
             client.submit_background(fname, b"x", retain=0)
+
+
+def test_result_state(own_server: str, fname: str) -> None:
+    release = threading.Event()
+
+    def job_fn(job: polygear.Job) -> bytes | None:
+        if job.data == b"raise":
+            raise RuntimeError("it broke")
+        if job.data == b"fail":
+            job.fail()
+            return None
+        if job.data == b"block":
+            release.wait(10)
+        return job.data.upper()
+
+    def ended(h: str) -> tuple[str, bytes | None] | None:
+        state = client.result_state(h)
+        return None if state[0] in ("queued", "running") else state
+
+    with polygear.Admin(own_server) as admin, polygear.Client(own_server) as client:
+        admin.pause(fname)
+        with running_worker(own_server, {fname: job_fn}, on_error=lambda job, exc: None):
+            handle = client.submit_background(fname, b"abc", retain=30)
+            assert client.result_state(handle) == ("queued", None)  # paused: not handed out
+            assert client.result_state("H:nowhere:99") == ("unknown", None)
+            admin.resume(fname)
+            assert wait_for("the result", lambda: ended(handle)) == ("complete", b"ABC")
+            assert client.result_state(handle) == ("complete", b"ABC")  # kept, read again
+            raised = client.submit_background(fname, b"raise", retain=30)
+            assert wait_for("the exception", lambda: ended(raised)) == ("exception", b"it broke")
+            failed = client.submit_background(fname, b"fail", retain=30)
+            assert wait_for("the failure", lambda: ended(failed)) == ("failed", None)
+            blocked = client.submit_background(fname, b"block", retain=30)
+            wait_for("the running job", lambda: client.result_state(blocked)[0] == "running")
+            assert client.result_state(blocked) == ("running", None)
+            release.set()
+            assert wait_for("the blocked job", lambda: ended(blocked)) == ("complete", b"BLOCK")
+
+    async def main() -> None:
+        async with polygear.AsyncClient([own_server]) as client:
+            assert await client.result_state(handle) == ("complete", b"ABC")
+            assert await client.result_state("H:nowhere:1") == ("unknown", None)
+
+    asyncio.run(main())
 
 
 def test_retention_and_unique_window_via_admin(own_server: str, fname: str) -> None:
@@ -345,9 +402,16 @@ def test_schedule_fires_into_a_worker(own_server: str, fname: str) -> None:
         admin.schedule_add(name, "* * * * * *", fname, "tick")
         (sched,) = admin.schedules()
         assert (sched.name, sched.function, sched.cron, sched.data) == (name, fname, "* * * * * *", "tick")
-        assert sched.next is not None and sched.next >= int(time.time())
+        assert sched.last_fired is None
+        now = utc_now()
+        assert now - timedelta(seconds=1) < assert_utc(sched.next) <= now + timedelta(seconds=2)
+        assert "last_fired=None, next=datetime.datetime(" in repr(sched)
         with running_worker(own_server, {fname: lambda job: got.append((job.data, job.unique))}):
             wait_for("a firing", lambda: got, timeout=5)
+        (sched,) = admin.schedules()
+        last_fired = assert_utc(sched.last_fired)
+        assert abs(last_fired - utc_now()) < timedelta(seconds=5)
+        assert assert_utc(sched.next) > last_fired
         admin.schedule_delete(name)
         assert admin.schedules() == []
         with pytest.raises(polygear.ServerError) as info:
@@ -367,6 +431,8 @@ def test_extensions_against_gearmand(gearmand: str, fname: str) -> None:
         handle = client.submit_background(fname, b"x")
         with pytest.raises(polygear.ServerError, match="does not support"):
             client.result(handle)
+        with pytest.raises(polygear.ServerError, match="does not support"):
+            client.result_state(handle)
         assert client.cancel(handle) is True  # gearmand cancels queued jobs
     with polygear.Admin(gearmand) as admin:
         with pytest.raises(polygear.ServerError) as info:

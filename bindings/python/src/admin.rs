@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyDict, PyInt, PyString};
+use pyo3::types::{PyBytes, PyDateTime, PyDict, PyInt, PyString, PyTzInfo};
 use tokio::sync::Mutex as AsyncMutex;
 
 use crate::run::wait;
@@ -112,27 +112,51 @@ impl RetryPolicy {
 }
 
 /// A job in the dead set (`Admin.dead_jobs()`): it failed `attempts` times,
-/// the last time with `error`; `submitted` and `failed_at` are unix times
-/// (int seconds).
-#[pyclass(module = "polygear", frozen, get_all)]
+/// the last time with `error`; `submitted` and `failed_at` are timezone-aware
+/// `datetime`s in UTC.
+#[pyclass(module = "polygear", frozen)]
 pub struct DeadJob {
+    #[pyo3(get)]
     handle: String,
+    #[pyo3(get)]
     function: String,
+    #[pyo3(get)]
     unique: Py<PyBytes>,
+    #[pyo3(get)]
     data: Py<PyBytes>,
+    #[pyo3(get)]
     attempts: u32,
+    #[pyo3(get)]
     error: String,
+    /// Unix seconds.
     submitted: i64,
+    /// Unix seconds.
     failed_at: i64,
 }
 
 #[pymethods]
 impl DeadJob {
-    fn __repr__(&self) -> String {
-        format!(
+    /// When the job was submitted (UTC).
+    #[getter]
+    fn submitted<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDateTime>> {
+        utc_datetime(py, self.submitted)
+    }
+
+    /// When its last attempt failed (UTC).
+    #[getter]
+    fn failed_at<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDateTime>> {
+        utc_datetime(py, self.failed_at)
+    }
+
+    fn __repr__(&self, py: Python<'_>) -> PyResult<String> {
+        Ok(format!(
             "DeadJob(handle={:?}, function={:?}, attempts={}, error={:?}, failed_at={})",
-            self.handle, self.function, self.attempts, self.error, self.failed_at
-        )
+            self.handle,
+            self.function,
+            self.attempts,
+            self.error,
+            utc_datetime(py, self.failed_at)?.repr()?
+        ))
     }
 }
 
@@ -153,26 +177,55 @@ impl DrainingWorker {
     }
 }
 
-/// A periodic job (`Admin.schedules()`); `last_fired` and `next` are unix
-/// times (int seconds) or None.
-#[pyclass(module = "polygear", frozen, get_all)]
+/// A periodic job (`Admin.schedules()`); `last_fired` and `next` are
+/// timezone-aware `datetime`s in UTC, or None.
+#[pyclass(module = "polygear", frozen)]
 pub struct ScheduleInfo {
+    #[pyo3(get)]
     name: String,
+    #[pyo3(get)]
     function: String,
+    #[pyo3(get)]
     cron: String,
+    /// Unix seconds.
     last_fired: Option<i64>,
+    /// Unix seconds.
     next: Option<i64>,
+    #[pyo3(get)]
     data: String,
 }
 
 #[pymethods]
 impl ScheduleInfo {
-    fn __repr__(&self) -> String {
-        format!(
-            "ScheduleInfo(name={:?}, function={:?}, cron={:?}, last_fired={:?}, next={:?}, data={:?})",
-            self.name, self.function, self.cron, self.last_fired, self.next, self.data
-        )
+    /// When it last fired (UTC), or None if it has not yet.
+    #[getter]
+    fn last_fired<'py>(&self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyDateTime>>> {
+        self.last_fired.map(|t| utc_datetime(py, t)).transpose()
     }
+
+    /// When it fires next (UTC), or None if never.
+    #[getter]
+    fn next<'py>(&self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyDateTime>>> {
+        self.next.map(|t| utc_datetime(py, t)).transpose()
+    }
+
+    fn __repr__(&self, py: Python<'_>) -> PyResult<String> {
+        Ok(format!(
+            "ScheduleInfo(name={:?}, function={:?}, cron={:?}, last_fired={}, next={}, data={:?})",
+            self.name,
+            self.function,
+            self.cron,
+            self.last_fired(py)?.into_pyobject(py)?.repr()?,
+            self.next(py)?.into_pyobject(py)?.repr()?,
+            self.data
+        ))
+    }
+}
+
+/// Unix seconds `t` as a timezone-aware `datetime.datetime` in UTC.
+fn utc_datetime(py: Python<'_>, t: i64) -> PyResult<Bound<'_, PyDateTime>> {
+    // exact: server times are far below 2^53 seconds
+    PyDateTime::from_timestamp(py, t as f64, Some(&PyTzInfo::utc(py)?.to_owned()))
 }
 
 /// `{function: seconds}` from the server's per-function durations.

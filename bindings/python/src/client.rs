@@ -10,7 +10,7 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use polygear::{ClientOptions, JobEvent as CoreEvent, SubmitOptions};
+use polygear::{ClientOptions, JobEvent as CoreEvent, JobResult, SubmitOptions};
 use polygear_bindings::batch::Batch;
 use pyo3::exceptions::{PyStopAsyncIteration, PyStopIteration, PyTypeError};
 use pyo3::prelude::*;
@@ -802,6 +802,29 @@ macro_rules! client_class {
                         Some(b) => to_bytes(py, &b).into_any(),
                         None => py.None(),
                     }),
+                )
+            }
+
+            #[doc = concat!(
+                "The state of background job `handle` (polygeard only): ", $returns, " a\n",
+                "(state, data) tuple, state one of \"complete\", \"queued\", \"running\",\n",
+                "\"failed\", \"exception\", \"unknown\" (not retained, expired); data is the\n",
+                "result (complete) or the exception message (exception) as bytes, else None.\n",
+                "ServerError from a server that is not polygeard."
+            )]
+            fn result_state(&self, py: Python<'_>, handle: &Bound<'_, PyAny>) -> PyResult<Py<PyAny>> {
+                let handle = util::text(handle, "handle")?;
+                let c = self.inner.clone();
+                <$runner>::run(
+                    py,
+                    async move { c.result_state(&handle).await.map_err(to_pyerr) },
+                    |py, r| {
+                        let data = match &r {
+                            JobResult::Complete(b) | JobResult::Exception(b) => to_bytes(py, b).into_any(),
+                            _ => py.None(),
+                        };
+                        Ok((r.name(), data).into_pyobject(py)?.into_any().unbind())
+                    },
                 )
             }
 
