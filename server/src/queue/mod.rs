@@ -245,6 +245,10 @@ pub(crate) trait Store: Send {
         extras: &Extras<'_>,
     ) -> Result<Vec<Rejected>, StoreError> {
         let _ = extras;
+        if deletes.is_empty() && inserts.is_empty() {
+            // Only records this store does not keep: no round trip.
+            return Ok(Vec::new());
+        }
         self.commit(deletes, inserts)
     }
 
