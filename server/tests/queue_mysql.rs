@@ -759,3 +759,43 @@ fn partitioned_server_is_fenced_and_its_jobs_taken_over() {
     );
     wait_sql(m, db, "SELECT COUNT(*) FROM gearman_queue", "0\n");
 }
+
+/// Two servers sharing one table fire the same per-second schedule: each
+/// occurrence (`tick@<time>`) runs once, on the server that claimed it first
+/// in `<table>_polygear_firings`.
+#[test]
+fn a_schedule_shared_by_two_servers_fires_each_occurrence_once() {
+    let db = "sched2";
+    let m = maria(db);
+    let servers: Vec<TestServer> = ["a", "b"]
+        .iter()
+        .map(|id| {
+            let extra = [
+                "--queue-lease",
+                "5",
+                "--server-id",
+                id,
+                "--schedule",
+                "tick=* * * * * *=durable",
+            ];
+            polygeard(&strs(&queue_args(m.port, db, "gearman_queue", &extra)))
+        })
+        .collect();
+    let deadline = Instant::now() + Duration::from_millis(4500);
+    let total = Arc::new(AtomicUsize::new(0));
+    let workers: Vec<_> = servers
+        .iter()
+        .map(|s| {
+            let (port, total) = (s.port, total.clone());
+            std::thread::spawn(move || durable::collect(port, usize::MAX, &total, deadline))
+        })
+        .collect();
+    let seen: Vec<String> = workers
+        .into_iter()
+        .flat_map(|w| w.join().unwrap())
+        .collect();
+    let set: HashSet<&String> = seen.iter().collect();
+    assert_eq!(set.len(), seen.len(), "an occurrence ran twice: {seen:?}");
+    assert!(seen.len() >= 3, "the schedule fired: {seen:?}");
+    assert!(seen.iter().all(|u| u.starts_with("tick@")), "{seen:?}");
+}

@@ -56,9 +56,13 @@ pub(crate) enum Op {
     Delete(StoredKey),
     /// A job held back (delayed, in no queue) until its insert commits:
     /// queued then, dropped if the store refuses or fails it. A periodic
-    /// firing on a shared store, which another server sharing the table may
-    /// already have stored: it runs at most once.
-    InsertHeld(StoredJob),
+    /// firing on a shared store: `claim` (schedule name, occurrence) is
+    /// claimed in the store first ([`Store::claim_firings`]), so of the
+    /// servers sharing the table only the first to claim it runs it.
+    InsertHeld {
+        row: StoredJob,
+        claim: (String, i64),
+    },
     /// A retry or dead-set change (see [`DeadOp`]).
     Dead(DeadOp),
     /// Keep (or replace) a retained result ([`Store::commit_extras`]).
@@ -256,6 +260,13 @@ pub(crate) trait Store: Send {
     /// they are not passed to it at all).
     fn keeps_results(&self) -> bool {
         false
+    }
+
+    /// Claims occurrences `(schedule name, unix time)` of periodic jobs for
+    /// this server: `true` where it is the first of the servers sharing the
+    /// store to claim one. Default (a store not shared): all `true`.
+    fn claim_firings(&mut self, firings: &[(&str, i64)]) -> Result<Vec<bool>, StoreError> {
+        Ok(vec![true; firings.len()])
     }
 
     /// The handle floor kept by the store ([`Op::HandleFloor`]), at start;
@@ -541,7 +552,7 @@ fn upkeep(store: &mut dyn Store, shared: &Weak<Shared>) {
 /// The job row an operation inserts.
 fn job_insert(op: &Op) -> Option<&StoredJob> {
     match op {
-        Op::Insert { row, .. } | Op::InsertHeld(row) => Some(row),
+        Op::Insert { row, .. } | Op::InsertHeld { row, .. } => Some(row),
         Op::Dead(d) => d.job_insert(),
         _ => None,
     }
@@ -616,6 +627,38 @@ fn commit_extras_apart(
     Ok(rejected)
 }
 
+/// Claims the periodic firings of `batch` ([`Op::InsertHeld`]) in the
+/// store; the row ids of those another server claimed first (or all of
+/// them if the claim failed: at most once). Empty for stores not shared.
+fn claim_firings(store: &mut dyn Store, batch: &[Op]) -> HashSet<i64> {
+    let held: Vec<(i64, &str, i64)> = batch
+        .iter()
+        .filter_map(|op| match op {
+            Op::InsertHeld { row, claim } => Some((row.id, claim.0.as_str(), claim.1)),
+            _ => None,
+        })
+        .collect();
+    if held.is_empty() {
+        return HashSet::new();
+    }
+    let claims: Vec<(&str, i64)> = held.iter().map(|&(_, n, at)| (n, at)).collect();
+    match store.claim_firings(&claims) {
+        Ok(won) => held
+            .iter()
+            .zip(won)
+            .filter(|(_, won)| !won)
+            .map(|(&(id, _, _), _)| id)
+            .collect(),
+        Err(e) => {
+            tracing::warn!(
+                "claiming {} periodic firings failed, not run: {e}",
+                held.len()
+            );
+            held.iter().map(|&(id, _, _)| id).collect()
+        }
+    }
+}
+
 /// Commits `batch` (emptied) and answers the submissions waiting on it.
 fn commit_batch(
     store: &mut dyn Store,
@@ -623,6 +666,9 @@ fn commit_batch(
     retry: &mut Vec<Op>,
     shared: &Weak<Shared>,
 ) {
+    // Periodic firings another server sharing the table claimed first are
+    // not stored (and dropped below).
+    let lost = claim_firings(store, batch);
     // An insert and a delete of the same job in one batch cancel out.
     let inserted: HashSet<i64> = batch.iter().filter_map(job_insert).map(|r| r.id).collect();
     let cancelled: HashSet<i64> = batch
@@ -639,7 +685,7 @@ fn commit_batch(
     let inserts: Vec<&StoredJob> = batch
         .iter()
         .filter_map(job_insert)
-        .filter(|r| !cancelled.contains(&r.id))
+        .filter(|r| !cancelled.contains(&r.id) && !lost.contains(&r.id))
         .collect();
     let mut extras = Extras {
         dead: batch
@@ -703,8 +749,8 @@ fn commit_batch(
     let mut held = Vec::new();
     for op in batch.drain(..) {
         match op {
-            Op::InsertHeld(row) => {
-                if error.is_some() || rejected.contains_key(&row.id) {
+            Op::InsertHeld { row, .. } => {
+                if error.is_some() || rejected.contains_key(&row.id) || lost.contains(&row.id) {
                     failed.push(row.handle);
                 } else {
                     held.push(row.handle);

@@ -74,6 +74,8 @@ pub(crate) struct MysqlStore {
     /// Quoted table names.
     table: String,
     leases: String,
+    /// Occurrences of periodic jobs claimed by the servers sharing the table.
+    firings: String,
     lease: Option<Lease>,
     cols: Columns,
     max_packet: usize,
@@ -246,6 +248,7 @@ impl MysqlStore {
             last_error: String::new(),
             table: quote(table),
             leases: quote(&format!("{table}_polygear_leases")),
+            firings: quote(&format!("{table}_polygear_firings")),
             lease: lease.clone(),
             cols: Columns {
                 text: false,
@@ -390,6 +393,15 @@ impl MysqlStore {
                 self.leases
             );
             self.run(|c, _| c.query_drop(&leases))?;
+            let firings = format!(
+                "CREATE TABLE IF NOT EXISTS {} (
+                    name VARBINARY(255) NOT NULL,
+                    fired_at BIGINT NOT NULL,
+                    PRIMARY KEY (name, fired_at)
+                ) ENGINE=InnoDB",
+                self.firings
+            );
+            self.run(|c, _| c.query_drop(&firings))?;
         }
         Ok(())
     }
@@ -887,6 +899,32 @@ impl Store for MysqlStore {
 
     fn keyed(&self) -> bool {
         true
+    }
+
+    /// One `INSERT IGNORE` per occurrence into `<table>_polygear_firings`
+    /// (first come wins), in one transaction that also forgets claims older
+    /// than a day.
+    fn claim_firings(&mut self, firings: &[(&str, i64)]) -> Result<Vec<bool>, StoreError> {
+        if self.lease.is_none() {
+            return Ok(vec![true; firings.len()]);
+        }
+        let claim = format!(
+            "INSERT IGNORE INTO {} (name, fired_at) VALUES (?, ?)",
+            self.firings
+        );
+        let forget = format!("DELETE FROM {} WHERE fired_at < ?", self.firings);
+        let oldest = firings.iter().map(|f| f.1).min().unwrap_or(0) - 86_400;
+        self.run(|c, _| {
+            let mut tx = c.start_transaction(TxOpts::default())?;
+            let mut won = Vec::with_capacity(firings.len());
+            for &(name, at) in firings {
+                tx.exec_drop(&claim, (name.as_bytes(), at))?;
+                won.push(tx.affected_rows() == 1);
+            }
+            tx.exec_drop(&forget, (oldest,))?;
+            tx.commit()?;
+            Ok(won)
+        })
     }
 
     fn upkeep_every(&self) -> Option<Duration> {

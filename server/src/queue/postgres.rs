@@ -64,6 +64,8 @@ const INT_TYPES: &[&str] = &["integer", "smallint", "bigint"];
 struct Sql {
     table: String,
     leases: String,
+    /// Occurrences of periodic jobs claimed by the servers sharing the table.
+    firings: String,
     /// The owner index, qualified like the table.
     owner_index: String,
     /// Its name alone (CREATE INDEX takes no schema).
@@ -124,6 +126,7 @@ impl Sql {
         Ok(Sql {
             table: table.to_string(),
             leases: format!("{table}_polygear_leases"),
+            firings: format!("{table}_polygear_firings"),
             owner_index: format!("{schema}{owner_index_name}"),
             owner_index_name,
             insert,
@@ -516,6 +519,35 @@ impl Store for PgStore {
         true
     }
 
+    /// One insert per occurrence into `<table>_polygear_firings` (first
+    /// come wins: `ON CONFLICT DO NOTHING`), in one transaction that also
+    /// forgets claims older than a day.
+    fn claim_firings(&mut self, firings: &[(&str, i64)]) -> Result<Vec<bool>, StoreError> {
+        if self.lease.is_none() {
+            return Ok(vec![true; firings.len()]);
+        }
+        let table = self.sql.firings.clone();
+        let conn = self.conn()?;
+        let result = (|| -> Result<Vec<bool>, postgres::Error> {
+            let mut tx = conn.client.transaction()?;
+            let claim = tx.prepare(&format!(
+                "INSERT INTO {table} (name, fired_at) VALUES ($1::text, $2::int8) ON CONFLICT DO NOTHING"
+            ))?;
+            let mut won = Vec::with_capacity(firings.len());
+            for &(name, at) in firings {
+                won.push(tx.execute(&claim, &[&name, &at])? == 1);
+            }
+            let oldest = firings.iter().map(|f| f.1).min().unwrap_or(0) - 86_400;
+            tx.execute(
+                &format!("DELETE FROM {table} WHERE fired_at < $1::int8"),
+                &[&oldest],
+            )?;
+            tx.commit()?;
+            Ok(won)
+        })();
+        result.map_err(|e| self.fail(e))
+    }
+
     fn upkeep_every(&self) -> Option<Duration> {
         self.lease.as_ref().map(|l| l.duration / 3)
     }
@@ -735,8 +767,9 @@ fn setup(client: &mut Client, sql: &Sql, shared: bool) -> Result<Limits, Setup> 
             ))?;
         }
         client.batch_execute(&format!(
-            "CREATE TABLE IF NOT EXISTS {} (server_id VARCHAR(255) PRIMARY KEY, lease_until TIMESTAMPTZ NOT NULL)",
-            sql.leases
+            "CREATE TABLE IF NOT EXISTS {} (server_id VARCHAR(255) PRIMARY KEY, lease_until TIMESTAMPTZ NOT NULL);
+             CREATE TABLE IF NOT EXISTS {} (name VARCHAR(255) NOT NULL, fired_at BIGINT NOT NULL, PRIMARY KEY (name, fired_at))",
+            sql.leases, sql.firings
         ))?;
     }
     Ok(limits)

@@ -267,14 +267,20 @@ impl State {
                 at,
             });
             let unique = format!("{name}@{at}");
-            self.submit_periodic(function.as_bytes(), unique.as_bytes(), &data);
+            self.submit_periodic(function.as_bytes(), unique.as_bytes(), &data, (name, at));
         }
         self.schedules.map.values().filter_map(|e| e.next).min()
     }
 
     /// Submits one firing's background job, unless a job with its unique is
     /// still there (or the queue refuses it: full, lease lost).
-    fn submit_periodic(&mut self, function: &[u8], unique: &[u8], data: &[u8]) {
+    fn submit_periodic(
+        &mut self,
+        function: &[u8],
+        unique: &[u8],
+        data: &[u8],
+        occurrence: (String, i64),
+    ) {
         let fid = self.func_id(function);
         if let Some(key) = submission_key(unique, data) {
             if self.lookup_unique(fid, key).is_some() {
@@ -298,8 +304,8 @@ impl State {
             return;
         }
         // On a shared store another server may fire the same occurrence:
-        // the job waits (delayed) until its insert commits, and the store
-        // refuses the second insert of the same unique (`release_held`).
+        // the job waits (delayed) until this server claimed the occurrence
+        // in the store and stored the job (`release_held`).
         let shared = self.lease_until.is_some();
         let hold_until = if shared { unix_now() + 86_400 } else { 0 };
         let h = self.create_job(fid, prio as u8, unique, data, None, hold_until, true, None);
@@ -327,7 +333,10 @@ impl State {
             retain: 0,
         };
         let op = if shared {
-            Op::InsertHeld(row)
+            Op::InsertHeld {
+                row,
+                claim: occurrence,
+            }
         } else {
             Op::Insert { row, ack: None }
         };
