@@ -121,7 +121,7 @@ fn whole_seconds(d: Duration) -> Result<u32> {
 }
 
 /// Rejects names that would change the command's tokens.
-fn check_word(what: &str, s: &str) -> Result<()> {
+pub(crate) fn check_word(what: &str, s: &str) -> Result<()> {
     if s.is_empty() || s.contains([' ', '\n', '\r', '\0']) {
         return Err(Error::InvalidArgument(format!(
             "{what} {s:?} must be non-empty, without spaces, line breaks or NUL"

@@ -8,9 +8,8 @@
 //! on, and cancelling is rare enough that one short admin connection per
 //! call costs nothing that matters.
 
-use crate::admin::Admin;
+use crate::admin::{check_word, Admin};
 use crate::error::{Error, Result};
-use crate::util::lock;
 
 use super::submit::check_handle;
 use super::Client;
@@ -37,20 +36,11 @@ impl Client {
     pub async fn cancel(&self, handle: &str) -> Result<bool> {
         let inner = &self.inner;
         check_handle(handle)?;
-        if handle.is_empty() || handle.contains([' ', '\r', '\n']) {
-            return Err(Error::InvalidArgument(format!(
-                "job handle {handle:?} must be non-empty, without spaces or line breaks"
-            )));
-        }
-        let n = inner.servers.len();
-        let known = if n == 1 {
-            Some(0)
-        } else {
-            lock(&inner.handles).get(handle)
-        };
-        let order: Vec<usize> = match known {
+        // Sent in an admin text line: checked before any I/O.
+        check_word("job handle", handle)?;
+        let order: Vec<usize> = match inner.server_of(handle) {
             Some(i) => vec![i],
-            None => (0..n).collect(),
+            None => (0..inner.servers.len()).collect(),
         };
         let mut answered = false;
         let mut last_err = None;

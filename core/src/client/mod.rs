@@ -563,12 +563,7 @@ impl Client {
             handle: Bytes::copy_from_slice(handle.as_bytes()),
         };
         let n = inner.servers.len();
-        let known_server = if n == 1 {
-            Some(0)
-        } else {
-            lock(&inner.handles).get(handle)
-        };
-        if let Some(i) = known_server {
+        if let Some(i) = inner.server_of(handle) {
             let reply = inner.request(i, &packet, Expect::Status).await?;
             return status_from(reply, &inner.servers[i].name);
         }

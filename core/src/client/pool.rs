@@ -206,6 +206,16 @@ impl Pool {
         (0..n).map(move |i| (start + i) % n)
     }
 
+    /// The server that created `handle`, when known: the only one, or the
+    /// one this client submitted the job to (`None`: ask each in turn).
+    pub(super) fn server_of(&self, handle: &str) -> Option<usize> {
+        if self.servers.len() == 1 {
+            Some(0)
+        } else {
+            crate::util::lock(&self.handles).get(handle)
+        }
+    }
+
     pub(super) fn all_failed(&self, last: Option<Error>) -> Error {
         if self.closed.load(Ordering::SeqCst) {
             return Self::closed_error();

@@ -16,7 +16,6 @@ use super::submit::check_handle;
 use super::Client;
 use crate::error::{Error, Result};
 use crate::protocol::Packet;
-use crate::util::lock;
 
 /// The extension's name in [`Error::Unsupported`].
 const FEATURE: &str = "retained results";
@@ -185,12 +184,7 @@ impl Client {
         let inner = &self.inner;
         check_handle(handle)?;
         let n = inner.servers.len();
-        let known = if n == 1 {
-            Some(0)
-        } else {
-            lock(&inner.handles).get(handle)
-        };
-        if let Some(i) = known {
+        if let Some(i) = inner.server_of(handle) {
             return inner.result_on(i, handle).await;
         }
         let mut last_err = None;

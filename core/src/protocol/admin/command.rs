@@ -270,13 +270,18 @@ impl fmt::Display for DeadTarget {
     }
 }
 
-/// A decimal number argument of a polygear command (no sign, no junk).
-fn number<T: std::str::FromStr>(token: &[u8], word: &str) -> Result<T, AdminError> {
+/// A plain decimal number (no sign, no junk), `None` otherwise or if it
+/// does not fit `T`.
+fn decimal<T: std::str::FromStr>(token: &[u8]) -> Option<T> {
     std::str::from_utf8(token)
         .ok()
         .filter(|s| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()))
         .and_then(|s| s.parse().ok())
-        .ok_or_else(|| AdminError::invalid_arguments(word))
+}
+
+/// A decimal number argument of a polygear command (no sign, no junk).
+fn number<T: std::str::FromStr>(token: &[u8], word: &str) -> Result<T, AdminError> {
+    decimal(token).ok_or_else(|| AdminError::invalid_arguments(word))
 }
 
 fn parse_retry(t: &[&[u8]]) -> Result<AdminCommand, AdminError> {
@@ -338,11 +343,7 @@ fn function_seconds(t: &[&[u8]], w: &[u8]) -> Result<Option<(String, u32)>, Admi
     match t {
         [_] => Ok(None),
         [_, f, s] if !f.is_empty() => {
-            let digits = c_str(s);
-            let secs = std::str::from_utf8(digits)
-                .ok()
-                .filter(|d| !d.is_empty() && d.bytes().all(|b| b.is_ascii_digit()))
-                .and_then(|d| d.parse::<u32>().ok())
+            let secs = decimal(c_str(s))
                 .ok_or_else(|| AdminError::new("INVALID_ARGUMENTS", "SECONDS must be a number"))?;
             Ok(Some((lossy(f), secs)))
         }
