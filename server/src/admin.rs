@@ -127,21 +127,11 @@ impl State {
                 }
                 b.put_slice(b".\n");
             }
-            AdminCommand::Version => {
-                b.put_slice(b"OK ");
-                b.put_slice(VERSION.as_bytes());
-                b.put_u8(b'\n');
-            }
+            AdminCommand::Version => put_ok_value(b, VERSION.as_bytes()),
             AdminCommand::Verbose => {
-                b.put_slice(b"OK ");
-                b.put_slice(self.cfg.verbose.to_ascii_uppercase().as_bytes());
-                b.put_u8(b'\n');
+                put_ok_value(b, self.cfg.verbose.to_ascii_uppercase().as_bytes())
             }
-            AdminCommand::Getpid => {
-                b.put_slice(b"OK ");
-                b.put_slice(Decimal::from(std::process::id()).as_bytes());
-                b.put_u8(b'\n');
-            }
+            AdminCommand::Getpid => put_ok_value(b, Decimal::from(std::process::id()).as_bytes()),
             AdminCommand::ShowJobs => {
                 let mut hs: Vec<_> = self.jobs.keys().copied().collect();
                 hs.sort_unstable();
@@ -321,6 +311,13 @@ impl State {
 }
 
 /// Writes a name the way gearmand's `%.*s` does: cut at the first NUL.
+/// `OK <value>\n`, gearmand's reply carrying one value (`version`, `getpid`).
+pub(crate) fn put_ok_value(b: &mut BytesMut, value: &[u8]) {
+    b.put_slice(b"OK ");
+    b.put_slice(value);
+    b.put_u8(b'\n');
+}
+
 fn put_name(b: &mut BytesMut, name: &[u8]) {
     b.put_slice(until_nul(name));
 }

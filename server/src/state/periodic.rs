@@ -26,7 +26,7 @@ use tokio::sync::Notify;
 
 use super::submit::submission_key;
 use super::{unix_now, State};
-use crate::queue::{Op, ScheduleOp, StoredJob, StoredSchedule};
+use crate::queue::{Op, ScheduleOp, StoredSchedule};
 use crate::Shared;
 
 /// Longest schedule name: `NAME@` and a 10-digit time fit a 63-byte unique.
@@ -309,28 +309,8 @@ impl State {
         let shared = self.lease_until.is_some();
         let hold_until = if shared { unix_now() + 86_400 } else { 0 };
         let h = self.create_job(fid, prio as u8, unique, data, None, hold_until, true, None);
-        let State {
-            persist,
-            jobs,
-            funcs,
-            ..
-        } = self;
-        let (Some(p), Some(job)) = (persist.as_mut(), jobs.get_mut(&h)) else {
+        let Some(row) = self.stored_row(h) else {
             return;
-        };
-        let id = p.next_id;
-        p.next_id += 1;
-        job.durable = id;
-        let row = StoredJob {
-            id,
-            function: funcs[fid].name.clone(),
-            unique: Bytes::copy_from_slice(unique),
-            priority: prio as u8,
-            when: 0,
-            reducer: Bytes::new(),
-            data: Bytes::copy_from_slice(data),
-            handle: h,
-            retain: 0,
         };
         let op = if shared {
             Op::InsertHeld {
@@ -340,7 +320,9 @@ impl State {
         } else {
             Op::Insert { row, ack: None }
         };
-        let _ = p.tx.send(op);
+        if let Some(p) = self.persist.as_ref() {
+            let _ = p.tx.send(op);
+        }
     }
 
     /// Held periodic jobs whose inserts committed: queued now.

@@ -17,12 +17,14 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::{BufMut, Bytes, BytesMut};
 use polygear::protocol::admin::{write_dead_line, write_retry_line, AdminCommand, DeadTarget};
+use polygear::protocol::Decimal;
 use polygear::{DeadJob, RetryPolicy};
 
 use super::submit::submission_key;
 use super::timers::TimerEvent;
 use super::{unix_now, State};
-use crate::queue::{DeadOp, DeadRow, Op, Recovered, StoredJob, StoredKey};
+use crate::admin::put_ok_value;
+use crate::queue::{DeadOp, DeadRow, Op, Recovered, StoredKey};
 
 /// The error of a dead job whose worker sent WORK_FAIL.
 pub(crate) const WORK_FAIL: &str = "WORK_FAIL";
@@ -306,7 +308,7 @@ impl State {
             }
             AdminCommand::DeadRetry(target) => {
                 let n = self.requeue_dead(&target);
-                put_ok_count(b, n);
+                put_ok_value(b, Decimal::from(n as u64).as_bytes());
             }
             AdminCommand::DeadDelete(target) => {
                 let gone = self.take_dead(&target);
@@ -315,7 +317,7 @@ impl State {
                         let _ = p.tx.send(Op::Dead(DeadOp::Forget(d.id)));
                     }
                 }
-                put_ok_count(b, gone.len());
+                put_ok_value(b, Decimal::from(gone.len() as u64).as_bytes());
             }
             _ => {}
         }
@@ -374,33 +376,15 @@ impl State {
                 None,
             );
             self.retries.requeued += 1;
-            let Some(p) = self.persist.as_mut() else {
+            let Some(row) = self.stored_row(h) else {
                 continue;
             };
-            let id = p.next_id;
-            p.next_id += 1;
-            if let Some(job) = self.jobs.get_mut(&h) {
-                job.durable = id;
+            if let Some(p) = self.persist.as_ref() {
+                let _ = p.tx.send(Op::Dead(DeadOp::Unbury { dead_id: d.id, row }));
             }
-            let row = StoredJob {
-                id,
-                function: d.function,
-                unique: d.job.unique,
-                priority: d.priority.min(2),
-                when: 0,
-                reducer: Bytes::new(),
-                data: d.job.data,
-                handle: h,
-                retain: 0,
-            };
-            let _ = p.tx.send(Op::Dead(DeadOp::Unbury { dead_id: d.id, row }));
         }
         n
     }
-}
-
-fn put_ok_count(b: &mut BytesMut, n: usize) {
-    b.put_slice(format!("OK {n}\n").as_bytes());
 }
 
 /// Parses a `--retry FUNCTION=ATTEMPTS[:BACKOFF_MS[:MAX_DELAY_MS]]` value.

@@ -161,6 +161,35 @@ impl State {
         }
     }
 
+    /// Gives job `h` a row id in the durable store and returns its row, built
+    /// from the job (to run now); `None` without a store. For the rare
+    /// servers-side submissions (periodic firings, dead jobs requeued): a
+    /// client's submission builds its row from the packet's buffers instead.
+    pub(super) fn stored_row(&mut self, h: u64) -> Option<StoredJob> {
+        let State {
+            persist,
+            jobs,
+            funcs,
+            reducers,
+            ..
+        } = self;
+        let (p, job) = (persist.as_mut()?, jobs.get_mut(&h)?);
+        let id = p.next_id;
+        p.next_id += 1;
+        job.durable = id;
+        Some(StoredJob {
+            id,
+            function: funcs[job.func].name.clone(),
+            unique: Bytes::copy_from_slice(job.unique()),
+            priority: job.prio,
+            when: 0,
+            reducer: reducers.get(&h).cloned().unwrap_or_default(),
+            data: Bytes::copy_from_slice(job.data()),
+            handle: h,
+            retain: job.retain,
+        })
+    }
+
     /// The live (not abandoned/cancelled) job with this function and key.
     pub(super) fn lookup_unique(&self, fid: u32, key: &[u8]) -> Option<u64> {
         let jobs = &self.jobs;
