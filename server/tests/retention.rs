@@ -20,6 +20,14 @@ fn retain(secs: u64) -> SubmitOptions {
     }
 }
 
+/// Options with this unique key.
+fn unique(key: &'static str) -> SubmitOptions {
+    SubmitOptions {
+        unique: Some(Bytes::from_static(key.as_bytes())),
+        ..Default::default()
+    }
+}
+
 /// A raw worker of `function` takes the next job: (handle, data).
 fn grab(w: &mut Raw) -> Option<(String, Vec<u8>)> {
     w.send(&Packet::GrabJob);
@@ -257,10 +265,7 @@ fn unique_window_coalesces_onto_the_finished_job() {
         vec![("win".to_string(), Duration::from_secs(2))]
     );
     let c = client(d.port);
-    let keyed = SubmitOptions {
-        unique: Some(Bytes::from_static(b"k1")),
-        ..Default::default()
-    };
+    let keyed = unique("k1");
     let h = rt
         .block_on(c.submit_background("win", "a", keyed.clone()))
         .unwrap();
@@ -293,14 +298,7 @@ fn unique_window_coalesces_onto_the_finished_job() {
     );
     // Another key, and another function, are not affected.
     let other = rt
-        .block_on(c.submit_background(
-            "win",
-            "z",
-            SubmitOptions {
-                unique: Some(Bytes::from_static(b"k2")),
-                ..Default::default()
-            },
-        ))
+        .block_on(c.submit_background("win", "z", unique("k2")))
         .unwrap();
     assert_ne!(other, h);
     let (g, _) = grab_wait(&mut w);
@@ -311,14 +309,7 @@ fn unique_window_coalesces_onto_the_finished_job() {
     // A failed job holds no window: k2 runs again at once.
     std::thread::sleep(Duration::from_millis(200));
     let k2 = rt
-        .block_on(c.submit_background(
-            "win",
-            "z",
-            SubmitOptions {
-                unique: Some(Bytes::from_static(b"k2")),
-                ..Default::default()
-            },
-        ))
+        .block_on(c.submit_background("win", "z", unique("k2")))
         .unwrap();
     assert_ne!(k2, other);
     let (g, _) = grab_wait(&mut w);
