@@ -266,6 +266,7 @@ fn numeric_fields(kind: PacketType) -> &'static [usize] {
         PacketType::StatusResUnique => &[1, 2, 3, 4, 5],
         PacketType::CanDoTimeout => &[1],
         PacketType::SubmitJobEpoch => &[2],
+        PacketType::SubmitRetain => &[0],
         _ => &[],
     }
 }
@@ -273,7 +274,7 @@ fn numeric_fields(kind: PacketType) -> &'static [usize] {
 /// A decoded packet encodes back to the bytes it was read from, apart from
 /// these legitimate normalisations:
 /// - a type without fields ignores its payload (it re-encodes empty);
-/// - WORK_FAIL, GET_STATUS and OPTION_REQ drop one trailing NUL of their
+/// - WORK_FAIL, GET_STATUS, GET_RESULT and OPTION_REQ drop one trailing NUL of their
 ///   one field (peers terminate handles and names with one);
 /// - numeric fields ([`numeric_fields`]) re-encode canonically; the
 ///   canonical form then decodes to the same packet.
@@ -304,7 +305,10 @@ fn check_reencode(magic: Magic, p: &Packet, original: &[u8]) {
     assert_eq!(gf.len(), n, "{kind:?} re-encoded without its separators");
     let strips_nul = matches!(
         kind,
-        PacketType::WorkFail | PacketType::GetStatus | PacketType::OptionReq
+        PacketType::WorkFail
+            | PacketType::GetStatus
+            | PacketType::GetResult
+            | PacketType::OptionReq
     );
     for i in 0..n {
         if numeric_fields(kind).contains(&i) {
